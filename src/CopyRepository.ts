@@ -1,0 +1,45 @@
+/**
+ * The consumer-side copies of entities: a guarded upsert by version in one step (R4, R8), tombstones for
+ * hard deletes, soft deletes kept with `deletedAt` (R7). It has no way to emit events.
+ *
+ * @since 0.1.0
+ */
+import { Context, type Effect, type Schema } from "effect"
+import type { SqlError } from "effect/sql"
+
+/** The state of a copy. A `deleted` copy is a tombstone: it keeps only its version. */
+export type CopyState = "live" | "softDeleted" | "deleted"
+
+/** A copy of an entity. Times are epoch milliseconds. */
+export interface CopyRow {
+  readonly entity: string
+  readonly id: string
+  readonly version: number
+  readonly state: CopyState
+  /** The encoded payload; null for a tombstone. */
+  readonly payload: Schema.Json | null
+  readonly deletedAt: number | null
+  readonly syncedAt: number
+  /** The message that produced this version. */
+  readonly messageId: string
+}
+
+/** How the version guard compares: `newer` (R4) or `newerOrEqual` for force-sync events (R8). */
+export type Guard = "newer" | "newerOrEqual"
+
+/** The copies held by one consumer service. */
+export class CopyRepository extends Context.Service<CopyRepository, {
+  readonly get: (entity: string, id: string) => Effect.Effect<CopyRow | null, SqlError.SqlError>
+  /**
+   * Writes `row` only if its version passes the guard against the current copy (or there is none);
+   * returns whether it was written. One statement: no read-then-write race.
+   */
+  readonly upsert: (row: CopyRow, guard: Guard) => Effect.Effect<boolean, SqlError.SqlError>
+  /** Copies of an entity (tombstones included), by id. */
+  readonly list: (entity: string) => Effect.Effect<ReadonlyArray<CopyRow>, SqlError.SqlError>
+  /** Ids of the copies of `entity` that are not tombstones and whose payload `field` equals `id`. */
+  readonly referencing: (entity: string, field: string, id: string) => Effect.Effect<
+    ReadonlyArray<string>,
+    SqlError.SqlError
+  >
+}>()("entity-sync/CopyRepository") {}

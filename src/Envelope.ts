@@ -1,0 +1,129 @@
+/**
+ * The wire format (DESIGN §3, specVersion 1): the envelope every entity event travels in, its decoding
+ * from untrusted bytes (R6) and its encoding.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, Schema } from "effect"
+import { MalformedMessage } from "./Errors.ts"
+
+/** What happened to the entity. */
+export const Action = Schema.Literals(["created", "updated", "deleted", "softDeleted", "snapshot"])
+export type Action = typeof Action.Type
+
+const NonEmpty = Schema.String.check(Schema.isMinLength(1))
+
+const IsoTimestamp = Schema.String.check(
+  Schema.makeFilter((s: string) => !Number.isNaN(Date.parse(s)) || "an ISO-8601 timestamp")
+)
+
+/** The envelope schema, as it is on the wire. */
+export const Envelope = Schema.Struct({
+  specVersion: Schema.Literal(1),
+  messageId: NonEmpty,
+  entity: NonEmpty,
+  entityId: NonEmpty,
+  action: Action,
+  version: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  occurredAt: IsoTimestamp,
+  producer: NonEmpty,
+  forceSync: Schema.Boolean,
+  payload: Schema.Json,
+  traceparent: Schema.optionalKey(Schema.String),
+  context: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
+}).check(
+  Schema.makeFilter((e) =>
+    (e.action === "deleted") === (e.payload === null) ||
+    "payload must be null for \"deleted\" and only for \"deleted\""
+  )
+)
+export type Envelope = typeof Envelope.Type
+
+/** The default largest accepted message body: 256 KiB. */
+export const defaultMaxBytes = 256 * 1024
+
+/** The AMQP routing key of an envelope: `<producer>.<Entity>.<action>`. */
+export const routingKey = (e: Pick<Envelope, "producer" | "entity" | "action">): string =>
+  `${e.producer}.${e.entity}.${e.action}`
+
+/** The AMQP `type` property of an envelope: `<Entity>.<action>`. */
+export const messageType = (e: Pick<Envelope, "entity" | "action">): string => `${e.entity}.${e.action}`
+
+const decoder = new TextDecoder("utf-8", { fatal: true })
+const encoder = new TextEncoder()
+const decodeEnvelope = Schema.decodeUnknownEffect(Envelope, { errors: "all" })
+
+const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => {
+  if (typeof json !== "object" || json === null) return {}
+  const messageId = Reflect.get(json, "messageId")
+  const entity = Reflect.get(json, "entity")
+  return {
+    ...(typeof messageId === "string" ? { messageId } : {}),
+    ...(typeof entity === "string" ? { entity } : {})
+  }
+}
+
+/**
+ * Decodes an untrusted message body. Every way it can be wrong ends in a `MalformedMessage` with a
+ * reason a person can act on: too large, not UTF-8 JSON, unsupported spec version, or not an envelope.
+ */
+export const decode = (
+  body: Uint8Array | string,
+  options?: { readonly maxBytes?: number }
+): Effect.Effect<Envelope, MalformedMessage> =>
+  Effect.suspend(() => {
+    const maxBytes = options?.maxBytes ?? defaultMaxBytes
+    const size = typeof body === "string" ? encoder.encode(body).byteLength : body.byteLength
+    if (size > maxBytes) {
+      return Effect.fail(
+        new MalformedMessage({ reason: "TooLarge", detail: `the body is ${size} bytes; the limit is ${maxBytes}` })
+      )
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(typeof body === "string" ? body : decoder.decode(body))
+    } catch (cause) {
+      return Effect.fail(
+        new MalformedMessage({
+          reason: "NotJson",
+          detail: `the body is not UTF-8 JSON: ${cause instanceof Error ? cause.message : String(cause)}`
+        })
+      )
+    }
+    const known = messageIdOf(json)
+    const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
+    if (specVersion !== undefined && specVersion !== 1) {
+      return Effect.fail(
+        new MalformedMessage({
+          reason: "UnsupportedSpecVersion",
+          detail: `specVersion ${JSON.stringify(specVersion)} is not supported; this consumer reads specVersion 1`,
+          ...known
+        })
+      )
+    }
+    return decodeEnvelope(json).pipe(
+      Effect.mapError((error) =>
+        new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...known })
+      )
+    )
+  })
+
+/** Encodes an envelope as the UTF-8 JSON body of a message. */
+export const encode = (envelope: Envelope): Uint8Array => encoder.encode(JSON.stringify(envelope))
+
+const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")
+
+/** A new UUIDv7 message id: time-ordered (on the Effect `Clock`), random below the millisecond. */
+export const makeMessageId: Effect.Effect<string> = Effect.map(Clock.currentTimeMillis, (millis) => {
+  const bytes = new Uint8Array(16)
+  crypto.getRandomValues(bytes)
+  let time = millis
+  for (let i = 5; i >= 0; i--) {
+    bytes[i] = time % 256
+    time = Math.floor(time / 256)
+  }
+  bytes[6] = (bytes[6]! & 0x0f) | 0x70
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80
+  const h = hex(bytes)
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+})

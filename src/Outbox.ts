@@ -1,0 +1,87 @@
+/**
+ * The transactional outbox (R2): entity events are appended in the same transaction as the entity write,
+ * and the relay later claims, publishes and marks them. Appending is possible only inside
+ * `Outbox.transaction`, and the broker is not reachable there — both are compile errors otherwise.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect } from "effect"
+import type { SqlError } from "effect/sql"
+import type { Broker } from "./Broker.ts"
+import type { Envelope } from "./Envelope.ts"
+import type { Transactor } from "./Transactor.ts"
+
+/** An outbox row. Times are epoch milliseconds. */
+export interface OutboxRow {
+  /** Commit-independent sequence number; never used as a "last seen" cursor. */
+  readonly seq: number
+  readonly envelope: Envelope
+  readonly createdAt: number
+  readonly attempts: number
+  readonly nextAttemptAt: number
+  readonly lastError: string | null
+  readonly publishedAt: number | null
+}
+
+/** The transaction-scoped capability to append events; only `Outbox.transaction` provides it. */
+export class OutboxTransaction extends Context.Service<OutboxTransaction, {
+  readonly append: (envelopes: ReadonlyArray<Envelope>) => Effect.Effect<void, SqlError.SqlError>
+}>()("entity-sync/OutboxTransaction") {}
+
+/** Fails to type-check when `R` needs the broker (R2: nothing is published from inside a transaction). */
+export type NoBrokerInside<R> = [Extract<R, Broker>] extends [never] ? unknown
+  : { readonly "R2: the broker is not reachable inside an outbox transaction": never }
+
+/** Runs an effect in one transaction in which events can be appended to the outbox. */
+export type TransactionFn = <A, E, R>(
+  effect: Effect.Effect<A, E, R> & NoBrokerInside<R>
+) => Effect.Effect<A, E | SqlError.SqlError, Exclude<R, OutboxTransaction>>
+
+/** The outbox of one owner service. */
+export class Outbox extends Context.Service<Outbox, {
+  /** R2: one transaction for entity writes and their events. */
+  readonly transaction: TransactionFn
+  /**
+   * Claims up to `limit` unpublished rows that are due, oldest first, for the lease duration: concurrent
+   * relays skip claimed rows; rows of a relay that died become claimable again when the lease ends.
+   */
+  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<OutboxRow>, SqlError.SqlError>
+  /** Marks rows as published (confirmed by the broker). */
+  readonly markPublished: (seqs: ReadonlyArray<number>) => Effect.Effect<void, SqlError.SqlError>
+  /** Records a failed publish: attempts + 1, the error, and when to try again. */
+  readonly markFailed: (
+    seqs: ReadonlyArray<number>,
+    failure: { readonly error: string; readonly nextAttemptAt: number }
+  ) => Effect.Effect<void, SqlError.SqlError>
+  /** Completes when events were committed after the call began (may also complete spuriously). */
+  readonly awaitAppended: Effect.Effect<void, SqlError.SqlError>
+  /** Unpublished rows: how many, and when the oldest was created (relay lag). */
+  readonly pending: Effect.Effect<{ readonly count: number; readonly oldestCreatedAt: number | null }, SqlError.SqlError>
+  /** Rows in sequence order, for operators and replays (R9). */
+  readonly rows: (options?: { readonly afterSeq?: number; readonly limit?: number }) => Effect.Effect<
+    ReadonlyArray<OutboxRow>,
+    SqlError.SqlError
+  >
+  /** Deletes rows published before the given time (retention, R9); returns how many. */
+  readonly prune: (publishedBefore: number) => Effect.Effect<number, SqlError.SqlError>
+}>()("entity-sync/Outbox") {}
+
+/**
+ * Builds `Outbox.transaction` for an implementation: runs the effect in the service's `Transactor`
+ * with `OutboxTransaction` provided, then runs `afterCommit` (e.g. to wake the relay).
+ */
+export const makeTransaction = (
+  transactor: Transactor["Service"],
+  append: OutboxTransaction["Service"]["append"],
+  afterCommit: Effect.Effect<void>
+): TransactionFn =>
+(effect) =>
+  transactor.withTransaction(Effect.provideService(effect, OutboxTransaction, OutboxTransaction.of({ append }))).pipe(
+    Effect.tap(() => afterCommit)
+  )
+
+/** Runs `effect` in an outbox transaction of the current service (see `Outbox.transaction`). */
+export const transaction = <A, E, R>(
+  effect: Effect.Effect<A, E, R> & NoBrokerInside<R>
+): Effect.Effect<A, E | SqlError.SqlError, Exclude<R, OutboxTransaction> | Outbox> =>
+  Outbox.use((outbox) => outbox.transaction(effect))

@@ -1,0 +1,37 @@
+/**
+ * The owner-side store of entities: one row per entity with its monotonic version (R4) and its state,
+ * written in the same transaction as the outbox (R2). Typed, per-contract access with events is in
+ * `Producer`; this is the row store its implementations provide.
+ *
+ * @since 0.1.0
+ */
+import { Context, type Effect, type Schema } from "effect"
+import type { SqlError } from "effect/sql"
+import type { CopyState } from "./CopyRepository.ts"
+
+/** An owner row. A `deleted` row is a tombstone that keeps the version so a re-create continues it. */
+export interface SourceRow {
+  readonly entity: string
+  readonly id: string
+  readonly version: number
+  readonly state: CopyState
+  /** The encoded payload; null for a tombstone. */
+  readonly payload: Schema.Json | null
+  readonly updatedAt: number
+  readonly deletedAt: number | null
+}
+
+/** The owner's entity rows. */
+export class SourceRepository extends Context.Service<SourceRepository, {
+  readonly get: (entity: string, id: string) => Effect.Effect<SourceRow | null, SqlError.SqlError>
+  /** Inserts or replaces a row; call it inside the outbox transaction. */
+  readonly put: (row: SourceRow) => Effect.Effect<void, SqlError.SqlError>
+  /**
+   * A page of rows ordered by id, after `afterId` (keyset pagination), tombstones included; restricted to
+   * `ids` when given.
+   */
+  readonly page: (
+    entity: string,
+    options: { readonly afterId: string | null; readonly limit: number; readonly ids?: ReadonlyArray<string> }
+  ) => Effect.Effect<ReadonlyArray<SourceRow>, SqlError.SqlError>
+}>()("entity-sync/SourceRepository") {}
