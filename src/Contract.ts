@@ -14,8 +14,11 @@ export interface Dependency {
   readonly entity: string
 }
 
-/** An entity contract. `Owner` is a literal type so that R1 is checked by the compiler. */
-export interface Contract<Name extends string, Owner extends string, A, I> {
+/**
+ * An entity contract. `Owner` is a literal type so that R1 is checked by the compiler; the payload
+ * encodes to JSON (`I`).
+ */
+export interface Contract<Name extends string, Owner extends string, A, I extends Schema.Json> {
   readonly name: Name
   readonly owner: Owner
   readonly payload: Schema.Codec<A, I>
@@ -28,16 +31,16 @@ export interface Contract<Name extends string, Owner extends string, A, I> {
 }
 
 /** Any contract, whatever its name, owner and payload. */
-export type Any = Contract<string, string, unknown, unknown>
+export type Any = Contract<string, string, unknown, Schema.Json>
 
 /** The payload type of a contract. */
-export type Payload<C> = C extends Contract<string, string, infer A, unknown> ? A : never
+export type Payload<C> = C extends Contract<string, string, infer A, Schema.Json> ? A : never
 
 /** The encoded (wire) payload type of a contract. */
 export type Encoded<C> = C extends Contract<string, string, unknown, infer I> ? I : never
 
 /** Contracts owned by `Owner`. */
-export type OwnedBy<Owner extends string> = Contract<string, Owner, unknown, unknown>
+export type OwnedBy<Owner extends string> = Contract<string, Owner, unknown, Schema.Json>
 
 type KeysOfType<T, V> = { [K in keyof T]-?: T[K] extends V ? K : never }[keyof T] & string
 
@@ -55,7 +58,7 @@ export const make = <
   const Name extends string,
   const Owner extends string,
   A extends object,
-  I,
+  I extends Schema.Json,
   const Id extends KeysOfType<A, string>
 >(options: {
   readonly name: Name

@@ -1,0 +1,56 @@
+/**
+ * R10: every outcome of the runtime is a metric. Counters carry the entity and the consumer or producer
+ * as attributes; read them with `Metric.value` or export them with Effect's Prometheus exporter.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Metric } from "effect"
+
+/** What a consumer did with a message. */
+export type Outcome =
+  | "applied"
+  | "duplicate"
+  | "stale"
+  | "waiting"
+  | "parked"
+  | "woken"
+  | "deadLettered"
+  | "malformed"
+  | "failed"
+
+/** Messages handled by consumers, by `outcome`, `entity` and `consumer`. */
+export const consumerMessages = Metric.counter("entity_sync_consumer_messages_total", {
+  description: "messages handled by sync consumers, by outcome",
+  incremental: true
+})
+
+/** Events published by relays, by `producer`. */
+export const relayPublished = Metric.counter("entity_sync_relay_published_total", {
+  description: "outbox events published and confirmed by the broker",
+  incremental: true
+})
+
+/** Failed publish attempts of relays, by `producer`. */
+export const relayFailures = Metric.counter("entity_sync_relay_publish_failures_total", {
+  description: "outbox events whose publish failed and was rescheduled",
+  incremental: true
+})
+
+/** Age in milliseconds of the oldest unpublished outbox event, by `producer`. */
+export const relayLag = Metric.gauge("entity_sync_relay_lag_ms", {
+  description: "age of the oldest unpublished outbox event"
+})
+
+/** Milliseconds from the owner's commit (occurredAt) to the consumer's apply, by `entity`. */
+export const applyLatency = Metric.histogram("entity_sync_apply_latency_ms", {
+  description: "time from an event's occurrence at the owner to its apply at the consumer",
+  boundaries: Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
+})
+
+/** Counts one consumer outcome. */
+export const countOutcome = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(consumerMessages, { consumer, entity, outcome }), 1)
+
+/** The count of one consumer outcome so far. */
+export const outcomeCount = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<number> =>
+  Effect.map(Metric.value(Metric.withAttributes(consumerMessages, { consumer, entity, outcome })), (s) => s.count)

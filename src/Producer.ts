@@ -1,0 +1,267 @@
+/**
+ * The owner side: typed repositories for the contracts a service owns. A write bumps the entity's version
+ * (R4) and appends its event to the outbox in the caller's transaction (R2). Only the owner can produce
+ * events for a contract (R1): asking for a repository of another service's contract does not compile.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Effect, Option, Schema } from "effect"
+import type { SqlError } from "effect/sql"
+import type * as Contract from "./Contract.ts"
+import type { CopyState } from "./CopyRepository.ts"
+import * as Envelope from "./Envelope.ts"
+import { EntityExists, EntityNotFound } from "./Errors.ts"
+import { Outbox, OutboxTransaction } from "./Outbox.ts"
+import { SourceRepository, type SourceRow } from "./SourceRepository.ts"
+
+/** An entity as the owner holds it. A deleted entity (tombstone) has no payload. */
+export interface Entity<A> {
+  readonly id: string
+  readonly version: number
+  readonly state: CopyState
+  readonly payload: A | null
+  readonly updatedAt: number
+  readonly deletedAt: number | null
+}
+
+/** A change about to be published; `before` / `after` are null where the entity did not exist. */
+export interface Change<A> {
+  readonly action: Envelope.Action
+  readonly before: A | null
+  readonly after: A | null
+}
+
+/** Options of a repository. */
+export interface RepositoryOptions<A> {
+  /** Publishes a change only when this holds (default: always). The write happens either way. */
+  readonly handleWhen?: (change: Change<A>) => boolean
+}
+
+/** Options of one write. */
+export interface WriteOptions {
+  /** Writes without raising an event (the version is still bumped). */
+  readonly dismissSendEvent?: boolean
+}
+
+/** Request context carried in the `context` field of the events written under it. */
+export const RequestContext = Context.Reference<Readonly<Record<string, string>> | undefined>(
+  "entity-sync/RequestContext",
+  { defaultValue: () => undefined }
+)
+
+type Tx = OutboxTransaction | SourceRepository
+
+/** The owner's typed repository of one contract. Writes need the outbox transaction. */
+export interface EntityRepository<A> {
+  /** Creates the entity (version 1, or the tombstone's version + 1); fails if it exists. */
+  readonly create: (payload: A, options?: WriteOptions) => Effect.Effect<Entity<A>, EntityExists | SqlError.SqlError, Tx>
+  /** Replaces the live entity with `f(current)`; a no-op change writes nothing and raises no event. */
+  readonly update: (
+    id: string,
+    f: (current: A) => A,
+    options?: WriteOptions
+  ) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
+  /** Hard-deletes the entity, leaving a tombstone with its version. */
+  readonly delete: (id: string, options?: WriteOptions) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
+  /** Soft-deletes the live entity (R7): the row stays with `deletedAt`. */
+  readonly softDelete: (
+    id: string,
+    options?: WriteOptions
+  ) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
+  /** The entity, tombstones included; null if it never existed. */
+  readonly get: (id: string) => Effect.Effect<Entity<A> | null, SqlError.SqlError, SourceRepository>
+  /**
+   * Full sync (R8): republishes the current state of every entity (or of `ids`) as force-sync events, in
+   * keyset-paginated batches of `batchSize` (default 100), each batch in its own outbox transaction.
+   * Returns the number of events queued.
+   */
+  readonly fullSync: (options?: {
+    readonly ids?: ReadonlyArray<string>
+    readonly batchSize?: number
+  }) => Effect.Effect<number, SqlError.SqlError, Outbox | SourceRepository>
+}
+
+/** A producing service: the only source of events for the contracts it owns. */
+export interface Producer<Service extends string> {
+  readonly service: Service
+  /** The repository of a contract owned by this service (R1: a contract of another owner does not compile). */
+  readonly repository: <Name extends string, A, I extends Schema.Json>(
+    contract: Contract.Contract<Name, Service, A, I>,
+    options?: RepositoryOptions<A>
+  ) => EntityRepository<A>
+}
+
+const currentTraceparent = Effect.map(
+  Effect.option(Effect.currentSpan),
+  Option.map((span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`)
+)
+
+/** Makes the producer of a service. */
+export const make = <const Service extends string>(service: Service): Producer<Service> => ({
+  service,
+  repository: (contract, options) => makeRepository(service, contract, options ?? {})
+})
+
+const makeRepository = <A, I extends Schema.Json>(
+  service: string,
+  contract: Contract.Contract<string, string, A, I>,
+  options: RepositoryOptions<A>
+): EntityRepository<A> => {
+  const encode = Schema.encodeEffect(contract.payload)
+  const decode = Schema.decodeUnknownEffect(contract.payload)
+  const encodePayload = (a: A) => Effect.orDie(encode(a))
+  const decodeStored = (row: SourceRow): Effect.Effect<A | null> =>
+    row.payload === null ? Effect.succeed(null) : Effect.orDie(decode(row.payload))
+  const handleWhen = options.handleWhen ?? (() => true)
+
+  const toEntity = (row: SourceRow, payload: A | null): Entity<A> => ({
+    id: row.id,
+    version: row.version,
+    state: row.state,
+    payload,
+    updatedAt: row.updatedAt,
+    deletedAt: row.deletedAt
+  })
+
+  const envelope = (row: SourceRow, action: Envelope.Action, forceSync: boolean) =>
+    Effect.gen(function*() {
+      const messageId = yield* Envelope.makeMessageId
+      const traceparent = yield* currentTraceparent
+      const context = yield* RequestContext
+      const event: Envelope.Envelope = {
+        specVersion: 1,
+        messageId,
+        entity: contract.name,
+        entityId: row.id,
+        action,
+        version: row.version,
+        occurredAt: new Date(row.updatedAt).toISOString(),
+        producer: service,
+        forceSync,
+        payload: row.payload,
+        ...(Option.isSome(traceparent) ? { traceparent: traceparent.value } : {}),
+        ...(context !== undefined ? { context } : {})
+      }
+      return event
+    })
+
+  const write = (
+    row: SourceRow,
+    change: Change<A>,
+    writeOptions: WriteOptions | undefined
+  ): Effect.Effect<Entity<A>, SqlError.SqlError, Tx> =>
+    Effect.gen(function*() {
+      const source = yield* SourceRepository
+      yield* source.put(row)
+      if (writeOptions?.dismissSendEvent !== true && handleWhen(change)) {
+        const tx = yield* OutboxTransaction
+        yield* tx.append([yield* envelope(row, change.action, false)])
+      }
+      return toEntity(row, change.after)
+    })
+
+  const existing = (id: string) =>
+    SourceRepository.use((source) => source.get(contract.name, id))
+
+  const live = (id: string, allowSoftDeleted: boolean) =>
+    Effect.flatMap(existing(id), (row) =>
+      row === null || row.state === "deleted" || (!allowSoftDeleted && row.state === "softDeleted")
+        ? Effect.fail(new EntityNotFound({ entity: contract.name, entityId: id }))
+        : Effect.map(decodeStored(row), (payload) => ({ row, payload })))
+
+  return {
+    create: (payload, writeOptions) =>
+      Effect.gen(function*() {
+        const id = contract.idOf(payload)
+        const row = yield* existing(id)
+        if (row !== null && row.state !== "deleted") {
+          return yield* new EntityExists({ entity: contract.name, entityId: id })
+        }
+        const now = yield* Clock.currentTimeMillis
+        const next: SourceRow = {
+          entity: contract.name,
+          id,
+          version: (row?.version ?? 0) + 1,
+          state: "live",
+          payload: yield* encodePayload(payload),
+          updatedAt: now,
+          deletedAt: null
+        }
+        return yield* write(next, { action: "created", before: null, after: payload }, writeOptions)
+      }),
+    update: (id, f, writeOptions) =>
+      Effect.gen(function*() {
+        const { payload: before, row } = yield* live(id, false)
+        if (before === null) return yield* new EntityNotFound({ entity: contract.name, entityId: id })
+        const after = f(before)
+        const encoded = yield* encodePayload(after)
+        if (JSON.stringify(encoded) === JSON.stringify(row.payload)) return toEntity(row, before)
+        const now = yield* Clock.currentTimeMillis
+        const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
+        return yield* write(next, { action: "updated", before, after }, writeOptions)
+      }),
+    delete: (id, writeOptions) =>
+      Effect.gen(function*() {
+        const { payload: before, row } = yield* live(id, true)
+        const now = yield* Clock.currentTimeMillis
+        const next: SourceRow = {
+          ...row,
+          version: row.version + 1,
+          state: "deleted",
+          payload: null,
+          updatedAt: now,
+          deletedAt: now
+        }
+        return yield* write(next, { action: "deleted", before, after: null }, writeOptions)
+      }),
+    softDelete: (id, writeOptions) =>
+      Effect.gen(function*() {
+        const { payload: before, row } = yield* live(id, false)
+        const now = yield* Clock.currentTimeMillis
+        const next: SourceRow = { ...row, version: row.version + 1, state: "softDeleted", updatedAt: now, deletedAt: now }
+        return yield* write(next, { action: "softDeleted", before, after: before }, writeOptions)
+      }),
+    get: (id) =>
+      Effect.flatMap(existing(id), (row) =>
+        row === null ? Effect.succeed(null) : Effect.map(decodeStored(row), (payload) => toEntity(row, payload))),
+    fullSync: (syncOptions) =>
+      Effect.gen(function*() {
+        const outbox = yield* Outbox
+        const batchSize = syncOptions?.batchSize ?? 100
+        let afterId: string | null = null
+        let queued = 0
+        while (true) {
+          const page: ReadonlyArray<SourceRow> = yield* outbox.transaction(Effect.gen(function*() {
+            const source = yield* SourceRepository
+            const rows = yield* source.page(contract.name, {
+              afterId,
+              limit: batchSize,
+              ...(syncOptions?.ids !== undefined ? { ids: syncOptions.ids } : {})
+            })
+            const events: Array<Envelope.Envelope> = []
+            for (const row of rows) {
+              const payload = yield* decodeStored(row)
+              const action = snapshotAction[row.state]
+              if (handleWhen({ action, before: payload, after: payload })) {
+                events.push(yield* envelope(row, action, true))
+              }
+            }
+            const tx = yield* OutboxTransaction
+            yield* tx.append(events)
+            queued += events.length
+            return rows
+          }))
+          const last = page.at(-1)
+          if (last === undefined || page.length < batchSize) return queued
+          afterId = last.id
+          yield* Effect.logDebug("full sync progress", { entity: contract.name, queued, afterId })
+        }
+      })
+  }
+}
+
+const snapshotAction: Record<CopyState, Envelope.Action> = {
+  live: "snapshot",
+  softDeleted: "softDeleted",
+  deleted: "deleted"
+}

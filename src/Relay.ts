@@ -1,0 +1,127 @@
+/**
+ * The relay: claims due outbox rows, publishes them as one confirmed batch and marks them published
+ * (R3). It wakes when events are committed and polls as a fallback; a failed publish is rescheduled
+ * per row on a `Schedule`, so a broker outage backs off and loses nothing.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
+import type { SqlError } from "effect/sql"
+import { Broker, type OutgoingMessage } from "./Broker.ts"
+import * as Envelope from "./Envelope.ts"
+import * as Metrics from "./Metrics.ts"
+import { Outbox, type OutboxRow } from "./Outbox.ts"
+import * as RetrySchedule from "./RetrySchedule.ts"
+
+/** Relay settings. */
+export interface RelayOptions {
+  /** The producing service, for metrics and logs. */
+  readonly producer: string
+  /** Rows claimed and published per batch (default 100). */
+  readonly batchSize?: number
+  /** How often to look for due rows when no commit woke the relay (default 1 second). */
+  readonly pollInterval?: Duration.Input
+  /** Backoff of a row whose publish failed, by its attempts (default exponential from 100 ms, at most 30 s). */
+  readonly retry?: RetrySchedule.RetrySchedule
+}
+
+/** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up. */
+export const defaultRetry: RetrySchedule.RetrySchedule = Schedule.min([
+  Schedule.exponential("100 millis", 2),
+  Schedule.spaced("30 seconds")
+])
+
+/** The broker message of an outbox row (DESIGN §3). */
+export const toMessage = (row: OutboxRow): OutgoingMessage => ({
+  messageId: row.envelope.messageId,
+  routingKey: Envelope.routingKey(row.envelope),
+  type: Envelope.messageType(row.envelope),
+  body: Envelope.encode(row.envelope),
+  headers: row.envelope.traceparent !== undefined ? { traceparent: row.envelope.traceparent } : {}
+})
+
+/**
+ * Claims and publishes one batch; returns how many rows were claimed. A broker failure reschedules the
+ * batch's rows and is not an error of the relay.
+ */
+export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const broker = yield* Broker
+    const rows = yield* outbox.claim(options.batchSize ?? 100)
+    if (rows.length === 0) return 0
+    const seqs = rows.map((row) => row.seq)
+    const published = yield* broker.publish(rows.map(toMessage)).pipe(
+      Effect.as(true),
+      Effect.catchTag("BrokerUnavailable", (error) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const attempts = Math.max(...rows.map((row) => row.attempts)) + 1
+          const delay = yield* RetrySchedule.delayAfter(options.retry ?? defaultRetry, attempts)
+          const millis = Option.match(delay, { onNone: () => 30_000, onSome: Duration.toMillis })
+          yield* outbox.markFailed(seqs, { error: error.message, nextAttemptAt: now + millis })
+          yield* Metric.update(Metric.withAttributes(Metrics.relayFailures, { producer: options.producer }), rows.length)
+          yield* Effect.logWarning("relay: publish failed, rescheduled", {
+            producer: options.producer,
+            events: rows.length,
+            attempts,
+            retryInMillis: millis,
+            error: error.message
+          })
+          return false
+        }))
+    )
+    if (published) {
+      yield* outbox.markPublished(seqs)
+      yield* Metric.update(Metric.withAttributes(Metrics.relayPublished, { producer: options.producer }), rows.length)
+    }
+    return rows.length
+  })
+
+/** Publishes until no row is due. Returns how many rows were claimed in all. */
+export const drain = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
+  Effect.gen(function*() {
+    let total = 0
+    while (true) {
+      const n = yield* publishBatch(options)
+      total += n
+      if (n === 0) return total
+    }
+  })
+
+const recordLag = (producer: string) =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const { oldestCreatedAt } = yield* outbox.pending
+    const now = yield* Clock.currentTimeMillis
+    yield* Metric.update(
+      Metric.withAttributes(Metrics.relayLag, { producer }),
+      oldestCreatedAt === null ? 0 : now - oldestCreatedAt
+    )
+  })
+
+/** Runs the relay forever: publish what is due, then wait for a commit or the poll interval. */
+export const run = (options: RelayOptions): Effect.Effect<never, SqlError.SqlError, Outbox | Broker> =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const batchSize = options.batchSize ?? 100
+    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "1 second")
+    while (true) {
+      const woken = yield* Effect.forkChild(outbox.awaitAppended, { startImmediately: true })
+      let claimed = batchSize
+      while (claimed === batchSize) claimed = yield* publishBatch(options)
+      yield* recordLag(options.producer)
+      yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
+      yield* Fiber.interrupt(woken)
+    }
+  })
+
+/** A relay running in the background for the lifetime of the layer; it restarts after database errors. */
+export const layer = (options: RelayOptions): Layer.Layer<never, never, Outbox | Broker> =>
+  Layer.effectDiscard(
+    run(options).pipe(
+      Effect.tapCause((cause) => Effect.logError("relay stopped; restarting", cause)),
+      Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")])),
+      Effect.forkScoped
+    )
+  )

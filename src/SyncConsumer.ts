@@ -1,0 +1,589 @@
+/**
+ * The consumer pipeline: decode → route by entity → dedupe → stale guard → dependencies → apply (copy
+ * upsert and the user's handler) → commit → ack. Poison input is dead-lettered with its reason and the
+ * consumer goes on (R6); events whose dependencies are missing wait on a `Schedule`, first in process, then
+ * parked in the inbox, woken early when what they wait for is applied, and dead-lettered as
+ * `DependencyMissing` when the budget is spent (R5). Every outcome is counted (R10).
+ *
+ * @since 0.1.0
+ */
+import {
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Layer,
+  Metric,
+  Option,
+  Ref,
+  Schedule,
+  Schema,
+  type Scope,
+  Semaphore,
+  Stream
+} from "effect"
+import type { SqlError } from "effect/sql"
+import { Broker, type Delivery } from "./Broker.ts"
+import type * as Contract from "./Contract.ts"
+import { type CopyRow, CopyRepository } from "./CopyRepository.ts"
+import * as Envelope from "./Envelope.ts"
+import { DependencyMissing, type EntityRef, MalformedMessage, StaleMessage, type SyncError } from "./Errors.ts"
+import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
+import * as Metrics from "./Metrics.ts"
+import * as RetrySchedule from "./RetrySchedule.ts"
+import { Transactor } from "./Transactor.ts"
+
+/** An event handed to a subscription's handler, inside the apply transaction. */
+export interface SyncEvent<A> {
+  readonly envelope: Envelope.Envelope
+  /** The decoded payload; null for a hard delete. */
+  readonly payload: A | null
+  /** The copy before this event, if any. */
+  readonly previous: CopyRow | null
+}
+
+/** What a handler may fail with: the runtime's sync errors and `SqlError` — anything else must be handled. */
+export type HandlerError = SyncError | SqlError.SqlError
+
+interface Prepared<R> {
+  readonly references: ReadonlyArray<EntityRef>
+  readonly handle: (previous: CopyRow | null) => Effect.Effect<void, HandlerError, R>
+}
+
+/** A contract a consumer subscribes to, with an optional handler run in the apply transaction. */
+export interface Subscription<R> {
+  readonly contract: Contract.Any
+  readonly prepare: (envelope: Envelope.Envelope) => Effect.Effect<Prepared<R>, MalformedMessage>
+}
+
+/**
+ * Subscribes to a contract: its events keep a copy (CopyRepository) and run `handler`, if given, in the
+ * same transaction. The handler's error channel is limited to `HandlerError` by the compiler.
+ */
+export const subscribe = <Name extends string, Owner extends string, A, I extends Schema.Json, R = never>(
+  contract: Contract.Contract<Name, Owner, A, I>,
+  options?: { readonly handler?: (event: SyncEvent<A>) => Effect.Effect<void, HandlerError, R> }
+): Subscription<R> => {
+  const decode = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
+  const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
+    new MalformedMessage({ reason, detail, messageId: envelope.messageId, entity: envelope.entity })
+  return {
+    contract,
+    prepare: (envelope) =>
+      Effect.gen(function*() {
+        if (envelope.producer !== contract.owner) {
+          return yield* malformed(
+            envelope,
+            "InvalidEnvelope",
+            `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
+          )
+        }
+        const payload = envelope.payload === null ? null : yield* decode(envelope.payload).pipe(
+          Effect.mapError((error) => malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " ")))
+        )
+        if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
+          return yield* malformed(
+            envelope,
+            "InvalidPayload",
+            `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
+          )
+        }
+        const handler = options?.handler
+        return {
+          references: payload === null ? [] : contract.referencesOf(payload),
+          handle: (previous) => handler === undefined ? Effect.void : handler({ envelope, payload, previous })
+        }
+      })
+  }
+}
+
+/** Settings of a consumer. */
+export interface ConsumerOptions<R> {
+  /** The consuming service; its queue is `<service>.sync`. */
+  readonly service: string
+  readonly subscriptions: ReadonlyArray<Subscription<R>>
+  /**
+   * Retries of an event whose dependencies are missing (R5); when it ends the event is dead-lettered as
+   * `DependencyMissing`. Default: 200 ms doubling, at most 5 minutes apart, for 24 hours.
+   */
+  readonly dependencyRetry?: RetrySchedule.RetrySchedule
+  /** How many of those retries happen in process before the event is parked in the inbox (default 3). */
+  readonly inProcessRetries?: number
+  /** Largest accepted message body in bytes (default 256 KiB). */
+  readonly maxBytes?: number
+  /** Deliveries handled at once; events of one entity are applied one at a time (default 16). */
+  readonly concurrency?: number
+  /** Unsettled deliveries held from the broker (default 200). */
+  readonly prefetch?: number
+  /** How often parked events are looked at when nothing woke the consumer (default 5 seconds). */
+  readonly pollInterval?: Duration.Input
+}
+
+/** The default dependency retry schedule (R5). */
+export const defaultDependencyRetry: RetrySchedule.RetrySchedule = Schedule.min([
+  Schedule.exponential("200 millis", 2),
+  Schedule.spaced("5 minutes")
+]).pipe(Schedule.upTo({ duration: "24 hours" }))
+
+/** The queue of a consuming service and its bindings. */
+export const queueOf = (service: string, subscriptions: ReadonlyArray<Subscription<unknown>>) => ({
+  name: `${service}.sync`,
+  bindings: subscriptions.map((s) => `${s.contract.owner}.${s.contract.name}.*`)
+})
+
+/** A running consumer: its operator controls. */
+export class SyncConsumer extends Context.Service<SyncConsumer, {
+  readonly service: string
+  /** Events given up on (DependencyMissing, or a handler's MalformedMessage), oldest first. */
+  readonly deadLetters: Effect.Effect<ReadonlyArray<DeadRow>, SqlError.SqlError>
+  /** Puts a dead-lettered event back to waiting, due now; false when there is no such dead letter. */
+  readonly replay: (messageId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  /** Events parked until their dependencies arrive. */
+  readonly waiting: Effect.Effect<ReadonlyArray<WaitingRow>, SqlError.SqlError>
+  /** Deliveries being handled right now. */
+  readonly inFlight: Effect.Effect<number>
+}>()("entity-sync/SyncConsumer") {}
+
+type Verdict =
+  | { readonly _tag: "applied" }
+  | { readonly _tag: "duplicate" }
+  | { readonly _tag: "stale"; readonly error: StaleMessage }
+  | { readonly _tag: "parked"; readonly error: DependencyMissing }
+  | { readonly _tag: "deadLettered"; readonly error: DependencyMissing | MalformedMessage }
+
+/** Per-key mutual exclusion: events of one entity are applied one at a time. */
+const makeKeyLock = () => {
+  const locks = new Map<string, { readonly semaphore: Semaphore.Semaphore; users: number }>()
+  return <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => {
+        const lock = locks.get(key) ?? { semaphore: Semaphore.makeUnsafe(1), users: 0 }
+        lock.users++
+        locks.set(key, lock)
+        return lock
+      }),
+      (lock) => Semaphore.withPermit(lock.semaphore)(effect),
+      (lock) =>
+        Effect.sync(() => {
+          if (--lock.users === 0) locks.delete(key)
+        })
+    )
+}
+
+const refKey = (ref: EntityRef) => `${ref.entity}:${ref.id}`
+const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
+const uniqueRefs = (refs: ReadonlyArray<EntityRef>) => [...new Map(refs.map((r) => [refKey(r), r])).values()]
+
+/**
+ * Starts a consumer in the current scope: it subscribes to `<service>.sync` (reconnecting on broker
+ * errors) and works off parked events. Interrupting the scope stops it; unsettled deliveries are redelivered.
+ */
+export const make = <R>(
+  options: ConsumerOptions<R>
+): Effect.Effect<
+  SyncConsumer["Service"],
+  never,
+  Broker | Inbox | CopyRepository | Transactor | Scope.Scope | R
+> =>
+  Effect.gen(function*() {
+    const consumer = options.service
+    const broker = yield* Broker
+    const inbox = yield* Inbox
+    const copies = yield* CopyRepository
+    const transactor = yield* Transactor
+    const context = yield* Effect.context<R>()
+    const schedule = options.dependencyRetry ?? defaultDependencyRetry
+    const inProcessRetries = options.inProcessRetries ?? 3
+    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "5 seconds")
+    const withKeyLock = makeKeyLock()
+    const inFlight = yield* Ref.make(0)
+
+    const routes = new Map(options.subscriptions.map((s) => [s.contract.name, s]))
+    for (const s of options.subscriptions) {
+      for (const dep of s.contract.dependencies) {
+        if (!routes.has(dep.entity)) {
+          return yield* Effect.die(
+            new Error(
+              `consumer "${consumer}": ${s.contract.name}.${dep.field} depends on ${dep.entity}, which it does not subscribe to`
+            )
+          )
+        }
+      }
+    }
+    const dependents = (entity: string) =>
+      options.subscriptions.flatMap((s) =>
+        s.contract.dependencies.filter((d) => d.entity === entity).map((d) => ({ entity: s.contract.name, field: d.field }))
+      )
+
+    // Completed (and replaced) after every commit that applied something: wakes in-process waiters and
+    // the parked-event worker.
+    const applied = yield* Ref.make(Deferred.makeUnsafe<void>())
+    const signalApplied = Effect.flatMap(
+      Ref.getAndSet(applied, Deferred.makeUnsafe<void>()),
+      (d) => Deferred.succeed(d, undefined)
+    )
+
+    const count = (entity: string, outcome: Metrics.Outcome) => Metrics.countOutcome(consumer, entity, outcome)
+
+    const route = (envelope: Envelope.Envelope) =>
+      Effect.gen(function*() {
+        const subscription = routes.get(envelope.entity)
+        if (subscription === undefined) {
+          return yield* new MalformedMessage({
+            reason: "UnknownEntity",
+            detail: `consumer "${consumer}" does not subscribe to ${envelope.entity} (it knows ${[...routes.keys()].join(", ")})`,
+            messageId: envelope.messageId,
+            entity: envelope.entity
+          })
+        }
+        return yield* subscription.prepare(envelope)
+      })
+
+    const missingOf = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
+      Effect.gen(function*() {
+        if (envelope.action === "deleted") {
+          // a hard delete waits until no copy references the entity (R5 from the other side)
+          const refs: Array<EntityRef> = []
+          for (const d of dependents(envelope.entity)) {
+            const ids = yield* copies.referencing(d.entity, d.field, envelope.entityId)
+            refs.push(...ids.map((id) => ({ entity: d.entity, id })))
+          }
+          return refs
+        }
+        const missing: Array<EntityRef> = []
+        for (const ref of prepared.references) {
+          const copy = yield* copies.get(ref.entity, ref.id)
+          if (copy === null || copy.state === "deleted") missing.push(ref)
+        }
+        return missing
+      })
+
+    const isStale = (envelope: Envelope.Envelope, current: CopyRow | null) =>
+      current !== null && (envelope.forceSync ? envelope.version < current.version : envelope.version <= current.version)
+
+    const staleError = (envelope: Envelope.Envelope, currentVersion: number) =>
+      new StaleMessage({
+        messageId: envelope.messageId,
+        entity: envelope.entity,
+        entityId: envelope.entityId,
+        version: envelope.version,
+        currentVersion
+      })
+
+    interface Attempt {
+      readonly envelope: Envelope.Envelope
+      readonly prepared: Prepared<R>
+      /** The parked row when retrying a parked event; null for a fresh delivery. */
+      readonly parked: WaitingRow | null
+      /** 1 for the first attempt. */
+      readonly attempt: number
+      /** Whether a missing dependency parks (or dead-letters) the event rather than failing the attempt. */
+      readonly mayPark: boolean
+      /** Missing entities reported by the handler in an earlier attempt. */
+      readonly reported: ReadonlyArray<EntityRef>
+      readonly firstSeenAt: number
+    }
+
+    // Parks the event, or dead-letters it when the schedule is spent. Runs inside the transaction.
+    const parkOrDeadLetter = (a: Attempt, missing: ReadonlyArray<EntityRef>) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const { envelope } = a
+        const error = new DependencyMissing({
+          messageId: envelope.messageId,
+          entity: envelope.entity,
+          entityId: envelope.entityId,
+          version: envelope.version,
+          missing,
+          attempts: a.attempt
+        })
+        const delay = yield* RetrySchedule.delayAfter(schedule, a.attempt, a.firstSeenAt)
+        const row = {
+          consumer,
+          messageId: envelope.messageId,
+          envelope,
+          waitingFor: uniqueRefs([...missing, selfRef(envelope)]),
+          attempts: a.attempt,
+          firstSeenAt: a.firstSeenAt,
+          lastSeenAt: now
+        }
+        if (Option.isNone(delay)) {
+          yield* inbox.deadLetter({ ...row, error: error._tag, reason: error.message })
+          return { _tag: "deadLettered", error } satisfies Verdict
+        }
+        yield* inbox.park({ ...row, nextAttemptAt: now + Duration.toMillis(delay.value) })
+        return { _tag: "parked", error } satisfies Verdict
+      })
+
+    // One attempt in one transaction. Fails with DependencyMissing only when !mayPark (nothing committed).
+    const attemptOnce = (a: Attempt): Effect.Effect<Verdict, HandlerError, R> =>
+      transactor.withTransaction(Effect.gen(function*() {
+        const { envelope } = a
+        if (a.parked === null && !(yield* inbox.record(consumer, envelope.messageId))) {
+          return { _tag: "duplicate" } satisfies Verdict
+        }
+        const release = a.parked === null ? Effect.void : inbox.release(consumer, envelope.messageId)
+        const current = yield* copies.get(envelope.entity, envelope.entityId)
+        if (current !== null && isStale(envelope, current)) {
+          yield* release
+          return { _tag: "stale", error: staleError(envelope, current.version) } satisfies Verdict
+        }
+        const missing = a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared)
+        if (missing.length > 0) {
+          if (!a.mayPark) {
+            return yield* new DependencyMissing({
+              messageId: envelope.messageId,
+              entity: envelope.entity,
+              entityId: envelope.entityId,
+              version: envelope.version,
+              missing,
+              attempts: a.attempt
+            })
+          }
+          return yield* parkOrDeadLetter(a, missing)
+        }
+        const now = yield* Clock.currentTimeMillis
+        const written = yield* copies.upsert({
+          entity: envelope.entity,
+          id: envelope.entityId,
+          version: envelope.version,
+          state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
+          payload: envelope.payload,
+          deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted"
+            ? Date.parse(envelope.occurredAt)
+            : null,
+          syncedAt: now,
+          messageId: envelope.messageId
+        }, envelope.forceSync ? "newerOrEqual" : "newer")
+        if (!written) {
+          yield* release
+          return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
+        }
+        yield* a.prepared.handle(current)
+        yield* inbox.wake(consumer, [selfRef(envelope)])
+        yield* release
+        return { _tag: "applied" } satisfies Verdict
+      }))
+
+    // An attempt, with the handler's own StaleMessage / DependencyMissing / MalformedMessage settled in a
+    // second transaction (the first one rolled back).
+    const attemptSettled = (a: Attempt): Effect.Effect<Verdict, DependencyMissing | SqlError.SqlError, R> =>
+      attemptOnce(a).pipe(
+        Effect.catchTags({
+          StaleMessage: (error) =>
+            transactor.withTransaction(Effect.gen(function*() {
+              if (a.parked === null) yield* inbox.record(consumer, a.envelope.messageId)
+              else yield* inbox.release(consumer, a.envelope.messageId)
+              return { _tag: "stale", error } satisfies Verdict
+            })),
+          DependencyMissing: (error) =>
+            a.mayPark && a.reported.length === 0
+              ? attemptSettled({ ...a, reported: error.missing })
+              : Effect.fail(error),
+          MalformedMessage: (error) =>
+            transactor.withTransaction(Effect.gen(function*() {
+              const now = yield* Clock.currentTimeMillis
+              if (a.parked === null) yield* inbox.record(consumer, a.envelope.messageId)
+              yield* inbox.deadLetter({
+                consumer,
+                messageId: a.envelope.messageId,
+                envelope: a.envelope,
+                error: error._tag,
+                reason: error.message,
+                waitingFor: [],
+                attempts: a.attempt,
+                firstSeenAt: a.firstSeenAt,
+                lastSeenAt: now
+              })
+              return { _tag: "deadLettered", error } satisfies Verdict
+            }))
+        })
+      )
+
+    const retryOnSqlError = <A, E extends { readonly _tag: string }, R2>(effect: Effect.Effect<A, E, R2>) =>
+      Effect.retry(effect, {
+        schedule: Schedule.exponential("50 millis"),
+        times: 5,
+        while: (error: E) => error._tag === "SqlError"
+      })
+
+    const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
+      Effect.gen(function*() {
+        switch (verdict._tag) {
+          case "applied": {
+            yield* signalApplied
+            yield* count(envelope.entity, woken ? "woken" : "applied")
+            if (woken) yield* count(envelope.entity, "applied")
+            const now = yield* Clock.currentTimeMillis
+            yield* Metric.update(
+              Metric.withAttributes(Metrics.applyLatency, { entity: envelope.entity }),
+              Math.max(0, now - Date.parse(envelope.occurredAt))
+            )
+            return
+          }
+          case "duplicate":
+            return yield* count(envelope.entity, "duplicate")
+          case "stale":
+            yield* count(envelope.entity, "stale")
+            return yield* Effect.logDebug(verdict.error.message)
+          case "parked":
+            yield* count(envelope.entity, "parked")
+            return yield* Effect.logDebug(verdict.error.message)
+          case "deadLettered":
+            yield* count(envelope.entity, "deadLettered")
+            return yield* Effect.logWarning(`dead-lettered: ${verdict.error.message}`)
+        }
+      })
+
+    const awaitApplied = (deferred: Deferred.Deferred<void>, delay: Duration.Duration) =>
+      Deferred.await(deferred).pipe(Effect.timeoutOption(delay), Effect.asVoid)
+
+    // A fresh delivery: in-process retries, then parking.
+    const handleEnvelope = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
+      Effect.gen(function*() {
+        const firstSeenAt = yield* Clock.currentTimeMillis
+        let attempt = 1
+        let waited = false
+        while (true) {
+          const wake = yield* Ref.get(applied)
+          const a: Attempt = {
+            envelope,
+            prepared,
+            parked: null,
+            attempt,
+            mayPark: attempt > inProcessRetries,
+            reported: [],
+            firstSeenAt
+          }
+          const result = yield* withKeyLock(refKey(selfRef(envelope)), attemptSettled(a)).pipe(
+            retryOnSqlError,
+            Effect.result
+          )
+          if (result._tag === "Success") return yield* report(envelope, result.success, waited)
+          const error = result.failure
+          if (error._tag === "SqlError") return yield* error
+          const delay = yield* RetrySchedule.delayAfter(schedule, attempt, firstSeenAt)
+          if (Option.isNone(delay)) {
+            // the budget is spent while still in process: park with the schedule's verdict (dead letter)
+            return yield* report(
+              envelope,
+              yield* withKeyLock(refKey(selfRef(envelope)), attemptSettled({ ...a, mayPark: true })),
+              waited
+            )
+          }
+          if (!waited) yield* count(envelope.entity, "waiting")
+          waited = true
+          yield* awaitApplied(wake, delay.value)
+          attempt++
+        }
+      })
+
+    const settleDelivery = (delivery: Delivery) =>
+      Effect.gen(function*() {
+        const envelope = yield* Envelope.decode(delivery.body, options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {})
+        const prepared = yield* route(envelope)
+        yield* handleEnvelope(envelope, prepared)
+        yield* delivery.ack
+      }).pipe(
+        Effect.catchTags({
+          MalformedMessage: (error) =>
+            Effect.gen(function*() {
+              yield* count(error.entity ?? "unknown", "malformed")
+              yield* Effect.logWarning(`dead-lettered malformed message: ${error.message}`)
+              yield* delivery.deadLetter(error.message)
+            }),
+          SqlError: (error) =>
+            Effect.gen(function*() {
+              yield* count("unknown", "failed")
+              yield* Effect.logError("consumer: database error; message requeued", error)
+              yield* delivery.nack({ requeue: true })
+            })
+        }),
+        Effect.catchTag("BrokerUnavailable", (error) =>
+          Effect.logWarning(`consumer: could not settle message ${delivery.messageId}; it will be redelivered`, error)),
+        Effect.onExit(() => Ref.update(inFlight, (n) => n - 1)),
+        (effect) => Effect.andThen(Ref.update(inFlight, (n) => n + 1), effect)
+      )
+
+    // A parked event that is due.
+    const retryParked = (row: WaitingRow) =>
+      Effect.gen(function*() {
+        const result = yield* route(row.envelope).pipe(Effect.result)
+        if (result._tag === "Failure") {
+          const error = result.failure
+          const now = yield* Clock.currentTimeMillis
+          yield* transactor.withTransaction(
+            inbox.deadLetter({ ...row, error: error._tag, reason: error.message, lastSeenAt: now })
+          )
+          return yield* report(row.envelope, { _tag: "deadLettered", error }, true)
+        }
+        const verdict = yield* withKeyLock(
+          refKey(selfRef(row.envelope)),
+          attemptSettled({
+            envelope: row.envelope,
+            prepared: result.success,
+            parked: row,
+            attempt: row.attempts + 1,
+            mayPark: true,
+            reported: [],
+            firstSeenAt: row.firstSeenAt
+          })
+        ).pipe(retryOnSqlError)
+        yield* report(row.envelope, verdict, true)
+      })
+
+    const workParked = Effect.gen(function*() {
+      while (true) {
+        const wake = yield* Ref.get(applied)
+        const now = yield* Clock.currentTimeMillis
+        const due = yield* inbox.due(consumer, now, 100)
+        yield* Effect.forEach(due, retryParked, { concurrency: options.concurrency ?? 16, discard: true })
+        if (due.length === 100) continue
+        const next = yield* inbox.nextDueAt(consumer)
+        const later = yield* Clock.currentTimeMillis
+        const wait = next === null
+          ? pollInterval
+          : Duration.min(pollInterval, Duration.millis(Math.max(0, next - later)))
+        if (next !== null && next <= later) continue
+        yield* awaitApplied(wake, wait)
+      }
+    })
+
+    const queue = queueOf(consumer, options.subscriptions)
+    const consume = broker.subscribe(queue, { prefetch: options.prefetch ?? 200 }).pipe(
+      Stream.mapEffect(settleDelivery, { concurrency: options.concurrency ?? 16, unordered: true }),
+      Stream.runDrain
+    )
+
+    const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
+      effect.pipe(
+        Effect.tapCause((cause) => Effect.logWarning(`consumer "${consumer}": ${name} stopped; restarting`, cause)),
+        Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")])),
+        Effect.provideContext(context),
+        Effect.forkScoped
+      )
+    yield* broker.declare(queue).pipe(Effect.retry(Schedule.spaced("1 second")), Effect.orDie)
+    yield* forever("delivery loop", consume)
+    yield* forever("parked-event worker", workParked)
+
+    return SyncConsumer.of({
+      service: consumer,
+      deadLetters: inbox.deadLetters(consumer),
+      replay: (messageId) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const replayed = yield* transactor.withTransaction(inbox.replay(consumer, messageId, now))
+          if (replayed) yield* signalApplied
+          return replayed
+        }),
+      waiting: inbox.waiting(consumer),
+      inFlight: Ref.get(inFlight)
+    })
+  })
+
+/** A consumer running for the lifetime of the layer. */
+export const layer = <R>(
+  options: ConsumerOptions<R>
+): Layer.Layer<SyncConsumer, never, Broker | Inbox | CopyRepository | Transactor | R> =>
+  Layer.effect(SyncConsumer, make(options))

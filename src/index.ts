@@ -1,0 +1,21 @@
+/**
+ * entity-sync: keep copies of entities in sync between services through a transactional outbox, a
+ * broker and an inbox, on Effect.
+ *
+ * @since 0.1.0
+ */
+export * as Broker from "./Broker.ts"
+export * as Contract from "./Contract.ts"
+export * as CopyRepository from "./CopyRepository.ts"
+export * as Envelope from "./Envelope.ts"
+export * as Errors from "./Errors.ts"
+export * as Inbox from "./Inbox.ts"
+export * as Metrics from "./Metrics.ts"
+export * as Outbox from "./Outbox.ts"
+export * as Producer from "./Producer.ts"
+export * as Relay from "./Relay.ts"
+export * as RetrySchedule from "./RetrySchedule.ts"
+export * as SourceRepository from "./SourceRepository.ts"
+export * as SyncConsumer from "./SyncConsumer.ts"
+export * as Transactor from "./Transactor.ts"
+export * as MemoryDatabase from "./memory/MemoryDatabase.ts"
