@@ -1,0 +1,51 @@
+/**
+ * The memory copy store: copies in a `MemoryDatabase` table with the version guard applied atomically,
+ * tombstones kept as rows.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer, type Schema } from "effect"
+import { type CopyRow, CopyRepository, type Guard } from "../CopyRepository.ts"
+import { MemoryDatabase } from "./MemoryDatabase.ts"
+
+const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
+
+const byId = (a: CopyRow, b: CopyRow) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+
+const isJsonObject = (json: Schema.Json): json is Schema.JsonObject =>
+  typeof json === "object" && json !== null && !Array.isArray(json)
+
+/** Whether `row` passes `guard` against the version of the current copy. */
+const passes = (row: CopyRow, guard: Guard, current: CopyRow | undefined) =>
+  current === undefined || (guard === "newer" ? row.version > current.version : row.version >= current.version)
+
+/** Makes a memory copy repository on the current `MemoryDatabase`. */
+export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabase> = Effect.gen(function* () {
+  const db = yield* MemoryDatabase
+  const copies = db.table<CopyRow>()
+
+  const copiesOf = (entity: string) => copies.values().filter((row) => row.entity === entity).sort(byId)
+
+  return CopyRepository.of({
+    get: (entity, id) => db.run(() => copies.get(keyOf(entity, id)) ?? null),
+    upsert: (row, guard) =>
+      db.run(() => {
+        const key = keyOf(row.entity, row.id)
+        if (!passes(row, guard, copies.get(key))) return false
+        copies.set(key, row)
+        return true
+      }),
+    list: (entity) => db.run(() => copiesOf(entity)),
+    referencing: (entity, field, id) =>
+      db.run(() =>
+        copiesOf(entity)
+          .filter((row) =>
+            row.state !== "deleted" && isJsonObject(row.payload) && row.payload[field] === id
+          )
+          .map((row) => row.id)
+      )
+  })
+})
+
+/** The memory `CopyRepository`, keeping its copies in the service's `MemoryDatabase`. */
+export const layer: Layer.Layer<CopyRepository, never, MemoryDatabase> = Layer.effect(CopyRepository, make)

@@ -1,0 +1,155 @@
+/**
+ * The memory outbox: rows live in a `MemoryDatabase` table, so an append in a failed transaction is rolled
+ * back with the rest of it. Claims lease rows for a while; a commit wakes `awaitAppended` waiters.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Deferred, Effect, Layer, Ref } from "effect"
+import type { Envelope } from "../Envelope.ts"
+import { makeTransaction, Outbox, type OutboxRow } from "../Outbox.ts"
+import { Transactor } from "../Transactor.ts"
+import { MemoryDatabase } from "./MemoryDatabase.ts"
+
+/** Options of the memory outbox. */
+export interface Options {
+  /** How long a claim keeps rows from other claimers, in milliseconds (default 30 000). */
+  readonly leaseMillis?: number
+}
+
+/** The default claim lease: 30 seconds. */
+export const defaultLeaseMillis = 30_000
+
+interface Stored {
+  readonly row: OutboxRow
+  /** Until when a claim holds the row; null when it is not claimed. */
+  readonly leasedUntil: number | null
+}
+
+const bySeq = (a: Stored, b: Stored) => a.row.seq - b.row.seq
+
+/** Makes a memory outbox on the current `MemoryDatabase` and `Transactor`. */
+export const make = (options?: Options): Effect.Effect<Outbox["Service"], never, MemoryDatabase | Transactor> =>
+  Effect.gen(function* () {
+    const db = yield* MemoryDatabase
+    const transactor = yield* Transactor
+    const leaseMillis = options?.leaseMillis ?? defaultLeaseMillis
+    const table = db.table<Stored>()
+    // Like a database sequence, the counter is not rolled back: seqs may have gaps.
+    let lastSeq = 0
+    const appended = yield* Ref.make(yield* Deferred.make<void>())
+
+    const sorted = () => table.values().slice().sort(bySeq)
+    const store = (stored: Stored) => table.set(String(stored.row.seq), stored)
+    const update = (seqs: ReadonlyArray<number>, f: (stored: Stored) => Stored | undefined) => {
+      for (const seq of seqs) {
+        const current = table.get(String(seq))
+        const next = current && f(current)
+        if (next) store(next)
+      }
+    }
+
+    const append = (envelopes: ReadonlyArray<Envelope>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        db.run(() => {
+          for (const envelope of envelopes) {
+            lastSeq += 1
+            store({
+              row: {
+                seq: lastSeq,
+                envelope,
+                createdAt: now,
+                attempts: 0,
+                nextAttemptAt: now,
+                lastError: null,
+                publishedAt: null
+              },
+              leasedUntil: null
+            })
+          }
+        }))
+
+    const wakeWaiters = Effect.flatMap(Deferred.make<void>(), (next) =>
+      Effect.flatMap(Ref.getAndSet(appended, next), (previous) => Deferred.succeed(previous, undefined))).pipe(
+        Effect.asVoid
+      )
+
+    const claim = (limit: number) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        db.run(() => {
+          const claimed = sorted()
+            .filter(({ leasedUntil, row }) =>
+              row.publishedAt === null && row.nextAttemptAt <= now && (leasedUntil === null || leasedUntil <= now)
+            )
+            .slice(0, Math.max(0, limit))
+          claimed.forEach(({ row }) => store({ row, leasedUntil: now + leaseMillis }))
+          return claimed.map(({ row }) => row)
+        }))
+
+    const markPublished = (seqs: ReadonlyArray<number>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        db.run(() =>
+          update(seqs, ({ row }) =>
+            row.publishedAt === null ? { row: { ...row, publishedAt: now }, leasedUntil: null } : undefined)
+        ))
+
+    const markFailed = (
+      seqs: ReadonlyArray<number>,
+      failure: { readonly error: string; readonly nextAttemptAt: number }
+    ) =>
+      db.run(() =>
+        update(seqs, ({ row }) =>
+          row.publishedAt === null
+            ? {
+              row: {
+                ...row,
+                attempts: row.attempts + 1,
+                lastError: failure.error,
+                nextAttemptAt: failure.nextAttemptAt
+              },
+              leasedUntil: null
+            }
+            : undefined)
+      )
+
+    const awaitAppended = Effect.flatMap(Ref.get(appended), Deferred.await)
+
+    const pending = db.run(() => {
+      const unpublished = table.values().filter(({ row }) => row.publishedAt === null)
+      const oldest = unpublished.reduce<number | null>(
+        (min, { row }) => (min === null || row.createdAt < min ? row.createdAt : min),
+        null
+      )
+      return { count: unpublished.length, oldestCreatedAt: oldest }
+    })
+
+    const rows = (options?: { readonly afterSeq?: number; readonly limit?: number }) =>
+      db.run(() => {
+        const afterSeq = options?.afterSeq
+        const after = sorted()
+          .filter(({ row }) => afterSeq === undefined || row.seq > afterSeq)
+          .map(({ row }) => row)
+        return options?.limit === undefined ? after : after.slice(0, Math.max(0, options.limit))
+      })
+
+    const prune = (publishedBefore: number) =>
+      db.run(() => {
+        const old = table.values().filter(({ row }) => row.publishedAt !== null && row.publishedAt < publishedBefore)
+        old.forEach(({ row }) => table.delete(String(row.seq)))
+        return old.length
+      })
+
+    return Outbox.of({
+      transaction: makeTransaction(transactor, append, wakeWaiters),
+      claim,
+      markPublished,
+      markFailed,
+      awaitAppended,
+      pending,
+      rows,
+      prune
+    })
+  })
+
+/** The memory `Outbox`, keeping its rows in the service's `MemoryDatabase`. */
+export const layer = (options?: Options): Layer.Layer<Outbox, never, MemoryDatabase | Transactor> =>
+  Layer.effect(Outbox, make(options))

@@ -1,0 +1,595 @@
+/**
+ * The store conformance suite: every implementation of the stores of one service (Outbox, Inbox,
+ * CopyRepository, SourceRepository and their Transactor) must pass it unchanged. Each test gets a fresh
+ * layer (an empty database) and runs on the TestClock.
+ *
+ * @since 0.1.0
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Data, Effect, Fiber, type Layer, Ref, type Scope } from "effect"
+import { TestClock } from "effect/testing"
+import type { CopyRow, CopyState } from "../../src/CopyRepository.ts"
+import { CopyRepository } from "../../src/CopyRepository.ts"
+import type { Envelope } from "../../src/Envelope.ts"
+import type { EntityRef } from "../../src/Errors.ts"
+import { type DeadRow, Inbox, type WaitingRow } from "../../src/Inbox.ts"
+import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
+import { SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
+import { Transactor } from "../../src/Transactor.ts"
+
+/** The services a store implementation provides to the suite. */
+export type Stores = Outbox | Inbox | CopyRepository | SourceRepository | Transactor
+
+/** What the suite needs to know about the implementation under test. */
+export interface StoreConformanceOptions {
+  /** The outbox claim lease the layer was built with, in milliseconds (default 30 000). */
+  readonly leaseMillis?: number
+}
+
+/** The failure the suite raises to roll a transaction back. */
+class Boom extends Data.TaggedError("Boom")<{}> {}
+
+/** The TestClock time every test starts at: 2026-01-01T00:00:00Z. */
+const T0 = 1_767_225_600_000
+
+const envelope = (messageId: string, entityId = "u-1", version = 1): Envelope => ({
+  specVersion: 1,
+  messageId,
+  entity: "User",
+  entityId,
+  action: "updated",
+  version,
+  occurredAt: "2026-01-01T00:00:00.000Z",
+  producer: "accounts",
+  forceSync: false,
+  payload: { name: `user ${entityId} v${version}` }
+})
+
+const append = (...envelopes: ReadonlyArray<Envelope>) =>
+  Outbox.use((outbox) => outbox.transaction(OutboxTransaction.use((tx) => tx.append(envelopes))))
+
+const seqsOf = (rows: ReadonlyArray<{ readonly seq: number }>) => rows.map((row) => row.seq)
+const idsOf = (rows: ReadonlyArray<{ readonly messageId: string }>) => rows.map((row) => row.messageId)
+
+const waitingRow = (
+  consumer: string,
+  messageId: string,
+  times: { readonly nextAttemptAt: number; readonly firstSeenAt?: number },
+  waitingFor: ReadonlyArray<EntityRef> = [{ entity: "Company", id: "c-1" }]
+): WaitingRow => ({
+  consumer,
+  messageId,
+  envelope: envelope(messageId),
+  waitingFor,
+  attempts: 1,
+  nextAttemptAt: times.nextAttemptAt,
+  firstSeenAt: times.firstSeenAt ?? T0,
+  lastSeenAt: times.firstSeenAt ?? T0
+})
+
+const deadRow = (consumer: string, messageId: string, firstSeenAt: number): DeadRow => ({
+  consumer,
+  messageId,
+  envelope: envelope(messageId),
+  error: "DependencyMissing",
+  reason: `${messageId} waits for Company:c-1`,
+  waitingFor: [{ entity: "Company", id: "c-1" }],
+  attempts: 5,
+  firstSeenAt,
+  lastSeenAt: firstSeenAt + 1_000
+})
+
+const copy = (
+  id: string,
+  version: number,
+  fields: { readonly state?: CopyState; readonly payload?: CopyRow["payload"]; readonly entity?: string } = {}
+): CopyRow => {
+  const state = fields.state ?? "live"
+  return {
+    entity: fields.entity ?? "User",
+    id,
+    version,
+    state,
+    payload: fields.payload !== undefined ? fields.payload : state === "deleted" ? null : { name: `${id} v${version}` },
+    deletedAt: state === "live" ? null : T0,
+    syncedAt: T0,
+    messageId: `m-${id}-${version}`
+  }
+}
+
+const source = (id: string, version: number, state: CopyState = "live", entity = "User"): SourceRow => ({
+  entity,
+  id,
+  version,
+  state,
+  payload: state === "deleted" ? null : { name: `${id} v${version}` },
+  updatedAt: T0,
+  deletedAt: state === "live" ? null : T0
+})
+
+/**
+ * Registers the store conformance tests under `name`. `makeLayer` is called once per test and must give
+ * a fresh, empty store.
+ */
+export const storeConformance = <E>(
+  name: string,
+  makeLayer: () => Layer.Layer<Stores, E>,
+  options?: StoreConformanceOptions
+): void => {
+  const leaseMillis = options?.leaseMillis ?? 30_000
+
+  const test = (title: string, body: () => Effect.Effect<void, unknown, Stores | Scope.Scope>) =>
+    it.effect(title, () => TestClock.setTime(T0).pipe(Effect.andThen(body), Effect.provide(makeLayer())))
+
+  describe(name, () => {
+    describe("Outbox", () => {
+      test("an append in a failed transaction leaves no rows, nor the entity write", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          const sources = yield* SourceRepository
+          const error = yield* outbox.transaction(
+            Effect.gen(function* () {
+              yield* sources.put(source("u-1", 1))
+              yield* OutboxTransaction.use((tx) => tx.append([envelope("m-1")]))
+              return yield* new Boom()
+            })
+          ).pipe(Effect.flip)
+          assert.instanceOf(error, Boom)
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          assert.deepStrictEqual(yield* outbox.rows(), [])
+          assert.deepStrictEqual(yield* outbox.pending, { count: 0, oldestCreatedAt: null })
+          assert.isNull(yield* sources.get("User", "u-1"))
+        }))
+
+      test("a committed append is claimable, with the entity write", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          const sources = yield* SourceRepository
+          yield* outbox.transaction(
+            Effect.gen(function* () {
+              yield* sources.put(source("u-1", 1))
+              yield* OutboxTransaction.use((tx) => tx.append([envelope("m-1"), envelope("m-2", "u-2")]))
+            })
+          )
+          const claimed = yield* outbox.claim(10)
+          assert.deepStrictEqual(idsOf(claimed.map((row) => row.envelope)), ["m-1", "m-2"])
+          const [first, second] = claimed
+          assert.deepStrictEqual(first?.envelope, envelope("m-1"))
+          assert.deepStrictEqual(second?.envelope, envelope("m-2", "u-2"))
+          assert.isTrue((second?.seq ?? 0) > (first?.seq ?? 0))
+          for (const row of claimed) {
+            assert.strictEqual(row.createdAt, T0)
+            assert.strictEqual(row.nextAttemptAt, T0)
+            assert.strictEqual(row.attempts, 0)
+            assert.isNull(row.lastError)
+            assert.isNull(row.publishedAt)
+          }
+          assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 1))
+          assert.deepStrictEqual(yield* outbox.pending, { count: 2, oldestCreatedAt: T0 })
+        }))
+
+      test("claims in sequence order, at most `limit`, skipping claimed rows", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"))
+          yield* append(envelope("m-2"))
+          yield* append(envelope("m-3"))
+          const all = yield* outbox.rows()
+          assert.deepStrictEqual(idsOf(all.map((row) => row.envelope)), ["m-1", "m-2", "m-3"])
+          const [s1, s2, s3] = seqsOf(all)
+          assert.isTrue(s1 !== undefined && s2 !== undefined && s3 !== undefined && s1 < s2 && s2 < s3)
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(2)), [s1, s2])
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(2)), [s3])
+          assert.deepStrictEqual(yield* outbox.claim(2), [])
+        }))
+
+      test("a claimed row is claimable again only when its lease ends", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"))
+          const [row] = yield* outbox.claim(10)
+          assert.isDefined(row)
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          yield* TestClock.adjust(leaseMillis - 1)
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          yield* TestClock.adjust(1)
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(10)), seqsOf(row ? [row] : []))
+          // the new claim holds a new lease
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          yield* TestClock.adjust(leaseMillis)
+          assert.strictEqual((yield* outbox.claim(10)).length, 1)
+        }))
+
+      test("markPublished removes rows from claims and pending", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"))
+          yield* TestClock.adjust(1_000)
+          yield* append(envelope("m-2"))
+          assert.deepStrictEqual(yield* outbox.pending, { count: 2, oldestCreatedAt: T0 })
+          const [first, second] = seqsOf(yield* outbox.claim(10))
+          assert.isTrue(first !== undefined && second !== undefined)
+          yield* outbox.markPublished(first === undefined ? [] : [first])
+          const published = (yield* outbox.rows()).find((row) => row.seq === first)
+          assert.strictEqual(published?.publishedAt, T0 + 1_000)
+          assert.deepStrictEqual(yield* outbox.pending, { count: 1, oldestCreatedAt: T0 + 1_000 })
+          yield* TestClock.adjust(leaseMillis)
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(10)), [second])
+          yield* outbox.markPublished(second === undefined ? [] : [second])
+          assert.deepStrictEqual(yield* outbox.pending, { count: 0, oldestCreatedAt: null })
+          yield* TestClock.adjust(leaseMillis)
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          assert.strictEqual((yield* outbox.rows()).length, 2)
+        }))
+
+      test("markFailed records the error and delays the row until nextAttemptAt", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"))
+          const seqs = seqsOf(yield* outbox.claim(10))
+          yield* outbox.markFailed(seqs, { error: "nacked", nextAttemptAt: T0 + 5_000 })
+          const [failed] = yield* outbox.rows()
+          assert.strictEqual(failed?.attempts, 1)
+          assert.strictEqual(failed?.lastError, "nacked")
+          assert.strictEqual(failed?.nextAttemptAt, T0 + 5_000)
+          assert.isNull(failed?.publishedAt)
+          assert.deepStrictEqual(yield* outbox.pending, { count: 1, oldestCreatedAt: T0 })
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          yield* TestClock.adjust(4_999)
+          assert.deepStrictEqual(yield* outbox.claim(10), [])
+          yield* TestClock.adjust(1)
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(10)), seqs)
+          // markFailed clears the lease: a row due now is claimable at once
+          const now = yield* Clock.currentTimeMillis
+          yield* outbox.markFailed(seqs, { error: "timeout", nextAttemptAt: now })
+          const [again] = yield* outbox.claim(10)
+          assert.strictEqual(again?.attempts, 2)
+          assert.strictEqual(again?.lastError, "timeout")
+        }))
+
+      test("awaitAppended completes after a later commit", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1")) // committed before the wait began: does not count
+          const done = yield* Ref.make(false)
+          const waiter = yield* outbox.awaitAppended.pipe(Effect.andThen(Ref.set(done, true)), Effect.forkChild)
+          yield* Effect.repeat(Effect.yieldNow, { times: 20 })
+          assert.isFalse(yield* Ref.get(done))
+          yield* append(envelope("m-2"))
+          yield* Fiber.join(waiter)
+          assert.isTrue(yield* Ref.get(done))
+        }))
+
+      test("rows pages in sequence order after `afterSeq`", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"), envelope("m-2"))
+          yield* append(envelope("m-3"))
+          const all = yield* outbox.rows()
+          assert.deepStrictEqual(idsOf(all.map((row) => row.envelope)), ["m-1", "m-2", "m-3"])
+          const [s1, s2, s3] = seqsOf(all)
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows({ limit: 2 })), [s1, s2])
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows({ afterSeq: s1 ?? 0 })), [s2, s3])
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows({ afterSeq: s1 ?? 0, limit: 1 })), [s2])
+          assert.deepStrictEqual(yield* outbox.rows({ afterSeq: s3 ?? 0 }), [])
+        }))
+
+      test("prune deletes rows published before the given time, never unpublished ones", () =>
+        Effect.gen(function* () {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"), envelope("m-2"), envelope("m-3"))
+          const [s1, s2, s3] = seqsOf(yield* outbox.claim(10))
+          yield* TestClock.adjust(1_000)
+          yield* outbox.markPublished(s1 === undefined ? [] : [s1])
+          yield* TestClock.adjust(2_000)
+          yield* outbox.markPublished(s2 === undefined ? [] : [s2])
+          assert.strictEqual(yield* outbox.prune(T0 + 1_000), 0)
+          assert.strictEqual(yield* outbox.prune(T0 + 2_000), 1)
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows()), [s2, s3])
+          assert.strictEqual(yield* outbox.prune(T0 + 1_000_000), 1)
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows()), [s3])
+          assert.deepStrictEqual(yield* outbox.pending, { count: 1, oldestCreatedAt: T0 })
+        }))
+    })
+
+    describe("Inbox", () => {
+      test("record dedupes by (consumer, messageId)", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          assert.isTrue(yield* inbox.record("directory", "m-1"))
+          assert.isFalse(yield* inbox.record("directory", "m-1"))
+          assert.isTrue(yield* inbox.record("billing", "m-1"))
+          assert.isTrue(yield* inbox.record("directory", "m-2"))
+          assert.isFalse(yield* inbox.record("billing", "m-1"))
+        }))
+
+      test("writes in a failed transaction are rolled back, committed ones stay", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const transactor = yield* Transactor
+          const error = yield* transactor.withTransaction(
+            Effect.gen(function* () {
+              assert.isTrue(yield* inbox.record("directory", "m-1"))
+              yield* inbox.park(waitingRow("directory", "m-1", { nextAttemptAt: T0 }))
+              yield* inbox.deadLetter(deadRow("directory", "m-2", T0))
+              return yield* new Boom()
+            })
+          ).pipe(Effect.flip)
+          assert.instanceOf(error, Boom)
+          assert.deepStrictEqual(yield* inbox.waiting("directory"), [])
+          assert.deepStrictEqual(yield* inbox.deadLetters("directory"), [])
+          assert.isTrue(yield* transactor.withTransaction(inbox.record("directory", "m-1")))
+          assert.isFalse(yield* inbox.record("directory", "m-1"))
+        }))
+
+      test("park, due, nextDueAt and waiting order by next attempt, then first seen", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          assert.isNull(yield* inbox.nextDueAt("directory"))
+          assert.deepStrictEqual(yield* inbox.due("directory", T0 + 1_000_000, 10), [])
+          const w1 = waitingRow("directory", "m-1", { nextAttemptAt: T0 + 3_000, firstSeenAt: T0 })
+          const w2 = waitingRow("directory", "m-2", { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 100 })
+          const w3 = waitingRow("directory", "m-3", { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 50 })
+          const other = waitingRow("billing", "m-4", { nextAttemptAt: T0 })
+          yield* Effect.forEach([w1, w2, w3, other], inbox.park)
+          assert.strictEqual(yield* inbox.nextDueAt("directory"), T0 + 1_000)
+          assert.strictEqual(yield* inbox.nextDueAt("billing"), T0)
+          assert.deepStrictEqual(yield* inbox.due("directory", T0 + 999, 10), [])
+          assert.deepStrictEqual(yield* inbox.due("directory", T0 + 1_000, 10), [w3, w2])
+          assert.deepStrictEqual(yield* inbox.due("directory", T0 + 5_000, 10), [w3, w2, w1])
+          assert.deepStrictEqual(yield* inbox.due("directory", T0 + 5_000, 2), [w3, w2])
+          assert.deepStrictEqual(yield* inbox.waiting("directory"), [w3, w2, w1])
+          // park replaces by messageId
+          const w1Again = { ...w1, attempts: 2, nextAttemptAt: T0 + 500, lastSeenAt: T0 + 400 }
+          yield* inbox.park(w1Again)
+          assert.deepStrictEqual(yield* inbox.waiting("directory"), [w1Again, w3, w2])
+          assert.strictEqual(yield* inbox.nextDueAt("directory"), T0 + 500)
+        }))
+
+      test("wake makes rows waiting for one of the refs due now", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const later = T0 + 60_000
+          const a = waitingRow("directory", "m-a", { nextAttemptAt: later, firstSeenAt: T0 }, [
+            { entity: "Company", id: "c-1" }
+          ])
+          const b = waitingRow("directory", "m-b", { nextAttemptAt: later, firstSeenAt: T0 + 1 }, [
+            { entity: "Company", id: "c-2" },
+            { entity: "Department", id: "d-1" }
+          ])
+          const c1 = { entity: "Company", id: "c-1" }
+          const userC1 = { entity: "User", id: "c-1" }
+          const sameIdOtherEntity = waitingRow("directory", "m-c", { nextAttemptAt: later }, [userC1])
+          const otherConsumer = waitingRow("billing", "m-d", { nextAttemptAt: later }, [c1])
+          yield* Effect.forEach([a, b, sameIdOtherEntity, otherConsumer], inbox.park)
+          yield* TestClock.adjust(10)
+          const now = T0 + 10
+          assert.strictEqual(yield* inbox.wake("directory", []), 0)
+          assert.strictEqual(yield* inbox.wake("directory", [{ entity: "Company", id: "c-9" }]), 0)
+          assert.deepStrictEqual(yield* inbox.due("directory", now, 10), [])
+          const woken = yield* inbox.wake("directory", [c1, { entity: "Department", id: "d-1" }])
+          assert.strictEqual(woken, 2)
+          assert.deepStrictEqual(yield* inbox.due("directory", now, 10), [
+            { ...a, nextAttemptAt: now },
+            { ...b, nextAttemptAt: now }
+          ])
+          assert.strictEqual(yield* inbox.nextDueAt("directory"), now)
+          assert.deepStrictEqual(yield* inbox.waiting("billing"), [otherConsumer])
+          const stillWaiting = (yield* inbox.waiting("directory")).find((row) => row.messageId === "m-c")
+          assert.deepStrictEqual(stillWaiting, sameIdOtherEntity)
+        }))
+
+      test("release removes one waiting row of one consumer", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const w1 = waitingRow("directory", "m-1", { nextAttemptAt: T0 })
+          const w2 = waitingRow("directory", "m-2", { nextAttemptAt: T0 + 1 })
+          const other = waitingRow("billing", "m-1", { nextAttemptAt: T0 })
+          yield* Effect.forEach([w1, w2, other], inbox.park)
+          yield* inbox.release("directory", "m-1")
+          yield* inbox.release("directory", "m-404")
+          assert.deepStrictEqual(yield* inbox.waiting("directory"), [w2])
+          assert.deepStrictEqual(yield* inbox.waiting("billing"), [other])
+        }))
+
+      test("deadLetter moves a row to the dead rows; replay moves it back, due now", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          yield* inbox.park(waitingRow("directory", "m-1", { nextAttemptAt: T0 + 1_000 }))
+          const d1 = deadRow("directory", "m-1", T0 + 100)
+          yield* inbox.deadLetter(d1)
+          assert.deepStrictEqual(yield* inbox.waiting("directory"), [])
+          assert.isNull(yield* inbox.nextDueAt("directory"))
+          assert.deepStrictEqual(yield* inbox.deadLetters("directory"), [d1])
+          // dead-lettered later, but first seen earlier: listed first
+          const d2 = deadRow("directory", "m-2", T0)
+          yield* inbox.deadLetter(d2)
+          assert.deepStrictEqual(yield* inbox.deadLetters("directory"), [d2, d1])
+          assert.deepStrictEqual(yield* inbox.deadLetters("billing"), [])
+          assert.isFalse(yield* inbox.replay("billing", "m-1", T0))
+
+          yield* TestClock.adjust(5_000)
+          const now = T0 + 5_000
+          assert.isTrue(yield* inbox.replay("directory", "m-1", now))
+          assert.deepStrictEqual(yield* inbox.deadLetters("directory"), [d2])
+          const [replayed, ...rest] = yield* inbox.due("directory", now, 10)
+          assert.deepStrictEqual(rest, [])
+          assert.strictEqual(replayed?.consumer, "directory")
+          assert.strictEqual(replayed?.messageId, "m-1")
+          assert.deepStrictEqual(replayed?.envelope, d1.envelope)
+          assert.deepStrictEqual(replayed?.waitingFor, d1.waitingFor)
+          assert.strictEqual(replayed?.attempts, 0)
+          assert.strictEqual(replayed?.nextAttemptAt, now)
+          assert.isFalse(yield* inbox.replay("directory", "m-1", now))
+          assert.isFalse(yield* inbox.replay("directory", "m-404", now))
+        }))
+
+      test("prune deletes dedupe records received before the given time", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          assert.isTrue(yield* inbox.record("directory", "m-1"))
+          yield* TestClock.adjust(1_000)
+          assert.isTrue(yield* inbox.record("directory", "m-2"))
+          assert.strictEqual(yield* inbox.prune(T0), 0)
+          assert.strictEqual(yield* inbox.prune(T0 + 1_000), 1)
+          assert.isTrue(yield* inbox.record("directory", "m-1"))
+          assert.isFalse(yield* inbox.record("directory", "m-2"))
+        }))
+    })
+
+    describe("CopyRepository", () => {
+      test("the `newer` guard takes only higher versions; `newerOrEqual` also equal ones", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          assert.isNull(yield* copies.get("User", "u-1"))
+          assert.isTrue(yield* copies.upsert(copy("u-1", 1), "newer"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), copy("u-1", 1))
+          assert.isTrue(yield* copies.upsert(copy("u-1", 2), "newer"))
+          const equal = copy("u-1", 2, { payload: { name: "repaired" } })
+          assert.isFalse(yield* copies.upsert(equal, "newer"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), copy("u-1", 2))
+          assert.isTrue(yield* copies.upsert(equal, "newerOrEqual"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), equal)
+          assert.isFalse(yield* copies.upsert(copy("u-1", 1), "newer"))
+          assert.isFalse(yield* copies.upsert(copy("u-1", 1), "newerOrEqual"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), equal)
+          // another entity with the same id is another copy
+          assert.isTrue(yield* copies.upsert(copy("u-1", 1, { entity: "Company" }), "newer"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), equal)
+        }))
+
+      test("a tombstone keeps older events out and a newer one re-creates", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          assert.isTrue(yield* copies.upsert(copy("u-1", 1), "newer"))
+          const tombstone = copy("u-1", 3, { state: "deleted" })
+          assert.isTrue(yield* copies.upsert(tombstone, "newer"))
+          assert.isFalse(yield* copies.upsert(copy("u-1", 2), "newer"))
+          assert.isFalse(yield* copies.upsert(copy("u-1", 2), "newerOrEqual"))
+          assert.isFalse(yield* copies.upsert(copy("u-1", 3), "newer"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), tombstone)
+          assert.deepStrictEqual(yield* copies.list("User"), [tombstone])
+          assert.isTrue(yield* copies.upsert(copy("u-1", 4), "newer"))
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), copy("u-1", 4))
+        }))
+
+      test("list gives the copies of one entity by id, tombstones included", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          const rows = [copy("u-3", 1), copy("u-1", 2, { state: "deleted" }), copy("u-2", 1, { state: "softDeleted" })]
+          yield* Effect.forEach(rows, (row) => copies.upsert(row, "newer"))
+          yield* copies.upsert(copy("c-1", 1, { entity: "Company" }), "newer")
+          assert.deepStrictEqual(yield* copies.list("User"), [
+            copy("u-1", 2, { state: "deleted" }),
+            copy("u-2", 1, { state: "softDeleted" }),
+            copy("u-3", 1)
+          ])
+          assert.deepStrictEqual(yield* copies.list("Department"), [])
+        }))
+
+      test("referencing finds non-tombstone copies whose payload field equals the id", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          const rows = [
+            copy("u-1", 1, { payload: { companyId: "c-1" } }),
+            copy("u-2", 1, { state: "softDeleted", payload: { companyId: "c-1" } }),
+            copy("u-3", 1, { payload: { companyId: "c-1" } }),
+            copy("u-3", 2, { state: "deleted" }),
+            copy("u-4", 1, { payload: { companyId: "c-2" } }),
+            copy("u-5", 1, { payload: { companyId: 1 } }),
+            copy("u-6", 1, { payload: ["c-1"] }),
+            copy("u-7", 1, { payload: "c-1" }),
+            copy("u-8", 1, { payload: { company: { companyId: "c-1" } } }),
+            copy("u-9", 1, { payload: { companyId: null } }),
+            copy("d-1", 1, { entity: "Department", payload: { companyId: "c-1" } })
+          ]
+          yield* Effect.forEach(rows, (row) => copies.upsert(row, "newer"))
+          const sorted = (ids: ReadonlyArray<string>) => [...ids].sort()
+          assert.deepStrictEqual(sorted(yield* copies.referencing("User", "companyId", "c-1")), ["u-1", "u-2"])
+          assert.deepStrictEqual(yield* copies.referencing("User", "companyId", "1"), [])
+          assert.deepStrictEqual(yield* copies.referencing("User", "managerId", "c-1"), [])
+          assert.deepStrictEqual(yield* copies.referencing("Department", "companyId", "c-1"), ["d-1"])
+          assert.deepStrictEqual(yield* copies.referencing("Company", "companyId", "c-1"), [])
+        }))
+
+      test("a failed transaction undoes its upserts", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          const transactor = yield* Transactor
+          assert.isTrue(yield* copies.upsert(copy("u-1", 1), "newer"))
+          const error = yield* transactor.withTransaction(
+            Effect.gen(function* () {
+              assert.isTrue(yield* copies.upsert(copy("u-1", 2), "newer"))
+              assert.isTrue(yield* copies.upsert(copy("u-2", 1), "newer"))
+              assert.deepStrictEqual(yield* copies.get("User", "u-1"), copy("u-1", 2))
+              return yield* new Boom()
+            })
+          ).pipe(Effect.flip)
+          assert.instanceOf(error, Boom)
+          assert.deepStrictEqual(yield* copies.get("User", "u-1"), copy("u-1", 1))
+          assert.isNull(yield* copies.get("User", "u-2"))
+          assert.deepStrictEqual(yield* copies.list("User"), [copy("u-1", 1)])
+        }))
+    })
+
+    describe("SourceRepository", () => {
+      test("put inserts or replaces, get reads by entity and id", () =>
+        Effect.gen(function* () {
+          const sources = yield* SourceRepository
+          assert.isNull(yield* sources.get("User", "u-1"))
+          yield* sources.put(source("u-1", 1))
+          assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 1))
+          yield* sources.put(source("u-1", 2, "deleted"))
+          assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 2, "deleted"))
+          assert.isNull(yield* sources.get("Company", "u-1"))
+        }))
+
+      test("page is keyset-paginated by id, tombstones included, optionally restricted to ids", () =>
+        Effect.gen(function* () {
+          const sources = yield* SourceRepository
+          const rows = [
+            source("s-04", 1),
+            source("s-01", 1),
+            source("s-05", 2, "softDeleted"),
+            source("s-03", 3, "deleted"),
+            source("s-02", 1),
+            source("s-02", 1, "live", "Company")
+          ]
+          yield* Effect.forEach(rows, sources.put)
+          const ids = (page: ReadonlyArray<SourceRow>) => page.map((row) => row.id)
+          const first = yield* sources.page("User", { afterId: null, limit: 2 })
+          assert.deepStrictEqual(first, [source("s-01", 1), source("s-02", 1)])
+          const second = yield* sources.page("User", { afterId: "s-02", limit: 2 })
+          assert.deepStrictEqual(second, [source("s-03", 3, "deleted"), source("s-04", 1)])
+          assert.deepStrictEqual(ids(yield* sources.page("User", { afterId: "s-04", limit: 2 })), ["s-05"])
+          assert.deepStrictEqual(yield* sources.page("User", { afterId: "s-05", limit: 2 }), [])
+          const only = ["s-05", "s-01", "s-03", "s-99"]
+          assert.deepStrictEqual(ids(yield* sources.page("User", { afterId: null, limit: 10, ids: only })), [
+            "s-01",
+            "s-03",
+            "s-05"
+          ])
+          assert.deepStrictEqual(ids(yield* sources.page("User", { afterId: "s-01", limit: 1, ids: only })), ["s-03"])
+          assert.deepStrictEqual(yield* sources.page("User", { afterId: null, limit: 10, ids: [] }), [])
+          assert.deepStrictEqual(ids(yield* sources.page("Company", { afterId: null, limit: 10 })), ["s-02"])
+        }))
+
+      test("a put in a failed transaction is rolled back", () =>
+        Effect.gen(function* () {
+          const sources = yield* SourceRepository
+          const transactor = yield* Transactor
+          yield* sources.put(source("u-1", 1))
+          const error = yield* transactor.withTransaction(
+            Effect.gen(function* () {
+              yield* sources.put(source("u-1", 2))
+              yield* sources.put(source("u-2", 1))
+              return yield* new Boom()
+            })
+          ).pipe(Effect.flip)
+          assert.instanceOf(error, Boom)
+          assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 1))
+          assert.isNull(yield* sources.get("User", "u-2"))
+        }))
+    })
+  })
+}
