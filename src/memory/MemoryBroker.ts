@@ -1,0 +1,476 @@
+/**
+ * A deterministic in-memory broker modelled on a RabbitMQ topic exchange with quorum queues: topic
+ * bindings, competing consumers, prefetch, ack / nack / dead-letter, redelivery of unsettled messages
+ * when a subscription ends, a delivery limit, and seeded fault injection (reorder, duplicate, delay,
+ * dropped connections, failing publishes) for tests. Time is Effect's `Clock`, so `TestClock` drives it.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Deferred, Duration, Effect, Layer, Stream } from "effect"
+import {
+  Broker,
+  type DeadLetter,
+  type Delivery,
+  matchesBinding,
+  type OutgoingMessage,
+  type QueueSpec,
+  reasonHeader,
+  type SubscribeOptions
+} from "../Broker.ts"
+import { BrokerUnavailable } from "../Errors.ts"
+
+/** Faults to inject; every random choice comes from a PRNG seeded with `seed`, so runs are reproducible. */
+export interface Faults {
+  readonly seed: number
+  /** Probability that a delivery takes a random ready message among the first 8 instead of the head. */
+  readonly reorder?: number
+  /** Probability that a routed message is enqueued twice in a queue (same `messageId`). */
+  readonly duplicate?: number
+  /** Probability that a routed message becomes available only after a random delay of up to `max`. */
+  readonly delay?: { readonly probability: number; readonly max: Duration.Input }
+}
+
+/** Options of the memory broker. */
+export interface MemoryBrokerOptions {
+  /**
+   * Like a quorum queue's `x-delivery-limit` (default 20): a message delivered more than this many
+   * times is dead-lettered with reason "delivery limit reached" when it comes back unsettled.
+   */
+  readonly deliveryLimit?: number
+  /** Faults to inject from the start (none by default). */
+  readonly faults?: Faults
+}
+
+/** Counters of everything the broker did since it was made. */
+export interface BrokerStats {
+  /** Messages handed to `publish` (in calls that did not fail). */
+  readonly published: number
+  /** Message copies routed to a queue (one per matching queue; fault duplicates not included). */
+  readonly routed: number
+  /** Published messages that matched no queue and were dropped. */
+  readonly unroutable: number
+  /** Extra copies enqueued by the `duplicate` fault. */
+  readonly duplicated: number
+  /** Deliveries to subscribers (redeliveries included). */
+  readonly delivered: number
+  readonly acked: number
+  /** Messages put back in their queue: `nack({ requeue: true })` or a subscription that ended. */
+  readonly requeued: number
+  /** Messages moved to a dead-letter store, for any reason. */
+  readonly deadLettered: number
+}
+
+/** How many messages a queue holds, by state. */
+export interface QueueDepth {
+  /** Waiting in the queue, deliverable now. */
+  readonly ready: number
+  /** Delivered and not settled yet. */
+  readonly unsettled: number
+  /** Held back by the `delay` fault until their time comes. */
+  readonly delayed: number
+}
+
+/** Test controls of the memory broker, provided next to `Broker` by `layer`. */
+export class MemoryBroker extends Context.Service<MemoryBroker, {
+  /** Fails every active subscription (of `queue`, or all) with `BrokerUnavailable`, like a lost connection. */
+  readonly dropSubscriptions: (queue?: string) => Effect.Effect<void>
+  /** Replaces the injected faults (and reseeds the PRNG); `undefined` turns faults off. */
+  readonly setFaults: (faults: Faults | undefined) => Effect.Effect<void>
+  /** Makes the next `n` `publish` calls fail with `BrokerUnavailable`. */
+  readonly publishFails: (n: number) => Effect.Effect<void>
+  /** The broker's counters. */
+  readonly stats: Effect.Effect<BrokerStats>
+  /** The messages a queue holds, by state (zeros for an unknown queue). */
+  readonly queueDepth: (queue: string) => Effect.Effect<QueueDepth>
+  /** How many subscriptions are currently active on a queue. */
+  readonly subscriberCount: (queue: string) => Effect.Effect<number>
+}>()("entity-sync/memory/MemoryBroker") {}
+
+/** The reason given to messages rejected with `nack({ requeue: false })`. */
+export const rejectedReason = "rejected by the consumer"
+
+/** The reason given to messages dead-lettered by the delivery limit. */
+export const deliveryLimitReason = "delivery limit reached"
+
+const defaultPrefetch = 100
+const defaultDeliveryLimit = 20
+const reorderWindow = 8
+
+/** mulberry32: a small, fast, seeded PRNG returning numbers in [0, 1). */
+const mulberry32 = (seed: number): () => number => {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** One copy of a message in a queue. */
+interface Entry {
+  readonly message: OutgoingMessage
+  deliveries: number
+  redelivered: boolean
+}
+
+interface DelayedEntry {
+  readonly entry: Entry
+  readonly dueAt: number
+  readonly order: number
+}
+
+interface StoredDeadLetter {
+  readonly deadLetter: DeadLetter
+  readonly message: OutgoingMessage
+}
+
+interface QueueState {
+  readonly name: string
+  readonly bindings: Set<string>
+  ready: Array<Entry>
+  delayed: Array<DelayedEntry>
+  readonly deadLetters: Array<StoredDeadLetter>
+  readonly subscriptions: Set<Subscription>
+  /** Completed (and replaced) whenever something a waiting subscriber cares about changes. */
+  changed: Deferred.Deferred<void>
+}
+
+interface Subscription {
+  readonly queue: QueueState
+  readonly prefetch: number
+  /** Unsettled deliveries by delivery tag; insertion order is delivery order. */
+  readonly unsettled: Map<number, Entry>
+  ended: boolean
+  failure: BrokerUnavailable | undefined
+}
+
+/** What a subscriber does next. */
+type Step =
+  | { readonly _tag: "Deliver"; readonly delivery: Delivery }
+  | { readonly _tag: "Fail"; readonly error: BrokerUnavailable }
+  | { readonly _tag: "Wait"; readonly changed: Deferred.Deferred<void>; readonly wakeAt: number | undefined }
+
+interface ActiveFaults {
+  readonly reorder: number
+  readonly duplicate: number
+  readonly delayProbability: number
+  readonly delayMaxMillis: number
+  readonly random: () => number
+}
+
+const activate = (faults: Faults | undefined): ActiveFaults | undefined =>
+  faults === undefined ? undefined : {
+    reorder: faults.reorder ?? 0,
+    duplicate: faults.duplicate ?? 0,
+    delayProbability: faults.delay?.probability ?? 0,
+    delayMaxMillis: faults.delay === undefined ? 0 : Duration.toMillis(faults.delay.max),
+    random: mulberry32(faults.seed)
+  }
+
+/** Makes a fresh broker: the `Broker` service and its test controls, sharing one state. */
+export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
+  readonly broker: Broker["Service"]
+  readonly controls: MemoryBroker["Service"]
+}> =>
+  Effect.sync(() => {
+    const deliveryLimit = options?.deliveryLimit ?? defaultDeliveryLimit
+    const queues = new Map<string, QueueState>()
+    let faults = activate(options?.faults)
+    let failingPublishes = 0
+    let nextTag = 0
+    let nextDelayOrder = 0
+    const stats = {
+      published: 0,
+      routed: 0,
+      unroutable: 0,
+      duplicated: 0,
+      delivered: 0,
+      acked: 0,
+      requeued: 0,
+      deadLettered: 0
+    }
+
+    const chance = (probability: number): boolean =>
+      faults !== undefined && probability > 0 && faults.random() < probability
+
+    const notify = (queue: QueueState): void => {
+      const changed = queue.changed
+      queue.changed = Deferred.makeUnsafe<void>()
+      Deferred.doneUnsafe(changed, Effect.void)
+    }
+
+    const declareQueue = (spec: QueueSpec): QueueState => {
+      const existing = queues.get(spec.name)
+      const queue: QueueState = existing ?? {
+        name: spec.name,
+        bindings: new Set(),
+        ready: [],
+        delayed: [],
+        deadLetters: [],
+        subscriptions: new Set(),
+        changed: Deferred.makeUnsafe<void>()
+      }
+      spec.bindings.forEach((binding) => queue.bindings.add(binding))
+      queues.set(spec.name, queue)
+      return queue
+    }
+
+    const deadLetterEntry = (queue: QueueState, entry: Entry, reason: string, now: number): void => {
+      const { message } = entry
+      queue.deadLetters.push({
+        message,
+        deadLetter: {
+          queue: queue.name,
+          messageId: message.messageId,
+          routingKey: message.routingKey,
+          type: message.type,
+          body: message.body,
+          headers: { ...message.headers, [reasonHeader]: reason },
+          reason,
+          deadLetteredAt: now
+        }
+      })
+      stats.deadLettered++
+    }
+
+    /** Puts entries back at the head of their queue, in order, unless they reached the delivery limit. */
+    const returnToHead = (queue: QueueState, entries: ReadonlyArray<Entry>, now: number): void => {
+      const kept: Array<Entry> = []
+      for (const entry of entries) {
+        entry.redelivered = true
+        if (entry.deliveries > deliveryLimit) deadLetterEntry(queue, entry, deliveryLimitReason, now)
+        else kept.push(entry)
+      }
+      stats.requeued += kept.length
+      queue.ready = [...kept, ...queue.ready]
+    }
+
+    const enqueue = (queue: QueueState, message: OutgoingMessage, now: number): void => {
+      const entry: Entry = { message, deliveries: 0, redelivered: false }
+      if (faults !== undefined && faults.delayMaxMillis > 0 && chance(faults.delayProbability)) {
+        const delay = 1 + Math.floor(faults.random() * faults.delayMaxMillis)
+        queue.delayed.push({ entry, dueAt: now + Math.min(delay, faults.delayMaxMillis), order: nextDelayOrder++ })
+      } else {
+        queue.ready.push(entry)
+      }
+    }
+
+    /** Moves the delayed entries that are due to the tail of the queue, earliest first, and wakes its subscribers. */
+    const promoteDue = (queue: QueueState, now: number): void => {
+      if (queue.delayed.length === 0) return
+      const due = queue.delayed.filter((d) => d.dueAt <= now)
+      if (due.length === 0) return
+      queue.delayed = queue.delayed.filter((d) => d.dueAt > now)
+      due.sort((a, b) => a.dueAt - b.dueAt || a.order - b.order)
+      due.forEach((d) => queue.ready.push(d.entry))
+      notify(queue)
+    }
+
+    const endSubscription = (sub: Subscription, failure: BrokerUnavailable | undefined, now: number): void => {
+      if (sub.ended) return
+      sub.ended = true
+      sub.failure = failure
+      sub.queue.subscriptions.delete(sub)
+      const unsettled = Array.from(sub.unsettled.values())
+      sub.unsettled.clear()
+      returnToHead(sub.queue, unsettled, now)
+      notify(sub.queue)
+    }
+
+    /** Settles delivery `tag` of `sub` once; a no-op when it is already settled or the subscription ended. */
+    const settle = (sub: Subscription, tag: number, f: (entry: Entry, now: number) => void) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          const entry = sub.unsettled.get(tag)
+          if (sub.ended || entry === undefined) return
+          sub.unsettled.delete(tag)
+          f(entry, now)
+          notify(sub.queue)
+        }))
+
+    const deliver = (sub: Subscription, entry: Entry): Delivery => {
+      const tag = nextTag++
+      const queue = sub.queue
+      entry.deliveries++
+      sub.unsettled.set(tag, entry)
+      stats.delivered++
+      const { message } = entry
+      return {
+        messageId: message.messageId,
+        routingKey: message.routingKey,
+        type: message.type,
+        body: message.body,
+        headers: message.headers,
+        redelivered: entry.redelivered,
+        ack: settle(sub, tag, () => {
+          stats.acked++
+        }),
+        nack: ({ requeue }) =>
+          settle(sub, tag, (e, now) =>
+            requeue ? returnToHead(queue, [e], now) : deadLetterEntry(queue, e, rejectedReason, now)),
+        deadLetter: (reason) => settle(sub, tag, (e, now) => deadLetterEntry(queue, e, reason, now))
+      }
+    }
+
+    const nextStep = (sub: Subscription, now: number): Step => {
+      if (sub.failure !== undefined) return { _tag: "Fail", error: sub.failure }
+      const queue = sub.queue
+      promoteDue(queue, now)
+      const hasRoom = !sub.ended && sub.unsettled.size < sub.prefetch
+      if (hasRoom && queue.ready.length > 0) {
+        const window = Math.min(reorderWindow, queue.ready.length)
+        const index = faults !== undefined && chance(faults.reorder) ? Math.floor(faults.random() * window) : 0
+        const [entry] = queue.ready.splice(index, 1)
+        if (entry !== undefined) return { _tag: "Deliver", delivery: deliver(sub, entry) }
+      }
+      const wakeAt = hasRoom && queue.delayed.length > 0
+        ? Math.min(...queue.delayed.map((d) => d.dueAt))
+        : undefined
+      return { _tag: "Wait", changed: queue.changed, wakeAt }
+    }
+
+    /** The next delivery of `sub`: waits on the queue's change signal (or the next delayed message). */
+    const pull = (sub: Subscription): Effect.Effect<Delivery, BrokerUnavailable> =>
+      Effect.gen(function*() {
+        while (true) {
+          const now = yield* Clock.currentTimeMillis
+          const step = nextStep(sub, now)
+          switch (step._tag) {
+            case "Deliver":
+              return step.delivery
+            case "Fail":
+              return yield* step.error
+            case "Wait":
+              yield* step.wakeAt === undefined
+                ? Deferred.await(step.changed)
+                : Effect.raceFirst(Deferred.await(step.changed), Effect.sleep(Duration.millis(step.wakeAt - now)))
+          }
+        }
+      })
+
+    const publish = (batch: ReadonlyArray<OutgoingMessage>): Effect.Effect<void, BrokerUnavailable> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.suspend(() => {
+          if (failingPublishes > 0) {
+            failingPublishes--
+            return Effect.fail(
+              new BrokerUnavailable({ operation: "publish", detail: "publish failure injected by MemoryBroker" })
+            )
+          }
+          const touched = new Set<QueueState>()
+          for (const published of batch) {
+            const message: OutgoingMessage = { ...published, body: published.body.slice(), headers: { ...published.headers } }
+            stats.published++
+            const targets = Array.from(queues.values()).filter((queue) =>
+              Array.from(queue.bindings).some((binding) => matchesBinding(binding, message.routingKey))
+            )
+            if (targets.length === 0) stats.unroutable++
+            for (const queue of targets) {
+              stats.routed++
+              enqueue(queue, message, now)
+              if (faults !== undefined && chance(faults.duplicate)) {
+                stats.duplicated++
+                enqueue(queue, message, now)
+              }
+              touched.add(queue)
+            }
+          }
+          touched.forEach(notify)
+          return Effect.void
+        }))
+
+    const subscribe = (spec: QueueSpec, subscribeOptions?: SubscribeOptions): Stream.Stream<Delivery, BrokerUnavailable> =>
+      Stream.unwrap(Effect.gen(function*() {
+        const sub = yield* Effect.acquireRelease(
+          Effect.sync((): Subscription => {
+            const queue = declareQueue(spec)
+            const created: Subscription = {
+              queue,
+              prefetch: Math.max(1, subscribeOptions?.prefetch ?? defaultPrefetch),
+              unsettled: new Map(),
+              ended: false,
+              failure: undefined
+            }
+            queue.subscriptions.add(created)
+            return created
+          }),
+          (sub) => Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => endSubscription(sub, undefined, now)))
+        )
+        return Stream.fromEffectRepeat(pull(sub))
+      }))
+
+    const deadLetters = (queue: string): Effect.Effect<ReadonlyArray<DeadLetter>, BrokerUnavailable> =>
+      Effect.sync(() => (queues.get(queue)?.deadLetters ?? []).map((stored) => stored.deadLetter))
+
+    const replayDeadLetter = (queueName: string, messageId: string): Effect.Effect<boolean, BrokerUnavailable> =>
+      Effect.sync(() => {
+        const queue = queues.get(queueName)
+        if (queue === undefined) return false
+        const index = queue.deadLetters.findIndex((stored) => stored.message.messageId === messageId)
+        const [stored] = index < 0 ? [] : queue.deadLetters.splice(index, 1)
+        if (stored === undefined) return false
+        queue.ready.push({ message: stored.message, deliveries: 0, redelivered: false })
+        notify(queue)
+        return true
+      })
+
+    const broker = Broker.of({
+      publish,
+      declare: (spec) => Effect.sync(() => void declareQueue(spec)),
+      subscribe,
+      deadLetters,
+      replayDeadLetter
+    })
+
+    const controls = MemoryBroker.of({
+      dropSubscriptions: (queue) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() => {
+            const targets = queue === undefined ? Array.from(queues.values()) : Array.from(queues.values()).filter((q) =>
+              q.name === queue
+            )
+            for (const q of targets) {
+              for (const sub of Array.from(q.subscriptions)) {
+                endSubscription(
+                  sub,
+                  new BrokerUnavailable({ operation: "subscribe", detail: `connection to queue ${q.name} dropped` }),
+                  now
+                )
+              }
+            }
+          })),
+      setFaults: (next) =>
+        Effect.sync(() => {
+          faults = activate(next)
+        }),
+      publishFails: (n) =>
+        Effect.sync(() => {
+          failingPublishes = Math.max(0, n)
+        }),
+      stats: Effect.sync(() => ({ ...stats })),
+      queueDepth: (name) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() => {
+            const queue = queues.get(name)
+            if (queue === undefined) return { ready: 0, unsettled: 0, delayed: 0 }
+            promoteDue(queue, now)
+            let unsettled = 0
+            queue.subscriptions.forEach((sub) => {
+              unsettled += sub.unsettled.size
+            })
+            return { ready: queue.ready.length, unsettled, delayed: queue.delayed.length }
+          })),
+      subscriberCount: (name) => Effect.sync(() => queues.get(name)?.subscriptions.size ?? 0)
+    })
+
+    return { broker, controls }
+  })
+
+/** A fresh memory broker providing both `Broker` and its test controls `MemoryBroker`. */
+export const layer = (options?: MemoryBrokerOptions): Layer.Layer<Broker | MemoryBroker> =>
+  Layer.effectContext(
+    Effect.map(make(options), ({ broker, controls }) =>
+      Context.make(Broker, broker).pipe(Context.add(MemoryBroker, controls)))
+  )
