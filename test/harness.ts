@@ -25,7 +25,7 @@ export interface SystemOptions {
   readonly faults?: MemoryBroker.Faults
   readonly dependencyRetry?: RetrySchedule
   readonly inProcessRetries?: number
-  readonly subscriptions?: ReadonlyArray<SyncConsumer.Subscription<never>>
+  readonly subscriptions?: ReadonlyArray<SyncConsumer.Subscription<CopyRepository>>
 }
 
 /** The owner's stores, in their own database. */
