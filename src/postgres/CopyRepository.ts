@@ -1,0 +1,80 @@
+/**
+ * The PostgreSQL copy store: the version guard is part of the upsert statement itself
+ * (`INSERT … ON CONFLICT … DO UPDATE … WHERE copies.version < EXCLUDED.version`), so concurrent applies of
+ * the same entity cannot interleave a read and a write (R4, R8). Tombstones stay as rows (R7).
+ *
+ * @since 0.1.0
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Schema } from "effect"
+import { CopyRepository, type CopyRow, type Guard } from "../CopyRepository.ts"
+import { decodeFirst, decodeRows, Int8, NullableInt8, State } from "./Columns.ts"
+import type { Tables } from "./Tables.ts"
+
+const Copy = Schema.Struct({
+  entity: Schema.String,
+  id: Schema.String,
+  version: Int8,
+  state: State,
+  payload: Schema.Json,
+  deletedAt: NullableInt8,
+  syncedAt: Int8,
+  messageId: Schema.String
+})
+
+const Id = Schema.Struct({ id: Schema.String })
+
+/** Makes the copy repository on `tables`. */
+export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], never, PgClient.PgClient> =>
+  Effect.gen(function* () {
+    const pg = yield* PgClient.PgClient
+    const sql = pg.withoutTransforms()
+    const copies = sql(tables.copies)
+    const columns = sql.literal(
+      `entity, id, version, state, payload, deleted_at AS "deletedAt", synced_at AS "syncedAt", ` +
+        `message_id AS "messageId"`
+    )
+    const guards: Record<Guard, ReturnType<typeof sql.literal>> = {
+      newer: sql.literal("c.version < EXCLUDED.version"),
+      newerOrEqual: sql.literal("c.version <= EXCLUDED.version")
+    }
+    const decode = decodeRows(Copy, "copies")
+    const decodeOne = decodeFirst(Copy, "copies")
+    const decodeIds = decodeRows(Id, "copies")
+
+    const get = (entity: string, id: string) =>
+      sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} AND id = ${id}`.pipe(Effect.flatMap(decodeOne))
+
+    const upsert = (row: CopyRow, guard: Guard) =>
+      sql`INSERT INTO ${copies} AS c ${
+        sql.insert({
+          entity: row.entity,
+          id: row.id,
+          version: row.version,
+          state: row.state,
+          payload: row.payload === null ? null : pg.json(row.payload),
+          deleted_at: row.deletedAt,
+          synced_at: row.syncedAt,
+          message_id: row.messageId
+        })
+      }
+        ON CONFLICT (entity, id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
+          payload = EXCLUDED.payload, deleted_at = EXCLUDED.deleted_at, synced_at = EXCLUDED.synced_at,
+          message_id = EXCLUDED.message_id
+        WHERE ${guards[guard]}
+        RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
+
+    const list = (entity: string) =>
+      sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} ORDER BY id`.pipe(Effect.flatMap(decode))
+
+    // Strict JSON equality: only a string field equal to `id` matches (not a number, an array, a nested field).
+    const referencing = (entity: string, field: string, id: string) =>
+      sql`SELECT id FROM ${copies}
+        WHERE entity = ${entity} AND state <> 'deleted' AND payload -> ${field}::text = to_jsonb(${id}::text)
+        ORDER BY id`.pipe(
+        Effect.flatMap(decodeIds),
+        Effect.map((rows) => rows.map((row) => row.id))
+      )
+
+    return CopyRepository.of({ get, upsert, list, referencing })
+  })

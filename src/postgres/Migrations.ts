@@ -1,0 +1,156 @@
+/**
+ * The library's own migrations, run with `Migrator` from `effect/sql` against a migrations table of the
+ * library (`<prefix>migrations`), so they never mix with the application's migrations. Upgrades add new
+ * numbered migrations; a released migration is never edited.
+ *
+ * Times are stored as epoch milliseconds in `bigint` columns: they come from Effect's `Clock` (so tests on
+ * the `TestClock` see their own time) and compare without conversions. Identifiers (entity names, ids,
+ * message ids, consumers) use the `"C"` collation, so ordering and keyset pagination are by code point,
+ * like the memory stores, and independent of the database's locale.
+ *
+ * @since 0.1.0
+ */
+import { Effect } from "effect"
+import { Migrator, SqlClient, type SqlError } from "effect/sql"
+import * as Tables from "./Tables.ts"
+
+/** The states a row can be in; the same check for source rows and copies. */
+const stateCheck = "state IN ('live', 'softDeleted', 'deleted')"
+
+/**
+ * Migration 1: every table of the library.
+ *
+ * * `outbox`: one row per appended event; `seq` orders rows (never used as a cursor); partial indexes on
+ *   the unpublished rows, by `seq` and by `(next_attempt_at, seq)`, serve claims and relay lag.
+ * * `source`: the owner's entity rows, by (entity, id).
+ * * `inbox`: dedupe records by (consumer, message_id).
+ * * `waiting`: parked events; `wake_keys` is generated from `waiting_for` by `<prefix>ref_keys` (one key
+ *   `<length of entity>:<entity>:<id>` per ref, unambiguous whatever the names contain) and GIN-indexed, so
+ *   waking the rows that wait for an entity is an index lookup.
+ * * `dead`: dead-lettered events with their reason.
+ * * `copies`: the consumer's copies, by (entity, id), tombstones included.
+ */
+const createSyncTables = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const state = sql.literal(stateCheck)
+
+    yield* sql`CREATE FUNCTION ${sql(t.refKeys)}(refs jsonb) RETURNS text[]
+      LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+      AS $$
+        SELECT coalesce(array_agg(length(r ->> 'entity') || ':' || (r ->> 'entity') || ':' || (r ->> 'id')), '{}')
+        FROM jsonb_array_elements(refs) AS r
+      $$`
+
+    yield* sql`CREATE TABLE ${sql(t.outbox)} (
+      seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      message_id text COLLATE "C" NOT NULL,
+      envelope jsonb NOT NULL,
+      created_at bigint NOT NULL,
+      attempts integer NOT NULL DEFAULT 0,
+      next_attempt_at bigint NOT NULL,
+      claimed_until bigint,
+      last_error text,
+      published_at bigint,
+      CONSTRAINT ${sql(t.index("outbox_message_id_key"))} UNIQUE (message_id)
+    )`
+    // Claims read unpublished rows in seq order and stop after `limit`: this index keeps that O(limit) however
+    // many published rows are retained (a claim on 1M rows, half published: 1.6 ms instead of 110 ms).
+    yield* sql`CREATE INDEX ${sql(t.index("outbox_unpublished_idx"))} ON ${sql(t.outbox)} (seq)
+      WHERE published_at IS NULL`
+    // For when most unpublished rows are not due (retries backing off): finds the due ones by time.
+    yield* sql`CREATE INDEX ${sql(t.index("outbox_due_idx"))} ON ${sql(t.outbox)} (next_attempt_at, seq)
+      WHERE published_at IS NULL`
+
+    yield* sql`CREATE TABLE ${sql(t.source)} (
+      entity text COLLATE "C" NOT NULL,
+      id text COLLATE "C" NOT NULL,
+      version bigint NOT NULL,
+      state text NOT NULL CHECK (${state}),
+      payload jsonb,
+      updated_at bigint NOT NULL,
+      deleted_at bigint,
+      PRIMARY KEY (entity, id)
+    )`
+
+    yield* sql`CREATE TABLE ${sql(t.inbox)} (
+      consumer text COLLATE "C" NOT NULL,
+      message_id text COLLATE "C" NOT NULL,
+      received_at bigint NOT NULL,
+      PRIMARY KEY (consumer, message_id)
+    )`
+    yield* sql`CREATE INDEX ${sql(t.index("inbox_received_at_idx"))} ON ${sql(t.inbox)} (received_at)`
+
+    yield* sql`CREATE TABLE ${sql(t.waiting)} (
+      consumer text COLLATE "C" NOT NULL,
+      message_id text COLLATE "C" NOT NULL,
+      envelope jsonb NOT NULL,
+      waiting_for jsonb NOT NULL,
+      wake_keys text[] GENERATED ALWAYS AS (${sql(t.refKeys)}(waiting_for)) STORED,
+      attempts integer NOT NULL,
+      next_attempt_at bigint NOT NULL,
+      first_seen_at bigint NOT NULL,
+      last_seen_at bigint NOT NULL,
+      PRIMARY KEY (consumer, message_id)
+    )`
+    yield* sql`CREATE INDEX ${sql(t.index("waiting_due_idx"))} ON ${sql(t.waiting)}
+      (consumer, next_attempt_at, first_seen_at, message_id)`
+    yield* sql`CREATE INDEX ${sql(t.index("waiting_wake_keys_idx"))} ON ${sql(t.waiting)} USING gin (wake_keys)`
+
+    yield* sql`CREATE TABLE ${sql(t.dead)} (
+      consumer text COLLATE "C" NOT NULL,
+      message_id text COLLATE "C" NOT NULL,
+      envelope jsonb NOT NULL,
+      error text NOT NULL,
+      reason text NOT NULL,
+      waiting_for jsonb NOT NULL,
+      attempts integer NOT NULL,
+      first_seen_at bigint NOT NULL,
+      last_seen_at bigint NOT NULL,
+      PRIMARY KEY (consumer, message_id)
+    )`
+    yield* sql`CREATE INDEX ${sql(t.index("dead_age_idx"))} ON ${sql(t.dead)} (consumer, first_seen_at, message_id)`
+
+    yield* sql`CREATE TABLE ${sql(t.copies)} (
+      entity text COLLATE "C" NOT NULL,
+      id text COLLATE "C" NOT NULL,
+      version bigint NOT NULL,
+      state text NOT NULL CHECK (${state}),
+      payload jsonb,
+      deleted_at bigint,
+      synced_at bigint NOT NULL,
+      message_id text COLLATE "C" NOT NULL,
+      PRIMARY KEY (entity, id)
+    )`
+  })
+
+/**
+ * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
+ * Append new entries for schema changes; never edit or renumber released ones.
+ */
+export const migrations = (
+  tables: Tables.Tables
+): Record<string, Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient>> => ({
+  "1_create_sync_tables": createSyncTables(tables)
+})
+
+/**
+ * Applies the pending migrations for `tables`, recording them in `<prefix>migrations`. Idempotent, and
+ * safe to run from several processes at once (the migrator locks its table). Returns the applied
+ * `[id, name]` pairs.
+ */
+export const run = (
+  tables: Tables.Tables
+): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, Migrator.MigrationError | SqlError.SqlError, SqlClient.SqlClient> =>
+  Migrator.make({})({ table: tables.migrations, loader: Migrator.fromRecord(migrations(tables)) })
+
+/**
+ * Validates `prefix` (default `sync_`, see `Tables.make`) and applies the pending migrations for it.
+ */
+export const migrate = (
+  options?: { readonly prefix?: string }
+): Effect.Effect<
+  ReadonlyArray<readonly [id: number, name: string]>,
+  Tables.InvalidTablePrefix | Migrator.MigrationError | SqlError.SqlError,
+  SqlClient.SqlClient
+> => Effect.flatMap(Tables.make(options?.prefix), run)

@@ -1,0 +1,190 @@
+/**
+ * The PostgreSQL outbox. Appends are inserts in the caller's transaction plus a `NOTIFY <prefix>outbox`,
+ * which PostgreSQL delivers only when (and if) that transaction commits. Claims lock due rows with
+ * `FOR UPDATE SKIP LOCKED` and lease them, so concurrent relays never share a row and rows committed out
+ * of sequence order are still claimed: there is no "last seen seq" cursor anywhere.
+ *
+ * Every time ("now", leases, retries) comes from Effect's `Clock` and is passed as a parameter, never from
+ * the database's `now()`, so the `TestClock` drives the store in tests.
+ *
+ * @since 0.1.0
+ */
+import { PgClient, type PgConnection } from "@effect/sql-pg"
+import { Array as Arr, Clock, Deferred, Effect, Queue, Ref, Schedule, Schema, type Scope } from "effect"
+import type { SqlError } from "effect/sql"
+import { Envelope } from "../Envelope.ts"
+import { makeTransaction, Outbox, type OutboxRow } from "../Outbox.ts"
+import { Transactor } from "../Transactor.ts"
+import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
+import type { Tables } from "./Tables.ts"
+
+/** Options of the PostgreSQL outbox. */
+export interface Options {
+  /** How long a claim keeps rows from other claimers, in milliseconds (default 30 000). */
+  readonly leaseMillis?: number
+}
+
+/** The default claim lease: 30 seconds. */
+export const defaultLeaseMillis = 30_000
+
+/** Rows per `INSERT` statement of an append (PostgreSQL allows at most 65 535 parameters). */
+const insertChunk = 1_000
+
+const Row = Schema.Struct({
+  seq: Int8,
+  envelope: Envelope,
+  createdAt: Int8,
+  attempts: Schema.Int,
+  nextAttemptAt: Int8,
+  lastError: Schema.NullOr(Schema.String),
+  publishedAt: NullableInt8
+})
+
+const Pending = Schema.Struct({ count: Int8, oldestCreatedAt: NullableInt8 })
+
+const bySeq = (a: OutboxRow, b: OutboxRow) => a.seq - b.seq
+
+/** Seqs as int8 parameters (one array type whatever their size); non-integers cannot match a row. */
+const int8Array = (seqs: ReadonlyArray<number>) => seqs.filter(Number.isSafeInteger).map((seq) => BigInt(seq))
+
+/** Delays between attempts to listen again after the notification connection failed: 100 ms doubling, ≤ 5 s. */
+const relistenSchedule = Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])
+
+/**
+ * Makes the outbox on `tables`. It opens one dedicated connection (from the pool) that `LISTEN`s on
+ * `<prefix>outbox` for as long as the scope is open, and listens again if that connection is lost.
+ */
+export const make = (
+  tables: Tables,
+  options?: Options
+): Effect.Effect<Outbox["Service"], SqlError.SqlError, PgClient.PgClient | Transactor | Scope.Scope> =>
+  Effect.gen(function* () {
+    const pg = yield* PgClient.PgClient
+    const transactor = yield* Transactor
+    const sql = pg.withoutTransforms()
+    const leaseMillis = options?.leaseMillis ?? defaultLeaseMillis
+    const outbox = sql(tables.outbox)
+    const columns = sql.literal(
+      `seq, envelope, created_at AS "createdAt", attempts, next_attempt_at AS "nextAttemptAt", ` +
+        `last_error AS "lastError", published_at AS "publishedAt"`
+    )
+    const decode = decodeRows(Row, "outbox")
+    const decodePending = decodeRows(Pending, "outbox")
+    const decodePruned = decodeCount("outbox")
+
+    // Waiters of `awaitAppended` wait on the current deferred; a wake-up completes it and installs a new one.
+    // Commits of this instance wake them after commit (`afterCommit`); commits of other processes through
+    // NOTIFY. The notification payload names the instance, so its own commits do not wake waiters twice.
+    const instance = crypto.randomUUID()
+    const signal = yield* Ref.make(yield* Deferred.make<void, SqlError.SqlError>())
+    const swap = Effect.flatMap(Deferred.make<void, SqlError.SqlError>(), (next) => Ref.getAndSet(signal, next))
+    const wake = Effect.flatMap(swap, (previous) => Deferred.succeed(previous, undefined)).pipe(Effect.asVoid)
+    const failWaiters = (error: SqlError.SqlError) =>
+      Effect.flatMap(swap, (previous) => Deferred.fail(previous, error)).pipe(
+        Effect.andThen(
+          Effect.logWarning(`entity-sync: the outbox LISTEN connection failed (${error.message}); listening again`)
+        )
+      )
+
+    const listenLoop = (queue: Queue.Dequeue<PgConnection.Notification, SqlError.SqlError>) =>
+      Effect.forever(
+        Effect.flatMap(Queue.take(queue), (notification) => notification.payload === instance ? Effect.void : wake)
+      )
+    // After a reconnect, notifications may have been missed: wake the waiters once.
+    const relisten = Effect.scoped(
+      Effect.flatMap(pg.listen(tables.outboxChannel), (queue) => Effect.andThen(wake, listenLoop(queue)))
+    )
+    const first = yield* pg.listen(tables.outboxChannel)
+    yield* listenLoop(first).pipe(
+      Effect.tapError(failWaiters),
+      Effect.catch(() => relisten.pipe(Effect.tapError(failWaiters), Effect.retry(relistenSchedule))),
+      Effect.forkScoped
+    )
+
+    const append = (envelopes: ReadonlyArray<Envelope>) =>
+      Effect.gen(function* () {
+        if (envelopes.length === 0) return
+        const now = yield* Clock.currentTimeMillis
+        for (const chunk of Arr.chunksOf(envelopes, insertChunk)) {
+          yield* sql`INSERT INTO ${outbox} ${
+            sql.insert(Arr.map(chunk, (envelope) => ({
+              message_id: envelope.messageId,
+              envelope: pg.json(envelope),
+              created_at: now,
+              next_attempt_at: now
+            })))
+          }`
+        }
+        yield* sql`SELECT pg_notify(${tables.outboxChannel}, ${instance})`
+        yield* sql.afterCommit(wake)
+      })
+
+    const claim = (limit: number) =>
+      Effect.gen(function* () {
+        const n = Math.floor(limit)
+        if (!(n > 0)) return []
+        const now = yield* Clock.currentTimeMillis
+        const rows = yield* sql`
+          WITH due AS (
+            SELECT seq AS due_seq FROM ${outbox}
+            WHERE published_at IS NULL AND next_attempt_at <= ${now}
+              AND (claimed_until IS NULL OR claimed_until <= ${now})
+            ORDER BY seq
+            LIMIT ${n}
+            FOR UPDATE SKIP LOCKED
+          )
+          UPDATE ${outbox} AS o SET claimed_until = ${now + leaseMillis}
+          FROM due WHERE o.seq = due.due_seq
+          RETURNING ${columns}`
+        const claimed = yield* decode(rows)
+        return claimed.slice().sort(bySeq)
+      })
+
+    const markPublished = (seqs: ReadonlyArray<number>) =>
+      Effect.gen(function* () {
+        if (seqs.length === 0) return
+        const now = yield* Clock.currentTimeMillis
+        yield* sql`UPDATE ${outbox} SET published_at = ${now}, claimed_until = NULL
+          WHERE seq = ANY(${int8Array(seqs)}) AND published_at IS NULL`
+      })
+
+    const markFailed = (seqs: ReadonlyArray<number>, failure: { readonly error: string; readonly nextAttemptAt: number }) =>
+      seqs.length === 0 ? Effect.void : sql`UPDATE ${outbox}
+          SET attempts = attempts + 1, last_error = ${failure.error},
+            next_attempt_at = ${failure.nextAttemptAt}, claimed_until = NULL
+          WHERE seq = ANY(${int8Array(seqs)}) AND published_at IS NULL`.pipe(Effect.asVoid)
+
+    const awaitAppended = Effect.flatMap(Ref.get(signal), Deferred.await)
+
+    const pending = sql`SELECT count(*) AS count, min(created_at) AS "oldestCreatedAt"
+      FROM ${outbox} WHERE published_at IS NULL`.pipe(
+      Effect.flatMap(decodePending),
+      Effect.map((rows) => rows[0] ?? { count: 0, oldestCreatedAt: null })
+    )
+
+    const rows = (options?: { readonly afterSeq?: number; readonly limit?: number }) => {
+      const afterSeq = options?.afterSeq
+      const limit = options?.limit
+      return sql`SELECT ${columns} FROM ${outbox}
+        ${afterSeq === undefined ? sql.literal("") : sql`WHERE seq > ${afterSeq}`}
+        ORDER BY seq
+        ${limit === undefined ? sql.literal("") : sql`LIMIT ${Math.max(0, Math.floor(limit))}`}`.pipe(
+        Effect.flatMap(decode)
+      )
+    }
+
+    const prune = (publishedBefore: number) =>
+      sql`WITH pruned AS (DELETE FROM ${outbox} WHERE published_at < ${publishedBefore} RETURNING 1)
+        SELECT count(*) AS count FROM pruned`.pipe(Effect.flatMap(decodePruned))
+
+    return Outbox.of({
+      transaction: makeTransaction(transactor, append, Effect.void),
+      claim,
+      markPublished,
+      markFailed,
+      awaitAppended,
+      pending,
+      rows,
+      prune
+    })
+  })

@@ -1,0 +1,317 @@
+/**
+ * Runs the store conformance suite on the PostgreSQL implementations, plus PostgreSQL-only tests:
+ * out-of-order commits, concurrent claimers, rollbacks, NOTIFY wake-ups and migrations.
+ *
+ * One database is created for the file (and dropped after it); every test gets its own table prefix, so
+ * its tables are fresh.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { Clock, ConfigProvider, Data, Deferred, Effect, Exit, Fiber, Layer, ManagedRuntime, Redacted, Ref, Schedule } from "effect"
+import { SqlClient } from "effect/sql"
+import type { Envelope } from "../../src/Envelope.ts"
+import type { EntityRef } from "../../src/Errors.ts"
+import { Inbox } from "../../src/Inbox.ts"
+import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
+import * as Migrations from "../../src/postgres/Migrations.ts"
+import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
+import * as Tables from "../../src/postgres/Tables.ts"
+import { SourceRepository } from "../../src/SourceRepository.ts"
+import * as TestPostgres from "../postgres.ts"
+import { storeConformance } from "./stores.ts"
+
+const leaseMillis = 10_000
+
+// 50 concurrent open transactions + the LISTEN connection + a claimer.
+const database = ManagedRuntime.make(TestPostgres.layer({ maxConnections: 56 }))
+beforeAll(() => database.context().then(() => undefined), 30_000)
+afterAll(() => database.dispose(), 30_000)
+
+/** The file's database: `PgClient | SqlClient | TestDatabase`. */
+const databaseLayer = Layer.unwrap(Effect.map(database.contextEffect, Layer.succeedContext))
+
+let prefixes = 0
+const freshPrefix = () => `t${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
+
+/** The stores on a fresh (or the given) prefix, with the file's database. */
+const stores = (prefix: string = freshPrefix()) =>
+  PostgresSync.layer({ prefix, leaseMillis }).pipe(Layer.provideMerge(databaseLayer))
+
+storeConformance("postgres stores", () => stores(), { leaseMillis })
+
+class Boom extends Data.TaggedError("Boom")<{}> {}
+
+const envelope = (messageId: string): Envelope => ({
+  specVersion: 1,
+  messageId,
+  entity: "User",
+  entityId: messageId,
+  action: "created",
+  version: 1,
+  occurredAt: "2026-01-01T00:00:00.000Z",
+  producer: "accounts",
+  forceSync: false,
+  payload: { name: messageId }
+})
+
+const appendIn = (outbox: Outbox["Service"], envelopes: ReadonlyArray<Envelope>) =>
+  outbox.transaction(OutboxTransaction.use((tx) => tx.append(envelopes)))
+
+/** Claims and marks published until nothing is left; returns the message ids in claim order. */
+const drain = (outbox: Outbox["Service"], batch: number) =>
+  Effect.gen(function* () {
+    const ids: Array<string> = []
+    while (true) {
+      const rows = yield* outbox.claim(batch)
+      if (rows.length === 0) return ids
+      ids.push(...rows.map((row) => row.envelope.messageId))
+      yield* outbox.markPublished(rows.map((row) => row.seq))
+    }
+  })
+
+const sortedCopy = (xs: ReadonlyArray<string>) => [...xs].sort()
+
+/** Counts the rows of one of the library's tables. */
+const countRows = (table: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(table)}`).pipe(
+    Effect.map((rows) => rows[0]?.n)
+  )
+
+describe("postgres stores, PostgreSQL only", () => {
+  it.live("out-of-order commits lose nothing: every committed row is claimed once, no rolled-back one", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const n = 50
+      const rollsBack = (i: number) => i % 5 === 2
+      const seqs = new Map<number, number>()
+      const gates = yield* Effect.forEach(Array.from({ length: n }), () => Deferred.make<void>())
+      const appended = yield* Ref.make(0)
+      const allAppended = yield* Deferred.make<void>()
+
+      const transaction = (i: number) =>
+        outbox.transaction(Effect.gen(function* () {
+          const messageId = `m-${i}`
+          yield* OutboxTransaction.use((tx) => tx.append([envelope(messageId)]))
+          // the transaction sees its own uncommitted row, and its seq
+          const own = (yield* outbox.rows()).find((row) => row.envelope.messageId === messageId)
+          assert.isDefined(own)
+          seqs.set(i, own?.seq ?? -1)
+          if ((yield* Ref.updateAndGet(appended, (k) => k + 1)) === n) yield* Deferred.succeed(allAppended, undefined)
+          const gate = gates[i]
+          if (gate !== undefined) yield* Deferred.await(gate)
+          if (rollsBack(i)) return yield* new Boom()
+        }))
+
+      const transactions = yield* Effect.forEach(
+        gates,
+        (gate, i) => Effect.map(Effect.forkChild(Effect.exit(transaction(i))), (fiber) => ({ i, gate, fiber }))
+      )
+      yield* Deferred.await(allAppended)
+      // nothing is visible while every transaction is open
+      assert.deepStrictEqual(yield* outbox.claim(100), [])
+
+      // commit (or roll back) the highest seq first, claiming after each one
+      const order = transactions.slice().sort((a, b) => (seqs.get(b.i) ?? 0) - (seqs.get(a.i) ?? 0))
+      const claimed: Array<string> = []
+      for (const { fiber, gate, i } of order) {
+        yield* Deferred.succeed(gate, undefined)
+        const exit = yield* Fiber.join(fiber)
+        assert.strictEqual(Exit.isSuccess(exit), !rollsBack(i), `transaction ${i}`)
+        claimed.push(...(yield* drain(outbox, 7)))
+      }
+      claimed.push(...(yield* drain(outbox, 7)))
+
+      const committed = order.filter(({ i }) => !rollsBack(i)).map(({ i }) => `m-${i}`)
+      assert.strictEqual(new Set(claimed).size, claimed.length, "no row claimed twice")
+      assert.deepStrictEqual(sortedCopy(claimed), sortedCopy(committed))
+      assert.deepStrictEqual((yield* outbox.pending).count, 0)
+      assert.strictEqual(yield* countRows(`${prefix}outbox`), committed.length)
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 60_000)
+
+  it.live("concurrent claimers never get the same row", () =>
+    Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const total = 300
+      const ids = Array.from({ length: total }, (_, i) => `m-${i}`)
+      for (let i = 0; i < total; i += 100) yield* appendIn(outbox, ids.slice(i, i + 100).map(envelope))
+      const claimer = Effect.gen(function* () {
+        const mine: Array<string> = []
+        while (true) {
+          const rows = yield* outbox.claim(5)
+          if (rows.length === 0) return mine
+          mine.push(...rows.map((row) => row.envelope.messageId))
+          yield* Effect.yieldNow
+          yield* outbox.markPublished(rows.map((row) => row.seq))
+        }
+      })
+      const results = yield* Effect.all([claimer, claimer, claimer, claimer], { concurrency: "unbounded" })
+      const all = results.flat()
+      assert.strictEqual(new Set(all).size, all.length, "no row claimed twice")
+      assert.deepStrictEqual(sortedCopy(all), sortedCopy(ids))
+      assert.isTrue(results.filter((mine) => mine.length > 0).length > 1, "the claimers ran concurrently")
+    }).pipe(Effect.provide(stores())), 60_000)
+
+  it.live("a rolled-back Outbox.transaction leaves neither a source row nor an outbox row", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const sources = yield* SourceRepository
+      const write = (id: string) =>
+        Effect.gen(function* () {
+          yield* sources.put({
+            entity: "User",
+            id,
+            version: 1,
+            state: "live",
+            payload: { name: id },
+            updatedAt: 0,
+            deletedAt: null
+          })
+          yield* OutboxTransaction.use((tx) => tx.append([envelope(`m-${id}`)]))
+        })
+      const failed = yield* outbox.transaction(write("u-1").pipe(Effect.andThen(new Boom()))).pipe(Effect.flip)
+      assert.instanceOf(failed, Boom)
+      const died = yield* outbox.transaction(write("u-2").pipe(Effect.andThen(Effect.die("defect")))).pipe(Effect.exit)
+      assert.isTrue(Exit.isFailure(died))
+      const interrupted = yield* outbox.transaction(write("u-3").pipe(Effect.andThen(Effect.interrupt))).pipe(
+        Effect.exit
+      )
+      assert.isTrue(Exit.isFailure(interrupted))
+      assert.strictEqual(yield* countRows(`${prefix}outbox`), 0)
+      assert.strictEqual(yield* countRows(`${prefix}source`), 0)
+      // and a committed one leaves both
+      yield* outbox.transaction(write("u-4"))
+      assert.strictEqual(yield* countRows(`${prefix}outbox`), 1)
+      assert.strictEqual(yield* countRows(`${prefix}source`), 1)
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
+  it.live("awaitAppended wakes on a commit from another connection", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const { url } = yield* TestPostgres.TestDatabase
+      // another process: its own client (pool) and its own stores on the same tables
+      const otherProcess = PostgresSync.layer({ prefix }).pipe(
+        Layer.provide(PgClient.layer({ url, maxConnections: 2 }))
+      )
+      const waiter = yield* Effect.forkChild(outbox.awaitAppended)
+      yield* Effect.sleep("100 millis")
+      assert.isUndefined(waiter.pollUnsafe(), "no commit yet")
+      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [envelope("m-remote")])).pipe(
+        Effect.provide(otherProcess)
+      )
+      yield* Fiber.join(waiter).pipe(Effect.timeout("5 seconds"))
+      assert.deepStrictEqual((yield* outbox.claim(10)).map((row) => row.envelope.messageId), ["m-remote"])
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
+  it.live("awaitAppended listens again when its connection is lost", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const sql = yield* SqlClient.SqlClient
+      const { url } = yield* TestPostgres.TestDatabase
+      const listeners = sql<{ pid: number }>`SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND query = ${`LISTEN "${prefix}outbox"`}`
+      const [listener] = yield* listeners
+      assert.isDefined(listener)
+      const waiter = yield* Effect.forkChild(outbox.awaitAppended)
+      yield* sql`SELECT pg_terminate_backend(${listener?.pid ?? 0})`
+      // the waiters of the lost connection learn about it (or are woken); they do not hang
+      yield* Fiber.await(waiter).pipe(Effect.timeout("5 seconds"))
+      // a new LISTEN connection comes up...
+      yield* listeners.pipe(
+        Effect.flatMap((rows) => rows.some((row) => row.pid !== listener?.pid) ? Effect.void : Effect.fail("not yet")),
+        Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 250 })
+      )
+      // ...and commits of another process wake new waiters again
+      const next = yield* Effect.forkChild(outbox.awaitAppended)
+      yield* Effect.sleep("100 millis")
+      assert.isUndefined(next.pollUnsafe(), "no commit yet")
+      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [envelope("m-remote")])).pipe(
+        Effect.provide(PostgresSync.layer({ prefix }).pipe(Layer.provide(PgClient.layer({ url, maxConnections: 2 }))))
+      )
+      yield* Fiber.join(next).pipe(Effect.timeout("5 seconds"))
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
+  it.live("wake matches refs exactly, whatever characters entity names and ids contain", () =>
+    Effect.gen(function* () {
+      const inbox = yield* Inbox
+      const now = yield* Clock.currentTimeMillis
+      const later = now + 3_600_000
+      const park = (messageId: string, ref: EntityRef) =>
+        inbox.park({
+          consumer: "directory",
+          messageId,
+          envelope: envelope(messageId),
+          waitingFor: [ref],
+          attempts: 1,
+          nextAttemptAt: later,
+          firstSeenAt: now,
+          lastSeenAt: now
+        })
+      yield* park("m-1", { entity: "User:x", id: "1" })
+      yield* park("m-2", { entity: "User", id: "x:1" })
+      yield* park("m-3", { entity: "User", id: "x" })
+      assert.strictEqual(yield* inbox.wake("directory", [{ entity: "User", id: "x:1" }]), 1)
+      const due = yield* inbox.due("directory", yield* Clock.currentTimeMillis, 10)
+      assert.deepStrictEqual(due.map((row) => row.messageId), ["m-2"])
+    }).pipe(Effect.provide(stores())), 30_000)
+
+  it.live("migrations are idempotent, also when run concurrently", () =>
+    Effect.gen(function* () {
+      const prefix = freshPrefix()
+      const applied = yield* Effect.all([Migrations.migrate({ prefix }), Migrations.migrate({ prefix })], {
+        concurrency: "unbounded"
+      })
+      assert.deepStrictEqual(applied.flat(), [[1, "create_sync_tables"]])
+      assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
+      // building the layer twice on the same prefix works, and the data stays
+      yield* Effect.flatMap(Outbox, (outbox) => appendIn(outbox, [envelope("m-1")])).pipe(
+        Effect.provide(stores(prefix))
+      )
+      const rows = yield* Effect.flatMap(Outbox, (outbox) => outbox.rows()).pipe(Effect.provide(stores(prefix)))
+      assert.deepStrictEqual(rows.map((row) => row.envelope.messageId), ["m-1"])
+    }).pipe(Effect.provide(databaseLayer)), 30_000)
+
+  it.live("a bad prefix fails with a clear error", () =>
+    Effect.gen(function* () {
+      for (const prefix of ["Sync_", "1sync_", "sync-", "", "x".repeat(Tables.maxPrefixLength + 1)]) {
+        const error = yield* Effect.flip(Layer.build(PostgresSync.layer({ prefix })).pipe(Effect.scoped))
+        assert.strictEqual(error._tag, "InvalidTablePrefix", prefix)
+        assert.include(error.message, "invalid table prefix")
+      }
+      const error = yield* Effect.flip(Migrations.migrate({ prefix: "Sync_" }))
+      assert.strictEqual(error._tag, "InvalidTablePrefix")
+      assert.include(error.message, "/^[a-z_][a-z0-9_]*$/".slice(1, -1))
+    }).pipe(Effect.provide(databaseLayer)), 30_000)
+
+  it.live("layerConfig reads DATABASE_URL, DATABASE_POOL_SIZE and SYNC_TABLE_PREFIX", () =>
+    Effect.gen(function* () {
+      const { url } = yield* TestPostgres.TestDatabase
+      const prefix = freshPrefix()
+      const withEnv = (env: Record<string, string>) =>
+        Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env }))
+      const env = { DATABASE_URL: Redacted.value(url), DATABASE_POOL_SIZE: "3", SYNC_TABLE_PREFIX: prefix }
+      yield* Effect.gen(function* () {
+        const outbox = yield* Outbox
+        yield* appendIn(outbox, [envelope("m-1")])
+        const sql = yield* SqlClient.SqlClient
+        const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(`${prefix}outbox`)}`
+        assert.deepStrictEqual(rows, [{ n: 1 }])
+      }).pipe(Effect.provide(PostgresSync.layerConfig()), withEnv(env))
+      const tooSmall = yield* Layer.build(PostgresSync.layerConfig()).pipe(
+        Effect.scoped,
+        withEnv({ ...env, DATABASE_POOL_SIZE: "1" }),
+        Effect.flip
+      )
+      assert.strictEqual(tooSmall._tag, "ConfigError")
+      const missing = yield* Layer.build(PostgresSync.layerConfig()).pipe(Effect.scoped, withEnv({}), Effect.flip)
+      assert.strictEqual(missing._tag, "ConfigError")
+      assert.include(missing.message, "DATABASE_URL")
+    }).pipe(Effect.provide(databaseLayer)), 30_000)
+})

@@ -1,0 +1,72 @@
+/**
+ * Test helper: a uniquely named PostgreSQL database on the local server, created when the layer is built
+ * and dropped when it is released, with a `PgClient` connected to it.
+ *
+ * The server is `POSTGRES_ADMIN_URL` or `postgres://postgres@127.0.0.1:5432/postgres` (trust auth).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Context, Effect, Layer, Redacted } from "effect"
+import { SqlClient, type SqlError } from "effect/sql"
+
+/** The maintenance database the helper connects to for `CREATE DATABASE` / `DROP DATABASE`. */
+export const adminUrl = process.env.POSTGRES_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
+
+/** The database a test runs against. */
+export class TestDatabase extends Context.Service<TestDatabase, {
+  readonly name: string
+  /** Its connection URL, e.g. for a second client. */
+  readonly url: Redacted.Redacted
+}>()("test/TestDatabase") {}
+
+let counter = 0
+
+/** A new database name, unique across concurrent test processes. */
+const uniqueName = () =>
+  `entity_sync_test_${process.pid}_${Date.now().toString(36)}_${(counter++).toString(36)}_${
+    Math.floor(Math.random() * 1e9).toString(36)
+  }`
+
+const urlOf = (name: string) => {
+  const url = new URL(adminUrl)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+/** Runs one statement on the maintenance database. */
+const admin = (statement: (sql: SqlClient.SqlClient) => Effect.Effect<unknown, SqlError.SqlError>) =>
+  SqlClient.SqlClient.use(statement).pipe(
+    Effect.provide(PgClient.layer({ url: Redacted.make(adminUrl), maxConnections: 1 }))
+  )
+
+/** A fresh database, dropped (even with open connections) when the layer is released. */
+export const database: Layer.Layer<TestDatabase, SqlError.SqlError> = Layer.effect(
+  TestDatabase,
+  Effect.acquireRelease(
+    Effect.gen(function* () {
+      const name = uniqueName()
+      yield* admin((sql) => sql`CREATE DATABASE ${sql(name)}`)
+      return TestDatabase.of({ name, url: Redacted.make(urlOf(name)) })
+    }),
+    ({ name }) => admin((sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
+  )
+)
+
+/** A `PgClient` (and `SqlClient`) on the current `TestDatabase`. */
+export const client = (
+  options?: { readonly maxConnections?: number }
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError.SqlError, TestDatabase> =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const { url } = yield* TestDatabase
+      return PgClient.layer({ url, maxConnections: options?.maxConnections ?? 10 })
+    })
+  )
+
+/**
+ * A fresh database and a `PgClient` on it (default pool: 10 connections); the client is closed and the
+ * database dropped when the layer is released.
+ */
+export const layer = (
+  options?: { readonly maxConnections?: number }
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | TestDatabase, SqlError.SqlError> =>
+  client(options).pipe(Layer.provideMerge(database))
