@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Context, type Effect, type Stream } from "effect"
-import type { BrokerUnavailable } from "./Errors.ts"
+import type { BrokerUnavailable, PublishRejected } from "./Errors.ts"
 
 /** A message to publish. */
 export interface OutgoingMessage {
@@ -62,8 +62,11 @@ export interface SubscribeOptions {
 
 /** The broker service. */
 export class Broker extends Context.Service<Broker, {
-  /** Publishes a batch; succeeds only when every message is confirmed by the broker. */
-  readonly publish: (batch: ReadonlyArray<OutgoingMessage>) => Effect.Effect<void, BrokerUnavailable>
+  /**
+   * Publishes a batch; succeeds only when every message is confirmed by the broker. Messages no queue
+   * would take fail the call with `PublishRejected` naming them (the rest of the batch is confirmed).
+   */
+  readonly publish: (batch: ReadonlyArray<OutgoingMessage>) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
   /** Declares a queue, its bindings and its dead-letter store (idempotent). */
   readonly declare: (queue: QueueSpec) => Effect.Effect<void, BrokerUnavailable>
   /** Declares the queue and delivers its messages until the stream is interrupted or the connection fails. */

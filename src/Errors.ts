@@ -80,6 +80,19 @@ export class BrokerUnavailable extends Schema.TaggedError<BrokerUnavailable>()("
   }
 }
 
+/**
+ * The broker confirmed a publish except for these messages, which no queue would take (RabbitMQ returns
+ * them as unroutable with `mandatory`). They are kept and retried; the others were published.
+ */
+export class PublishRejected extends Schema.TaggedError<PublishRejected>()("PublishRejected", {
+  messageIds: Schema.Array(Schema.String),
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.messageIds.length} message(s) not accepted by the broker: ${this.detail}`
+  }
+}
+
 /** A write on the owner side named an entity that already exists. */
 export class EntityExists extends Schema.TaggedError<EntityExists>()("EntityExists", {
   entity: Schema.String,

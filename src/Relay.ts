@@ -41,8 +41,9 @@ export const toMessage = (row: OutboxRow): OutgoingMessage => ({
 })
 
 /**
- * Claims and publishes one batch; returns how many rows were claimed. A broker failure reschedules the
- * batch's rows and is not an error of the relay.
+ * Claims and publishes one batch; returns how many rows were claimed. Rows the broker did not take (it was
+ * unavailable, or nothing is bound to their routing key) are rescheduled on the retry schedule; that is
+ * not an error of the relay.
  */
 export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
@@ -50,32 +51,42 @@ export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlEr
     const broker = yield* Broker
     const rows = yield* outbox.claim(options.batchSize ?? 100)
     if (rows.length === 0) return 0
-    const seqs = rows.map((row) => row.seq)
-    const published = yield* broker.publish(rows.map(toMessage)).pipe(
-      Effect.as(true),
-      Effect.catchTag("BrokerUnavailable", (error) =>
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          const attempts = Math.max(...rows.map((row) => row.attempts)) + 1
-          const delay = yield* RetrySchedule.delayAfter(options.retry ?? defaultRetry, attempts)
-          const millis = Option.match(delay, { onNone: () => 30_000, onSome: Duration.toMillis })
-          yield* outbox.markFailed(seqs, { error: error.message, nextAttemptAt: now + millis })
-          yield* Metric.update(Metric.withAttributes(Metrics.relayFailures, { producer: options.producer }), rows.length)
-          yield* Effect.logWarning("relay: publish failed, rescheduled", {
-            producer: options.producer,
-            events: rows.length,
-            attempts,
-            retryInMillis: millis,
-            error: error.message
-          })
-          return false
-        }))
+    const failure = yield* broker.publish(rows.map(toMessage)).pipe(
+      Effect.as(null),
+      Effect.catchTags({
+        BrokerUnavailable: (error) => Effect.succeed({ rows, error: error.message }),
+        PublishRejected: (error) => {
+          const rejected = new Set(error.messageIds)
+          return Effect.succeed({ rows: rows.filter((row) => rejected.has(row.envelope.messageId)), error: error.message })
+        }
+      })
     )
-    if (published) {
-      yield* outbox.markPublished(seqs)
-      yield* Metric.update(Metric.withAttributes(Metrics.relayPublished, { producer: options.producer }), rows.length)
+    const failed = new Set(failure?.rows.map((row) => row.seq))
+    const published = rows.filter((row) => !failed.has(row.seq)).map((row) => row.seq)
+    if (published.length > 0) {
+      yield* outbox.markPublished(published)
+      yield* Metric.update(Metric.withAttributes(Metrics.relayPublished, { producer: options.producer }), published.length)
     }
+    if (failure !== null && failure.rows.length > 0) yield* reschedule(options, failure.rows, failure.error)
     return rows.length
+  })
+
+const reschedule = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>, error: string) =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const now = yield* Clock.currentTimeMillis
+    const attempts = Math.max(...rows.map((row) => row.attempts)) + 1
+    const delay = yield* RetrySchedule.delayAfter(options.retry ?? defaultRetry, attempts)
+    const millis = Option.match(delay, { onNone: () => 30_000, onSome: Duration.toMillis })
+    yield* outbox.markFailed(rows.map((row) => row.seq), { error, nextAttemptAt: now + millis })
+    yield* Metric.update(Metric.withAttributes(Metrics.relayFailures, { producer: options.producer }), rows.length)
+    yield* Effect.logWarning("relay: publish failed, rescheduled", {
+      producer: options.producer,
+      events: rows.length,
+      attempts,
+      retryInMillis: millis,
+      error
+    })
   })
 
 /** Publishes until no row is due. Returns how many rows were claimed in all. */

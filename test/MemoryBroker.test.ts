@@ -85,7 +85,7 @@ describe("MemoryBroker", () => {
       assert.strictEqual(stats.acked, 100)
     })))
 
-  it.effect("routes by bindings with * and #, and drops unroutable messages", () =>
+  it.effect("routes by bindings with * and #, and rejects unroutable messages by id", () =>
     withBroker(Effect.gen(function*() {
       const broker = yield* Broker
       const memory = yield* MemoryBroker
@@ -96,7 +96,7 @@ describe("MemoryBroker", () => {
       yield* Effect.forEach([qa, qb, qc, qd], broker.declare)
       // declaring again adds bindings
       yield* broker.declare({ name: "qd", bindings: ["x.*.z"] })
-      yield* broker.publish([
+      const rejected = yield* broker.publish([
         message("1", "a.User.created"),
         message("2", "a.User.deleted"),
         message("3", "a.b.c.deleted"),
@@ -106,7 +106,9 @@ describe("MemoryBroker", () => {
         message("7", "x.q.z"),
         message("8", "nothing.here"),
         message("9", "a.User.created.v2")
-      ])
+      ]).pipe(Effect.flip)
+      assert.deepStrictEqual(rejected._tag === "PublishRejected" ? rejected.messageIds : [], ["8"])
+      assert.match(rejected.message, /no queue is bound to nothing\.here/)
       const depth = (q: string) => Effect.map(memory.queueDepth(q), (d) => d.ready)
       assert.deepStrictEqual(yield* Effect.forEach(["qa", "qb", "qc", "qd"], depth), [1, 5, 3, 2])
       assert.deepStrictEqual((yield* drain(qa, 1)).map((d) => d.messageId), ["1"])
@@ -149,7 +151,7 @@ describe("MemoryBroker", () => {
     withBroker(Effect.gen(function*() {
       const broker = yield* Broker
       const memory = yield* MemoryBroker
-      yield* broker.publish([message("dropped")]) // no queue yet: unroutable
+      yield* broker.publish([message("dropped")]).pipe(Effect.flip) // no queue yet: unroutable, rejected
       yield* broker.declare(queueSpec)
       yield* broker.publish([message("a"), message("b")])
       let nacked = false

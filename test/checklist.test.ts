@@ -12,7 +12,7 @@ import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
-import { Company, User } from "./fixtures.ts"
+import { Company, Invoice, User } from "./fixtures.ts"
 import { consumerName, copyOf, queueName, relay, settle, sync, type SystemOptions, systemLayer } from "./harness.ts"
 
 const accounts = Producer.make("accounts")
@@ -337,6 +337,26 @@ describe("checklist", () => {
       assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
       const outbox = yield* Outbox.Outbox
       assert.deepStrictEqual((yield* outbox.pending).count, 0)
+    })))
+
+  it.effect("events no queue takes are kept and retried; the rest of the batch is published", () =>
+    inSystem(Effect.gen(function*() {
+      const invoices = Producer.make("billing").repository(Invoice)
+      yield* Outbox.transaction(invoices.create({ id: "i-1", amount: 10 }))
+      yield* Outbox.transaction(companies.create(acme))
+      assert.strictEqual(yield* relay, 2)
+      const outbox = yield* Outbox.Outbox
+      const [kept] = yield* outbox.rows()
+      assert.deepStrictEqual([kept!.envelope.entity, kept!.publishedAt, kept!.attempts], ["Invoice", null, 1])
+      assert.match(kept!.lastError!, /no queue is bound to billing\.Invoice\.created/)
+      // a consumer of invoices appears; the row goes out at its next attempt
+      const broker = yield* Broker
+      yield* broker.declare({ name: "billing-reports.sync", bindings: ["billing.Invoice.*"] })
+      yield* TestClock.adjust("100 millis")
+      assert.strictEqual(yield* relay, 1)
+      assert.strictEqual((yield* outbox.pending).count, 0)
+      yield* settle()
+      assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
     })))
 
   it.effect("the relay layer publishes on commit without polling", () =>

@@ -17,7 +17,7 @@ import {
   reasonHeader,
   type SubscribeOptions
 } from "../Broker.ts"
-import { BrokerUnavailable } from "../Errors.ts"
+import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
 
 /** Faults to inject; every random choice comes from a PRNG seeded with `seed`, so runs are reproducible. */
 export interface Faults {
@@ -350,9 +350,11 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
         }
       })
 
-    const publish = (batch: ReadonlyArray<OutgoingMessage>): Effect.Effect<void, BrokerUnavailable> =>
+    const publish = (
+      batch: ReadonlyArray<OutgoingMessage>
+    ): Effect.Effect<void, BrokerUnavailable | PublishRejected> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Effect.suspend(() => {
+        Effect.suspend((): Effect.Effect<void, BrokerUnavailable | PublishRejected> => {
           if (failingPublishes > 0) {
             failingPublishes--
             return Effect.fail(
@@ -360,13 +362,17 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
             )
           }
           const touched = new Set<QueueState>()
+          const unroutable: Array<OutgoingMessage> = []
           for (const published of batch) {
             const message: OutgoingMessage = { ...published, body: published.body.slice(), headers: { ...published.headers } }
             stats.published++
             const targets = Array.from(queues.values()).filter((queue) =>
               Array.from(queue.bindings).some((binding) => matchesBinding(binding, message.routingKey))
             )
-            if (targets.length === 0) stats.unroutable++
+            if (targets.length === 0) {
+              stats.unroutable++
+              unroutable.push(message)
+            }
             for (const queue of targets) {
               stats.routed++
               enqueue(queue, message, now)
@@ -378,7 +384,12 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
             }
           }
           touched.forEach(notify)
-          return Effect.void
+          return unroutable.length === 0 ? Effect.void : Effect.fail(
+            new PublishRejected({
+              messageIds: unroutable.map((m) => m.messageId),
+              detail: `no queue is bound to ${[...new Set(unroutable.map((m) => m.routingKey))].join(", ")}`
+            })
+          )
         }))
 
     const subscribe = (spec: QueueSpec, subscribeOptions?: SubscribeOptions): Stream.Stream<Delivery, BrokerUnavailable> =>
