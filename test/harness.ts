@@ -1,11 +1,15 @@
 /**
- * A whole sync system in memory for tests: the owner "accounts" (outbox + source rows in its own
- * database), the consumer "directory" (inbox + copies in another database) and the memory broker
- * between them. Time is the TestClock.
+ * A whole sync system for tests: the owner "accounts" (outbox + source rows in its own database), the
+ * consumer "directory" (inbox + copies in another database) and the memory broker between them. The
+ * stores are in memory unless PostgreSQL ones are given. Time is the TestClock.
  */
-import { type Duration, Effect, Layer } from "effect"
+import { Context, type Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { CopyRepository, type CopyRow } from "../src/CopyRepository.ts"
+import { Inbox } from "../src/Inbox.ts"
+import { Outbox } from "../src/Outbox.ts"
+import { SourceRepository } from "../src/SourceRepository.ts"
+import { Transactor } from "../src/Transactor.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
@@ -20,23 +24,59 @@ import { Company, User } from "./fixtures.ts"
 export const consumerName = "directory"
 export const queueName = `${consumerName}.sync`
 
-/** Settings of the in-memory system. */
+/** Where the owner and the consumer keep their data. */
+export interface Stores {
+  /** The owner's stores, in the owner's database. */
+  readonly owner: Layer.Layer<Outbox | SourceRepository, unknown>
+  /** The consumer's stores, in its own database. */
+  readonly consumer: Layer.Layer<Inbox | CopyRepository | Transactor, unknown>
+}
+
+/** Lets real I/O progress between steps of virtual time: nothing to do in memory, a real pause on PostgreSQL. */
+export const Pump = Context.Reference<Effect.Effect<void>>("test/Pump", { defaultValue: () => Effect.void })
+
+/** Advances virtual time, then lets real I/O progress. */
+export const tick = (duration: Duration.Input) =>
+  Effect.andThen(TestClock.adjust(duration), Effect.flatMap(Pump, (pump) => pump))
+
+/** Keeps only the owner's services of a layer that provides more. */
+export const ownerSide = <E, R>(
+  layer: Layer.Layer<Outbox | SourceRepository, E, R>
+): Layer.Layer<Outbox | SourceRepository, E, R> =>
+  Layer.effectContext(Effect.map(Layer.build(layer), (context) =>
+    Context.make(Outbox, Context.get(context, Outbox)).pipe(
+      Context.add(SourceRepository, Context.get(context, SourceRepository))
+    )))
+
+/** Keeps only the consumer's services of a layer that provides more. */
+export const consumerSide = <E, R>(
+  layer: Layer.Layer<Inbox | CopyRepository | Transactor, E, R>
+): Layer.Layer<Inbox | CopyRepository | Transactor, E, R> =>
+  Layer.effectContext(Effect.map(Layer.build(layer), (context) =>
+    Context.make(Inbox, Context.get(context, Inbox)).pipe(
+      Context.add(CopyRepository, Context.get(context, CopyRepository)),
+      Context.add(Transactor, Context.get(context, Transactor))
+    )))
+
+/** Settings of the system. */
 export interface SystemOptions {
+  /** Default: in memory. */
+  readonly stores?: Stores
   readonly faults?: MemoryBroker.Faults
   readonly dependencyRetry?: RetrySchedule
   readonly inProcessRetries?: number
   readonly subscriptions?: ReadonlyArray<SyncConsumer.Subscription<CopyRepository>>
 }
 
-/** The owner's stores, in their own database. */
-export const ownerLayer = Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(
-  Layer.provide(Layer.fresh(MemoryDatabase.layer))
-)
-
-/** The consumer's stores, in their own database (its Transactor is exposed). */
-export const consumerStoresLayer = Layer.mergeAll(MemoryInbox.layer, MemoryCopyRepository.layer).pipe(
-  Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
-)
+/** Owner and consumer in memory, each in its own database. */
+export const memoryStores: Stores = {
+  owner: Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(
+    Layer.provide(Layer.fresh(MemoryDatabase.layer))
+  ),
+  consumer: Layer.mergeAll(MemoryInbox.layer, MemoryCopyRepository.layer).pipe(
+    Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
+  )
+}
 
 /** Owner, broker and a running consumer of Company and User. */
 export const systemLayer = (options: SystemOptions = {}) =>
@@ -46,8 +86,8 @@ export const systemLayer = (options: SystemOptions = {}) =>
     ...(options.dependencyRetry !== undefined ? { dependencyRetry: options.dependencyRetry } : {}),
     ...(options.inProcessRetries !== undefined ? { inProcessRetries: options.inProcessRetries } : {})
   }).pipe(
-    Layer.provideMerge(consumerStoresLayer),
-    Layer.provideMerge(ownerLayer),
+    Layer.provideMerge((options.stores ?? memoryStores).consumer),
+    Layer.provideMerge((options.stores ?? memoryStores).owner),
     Layer.provideMerge(MemoryBroker.layer(options.faults !== undefined ? { faults: options.faults } : {}))
   )
 
@@ -69,9 +109,9 @@ export const isQuiet = Effect.gen(function*() {
  */
 export const settle = (options: { readonly step?: Duration.Input; readonly rounds?: number } = {}) =>
   Effect.gen(function*() {
-    const rounds = options.rounds ?? 50
+    const rounds = options.rounds ?? 300
     for (let i = 0; i < rounds; i++) {
-      yield* TestClock.adjust(options.step ?? "1 millis")
+      yield* tick(options.step ?? "1 millis")
       if (yield* isQuiet) return
     }
     return yield* Effect.die(new Error(`the consumer is not quiet after ${rounds} rounds`))
