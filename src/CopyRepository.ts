@@ -27,9 +27,16 @@ export interface CopyRow {
 /** How the version guard compares: `newer` (R4) or `newerOrEqual` for force-sync events (R8). */
 export type Guard = "newer" | "newerOrEqual"
 
+/**
+ * A row lock taken by `get` inside a transaction: the consumer locks the copy it applies `forUpdate` and
+ * the copies it depends on `forShare`, so a dependency check and a concurrent delete of that dependency
+ * cannot both pass (no write skew under READ COMMITTED).
+ */
+export type Lock = "forShare" | "forUpdate"
+
 /** The copies held by one consumer service. */
 export class CopyRepository extends Context.Service<CopyRepository, {
-  readonly get: (entity: string, id: string) => Effect.Effect<CopyRow | null, SqlError.SqlError>
+  readonly get: (entity: string, id: string, lock?: Lock) => Effect.Effect<CopyRow | null, SqlError.SqlError>
   /**
    * Writes `row` only if its version passes the guard against the current copy (or there is none);
    * returns whether it was written. One statement: no read-then-write race.

@@ -253,7 +253,7 @@ export const make = <R>(
         }
         const missing: Array<EntityRef> = []
         for (const ref of prepared.references) {
-          const copy = yield* copies.get(ref.entity, ref.id)
+          const copy = yield* copies.get(ref.entity, ref.id, "forShare")
           if (copy === null || copy.state === "deleted") missing.push(ref)
         }
         return missing
@@ -324,7 +324,7 @@ export const make = <R>(
           return { _tag: "duplicate" } satisfies Verdict
         }
         const release = a.parked === null ? Effect.void : inbox.release(consumer, envelope.messageId)
-        const current = yield* copies.get(envelope.entity, envelope.entityId)
+        const current = yield* copies.get(envelope.entity, envelope.entityId, "forUpdate")
         if (current !== null && isStale(envelope, current)) {
           yield* release
           return { _tag: "stale", error: staleError(envelope, current.version) } satisfies Verdict

@@ -9,20 +9,19 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Metric, Option, Schedule, Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type { Broker } from "../src/Broker.ts"
-import { TestClock } from "effect/testing"
 import { CopyRepository } from "../src/CopyRepository.ts"
-import { DependencyMissing, type EntityExists, type EntityNotFound } from "../src/Errors.ts"
+import type { EntityExists, EntityNotFound } from "../src/Errors.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import { SourceRepository } from "../src/SourceRepository.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Company, User } from "./fixtures.ts"
-import { isQuiet, queueName, relay, systemLayer } from "./harness.ts"
+import type { ChecklistStores } from "./checklist.ts"
+import { isQuiet, Pump, queueName, relay, systemLayer, tick } from "./harness.ts"
 
 /** The first run's seed; run i uses SEED + i. Override with CONVERGENCE_SEED / CONVERGENCE_RUNS to replay. */
 const SEED = Number(process.env["CONVERGENCE_SEED"] ?? 20261122)
-const RUNS = Number(process.env["CONVERGENCE_RUNS"] ?? 300)
 
 /** Owner operations and the system's events, with their weights in a generated history. */
 const operations = [
@@ -148,7 +147,7 @@ const ownerStep = (
     case "relay":
       return relay
     case "advance":
-      return TestClock.adjust(step.millis)
+      return tick(step.millis)
     case "fullSync":
       return step.user % 2 === 0 ? companies.fullSync({ batchSize: 2 }) : users.fullSync({ batchSize: 2 })
     case "crash":
@@ -169,7 +168,7 @@ const referencesHold = Effect.gen(function*() {
   return problems
 })
 
-const converges = (seed: number) =>
+const converges = (seed: number, kit: ChecklistStores) =>
   Effect.gen(function*() {
     const steps = historyOf(seed)
     const applied: Array<string> = []
@@ -193,7 +192,7 @@ const converges = (seed: number) =>
     const run = Effect.gen(function*() {
       for (const step of steps) {
         yield* ownerStep(step).pipe(Effect.catchTags({ EntityExists: () => Effect.void, EntityNotFound: () => Effect.void }))
-        yield* TestClock.adjust(1)
+        yield* tick(1)
         yield* check(`after ${step.op}`)
       }
       // quiescence: everything relayed, the queue empty, nothing parked
@@ -201,7 +200,7 @@ const converges = (seed: number) =>
       let rounds = 0
       while (true) {
         yield* relay
-        yield* TestClock.adjust("50 millis")
+        yield* tick("50 millis")
         if ((yield* isQuiet) && (yield* consumer.waiting).length === 0 && (yield* relay) === 0) break
         if (++rounds > 5_000) return yield* Effect.die(new Error("the system did not become quiet"))
       }
@@ -224,6 +223,7 @@ const converges = (seed: number) =>
     })
     yield* run.pipe(
       Effect.provide(systemLayer({
+        stores: kit.stores(),
         subscriptions,
         faults: { seed: Math.imul(seed, 0x9e3779b1), reorder: 0.3, duplicate: 0.2, delay: { probability: 0.3, max: "2 seconds" } },
         dependencyRetry: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(
@@ -231,7 +231,8 @@ const converges = (seed: number) =>
         ),
         inProcessRetries: 2
       })),
-      Effect.provideService(Metric.MetricRegistry, new Map())
+      Effect.provideService(Metric.MetricRegistry, new Map()),
+      Effect.provideService(Pump, kit.pump)
     )
   }).pipe(
     Effect.tapDefect((defect) =>
@@ -240,23 +241,14 @@ const converges = (seed: number) =>
     )
   )
 
-describe("convergence", () => {
-  it.effect(
-    `copies converge to the owner's state under reordering, duplicates, delays and crashes (${RUNS} runs from seed ${SEED})`,
-    () => Effect.forEach(Array.from({ length: RUNS }, (_, i) => SEED + i), converges, { discard: true }),
-    600_000
-  )
-
-  it.effect("a dependency error names what is missing", () =>
-    Effect.sync(() => {
-      const error = new DependencyMissing({
-        messageId: "m-1",
-        entity: "User",
-        entityId: "u-1",
-        version: 2,
-        missing: [{ entity: "Company", id: "c-1" }],
-        attempts: 3
-      })
-      assert.strictEqual(error.message, "User:u-1 v2 (message m-1) waits for Company:c-1 after 3 attempt(s)")
-    }))
-})
+/** The convergence property on the given stores, `runs` seeded runs (CONVERGENCE_RUNS overrides). */
+export const convergence = (name: string, kit: ChecklistStores, defaultRuns: number) => {
+  const runs = Number(process.env["CONVERGENCE_RUNS"] ?? defaultRuns)
+  describe(name, () => {
+    it.effect(
+      `copies converge to the owner's state under reordering, duplicates, delays and crashes (${runs} runs from seed ${SEED})`,
+      () => Effect.forEach(Array.from({ length: runs }, (_, i) => SEED + i), (seed) => converges(seed, kit), { discard: true }),
+      600_000
+    )
+  })
+}
