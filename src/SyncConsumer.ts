@@ -13,6 +13,7 @@ import {
   Deferred,
   Duration,
   Effect,
+  FiberSet,
   Layer,
   Metric,
   Option,
@@ -28,7 +29,14 @@ import { Broker, type Delivery } from "./Broker.ts"
 import type * as Contract from "./Contract.ts"
 import { type CopyRow, CopyRepository } from "./CopyRepository.ts"
 import * as Envelope from "./Envelope.ts"
-import { DependencyMissing, type EntityRef, MalformedMessage, StaleMessage, type SyncError } from "./Errors.ts"
+import {
+  type BrokerUnavailable,
+  DependencyMissing,
+  type EntityRef,
+  MalformedMessage,
+  StaleMessage,
+  type SyncError
+} from "./Errors.ts"
 import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
@@ -112,7 +120,11 @@ export interface ConsumerOptions<R> {
   readonly inProcessRetries?: number
   /** Largest accepted message body in bytes (default 256 KiB). */
   readonly maxBytes?: number
-  /** Deliveries handled at once; events of one entity are applied one at a time (default 16). */
+  /** Most events applied in one transaction (default 100); events of one entity are applied in version order. */
+  readonly batchSize?: number
+  /** How long a batch waits to fill up once its first event arrived (default 5 ms). */
+  readonly batchWindow?: Duration.Input
+  /** Parked events retried at once (default 16). */
   readonly concurrency?: number
   /** Unsettled deliveries held from the broker (default 200). */
   readonly prefetch?: number
@@ -147,6 +159,7 @@ export class SyncConsumer extends Context.Service<SyncConsumer, {
 
 type Verdict =
   | { readonly _tag: "applied" }
+  | { readonly _tag: "missing"; readonly error: DependencyMissing }
   | { readonly _tag: "duplicate" }
   | { readonly _tag: "stale"; readonly error: StaleMessage }
   | { readonly _tag: "parked"; readonly error: DependencyMissing }
@@ -198,6 +211,8 @@ export const make = <R>(
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "5 seconds")
     const withKeyLock = makeKeyLock()
     const inFlight = yield* Ref.make(0)
+    // events of a batch that wait for a dependency, in process, while the next batches go on
+    const waiters = yield* FiberSet.make<void, never>()
 
     const routes = new Map(options.subscriptions.map((s) => [s.contract.name, s]))
     for (const s of options.subscriptions) {
@@ -316,23 +331,23 @@ export const make = <R>(
         return { _tag: "parked", error } satisfies Verdict
       })
 
-    // One attempt in one transaction. Fails with DependencyMissing only when !mayPark (nothing committed).
-    const attemptOnce = (a: Attempt): Effect.Effect<Verdict, HandlerError, R> =>
-      transactor.withTransaction(Effect.gen(function*() {
+    // One attempt, inside the caller's transaction. Reads come first, so a "missing" verdict (when the event
+    // may not park yet) has written nothing; the inbox record is taken just before anything is written.
+    const applyInTransaction = (a: Attempt): Effect.Effect<Verdict, HandlerError, R> =>
+      Effect.gen(function*() {
         const { envelope } = a
-        if (a.parked === null && !(yield* inbox.record(consumer, envelope.messageId))) {
-          return { _tag: "duplicate" } satisfies Verdict
-        }
+        const fresh = a.parked === null ? inbox.record(consumer, envelope.messageId) : Effect.succeed(true)
         const release = a.parked === null ? Effect.void : inbox.release(consumer, envelope.messageId)
         const current = yield* copies.get(envelope.entity, envelope.entityId, "forUpdate")
         if (current !== null && isStale(envelope, current)) {
+          if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
           yield* release
           return { _tag: "stale", error: staleError(envelope, current.version) } satisfies Verdict
         }
         const missing = a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared)
         if (missing.length > 0) {
           if (!a.mayPark) {
-            return yield* new DependencyMissing({
+            const error = new DependencyMissing({
               messageId: envelope.messageId,
               entity: envelope.entity,
               entityId: envelope.entityId,
@@ -340,9 +355,12 @@ export const make = <R>(
               missing,
               attempts: a.attempt
             })
+            return { _tag: "missing", error } satisfies Verdict
           }
+          if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
           return yield* parkOrDeadLetter(a, missing)
         }
+        if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
         const now = yield* Clock.currentTimeMillis
         const written = yield* copies.upsert({
           entity: envelope.entity,
@@ -364,12 +382,12 @@ export const make = <R>(
         yield* inbox.wake(consumer, [selfRef(envelope)])
         yield* release
         return { _tag: "applied" } satisfies Verdict
-      }))
+      })
 
     // An attempt, with the handler's own StaleMessage / DependencyMissing / MalformedMessage settled in a
     // second transaction (the first one rolled back).
-    const attemptSettled = (a: Attempt): Effect.Effect<Verdict, DependencyMissing | SqlError.SqlError, R> =>
-      attemptOnce(a).pipe(
+    const attemptSettled = (a: Attempt): Effect.Effect<Verdict, SqlError.SqlError, R> =>
+      transactor.withTransaction(applyInTransaction(a)).pipe(
         Effect.catchTags({
           StaleMessage: (error) =>
             transactor.withTransaction(Effect.gen(function*() {
@@ -380,7 +398,7 @@ export const make = <R>(
           DependencyMissing: (error) =>
             a.mayPark && a.reported.length === 0
               ? attemptSettled({ ...a, reported: error.missing })
-              : Effect.fail(error),
+              : Effect.succeed({ _tag: "missing", error } satisfies Verdict),
           MalformedMessage: (error) =>
             transactor.withTransaction(Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
@@ -411,6 +429,8 @@ export const make = <R>(
     const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
       Effect.gen(function*() {
         switch (verdict._tag) {
+          case "missing":
+            return
           case "applied": {
             yield* signalApplied
             yield* count(envelope.entity, woken ? "woken" : "applied")
@@ -456,13 +476,8 @@ export const make = <R>(
             reported: [],
             firstSeenAt
           }
-          const result = yield* withKeyLock(refKey(selfRef(envelope)), attemptSettled(a)).pipe(
-            retryOnSqlError,
-            Effect.result
-          )
-          if (result._tag === "Success") return yield* report(envelope, result.success, waited)
-          const error = result.failure
-          if (error._tag === "SqlError") return yield* error
+          const verdict = yield* withKeyLock(refKey(selfRef(envelope)), attemptSettled(a)).pipe(retryOnSqlError)
+          if (verdict._tag !== "missing") return yield* report(envelope, verdict, waited)
           const delay = yield* RetrySchedule.delayAfter(schedule, attempt, firstSeenAt)
           if (Option.isNone(delay)) {
             // the budget is spent while still in process: park with the schedule's verdict (dead letter)
@@ -479,13 +494,20 @@ export const make = <R>(
         }
       })
 
-    const settleDelivery = (delivery: Delivery) =>
-      Effect.gen(function*() {
-        const envelope = yield* Envelope.decode(delivery.body, options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {})
-        const prepared = yield* route(envelope)
-        yield* handleEnvelope(envelope, prepared)
-        yield* delivery.ack
-      }).pipe(
+    interface Item {
+      readonly delivery: Delivery
+      readonly envelope: Envelope.Envelope
+      readonly prepared: Prepared<R>
+    }
+
+    const decodeDelivery = (delivery: Delivery): Effect.Effect<Item, MalformedMessage> =>
+      Envelope.decode(delivery.body, options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}).pipe(
+        Effect.flatMap((envelope) => Effect.map(route(envelope), (prepared) => ({ delivery, envelope, prepared })))
+      )
+
+    const settleErrors = (delivery: Delivery) =>
+    <A, R2>(effect: Effect.Effect<A, MalformedMessage | SqlError.SqlError | BrokerUnavailable, R2>) =>
+      effect.pipe(
         Effect.catchTags({
           MalformedMessage: (error) =>
             Effect.gen(function*() {
@@ -502,9 +524,87 @@ export const make = <R>(
         }),
         Effect.catchTag("BrokerUnavailable", (error) =>
           Effect.logWarning(`consumer: could not settle message ${delivery.messageId}; it will be redelivered`, error)),
-        Effect.onExit(() => Ref.update(inFlight, (n) => n - 1)),
-        (effect) => Effect.andThen(Ref.update(inFlight, (n) => n + 1), effect)
+        Effect.asVoid
       )
+
+    // One event on its own: in-process retries, then parking; acked after its commit.
+    const settleOne = (item: Item) =>
+      handleEnvelope(item.envelope, item.prepared).pipe(
+        Effect.andThen(item.delivery.ack),
+        settleErrors(item.delivery),
+        Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
+      )
+
+    // Applies the batch in order; events whose dependencies come later in the batch get another pass.
+    const applyAll = (items: ReadonlyArray<Item>, firstSeenAt: number) =>
+      Effect.gen(function*() {
+        const verdicts: Array<Verdict> = []
+        let pending = items.map((_, i) => i)
+        while (pending.length > 0) {
+          const missing: Array<number> = []
+          for (const i of pending) {
+            const item = items[i]!
+            const verdict = yield* applyInTransaction({
+              envelope: item.envelope,
+              prepared: item.prepared,
+              parked: null,
+              attempt: 1,
+              mayPark: false,
+              reported: [],
+              firstSeenAt
+            })
+            verdicts[i] = verdict
+            if (verdict._tag === "missing") missing.push(i)
+          }
+          if (missing.length === pending.length) break
+          pending = missing
+        }
+        return verdicts
+      })
+
+    const withKeyLocks = <A, E, R2>(keys: ReadonlyArray<string>, effect: Effect.Effect<A, E, R2>) =>
+      keys.reduceRight((inner, key) => withKeyLock(key, inner), effect)
+
+    /**
+     * A batch of deliveries in one transaction, events of one entity in version order. Events that must wait
+     * for a dependency continue on their own; if the transaction fails, every event is retried on its own.
+     */
+    const settleBatch = (deliveries: ReadonlyArray<Delivery>) =>
+      Effect.gen(function*() {
+        yield* Ref.update(inFlight, (n) => n + deliveries.length)
+        const items: Array<Item> = []
+        for (const delivery of deliveries) {
+          const decoded = yield* Effect.result(decodeDelivery(delivery))
+          if (decoded._tag === "Success") items.push(decoded.success)
+          else {
+            yield* Effect.fail(decoded.failure).pipe(
+              settleErrors(delivery),
+              Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
+            )
+          }
+        }
+        if (items.length === 0) return
+        const keyOf = (item: Item) => refKey(selfRef(item.envelope))
+        items.sort((a, b) => keyOf(a).localeCompare(keyOf(b)) || a.envelope.version - b.envelope.version)
+        const firstSeenAt = yield* Clock.currentTimeMillis
+        const keys = [...new Set(items.map(keyOf))]
+        const result = yield* withKeyLocks(keys, transactor.withTransaction(applyAll(items, firstSeenAt))).pipe(
+          Effect.result
+        )
+        if (result._tag === "Failure") {
+          yield* Effect.logDebug("consumer: batch failed; applying its events one by one", result.failure)
+          return yield* Effect.forEach(items, settleOne, { concurrency: "unbounded", discard: true })
+        }
+        yield* Effect.forEach(items, (item, i) => {
+          const verdict = result.success[i]!
+          if (verdict._tag === "missing") return FiberSet.run(waiters, settleOne(item))
+          return report(item.envelope, verdict, false).pipe(
+            Effect.andThen(item.delivery.ack),
+            settleErrors(item.delivery),
+            Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
+          )
+        }, { discard: true })
+      })
 
     // A parked event that is due.
     const retryParked = (row: WaitingRow) =>
@@ -552,7 +652,8 @@ export const make = <R>(
 
     const queue = queueOf(consumer, options.subscriptions)
     const consume = broker.subscribe(queue, { prefetch: options.prefetch ?? 200 }).pipe(
-      Stream.mapEffect(settleDelivery, { concurrency: options.concurrency ?? 16, unordered: true }),
+      Stream.groupedWithin(options.batchSize ?? 100, options.batchWindow ?? "5 millis"),
+      Stream.mapEffect(settleBatch),
       Stream.runDrain
     )
 

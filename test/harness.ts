@@ -65,6 +65,7 @@ export interface SystemOptions {
   readonly faults?: MemoryBroker.Faults
   readonly dependencyRetry?: RetrySchedule
   readonly inProcessRetries?: number
+  readonly batchSize?: number
   readonly subscriptions?: ReadonlyArray<SyncConsumer.Subscription<CopyRepository>>
 }
 
@@ -84,7 +85,8 @@ export const systemLayer = (options: SystemOptions = {}) =>
     service: consumerName,
     subscriptions: options.subscriptions ?? [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
     ...(options.dependencyRetry !== undefined ? { dependencyRetry: options.dependencyRetry } : {}),
-    ...(options.inProcessRetries !== undefined ? { inProcessRetries: options.inProcessRetries } : {})
+    ...(options.inProcessRetries !== undefined ? { inProcessRetries: options.inProcessRetries } : {}),
+    ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {})
   }).pipe(
     Layer.provideMerge((options.stores ?? memoryStores).consumer),
     Layer.provideMerge((options.stores ?? memoryStores).owner),
