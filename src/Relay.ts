@@ -23,6 +23,10 @@ export interface RelayOptions {
   readonly pollInterval?: Duration.Input
   /** Backoff of a row whose publish failed, by its attempts (default exponential from 100 ms, at most 30 s). */
   readonly retry?: RetrySchedule.RetrySchedule
+  /** How long published rows stay in the outbox for replays (R9; default 7 days). */
+  readonly retention?: Duration.Input
+  /** How often published rows past the retention are deleted (default 1 hour). */
+  readonly pruneInterval?: Duration.Input
 }
 
 /** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up. */
@@ -127,12 +131,31 @@ export const run = (options: RelayOptions): Effect.Effect<never, SqlError.SqlErr
     }
   })
 
-/** A relay running in the background for the lifetime of the layer; it restarts after database errors. */
-export const layer = (options: RelayOptions): Layer.Layer<never, never, Outbox | Broker> =>
-  Layer.effectDiscard(
-    run(options).pipe(
-      Effect.tapCause((cause) => Effect.logError("relay stopped; restarting", cause)),
-      Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")])),
-      Effect.forkScoped
-    )
+/** Deletes published rows older than the retention (R9); returns how many. */
+export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox> =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const now = yield* Clock.currentTimeMillis
+    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? "7 days"))
+    return yield* outbox.prune(now - retention)
+  })
+
+const restartable = <R>(name: string, effect: Effect.Effect<unknown, SqlError.SqlError, R>) =>
+  effect.pipe(
+    Effect.tapCause((cause) => Effect.logError(`relay: ${name} stopped; restarting`, cause)),
+    Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")])),
+    Effect.forkScoped
   )
+
+/**
+ * A relay running in the background for the lifetime of the layer, with its retention clean-up; both
+ * restart after database errors.
+ */
+export const layer = (options: RelayOptions): Layer.Layer<never, never, Outbox | Broker> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    yield* restartable("publishing", run(options))
+    yield* restartable(
+      "retention clean-up",
+      prune(options).pipe(Effect.repeat(Schedule.spaced(options.pruneInterval ?? "1 hour")))
+    )
+  }))

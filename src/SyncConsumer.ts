@@ -130,6 +130,11 @@ export interface ConsumerOptions<R> {
   readonly prefetch?: number
   /** How often parked events are looked at when nothing woke the consumer (default 5 seconds). */
   readonly pollInterval?: Duration.Input
+  /**
+   * How long dedupe records are kept (default 7 days). A duplicate arriving later is still never applied
+   * twice: the version guard classifies it as stale.
+   */
+  readonly retention?: Duration.Input
 }
 
 /** The default dependency retry schedule (R5). */
@@ -667,6 +672,13 @@ export const make = <R>(
     yield* broker.declare(queue).pipe(Effect.retry(Schedule.spaced("1 second")), Effect.orDie)
     yield* forever("delivery loop", consume)
     yield* forever("parked-event worker", workParked)
+    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? "7 days"))
+    yield* forever(
+      "retention clean-up",
+      Effect.flatMap(Clock.currentTimeMillis, (now) => inbox.prune(now - retention)).pipe(
+        Effect.repeat(Schedule.spaced("1 hour"))
+      )
+    )
 
     return SyncConsumer.of({
       service: consumer,

@@ -396,6 +396,22 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
       })))
 
+    it.effect("R9: published events stay for the retention window, then the relay deletes them", () =>
+      inSystem(
+        Effect.gen(function*() {
+          yield* Outbox.transaction(companies.create(acme))
+          yield* settle()
+          const outbox = yield* Outbox.Outbox
+          const rows = () => Effect.map(outbox.rows(), (r) => r.map((row) => row.publishedAt !== null))
+          assert.deepStrictEqual(yield* rows(), [true])
+          yield* tick("50 minutes")
+          assert.deepStrictEqual(yield* rows(), [true])
+          yield* tick("20 minutes")
+          yield* settle()
+          assert.deepStrictEqual(yield* rows(), [])
+        }).pipe(Effect.provide(Relay.layer({ producer: "accounts", retention: "1 hour", pruneInterval: "10 minutes" })))
+      ))
+
     it.effect("the relay layer publishes on commit without polling", () =>
       inSystem(
         Effect.gen(function*() {
