@@ -5,13 +5,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
+import { Clock, type Config, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
 import type { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
 import * as Metrics from "./Metrics.ts"
 import { Outbox, type OutboxRow } from "./Outbox.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
+import * as SyncConfig from "./SyncConfig.ts"
 
 /** Relay settings. */
 export interface RelayOptions {
@@ -30,10 +31,7 @@ export interface RelayOptions {
 }
 
 /** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up. */
-export const defaultRetry: RetrySchedule.RetrySchedule = Schedule.min([
-  Schedule.exponential("100 millis", 2),
-  Schedule.spaced("30 seconds")
-])
+export const defaultRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({ base: "100 millis", maxDelay: "30 seconds" })
 
 /** The broker message of an outbox row (DESIGN §3). */
 export const toMessage = (row: OutboxRow): OutgoingMessage => ({
@@ -159,3 +157,14 @@ export const layer = (options: RelayOptions): Layer.Layer<never, never, Outbox |
       prune(options).pipe(Effect.repeat(Schedule.spaced(options.pruneInterval ?? "1 hour")))
     )
   }))
+
+/** `layer` with its settings read from `SyncConfig.relay` (environment variables, documented there). */
+export const layerConfig = (options: { readonly producer: string }): Layer.Layer<never, Config.ConfigError, Outbox | Broker> =>
+  Layer.unwrap(Effect.map(SyncConfig.relay, (settings) =>
+    layer({
+      producer: options.producer,
+      batchSize: settings.batchSize,
+      pollInterval: settings.pollInterval,
+      retention: settings.retention,
+      retry: SyncConfig.backoff({ base: "100 millis", maxDelay: settings.retryMaxDelay })
+    })))

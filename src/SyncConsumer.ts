@@ -9,6 +9,7 @@
  */
 import {
   Clock,
+  type Config,
   Context,
   Deferred,
   Duration,
@@ -40,6 +41,7 @@ import {
 import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
+import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
 
 /** An event handed to a subscription's handler, inside the apply transaction. */
@@ -137,11 +139,12 @@ export interface ConsumerOptions<R> {
   readonly retention?: Duration.Input
 }
 
-/** The default dependency retry schedule (R5). */
-export const defaultDependencyRetry: RetrySchedule.RetrySchedule = Schedule.min([
-  Schedule.exponential("200 millis", 2),
-  Schedule.spaced("5 minutes")
-]).pipe(Schedule.upTo({ duration: "24 hours" }))
+/** The default dependency retry schedule (R5): 200 ms doubling, at most 5 minutes apart, for 24 hours. */
+export const defaultDependencyRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({
+  base: "200 millis",
+  maxDelay: "5 minutes",
+  budget: "24 hours"
+})
 
 /** The queue of a consuming service and its bindings. */
 export const queueOf = (service: string, subscriptions: ReadonlyArray<Subscription<unknown>>) => ({
@@ -700,3 +703,23 @@ export const layer = <R>(
   options: ConsumerOptions<R>
 ): Layer.Layer<SyncConsumer, never, Broker | Inbox | CopyRepository | Transactor | R> =>
   Layer.effect(SyncConsumer, make(options))
+
+/** `layer` with its settings read from `SyncConfig.consumer` (environment variables, documented there). */
+export const layerConfig = <R>(
+  options: Pick<ConsumerOptions<R>, "service" | "subscriptions">
+): Layer.Layer<SyncConsumer, Config.ConfigError, Broker | Inbox | CopyRepository | Transactor | R> =>
+  Layer.unwrap(Effect.map(SyncConfig.consumer, (settings) =>
+    layer({
+      ...options,
+      batchSize: settings.batchSize,
+      batchWindow: settings.batchWindow,
+      prefetch: settings.prefetch,
+      dependencyRetry: SyncConfig.backoff({
+        base: settings.retryBase,
+        maxDelay: settings.retryMaxDelay,
+        budget: settings.retryBudget
+      }),
+      inProcessRetries: settings.inProcessRetries,
+      maxBytes: settings.maxBytes,
+      retention: settings.retention
+    })))
