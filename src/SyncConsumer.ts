@@ -20,93 +20,29 @@ import {
   Option,
   Ref,
   Schedule,
-  Schema,
   type Scope,
-  Semaphore,
   Stream
 } from "effect"
 import type { SqlError } from "effect/sql"
 import { Broker, type Delivery } from "./Broker.ts"
-import type * as Contract from "./Contract.ts"
 import { type CopyRow, CopyRepository } from "./CopyRepository.ts"
+import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
 import {
   type BrokerUnavailable,
   DependencyMissing,
   type EntityRef,
   MalformedMessage,
-  StaleMessage,
-  type SyncError
+  StaleMessage
 } from "./Errors.ts"
 import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
+import { type HandlerError, type Prepared, type Subscription } from "./Subscription.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
 
-/** An event handed to a subscription's handler, inside the apply transaction. */
-export interface SyncEvent<A> {
-  readonly envelope: Envelope.Envelope
-  /** The decoded payload; null for a hard delete. */
-  readonly payload: A | null
-  /** The copy before this event, if any. */
-  readonly previous: CopyRow | null
-}
-
-/** What a handler may fail with: the runtime's sync errors and `SqlError` — anything else must be handled. */
-export type HandlerError = SyncError | SqlError.SqlError
-
-interface Prepared<R> {
-  readonly references: ReadonlyArray<EntityRef>
-  readonly handle: (previous: CopyRow | null) => Effect.Effect<void, HandlerError, R>
-}
-
-/** A contract a consumer subscribes to, with an optional handler run in the apply transaction. */
-export interface Subscription<R> {
-  readonly contract: Contract.Any
-  readonly prepare: (envelope: Envelope.Envelope) => Effect.Effect<Prepared<R>, MalformedMessage>
-}
-
-/**
- * Subscribes to a contract: its events keep a copy (CopyRepository) and run `handler`, if given, in the
- * same transaction. The handler's error channel is limited to `HandlerError` by the compiler.
- */
-export const subscribe = <Name extends string, Owner extends string, A, I extends Schema.Json, R = never>(
-  contract: Contract.Contract<Name, Owner, A, I>,
-  options?: { readonly handler?: (event: SyncEvent<A>) => Effect.Effect<void, HandlerError, R> }
-): Subscription<R> => {
-  const decode = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
-  const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
-    new MalformedMessage({ reason, detail, messageId: envelope.messageId, entity: envelope.entity })
-  return {
-    contract,
-    prepare: (envelope) =>
-      Effect.gen(function*() {
-        if (envelope.producer !== contract.owner) {
-          return yield* malformed(
-            envelope,
-            "InvalidEnvelope",
-            `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
-          )
-        }
-        const payload = envelope.payload === null ? null : yield* decode(envelope.payload).pipe(
-          Effect.mapError((error) => malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " ")))
-        )
-        if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
-          return yield* malformed(
-            envelope,
-            "InvalidPayload",
-            `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
-          )
-        }
-        const handler = options?.handler
-        return {
-          references: payload === null ? [] : contract.referencesOf(payload),
-          handle: (previous) => handler === undefined ? Effect.void : handler({ envelope, payload, previous })
-        }
-      })
-  }
-}
+export { type HandlerError, subscribe, type Subscription, type SyncEvent } from "./Subscription.ts"
 
 /** Settings of a consumer. */
 export interface ConsumerOptions<R> {
@@ -173,25 +109,6 @@ type Verdict =
   | { readonly _tag: "parked"; readonly error: DependencyMissing }
   | { readonly _tag: "deadLettered"; readonly error: DependencyMissing | MalformedMessage }
 
-/** Per-key mutual exclusion: events of one entity are applied one at a time. */
-const makeKeyLock = () => {
-  const locks = new Map<string, { readonly semaphore: Semaphore.Semaphore; users: number }>()
-  return <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.acquireUseRelease(
-      Effect.sync(() => {
-        const lock = locks.get(key) ?? { semaphore: Semaphore.makeUnsafe(1), users: 0 }
-        lock.users++
-        locks.set(key, lock)
-        return lock
-      }),
-      (lock) => Semaphore.withPermit(lock.semaphore)(effect),
-      (lock) =>
-        Effect.sync(() => {
-          if (--lock.users === 0) locks.delete(key)
-        })
-    )
-}
-
 const refKey = (ref: EntityRef) => `${ref.entity}:${ref.id}`
 const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
 const uniqueRefs = (refs: ReadonlyArray<EntityRef>) => [...new Map(refs.map((r) => [refKey(r), r])).values()]
@@ -217,7 +134,7 @@ export const make = <R>(
     const schedule = options.dependencyRetry ?? defaultDependencyRetry
     const inProcessRetries = options.inProcessRetries ?? 3
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "5 seconds")
-    const withKeyLock = makeKeyLock()
+    const withKeyLock = EntityLock.make()
     const inFlight = yield* Ref.make(0)
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()

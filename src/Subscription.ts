@@ -1,0 +1,78 @@
+/**
+ * Subscriptions: the contracts a consumer reads, how their payloads are decoded and checked (R1 at the
+ * consumer: only the owner's events are accepted), and the handler a consumer may run in the apply
+ * transaction, whose error channel is limited to the sync errors and `SqlError` by the compiler.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Schema } from "effect"
+import type { SqlError } from "effect/sql"
+import type * as Contract from "./Contract.ts"
+import type { CopyRow } from "./CopyRepository.ts"
+import type * as Envelope from "./Envelope.ts"
+import { type EntityRef, MalformedMessage, type SyncError } from "./Errors.ts"
+
+/** An event handed to a subscription's handler, inside the apply transaction. */
+export interface SyncEvent<A> {
+  readonly envelope: Envelope.Envelope
+  /** The decoded payload; null for a hard delete. */
+  readonly payload: A | null
+  /** The copy before this event, if any. */
+  readonly previous: CopyRow | null
+}
+
+/** What a handler may fail with: the runtime's sync errors and `SqlError` — anything else must be handled. */
+export type HandlerError = SyncError | SqlError.SqlError
+
+/** An event decoded for its subscription: what it references, and its handler. */
+export interface Prepared<R> {
+  readonly references: ReadonlyArray<EntityRef>
+  readonly handle: (previous: CopyRow | null) => Effect.Effect<void, HandlerError, R>
+}
+
+/** A contract a consumer subscribes to, with an optional handler run in the apply transaction. */
+export interface Subscription<R> {
+  readonly contract: Contract.Any
+  readonly prepare: (envelope: Envelope.Envelope) => Effect.Effect<Prepared<R>, MalformedMessage>
+}
+
+/**
+ * Subscribes to a contract: its events keep a copy (CopyRepository) and run `handler`, if given, in the
+ * same transaction. The handler's error channel is limited to `HandlerError` by the compiler.
+ */
+export const subscribe = <Name extends string, Owner extends string, A, I extends Schema.Json, R = never>(
+  contract: Contract.Contract<Name, Owner, A, I>,
+  options?: { readonly handler?: (event: SyncEvent<A>) => Effect.Effect<void, HandlerError, R> }
+): Subscription<R> => {
+  const decode = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
+  const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
+    new MalformedMessage({ reason, detail, messageId: envelope.messageId, entity: envelope.entity })
+  return {
+    contract,
+    prepare: (envelope) =>
+      Effect.gen(function*() {
+        if (envelope.producer !== contract.owner) {
+          return yield* malformed(
+            envelope,
+            "InvalidEnvelope",
+            `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
+          )
+        }
+        const payload = envelope.payload === null ? null : yield* decode(envelope.payload).pipe(
+          Effect.mapError((error) => malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " ")))
+        )
+        if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
+          return yield* malformed(
+            envelope,
+            "InvalidPayload",
+            `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
+          )
+        }
+        const handler = options?.handler
+        return {
+          references: payload === null ? [] : contract.referencesOf(payload),
+          handle: (previous) => handler === undefined ? Effect.void : handler({ envelope, payload, previous })
+        }
+      })
+  }
+}
