@@ -16,6 +16,7 @@ import { Company, Invoice, User } from "./fixtures.ts"
 import {
   consumerName,
   copyOf,
+  eventually,
   Pump,
   queueName,
   relay,
@@ -183,8 +184,9 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           yield* tick("100 millis")
           assert.isNull(yield* copyOf("User", "u-1"))
         }
+        yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis" })
+        assert.isNull(yield* copyOf("User", "u-1"))
         assert.strictEqual(yield* outcome("User", "waiting"), 1)
-        assert.strictEqual(yield* outcome("User", "parked"), 1)
         const consumer = yield* SyncConsumer.SyncConsumer
         const waiting = yield* consumer.waiting
         assert.deepStrictEqual(waiting.map((w) => [w.messageId, w.waitingFor]), [[userRow!.envelope.messageId, [
@@ -194,10 +196,9 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         // the Company arrives: the parked User is woken at once, not at its next scheduled attempt
         yield* broker.publish([Relay.toMessage(companyRow!)])
         yield* settle()
-        for (let i = 0; i < 5; i++) yield* tick("1 millis")
+        assert.strictEqual(yield* eventually(outcome("User", "woken"), (n) => n === 1), 1)
         const user = yield* copyOf("User", "u-1")
         assert.deepStrictEqual(user && [user.version, user.payload], [1, ann])
-        assert.strictEqual(yield* outcome("User", "woken"), 1)
         assert.lengthOf(yield* consumer.waiting, 0)
       })))
 
@@ -211,8 +212,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           const [companyRow, userRow] = yield* outbox.claim(10)
           yield* broker.publish([Relay.toMessage(userRow!)])
           const consumer = yield* SyncConsumer.SyncConsumer
-          for (let i = 0; i < 10; i++) yield* tick("1 second")
-          const dead = yield* consumer.deadLetters
+          const dead = yield* eventually(consumer.deadLetters, (rows) => rows.length > 0, { step: "100 millis" })
           assert.deepStrictEqual(dead.map((d) => [d.messageId, d.error, d.attempts]), [[
             userRow!.envelope.messageId,
             "DependencyMissing",
@@ -227,8 +227,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           yield* settle()
           assert.isTrue(yield* consumer.replay(userRow!.envelope.messageId))
           assert.isFalse(yield* consumer.replay("no-such-message"))
-          for (let i = 0; i < 3; i++) yield* tick("1 millis")
-          const user = yield* copyOf("User", "u-1")
+          const user = yield* eventually(copyOf("User", "u-1"), (copy) => copy !== null)
           assert.deepStrictEqual(user && user.payload, ann)
           assert.lengthOf(yield* consumer.deadLetters, 0)
         }),
@@ -255,8 +254,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         // the move arrives: nothing references c-1 any more, the delete is woken and applies
         yield* broker.publish([Relay.toMessage(move!)])
         yield* settle()
-        for (let i = 0; i < 3; i++) yield* tick("1 millis")
-        assert.strictEqual((yield* copyOf("Company", "c-1"))?.state, "deleted")
+        yield* eventually(copyOf("Company", "c-1"), (copy) => copy?.state === "deleted")
         assert.deepStrictEqual((yield* copyOf("User", "u-1"))?.payload, { ...ann, companyId: "c-2" })
         assert.strictEqual(yield* outcome("Company", "woken"), 1)
       })))
@@ -400,15 +398,13 @@ export const checklist = (name: string, kit: ChecklistStores) => {
       inSystem(
         Effect.gen(function*() {
           yield* Outbox.transaction(companies.create(acme))
-          yield* settle()
           const outbox = yield* Outbox.Outbox
-          const rows = () => Effect.map(outbox.rows(), (r) => r.map((row) => row.publishedAt !== null))
-          assert.deepStrictEqual(yield* rows(), [true])
+          const rows = Effect.map(outbox.rows(), (r) => r.map((row) => row.publishedAt !== null))
+          yield* eventually(rows, (published) => published[0] === true)
           yield* tick("50 minutes")
-          assert.deepStrictEqual(yield* rows(), [true])
+          assert.deepStrictEqual(yield* rows, [true])
           yield* tick("20 minutes")
-          yield* settle()
-          assert.deepStrictEqual(yield* rows(), [])
+          assert.deepStrictEqual(yield* eventually(rows, (published) => published.length === 0, { step: "1 minute" }), [])
         }).pipe(Effect.provide(Relay.layer({ producer: "accounts", retention: "1 hour", pruneInterval: "10 minutes" })))
       ))
 
@@ -416,8 +412,8 @@ export const checklist = (name: string, kit: ChecklistStores) => {
       inSystem(
         Effect.gen(function*() {
           yield* Outbox.transaction(companies.create(acme))
-          yield* settle()
-          assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
+          const copy = yield* eventually(copyOf("Company", "c-1"), (c) => c !== null)
+          assert.deepStrictEqual(copy?.payload, acme)
         }).pipe(Effect.provide(Relay.layer({ producer: "accounts", pollInterval: "1 hour" })))
       ))
   })

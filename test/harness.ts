@@ -119,6 +119,25 @@ export const settle = (options: { readonly step?: Duration.Input; readonly round
     return yield* Effect.die(new Error(`the consumer is not quiet after ${rounds} rounds`))
   })
 
+/**
+ * Lets the system work (virtual time advances by `step` each round) until `check` gives a value that
+ * satisfies `until`; fails after `rounds` rounds.
+ */
+export const eventually = <A, E, R>(
+  check: Effect.Effect<A, E, R>,
+  until: (a: A) => boolean,
+  options: { readonly step?: Duration.Input; readonly rounds?: number } = {}
+) =>
+  Effect.gen(function*() {
+    const rounds = options.rounds ?? 300
+    for (let i = 0; i < rounds; i++) {
+      const a = yield* check
+      if (until(a)) return a
+      yield* tick(options.step ?? "1 millis")
+    }
+    return yield* Effect.die(new Error(`the condition did not hold after ${rounds} rounds`))
+  })
+
 /** Relays the outbox and lets the consumer work until quiet. */
 export const sync = Effect.andThen(relay, settle())
 
