@@ -80,6 +80,12 @@ export class Broker extends Context.Service<Broker, {
   readonly replayDeadLetter: (queue: string, messageId: string) => Effect.Effect<boolean, BrokerUnavailable>
 }>()("entity-sync/Broker") {}
 
+/** The reason given to messages rejected with `nack({ requeue: false })`. */
+export const rejectedReason = "rejected by the consumer"
+
+/** The reason given to messages dead-lettered by the queue's delivery limit. */
+export const deliveryLimitReason = "delivery limit reached"
+
 /** The name of the header that carries a dead-letter reason. */
 export const reasonHeader = "x-sync-dead-letter-reason"
 

@@ -1,15 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { Broker, type Delivery, type OutgoingMessage, type QueueSpec, reasonHeader } from "../src/Broker.ts"
 import {
+  Broker,
+  type Delivery,
   deliveryLimitReason,
-  type Faults,
-  layer,
-  MemoryBroker,
-  type MemoryBrokerOptions,
+  type OutgoingMessage,
+  type QueueSpec,
+  reasonHeader,
   rejectedReason
-} from "../src/memory/MemoryBroker.ts"
+} from "../src/Broker.ts"
+import { type Faults, layer, MemoryBroker, type MemoryBrokerOptions } from "../src/memory/MemoryBroker.ts"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()

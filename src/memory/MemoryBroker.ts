@@ -11,10 +11,12 @@ import {
   Broker,
   type DeadLetter,
   type Delivery,
+  deliveryLimitReason,
   matchesBinding,
   type OutgoingMessage,
   type QueueSpec,
   reasonHeader,
+  rejectedReason,
   type SubscribeOptions
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
@@ -85,12 +87,6 @@ export class MemoryBroker extends Context.Service<MemoryBroker, {
   /** How many subscriptions are currently active on a queue. */
   readonly subscriberCount: (queue: string) => Effect.Effect<number>
 }>()("entity-sync/memory/MemoryBroker") {}
-
-/** The reason given to messages rejected with `nack({ requeue: false })`. */
-export const rejectedReason = "rejected by the consumer"
-
-/** The reason given to messages dead-lettered by the delivery limit. */
-export const deliveryLimitReason = "delivery limit reached"
 
 const defaultPrefetch = 100
 const defaultDeliveryLimit = 20

@@ -1,0 +1,417 @@
+/**
+ * Runs the broker conformance suite on RabbitMQ (amqp://guest:guest@127.0.0.1:5672, live clock), plus
+ * RabbitMQ-only tests: the declared topology, RabbitMQ's own delivery limit, `layerConfig`, fast failure
+ * while the broker is unreachable, and bad input dead-lettered by a running `SyncConsumer`.
+ *
+ * The file uses its own exchanges and connection name (random per run) and unique queue names per test;
+ * they are deleted after the file. A forced disconnect closes this file's connections with `rabbitmqctl
+ * close_connection`, as a server-side failure would.
+ */
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import amqp from "amqplib"
+import { ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
+import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
+import type { RabbitOptions } from "../../src/amqp/RabbitConfig.ts"
+import { Broker, deliveryLimitReason, type OutgoingMessage, type QueueSpec, reasonHeader } from "../../src/Broker.ts"
+import { CopyRepository } from "../../src/CopyRepository.ts"
+import * as Envelope from "../../src/Envelope.ts"
+import * as MemorySync from "../../src/memory/MemorySync.ts"
+import * as SyncConsumer from "../../src/SyncConsumer.ts"
+import { Company, User } from "../fixtures.ts"
+import { brokerConformance } from "./broker.ts"
+
+const url = "amqp://guest:guest@127.0.0.1:5672"
+const run = Math.random().toString(36).slice(2, 8)
+const exchange = `test.sync.events.${run}`
+const deadLetterExchange = `test.sync.dead.${run}`
+const connectionName = `entity-sync-test-${run}`
+const settings: RabbitOptions = { url, exchange, deadLetterExchange, connectionName }
+const liveTimeout = 60_000
+
+const created = new Set<string>()
+let counter = 0
+const queueName = (base: string) => {
+  const name = `test.${run}.${base}.${counter++}`
+  created.add(name)
+  return name
+}
+
+const execFileAsync = promisify(execFile)
+const rabbitmqctl = (...args: ReadonlyArray<string>) =>
+  Effect.map(Effect.promise(() => execFileAsync("rabbitmqctl", ["-q", ...args])), (result) => result.stdout)
+
+/** Closes this file's connections on the server side (waiting up to 2 s for one to exist). */
+const forceDisconnect = Effect.gen(function*() {
+  for (let tries = 0; tries < 20; tries++) {
+    const listing = yield* rabbitmqctl("list_connections", "pid", "client_properties", "--no-table-headers")
+    const pids = listing.split("\n")
+      .filter((line) => line.includes(`{"connection_name","${connectionName}"}`))
+      .flatMap((line) => line.split("\t").slice(0, 1))
+    if (pids.length > 0) {
+      yield* Effect.forEach(pids, (pid) => rabbitmqctl("close_connection", pid, "forced by the conformance suite"), {
+        discard: true
+      })
+      return
+    }
+    yield* Effect.sleep("100 millis")
+  }
+  return yield* Effect.die(new Error(`no connection named ${connectionName} to close`))
+})
+
+/** A raw amqplib confirm channel for the duration of `f` (on its own connection). */
+const withRawChannel = <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>): Promise<A> =>
+  amqp.connect(url).then((connection) =>
+    connection.createConfirmChannel().then(f).finally(() => connection.close())
+  )
+
+beforeAll(() => withRawChannel((channel) => channel.checkExchange("amq.topic")), 10_000)
+
+afterAll(async () => {
+  for (const queue of created) {
+    for (const name of [queue, RabbitBroker.deadQueueOf(queue)]) {
+      await withRawChannel((channel) => channel.deleteQueue(name)).catch(() => undefined)
+    }
+  }
+  for (const name of [exchange, deadLetterExchange]) {
+    await withRawChannel((channel) => channel.deleteExchange(name)).catch(() => undefined)
+  }
+}, 30_000)
+
+brokerConformance("RabbitMQ broker", () => RabbitBroker.layer(settings), {
+  forceDisconnect,
+  newClient: RabbitBroker.layer(settings),
+  pause: Effect.sleep("50 millis"),
+  queueName,
+  liveTimeout
+})
+
+const QueueInfo = Schema.Struct({
+  name: Schema.String,
+  type: Schema.String,
+  durable: Schema.Boolean,
+  arguments: Schema.Array(Schema.Tuple([Schema.String, Schema.String, Schema.Unknown]))
+})
+const decodeQueues = Schema.decodeUnknownEffect(Schema.fromJsonString(Schema.Array(QueueInfo)))
+
+const encoder = new TextEncoder()
+
+/** A message to publish, `{}` unless a body is given. */
+const outgoing = (messageId: string, routingKey: string, body: Uint8Array = encoder.encode("{}")): OutgoingMessage => ({
+  messageId,
+  routingKey,
+  type: "User.created",
+  body,
+  headers: {}
+})
+
+describe("RabbitMQ broker only", () => {
+  it.live("declares a durable quorum queue with an explicit delivery limit and its own dead queue", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const name = queueName("topology")
+      yield* broker.declare({ name, bindings: ["topology.#"] })
+      const queues = yield* Effect.flatMap(
+        rabbitmqctl("list_queues", "name", "type", "durable", "arguments", "--formatter", "json"),
+        decodeQueues
+      )
+      const queue = queues.find((q) => q.name === name)
+      const dead = queues.find((q) => q.name === RabbitBroker.deadQueueOf(name))
+      assert.strictEqual(queue?.type, "quorum")
+      assert.isTrue(queue?.durable)
+      const args = new Map(queue?.arguments.map(([key, , value]) => [key, value]))
+      assert.strictEqual(args.get("x-delivery-limit"), 20)
+      assert.strictEqual(args.get("x-dead-letter-exchange"), deadLetterExchange)
+      assert.strictEqual(args.get("x-dead-letter-routing-key"), name)
+      assert.strictEqual(dead?.type, "classic")
+      assert.isTrue(dead?.durable)
+      // the exchanges exist and the dead queue is there for a raw client too
+      const check = yield* Effect.promise(() =>
+        withRawChannel(async (channel) => {
+          await channel.checkExchange(exchange)
+          await channel.checkExchange(deadLetterExchange)
+          return channel.checkQueue(RabbitBroker.deadQueueOf(name))
+        })
+      )
+      assert.strictEqual(check.messageCount, 0)
+    }).pipe(Effect.provide(RabbitBroker.layer(settings))), liveTimeout)
+
+  it.live("RabbitMQ dead-letters a message nacked with requeue more often than the delivery limit", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const spec: QueueSpec = { name: queueName("delivery-limit"), bindings: ["limit.#"] }
+      yield* broker.declare(spec)
+      yield* broker.publish([outgoing("poison", "limit.User.created"), outgoing("fine", "limit.User.created")])
+      let poisonDeliveries = 0
+      const fiber = yield* broker.subscribe(spec).pipe(
+        Stream.runForEach((d) => {
+          if (d.messageId !== "poison") return d.ack
+          poisonDeliveries++
+          return d.nack({ requeue: true })
+        }),
+        Effect.forkChild
+      )
+      const dead = yield* Effect.gen(function*() {
+        while (true) {
+          const found = yield* broker.deadLetters(spec.name)
+          if (found.length > 0) return found
+          yield* Effect.sleep("50 millis")
+        }
+      }).pipe(Effect.timeout("20 seconds"))
+      assert.deepStrictEqual(dead.map((d) => [d.messageId, d.reason, d.routingKey]), [
+        ["poison", deliveryLimitReason, "limit.User.created"]
+      ])
+      assert.strictEqual(poisonDeliveries, 3, "the first delivery and two redeliveries")
+      assert.strictEqual(dead[0]?.headers[reasonHeader], deliveryLimitReason)
+      yield* Fiber.interrupt(fiber)
+      assert.isTrue(yield* broker.replayDeadLetter(spec.name, "poison"))
+      assert.deepStrictEqual(yield* broker.deadLetters(spec.name), [])
+    }).pipe(Effect.provide(RabbitBroker.layer({ ...settings, deliveryLimit: 2 }))), liveTimeout)
+
+  // a small window makes publishes wait for confirms; a window larger than the batch fills the channel's
+  // write buffer (publish returns false) and waits for 'drain'
+  for (const publishWindow of [64, 100_000]) {
+    it.live(`big concurrent batches are confirmed in full with a publish window of ${publishWindow}`, () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const spec: QueueSpec = { name: queueName("window"), bindings: ["window.#"] }
+        yield* broker.declare(spec)
+        const body = encoder.encode(JSON.stringify({ padding: "x".repeat(2_000) }))
+        const batch = (prefix: string, n: number) =>
+          Array.from({ length: n }, (_, i) => outgoing(`${prefix}-${i}`, "window.User.created", body))
+        yield* Effect.all([broker.publish(batch("big", 4_000)), broker.publish(batch("other", 1_000))], {
+          concurrency: "unbounded"
+        })
+        const received = new Set<string>()
+        yield* broker.subscribe(spec, { prefetch: 500 }).pipe(
+          Stream.mapEffect((d) => Effect.as(d.ack, d.messageId)),
+          Stream.takeUntil((id) => {
+            received.add(id)
+            return received.size === 5_000
+          }),
+          Stream.runDrain,
+          Effect.timeout("30 seconds")
+        )
+        assert.strictEqual(received.size, 5_000)
+      }).pipe(Effect.provide(RabbitBroker.layer({ ...settings, publishWindow }))), liveTimeout)
+  }
+
+  it.live("the topology is declared again after the connection is replaced", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const spec: QueueSpec = { name: queueName("redeclare"), bindings: ["redeclare.#"] }
+      const message = (messageId: string) => outgoing(messageId, "redeclare.User.created")
+      yield* broker.declare(spec)
+      yield* broker.publish([message("before")])
+      // everything is deleted behind the adapter's back
+      yield* Effect.promise(() =>
+        withRawChannel(async (channel) => {
+          await channel.deleteQueue(spec.name)
+          await channel.deleteQueue(RabbitBroker.deadQueueOf(spec.name))
+          await channel.deleteExchange(exchange)
+        })
+      )
+      // publishing to the deleted exchange closes the confirm channel; the next attempt reconnects
+      let failures = 0
+      while (true) {
+        const result = yield* Effect.result(broker.publish([message("after")]))
+        if (result._tag === "Success") break
+        assert.strictEqual(result.failure._tag, "BrokerUnavailable")
+        failures++
+        yield* Effect.sleep("50 millis")
+      }
+      assert.isAtLeast(failures, 1)
+      const got = yield* broker.subscribe(spec).pipe(
+        Stream.take(1),
+        Stream.mapEffect((d) => Effect.as(d.ack, d.messageId)),
+        Stream.runCollect,
+        Effect.timeout("10 seconds")
+      )
+      assert.deepStrictEqual(got, ["after"])
+      assert.deepStrictEqual(yield* broker.deadLetters(spec.name), [])
+    }).pipe(Effect.provide(RabbitBroker.layer(settings))), liveTimeout)
+
+  it.live("closing the layer ends the subscriptions, lets in-flight publishes be confirmed and closes the connection", () =>
+    Effect.gen(function*() {
+      const spec: QueueSpec = { name: queueName("shutdown"), bindings: ["shutdown.#"] }
+      const scope = yield* Scope.make()
+      const broker = Context.get(yield* Layer.buildWithScope(RabbitBroker.layer(settings), scope), Broker)
+      yield* broker.declare(spec)
+      const message = (messageId: string) => outgoing(messageId, "shutdown.User.created")
+      const consuming = yield* Deferred.make<void>()
+      const subscriber = yield* broker.subscribe(spec, { prefetch: 10 }).pipe(
+        Stream.runForEach(() => Deferred.succeed(consuming, undefined)), // never settles
+        Effect.forkDetach
+      )
+      yield* broker.publish([message("first")])
+      yield* Deferred.await(consuming)
+      const ids = Array.from({ length: 3_000 }, (_, i) => `shutdown-${i}`)
+      const publisher = yield* broker.publish(ids.map(message)).pipe(Effect.forkDetach)
+      yield* Effect.sleep("10 millis")
+      yield* Scope.close(scope, Exit.void)
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(publisher)), "the in-flight publish was confirmed")
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(subscriber)), "the subscription ended without an error")
+      const after = yield* Effect.flip(broker.publish([message("late")]))
+      assert.match(after._tag === "BrokerUnavailable" ? after.detail : "", /shutting down/)
+      const listing = yield* rabbitmqctl("list_connections", "client_properties", "--no-table-headers")
+      assert.notInclude(listing, `{"connection_name","${connectionName}"}`)
+      // nothing was lost: the subscriber settled nothing, so every message is back in the queue
+      const left = yield* Effect.promise(() => withRawChannel((channel) => channel.checkQueue(spec.name)))
+      assert.strictEqual(left.messageCount, ids.length + 1)
+    }), liveTimeout)
+
+  it.live("layerConfig reads AMQP_URL, SYNC_EXCHANGE and the other keys from the ConfigProvider", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const spec: QueueSpec = { name: queueName("config"), bindings: ["config.#"] }
+      yield* broker.declare(spec)
+      yield* broker.publish([outgoing("cfg", "config.User.created")])
+      const got = yield* broker.subscribe(spec).pipe(
+        Stream.take(1),
+        Stream.mapEffect((d) => Effect.as(d.ack, d.messageId)),
+        Stream.runCollect
+      )
+      assert.deepStrictEqual(got, ["cfg"])
+      const queues = yield* Effect.flatMap(
+        rabbitmqctl("list_queues", "name", "type", "durable", "arguments", "--formatter", "json"),
+        decodeQueues
+      )
+      const args = new Map(queues.find((q) => q.name === spec.name)?.arguments.map(([key, , value]) => [key, value]))
+      assert.strictEqual(args.get("x-delivery-limit"), 7)
+    }).pipe(
+      Effect.provide(RabbitBroker.layerConfig.pipe(
+        Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({
+          AMQP_URL: url,
+          SYNC_EXCHANGE: exchange,
+          SYNC_DEAD_EXCHANGE: deadLetterExchange,
+          AMQP_DELIVERY_LIMIT: "7",
+          AMQP_PREFETCH: "10",
+          AMQP_PUBLISH_WINDOW: "50",
+          AMQP_HEARTBEAT: "10",
+          AMQP_CONNECTION_NAME: connectionName
+        })))
+      ))
+    ), liveTimeout)
+
+  it.live("an unreachable broker fails fast with BrokerUnavailable and is retried on the reconnect schedule", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const attemptPublish = broker.publish([outgoing("x", "x.User.created")]).pipe(Effect.flip)
+      const first = yield* attemptPublish
+      assert.strictEqual(first._tag, "BrokerUnavailable")
+      const second = yield* attemptPublish
+      assert.strictEqual(second._tag, "BrokerUnavailable")
+      if (second._tag === "BrokerUnavailable") {
+        assert.match(second.detail, /reconnecting in \d+ ms after 1 failed attempt/)
+      }
+      yield* Effect.sleep("150 millis")
+      const third = yield* attemptPublish
+      if (third._tag === "BrokerUnavailable") assert.notMatch(third.detail, /reconnecting in/)
+      const fourth = yield* attemptPublish
+      if (fourth._tag === "BrokerUnavailable") assert.match(fourth.detail, /after 2 failed attempt/)
+      const subscription = yield* broker.subscribe({ name: "never", bindings: [] }).pipe(Stream.runDrain, Effect.flip)
+      assert.strictEqual(subscription._tag, "BrokerUnavailable")
+    }).pipe(Effect.provide(RabbitBroker.layer({ ...settings, url: "amqp://guest:guest@127.0.0.1:1" }))), liveTimeout)
+
+  it.live("bad input at the broker edge is dead-lettered with its reason by a running SyncConsumer, which goes on", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const copies = yield* CopyRepository
+      const service = `bad-input-${run}`
+      const queue = `${service}.sync`
+      created.add(queue)
+      const company = (id: string, entity = "Company"): Envelope.Envelope => ({
+        specVersion: 1,
+        messageId: `good-${id}`,
+        entity,
+        entityId: id,
+        action: "created",
+        version: 1,
+        occurredAt: new Date().toISOString(),
+        producer: "accounts",
+        forceSync: false,
+        payload: { id, name: `company ${id}` }
+      })
+      const key = "accounts.Company.created"
+      const good = (id: string) => ({
+        ...outgoing(`good-${id}`, key, Envelope.encode(company(id))),
+        type: "Company.created"
+      })
+      const raw: ReadonlyArray<{ readonly id: string; readonly body: string; readonly reason: string }> = [
+        { id: "bad-not-json", body: "this is { not json", reason: "NotJson" },
+        {
+          id: "bad-envelope",
+          body: JSON.stringify({ specVersion: 1, messageId: "bad-envelope", entity: "Company" }),
+          reason: "InvalidEnvelope"
+        },
+        {
+          id: "bad-too-large",
+          body: JSON.stringify({ ...company("c-big"), padding: "x".repeat(8_000) }),
+          reason: "TooLarge"
+        },
+        {
+          id: "bad-unknown",
+          body: JSON.stringify({ ...company("i-1", "Invoice"), messageId: "bad-unknown" }),
+          reason: "UnknownEntity"
+        }
+      ]
+      yield* broker.publish([good("c-1")])
+      yield* Effect.promise(() =>
+        withRawChannel(async (channel) => {
+          for (const bad of raw) {
+            channel.publish(exchange, key, Buffer.from(bad.body), { messageId: bad.id, persistent: true })
+          }
+          channel.publish(exchange, key, Buffer.from("")) // no properties at all
+          await channel.waitForConfirms()
+        })
+      )
+      yield* broker.publish([good("c-2")])
+      const applied = yield* Effect.gen(function*() {
+        while (true) {
+          const one = yield* copies.get("Company", "c-1")
+          const two = yield* copies.get("Company", "c-2")
+          if (one !== null && two !== null) return [one.id, two.id]
+          yield* Effect.sleep("50 millis")
+        }
+      }).pipe(Effect.timeout("20 seconds"))
+      assert.deepStrictEqual(applied, ["c-1", "c-2"])
+      const dead = yield* Effect.gen(function*() {
+        while (true) {
+          const found = yield* broker.deadLetters(queue)
+          if (found.length >= raw.length + 1) return found
+          yield* Effect.sleep("50 millis")
+        }
+      }).pipe(Effect.timeout("20 seconds"))
+      const byId = new Map(dead.map((d) => [d.messageId, d]))
+      for (const bad of raw) {
+        const letter = byId.get(bad.id)
+        assert.isDefined(letter, bad.id)
+        assert.isTrue(letter?.reason.startsWith(bad.reason), `${bad.id}: ${letter?.reason}`)
+        assert.strictEqual(letter?.routingKey, key)
+        assert.strictEqual(new TextDecoder().decode(letter?.body), bad.body)
+      }
+      assert.match(byId.get("")?.reason ?? "", /^NotJson/)
+      // the consumer is still consuming
+      yield* broker.publish([good("c-3")])
+      const third = yield* Effect.gen(function*() {
+        while (true) {
+          const copy = yield* copies.get("Company", "c-3")
+          if (copy !== null) return copy.id
+          yield* Effect.sleep("50 millis")
+        }
+      }).pipe(Effect.timeout("20 seconds"))
+      assert.strictEqual(third, "c-3")
+    }).pipe(
+      Effect.provide(
+        SyncConsumer.layer({
+          service: `bad-input-${run}`,
+          subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
+          maxBytes: 4_096
+        }).pipe(
+          Layer.provideMerge(MemorySync.layer()),
+          Layer.provideMerge(RabbitBroker.layer(settings))
+        )
+      )
+    ), liveTimeout)
+})
