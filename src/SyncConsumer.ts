@@ -159,9 +159,8 @@ export const make = <R>(
     // Completed (and replaced) after every commit that applied something: wakes in-process waiters and
     // the parked-event worker.
     const applied = yield* Ref.make(Deferred.makeUnsafe<void>())
-    const signalApplied = Effect.flatMap(
-      Ref.getAndSet(applied, Deferred.makeUnsafe<void>()),
-      (d) => Deferred.succeed(d, undefined)
+    const signalApplied = Effect.suspend(() => Ref.getAndSet(applied, Deferred.makeUnsafe<void>())).pipe(
+      Effect.flatMap((done) => Deferred.succeed(done, undefined))
     )
 
     const count = (entity: string, outcome: Metrics.Outcome) => Metrics.countOutcome(consumer, entity, outcome)
