@@ -224,19 +224,22 @@ export const make = <R>(
       readonly firstSeenAt: number
     }
 
+    const missingError = (a: Attempt, missing: ReadonlyArray<EntityRef>) =>
+      new DependencyMissing({
+        messageId: a.envelope.messageId,
+        entity: a.envelope.entity,
+        entityId: a.envelope.entityId,
+        version: a.envelope.version,
+        missing,
+        attempts: a.attempt
+      })
+
     // Parks the event, or dead-letters it when the schedule is spent. Runs inside the transaction.
     const parkOrDeadLetter = (a: Attempt, missing: ReadonlyArray<EntityRef>) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const { envelope } = a
-        const error = new DependencyMissing({
-          messageId: envelope.messageId,
-          entity: envelope.entity,
-          entityId: envelope.entityId,
-          version: envelope.version,
-          missing,
-          attempts: a.attempt
-        })
+        const error = missingError(a, missing)
         const delay = yield* RetrySchedule.delayAfter(schedule, a.attempt, a.firstSeenAt)
         const row = {
           consumer,
@@ -270,17 +273,7 @@ export const make = <R>(
         }
         const missing = a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared)
         if (missing.length > 0) {
-          if (!a.mayPark) {
-            const error = new DependencyMissing({
-              messageId: envelope.messageId,
-              entity: envelope.entity,
-              entityId: envelope.entityId,
-              version: envelope.version,
-              missing,
-              attempts: a.attempt
-            })
-            return { _tag: "missing", error } satisfies Verdict
-          }
+          if (!a.mayPark) return { _tag: "missing", error: missingError(a, missing) } satisfies Verdict
           if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
           return yield* parkOrDeadLetter(a, missing)
         }

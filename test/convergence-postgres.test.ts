@@ -2,21 +2,16 @@
  * The convergence property with the owner's and the consumer's stores on PostgreSQL (their own table
  * prefixes in a database created for this file).
  */
-import { Effect, Layer, ManagedRuntime } from "effect"
+import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { afterAll, beforeAll } from "vitest"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import { convergence } from "./convergence.ts"
 import { consumerSide, ownerSide } from "./harness.ts"
 import * as TestPostgres from "./postgres.ts"
 
-const database = ManagedRuntime.make(TestPostgres.layer({ maxConnections: 20 }))
-beforeAll(() => database.context().then(() => undefined), 30_000)
-afterAll(() => database.dispose(), 30_000)
-const databaseLayer = Layer.unwrap(Effect.map(database.contextEffect, Layer.succeedContext))
-
-let prefixes = 0
-const prefix = (side: string) => `${side}${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
+const database = TestPostgres.forFile()
+const databaseLayer = database.layer
+const prefix = database.prefix
 
 convergence("convergence (PostgreSQL stores)", {
   stores: () => ({

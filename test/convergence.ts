@@ -12,6 +12,7 @@ import type { Broker } from "../src/Broker.ts"
 import { CopyRepository } from "../src/CopyRepository.ts"
 import type { EntityExists, EntityNotFound } from "../src/Errors.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
+import * as SeededRandom from "../src/memory/SeededRandom.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import { SourceRepository } from "../src/SourceRepository.ts"
@@ -59,21 +60,9 @@ interface Step {
   readonly millis: number
 }
 
-/** mulberry32: a small seeded PRNG, so a history is fully given by its seed. */
-const prng = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 /** A weighted random history of 20 to 80 steps over 4 companies and 6 users. */
 const historyOf = (seed: number): ReadonlyArray<Step> => {
-  const random = prng(seed)
+  const random = SeededRandom.make(seed)
   const int = (n: number) => Math.floor(random() * n)
   return Array.from({ length: 20 + int(61) }, () => ({
     op: operationAt(int(totalWeight)),

@@ -4,9 +4,8 @@
  * applied twice.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, ManagedRuntime, Metric, Scope, Stream } from "effect"
+import { Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { afterAll, beforeAll } from "vitest"
 import { Broker } from "../src/Broker.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as Metrics from "../src/Metrics.ts"
@@ -19,13 +18,9 @@ import { Company } from "./fixtures.ts"
 import { consumerName, consumerSide, copyOf, ownerSide, Pump, queueName, settle, tick } from "./harness.ts"
 import * as TestPostgres from "./postgres.ts"
 
-const database = ManagedRuntime.make(TestPostgres.layer({ maxConnections: 20 }))
-beforeAll(() => database.context().then(() => undefined), 30_000)
-afterAll(() => database.dispose(), 30_000)
-const databaseLayer = Layer.unwrap(Effect.map(database.contextEffect, Layer.succeedContext))
-
-let prefixes = 0
-const prefix = (side: string) => `${side}${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
+const database = TestPostgres.forFile()
+const databaseLayer = database.layer
+const prefix = database.prefix
 
 const companies = Producer.make("accounts").repository(Company)
 const subscriptions = [SyncConsumer.subscribe(Company)]

@@ -5,7 +5,8 @@
  * The server is `POSTGRES_ADMIN_URL` or `postgres://postgres@127.0.0.1:5432/postgres` (trust auth).
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, ManagedRuntime, Redacted } from "effect"
+import { afterAll, beforeAll } from "vitest"
 import { SqlClient, type SqlError } from "effect/sql"
 
 /** The maintenance database the helper connects to for `CREATE DATABASE` / `DROP DATABASE`. */
@@ -70,3 +71,18 @@ export const layer = (
   options?: { readonly maxConnections?: number }
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | TestDatabase, SqlError.SqlError> =>
   client(options).pipe(Layer.provideMerge(database))
+
+/**
+ * A database for one test file: created before its tests, dropped after them. `layer` gives its
+ * `PgClient`; `prefix(side)` a fresh table prefix, so every test gets its own tables.
+ */
+export const forFile = (options?: { readonly maxConnections?: number }) => {
+  const runtime = ManagedRuntime.make(layer({ maxConnections: options?.maxConnections ?? 20 }))
+  beforeAll(() => runtime.context().then(() => undefined), 30_000)
+  afterAll(() => runtime.dispose(), 30_000)
+  let prefixes = 0
+  return {
+    layer: Layer.unwrap(Effect.map(runtime.contextEffect, Layer.succeedContext)),
+    prefix: (side: string) => `${side}${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
+  }
+}

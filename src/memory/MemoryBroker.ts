@@ -20,6 +20,7 @@ import {
   type SubscribeOptions
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
+import * as SeededRandom from "./SeededRandom.ts"
 
 /** Faults to inject; every random choice comes from a PRNG seeded with `seed`, so runs are reproducible. */
 export interface Faults {
@@ -92,18 +93,6 @@ const defaultPrefetch = 100
 const defaultDeliveryLimit = 20
 const reorderWindow = 8
 
-/** mulberry32: a small, fast, seeded PRNG returning numbers in [0, 1). */
-const mulberry32 = (seed: number): () => number => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 /** One copy of a message in a queue. */
 interface Entry {
   readonly message: OutgoingMessage
@@ -162,7 +151,7 @@ const activate = (faults: Faults | undefined): ActiveFaults | undefined =>
     duplicate: faults.duplicate ?? 0,
     delayProbability: faults.delay?.probability ?? 0,
     delayMaxMillis: faults.delay === undefined ? 0 : Duration.toMillis(faults.delay.max),
-    random: mulberry32(faults.seed)
+    random: SeededRandom.make(faults.seed)
   }
 
 /** Makes a fresh broker: the `Broker` service and its test controls, sharing one state. */
