@@ -5,8 +5,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import amqp from "amqplib"
-import { Effect, Exit, Layer, ManagedRuntime, Metric, Schedule, Scope } from "effect"
-import { afterAll, beforeAll } from "vitest"
+import { Effect, Exit, Layer, Metric, Schedule, Scope } from "effect"
+import { afterAll } from "vitest"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import { Broker } from "../../src/Broker.ts"
 import { CopyRepository } from "../../src/CopyRepository.ts"
@@ -26,17 +26,15 @@ const run = Math.random().toString(36).slice(2, 8)
 const service = `pipeline-${run}`
 const rabbit = { url, exchange: `test.pipeline.events.${run}`, deadLetterExchange: `test.pipeline.dead.${run}` }
 
-const database = ManagedRuntime.make(TestPostgres.layer({ maxConnections: 20 }))
-beforeAll(() => database.context().then(() => undefined), 30_000)
+const database = TestPostgres.forFile()
 afterAll(async () => {
-  await database.dispose()
   const connection = await amqp.connect(url)
   const channel = await connection.createChannel()
   for (const queue of [`${service}.sync`, RabbitBroker.deadQueueOf(`${service}.sync`)]) await channel.deleteQueue(queue)
   for (const exchange of [rabbit.exchange, rabbit.deadLetterExchange]) await channel.deleteExchange(exchange)
   await connection.close()
 }, 30_000)
-const databaseLayer = Layer.unwrap(Effect.map(database.contextEffect, Layer.succeedContext))
+const databaseLayer = database.layer
 
 const accounts = Producer.make("accounts")
 const companies = accounts.repository(Company)
