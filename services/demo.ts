@@ -1,172 +1,87 @@
 /**
- * The pattern's checklist as a scenario you can watch, in one process on the in-memory layers: the owner
- * "accounts" and the consumer "directory" each have their own database and share nothing but the broker.
- * Each step prints what it expected and what it saw; the process exits 0 only if every step held.
+ * `npm run demo`: both demo services in one process on the embedded default — each its own embedded
+ * PostgreSQL (PGlite), sharing an in-memory broker — and the pattern's checklist played against them as a
+ * scenario (`scenario/Scenario.ts`): each step prints what it expected and what it saw, then owner rows and
+ * copies are counted side by side. Exits 0 only if every step held.
+ *
+ * `npm run demo -- --serve` also serves both HTTP APIs (accounts on 3001, directory on 3002; `ACCOUNTS_PORT`
+ * and `DIRECTORY_PORT` change them), plays the scenario through them, and keeps running until SIGINT so you
+ * can try the APIs with curl (see the README).
+ *
+ * @since 0.1.0
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Context, Effect, Layer, Schedule, Schema } from "effect"
-import {
-  Broker,
-  Contract,
-  CopyRepository,
-  MemoryBroker,
-  MemorySync,
-  Outbox,
-  Producer,
-  Relay,
-  SourceRepository,
-  SyncConsumer
-} from "../src/index.ts"
+import { Cause, Config, Console, Effect, Exit, Layer, References, Runtime } from "effect"
+import { FetchHttpClient, HttpClient } from "effect/http"
+import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
+import * as SyncConfig from "../src/SyncConfig.ts"
+import * as AccountsService from "./accounts/AccountsService.ts"
+import * as DirectoryService from "./directory/DirectoryService.ts"
+import * as HttpApp from "./http/HttpApp.ts"
+import { Faults, make as makeFaults } from "./scenario/Faults.ts"
+import * as Scenario from "./scenario/Scenario.ts"
 
-const Company = Contract.make({
-  name: "Company",
-  owner: "accounts",
-  id: "id",
-  payload: Schema.Struct({ id: Schema.String, name: Schema.String })
-})
-const User = Contract.make({
-  name: "User",
-  owner: "accounts",
-  id: "id",
-  payload: Schema.Struct({
-    id: Schema.String,
-    companyId: Schema.String,
-    email: Schema.String,
-    name: Schema.String,
-    active: Schema.Boolean
-  }),
-  dependencies: { companyId: Company }
-})
+const serve = process.argv.includes("--serve")
 
-const accounts = Producer.make("accounts")
-const companies = accounts.repository(Company)
-// deactivation is published (the user was active before); inactive users otherwise stay private
-const users = accounts.repository(User, {
-  handleWhen: ({ action, after, before }) => after?.active === true || before?.active === true || action === "deleted"
-})
-const user = (id: string, companyId: string, active = true) => ({
-  id,
-  companyId,
-  email: `${id}@example.test`,
-  name: id,
-  active
-})
-
-const relay = Relay.drain({ producer: "accounts" })
+/** Steps that did not hold, for the exit code. */
+let failedSteps = 0
 
 const program = Effect.gen(function*() {
+  yield* Console.log("starting accounts and directory: an embedded PostgreSQL each, one in-memory broker…")
   const broker = yield* Layer.build(MemoryBroker.layer())
-  const ownerDb = yield* Layer.build(MemorySync.layer())
-  const directory = yield* Layer.build(
-    SyncConsumer.layer({
-      service: "directory",
-      subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
-      dependencyRetry: Schedule.spaced("100 millis").pipe(Schedule.upTo({ times: 5 })),
+  const accounts = yield* AccountsService.make({ database: {} }).pipe(Effect.provideContext(broker))
+  const directory = yield* DirectoryService.make({
+    database: {},
+    // a short dependency budget, so that the dead-letter step takes seconds, not a day
+    consumer: {
+      dependencyRetry: SyncConfig.backoff({ base: "100 millis", maxDelay: "500 millis", budget: "3 seconds" }),
       inProcessRetries: 2
-    }).pipe(Layer.provideMerge(MemorySync.layer()), Layer.provide(Layer.succeedContext(broker)))
-  )
-  const owner = Context.merge(ownerDb, broker)
-  const asOwner = <A, E>(effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository.SourceRepository | Broker.Broker>) =>
-    Effect.provide(effect, owner)
-  const write = <A, E>(
-    effect: Effect.Effect<A, E, Outbox.OutboxTransaction | SourceRepository.SourceRepository>
-  ) => asOwner(Effect.tap(Outbox.transaction(effect), () => relay))
-  const fullSync = (effect: Effect.Effect<number, unknown, Outbox.Outbox | SourceRepository.SourceRepository>) =>
-    asOwner(Effect.tap(effect, () => relay))
-  const inDirectory = <A, E>(
-    effect: Effect.Effect<A, E, CopyRepository.CopyRepository | SyncConsumer.SyncConsumer>
-  ) => Effect.provide(effect, directory)
-  const copy = (entity: string, id: string) =>
-    inDirectory(CopyRepository.CopyRepository.use((copies) => copies.get(entity, id))).pipe(
-      Effect.map((c) => c === null ? "no copy" : { version: c.version, state: c.state, payload: c.payload })
-    )
+    }
+  }).pipe(Effect.provideContext(broker))
+  const faults = yield* makeFaults({
+    ownerDatabase: accounts.database.url,
+    consumerDatabase: directory.database.url
+  }).pipe(Effect.provideContext(broker))
 
-  let failed = 0
-  const expect = <A>(name: string, expected: A, see: Effect.Effect<A, unknown>) =>
-    Effect.gen(function*() {
-      const same = (a: A) => JSON.stringify(a) === JSON.stringify(expected)
-      const seen = yield* see.pipe(
-        Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: same }),
-        Effect.timeoutOption("5 seconds"),
-        Effect.andThen(see)
-      )
-      if (!same(seen)) failed++
-      yield* Console.log(
-        `${same(seen) ? "ok  " : "FAIL"} ${name}\n       expected ${JSON.stringify(expected)}\n       saw      ${
-          JSON.stringify(seen)
-        }`
-      )
+  const urls = serve
+    ? yield* Effect.gen(function*() {
+      const accountsPort = yield* Config.Port("ACCOUNTS_PORT").pipe(Config.withDefault(AccountsService.defaultPort))
+      const directoryPort = yield* Config.Port("DIRECTORY_PORT").pipe(Config.withDefault(DirectoryService.defaultPort))
+      const a = yield* HttpApp.listen(accounts.http, { port: accountsPort, host: "127.0.0.1" })
+      const d = yield* HttpApp.listen(directory.http, { port: directoryPort, host: "127.0.0.1" })
+      yield* Console.log(`accounts on ${a.url}, directory on ${d.url}`)
+      return { accounts: a.url, directory: d.url }
     })
+    : { accounts: "http://accounts", directory: "http://directory" }
+  const client = serve
+    ? yield* HttpClient.HttpClient.pipe(Effect.provide(FetchHttpClient.layer))
+    : HttpApp.inProcessClient({ accounts: accounts.http, directory: directory.http })
 
-  yield* Console.log("entity-sync demo — accounts (owner) → broker → directory (consumer)\n")
-
-  yield* write(companies.create({ id: "c-1", name: "Acme" }))
-  yield* expect("create: Company c-1 is copied", { version: 1, state: "live", payload: { id: "c-1", name: "Acme" } }, copy("Company", "c-1"))
-
-  yield* write(companies.update("c-1", (c) => ({ ...c, name: "Acme Corp" })))
-  yield* expect("update: the copy follows", { version: 2, state: "live", payload: { id: "c-1", name: "Acme Corp" } }, copy("Company", "c-1"))
-
-  // Company c-2 is written without an event, so its User arrives first
-  yield* write(companies.create({ id: "c-2", name: "Beta" }, { dismissSendEvent: true }))
-  yield* write(users.create(user("u-1", "c-2")))
-  yield* expect("a User before its Company waits: no copy points to a missing Company", "no copy", copy("User", "u-1"))
-  yield* fullSync(companies.fullSync({ ids: ["c-2"] }))
-  yield* expect("…and applies as soon as the Company arrives (full sync of c-2)", 1, Effect.map(copy("User", "u-1"), (c) => typeof c === "string" ? 0 : c.version))
-
-  // Company c-3 never arrives: the User is dead-lettered, then replayed once the Company exists
-  yield* write(companies.create({ id: "c-3", name: "Gamma" }, { dismissSendEvent: true }))
-  const u2 = yield* write(users.create(user("u-2", "c-3")))
-  const deadLetters = inDirectory(SyncConsumer.SyncConsumer.use((c) => c.deadLetters)).pipe(
-    Effect.map((rows) => rows.map((r) => `${r.error} ${r.envelope.entity}:${r.envelope.entityId}`))
+  const result = yield* Scenario.run(urls).pipe(
+    Effect.provideService(HttpClient.HttpClient, client),
+    Effect.provideService(Faults, faults)
   )
-  yield* expect("a dependency that never arrives is dead-lettered", ["DependencyMissing User:u-2"], deadLetters)
-  yield* fullSync(companies.fullSync({ ids: ["c-3"] }))
-  const dead = yield* inDirectory(SyncConsumer.SyncConsumer.use((c) => c.deadLetters))
-  yield* inDirectory(SyncConsumer.SyncConsumer.use((c) => c.replay(dead[0]!.messageId)))
-  yield* expect("…and applies when replayed after its Company arrived", u2.version, Effect.map(copy("User", "u-2"), (c) => typeof c === "string" ? 0 : c.version))
-
-  // handleWhen: inactive users stay private, deactivation is seen
-  yield* write(users.create(user("u-3", "c-1", false)))
-  yield* expect("an inactive user is not published", "no copy", copy("User", "u-3"))
-  yield* write(users.update("u-3", (u) => ({ ...u, active: true })))
-  yield* expect("…until activated", true, Effect.map(copy("User", "u-3"), (c) => typeof c !== "string"))
-  yield* write(users.update("u-3", (u) => ({ ...u, active: false })))
-  yield* expect("…and its deactivation is seen", false, Effect.map(copy("User", "u-3"), (c) => typeof c !== "string" && JSON.stringify(c.payload).includes("\"active\":true")))
-
-  yield* write(users.softDelete("u-1"))
-  yield* expect("soft delete: the copy keeps its row", "softDeleted", Effect.map(copy("User", "u-1"), (c) => typeof c === "string" ? c : c.state))
-  yield* write(users.delete("u-3"))
-  yield* expect("delete: the copy becomes a tombstone", { version: 4, state: "deleted", payload: null }, copy("User", "u-3"))
-
-  // an out-of-order pair and a duplicate, published by hand
-  yield* asOwner(Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v3" }))))
-  yield* asOwner(Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v4" }))))
-  yield* asOwner(Effect.gen(function*() {
-    const outbox = yield* Outbox.Outbox
-    const rows = yield* outbox.claim(10)
-    const [v3, v4] = rows.map(Relay.toMessage)
-    yield* (yield* Broker.Broker).publish([v4!, v3!, v4!])
-    yield* outbox.markPublished(rows.map((r) => r.seq))
-  }))
-  yield* expect("out of order and duplicated: v4, v3, v4 → the copy holds v4 (v3 stale, v4 once)", { version: 4, state: "live", payload: { id: "c-1", name: "v4" } }, copy("Company", "c-1"))
-
-  // a drifted copy is repaired by a full sync at the same version
-  yield* inDirectory(CopyRepository.CopyRepository.use((copies) =>
-    Effect.flatMap(copies.get("Company", "c-1"), (c) => copies.upsert({ ...c!, payload: { id: "c-1", name: "drifted" } }, "newerOrEqual"))
-  ))
-  yield* fullSync(companies.fullSync())
-  yield* expect("full sync repairs a drifted copy", { version: 4, state: "live", payload: { id: "c-1", name: "v4" } }, copy("Company", "c-1"))
-
-  const counts = (rows: ReadonlyArray<{ readonly state: string }>) =>
-    ["live", "softDeleted", "deleted"].map((s) => rows.filter((r) => r.state === s).length).join("/")
-  yield* Console.log("\n            owner (live/softDeleted/deleted)   directory copies")
-  for (const entity of ["Company", "User"]) {
-    const owned = yield* asOwner(SourceRepository.SourceRepository.use((s) => s.page(entity, { afterId: null, limit: 1000 })))
-    const copied = yield* inDirectory(CopyRepository.CopyRepository.use((c) => c.list(entity)))
-    yield* Console.log(`  ${entity.padEnd(8)}  ${counts(owned).padEnd(33)}  ${counts(copied)}`)
+  failedSteps = result.failed.length
+  if (serve) {
+    yield* Console.log(
+      `\nstill serving — try: curl ${urls.accounts}/users · curl ${urls.directory}/employees · ` +
+        `curl ${urls.directory}/metrics (Ctrl-C to stop)`
+    )
+    return yield* Effect.never
   }
-  if (failed > 0) return yield* Effect.fail(new Error(`${failed} step(s) did not hold`))
-  yield* Console.log("\nevery step held")
-})
+  if (failedSteps > 0) {
+    return yield* Effect.fail(new Error(`${failedSteps} step(s) did not hold: ${result.failed.join("; ")}`))
+  }
+}).pipe(
+  // the services' own warnings (a dead letter, a retry) show between the steps; routine logs do not
+  Effect.provideService(References.MinimumLogLevel, "Warn"),
+  Effect.scoped
+)
 
-NodeRuntime.runMain(Effect.scoped(program))
+// SIGINT ends `--serve`: a clean exit when every step held
+const teardown: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
+    ? onExit(failedSteps > 0 ? 1 : 0)
+    : Runtime.defaultTeardown(exit, onExit)
+
+NodeRuntime.runMain(program, { teardown })

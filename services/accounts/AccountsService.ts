@@ -1,0 +1,85 @@
+/**
+ * The accounts service, assembled: its database (PostgreSQL or embedded) with the library's stores, the
+ * `Accounts` domain, the relay publishing its outbox, the responder answering resync requests from the
+ * bus with full syncs, and its HTTP app. Its metrics go to a registry of its own, which `GET /metrics`
+ * reports. It needs a `Broker`; it runs until its scope closes (HTTP first, then the background work,
+ * then the database).
+ *
+ * @since 0.1.0
+ */
+import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
+import type { Broker } from "../../src/Broker.ts"
+import * as Relay from "../../src/Relay.ts"
+import * as Resync from "../../src/Resync.ts"
+import * as SyncConfig from "../../src/SyncConfig.ts"
+import { Company, User } from "../contracts/index.ts"
+import * as HttpApp from "../http/HttpApp.ts"
+import * as OperatorRoutes from "../http/OperatorRoutes.ts"
+import type { RunningService } from "../runtime/RunningService.ts"
+import * as ServiceDatabase from "../runtime/ServiceDatabase.ts"
+import * as Accounts from "./Accounts.ts"
+import * as AccountsApi from "./AccountsApi.ts"
+
+/** The service's name: the owner of Company and User. */
+export const name = "accounts"
+
+/** The port it listens on when `PORT` is not set. */
+export const defaultPort = 3001
+
+/** Settings of the accounts service. */
+export interface AccountsOptions {
+  readonly database: ServiceDatabase.DatabaseOptions
+  /** Relay settings (default: the library's). */
+  readonly relay?: Omit<Relay.RelayOptions, "producer">
+}
+
+/** Starts the accounts service in the current scope. */
+export const make = (
+  options: AccountsOptions
+): Effect.Effect<RunningService, ServiceDatabase.LayerError, Broker | Scope.Scope> => {
+  const registry: Metric.MetricRegistry = new Map()
+  return Effect.gen(function*() {
+    const stores = yield* Layer.build(ServiceDatabase.layer(options.database))
+    const database = Context.get(stores, ServiceDatabase.ServiceDatabase)
+    const accounts = yield* Accounts.make.pipe(Effect.provideContext(stores))
+    const background = Layer.mergeAll(
+      Relay.layer({ ...options.relay, producer: name }),
+      Resync.layer({
+        owner: name,
+        targets: [
+          { contract: Company, fullSync: Accounts.companies.fullSync },
+          { contract: User, fullSync: Accounts.users.fullSync }
+        ]
+      })
+    )
+    yield* Layer.build(background).pipe(Effect.provideContext(stores))
+    const http = yield* HttpApp.make([
+      ...AccountsApi.routes(accounts),
+      OperatorRoutes.health(
+        name,
+        Effect.map(accounts.outbox, (outbox) => ({ ok: true, details: { database: database.kind, outbox } }))
+      ),
+      OperatorRoutes.metrics(registry)
+    ])
+    return { name, http, database }
+  }).pipe(Effect.provideService(Metric.MetricRegistry, registry))
+}
+
+/**
+ * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`) and
+ * the relay (`SYNC_RELAY_*`, `SYNC_OUTBOX_RETENTION`; see `SyncConfig.relay`).
+ */
+export const config: Config.Config<AccountsOptions> = Config.all({
+  database: ServiceDatabase.config,
+  relay: SyncConfig.relay
+}).pipe(
+  Config.map(({ database, relay }) => ({
+    database,
+    relay: {
+      batchSize: relay.batchSize,
+      pollInterval: relay.pollInterval,
+      retention: relay.retention,
+      retry: SyncConfig.backoff({ base: "100 millis", maxDelay: relay.retryMaxDelay })
+    }
+  }))
+)

@@ -1,0 +1,10 @@
+/**
+ * `npm run start:accounts`: the accounts service alone, configured by the environment (see
+ * `runtime/Standalone.ts`): `PORT` (3001), `DATABASE_URL`, `AMQP_URL`, and the library's settings.
+ *
+ * @since 0.1.0
+ */
+import * as Standalone from "../runtime/Standalone.ts"
+import * as AccountsService from "./AccountsService.ts"
+
+Standalone.runMain(AccountsService)

@@ -1,0 +1,96 @@
+/**
+ * The directory service, assembled: its database (PostgreSQL or embedded) with the library's stores and
+ * its `employees` table, the sync consumer of Company and User (a User's handler writes its Employee in
+ * the apply transaction), its operations and its HTTP app. Its metrics go to a registry of its own, which
+ * `GET /metrics` reports. It needs a `Broker`; it runs until its scope closes (HTTP first, then the
+ * consumer — unsettled deliveries go back to the queue — then the database).
+ *
+ * @since 0.1.0
+ */
+import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
+import type { SqlClient } from "effect/sql"
+import type { Migrator } from "effect/sql"
+import type { Broker } from "../../src/Broker.ts"
+import * as SyncConfig from "../../src/SyncConfig.ts"
+import * as SyncConsumer from "../../src/SyncConsumer.ts"
+import { Company, User } from "../contracts/index.ts"
+import * as HttpApp from "../http/HttpApp.ts"
+import * as OperatorRoutes from "../http/OperatorRoutes.ts"
+import type { RunningService } from "../runtime/RunningService.ts"
+import * as ServiceDatabase from "../runtime/ServiceDatabase.ts"
+import * as Directory from "./Directory.ts"
+import * as DirectoryApi from "./DirectoryApi.ts"
+import * as Employees from "./Employees.ts"
+
+/** The service's name; its queue is `directory.sync`. */
+export const name = "directory"
+
+/** The port it listens on when `PORT` is not set. */
+export const defaultPort = 3002
+
+/** Settings of the directory service. */
+export interface DirectoryOptions {
+  readonly database: ServiceDatabase.DatabaseOptions
+  /** Consumer settings (default: the library's). */
+  readonly consumer?: Omit<SyncConsumer.ConsumerOptions<SqlClient.SqlClient>, "service" | "subscriptions">
+}
+
+/** The subscriptions: Company copies, and User copies with their Employee rows. */
+export const subscriptions = [
+  SyncConsumer.subscribe(Company),
+  SyncConsumer.subscribe(User, { handler: Employees.apply })
+]
+
+/** What starting the service can fail with. */
+export type StartError = ServiceDatabase.LayerError | Migrator.MigrationError
+
+/** Starts the directory service in the current scope. */
+export const make = (
+  options: DirectoryOptions
+): Effect.Effect<RunningService, StartError, Broker | Scope.Scope> => {
+  const registry: Metric.MetricRegistry = new Map()
+  return Effect.gen(function*() {
+    const stores = yield* Layer.build(ServiceDatabase.layer(options.database))
+    const database = Context.get(stores, ServiceDatabase.ServiceDatabase)
+    yield* Employees.migrate.pipe(Effect.provideContext(stores))
+    const consumer = yield* Layer.build(
+      SyncConsumer.layer({ ...options.consumer, service: name, subscriptions })
+    ).pipe(Effect.provideContext(stores))
+    const directory = yield* Directory.make(name).pipe(Effect.provideContext(Context.merge(stores, consumer)))
+    const http = yield* HttpApp.make([
+      ...DirectoryApi.routes(directory),
+      OperatorRoutes.health(
+        name,
+        Effect.map(directory.status, (consumer) => ({ ok: true, details: { database: database.kind, consumer } }))
+      ),
+      OperatorRoutes.metrics(registry)
+    ])
+    return { name, http, database }
+  }).pipe(Effect.provideService(Metric.MetricRegistry, registry))
+}
+
+/**
+ * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`) and
+ * the consumer (`SYNC_CONSUMER_*`, `SYNC_PREFETCH`, `SYNC_DEPENDENCY_RETRY_*`, …; see `SyncConfig.consumer`).
+ */
+export const config: Config.Config<DirectoryOptions> = Config.all({
+  database: ServiceDatabase.config,
+  consumer: SyncConfig.consumer
+}).pipe(
+  Config.map(({ consumer, database }) => ({
+    database,
+    consumer: {
+      batchSize: consumer.batchSize,
+      batchWindow: consumer.batchWindow,
+      prefetch: consumer.prefetch,
+      dependencyRetry: SyncConfig.backoff({
+        base: consumer.retryBase,
+        maxDelay: consumer.retryMaxDelay,
+        budget: consumer.retryBudget
+      }),
+      inProcessRetries: consumer.inProcessRetries,
+      maxBytes: consumer.maxBytes,
+      retention: consumer.retention
+    }
+  }))
+)

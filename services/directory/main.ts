@@ -1,0 +1,10 @@
+/**
+ * `npm run start:directory`: the directory service alone, configured by the environment (see
+ * `runtime/Standalone.ts`): `PORT` (3002), `DATABASE_URL`, `AMQP_URL`, and the library's settings.
+ *
+ * @since 0.1.0
+ */
+import * as Standalone from "../runtime/Standalone.ts"
+import * as DirectoryService from "./DirectoryService.ts"
+
+Standalone.runMain(DirectoryService)
