@@ -145,14 +145,20 @@ const makeRepository = <A, I extends Schema.Json>(
       return event
     })
 
-  const write = (
+  // The entity was read with a row lock; the put re-checks the version it read (a create of a new entity
+  // has no row to lock: of two concurrent creates, the second finds the first).
+  const write = <E = never>(
     row: SourceRow,
+    previousVersion: number | null,
     change: Change<A>,
-    writeOptions: WriteOptions | undefined
-  ): Effect.Effect<Entity<A>, SqlError.SqlError, Tx> =>
+    writeOptions: WriteOptions | undefined,
+    onConflict: Effect.Effect<never, E> = Effect.die(
+      new Error(`${contract.name}:${row.id} was written concurrently although it was read with a row lock`)
+    )
+  ): Effect.Effect<Entity<A>, E | SqlError.SqlError, Tx> =>
     Effect.gen(function*() {
       const source = yield* SourceRepository
-      yield* source.put(row)
+      if (!(yield* source.put(row, previousVersion))) return yield* onConflict
       if (writeOptions?.dismissSendEvent !== true && handleWhen(change)) {
         const tx = yield* OutboxTransaction
         yield* tx.append([yield* envelope(row, change.action, false)])
@@ -161,7 +167,7 @@ const makeRepository = <A, I extends Schema.Json>(
     })
 
   const existing = (id: string) =>
-    SourceRepository.use((source) => source.get(contract.name, id))
+    SourceRepository.use((source) => source.get(contract.name, id, "forUpdate"))
 
   const live = (id: string, allowSoftDeleted: boolean) =>
     Effect.flatMap(existing(id), (row) =>
@@ -187,7 +193,13 @@ const makeRepository = <A, I extends Schema.Json>(
           updatedAt: now,
           deletedAt: null
         }
-        return yield* write(next, { action: "created", before: null, after: payload }, writeOptions)
+        return yield* write(
+          next,
+          row?.version ?? null,
+          { action: "created", before: null, after: payload },
+          writeOptions,
+          Effect.fail(new EntityExists({ entity: contract.name, entityId: id }))
+        )
       }),
     update: (id, f, writeOptions) =>
       Effect.gen(function*() {
@@ -198,7 +210,7 @@ const makeRepository = <A, I extends Schema.Json>(
         if (JSON.stringify(encoded) === JSON.stringify(row.payload)) return toEntity(row, before)
         const now = yield* Clock.currentTimeMillis
         const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
-        return yield* write(next, { action: "updated", before, after }, writeOptions)
+        return yield* write(next, row.version, { action: "updated", before, after }, writeOptions)
       }),
     delete: (id, writeOptions) =>
       Effect.gen(function*() {
@@ -212,14 +224,14 @@ const makeRepository = <A, I extends Schema.Json>(
           updatedAt: now,
           deletedAt: now
         }
-        return yield* write(next, { action: "deleted", before, after: null }, writeOptions)
+        return yield* write(next, row.version, { action: "deleted", before, after: null }, writeOptions)
       }),
     softDelete: (id, writeOptions) =>
       Effect.gen(function*() {
         const { payload: before, row } = yield* live(id, false)
         const now = yield* Clock.currentTimeMillis
         const next: SourceRow = { ...row, version: row.version + 1, state: "softDeleted", updatedAt: now, deletedAt: now }
-        return yield* write(next, { action: "softDeleted", before, after: before }, writeOptions)
+        return yield* write(next, row.version, { action: "softDeleted", before, after: before }, writeOptions)
       }),
     get: (id) =>
       Effect.flatMap(existing(id), (row) =>

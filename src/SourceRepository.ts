@@ -7,7 +7,7 @@
  */
 import { Context, type Effect, type Schema } from "effect"
 import type { SqlError } from "effect/sql"
-import type { CopyState } from "./CopyRepository.ts"
+import type { CopyState, Lock } from "./CopyRepository.ts"
 
 /** An owner row. A `deleted` row is a tombstone that keeps the version so a re-create continues it. */
 export interface SourceRow {
@@ -23,9 +23,13 @@ export interface SourceRow {
 
 /** The owner's entity rows. */
 export class SourceRepository extends Context.Service<SourceRepository, {
-  readonly get: (entity: string, id: string) => Effect.Effect<SourceRow | null, SqlError.SqlError>
-  /** Inserts or replaces a row; call it inside the outbox transaction. */
-  readonly put: (row: SourceRow) => Effect.Effect<void, SqlError.SqlError>
+  /** Reads a row; inside a transaction, `lock` keeps concurrent writers of that entity waiting until commit. */
+  readonly get: (entity: string, id: string, lock?: Lock) => Effect.Effect<SourceRow | null, SqlError.SqlError>
+  /**
+   * Writes a row if the stored version is still `previousVersion` (null: no row yet); returns whether it
+   * wrote, so two writers that read the same version cannot both win. Call it inside the outbox transaction.
+   */
+  readonly put: (row: SourceRow, previousVersion: number | null) => Effect.Effect<boolean, SqlError.SqlError>
   /**
    * A page of rows ordered by id, after `afterId` (keyset pagination), tombstones included; restricted to
    * `ids` when given.

@@ -4,9 +4,8 @@
  * and a Company cannot be deleted while users (live or soft-deleted) reference it — both checks lock the
  * Company's row (`FOR SHARE` / `FOR UPDATE`), so a concurrent user write and company delete cannot both pass.
  *
- * Writes to one entity are serialized by a transaction-scoped advisory lock on the entity (taken first in
- * every write), so two concurrent writes of one user never both start from the same version: each
- * event's version is the one after the version the previous write committed (R4 at the owner).
+ * Writes to one entity are serialized by the library (`Producer` reads the entity's row with a row lock),
+ * so each event's version is the one after the version the previous write committed (R4 at the owner).
  *
  * Users are published only when they are active after the change, were active before it, or are deleted
  * (`publishUserChange`): inactive users stay private, and a deactivation is still seen by consumers.
@@ -165,10 +164,6 @@ export const make: Effect.Effect<
   const run = <A, E>(effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository | SqlClient.SqlClient>) =>
     Effect.provideContext(effect, context)
 
-  // first statement of every write: one writer per entity at a time, until the transaction ends
-  const lockEntity = (entity: string, id: string) =>
-    sql`SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended(${`${tables.prefix}${entity}:${id}`}, 0))`
-
   const companyState = (id: string, lock: "FOR SHARE" | "FOR UPDATE") =>
     Effect.map(
       sql<{ readonly state: string }>`SELECT state FROM ${source}
@@ -204,20 +199,15 @@ export const make: Effect.Effect<
 
   return Accounts.of({
     createCompany: (input) =>
-      run(Outbox.transaction(
-        Effect.andThen(lockEntity(Company.name, input.id), companies.create({ id: input.id, name: input.name }))
-      )).pipe(
+      run(Outbox.transaction(companies.create({ id: input.id, name: input.name }))).pipe(
         Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => companyRow(written, payload)))
       ),
     renameCompany: (id, name) =>
-      run(Outbox.transaction(
-        Effect.andThen(lockEntity(Company.name, id), companies.update(id, (company) => ({ ...company, name })))
-      )).pipe(
+      run(Outbox.transaction(companies.update(id, (company) => ({ ...company, name })))).pipe(
         Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => companyRow(written, payload)))
       ),
     deleteCompany: (id) =>
       run(Outbox.transaction(Effect.gen(function*() {
-        yield* lockEntity(Company.name, id)
         yield* companyState(id, "FOR UPDATE")
         const referencing = yield* sql<{ readonly id: string }>`SELECT id FROM ${source}
           WHERE entity = ${User.name} AND state <> 'deleted' AND payload ->> 'companyId' = ${id}
@@ -229,20 +219,16 @@ export const make: Effect.Effect<
       }))),
     createUser: (input) =>
       run(Outbox.transaction(Effect.gen(function*() {
-        yield* lockEntity(User.name, input.id)
         yield* requireCompany(input.companyId)
         return yield* users.create(input)
       }))).pipe(Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => userRow(written, payload)))),
     updateUser: (id, patch) =>
       run(Outbox.transaction(Effect.gen(function*() {
-        yield* lockEntity(User.name, id)
         if (patch.companyId !== undefined) yield* requireCompany(patch.companyId)
         return yield* users.update(id, (user) => ({ ...user, ...patch }))
       }))).pipe(Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => userRow(written, payload)))),
     deleteUser: (id, options) =>
-      run(Outbox.transaction(
-        Effect.andThen(lockEntity(User.name, id), options.soft ? users.softDelete(id) : users.delete(id))
-      )).pipe(
+      run(Outbox.transaction(options.soft ? users.softDelete(id) : users.delete(id))).pipe(
         Effect.map((written) => removal("User", written))
       ),
     companies: run(listed("Company", (row, payload) =>

@@ -19,7 +19,13 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
 
   return SourceRepository.of({
     get: (entity, id) => db.run(() => rows.get(keyOf(entity, id)) ?? null),
-    put: (row) => db.run(() => rows.set(keyOf(row.entity, row.id), row)),
+    put: (row, previousVersion) =>
+      db.run(() => {
+        const key = keyOf(row.entity, row.id)
+        if ((rows.get(key)?.version ?? null) !== previousVersion) return false
+        rows.set(key, row)
+        return true
+      }),
     page: (entity, { afterId, ids, limit }) =>
       db.run(() => {
         const only = ids === undefined ? undefined : new Set(ids)

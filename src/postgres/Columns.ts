@@ -5,6 +5,7 @@
  *
  * @since 0.1.0
  */
+import type { Lock } from "../CopyRepository.ts"
 import { Effect, Schema, SchemaGetter } from "effect"
 import { SqlError } from "effect/sql"
 
@@ -59,3 +60,7 @@ export const decodeCount = (what: string) => {
   return (rows: ReadonlyArray<unknown>): Effect.Effect<number, SqlError.SqlError> =>
     Effect.map(decode(rows), (decoded) => decoded[0]?.count ?? 0)
 }
+
+/** The row-lock clause of a `SELECT` for a `Lock` (empty without one). */
+export const lockClause = (lock: Lock | undefined): string =>
+  lock === "forUpdate" ? "FOR UPDATE" : lock === "forShare" ? "FOR SHARE" : ""

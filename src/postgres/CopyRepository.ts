@@ -8,7 +8,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Schema } from "effect"
 import { CopyRepository, type CopyRow, type Guard, type Lock } from "../CopyRepository.ts"
-import { decodeFirst, decodeRows, Int8, NullableInt8, State } from "./Columns.ts"
+import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
 const Copy = Schema.Struct({
@@ -42,14 +42,8 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
     const decodeOne = decodeFirst(Copy, "copies")
     const decodeIds = decodeRows(Id, "copies")
 
-    const locks: Record<Lock, ReturnType<typeof sql.literal>> = {
-      forShare: sql.literal("FOR SHARE"),
-      forUpdate: sql.literal("FOR UPDATE")
-    }
     const get = (entity: string, id: string, lock?: Lock) =>
-      sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} AND id = ${id} ${
-        lock === undefined ? sql.literal("") : locks[lock]
-      }`.pipe(Effect.flatMap(decodeOne))
+      sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decodeOne))
 
     const upsert = (row: CopyRow, guard: Guard) =>
       sql`INSERT INTO ${copies} AS c ${

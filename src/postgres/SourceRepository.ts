@@ -6,8 +6,9 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Schema } from "effect"
+import type { Lock } from "../CopyRepository.ts"
 import { SourceRepository, type SourceRow } from "../SourceRepository.ts"
-import { decodeFirst, decodeRows, Int8, NullableInt8, State } from "./Columns.ts"
+import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
 const Source = Schema.Struct({
@@ -32,11 +33,12 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     const decode = decodeRows(Source, "source")
     const decodeOne = decodeFirst(Source, "source")
 
-    const get = (entity: string, id: string) =>
-      sql`SELECT ${columns} FROM ${source} WHERE entity = ${entity} AND id = ${id}`.pipe(Effect.flatMap(decodeOne))
+    const get = (entity: string, id: string, lock?: Lock) =>
+      sql`SELECT ${columns} FROM ${source} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decodeOne))
 
-    const put = (row: SourceRow) =>
-      sql`INSERT INTO ${source} ${
+    // One statement: the version the writer read is checked where the row is written.
+    const put = (row: SourceRow, previousVersion: number | null) =>
+      sql`INSERT INTO ${source} AS s ${
         sql.insert({
           entity: row.entity,
           id: row.id,
@@ -48,9 +50,9 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         })
       }
         ON CONFLICT (entity, id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
-          payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at`.pipe(
-        Effect.asVoid
-      )
+          payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at
+        WHERE ${previousVersion === null ? sql.literal("false") : sql`s.version = ${previousVersion}`}
+        RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
 
     const page = (
       entity: string,

@@ -168,7 +168,7 @@ describe("postgres stores, PostgreSQL only", () => {
             payload: { name: id },
             updatedAt: 0,
             deletedAt: null
-          })
+          }, null)
           yield* OutboxTransaction.use((tx) => tx.append([envelope(`m-${id}`)]))
         })
       const failed = yield* outbox.transaction(write("u-1").pipe(Effect.andThen(new Boom()))).pipe(Effect.flip)

@@ -129,7 +129,7 @@ export const storeConformance = <E>(
           const sources = yield* SourceRepository
           const error = yield* outbox.transaction(
             Effect.gen(function* () {
-              yield* sources.put(source("u-1", 1))
+              yield* sources.put(source("u-1", 1), null)
               yield* OutboxTransaction.use((tx) => tx.append([envelope("m-1")]))
               return yield* new Boom()
             })
@@ -147,7 +147,7 @@ export const storeConformance = <E>(
           const sources = yield* SourceRepository
           yield* outbox.transaction(
             Effect.gen(function* () {
-              yield* sources.put(source("u-1", 1))
+              yield* sources.put(source("u-1", 1), null)
               yield* OutboxTransaction.use((tx) => tx.append([envelope("m-1"), envelope("m-2", "u-2")]))
             })
           )
@@ -537,11 +537,21 @@ export const storeConformance = <E>(
         Effect.gen(function* () {
           const sources = yield* SourceRepository
           assert.isNull(yield* sources.get("User", "u-1"))
-          yield* sources.put(source("u-1", 1))
+          assert.isTrue(yield* sources.put(source("u-1", 1), null))
           assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 1))
-          yield* sources.put(source("u-1", 2, "deleted"))
-          assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 2, "deleted"))
+          assert.isTrue(yield* sources.put(source("u-1", 2, "deleted"), 1))
+          assert.deepStrictEqual(yield* sources.get("User", "u-1", "forUpdate"), source("u-1", 2, "deleted"))
           assert.isNull(yield* sources.get("Company", "u-1"))
+        }))
+
+      test("put writes only over the version it read: of two writers that read the same version, one wins", () =>
+        Effect.gen(function* () {
+          const sources = yield* SourceRepository
+          assert.isTrue(yield* sources.put(source("u-1", 1), null))
+          assert.isFalse(yield* sources.put(source("u-1", 1, "softDeleted"), null))
+          assert.isTrue(yield* sources.put(source("u-1", 2), 1))
+          assert.isFalse(yield* sources.put(source("u-1", 2, "deleted"), 1))
+          assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 2))
         }))
 
       test("page is keyset-paginated by id, tombstones included, optionally restricted to ids", () =>
@@ -555,7 +565,7 @@ export const storeConformance = <E>(
             source("s-02", 1),
             source("s-02", 1, "live", "Company")
           ]
-          yield* Effect.forEach(rows, sources.put)
+          yield* Effect.forEach(rows, (row) => sources.put(row, null))
           const ids = (page: ReadonlyArray<SourceRow>) => page.map((row) => row.id)
           const first = yield* sources.page("User", { afterId: null, limit: 2 })
           assert.deepStrictEqual(first, [source("s-01", 1), source("s-02", 1)])
@@ -578,11 +588,11 @@ export const storeConformance = <E>(
         Effect.gen(function* () {
           const sources = yield* SourceRepository
           const transactor = yield* Transactor
-          yield* sources.put(source("u-1", 1))
+          yield* sources.put(source("u-1", 1), null)
           const error = yield* transactor.withTransaction(
             Effect.gen(function* () {
-              yield* sources.put(source("u-1", 2))
-              yield* sources.put(source("u-2", 1))
+              yield* sources.put(source("u-1", 2), 1)
+              yield* sources.put(source("u-2", 1), null)
               return yield* new Boom()
             })
           ).pipe(Effect.flip)
