@@ -12,6 +12,7 @@ import * as Envelope from "./Envelope.ts"
 import * as Metrics from "./Metrics.ts"
 import { Outbox, type OutboxRow } from "./Outbox.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
+import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 
 /** Relay settings. */
@@ -139,11 +140,7 @@ export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.Sql
   })
 
 const restartable = <R>(name: string, effect: Effect.Effect<unknown, SqlError.SqlError, R>) =>
-  effect.pipe(
-    Effect.tapCause((cause) => Effect.logError(`relay: ${name} stopped; restarting`, cause)),
-    Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")])),
-    Effect.forkScoped
-  )
+  Effect.forkScoped(Supervisor.restarting(`relay: ${name}`, effect))
 
 /**
  * A relay running in the background for the lifetime of the layer, with its retention clean-up; both

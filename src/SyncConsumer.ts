@@ -39,6 +39,7 @@ import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import { type HandlerError, type Prepared, type Subscription } from "./Subscription.ts"
+import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
 
@@ -575,9 +576,7 @@ export const make = <R>(
     )
 
     const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
-      effect.pipe(
-        Effect.tapCause((cause) => Effect.logWarning(`consumer "${consumer}": ${name} stopped; restarting`, cause)),
-        Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")])),
+      Supervisor.restarting(`consumer "${consumer}": ${name}`, effect).pipe(
         Effect.provideContext(context),
         Effect.forkScoped
       )

@@ -1,0 +1,77 @@
+/**
+ * Benchmark settings, from `--name=value` arguments or `BENCH_*` environment variables (arguments win).
+ *
+ * | argument | variable | default | meaning |
+ * |---|---|---|---|
+ * | `--events` | `BENCH_EVENTS` | 20 000 | events of the batched end-to-end workload (per pipeline) |
+ * | `--batch` | `BENCH_WRITE_BATCH` | 100 | entities per owner transaction in that workload |
+ * | `--writers` | `BENCH_WRITERS` | 4 | concurrent owner transactions in that workload |
+ * | `--rate` | `BENCH_LATENCY_RATE` | 500 | single-entity transactions per second of the latency workload |
+ * | `--latency-seconds` | `BENCH_LATENCY_SECONDS` | 10 | how long the latency workload runs |
+ * | `--backlog` | `BENCH_BACKLOG` | 200 000 (1 000 000 with `BENCH_BACKLOG_1M=1`) | outbox backlog drained in the memory phase |
+ * | `--relay-batch` | `BENCH_RELAY_BATCH` | 100 | rows claimed per relay batch (both pipelines) |
+ * | `--consumer-batch` | `BENCH_CONSUMER_BATCH` | 100 | deliveries applied per consumer transaction (both) |
+ * | `--prefetch` | `BENCH_PREFETCH` | 200 | unsettled deliveries per consumer (both) |
+ * | `--phases` | `BENCH_PHASES` | all | comma-separated subset of the phases (see `phases`) |
+ *
+ * The baseline uses the library's default batch sizes, so the ratio compares implementations, not tuning.
+ */
+import { Schema } from "effect"
+
+/** Every phase, in the order they run. */
+export const phases = [
+  "library-throughput",
+  "baseline-throughput",
+  "library-latency",
+  "baseline-latency",
+  "library-backlog",
+  "baseline-backlog"
+] as const
+export type Phase = (typeof phases)[number]
+
+/** The settings of a run. */
+export interface Settings {
+  readonly events: number
+  readonly writeBatch: number
+  readonly writers: number
+  readonly rate: number
+  readonly latencySeconds: number
+  readonly backlog: number
+  readonly relayBatch: number
+  readonly consumerBatch: number
+  readonly prefetch: number
+  readonly phases: ReadonlyArray<Phase>
+}
+
+const argument = (name: string): string | undefined => {
+  const prefix = `--${name}=`
+  return process.argv.find((arg) => arg.startsWith(prefix))?.slice(prefix.length)
+}
+
+const setting = (name: string, variable: string, fallback: number): number => {
+  const raw = argument(name) ?? process.env[variable]
+  const value = raw === undefined ? fallback : Number(raw)
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} / ${variable}: not a positive number: ${raw}`)
+  return Math.floor(value)
+}
+
+const isPhase = Schema.is(Schema.Literals(phases))
+
+/** Reads the settings of this process. */
+export const read = (): Settings => {
+  const selected = (argument("phases") ?? process.env.BENCH_PHASES)?.split(",").map((p) => p.trim())
+  const unknown = selected?.filter((p) => !isPhase(p)) ?? []
+  if (unknown.length > 0) throw new Error(`unknown phases: ${unknown.join(", ")} (known: ${phases.join(", ")})`)
+  return {
+    events: setting("events", "BENCH_EVENTS", 20_000),
+    writeBatch: setting("batch", "BENCH_WRITE_BATCH", 100),
+    writers: setting("writers", "BENCH_WRITERS", 4),
+    rate: setting("rate", "BENCH_LATENCY_RATE", 500),
+    latencySeconds: setting("latency-seconds", "BENCH_LATENCY_SECONDS", 10),
+    backlog: setting("backlog", "BENCH_BACKLOG", process.env.BENCH_BACKLOG_1M === "1" ? 1_000_000 : 200_000),
+    relayBatch: setting("relay-batch", "BENCH_RELAY_BATCH", 100),
+    consumerBatch: setting("consumer-batch", "BENCH_CONSUMER_BATCH", 100),
+    prefetch: setting("prefetch", "BENCH_PREFETCH", 200),
+    phases: selected === undefined ? phases : phases.filter((p) => selected.includes(p))
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The library's pipeline, in production mode: `Producer` repositories in `Outbox.transaction` on the
+ * owner's database, `Relay.layer`, `RabbitBroker` (quorum queue, confirms) and `SyncConsumer` with its
+ * inbox and copies on the consumer's database (`PostgresSync.layer`). Owner and consumer each have their
+ * own pool and their own RabbitMQ connection, as two services would.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import * as RabbitBroker from "../src/amqp/RabbitBroker.ts"
+import * as Envelope from "../src/Envelope.ts"
+import * as Metrics from "../src/Metrics.ts"
+import * as Outbox from "../src/Outbox.ts"
+import * as PostgresSync from "../src/postgres/PostgresSync.ts"
+import * as Producer from "../src/Producer.ts"
+import * as Relay from "../src/Relay.ts"
+import * as SyncConsumer from "../src/SyncConsumer.ts"
+import { amqpUrl, Item, itemOf, owner } from "./contract.ts"
+import type { ApplyListener, MakePipeline, PhaseEnv } from "./workloads.ts"
+
+const items = Producer.make(owner).repository(Item)
+
+const stores = (url: PhaseEnv["ownerUrl"], applicationName: string) =>
+  PostgresSync.layer().pipe(Layer.provideMerge(PgClient.layer({ url, applicationName, maxConnections: 10 })))
+
+const broker = (env: PhaseEnv, role: string) =>
+  RabbitBroker.layer({
+    url: amqpUrl,
+    exchange: env.names.exchange,
+    deadLetterExchange: env.names.deadLetterExchange,
+    connectionName: `${env.names.connectionPrefix}-${role}`
+  })
+
+/** The consumer; with a listener, a handler reports each apply once its transaction committed. */
+const consumer = (env: PhaseEnv, listener: ApplyListener | null) => {
+  const subscription = listener === null
+    ? SyncConsumer.subscribe(Item)
+    : SyncConsumer.subscribe(Item, {
+      handler: ({ envelope }) =>
+        Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql.afterCommit(Effect.sync(() => listener.onApplied(envelope.entityId))))
+    })
+  return SyncConsumer.layer({
+    service: env.names.service,
+    subscriptions: [subscription],
+    batchSize: env.settings.consumerBatch,
+    prefetch: env.settings.prefetch
+  }).pipe(
+    Layer.provide(stores(env.consumerUrl, "bench-library-consumer")),
+    Layer.provide(broker(env, "consumer"))
+  )
+}
+
+const envelopeOf = (prefix: string, i: number) =>
+  Effect.map(Envelope.makeMessageId, (messageId): Envelope.Envelope => {
+    const item = itemOf(prefix, i)
+    return {
+      specVersion: 1,
+      messageId,
+      entity: Item.name,
+      entityId: item.id,
+      action: "created",
+      version: 1,
+      occurredAt: new Date().toISOString(),
+      producer: owner,
+      forceSync: false,
+      payload: item
+    }
+  })
+
+/** The library pipeline of a phase. */
+export const make: MakePipeline = (env) =>
+  Effect.gen(function*() {
+    const ownerContext = yield* Layer.build(stores(env.ownerUrl, "bench-library-owner"))
+    const withOwner = Effect.provideContext(ownerContext)
+    return {
+      name: "library",
+      write: (prefix, ids) =>
+        Outbox.transaction(Effect.forEach(ids, (i) => items.create(itemOf(prefix, i)), { discard: true })).pipe(withOwner),
+      fillOutbox: (prefix, count) =>
+        Effect.forEach(
+          Array.from({ length: Math.ceil(count / 1_000) }, (_, c) => c),
+          (c) =>
+            Effect.gen(function*() {
+              const envelopes = yield* Effect.forEach(
+                Array.from({ length: Math.min(1_000, count - c * 1_000) }, (_, i) => c * 1_000 + i),
+                (i) => envelopeOf(prefix, i)
+              )
+              yield* Outbox.transaction(Outbox.OutboxTransaction.use((tx) => tx.append(envelopes)))
+            }).pipe(withOwner),
+          { concurrency: 2, discard: true }
+        ),
+      startConsumer: (listener) => Effect.asVoid(Layer.build(consumer(env, listener))),
+      startRelay: Effect.asVoid(Layer.build(
+        Relay.layer({ producer: owner, batchSize: env.settings.relayBatch }).pipe(
+          Layer.provide(Layer.succeedContext(ownerContext)),
+          Layer.provide(broker(env, "relay"))
+        )
+      )),
+      applied: Metrics.outcomeCount(env.names.service, Item.name, "applied")
+    }
+  })

@@ -1,0 +1,150 @@
+/**
+ * `npm run bench`: the library against the hand-written baseline on the local PostgreSQL and RabbitMQ.
+ * Runs every phase (see `config.ts`) in a process of its own with two fresh databases, prints a table
+ * and writes every figure to `bench/results/<date>.json`. It prints figures and never asserts timing.
+ *
+ *     npm run bench                                  # defaults: about two minutes
+ *     npm run bench -- --events=50000 --phases=library-throughput,baseline-throughput
+ *     BENCH_BACKLOG_1M=1 npm run bench -- --phases=library-backlog
+ */
+import { Effect, Schema } from "effect"
+import { spawn } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import os from "node:os"
+import * as Config from "./config.ts"
+import { makeNames, type Names } from "./contract.ts"
+import * as Database from "./database.ts"
+import { type BacklogDrain, type BacklogFill, type Latency, prefix, Report, type Throughput } from "./results.ts"
+import { render } from "./table.ts"
+
+const decodeReport = Schema.decodeUnknownEffect(Schema.fromJsonString(Report))
+
+/** Runs `bench/phase.ts` in a child process; gives its report. */
+const child = (
+  phase: Config.Phase,
+  step: string | null,
+  env: Record<string, string>
+): Effect.Effect<Report, unknown> =>
+  Effect.flatMap(
+    Effect.callback<string, Error>((resume) => {
+      const proc = spawn(process.execPath, ["--import", "tsx", "bench/phase.ts", phase, ...(step === null ? [] : [step])], {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      let result: string | undefined
+      let pending = ""
+      proc.stdout.on("data", (chunk: Buffer) => {
+        pending += chunk.toString("utf8")
+        const lines = pending.split("\n")
+        pending = lines.pop() ?? ""
+        for (const line of lines) {
+          if (line.startsWith(prefix)) result = line.slice(prefix.length)
+          else process.stdout.write(`  [${phase}${step === null ? "" : ` ${step}`}] ${line}\n`)
+        }
+      })
+      proc.on("exit", (code) => {
+        if (pending.startsWith(prefix)) result = pending.slice(prefix.length)
+        resume(
+          code === 0 && result !== undefined
+            ? Effect.succeed(result)
+            : Effect.fail(new Error(`phase ${phase}${step === null ? "" : ` ${step}`} exited with ${code}`))
+        )
+      })
+    }),
+    decodeReport
+  )
+
+/** The environment of a phase process: settings, databases and names. */
+const phaseEnv = (settings: Config.Settings, names: Names, owner: string, consumer: string): Record<string, string> => ({
+  BENCH_OWNER_URL: Database.rawUrlOf(owner),
+  BENCH_CONSUMER_URL: Database.rawUrlOf(consumer),
+  BENCH_NAMES: JSON.stringify(names),
+  BENCH_EVENTS: String(settings.events),
+  BENCH_WRITE_BATCH: String(settings.writeBatch),
+  BENCH_WRITERS: String(settings.writers),
+  BENCH_LATENCY_RATE: String(settings.rate),
+  BENCH_LATENCY_SECONDS: String(settings.latencySeconds),
+  BENCH_BACKLOG: String(settings.backlog),
+  BENCH_RELAY_BATCH: String(settings.relayBatch),
+  BENCH_CONSUMER_BATCH: String(settings.consumerBatch),
+  BENCH_PREFETCH: String(settings.prefetch)
+})
+
+/** Runs one phase with fresh databases and RabbitMQ names, cleaned up afterwards. */
+const runPhase = (run: string, index: number, settings: Config.Settings, phase: Config.Phase) =>
+  Effect.gen(function*() {
+    const names = makeNames(run, phase)
+    const owner = `bench_${run}_${index}_owner`
+    const consumer = `bench_${run}_${index}_consumer`
+    yield* Database.create([owner, consumer])
+    const env = phaseEnv(settings, names, owner, consumer)
+    console.log(`- ${phase} …`)
+    const started = performance.now()
+    const reports = phase.endsWith("backlog")
+      ? [yield* child(phase, "fill", env), yield* child(phase, "drain", env)]
+      : [yield* child(phase, null, env)]
+    console.log(`  done in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+    return reports
+  }).pipe(
+    Effect.ensuring(
+      Effect.all([
+        Database.drop([`bench_${run}_${index}_owner`, `bench_${run}_${index}_consumer`]).pipe(Effect.ignore),
+        Database.deleteTopology(makeNames(run, phase))
+      ])
+    )
+  )
+
+const main = Effect.gen(function*() {
+  const settings = Config.read()
+  const date = new Date()
+  const run = date.toISOString().replace(/[-:T.Z]/g, "").slice(2, 14)
+  const machine = {
+    cores: os.availableParallelism(),
+    cpu: os.cpus()[0]?.model ?? "unknown",
+    memory: os.totalmem(),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    postgres: yield* Database.serverVersion,
+    loadAverageAtStart: os.loadavg()
+  }
+  console.log(`entity-sync benchmark ${date.toISOString()} — ${machine.cores} cores, node ${machine.node}, ` +
+    `load average ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")}`)
+  const reports: Array<Report> = []
+  let index = 0
+  for (const phase of settings.phases) reports.push(...(yield* runPhase(run, index++, settings, phase)))
+  const results = reports.map((r) => r.result)
+  const pick = <K extends Report["result"]["kind"]>(kind: K, pipeline: "library" | "baseline") =>
+    results.find((r): r is Extract<Report["result"], { kind: K }> => r.kind === kind && r.pipeline === pipeline)
+  const figures = {
+    throughput: { library: pick("throughput", "library"), baseline: pick("throughput", "baseline") },
+    latency: { library: pick("latency", "library"), baseline: pick("latency", "baseline") },
+    backlogFill: { library: pick("backlog-fill", "library"), baseline: pick("backlog-fill", "baseline") },
+    backlogDrain: { library: pick("backlog-drain", "library"), baseline: pick("backlog-drain", "baseline") }
+  } satisfies Record<string, Record<"library" | "baseline", Throughput | Latency | BacklogFill | BacklogDrain | undefined>>
+  const loadAverageAtEnd = os.loadavg()
+  const peakRss = Math.max(...reports.map((r) => r.result.kind === "backlog-fill" ? 0 : r.result.peakRss))
+  const rssBoot = Math.min(...reports.map((r) => r.rssBoot))
+  console.log("")
+  console.log(render({ settings, figures, peakRss, rssBoot, loadAverageAtEnd, machine }))
+  const file = `bench/results/${date.toISOString().replace(/:/g, "-")}.json`
+  mkdirSync("bench/results", { recursive: true })
+  writeFileSync(
+    file,
+    `${
+      JSON.stringify(
+        { date: date.toISOString(), machine: { ...machine, loadAverageAtEnd }, settings, figures, peakRss, rssBoot, reports },
+        null,
+        2
+      )
+    }\n`
+  )
+  console.log(`\nfigures written to ${file}`)
+})
+
+Effect.runPromise(main).then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error)
+    process.exit(1)
+  }
+)

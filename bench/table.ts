@@ -1,0 +1,115 @@
+/**
+ * The benchmark's printed table: events/s of both pipelines and their ratio, latency percentiles, memory
+ * while a backlog drains, peak RSS, and the DESIGN §7 targets (reported, never asserted).
+ */
+import type { Settings } from "./config.ts"
+import type { BacklogDrain, BacklogFill, Latency, Throughput } from "./results.ts"
+import { int, mib, ms } from "./stats.ts"
+
+type Pair<A> = { readonly library: A | undefined; readonly baseline: A | undefined }
+
+/** Everything the table shows. */
+export interface TableInput {
+  readonly settings: Settings
+  readonly figures: {
+    readonly throughput: Pair<Throughput>
+    readonly latency: Pair<Latency>
+    readonly backlogFill: Pair<BacklogFill>
+    readonly backlogDrain: Pair<BacklogDrain>
+  }
+  readonly peakRss: number
+  readonly rssBoot: number
+  readonly loadAverageAtEnd: ReadonlyArray<number>
+  readonly machine: { readonly cores: number; readonly node: string; readonly loadAverageAtStart: ReadonlyArray<number> }
+}
+
+const row = (label: string, library: string, baseline: string, ratio = "") =>
+  `${label.padEnd(46)}${library.padStart(16)}${baseline.padStart(16)}${ratio.padStart(12)}`
+
+const ratio = (library: number | undefined, baseline: number | undefined) =>
+  library === undefined || baseline === undefined ? "" : `${((100 * library) / baseline).toFixed(0)} %`
+
+const rate = (n: number | undefined) => n === undefined ? "—" : `${int(n)} ev/s`
+const opt = <A>(a: A | undefined, f: (a: A) => string) => a === undefined ? "—" : f(a)
+
+const verdict = (ok: boolean | undefined) => ok === undefined ? "not measured" : ok ? "met" : "NOT met"
+
+/** Renders the table. */
+export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, settings }: TableInput): string => {
+  const { backlogDrain: drain, backlogFill: fill, latency, throughput } = figures
+  const lines = [
+    row("", "library", "baseline", "lib/base"),
+    row(
+      `Batched end-to-end (${int(settings.events)} events, ${settings.writeBatch}/tx)`,
+      rate(throughput.library?.eventsPerSecond),
+      rate(throughput.baseline?.eventsPerSecond),
+      ratio(throughput.library?.eventsPerSecond, throughput.baseline?.eventsPerSecond)
+    ),
+    row(
+      "  owner writes alone (same run)",
+      rate(throughput.library?.writeEventsPerSecond),
+      rate(throughput.baseline?.writeEventsPerSecond),
+      ratio(throughput.library?.writeEventsPerSecond, throughput.baseline?.writeEventsPerSecond)
+    ),
+    row(
+      `Backlog drain, relay + consumer (${int(settings.backlog)})`,
+      rate(drain.library?.eventsPerSecond),
+      rate(drain.baseline?.eventsPerSecond),
+      ratio(drain.library?.eventsPerSecond, drain.baseline?.eventsPerSecond)
+    ),
+    row(
+      `Latency commit → applied @ ${settings.rate}/s, achieved`,
+      rate(latency.library?.achievedRate),
+      rate(latency.baseline?.achievedRate)
+    ),
+    row("  p50", opt(latency.library, (l) => ms(l.p50)), opt(latency.baseline, (l) => ms(l.p50))),
+    row("  p95", opt(latency.library, (l) => ms(l.p95)), opt(latency.baseline, (l) => ms(l.p95))),
+    row("  p99", opt(latency.library, (l) => ms(l.p99)), opt(latency.baseline, (l) => ms(l.p99))),
+    row("  max", opt(latency.library, (l) => ms(l.max)), opt(latency.baseline, (l) => ms(l.max))),
+    row(
+      "  not applied within 30 s",
+      opt(latency.library, (l) => int(l.missing)),
+      opt(latency.baseline, (l) => int(l.missing))
+    ),
+    row(
+      `Backlog write, outbox only (s)`,
+      opt(fill.library, (f) => `${f.seconds.toFixed(1)} s`),
+      opt(fill.baseline, (f) => `${f.seconds.toFixed(1)} s`)
+    ),
+    row("Backlog drain RSS: start", opt(drain.library, (d) => mib(d.rssStart)), opt(drain.baseline, (d) => mib(d.rssStart))),
+    row(
+      "  at 25 % / 50 % / 75 % of the drain",
+      opt(drain.library, (d) => d.rssQuartiles.map((q) => (q / 1024 / 1024).toFixed(0)).join("/")),
+      opt(drain.baseline, (d) => d.rssQuartiles.map((q) => (q / 1024 / 1024).toFixed(0)).join("/"))
+    ),
+    row("  peak", opt(drain.library, (d) => mib(d.rssPeak)), opt(drain.baseline, (d) => mib(d.rssPeak))),
+    row("  end", opt(drain.library, (d) => mib(d.rssEnd)), opt(drain.baseline, (d) => mib(d.rssEnd))),
+    row(
+      "Peak RSS of the phase process: throughput",
+      opt(throughput.library, (t) => mib(t.peakRss)),
+      opt(throughput.baseline, (t) => mib(t.peakRss))
+    ),
+    row("  latency", opt(latency.library, (l) => mib(l.peakRss)), opt(latency.baseline, (l) => mib(l.peakRss))),
+    row("  backlog drain", opt(drain.library, (d) => mib(d.peakRss)), opt(drain.baseline, (d) => mib(d.peakRss))),
+    `Peak RSS of any phase process: ${mib(peakRss)} (a phase process right after start-up, node + tsx: ${mib(rssBoot)})`,
+    `Machine: ${machine.cores} cores, node ${machine.node}; load average at start ${
+      machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")
+    }, at end ${loadAverageAtEnd.map((l) => l.toFixed(2)).join(" ")}`,
+    "",
+    "DESIGN §7 targets (reported, not asserted):",
+    `  ≥ 80 % of the baseline, batched:  ${
+      verdict(
+        throughput.library === undefined || throughput.baseline === undefined
+          ? undefined
+          : throughput.library.eventsPerSecond >= 0.8 * throughput.baseline.eventsPerSecond
+      )
+    }`,
+    `  ≥ 5,000 events/s batched:         ${
+      verdict(throughput.library === undefined ? undefined : throughput.library.eventsPerSecond >= 5_000)
+    }`,
+    `  p99 ≤ 50 ms at ${settings.rate} events/s:      ${
+      verdict(latency.library === undefined ? undefined : latency.library.p99 <= 50 && latency.library.missing === 0)
+    }`
+  ]
+  return lines.join("\n")
+}

@@ -1,0 +1,79 @@
+/**
+ * Poison messages for the fault-injection suite: one builder per kind of bad input, each published
+ * straight to the test's exchange under a routing key the consumer's queue is bound to, with the reason
+ * the consumer must dead-letter it with.
+ */
+import { Effect } from "effect"
+import { owner } from "./contract.ts"
+import { withChannel } from "./rabbit.ts"
+import type { Names } from "./stack.ts"
+
+/** A kind of bad input and the `MalformedMessage` reason it must be dead-lettered with. */
+export interface PoisonKind {
+  readonly kind: string
+  readonly reason: string
+  readonly body: (messageId: string) => string
+}
+
+const envelope = (messageId: string, fields: Record<string, unknown>) =>
+  JSON.stringify({
+    specVersion: 1,
+    messageId,
+    entity: "Item",
+    entityId: "poison",
+    action: "created",
+    version: 1,
+    occurredAt: new Date().toISOString(),
+    producer: owner,
+    forceSync: false,
+    payload: { id: "poison", name: "poison", n: 0, tags: [] },
+    ...fields
+  })
+
+/** Every kind of poison message the test sends. */
+export const kinds: ReadonlyArray<PoisonKind> = [
+  { kind: "bad JSON", reason: "NotJson", body: (id) => `{"specVersion":1,"messageId":"${id}",` },
+  {
+    kind: "bad envelope schema",
+    reason: "InvalidEnvelope",
+    body: (id) => JSON.stringify({ specVersion: 1, messageId: id, entity: "Item", version: "one" })
+  },
+  {
+    kind: "oversized",
+    reason: "TooLarge",
+    body: (id) => envelope(id, { payload: { id: "poison", name: "x".repeat(300 * 1024), n: 0, tags: [] } })
+  },
+  { kind: "unknown entity", reason: "UnknownEntity", body: (id) => envelope(id, { entity: "Ghost" }) },
+  {
+    kind: "bad payload schema",
+    reason: "InvalidPayload",
+    body: (id) => envelope(id, { payload: { id: "poison", name: 7, n: "zero" } })
+  },
+  { kind: "wrong producer", reason: "InvalidEnvelope", body: (id) => envelope(id, { producer: "intruder" }) }
+]
+
+/** A poison message that was published. */
+export interface Published {
+  readonly messageId: string
+  readonly kind: PoisonKind
+}
+
+/** Publishes a burst of every kind, `perKind` times each, interleaved; confirmed by the broker. */
+export const publishBurst = (names: Names, burst: number, perKind: number): Effect.Effect<ReadonlyArray<Published>> =>
+  withChannel(async (channel) => {
+    const published: Array<Published> = []
+    for (let i = 0; i < perKind; i++) {
+      for (const kind of kinds) {
+        const messageId = `poison-${burst}-${i}-${kind.reason}-${published.length}`
+        channel.publish(names.exchange, `${owner}.Item.created`, Buffer.from(kind.body(messageId)), {
+          persistent: true,
+          messageId,
+          type: "Item.created",
+          contentType: "application/json"
+        })
+        published.push({ messageId, kind })
+      }
+    }
+    await channel.waitForConfirms()
+    return published
+  })

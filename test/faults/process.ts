@@ -1,0 +1,56 @@
+/**
+ * Child consumer processes for the SIGKILL test: started with `node --import tsx`, ready once they print
+ * `ready`, killed with SIGKILL (and, at the latest, when the test's scope closes).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { Deferred, Effect, type Redacted, Redacted as R, type Scope } from "effect"
+import type { Names } from "./stack.ts"
+
+/** A running consumer process. */
+export interface ConsumerProcess {
+  readonly pid: number | undefined
+  /** Kills it with SIGKILL and waits until it is gone. */
+  readonly kill: Effect.Effect<void>
+}
+
+const exited = (child: ChildProcess) =>
+  Effect.callback<void>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    child.once("exit", () => resume(Effect.void))
+  })
+
+const killNow = (child: ChildProcess) =>
+  Effect.suspend(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    return exited(child)
+  })
+
+/** Starts a consumer process and waits (at most 60 s) until it is subscribed. */
+export const startConsumerProcess = (
+  url: Redacted.Redacted,
+  names: Names
+): Effect.Effect<ConsumerProcess, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        spawn(process.execPath, ["--import", "tsx", "test/faults/consumer-process.ts"], {
+          env: { ...process.env, FAULTS_DATABASE_URL: R.value(url), FAULTS_NAMES: JSON.stringify(names) },
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+      ),
+      killNow
+    )
+    const ready = yield* Deferred.make<void, Error>()
+    child.stdout?.on("data", (chunk: Buffer) => {
+      if (chunk.toString("utf8").includes("ready")) Deferred.doneUnsafe(ready, Effect.void)
+    })
+    child.once("exit", (code, signal) =>
+      Deferred.doneUnsafe(ready, Effect.fail(new Error(`consumer process exited early (${code ?? signal})`))))
+    yield* Deferred.await(ready).pipe(
+      Effect.timeoutOrElse({
+        duration: "60 seconds",
+        orElse: () => Effect.fail(new Error("consumer process not ready after 60 s"))
+      })
+    )
+    return { pid: child.pid, kill: killNow(child) }
+  })

@@ -1,0 +1,70 @@
+/**
+ * RabbitMQ helpers of the fault-injection suite: `rabbitmqctl` (to close this test's connections on the
+ * server side, as a network or server failure would), raw amqplib channels for publishing poison messages,
+ * reading queue depths and deleting the test's topology.
+ */
+import amqp from "amqplib"
+import { Effect } from "effect"
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
+import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
+import { amqpUrl, type Names } from "./stack.ts"
+
+const execFileAsync = promisify(execFile)
+
+/** Runs `rabbitmqctl -q …` and gives its standard output. */
+export const rabbitmqctl = (...args: ReadonlyArray<string>): Effect.Effect<string> =>
+  Effect.map(Effect.promise(() => execFileAsync("rabbitmqctl", ["-q", ...args])), (result) => result.stdout)
+
+/**
+ * Closes, on the server side, every connection whose name starts with `<connectionPrefix>-`; gives how
+ * many were closed.
+ */
+export const closeConnections = (names: Names): Effect.Effect<number> =>
+  Effect.gen(function*() {
+    const listing = yield* rabbitmqctl("list_connections", "pid", "client_properties", "--no-table-headers")
+    const pids = listing.split("\n")
+      .filter((line) => line.includes(`{"connection_name","${names.connectionPrefix}-`))
+      .flatMap((line) => line.split("\t").slice(0, 1))
+    yield* Effect.forEach(
+      pids,
+      (pid) => rabbitmqctl("close_connection", pid, "forced by the fault-injection suite").pipe(Effect.ignore),
+      { concurrency: "unbounded", discard: true }
+    )
+    return pids.length
+  })
+
+/** Runs `f` on a raw amqplib confirm channel of a connection of its own. */
+export const withChannel = <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>): Effect.Effect<A> =>
+  Effect.promise(() =>
+    amqp.connect(amqpUrl).then((connection) => connection.createConfirmChannel().then(f).finally(() => connection.close()))
+  )
+
+/** Messages ready in a queue and its consumers (0 and 0 when it does not exist). */
+export const queueState = (queue: string): Effect.Effect<{ readonly ready: number; readonly consumers: number }> =>
+  withChannel((channel) =>
+    channel.checkQueue(queue).then(
+      (q) => ({ ready: q.messageCount, consumers: q.consumerCount }),
+      () => ({ ready: 0, consumers: 0 })
+    )
+  )
+
+/** Deletes the test's queues and exchanges (best effort). */
+export const deleteTopology = (names: Names): Effect.Effect<void> =>
+  Effect.promise(async () => {
+    const connection = await amqp.connect(amqpUrl)
+    try {
+      for (const queue of [names.queue, RabbitBroker.deadQueueOf(names.queue)]) {
+        const channel = await connection.createChannel()
+        await channel.deleteQueue(queue).catch(() => undefined)
+        await channel.close().catch(() => undefined)
+      }
+      for (const exchange of [names.exchange, names.deadLetterExchange]) {
+        const channel = await connection.createChannel()
+        await channel.deleteExchange(exchange).catch(() => undefined)
+        await channel.close().catch(() => undefined)
+      }
+    } finally {
+      await connection.close()
+    }
+  }).pipe(Effect.timeoutOption("10 seconds"), Effect.asVoid)

@@ -1,0 +1,150 @@
+/**
+ * What a fault-injection test checks once the stream is written: waits until the system is quiet, then
+ * compares the owner's rows with the consumer's copies (entity, id, version, state, payload), every outbox
+ * event with the consumer's inbox, and counts the applies recorded by the handler per message id.
+ */
+import { assert } from "@effect/vitest"
+import { Clock, Effect, Schema } from "effect"
+import type { SqlClient } from "effect/sql"
+import * as Metrics from "../../src/Metrics.ts"
+import { appliesTable } from "./contract.ts"
+import { queueState } from "./rabbit.ts"
+import type { WriteStreamResult } from "./writer.ts"
+import { type Names, tables } from "./stack.ts"
+
+/** The counts a test is judged on. */
+export const Tally = Schema.Struct({
+  /** Events committed by the owner (outbox rows). */
+  events: Schema.Int,
+  /** Outbox rows not marked published. */
+  pending: Schema.Int,
+  /** Outbox events the consumer never received (no inbox record). */
+  unreceived: Schema.Int,
+  /** Entities whose copy is missing or differs from the owner's row in version, state or payload. */
+  differing: Schema.Int,
+  owned: Schema.Int,
+  copied: Schema.Int,
+  /** Applies recorded by the consumer's handler (committed only). */
+  applies: Schema.Int,
+  /** Applies beyond the first of a message id. */
+  duplicates: Schema.Int,
+  /** Applies of message ids that are not in the outbox. */
+  foreign: Schema.Int
+})
+export type Tally = typeof Tally.Type
+
+const decodeTally = Schema.decodeUnknownEffect(Schema.Array(Tally))
+
+/** Reads the tally in one statement. */
+export const tally = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<Tally, unknown> => {
+  const t = tables(names)
+  const applies = sql(appliesTable)
+  return sql`SELECT
+      (SELECT count(*) FROM ${sql(t.outbox)})::int AS events,
+      (SELECT count(*) FROM ${sql(t.outbox)} WHERE published_at IS NULL)::int AS pending,
+      (SELECT count(*) FROM ${sql(t.outbox)} o WHERE NOT EXISTS (
+        SELECT 1 FROM ${sql(t.inbox)} i WHERE i.consumer = ${names.service} AND i.message_id = o.message_id))::int
+        AS unreceived,
+      (SELECT count(*) FROM ${sql(t.source)} s FULL JOIN ${sql(t.copies)} c ON c.entity = s.entity AND c.id = s.id
+        WHERE s.id IS NULL OR c.id IS NULL OR s.version <> c.version OR s.state <> c.state
+          OR s.payload IS DISTINCT FROM c.payload)::int AS differing,
+      (SELECT count(*) FROM ${sql(t.source)})::int AS owned,
+      (SELECT count(*) FROM ${sql(t.copies)})::int AS copied,
+      (SELECT count(*) FROM ${applies})::int AS applies,
+      (SELECT coalesce(sum(n - 1), 0) FROM (
+        SELECT count(*) AS n FROM ${applies} GROUP BY message_id HAVING count(*) > 1) d)::int AS duplicates,
+      (SELECT count(*) FROM ${applies} a WHERE NOT EXISTS (
+        SELECT 1 FROM ${sql(t.outbox)} o WHERE o.message_id = a.message_id))::int AS foreign`.pipe(
+    Effect.flatMap(decodeTally),
+    Effect.flatMap((rows) => rows[0] === undefined ? Effect.die(new Error("no tally row")) : Effect.succeed(rows[0]))
+  )
+}
+
+const isQuiet = (t: Tally) => t.pending === 0 && t.unreceived === 0 && t.differing === 0
+
+/** The tally once the system is quiet (or stuck), with how it got there. */
+export interface Outcome extends Tally {
+  /** Seconds from the end of the stream until the system was quiet (or given up on). */
+  readonly settleSeconds: number
+  /** Nothing moved for `stallSeconds` while the system was not quiet. */
+  readonly stalled: boolean
+  /** Messages ready in the consumer's queue, and its consumers, when the waiting ended. */
+  readonly ready: number
+  readonly consumers: number
+}
+
+/**
+ * Waits (polling every 200 ms) until every event is published and received, every copy equals its owner
+ * row and the queue is empty; gives up after `timeoutSeconds` (default 90), or after `stallSeconds`
+ * (default 20) without any progress. Then waits one more second and returns a fresh tally, so a late
+ * duplicate apply would still be counted.
+ */
+export const awaitQuiescence = (
+  sql: SqlClient.SqlClient,
+  names: Names,
+  options: { readonly timeoutSeconds?: number; readonly stallSeconds?: number } = {}
+): Effect.Effect<Outcome, unknown> =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    let lastProgress = start
+    let last = ""
+    while (true) {
+      const t = yield* tally(sql, names)
+      const queue = yield* queueState(names.queue)
+      const now = yield* Clock.currentTimeMillis
+      const state = [t.pending, t.unreceived, t.differing, t.applies, queue.ready].join()
+      if (state !== last) lastProgress = now
+      last = state
+      const quiet = isQuiet(t) && queue.ready === 0
+      const stalled = !quiet && now - lastProgress > (options.stallSeconds ?? 20) * 1000
+      if (quiet || stalled || now - start > (options.timeoutSeconds ?? 90) * 1000) {
+        yield* Effect.sleep("1 second")
+        return { ...(yield* tally(sql, names)), settleSeconds: (now - start) / 1000, stalled, ...queue }
+      }
+      yield* Effect.sleep("200 millis")
+    }
+  })
+
+/**
+ * Prints the test's one line — events, faults injected, events lost, duplicates applied — and asserts
+ * that nothing was lost or applied twice and that the copies equal the owner's rows.
+ */
+export const judge = (
+  name: string,
+  t: Outcome,
+  faults: { readonly injected: number; readonly detail?: string },
+  writer: WriteStreamResult,
+  names: Names,
+  options: { readonly consumerInProcess?: boolean } = {}
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const lost = t.unreceived + t.differing
+    const outcome = (kind: Metrics.Outcome) => Metrics.outcomeCount(names.service, "Item", kind)
+    const redelivered = options.consumerInProcess === false
+      ? ""
+      : `, redeliveries deduped ${yield* outcome("duplicate")}, stale ${yield* outcome("stale")}`
+    console.log(
+      `[faults] ${name}: events ${t.events}, faults injected ${faults.injected}` +
+        `${faults.detail === undefined ? "" : ` (${faults.detail})`}, events lost ${lost}` +
+        ` (unreceived ${t.unreceived}, differing entities ${t.differing}), duplicates applied ${t.duplicates}` +
+        ` | entities ${t.owned}/${t.copied}, applies ${t.applies}${redelivered}, written in ${writer.seconds.toFixed(1)} s` +
+        ` (${writer.transactions} transactions, ${writer.retries} retried), ` +
+        (t.stalled
+          ? `STALLED ${t.settleSeconds.toFixed(1)} s after the stream: no progress, ${t.ready} messages ready, ` +
+            `${t.consumers} consumers on the queue`
+          : `quiet ${t.settleSeconds.toFixed(1)} s later`)
+    )
+    assert.isFalse(
+      t.stalled,
+      `the system stopped making progress: ${t.ready} messages ready and ${t.consumers} consumers on ${
+        t.consumers === 0 ? "the queue (the consumer stopped consuming)" : "the queue"
+      }`
+    )
+    assert.isAbove(t.events, 0)
+    assert.isAbove(faults.injected, 0, "no fault was injected")
+    assert.strictEqual(lost, 0, "events lost")
+    assert.strictEqual(t.duplicates, 0, "duplicates applied")
+    assert.strictEqual(t.pending, 0, "unpublished outbox rows")
+    assert.strictEqual(t.foreign, 0, "applies of unknown message ids")
+    assert.strictEqual(t.copied, t.owned, "copies vs owner rows")
+  })
