@@ -6,6 +6,7 @@
  */
 import { Context, type Effect, type Schema } from "effect"
 import type { SqlError } from "effect/sql"
+import type { EntityRef } from "./Errors.ts"
 
 /** The state of a copy. A `deleted` copy is a tombstone: it keeps only its version. */
 export type CopyState = "live" | "softDeleted" | "deleted"
@@ -42,6 +43,21 @@ export class CopyRepository extends Context.Service<CopyRepository, {
    * returns whether it was written. One statement: no read-then-write race.
    */
   readonly upsert: (row: CopyRow, guard: Guard) => Effect.Effect<boolean, SqlError.SqlError>
+  /**
+   * The copies of `refs` that exist, in (entity, id) order, each locked as `lock` says; locks are taken in
+   * that order, so two transactions locking overlapping sets cannot deadlock on them.
+   */
+  readonly getMany: (refs: ReadonlyArray<EntityRef>, lock?: Lock) => Effect.Effect<
+    ReadonlyArray<CopyRow>,
+    SqlError.SqlError
+  >
+  /**
+   * `upsert` of rows of distinct copies in one statement, each with its own guard; returns how many were
+   * written.
+   */
+  readonly upsertMany: (
+    rows: ReadonlyArray<{ readonly row: CopyRow; readonly guard: Guard }>
+  ) => Effect.Effect<number, SqlError.SqlError>
   /** Copies of an entity (tombstones included), by id. */
   readonly list: (entity: string) => Effect.Effect<ReadonlyArray<CopyRow>, SqlError.SqlError>
   /** Ids of the copies of `entity` that are not tombstones and whose payload `field` equals `id`. */

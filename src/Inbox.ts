@@ -42,6 +42,13 @@ export interface DeadRow {
 export class Inbox extends Context.Service<Inbox, {
   /** Records a message as received; false when it was recorded before (a duplicate). */
   readonly record: (consumer: string, messageId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  /** `record` for many messages in one statement; returns the ones not recorded before. */
+  readonly recordMany: (consumer: string, messageIds: ReadonlyArray<string>) => Effect.Effect<
+    ReadonlySet<string>,
+    SqlError.SqlError
+  >
+  /** Deletes the dedupe records of messages, e.g. ones recorded earlier in a transaction but left unsettled. */
+  readonly forget: (consumer: string, messageIds: ReadonlyArray<string>) => Effect.Effect<void, SqlError.SqlError>
   /** Parks an event (insert or replace by messageId). */
   readonly park: (row: WaitingRow) => Effect.Effect<void, SqlError.SqlError>
   /** Makes every waiting row that waits for one of `refs` due now; returns how many. */

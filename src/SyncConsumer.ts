@@ -11,6 +11,7 @@ import {
   Clock,
   type Config,
   Context,
+  Data,
   Deferred,
   Duration,
   Effect,
@@ -25,7 +26,7 @@ import {
 } from "effect"
 import type { SqlError } from "effect/sql"
 import { Broker, type Delivery } from "./Broker.ts"
-import { type CopyRow, CopyRepository } from "./CopyRepository.ts"
+import { type CopyRow, CopyRepository, type Guard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
 import {
@@ -109,6 +110,24 @@ type Verdict =
   | { readonly _tag: "stale"; readonly error: StaleMessage }
   | { readonly _tag: "parked"; readonly error: DependencyMissing }
   | { readonly _tag: "deadLettered"; readonly error: DependencyMissing | MalformedMessage }
+
+/** A copy changed under a batch transaction (another consumer instance wrote it): its events go one by one. */
+class BatchConflict extends Data.TaggedError("BatchConflict")<{}> {}
+
+/** The copy an event leaves behind. */
+const copyOf = (envelope: Envelope.Envelope, syncedAt: number): CopyRow => ({
+  entity: envelope.entity,
+  id: envelope.entityId,
+  version: envelope.version,
+  state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
+  payload: envelope.payload,
+  deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted" ? Date.parse(envelope.occurredAt) : null,
+  syncedAt,
+  messageId: envelope.messageId
+})
+
+/** The version guard of an event: force-sync events also replace an equal version (R8). */
+const guardOf = (envelope: Envelope.Envelope): Guard => envelope.forceSync ? "newerOrEqual" : "newer"
 
 const refKey = (ref: EntityRef) => `${ref.entity}:${ref.id}`
 const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
@@ -194,13 +213,15 @@ export const make = <R>(
         const missing: Array<EntityRef> = []
         for (const ref of prepared.references) {
           const copy = yield* copies.get(ref.entity, ref.id, "forShare")
-          if (copy === null || copy.state === "deleted") missing.push(ref)
+          if (isMissing(copy ?? undefined)) missing.push(ref)
         }
         return missing
       })
 
     const isStale = (envelope: Envelope.Envelope, current: CopyRow | null) =>
       current !== null && (envelope.forceSync ? envelope.version < current.version : envelope.version <= current.version)
+
+    const isMissing = (copy: CopyRow | undefined) => copy === undefined || copy.state === "deleted"
 
     const staleError = (envelope: Envelope.Envelope, currentVersion: number) =>
       new StaleMessage({
@@ -225,14 +246,14 @@ export const make = <R>(
       readonly firstSeenAt: number
     }
 
-    const missingError = (a: Attempt, missing: ReadonlyArray<EntityRef>) =>
+    const missingError = (envelope: Envelope.Envelope, missing: ReadonlyArray<EntityRef>, attempts: number) =>
       new DependencyMissing({
-        messageId: a.envelope.messageId,
-        entity: a.envelope.entity,
-        entityId: a.envelope.entityId,
-        version: a.envelope.version,
+        messageId: envelope.messageId,
+        entity: envelope.entity,
+        entityId: envelope.entityId,
+        version: envelope.version,
         missing,
-        attempts: a.attempt
+        attempts
       })
 
     // Parks the event, or dead-letters it when the schedule is spent. Runs inside the transaction.
@@ -240,7 +261,7 @@ export const make = <R>(
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const { envelope } = a
-        const error = missingError(a, missing)
+        const error = missingError(a.envelope, missing, a.attempt)
         const delay = yield* RetrySchedule.delayAfter(schedule, a.attempt, a.firstSeenAt)
         const row = {
           consumer,
@@ -274,24 +295,13 @@ export const make = <R>(
         }
         const missing = a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared)
         if (missing.length > 0) {
-          if (!a.mayPark) return { _tag: "missing", error: missingError(a, missing) } satisfies Verdict
+          if (!a.mayPark) return { _tag: "missing", error: missingError(a.envelope, missing, a.attempt) } satisfies Verdict
           if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
           return yield* parkOrDeadLetter(a, missing)
         }
         if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
         const now = yield* Clock.currentTimeMillis
-        const written = yield* copies.upsert({
-          entity: envelope.entity,
-          id: envelope.entityId,
-          version: envelope.version,
-          state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
-          payload: envelope.payload,
-          deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted"
-            ? Date.parse(envelope.occurredAt)
-            : null,
-          syncedAt: now,
-          messageId: envelope.messageId
-        }, envelope.forceSync ? "newerOrEqual" : "newer")
+        const written = yield* copies.upsert(copyOf(envelope, now), guardOf(envelope))
         if (!written) {
           yield* release
           return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
@@ -453,30 +463,80 @@ export const make = <R>(
         Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
       )
 
-    // Applies the batch in order; events whose dependencies come later in the batch get another pass.
-    const applyAll = (items: ReadonlyArray<Item>, firstSeenAt: number) =>
+    /**
+     * Applies a batch of fresh deliveries set-based, in one transaction: the copies it touches are locked and
+     * read at once, its messages recorded at once, verdicts decided in order (events of one entity in version
+     * order), the copies written at once, then the handlers run in event order. Events whose dependencies
+     * come later in the batch get another pass; events still missing are left unrecorded, to wait on their
+     * own. A hard delete of an entity others depend on first writes what the batch applied so far, so the
+     * reverse-dependency check sees it.
+     */
+    const applyAll = (items: ReadonlyArray<Item>, now: number) =>
       Effect.gen(function*() {
+        const selves = uniqueRefs(items.map((item) => selfRef(item.envelope)))
+        const selfKeys = new Set(selves.map(refKey))
+        const dependencies = uniqueRefs(items.flatMap((item) => item.prepared.references))
+          .filter((ref) => !selfKeys.has(refKey(ref)))
+        const state = new Map<string, CopyRow>()
+        for (const row of yield* copies.getMany(selves, "forUpdate")) state.set(refKey(row), row)
+        for (const row of yield* copies.getMany(dependencies, "forShare")) state.set(refKey(row), row)
+        const fresh = new Set(yield* inbox.recordMany(consumer, items.map((item) => item.envelope.messageId)))
+
+        const writes = new Map<string, { readonly row: CopyRow; readonly guard: Guard }>()
+        const handlers: Array<Effect.Effect<void, HandlerError, R>> = []
+        const flush = Effect.gen(function*() {
+          const rows = [...writes.values()]
+          writes.clear()
+          // fewer written than decided: a copy changed under the batch (another instance inserted it)
+          if ((yield* copies.upsertMany(rows)) < rows.length) return yield* new BatchConflict()
+          for (const handle of handlers.splice(0)) yield* handle
+        })
+
         const verdicts: Array<Verdict> = []
+        const applied: Array<EntityRef> = []
         let pending = items.map((_, i) => i)
         while (pending.length > 0) {
-          const missing: Array<number> = []
+          const waiting: Array<number> = []
           for (const i of pending) {
-            const item = items[i]!
-            const verdict = yield* applyInTransaction({
-              envelope: item.envelope,
-              prepared: item.prepared,
-              parked: null,
-              attempt: 1,
-              mayPark: false,
-              reported: [],
-              firstSeenAt
-            })
-            verdicts[i] = verdict
-            if (verdict._tag === "missing") missing.push(i)
+            const { envelope, prepared } = items[i]!
+            const self = selfRef(envelope)
+            const current = state.get(refKey(self))
+            if (current !== undefined && isStale(envelope, current)) {
+              verdicts[i] = fresh.delete(envelope.messageId)
+                ? { _tag: "stale", error: staleError(envelope, current.version) }
+                : { _tag: "duplicate" }
+              continue
+            }
+            if (envelope.action === "deleted" && writes.size > 0 && dependents(envelope.entity).length > 0) {
+              yield* flush
+            }
+            const missing = envelope.action === "deleted"
+              ? yield* missingOf(envelope, prepared)
+              : prepared.references.filter((ref) => isMissing(state.get(refKey(ref))))
+            if (missing.length > 0) {
+              if (fresh.has(envelope.messageId)) {
+                verdicts[i] = { _tag: "missing", error: missingError(envelope, missing, 1) }
+                waiting.push(i)
+              } else verdicts[i] = { _tag: "duplicate" }
+              continue
+            }
+            if (!fresh.delete(envelope.messageId)) {
+              verdicts[i] = { _tag: "duplicate" }
+              continue
+            }
+            const row = copyOf(envelope, now)
+            state.set(refKey(self), row)
+            writes.set(refKey(self), { row, guard: guardOf(envelope) })
+            handlers.push(prepared.handle(current ?? null))
+            applied.push(self)
+            verdicts[i] = { _tag: "applied" }
           }
-          if (missing.length === pending.length) break
-          pending = missing
+          if (waiting.length === pending.length) break
+          pending = waiting
         }
+        yield* flush
+        yield* inbox.forget(consumer, pending.map((i) => items[i]!.envelope.messageId))
+        yield* inbox.wake(consumer, uniqueRefs(applied))
         return verdicts
       })
 
@@ -504,9 +564,9 @@ export const make = <R>(
         if (items.length === 0) return
         const keyOf = (item: Item) => refKey(selfRef(item.envelope))
         items.sort((a, b) => keyOf(a).localeCompare(keyOf(b)) || a.envelope.version - b.envelope.version)
-        const firstSeenAt = yield* Clock.currentTimeMillis
+        const now = yield* Clock.currentTimeMillis
         const keys = [...new Set(items.map(keyOf))]
-        const result = yield* withKeyLocks(keys, transactor.withTransaction(applyAll(items, firstSeenAt))).pipe(
+        const result = yield* withKeyLocks(keys, transactor.withTransaction(applyAll(items, now))).pipe(
           Effect.result
         )
         if (result._tag === "Failure") {

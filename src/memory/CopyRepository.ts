@@ -35,6 +35,24 @@ export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabas
         copies.set(key, row)
         return true
       }),
+    getMany: (refs) =>
+      db.run(() =>
+        refs.flatMap((ref) => copies.get(keyOf(ref.entity, ref.id)) ?? [])
+          .filter((row, i, rows) => rows.indexOf(row) === i)
+          .sort((a, b) => (a.entity < b.entity ? -1 : a.entity > b.entity ? 1 : byId(a, b)))
+      ),
+    upsertMany: (rows) =>
+      db.run(() => {
+        const keys = rows.map(({ row }) => keyOf(row.entity, row.id))
+        if (new Set(keys).size < keys.length) throw new Error("upsertMany: a copy appears twice")
+        let written = 0
+        rows.forEach(({ guard, row }, i) => {
+          if (!passes(row, guard, copies.get(keys[i]!))) return
+          copies.set(keys[i]!, row)
+          written++
+        })
+        return written
+      }),
     list: (entity) => db.run(() => copiesOf(entity)),
     referencing: (entity, field, id) =>
       db.run(() =>

@@ -44,6 +44,22 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
         return true
       }))
 
+  const recordMany = (consumer: string, messageIds: ReadonlyArray<string>) =>
+    Effect.flatMap(Clock.currentTimeMillis, (receivedAt) =>
+      db.run(() => {
+        const fresh = new Set<string>()
+        for (const messageId of messageIds) {
+          const key = keyOf(consumer, messageId)
+          if (received.get(key) !== undefined) continue
+          received.set(key, { consumer, messageId, receivedAt })
+          fresh.add(messageId)
+        }
+        return fresh
+      }))
+
+  const forget = (consumer: string, messageIds: ReadonlyArray<string>) =>
+    db.run(() => messageIds.forEach((messageId) => received.delete(keyOf(consumer, messageId))))
+
   const park = (row: WaitingRow) => db.run(() => waitingRows.set(keyOf(row.consumer, row.messageId), row))
 
   const wake = (consumer: string, refs: ReadonlyArray<EntityRef>) =>
@@ -105,7 +121,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
       return old.length
     })
 
-  return Inbox.of({ record, park, wake, due, nextDueAt, waiting, release, deadLetter, deadLetters, replay, prune })
+  return Inbox.of({ record, recordMany, forget, park, wake, due, nextDueAt, waiting, release, deadLetter, deadLetters, replay, prune })
 })
 
 /** The memory `Inbox`, keeping its rows in the service's `MemoryDatabase`. */

@@ -6,8 +6,9 @@
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Schema } from "effect"
+import { Array as Arr, Effect, Schema } from "effect"
 import { CopyRepository, type CopyRow, type Guard, type Lock } from "../CopyRepository.ts"
+import type { EntityRef } from "../Errors.ts"
 import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
@@ -23,6 +24,8 @@ const Copy = Schema.Struct({
 })
 
 const Id = Schema.Struct({ id: Schema.String })
+
+const guardsOrder: ReadonlyArray<Guard> = ["newer", "newerOrEqual"]
 
 /** Makes the copy repository on `tables`. */
 export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], never, PgClient.PgClient> =>
@@ -45,24 +48,54 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
     const get = (entity: string, id: string, lock?: Lock) =>
       sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decodeOne))
 
-    const upsert = (row: CopyRow, guard: Guard) =>
-      sql`INSERT INTO ${copies} AS c ${
-        sql.insert({
-          entity: row.entity,
-          id: row.id,
-          version: row.version,
-          state: row.state,
-          payload: row.payload === null ? null : pg.json(row.payload),
-          deleted_at: row.deletedAt,
-          synced_at: row.syncedAt,
-          message_id: row.messageId
-        })
-      }
-        ON CONFLICT (entity, id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
+    const columnsOf = (row: CopyRow) => ({
+      entity: row.entity,
+      id: row.id,
+      version: row.version,
+      state: row.state,
+      payload: row.payload === null ? null : pg.json(row.payload),
+      deleted_at: row.deletedAt,
+      synced_at: row.syncedAt,
+      message_id: row.messageId
+    })
+    const upsertTail = (guard: Guard) =>
+      sql`ON CONFLICT (entity, id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
           payload = EXCLUDED.payload, deleted_at = EXCLUDED.deleted_at, synced_at = EXCLUDED.synced_at,
           message_id = EXCLUDED.message_id
         WHERE ${guards[guard]}
-        RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
+        RETURNING 1`
+
+    const upsert = (row: CopyRow, guard: Guard) =>
+      sql`INSERT INTO ${copies} AS c ${sql.insert(columnsOf(row))} ${upsertTail(guard)}`.pipe(
+        Effect.map((rows) => rows.length > 0)
+      )
+
+    const getMany = (refs: ReadonlyArray<EntityRef>, lock?: Lock) =>
+      refs.length === 0 ? Effect.succeed([]) :
+        sql`SELECT ${columns} FROM ${copies}
+          WHERE (entity, id) IN (
+            SELECT * FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[])
+          )
+          ORDER BY entity, id ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decode))
+
+    // One statement per guard: a row that fails its guard is skipped, the others are written.
+    const upsertMany = (rows: ReadonlyArray<{ readonly row: CopyRow; readonly guard: Guard }>) =>
+      Effect.map(
+        Effect.forEach(
+          guardsOrder,
+          (guard) => {
+            const batch = rows.filter((r) => r.guard === guard)
+            return Arr.isReadonlyArrayNonEmpty(batch)
+              ? sql`INSERT INTO ${copies} AS c ${sql.insert(Arr.map(batch, (r) => columnsOf(r.row)))} ${
+                upsertTail(guard)
+              }`.pipe(
+                Effect.map((written) => written.length)
+              )
+              : Effect.succeed(0)
+          }
+        ),
+        (counts) => counts.reduce((a, b) => a + b, 0)
+      )
 
     const list = (entity: string) =>
       sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} ORDER BY id`.pipe(Effect.flatMap(decode))
@@ -76,5 +109,5 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
         Effect.map((rows) => rows.map((row) => row.id))
       )
 
-    return CopyRepository.of({ get, upsert, list, referencing })
+    return CopyRepository.of({ get, upsert, getMany, upsertMany, list, referencing })
   })

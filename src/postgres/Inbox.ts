@@ -42,6 +42,8 @@ const Dead = Schema.Struct({
 
 const NextDue = Schema.Struct({ nextDueAt: NullableInt8 })
 
+const Recorded = Schema.Struct({ messageId: Schema.String })
+
 /** Only the fields of the refs, in a fixed shape, for the jsonb `waiting_for` column. */
 const refsJson = (refs: ReadonlyArray<EntityRef>) => refs.map(({ entity, id }) => ({ entity, id }))
 
@@ -73,11 +75,29 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
     const decodeNextDue = decodeRows(NextDue, "waiting")
     const decodeWoken = decodeCount("waiting")
     const decodePruned = decodeCount("inbox")
+    const decodeRecorded = decodeRows(Recorded, "inbox")
 
     const record = (consumer: string, messageId: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         sql`INSERT INTO ${inbox} (consumer, message_id, received_at) VALUES (${consumer}, ${messageId}, ${now})
           ON CONFLICT DO NOTHING RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0)))
+
+    // Inserted in message id order, so two transactions recording overlapping sets cannot deadlock.
+    const recordMany = (consumer: string, messageIds: ReadonlyArray<string>) =>
+      messageIds.length === 0 ? Effect.succeed(new Set<string>()) : Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        sql`INSERT INTO ${inbox} (consumer, message_id, received_at)
+          SELECT ${consumer}, m.id, ${now} FROM unnest(${[...new Set(messageIds)].sort()}::text[]) AS m(id)
+          ORDER BY m.id
+          ON CONFLICT DO NOTHING RETURNING message_id AS "messageId"`.pipe(
+          Effect.flatMap(decodeRecorded),
+          Effect.map((rows) => new Set(rows.map((row) => row.messageId)))
+        ))
+
+    const forget = (consumer: string, messageIds: ReadonlyArray<string>) =>
+      messageIds.length === 0 ? Effect.void :
+        sql`DELETE FROM ${inbox} WHERE consumer = ${consumer} AND message_id = ANY(${messageIds}::text[])`.pipe(
+          Effect.asVoid
+        )
 
     const park = (row: WaitingRow) =>
       sql`INSERT INTO ${waitingTable} ${
@@ -163,5 +183,5 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       sql`WITH pruned AS (DELETE FROM ${inbox} WHERE received_at < ${receivedBefore} RETURNING 1)
         SELECT count(*) AS count FROM pruned`.pipe(Effect.flatMap(decodePruned))
 
-    return Inbox.of({ record, park, wake, due, nextDueAt, waiting, release, deadLetter, deadLetters, replay, prune })
+    return Inbox.of({ record, recordMany, forget, park, wake, due, nextDueAt, waiting, release, deadLetter, deadLetters, replay, prune })
   })

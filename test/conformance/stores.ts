@@ -303,6 +303,27 @@ export const storeConformance = <E>(
           assert.isFalse(yield* inbox.record("billing", "m-1"))
         }))
 
+      test("recordMany records many at once and returns the new ones; forget removes records", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const transactor = yield* Transactor
+          assert.isTrue(yield* inbox.record("directory", "m-2"))
+          const fresh = yield* inbox.recordMany("directory", ["m-3", "m-1", "m-2", "m-3"])
+          assert.deepStrictEqual([...fresh].sort(), ["m-1", "m-3"])
+          assert.deepStrictEqual([...(yield* inbox.recordMany("billing", ["m-1"]))], ["m-1"])
+          assert.deepStrictEqual([...(yield* inbox.recordMany("directory", ["m-1", "m-2"]))], [])
+          assert.strictEqual((yield* inbox.recordMany("directory", [])).size, 0)
+          yield* inbox.forget("directory", ["m-1", "m-2", "m-9"])
+          assert.isTrue(yield* inbox.record("directory", "m-1"))
+          assert.isFalse(yield* inbox.record("directory", "m-3"))
+          assert.isFalse(yield* inbox.record("billing", "m-1"))
+          const error = yield* transactor.withTransaction(
+            Effect.andThen(inbox.recordMany("directory", ["m-4", "m-5"]), new Boom())
+          ).pipe(Effect.flip)
+          assert.instanceOf(error, Boom)
+          assert.deepStrictEqual([...(yield* inbox.recordMany("directory", ["m-5"]))], ["m-5"])
+        }))
+
       test("writes in a failed transaction are rolled back, committed ones stay", () =>
         Effect.gen(function* () {
           const inbox = yield* Inbox
@@ -456,6 +477,50 @@ export const storeConformance = <E>(
           // another entity with the same id is another copy
           assert.isTrue(yield* copies.upsert(copy("u-1", 1, { entity: "Company" }), "newer"))
           assert.deepStrictEqual(yield* copies.get("User", "u-1"), equal)
+        }))
+
+      test("getMany gives the existing copies of refs in (entity, id) order, under any lock", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          const transactor = yield* Transactor
+          const rows = [copy("u-2", 1), copy("u-1", 3, { state: "deleted" }), copy("c-1", 1, { entity: "Company" })]
+          yield* Effect.forEach(rows, (row) => copies.upsert(row, "newer"))
+          const refs = [
+            { entity: "User", id: "u-2" },
+            { entity: "User", id: "u-9" },
+            { entity: "Company", id: "c-1" },
+            { entity: "User", id: "u-1" },
+            { entity: "Company", id: "u-2" }
+          ]
+          const expected = [copy("c-1", 1, { entity: "Company" }), copy("u-1", 3, { state: "deleted" }), copy("u-2", 1)]
+          assert.deepStrictEqual(yield* copies.getMany(refs), expected)
+          assert.deepStrictEqual(yield* transactor.withTransaction(copies.getMany(refs, "forUpdate")), expected)
+          assert.deepStrictEqual(yield* transactor.withTransaction(copies.getMany(refs, "forShare")), expected)
+          assert.deepStrictEqual(yield* copies.getMany([]), [])
+        }))
+
+      test("upsertMany writes each row that passes its own guard and counts them", () =>
+        Effect.gen(function* () {
+          const copies = yield* CopyRepository
+          const existing = [copy("u-1", 2), copy("u-2", 2), copy("u-3", 2), copy("u-5", 2)]
+          yield* Effect.forEach(existing, (row) => copies.upsert(row, "newer"))
+          const repaired = copy("u-3", 2, { payload: { name: "repaired" } })
+          const written = yield* copies.upsertMany([
+            { row: copy("u-1", 3), guard: "newer" },
+            { row: copy("u-2", 2, { payload: { name: "ignored" } }), guard: "newer" },
+            { row: repaired, guard: "newerOrEqual" },
+            { row: copy("u-4", 1), guard: "newer" },
+            { row: copy("u-5", 1), guard: "newerOrEqual" }
+          ])
+          assert.strictEqual(written, 3)
+          assert.deepStrictEqual(yield* copies.list("User"), [
+            copy("u-1", 3),
+            copy("u-2", 2),
+            repaired,
+            copy("u-4", 1),
+            copy("u-5", 2)
+          ])
+          assert.strictEqual(yield* copies.upsertMany([]), 0)
         }))
 
       test("a tombstone keeps older events out and a newer one re-creates", () =>
