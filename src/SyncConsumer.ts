@@ -129,6 +129,22 @@ const copyOf = (envelope: Envelope.Envelope, syncedAt: number): CopyRow => ({
 /** The version guard of an event: force-sync events also replace an equal version (R8). */
 const guardOf = (envelope: Envelope.Envelope): Guard => envelope.forceSync ? "newerOrEqual" : "newer"
 
+/** Arrival order, except that the events of one entity take that entity's places in version order. */
+const inEntityVersionOrder = <T>(
+  items: ReadonlyArray<T>,
+  keyOf: (item: T) => string,
+  versionOf: (item: T) => number
+): Array<T> => {
+  const byKey = new Map<string, Array<T>>()
+  for (const item of items) {
+    const group = byKey.get(keyOf(item))
+    if (group === undefined) byKey.set(keyOf(item), [item])
+    else group.push(item)
+  }
+  for (const group of byKey.values()) group.sort((a, b) => versionOf(a) - versionOf(b))
+  return items.map((item) => byKey.get(keyOf(item))!.shift()!)
+}
+
 const refKey = (ref: EntityRef) => `${ref.entity}:${ref.id}`
 const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
 const uniqueRefs = (refs: ReadonlyArray<EntityRef>) => [...new Map(refs.map((r) => [refKey(r), r])).values()]
@@ -544,7 +560,8 @@ export const make = <R>(
       keys.reduceRight((inner, key) => withKeyLock(key, inner), effect)
 
     /**
-     * A batch of deliveries in one transaction, events of one entity in version order. Events that must wait
+     * A batch of deliveries in one transaction, in arrival order with the events of one entity in version
+     * order. Events that must wait
      * for a dependency continue on their own; if the transaction fails, every event is retried on its own.
      */
     const settleBatch = (deliveries: ReadonlyArray<Delivery>) =>
@@ -563,17 +580,17 @@ export const make = <R>(
         }
         if (items.length === 0) return
         const keyOf = (item: Item) => refKey(selfRef(item.envelope))
-        items.sort((a, b) => keyOf(a).localeCompare(keyOf(b)) || a.envelope.version - b.envelope.version)
+        const ordered = inEntityVersionOrder(items, keyOf, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
-        const keys = [...new Set(items.map(keyOf))]
-        const result = yield* withKeyLocks(keys, transactor.withTransaction(applyAll(items, now))).pipe(
+        const keys = [...new Set(items.map(keyOf))].sort()
+        const result = yield* withKeyLocks(keys, transactor.withTransaction(applyAll(ordered, now))).pipe(
           Effect.result
         )
         if (result._tag === "Failure") {
           yield* Effect.logDebug("consumer: batch failed; applying its events one by one", result.failure)
-          return yield* Effect.forEach(items, settleOne, { concurrency: "unbounded", discard: true })
+          return yield* Effect.forEach(ordered, settleOne, { concurrency: "unbounded", discard: true })
         }
-        yield* Effect.forEach(items, (item, i) => {
+        yield* Effect.forEach(ordered, (item, i) => {
           const verdict = result.success[i]!
           if (verdict._tag === "missing") return FiberSet.run(waiters, settleOne(item))
           return report(item.envelope, verdict, false).pipe(

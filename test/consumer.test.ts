@@ -4,14 +4,21 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Metric } from "effect"
+import * as Metrics from "../src/Metrics.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
-import { Company } from "./fixtures.ts"
-import { copyOf, memoryStores, sync, systemLayer, tick } from "./harness.ts"
+import * as SyncConsumer from "../src/SyncConsumer.ts"
+import { Company, User } from "./fixtures.ts"
+import { consumerName, copyOf, eventually, memoryStores, relay, sync, systemLayer, tick } from "./harness.ts"
+
+const companies = Producer.make("accounts").repository(Company)
+const users = Producer.make("accounts").repository(User)
+const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, entity, name)
+const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 
 describe("SyncConsumer", () => {
   it.effect("idles between events: the parked-event worker looks at the inbox once per poll interval", () =>
@@ -36,4 +43,58 @@ describe("SyncConsumer", () => {
         assert.isAtMost(looks - before, 13)
       }).pipe(Effect.provide(systemLayer({ stores: { owner: memoryStores.owner, consumer } })))
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
+
+  describe("a batch of deliveries", () => {
+    it.effect("applies an event whose dependency comes later in the same batch without waiting", () =>
+      Effect.gen(function*() {
+        yield* Outbox.transaction(Effect.gen(function*() {
+          yield* users.create({ id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true })
+          yield* companies.create({ id: "c-1", name: "Acme" })
+        }))
+        yield* sync
+        assert.strictEqual((yield* copyOf("User", "u-1"))?.state, "live")
+        assert.strictEqual((yield* copyOf("Company", "c-1"))?.state, "live")
+        assert.strictEqual(yield* outcome("User", "applied"), 1)
+        assert.strictEqual(yield* outcome("User", "waiting"), 0)
+      }).pipe(Effect.provide(systemLayer()), freshMetrics))
+
+    it.effect("runs handlers in version order, each with the copy its event replaced", () =>
+      Effect.gen(function*() {
+        const seen: Array<string> = []
+        const subscriptions = [
+          SyncConsumer.subscribe(Company, {
+            handler: ({ envelope, previous }) =>
+              Effect.sync(() => seen.push(`${previous?.version ?? "none"}→${envelope.version}`))
+          }),
+          SyncConsumer.subscribe(User)
+        ]
+        yield* Effect.gen(function*() {
+          yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+          yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "Acme Corp" })))
+          yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "Acme Inc" })))
+          yield* sync
+          assert.deepStrictEqual(seen, ["none→1", "1→2", "2→3"])
+          const copy = yield* copyOf("Company", "c-1")
+          assert.strictEqual(copy?.version, 3)
+          assert.deepStrictEqual(copy?.payload, { id: "c-1", name: "Acme Inc" })
+        }).pipe(Effect.provide(systemLayer({ subscriptions })))
+      }).pipe(freshMetrics))
+
+    it.effect("a hard delete waits for a copy that references it, even one applied earlier in the batch", () =>
+      Effect.gen(function*() {
+        yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+        yield* sync
+        yield* Outbox.transaction(
+          users.create({ id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true })
+        )
+        yield* Outbox.transaction(companies.delete("c-1"))
+        yield* relay
+        yield* eventually(outcome("Company", "waiting"), (n) => n === 1)
+        yield* tick("10 millis")
+        assert.strictEqual((yield* copyOf("User", "u-1"))?.state, "live")
+        assert.strictEqual((yield* copyOf("Company", "c-1"))?.state, "live")
+        assert.strictEqual(yield* outcome("User", "applied"), 1)
+        assert.strictEqual(yield* outcome("Company", "applied"), 1)
+      }).pipe(Effect.provide(systemLayer()), freshMetrics))
+  })
 })
