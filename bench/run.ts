@@ -6,6 +6,7 @@
  *     npm run bench                                  # defaults: about two minutes
  *     npm run bench -- --events=50000 --phases=library-throughput,baseline-throughput
  *     BENCH_BACKLOG_1M=1 npm run bench -- --phases=library-backlog
+ *     BENCH_CPU_PROF=/tmp/profiles npm run bench -- --phases=library-backlog   # a CPU profile per phase
  */
 import { Effect, Schema } from "effect"
 import { spawn } from "node:child_process"
@@ -19,6 +20,11 @@ import { render } from "./table.ts"
 
 const decodeReport = Schema.decodeUnknownEffect(Schema.fromJsonString(Report))
 
+/** `BENCH_CPU_PROF=<dir>`: every phase process writes a CPU profile (`--cpu-prof`) into that directory. */
+const profile = process.env.BENCH_CPU_PROF === undefined || process.env.BENCH_CPU_PROF === ""
+  ? []
+  : ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+
 /** Runs `bench/phase.ts` in a child process; gives its report. */
 const child = (
   phase: Config.Phase,
@@ -27,7 +33,7 @@ const child = (
 ): Effect.Effect<Report, unknown> =>
   Effect.flatMap(
     Effect.callback<string, Error>((resume) => {
-      const proc = spawn(process.execPath, ["--import", "tsx", "bench/phase.ts", phase, ...(step === null ? [] : [step])], {
+      const proc = spawn(process.execPath, [...profile, "--import", "tsx", "bench/phase.ts", phase, ...(step === null ? [] : [step])], {
         env: { ...process.env, ...env },
         stdio: ["ignore", "pipe", "inherit"]
       })
