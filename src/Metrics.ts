@@ -47,9 +47,9 @@ export const applyLatency = Metric.histogram("entity_sync_apply_latency_ms", {
   boundaries: Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
 })
 
-/** Counts one consumer outcome. */
-export const countOutcome = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(consumerMessages, { consumer, entity, outcome }), 1)
+/** Counts consumer outcomes (one by default). */
+export const countOutcome = (consumer: string, entity: string, outcome: Outcome, n = 1): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(consumerMessages, { consumer, entity, outcome }), n)
 
 /** The count of one consumer outcome so far. */
 export const outcomeCount = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<number> =>

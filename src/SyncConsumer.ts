@@ -370,35 +370,58 @@ export const make = <R>(
         while: (error: E) => error._tag === "SqlError"
       })
 
-    const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
+    /**
+     * Counts and logs the outcomes of settled events (R10), each counter updated once per call; wakes the
+     * in-process waiters and the parked-event worker if something was applied.
+     */
+    const reportAll = (
+      settled: ReadonlyArray<{ readonly envelope: Envelope.Envelope; readonly verdict: Verdict }>,
+      woken: boolean
+    ) =>
       Effect.gen(function*() {
-        switch (verdict._tag) {
-          case "missing":
-            return
-          case "applied": {
-            yield* signalApplied
-            yield* count(envelope.entity, woken ? "woken" : "applied")
-            if (woken) yield* count(envelope.entity, "applied")
-            const now = yield* Clock.currentTimeMillis
-            yield* Metric.update(
-              Metric.withAttributes(Metrics.applyLatency, { entity: envelope.entity }),
-              Math.max(0, now - Date.parse(envelope.occurredAt))
-            )
-            return
-          }
-          case "duplicate":
-            return yield* count(envelope.entity, "duplicate")
-          case "stale":
-            yield* count(envelope.entity, "stale")
-            return yield* Effect.logDebug(verdict.error.message)
-          case "parked":
-            yield* count(envelope.entity, "parked")
-            return yield* Effect.logDebug(verdict.error.message)
-          case "deadLettered":
-            yield* count(envelope.entity, "deadLettered")
-            return yield* Effect.logWarning(`dead-lettered: ${verdict.error.message}`)
+        const counts = new Map<string, { entity: string; outcome: Metrics.Outcome; n: number }>()
+        const tally = (entity: string, outcome: Metrics.Outcome) => {
+          const key = `${outcome}:${entity}`
+          const entry = counts.get(key)
+          if (entry === undefined) counts.set(key, { entity, outcome, n: 1 })
+          else entry.n++
         }
+        const now = yield* Clock.currentTimeMillis
+        let anyApplied = false
+        for (const { envelope, verdict } of settled) {
+          switch (verdict._tag) {
+            case "missing":
+              break
+            case "applied": {
+              anyApplied = true
+              tally(envelope.entity, "applied")
+              if (woken) tally(envelope.entity, "woken")
+              yield* Metric.update(
+                Metric.withAttributes(Metrics.applyLatency, { entity: envelope.entity }),
+                Math.max(0, now - Date.parse(envelope.occurredAt))
+              )
+              break
+            }
+            case "duplicate":
+              tally(envelope.entity, "duplicate")
+              break
+            case "stale":
+            case "parked":
+              tally(envelope.entity, verdict._tag)
+              yield* Effect.logDebug(verdict.error.message)
+              break
+            case "deadLettered":
+              tally(envelope.entity, "deadLettered")
+              yield* Effect.logWarning(`dead-lettered: ${verdict.error.message}`)
+              break
+          }
+        }
+        for (const { entity, n, outcome } of counts.values()) yield* Metrics.countOutcome(consumer, entity, outcome, n)
+        if (anyApplied) yield* signalApplied
       })
+
+    const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
+      reportAll([{ envelope, verdict }], woken)
 
     const awaitApplied = (deferred: Deferred.Deferred<void>, delay: Duration.Duration) =>
       Deferred.await(deferred).pipe(Effect.timeoutOption(delay), Effect.asVoid)
@@ -590,15 +613,17 @@ export const make = <R>(
           yield* Effect.logDebug("consumer: batch failed; applying its events one by one", result.failure)
           return yield* Effect.forEach(ordered, settleOne, { concurrency: "unbounded", discard: true })
         }
-        yield* Effect.forEach(ordered, (item, i) => {
-          const verdict = result.success[i]!
-          if (verdict._tag === "missing") return FiberSet.run(waiters, settleOne(item))
-          return report(item.envelope, verdict, false).pipe(
-            Effect.andThen(item.delivery.ack),
-            settleErrors(item.delivery),
-            Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
-          )
-        }, { discard: true })
+        const settled = ordered.map((item, i) => ({ ...item, verdict: result.success[i]! }))
+        yield* reportAll(settled, false)
+        let done = 0
+        for (const item of settled) {
+          if (item.verdict._tag === "missing") yield* FiberSet.run(waiters, settleOne(item))
+          else {
+            yield* item.delivery.ack.pipe(settleErrors(item.delivery))
+            done++
+          }
+        }
+        yield* Ref.update(inFlight, (n) => n - done)
       })
 
     // A parked event that is due.
