@@ -111,19 +111,29 @@ export const decode = (
 /** Encodes an envelope as the UTF-8 JSON body of a message. */
 export const encode = (envelope: Envelope): Uint8Array => encoder.encode(JSON.stringify(envelope))
 
-const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")
+const hexOfByte = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"))
+
+// Random bytes are drawn from the system generator in blocks of 4 KiB and used 10 per id.
+const randomPool = new Uint8Array(4096)
+let randomOffset = randomPool.length
+const randomByte = (): number => {
+  if (randomOffset === randomPool.length) {
+    crypto.getRandomValues(randomPool)
+    randomOffset = 0
+  }
+  return randomPool[randomOffset++]!
+}
 
 /** A new UUIDv7 message id: time-ordered (on the Effect `Clock`), random below the millisecond. */
 export const makeMessageId: Effect.Effect<string> = Effect.map(Clock.currentTimeMillis, (millis) => {
-  const bytes = new Uint8Array(16)
-  crypto.getRandomValues(bytes)
-  let time = millis
-  for (let i = 5; i >= 0; i--) {
-    bytes[i] = time % 256
-    time = Math.floor(time / 256)
+  let time = ""
+  for (let i = 5, t = millis; i >= 0; i--, t = Math.floor(t / 256)) time = hexOfByte[t % 256]! + time
+  const random = (n: number) => {
+    let out = ""
+    for (let i = 0; i < n; i++) out += hexOfByte[randomByte()]!
+    return out
   }
-  bytes[6] = (bytes[6]! & 0x0f) | 0x70
-  bytes[8] = (bytes[8]! & 0x3f) | 0x80
-  const h = hex(bytes)
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+  const version = hexOfByte[(randomByte() & 0x0f) | 0x70]! + random(1)
+  const variant = hexOfByte[(randomByte() & 0x3f) | 0x80]! + random(1)
+  return `${time.slice(0, 8)}-${time.slice(8)}-${version}-${variant}-${random(6)}`
 })
