@@ -76,7 +76,7 @@ export const make: MakePipeline = (env) =>
     return {
       name: "library",
       write: (prefix, ids) =>
-        Outbox.transaction(Effect.forEach(ids, (i) => items.create(itemOf(prefix, i)), { discard: true })).pipe(withOwner),
+        Outbox.transaction(items.createMany(ids.map((i) => itemOf(prefix, i)))).pipe(Effect.asVoid, withOwner),
       fillOutbox: (prefix, count) =>
         Effect.forEach(
           Array.from({ length: Math.ceil(count / 1_000) }, (_, c) => c),

@@ -5,14 +5,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Option, Schema } from "effect"
+import { Array as Arr, Clock, Context, Effect, Option, Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyState } from "./CopyRepository.ts"
 import * as Envelope from "./Envelope.ts"
-import { EntityExists, EntityNotFound } from "./Errors.ts"
+import { type EntityExists, EntityNotFound } from "./Errors.ts"
 import { Outbox, OutboxTransaction } from "./Outbox.ts"
-import { SourceRepository, type SourceRow } from "./SourceRepository.ts"
+import { type NewSourceRow, SourceRepository, type SourceRow } from "./SourceRepository.ts"
 
 /** An entity as the owner holds it. A deleted entity (tombstone) has no payload. */
 export interface Entity<A> {
@@ -53,8 +53,20 @@ type Tx = OutboxTransaction | SourceRepository
 
 /** The owner's typed repository of one contract. Writes need the outbox transaction. */
 export interface EntityRepository<A> {
-  /** Creates the entity (version 1, or the tombstone's version + 1); fails if it exists. */
+  /**
+   * Creates the entity (version 1, or the tombstone's version + 1); fails with `EntityExists` if it is live
+   * or soft-deleted.
+   */
   readonly create: (payload: A, options?: WriteOptions) => Effect.Effect<Entity<A>, EntityExists | SqlError.SqlError, Tx>
+  /**
+   * Creates several entities with one write of their rows and one append of their events (in `payloads`
+   * order), like `create` for each. All or nothing: if one of them is live or soft-deleted, or two payloads
+   * have the same id, it fails with `EntityExists` for the first such payload and writes nothing.
+   */
+  readonly createMany: (
+    payloads: ReadonlyArray<A>,
+    options?: WriteOptions
+  ) => Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx>
   /** Replaces the live entity with `f(current)`; a no-op change writes nothing and raises no event. */
   readonly update: (
     id: string,
@@ -110,6 +122,8 @@ const makeRepository = <A, I extends Schema.Json>(
   const encode = Schema.encodeEffect(contract.payload)
   const decode = Schema.decodeUnknownEffect(contract.payload)
   const encodePayload = (a: A) => Effect.orDie(encode(a))
+  const encodeAll = Schema.encodeEffect(Schema.Array(contract.payload))
+  const encodePayloads = (as: ReadonlyArray<A>) => Effect.orDie(encodeAll(as))
   const decodeStored = (row: SourceRow): Effect.Effect<A | null> =>
     row.payload === null ? Effect.succeed(null) : Effect.orDie(decode(row.payload))
   const handleWhen = options.handleWhen ?? (() => true)
@@ -123,47 +137,90 @@ const makeRepository = <A, I extends Schema.Json>(
     deletedAt: row.deletedAt
   })
 
-  const envelope = (row: SourceRow, action: Envelope.Action, forceSync: boolean) =>
-    Effect.gen(function*() {
-      const messageId = yield* Envelope.makeMessageId
-      const traceparent = yield* currentTraceparent
-      const context = yield* RequestContext
-      const event: Envelope.Envelope = {
-        specVersion: 1,
-        messageId,
-        entity: contract.name,
-        entityId: row.id,
-        action,
-        version: row.version,
-        occurredAt: new Date(row.updatedAt).toISOString(),
-        producer: service,
-        forceSync,
-        payload: row.payload,
-        ...(Option.isSome(traceparent) ? { traceparent: traceparent.value } : {}),
-        ...(context !== undefined ? { context } : {})
-      }
-      return event
-    })
+  // The span and request context are read once per write and shared by its events.
+  const eventContext = Effect.all({ traceparent: currentTraceparent, context: RequestContext })
 
-  // The entity was read with a row lock; the put re-checks the version it read (a create of a new entity
-  // has no row to lock: of two concurrent creates, the second finds the first).
-  const write = <E = never>(
+  const envelopeOf = (
+    shared: Effect.Success<typeof eventContext>,
+    messageId: string,
     row: SourceRow,
-    previousVersion: number | null,
-    change: Change<A>,
-    writeOptions: WriteOptions | undefined,
-    onConflict: Effect.Effect<never, E> = Effect.die(
-      new Error(`${contract.name}:${row.id} was written concurrently although it was read with a row lock`)
+    action: Envelope.Action,
+    forceSync: boolean
+  ): Envelope.Envelope => ({
+    specVersion: 1,
+    messageId,
+    entity: contract.name,
+    entityId: row.id,
+    action,
+    version: row.version,
+    occurredAt: new Date(row.updatedAt).toISOString(),
+    producer: service,
+    forceSync,
+    payload: row.payload,
+    ...(Option.isSome(shared.traceparent) ? { traceparent: shared.traceparent.value } : {}),
+    ...(shared.context !== undefined ? { context: shared.context } : {})
+  })
+
+  const envelope = (row: SourceRow, action: Envelope.Action, forceSync: boolean) =>
+    Effect.map(
+      Effect.all({ shared: eventContext, messageId: Envelope.makeMessageId }),
+      ({ messageId, shared }) => envelopeOf(shared, messageId, row, action, forceSync)
     )
-  ): Effect.Effect<Entity<A>, E | SqlError.SqlError, Tx> =>
+
+  const publishes = (change: Change<A>, writeOptions: WriteOptions | undefined) =>
+    writeOptions?.dismissSendEvent !== true && handleWhen(change)
+
+  // The entity was read with a row lock; the put re-checks the version it read.
+  const write = (
+    row: SourceRow,
+    previousVersion: number,
+    change: Change<A>,
+    writeOptions: WriteOptions | undefined
+  ): Effect.Effect<Entity<A>, SqlError.SqlError, Tx> =>
     Effect.gen(function*() {
       const source = yield* SourceRepository
-      if (!(yield* source.put(row, previousVersion))) return yield* onConflict
-      if (writeOptions?.dismissSendEvent !== true && handleWhen(change)) {
+      if (!(yield* source.put(row, previousVersion))) {
+        return yield* Effect.die(
+          new Error(`${contract.name}:${row.id} was written concurrently although it was read with a row lock`)
+        )
+      }
+      if (publishes(change, writeOptions)) {
         const tx = yield* OutboxTransaction
         yield* tx.append([yield* envelope(row, change.action, false)])
       }
       return toEntity(row, change.after)
+    })
+
+  // No read first: the store's create tells whether an entity exists (a tombstone does not) and gives the
+  // versions, and it writes all the rows or none.
+  const createAll = (
+    payloads: ReadonlyArray<A>,
+    writeOptions: WriteOptions | undefined
+  ): Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx> =>
+    Effect.gen(function*() {
+      if (payloads.length === 0) return []
+      const now = yield* Clock.currentTimeMillis
+      const encoded = yield* encodePayloads(payloads)
+      const rows = Arr.map(Arr.zip(payloads, encoded), ([payload, json]): NewSourceRow => ({
+        entity: contract.name,
+        id: contract.idOf(payload),
+        payload: json,
+        updatedAt: now
+      }))
+      const source = yield* SourceRepository
+      const written = Arr.zip(yield* source.create(rows), payloads)
+      const shared = yield* eventContext
+      const events: Array<Envelope.Envelope> = []
+      for (const [row, payload] of written) {
+        if (publishes({ action: "created", before: null, after: payload }, writeOptions)) {
+          events.push(envelopeOf(shared, yield* Envelope.makeMessageId, row, "created", false))
+        }
+      }
+      if (events.length > 0) {
+        const tx = yield* OutboxTransaction
+        yield* tx.append(events)
+      }
+      return written.map(([row, payload]) => toEntity(row, payload))
     })
 
   const existing = (id: string) =>
@@ -177,30 +234,11 @@ const makeRepository = <A, I extends Schema.Json>(
 
   return {
     create: (payload, writeOptions) =>
-      Effect.gen(function*() {
-        const id = contract.idOf(payload)
-        const row = yield* existing(id)
-        if (row !== null && row.state !== "deleted") {
-          return yield* new EntityExists({ entity: contract.name, entityId: id })
-        }
-        const now = yield* Clock.currentTimeMillis
-        const next: SourceRow = {
-          entity: contract.name,
-          id,
-          version: (row?.version ?? 0) + 1,
-          state: "live",
-          payload: yield* encodePayload(payload),
-          updatedAt: now,
-          deletedAt: null
-        }
-        return yield* write(
-          next,
-          row?.version ?? null,
-          { action: "created", before: null, after: payload },
-          writeOptions,
-          Effect.fail(new EntityExists({ entity: contract.name, entityId: id }))
-        )
-      }),
+      Effect.flatMap(createAll([payload], writeOptions), (created) =>
+        created[0] === undefined
+          ? Effect.die(new Error(`${contract.name}: a create wrote no row`))
+          : Effect.succeed(created[0])),
+    createMany: createAll,
     update: (id, f, writeOptions) =>
       Effect.gen(function*() {
         const { payload: before, row } = yield* live(id, false)

@@ -8,6 +8,7 @@
 import { Context, type Effect, type Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type { CopyState, Lock } from "./CopyRepository.ts"
+import type { EntityExists } from "./Errors.ts"
 
 /** An owner row. A `deleted` row is a tombstone that keeps the version so a re-create continues it. */
 export interface SourceRow {
@@ -21,6 +22,15 @@ export interface SourceRow {
   readonly deletedAt: number | null
 }
 
+/** A row to create: `create` makes it live and gives it its version. */
+export interface NewSourceRow {
+  readonly entity: string
+  readonly id: string
+  /** The encoded payload. */
+  readonly payload: Schema.Json
+  readonly updatedAt: number
+}
+
 /** The owner's entity rows. */
 export class SourceRepository extends Context.Service<SourceRepository, {
   /** Reads a row; inside a transaction, `lock` keeps concurrent writers of that entity waiting until commit. */
@@ -30,6 +40,16 @@ export class SourceRepository extends Context.Service<SourceRepository, {
    * wrote, so two writers that read the same version cannot both win. Call it inside the outbox transaction.
    */
   readonly put: (row: SourceRow, previousVersion: number | null) => Effect.Effect<boolean, SqlError.SqlError>
+  /**
+   * Creates live rows without reading them first: a new entity gets version 1, a tombstone (`deleted`) is
+   * re-created with its version + 1. All or nothing: when a row of one of them is live or soft-deleted
+   * (including one written concurrently), or an entity appears twice in `rows`, it fails with
+   * `EntityExists` for the first such row in `rows` order and writes none of them. Returns the written rows
+   * in `rows` order. Call it inside the outbox transaction.
+   */
+  readonly create: (
+    rows: ReadonlyArray<NewSourceRow>
+  ) => Effect.Effect<ReadonlyArray<SourceRow>, EntityExists | SqlError.SqlError>
   /**
    * A page of rows ordered by id, after `afterId` (keyset pagination), tombstones included; restricted to
    * `ids` when given.

@@ -6,7 +6,7 @@
  */
 import { Clock, Deferred, Effect, Layer, Ref } from "effect"
 import type { Envelope } from "../Envelope.ts"
-import { makeTransaction, Outbox, type OutboxRow } from "../Outbox.ts"
+import { makeBufferedAppends, Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
@@ -138,14 +138,17 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
         return old.length
       })
 
+    // A transaction's events are written when its body ends; its own reads write them first.
+    const appends = makeBufferedAppends(transactor, append, wakeWaiters)
+
     return Outbox.of({
-      transaction: makeTransaction(transactor, append, wakeWaiters),
-      claim,
+      transaction: appends.transaction,
+      claim: (limit) => Effect.andThen(appends.flushPending, claim(limit)),
       markPublished,
       markFailed,
       awaitAppended,
-      pending,
-      rows,
+      pending: Effect.andThen(appends.flushPending, pending),
+      rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
       prune
     })
   })

@@ -5,7 +5,8 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import { SourceRepository, type SourceRow } from "../SourceRepository.ts"
+import { EntityExists } from "../Errors.ts"
+import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
 const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
@@ -17,7 +18,37 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
   const db = yield* MemoryDatabase
   const rows = db.table<SourceRow>()
 
+  // Checks every row before writing any, in one step of the database (one writer at a time).
+  const create = (created: ReadonlyArray<NewSourceRow>) =>
+    Effect.flatMap(
+      db.run((): ReadonlyArray<SourceRow> | EntityExists => {
+        const written: Array<SourceRow> = []
+        const seen = new Set<string>()
+        for (const row of created) {
+          const key = keyOf(row.entity, row.id)
+          const current = rows.get(key)
+          if (seen.has(key) || (current !== undefined && current.state !== "deleted")) {
+            return new EntityExists({ entity: row.entity, entityId: row.id })
+          }
+          seen.add(key)
+          written.push({
+            entity: row.entity,
+            id: row.id,
+            version: (current?.version ?? 0) + 1,
+            state: "live",
+            payload: row.payload,
+            updatedAt: row.updatedAt,
+            deletedAt: null
+          })
+        }
+        for (const row of written) rows.set(keyOf(row.entity, row.id), row)
+        return written
+      }),
+      (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
+    )
+
   return SourceRepository.of({
+    create,
     get: (entity, id) => db.run(() => rows.get(keyOf(entity, id)) ?? null),
     put: (row, previousVersion) =>
       db.run(() => {

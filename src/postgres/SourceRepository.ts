@@ -5,9 +5,10 @@
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Schema } from "effect"
+import { Array as Arr, Effect, Order, Schema } from "effect"
 import type { Lock } from "../CopyRepository.ts"
-import { SourceRepository, type SourceRow } from "../SourceRepository.ts"
+import { EntityExists } from "../Errors.ts"
+import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
@@ -20,6 +21,27 @@ const Source = Schema.Struct({
   updatedAt: Int8,
   deletedAt: NullableInt8
 })
+
+const Created = Schema.Struct({ entity: Schema.String, id: Schema.String, version: Int8 })
+
+const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
+
+/** By entity, then id: concurrent creates of overlapping entities lock their rows in the same order. */
+const byKey: Order.Order<NewSourceRow> = Order.combine(
+  Order.mapInput(Order.String, (row: NewSourceRow) => row.entity),
+  Order.mapInput(Order.String, (row: NewSourceRow) => row.id)
+)
+
+/** The first row whose entity appeared earlier in `rows`, if any. */
+const firstRepeated = (rows: ReadonlyArray<NewSourceRow>): NewSourceRow | undefined => {
+  const seen = new Set<string>()
+  return rows.find((row) => {
+    const key = keyOf(row.entity, row.id)
+    if (seen.has(key)) return true
+    seen.add(key)
+    return false
+  })
+}
 
 /** Makes the source repository on `tables`. */
 export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"], never, PgClient.PgClient> =>
@@ -54,6 +76,54 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         WHERE ${previousVersion === null ? sql.literal("false") : sql`s.version = ${previousVersion}`}
         RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
 
+    // One statement, no read: a conflicting tombstone is re-created with its version + 1; a live or
+    // soft-deleted row is left as it is and is missing from RETURNING. ON CONFLICT waits for a concurrent
+    // writer of the row and then sees its committed row.
+    const decodeCreated = decodeRows(Created, "source")
+    const insertNew = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) =>
+      sql`INSERT INTO ${source} AS s ${
+        sql.insert(Arr.map(Arr.sort(rows, byKey), (row) => ({
+          entity: row.entity,
+          id: row.id,
+          version: 1,
+          state: "live",
+          payload: pg.json(row.payload),
+          updated_at: row.updatedAt,
+          deleted_at: null
+        })))
+      }
+        ON CONFLICT (entity, id) DO UPDATE SET version = s.version + 1, state = EXCLUDED.state,
+          payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at, deleted_at = NULL
+        WHERE s.state = 'deleted'
+        RETURNING entity, id, version`.pipe(Effect.flatMap(decodeCreated))
+
+    const create = (rows: ReadonlyArray<NewSourceRow>) => {
+      if (!Arr.isReadonlyArrayNonEmpty(rows)) return Effect.succeed([])
+      const repeated = firstRepeated(rows)
+      if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
+      const attempt = Effect.flatMap(insertNew(rows), (created) => {
+        const versions = new Map(created.map((row) => [keyOf(row.entity, row.id), row.version]))
+        const written: Array<SourceRow> = []
+        for (const row of rows) {
+          const version = versions.get(keyOf(row.entity, row.id))
+          if (version === undefined) return Effect.fail(new EntityExists({ entity: row.entity, entityId: row.id }))
+          written.push({
+            entity: row.entity,
+            id: row.id,
+            version,
+            state: "live",
+            payload: row.payload,
+            updatedAt: row.updatedAt,
+            deletedAt: null
+          })
+        }
+        return Effect.succeed(written)
+      })
+      // One row is written or not by its one statement; several need a savepoint so that none is written
+      // when one of them exists.
+      return rows.length === 1 ? attempt : sql.withTransaction(attempt)
+    }
+
     const page = (
       entity: string,
       options: { readonly afterId: string | null; readonly limit: number; readonly ids?: ReadonlyArray<string> }
@@ -71,5 +141,5 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         ORDER BY id LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decode))
     }
 
-    return SourceRepository.of({ get, put, page })
+    return SourceRepository.of({ get, put, create, page })
   })

@@ -1,0 +1,11 @@
+/** Runs the owner-write conformance suite on the memory implementations. */
+import { Layer } from "effect"
+import * as MemoryDatabase from "../../src/memory/MemoryDatabase.ts"
+import * as Outbox from "../../src/memory/Outbox.ts"
+import * as SourceRepository from "../../src/memory/SourceRepository.ts"
+import { ownerWriteConformance } from "./owner-writes.ts"
+
+ownerWriteConformance(
+  "memory owner writes",
+  () => Layer.mergeAll(Outbox.layer(), SourceRepository.layer).pipe(Layer.provideMerge(MemoryDatabase.layer))
+)
