@@ -65,6 +65,8 @@ export class Broker extends Context.Service<Broker, {
   /**
    * Publishes a batch; succeeds only when every message is confirmed by the broker. Messages no queue
    * would take fail the call with `PublishRejected` naming them (the rest of the batch is confirmed).
+   * Calls are sent in the order they begin, even while earlier ones still await their confirms: a queue
+   * receives the messages of a call before those of any call begun after it (e.g. forked after it).
    */
   readonly publish: (batch: ReadonlyArray<OutgoingMessage>) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
   /** Declares a queue, its bindings and its dead-letter store (idempotent). */

@@ -3,6 +3,15 @@
  * (R3). It wakes when events are committed and polls as a fallback; a failed publish is rescheduled
  * per row on a `Schedule`, so a broker outage backs off and loses nothing.
  *
+ * Draining is pipelined: while batches await their confirms, the next ones are claimed and published,
+ * up to `batchesInFlight` at once, and each batch is marked as soon as it is confirmed. A batch is claimed
+ * only after the previous one was handed to the broker, which sends publish calls in the order they begin
+ * (see `Broker.publish`), so one relay's rows reach the broker in `seq` order and the events of an entity
+ * keep their order. When the broker is unavailable the relay stops claiming, lets the batches in flight
+ * settle and waits until the rescheduled rows are due, so they are retried first and in order. Only rows
+ * the broker refused while later batches were already in flight (a nack, an unroutable message) can
+ * reach it after those; consumers order events by version (R4), so this costs a stale message at most.
+ *
  * @since 0.1.0
  */
 import { Clock, type Config, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
@@ -21,6 +30,8 @@ export interface RelayOptions {
   readonly producer: string
   /** Rows claimed and published per batch (default 100). */
   readonly batchSize?: number
+  /** Batches published and awaiting their confirms at once while draining (default 8). */
+  readonly batchesInFlight?: number
   /** How often to look for due rows when no commit woke the relay (default 1 second). */
   readonly pollInterval?: Duration.Input
   /** Backoff of a row whose publish failed, by its attempts (default exponential from 100 ms, at most 30 s). */
@@ -43,24 +54,37 @@ export const toMessage = (row: OutboxRow): OutgoingMessage => ({
   headers: row.envelope.traceparent !== undefined ? { traceparent: row.envelope.traceparent } : {}
 })
 
+/** The default of `RelayOptions.batchesInFlight`. */
+export const defaultBatchesInFlight = 8
+
+/** What became of one published batch. */
+interface BatchOutcome {
+  /** When the broker was unavailable: milliseconds until the batch's rows are due again. */
+  readonly retryAfter: number | undefined
+}
+
 /**
- * Claims and publishes one batch; returns how many rows were claimed. Rows the broker did not take (it was
- * unavailable, or nothing is bound to their routing key) are rescheduled on the retry schedule; that is
- * not an error of the relay.
+ * Publishes claimed rows as one batch, then marks the confirmed rows published and reschedules the
+ * others on the retry schedule (the broker was unavailable, or nothing is bound to their routing key).
  */
-export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
+const publishRows = (
+  options: RelayOptions,
+  rows: ReadonlyArray<OutboxRow>
+): Effect.Effect<BatchOutcome, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const broker = yield* Broker
-    const rows = yield* outbox.claim(options.batchSize ?? 100)
-    if (rows.length === 0) return 0
     const failure = yield* broker.publish(rows.map(toMessage)).pipe(
       Effect.as(null),
       Effect.catchTags({
-        BrokerUnavailable: (error) => Effect.succeed({ rows, error: error.message }),
+        BrokerUnavailable: (error) => Effect.succeed({ rows, error: error.message, unavailable: true }),
         PublishRejected: (error) => {
           const rejected = new Set(error.messageIds)
-          return Effect.succeed({ rows: rows.filter((row) => rejected.has(row.envelope.messageId)), error: error.message })
+          return Effect.succeed({
+            rows: rows.filter((row) => rejected.has(row.envelope.messageId)),
+            error: error.message,
+            unavailable: false
+          })
         }
       })
     )
@@ -70,10 +94,26 @@ export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlEr
       yield* outbox.markPublished(published)
       yield* Metric.update(Metric.withAttributes(Metrics.relayPublished, { producer: options.producer }), published.length)
     }
-    if (failure !== null && failure.rows.length > 0) yield* reschedule(options, failure.rows, failure.error)
+    if (failure === null || failure.rows.length === 0) return { retryAfter: undefined }
+    const retryAfter = yield* reschedule(options, failure.rows, failure.error)
+    return { retryAfter: failure.unavailable ? retryAfter : undefined }
+  })
+
+/**
+ * Claims and publishes one batch; returns how many rows were claimed. Rows the broker did not take (it was
+ * unavailable, or nothing is bound to their routing key) are rescheduled on the retry schedule; that is
+ * not an error of the relay.
+ */
+export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const rows = yield* outbox.claim(options.batchSize ?? 100)
+    if (rows.length === 0) return 0
+    yield* publishRows(options, rows)
     return rows.length
   })
 
+/** Reschedules rows whose publish failed; gives the delay until they are due again, in milliseconds. */
 const reschedule = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>, error: string) =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
@@ -90,18 +130,62 @@ const reschedule = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>, error
       retryInMillis: millis,
       error
     })
+    return millis
   })
 
-/** Publishes until no row is due. Returns how many rows were claimed in all. */
-export const drain = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
-  Effect.gen(function*() {
-    let total = 0
-    while (true) {
-      const n = yield* publishBatch(options)
-      total += n
-      if (n === 0) return total
+/** What one pipelined drain did. */
+interface DrainOutcome {
+  /** Rows claimed in all. */
+  readonly claimed: number
+  /** Set when the broker was unavailable: milliseconds until the first rescheduled rows are due. */
+  readonly retryAfter: number | undefined
+}
+
+/**
+ * Claims and publishes batches until a claim comes back short (nothing more is due) or the broker is
+ * unavailable, with up to `batchesInFlight` batches awaiting their confirms at once; returns when every
+ * batch is settled (marked published or rescheduled). Each batch's publish begins before the next claim,
+ * so the broker receives the rows in claim order. On failure or interruption the batches still in flight
+ * are interrupted: their rows stay leased and come back when the lease ends.
+ */
+const pipelined = (options: RelayOptions): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
+  Effect.scoped(Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const batchSize = Math.max(1, Math.floor(options.batchSize ?? 100))
+    const depth = Math.max(1, Math.floor(options.batchesInFlight ?? defaultBatchesInFlight))
+    const inFlight: Array<Fiber.Fiber<void, SqlError.SqlError>> = []
+    let claimed = 0
+    // set by the first batch the broker could not take: no further batch is claimed from then on
+    let retryAfter: number | undefined
+    const publish = (rows: ReadonlyArray<OutboxRow>) =>
+      Effect.map(publishRows(options, rows), (outcome) => {
+        if (outcome.retryAfter !== undefined) retryAfter = Math.min(retryAfter ?? outcome.retryAfter, outcome.retryAfter)
+      })
+    const settleOldest = Effect.suspend(() => {
+      const oldest = inFlight.shift()
+      return oldest === undefined ? Effect.void : Fiber.join(oldest)
+    })
+    while (retryAfter === undefined) {
+      if (inFlight.length >= depth) {
+        yield* settleOldest
+        continue
+      }
+      const rows = yield* outbox.claim(batchSize)
+      if (rows.length === 0) break
+      claimed += rows.length
+      inFlight.push(yield* Effect.forkScoped(publish(rows), { startImmediately: true }))
+      if (rows.length < batchSize) break
     }
-  })
+    while (inFlight.length > 0) yield* settleOldest
+    return { claimed, retryAfter }
+  }))
+
+/**
+ * Publishes until no row is due or the broker is unavailable (pipelined, see the module comment). Returns
+ * how many rows were claimed in all.
+ */
+export const drain = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
+  Effect.map(pipelined(options), (outcome) => outcome.claimed)
 
 const recordLag = (producer: string) =>
   Effect.gen(function*() {
@@ -114,18 +198,20 @@ const recordLag = (producer: string) =>
     )
   })
 
-/** Runs the relay forever: publish what is due, then wait for a commit or the poll interval. */
+/**
+ * Runs the relay forever: publish what is due, then wait for a commit or the poll interval. After the
+ * broker was unavailable it waits until the rescheduled rows are due instead, so that they go first.
+ */
 export const run = (options: RelayOptions): Effect.Effect<never, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
-    const batchSize = options.batchSize ?? 100
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "1 second")
     while (true) {
       const woken = yield* Effect.forkChild(outbox.awaitAppended, { startImmediately: true })
-      let claimed = batchSize
-      while (claimed === batchSize) claimed = yield* publishBatch(options)
+      const { retryAfter } = yield* pipelined(options)
       yield* recordLag(options.producer)
-      yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
+      if (retryAfter === undefined) yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
+      else yield* Effect.sleep(Duration.millis(retryAfter))
       yield* Fiber.interrupt(woken)
     }
   })

@@ -10,12 +10,16 @@
  * Publishing goes through one confirm channel per connection: every message of a batch is published with
  * a confirm callback (`mandatory`, persistent, `messageId`, `type`, `application/json`, headers), at most
  * `publishWindow` awaiting their confirm at once over all batches, waiting for the channel's `drain` when
- * its buffer is full. A batch succeeds when every message is confirmed; returned (unroutable) messages
- * fail it with `PublishRejected` naming exactly them; a nack or a lost channel fails it with
- * `BrokerUnavailable`.
+ * its buffer is full. Publish calls send in the order they began: a call sends its messages once every
+ * earlier call has sent all of its own (or failed), then awaits its confirms while later calls send, so a
+ * caller can keep several batches in flight without reordering them. A batch succeeds when every message
+ * is confirmed; returned (unroutable) messages fail it with `PublishRejected` naming exactly them; a nack
+ * or a lost channel fails it with `BrokerUnavailable`.
  *
  * Each subscription consumes on its own channel with manual acks. A delivery settles once (later settles
- * are no-ops); settling on a closed channel is `BrokerUnavailable` (the broker redelivers). `deadLetter`
+ * are no-ops); settling on a closed channel is `BrokerUnavailable` (the broker redelivers). Acks made in
+ * the same turn of the event loop are sent together at its end, as one cumulative ack where they form a
+ * run from the oldest unsettled delivery (see `Settlements`); nacks are sent at once. `deadLetter`
  * publishes a copy with the reason (`reasonHeader`) to `<queue>.dead`, confirmed, then acks the original —
  * never lost; a connection lost between the two leaves a second copy in the dead queue.
  * `nack({ requeue: false })` and the delivery limit use RabbitMQ's own dead-lettering; its `x-death`
@@ -244,6 +248,46 @@ const makePublisher = (channel: ConfirmChannel, window: number): Publisher => {
   return publisher
 }
 
+/**
+ * The order in which publish calls send, over all connections of an adapter: calls take a turn when they
+ * begin and send only while theirs is the oldest turn not yet ended. A turn ends when its call has sent all
+ * of its messages, or failed, or was interrupted.
+ */
+interface SendOrder {
+  readonly turns: Array<Turn>
+}
+
+/** One publish call's place in the `SendOrder`. */
+interface Turn {
+  /** Called (and forgotten) when the turn becomes the oldest. */
+  onCurrent: (() => void) | undefined
+}
+
+const takeTurn = (order: SendOrder): Turn => {
+  const turn: Turn = { onCurrent: undefined }
+  order.turns.push(turn)
+  return turn
+}
+
+const isCurrent = (order: SendOrder, turn: Turn): boolean => order.turns[0] === turn
+
+/** Ends a turn (idempotent) and tells the next oldest one, if it is waiting, that it may send. */
+const endTurn = (order: SendOrder, turn: Turn): void => {
+  turn.onCurrent = undefined
+  const index = order.turns.indexOf(turn)
+  if (index < 0) return
+  order.turns.splice(index, 1)
+  const next = order.turns[0]
+  if (index === 0 && next?.onCurrent !== undefined) {
+    const resume = next.onCurrent
+    next.onCurrent = undefined
+    resume()
+  }
+}
+
+/** A view of the body's bytes as a `Buffer`, without copying them. */
+const bufferOf = (body: Uint8Array): Buffer => Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+
 const publishOptions = (message: Outgoing): Options.Publish => ({
   mandatory: true,
   persistent: true,
@@ -254,15 +298,18 @@ const publishOptions = (message: Outgoing): Options.Publish => ({
 })
 
 /**
- * Publishes every message with a confirm callback, keeping at most `window` in flight and respecting
- * `drain`; succeeds when all are confirmed. Returned messages fail it with `PublishRejected` (the others
- * are confirmed); a nack or a closed channel fails it with `BrokerUnavailable`.
+ * Publishes every message with a confirm callback once `turn` is the current one in `order`, keeping at
+ * most `window` in flight and respecting `drain`; ends the turn when all are sent and succeeds when all
+ * are confirmed. Returned messages fail it with `PublishRejected` (the others are confirmed); a nack or a
+ * closed channel fails it with `BrokerUnavailable`.
  */
 const publishAll = (
   publisher: Publisher,
-  messages: ReadonlyArray<Outgoing>
+  messages: ReadonlyArray<Outgoing>,
+  order: SendOrder,
+  turn: Turn
 ): Effect.Effect<void, BrokerUnavailable | PublishRejected> =>
-  messages.length === 0 ? Effect.void : Effect.callback<void, BrokerUnavailable | PublishRejected>((resume) => {
+  messages.length === 0 ? Effect.sync(() => endTurn(order, turn)) : Effect.callback<void, BrokerUnavailable | PublishRejected>((resume) => {
     const ids = new Set(messages.map((m) => m.messageId))
     const returned = new Set<string>()
     let next = 0
@@ -276,6 +323,7 @@ const publishAll = (
       done = true
       publisher.returned.delete(onReturn)
       publisher.waiting.delete(pump)
+      endTurn(order, turn)
     }
     const finishIfComplete = () => {
       if (done || outstanding > 0 || (failure === undefined && next < messages.length)) return
@@ -292,6 +340,10 @@ const publishAll = (
     }
     function pump(): void {
       publisher.waiting.delete(pump)
+      if (!done && !isCurrent(order, turn)) {
+        turn.onCurrent = pump
+        return
+      }
       while (!done && failure === undefined && next < messages.length) {
         if (publisher.closed !== undefined) {
           failure = publisher.closed
@@ -308,7 +360,7 @@ const publishAll = (
           const ok = publisher.channel.publish(
             message.exchange,
             message.routingKey,
-            Buffer.from(message.body),
+            bufferOf(message.body),
             publishOptions(message),
             (error: unknown) => {
               publisher.inFlight--
@@ -326,6 +378,7 @@ const publishAll = (
           failure = messageOf(cause)
         }
       }
+      if (failure !== undefined || next === messages.length) endTurn(order, turn)
       finishIfComplete()
     }
     publisher.returned.add(onReturn)
@@ -521,6 +574,49 @@ interface ChannelState {
   stopping: boolean
 }
 
+/**
+ * The settling of one consuming channel's deliveries. Nacks and dead-letter acks go out at once. Acks made
+ * in the same turn of the event loop go out together at its end: the longest run of acked deliveries from
+ * the oldest unsettled one as one cumulative ack (`multiple`), the others one by one. That is the same as
+ * acking each of them: delivery tags grow with every delivery on a channel, the broker handles a channel's
+ * frames in order, and the run stops before the first delivery the application has not acked, so a
+ * cumulative ack settles exactly the deliveries of the run.
+ */
+interface Settlements {
+  /** Deliveries not settled towards the broker yet, by delivery tag (in delivery order). */
+  readonly unsettled: Map<number, Message>
+  /** Tags acked by the application and not sent yet. */
+  readonly acked: Set<number>
+  /** A flush is scheduled for the end of this turn. */
+  scheduled: boolean
+}
+
+/** Sends the pending acks; a closed channel drops them (the broker redelivers those messages). */
+const flushAcks = (settlements: Settlements, channel: Channel): void => {
+  settlements.scheduled = false
+  if (settlements.acked.size === 0) return
+  const run: Array<number> = []
+  let last: Message | undefined
+  for (const [tag, message] of settlements.unsettled) {
+    if (!settlements.acked.has(tag)) break
+    run.push(tag)
+    last = message
+  }
+  for (const tag of run) {
+    settlements.unsettled.delete(tag)
+    settlements.acked.delete(tag)
+  }
+  const single = Array.from(settlements.acked, (tag) => settlements.unsettled.get(tag))
+  for (const tag of settlements.acked) settlements.unsettled.delete(tag)
+  settlements.acked.clear()
+  try {
+    if (last !== undefined) channel.ack(last, run.length > 1)
+    for (const message of single) if (message !== undefined) channel.ack(message)
+  } catch {
+    // the channel closed: unsettled deliveries go back to the queue
+  }
+}
+
 /** Publishes a message straight into a queue (the dead queue, or the queue a dead letter is replayed to). */
 type PublishToQueue = (
   queue: string,
@@ -536,9 +632,24 @@ const toDelivery = (
   queue: string,
   channel: Channel,
   state: ChannelState,
+  settlements: Settlements,
   message: Message,
   publishToQueue: PublishToQueue
 ): Delivery => {
+  const tag = message.fields.deliveryTag
+  settlements.unsettled.set(tag, message)
+  /** Settles this delivery towards the broker at once. */
+  const now = (f: () => void) => () => {
+    f()
+    settlements.unsettled.delete(tag)
+  }
+  /** Acks at the end of this turn, with the other acks made in it (see `Settlements`). */
+  const ackLater = () => {
+    settlements.acked.add(tag)
+    if (settlements.scheduled) return
+    settlements.scheduled = true
+    setImmediate(() => flushAcks(settlements, channel))
+  }
   const properties = propertiesOf(message)
   const headers = properties.headers ?? {}
   const messageId = properties.messageId ?? ""
@@ -576,7 +687,7 @@ const toDelivery = (
             [deadLetteredAtHeader]: String(now)
           }
         })).pipe(
-          Effect.andThen(send("deadLetter", () => channel.ack(message))),
+          Effect.andThen(send("deadLetter", now(() => channel.ack(message)))),
           Effect.onError(() =>
             Effect.sync(() => {
               settled = false
@@ -591,8 +702,8 @@ const toDelivery = (
     body,
     headers: applicationHeaders(headers),
     redelivered: message.fields.redelivered,
-    ack: settle("ack", () => channel.ack(message)),
-    nack: ({ requeue }) => settle("nack", () => channel.nack(message, false, requeue)),
+    ack: settle("ack", ackLater),
+    nack: ({ requeue }) => settle("nack", now(() => channel.nack(message, false, requeue))),
     deadLetter
   }
 }
@@ -611,10 +722,13 @@ const consume = (
 ) =>
   Effect.gen(function*() {
     const state: ChannelState = { closed: false, stopping: false }
+    const settlements: Settlements = { unsettled: new Map(), acked: new Set(), scheduled: false }
     const fail = (detail: string) => {
       if (!state.stopping) Queue.failCauseUnsafe(queue, Cause.fail(unavailable("subscribe", detail)))
     }
     const channel = yield* Effect.acquireRelease(openChannel(session.model), closeChannel)
+    // after the consumer is cancelled, before the channel closes: the acks of this turn go out first
+    yield* Effect.addFinalizer(() => Effect.sync(() => flushAcks(settlements, channel)))
     let lastError = ""
     channel.on("error", (error: Error) => {
       lastError = `: ${error.message}`
@@ -627,7 +741,7 @@ const consume = (
     const { consumerTag } = yield* attempt("consume", () =>
       channel.consume(spec.name, (message) => {
         if (message === null) return fail(`the broker cancelled the consumer of ${spec.name} (queue deleted?)`)
-        Queue.offerUnsafe(queue, toDelivery(spec.name, channel, state, message, publishToQueue))
+        Queue.offerUnsafe(queue, toDelivery(spec.name, channel, state, settlements, message, publishToQueue))
       }, { noAck: false }))
     let cancelled = false
     const cancel = Effect.suspend(() => {
@@ -703,27 +817,35 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
     const connection = yield* makeConnection(settings, queues)
     const { acquire } = connection
 
-    const publishToQueue: PublishToQueue = (queue, message) =>
-      Effect.flatMap(acquire, (session) =>
-        publishAll(session.publisher, [{ ...message, exchange: "", routingKey: queue }])).pipe(
-          Effect.catchTag("PublishRejected", () =>
-            Effect.fail(unavailable("publish", `queue ${queue} does not exist; declare it first`)))
+    const order: SendOrder = { turns: [] }
+
+    /** Publishes in the send order: the turn is taken when the effect begins, before connecting. */
+    const publishInOrder = (messages: ReadonlyArray<Outgoing>) =>
+      Effect.suspend(() => {
+        const turn = takeTurn(order)
+        return Effect.flatMap(acquire, (session) => publishAll(session.publisher, messages, order, turn)).pipe(
+          Effect.onExit(() => Effect.sync(() => endTurn(order, turn)))
         )
+      })
+
+    const publishToQueue: PublishToQueue = (queue, message) =>
+      publishInOrder([{ ...message, exchange: "", routingKey: queue }]).pipe(
+        Effect.catchTag("PublishRejected", () =>
+          Effect.fail(unavailable("publish", `queue ${queue} does not exist; declare it first`)))
+      )
 
     const publish = (batch: ReadonlyArray<OutgoingMessage>) =>
-      batch.length === 0 ? Effect.void : Effect.flatMap(acquire, (session) =>
-        publishAll(
-          session.publisher,
-          batch.map((m) => ({
-            exchange: settings.exchange,
-            routingKey: m.routingKey,
-            messageId: m.messageId,
-            type: m.type,
-            contentType: "application/json",
-            body: m.body,
-            headers: m.headers
-          }))
-        ))
+      batch.length === 0 ? Effect.void : publishInOrder(
+        batch.map((m) => ({
+          exchange: settings.exchange,
+          routingKey: m.routingKey,
+          messageId: m.messageId,
+          type: m.type,
+          contentType: "application/json",
+          body: m.body,
+          headers: m.headers
+        }))
+      )
 
     /** Declares the queue with every binding it was given so far; remembered for reconnects once declared. */
     const declare = (spec: QueueSpec) =>

@@ -359,6 +359,22 @@ export const brokerConformance = <R>(
         }
       }))
 
+    test("pipelined publishes keep their order: calls begun one after another, awaiting confirms together", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("pipelined")
+        const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+        yield* broker.declare(spec)
+        const published = range(1_500, "p").map((id) => message(id, `${q.prefix}.User.updated`))
+        // one call larger than a confirm window, then 20 calls of 15, all in flight at once
+        const calls = [published.slice(0, 1_200), ...Array.from({ length: 20 }, (_, i) => published.slice(1_200 + i * 15, 1_215 + i * 15))]
+        const fibers: Array<Fiber.Fiber<void, unknown>> = []
+        for (const call of calls) fibers.push(yield* Effect.forkChild(broker.publish(call), { startImmediately: true }))
+        yield* Fiber.joinAll(fibers)
+        const got = yield* take(spec, published.length, (d) => d.ack, { prefetch: 1 })
+        assert.deepStrictEqual(got.map((d) => d.messageId), published.map((m) => m.messageId))
+      }))
+
     test("publisher close flushes: publish, close the client, a new client's subscriber gets everything", () =>
       Effect.gen(function*() {
         const broker = yield* Broker
@@ -459,6 +475,39 @@ export const brokerConformance = <R>(
         assert.strictEqual(again?.type, "User.created")
         assert.deepStrictEqual(again?.headers, { "x-id": "a", traceparent })
         assert.isFalse(again?.redelivered)
+      }))
+
+    test("acks in any order settle exactly their deliveries; the unsettled and the nacked come back", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("ack-order")
+        const key = `${q.prefix}.User.created`
+        const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+        yield* broker.declare(spec)
+        const ids = range(20, "a")
+        yield* broker.publish(ids.map((id) => message(id, key)))
+        const byId = (got: ReadonlyArray<Delivery>, n: number) => got.find((d) => d.messageId === `a-${n}`)
+        const ack = (got: ReadonlyArray<Delivery>, ns: ReadonlyArray<number>) =>
+          Effect.forEach(ns, (n) => byId(got, n)?.ack ?? Effect.void, { discard: true })
+        yield* within(
+          () => `20 deliveries from ${spec.name}`,
+          broker.subscribe(spec, { prefetch: 20 }).pipe(
+            Stream.take(20),
+            Stream.grouped(20),
+            Stream.mapEffect((got) =>
+              Effect.gen(function*() {
+                yield* ack(got, [19, 0, 1, 2, 5, 3, 4, 12]) // one turn: a run from the oldest, and strays
+                yield* options.pause
+                yield* byId(got, 6)?.nack({ requeue: true }) ?? Effect.void
+                yield* ack(got, [7, 8, 9, 11, 13, 14, 15, 16, 17]) // 10 and 18 stay unsettled
+                yield* options.pause
+              })
+            ),
+            Stream.runDrain
+          )
+        )
+        const rest = yield* drain(spec, `${q.prefix}.end.created`)
+        assert.deepStrictEqual(unique(rest.map((d) => d.messageId)), ["a-10", "a-18", "a-6"])
       }))
 
     test("settling twice, or after the subscription ended, neither loses nor duplicates", () =>
