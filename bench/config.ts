@@ -10,8 +10,8 @@
  * | `--latency-seconds` | `BENCH_LATENCY_SECONDS` | 10 | how long the latency workload runs |
  * | `--backlog` | `BENCH_BACKLOG` | 200 000 (1 000 000 with `BENCH_BACKLOG_1M=1`) | outbox backlog drained in the memory phase |
  * | `--relay-batch` | `BENCH_RELAY_BATCH` | 100 | rows claimed per relay batch (both pipelines) |
- * | `--consumer-batch` | `BENCH_CONSUMER_BATCH` | 100 | deliveries applied per consumer transaction (both) |
- * | `--prefetch` | `BENCH_PREFETCH` | 200 | unsettled deliveries per consumer (both) |
+ * | `--consumer-batch` | `BENCH_CONSUMER_BATCH` | 250 | deliveries applied per consumer transaction (both) |
+ * | `--prefetch` | `BENCH_PREFETCH` | 500 | unsettled deliveries per consumer (both) |
  * | `--phases` | `BENCH_PHASES` | all | comma-separated subset of the phases (see `phases`) |
  *
  * The baseline uses the library's default batch sizes, so the ratio compares implementations, not tuning.
@@ -70,8 +70,8 @@ export const read = (): Settings => {
     latencySeconds: setting("latency-seconds", "BENCH_LATENCY_SECONDS", 10),
     backlog: setting("backlog", "BENCH_BACKLOG", process.env.BENCH_BACKLOG_1M === "1" ? 1_000_000 : 200_000),
     relayBatch: setting("relay-batch", "BENCH_RELAY_BATCH", 100),
-    consumerBatch: setting("consumer-batch", "BENCH_CONSUMER_BATCH", 100),
-    prefetch: setting("prefetch", "BENCH_PREFETCH", 200),
+    consumerBatch: setting("consumer-batch", "BENCH_CONSUMER_BATCH", 250),
+    prefetch: setting("prefetch", "BENCH_PREFETCH", 500),
     phases: selected === undefined ? phases : phases.filter((p) => selected.includes(p))
   }
 }

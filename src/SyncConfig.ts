@@ -32,8 +32,8 @@ export const relay = Config.all({
 /**
  * The consumer's settings:
  *
- * * `SYNC_CONSUMER_BATCH_SIZE` (default 100) and `SYNC_CONSUMER_BATCH_WINDOW` (default `5 millis`);
- * * `SYNC_PREFETCH` (default 200): unsettled deliveries held from the broker;
+ * * `SYNC_CONSUMER_BATCH_SIZE` (default 250) and `SYNC_CONSUMER_BATCH_WINDOW` (default `5 millis`);
+ * * `SYNC_PREFETCH` (default 500): unsettled deliveries held from the broker;
  * * `SYNC_DEPENDENCY_RETRY_BASE` (default `200 millis`), `SYNC_DEPENDENCY_RETRY_MAX_DELAY` (default
  *   `5 minutes`) and `SYNC_DEPENDENCY_RETRY_BUDGET` (default `24 hours`): the dependency schedule (R5),
  *   exponential from the base, capped, until the budget is spent;
@@ -42,9 +42,9 @@ export const relay = Config.all({
  * * `SYNC_INBOX_RETENTION` (default `7 days`): how long dedupe records are kept.
  */
 export const consumer = Config.all({
-  batchSize: positiveInt("SYNC_CONSUMER_BATCH_SIZE", 100),
+  batchSize: positiveInt("SYNC_CONSUMER_BATCH_SIZE", 250),
   batchWindow: duration("SYNC_CONSUMER_BATCH_WINDOW", "5 millis"),
-  prefetch: positiveInt("SYNC_PREFETCH", 200),
+  prefetch: positiveInt("SYNC_PREFETCH", 500),
   retryBase: duration("SYNC_DEPENDENCY_RETRY_BASE", "200 millis"),
   retryMaxDelay: duration("SYNC_DEPENDENCY_RETRY_MAX_DELAY", "5 minutes"),
   retryBudget: duration("SYNC_DEPENDENCY_RETRY_BUDGET", "24 hours"),

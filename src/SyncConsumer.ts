@@ -60,13 +60,13 @@ export interface ConsumerOptions<R> {
   readonly inProcessRetries?: number
   /** Largest accepted message body in bytes (default 256 KiB). */
   readonly maxBytes?: number
-  /** Most events applied in one transaction (default 100); events of one entity are applied in version order. */
+  /** Most events applied in one transaction (default 250); events of one entity are applied in version order. */
   readonly batchSize?: number
   /** How long a batch waits to fill up once its first event arrived (default 5 ms). */
   readonly batchWindow?: Duration.Input
   /** Parked events retried at once (default 16). */
   readonly concurrency?: number
-  /** Unsettled deliveries held from the broker (default 200). */
+  /** Unsettled deliveries held from the broker (default 500). */
   readonly prefetch?: number
   /** How often parked events are looked at when nothing woke the consumer (default 5 seconds). */
   readonly pollInterval?: Duration.Input
@@ -671,8 +671,8 @@ export const make = <R>(
     })
 
     const queue = queueOf(consumer, options.subscriptions)
-    const consume = broker.subscribe(queue, { prefetch: options.prefetch ?? 200 }).pipe(
-      Stream.groupedWithin(options.batchSize ?? 100, options.batchWindow ?? "5 millis"),
+    const consume = broker.subscribe(queue, { prefetch: options.prefetch ?? 500 }).pipe(
+      Stream.groupedWithin(options.batchSize ?? 250, options.batchWindow ?? "5 millis"),
       Stream.mapEffect(settleBatch),
       Stream.runDrain
     )

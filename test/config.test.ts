@@ -20,7 +20,7 @@ describe("SyncConfig", () => {
       )
       assert.deepStrictEqual(
         [consumer.batchSize, consumer.prefetch, consumer.inProcessRetries, consumer.maxBytes],
-        [100, 200, 3, 262144]
+        [250, 500, 3, 262144]
       )
       assert.strictEqual(Duration.toHours(consumer.retryBudget), 24)
     }).pipe(withEnv({})))
