@@ -4,6 +4,7 @@
  */
 import { Schema } from "effect"
 import * as Contract from "../src/Contract.ts"
+import type { Envelope } from "../src/Envelope.ts"
 
 export const Company = Contract.make({
   name: "Company",
@@ -33,4 +34,18 @@ export const Invoice = Contract.make({
   owner: "billing",
   payload: Schema.Struct({ id: Schema.String, amount: Schema.Number }),
   id: "id"
+})
+
+/** A User "created" event at version 1 whose entity id is its message id, for tests of the stores. */
+export const createdEnvelope = (messageId: string): Envelope => ({
+  specVersion: 1,
+  messageId,
+  entity: "User",
+  entityId: messageId,
+  action: "created",
+  version: 1,
+  occurredAt: "2026-01-01T00:00:00.000Z",
+  producer: "accounts",
+  forceSync: false,
+  payload: { name: messageId }
 })

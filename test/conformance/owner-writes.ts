@@ -16,6 +16,7 @@ import * as Producer from "../../src/Producer.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
 import type { Transactor } from "../../src/Transactor.ts"
 import { Company } from "../fixtures.ts"
+import { createdEnvelope } from "../fixtures.ts"
 
 /** The services the suite needs from an implementation. */
 export type OwnerStores = Outbox | SourceRepository | Transactor
@@ -26,21 +27,9 @@ class Boom extends Data.TaggedError("Boom")<{}> {}
 /** The TestClock time every test starts at: 2026-01-01T00:00:00Z. */
 const T0 = 1_767_225_600_000
 
-const envelope = (messageId: string): Envelope => ({
-  specVersion: 1,
-  messageId,
-  entity: "User",
-  entityId: messageId,
-  action: "created",
-  version: 1,
-  occurredAt: "2026-01-01T00:00:00.000Z",
-  producer: "accounts",
-  forceSync: false,
-  payload: { name: messageId }
-})
 
 const envelopes = (prefix: string, count: number) =>
-  Array.from({ length: count }, (_, i) => envelope(`${prefix}-${String(i).padStart(5, "0")}`))
+  Array.from({ length: count }, (_, i) => createdEnvelope(`${prefix}-${String(i).padStart(5, "0")}`))
 
 const append = (...appended: ReadonlyArray<Envelope>) => OutboxTransaction.use((tx) => tx.append(appended))
 
@@ -85,19 +74,19 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           const second = envelopes("b", 700)
           yield* outbox.transaction(Effect.gen(function*() {
             yield* append(...first)
-            yield* append(envelope("single"))
+            yield* append(createdEnvelope("single"))
             yield* append(...second)
           }))
-          assert.deepStrictEqual(yield* outboxIds, [...first, envelope("single"), ...second].map((e) => e.messageId))
+          assert.deepStrictEqual(yield* outboxIds, [...first, createdEnvelope("single"), ...second].map((e) => e.messageId))
           assert.strictEqual((yield* outbox.pending).count, 2_201)
         }))
 
       test("a transaction whose body fails after several appends writes none of them", () =>
         Effect.gen(function*() {
           const outbox = yield* Outbox
-          yield* outbox.transaction(append(envelope("kept")))
+          yield* outbox.transaction(append(createdEnvelope("kept")))
           const error = yield* outbox.transaction(Effect.gen(function*() {
-            yield* append(envelope("m-1"))
+            yield* append(createdEnvelope("m-1"))
             yield* append(...envelopes("m", 3))
             return yield* new Boom()
           })).pipe(Effect.flip)
@@ -110,13 +99,13 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* outbox.transaction(Effect.gen(function*() {
-            yield* append(envelope("m-1"))
+            yield* append(createdEnvelope("m-1"))
             assert.strictEqual((yield* outbox.pending).count, 1)
-            yield* append(envelope("m-2"))
+            yield* append(createdEnvelope("m-2"))
             assert.deepStrictEqual((yield* outbox.rows()).map((row) => row.envelope.messageId), ["m-1", "m-2"])
-            yield* append(envelope("m-3"))
+            yield* append(createdEnvelope("m-3"))
             assert.deepStrictEqual((yield* outbox.claim(10)).map((row) => row.envelope.messageId), ["m-1", "m-2", "m-3"])
-            yield* append(envelope("m-4"))
+            yield* append(createdEnvelope("m-4"))
           }))
           assert.deepStrictEqual(yield* outboxIds, ["m-1", "m-2", "m-3", "m-4"])
         }))
@@ -125,13 +114,13 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* outbox.transaction(Effect.gen(function*() {
-            yield* append(envelope("m-1"))
+            yield* append(createdEnvelope("m-1"))
             yield* outbox.transaction(Effect.gen(function*() {
-              yield* append(envelope("m-2"))
-              yield* outbox.transaction(append(envelope("m-3")))
-              yield* append(envelope("m-4"))
+              yield* append(createdEnvelope("m-2"))
+              yield* outbox.transaction(append(createdEnvelope("m-3")))
+              yield* append(createdEnvelope("m-4"))
             }))
-            yield* append(envelope("m-5"))
+            yield* append(createdEnvelope("m-5"))
           }))
           assert.deepStrictEqual(yield* outboxIds, ["m-1", "m-2", "m-3", "m-4", "m-5"])
         }))
@@ -140,12 +129,12 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* outbox.transaction(Effect.gen(function*() {
-            yield* append(envelope("m-1"))
+            yield* append(createdEnvelope("m-1"))
             yield* outbox.transaction(Effect.gen(function*() {
-              yield* append(envelope("m-2"))
+              yield* append(createdEnvelope("m-2"))
               assert.deepStrictEqual(yield* outboxIds, ["m-1", "m-2"])
             }))
-            yield* append(envelope("m-3"))
+            yield* append(createdEnvelope("m-3"))
           }))
           assert.deepStrictEqual(yield* outboxIds, ["m-1", "m-2", "m-3"])
         }))
@@ -154,12 +143,12 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* outbox.transaction(Effect.gen(function*() {
-            yield* append(envelope("m-1"))
-            const error = yield* outbox.transaction(Effect.andThen(append(envelope("dropped")), new Boom())).pipe(
+            yield* append(createdEnvelope("m-1"))
+            const error = yield* outbox.transaction(Effect.andThen(append(createdEnvelope("dropped")), new Boom())).pipe(
               Effect.flip
             )
             assert.instanceOf(error, Boom)
-            yield* append(envelope("m-2"))
+            yield* append(createdEnvelope("m-2"))
           }))
           assert.deepStrictEqual(yield* outboxIds, ["m-1", "m-2"])
         }))
@@ -168,8 +157,8 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           const error = yield* outbox.transaction(Effect.gen(function*() {
-            yield* append(envelope("m-1"))
-            yield* outbox.transaction(append(envelope("m-2")))
+            yield* append(createdEnvelope("m-1"))
+            yield* outbox.transaction(append(createdEnvelope("m-2")))
             return yield* new Boom()
           })).pipe(Effect.flip)
           assert.instanceOf(error, Boom)
@@ -180,7 +169,7 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           const leaked = yield* outbox.transaction(Effect.service(OutboxTransaction))
-          const exit = yield* Effect.exit(leaked.append([envelope("late")]))
+          const exit = yield* Effect.exit(leaked.append([createdEnvelope("late")]))
           assert.isTrue(exit._tag === "Failure")
           assert.deepStrictEqual(yield* outboxIds, [])
         }))
@@ -294,7 +283,7 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
             outbox.transaction(
               companies.createMany(ids.map(company)).pipe(
                 Effect.flip,
-                Effect.tap(() => append(envelope(`after-${ids.join("+")}`)))
+                Effect.tap(() => append(createdEnvelope(`after-${ids.join("+")}`)))
               )
             ))
           assert.deepStrictEqual(failures, [

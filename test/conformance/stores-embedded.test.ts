@@ -20,6 +20,7 @@ import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import * as Embedded from "../../src/postgres/Embedded.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import { storeConformance } from "./stores.ts"
+import { createdEnvelope } from "../fixtures.ts"
 
 const leaseMillis = 10_000
 
@@ -39,18 +40,6 @@ const stores = (prefix: string = freshPrefix()) =>
 
 storeConformance("embedded postgres stores", () => stores(), { leaseMillis })
 
-const envelope = (messageId: string): Envelope => ({
-  specVersion: 1,
-  messageId,
-  entity: "User",
-  entityId: messageId,
-  action: "created",
-  version: 1,
-  occurredAt: "2026-01-01T00:00:00.000Z",
-  producer: "accounts",
-  forceSync: false,
-  payload: { name: messageId }
-})
 
 const appendIn = (outbox: Outbox["Service"], envelopes: ReadonlyArray<Envelope>) =>
   outbox.transaction(OutboxTransaction.use((tx) => tx.append(envelopes)))
@@ -247,7 +236,7 @@ describe("embedded postgres: what works through the socket", () => {
       assert.deepStrictEqual(seen.map((row) => row.seen), Array.from({ length: 20 }, (_, i) => i))
 
       const ids = Array.from({ length: 200 }, (_, i) => `m-${i}`)
-      for (let i = 0; i < ids.length; i += 50) yield* appendIn(outbox, ids.slice(i, i + 50).map(envelope))
+      for (let i = 0; i < ids.length; i += 50) yield* appendIn(outbox, ids.slice(i, i + 50).map(createdEnvelope))
       const claimer = Effect.gen(function* () {
         const mine: Array<string> = []
         while (true) {
@@ -276,7 +265,7 @@ describe("embedded postgres: what works through the socket", () => {
       const waiter = yield* Effect.forkChild(outbox.awaitAppended)
       yield* Effect.sleep("100 millis")
       assert.isUndefined(waiter.pollUnsafe(), "no commit yet")
-      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [envelope("m-remote")])).pipe(
+      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [createdEnvelope("m-remote")])).pipe(
         Effect.provide(otherProcess)
       )
       yield* Fiber.join(waiter).pipe(Effect.timeout("5 seconds"))
@@ -412,7 +401,7 @@ describe("embedded postgres: lifecycle", () => {
       const lifetime = Embedded.layerSync({ dataDir, prefix, maxConnections: 3 })
       yield* Effect.gen(function* () {
         assert.strictEqual((yield* Embedded.EmbeddedPostgres).dataDir, dataDir)
-        yield* appendIn(yield* Outbox, [envelope("m-1"), envelope("m-2")])
+        yield* appendIn(yield* Outbox, [createdEnvelope("m-1"), createdEnvelope("m-2")])
       }).pipe(Effect.provide(lifetime))
       const { migrations, rows } = yield* Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

@@ -19,6 +19,7 @@ import * as Tables from "../../src/postgres/Tables.ts"
 import { SourceRepository } from "../../src/SourceRepository.ts"
 import * as TestPostgres from "../postgres.ts"
 import { storeConformance } from "./stores.ts"
+import { createdEnvelope } from "../fixtures.ts"
 
 const leaseMillis = 10_000
 
@@ -41,18 +42,6 @@ storeConformance("postgres stores", () => stores(), { leaseMillis })
 
 class Boom extends Data.TaggedError("Boom")<{}> {}
 
-const envelope = (messageId: string): Envelope => ({
-  specVersion: 1,
-  messageId,
-  entity: "User",
-  entityId: messageId,
-  action: "created",
-  version: 1,
-  occurredAt: "2026-01-01T00:00:00.000Z",
-  producer: "accounts",
-  forceSync: false,
-  payload: { name: messageId }
-})
 
 const appendIn = (outbox: Outbox["Service"], envelopes: ReadonlyArray<Envelope>) =>
   outbox.transaction(OutboxTransaction.use((tx) => tx.append(envelopes)))
@@ -92,7 +81,7 @@ describe("postgres stores, PostgreSQL only", () => {
       const transaction = (i: number) =>
         outbox.transaction(Effect.gen(function* () {
           const messageId = `m-${i}`
-          yield* OutboxTransaction.use((tx) => tx.append([envelope(messageId)]))
+          yield* OutboxTransaction.use((tx) => tx.append([createdEnvelope(messageId)]))
           // the transaction sees its own uncommitted row, and its seq
           const own = (yield* outbox.rows()).find((row) => row.envelope.messageId === messageId)
           assert.isDefined(own)
@@ -135,7 +124,7 @@ describe("postgres stores, PostgreSQL only", () => {
       const outbox = yield* Outbox
       const total = 300
       const ids = Array.from({ length: total }, (_, i) => `m-${i}`)
-      for (let i = 0; i < total; i += 100) yield* appendIn(outbox, ids.slice(i, i + 100).map(envelope))
+      for (let i = 0; i < total; i += 100) yield* appendIn(outbox, ids.slice(i, i + 100).map(createdEnvelope))
       const claimer = Effect.gen(function* () {
         const mine: Array<string> = []
         while (true) {
@@ -169,7 +158,7 @@ describe("postgres stores, PostgreSQL only", () => {
             updatedAt: 0,
             deletedAt: null
           }, null)
-          yield* OutboxTransaction.use((tx) => tx.append([envelope(`m-${id}`)]))
+          yield* OutboxTransaction.use((tx) => tx.append([createdEnvelope(`m-${id}`)]))
         })
       const failed = yield* outbox.transaction(write("u-1").pipe(Effect.andThen(new Boom()))).pipe(Effect.flip)
       assert.instanceOf(failed, Boom)
@@ -200,7 +189,7 @@ describe("postgres stores, PostgreSQL only", () => {
       const waiter = yield* Effect.forkChild(outbox.awaitAppended)
       yield* Effect.sleep("100 millis")
       assert.isUndefined(waiter.pollUnsafe(), "no commit yet")
-      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [envelope("m-remote")])).pipe(
+      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [createdEnvelope("m-remote")])).pipe(
         Effect.provide(otherProcess)
       )
       yield* Fiber.join(waiter).pipe(Effect.timeout("5 seconds"))
@@ -231,7 +220,7 @@ describe("postgres stores, PostgreSQL only", () => {
       const next = yield* Effect.forkChild(outbox.awaitAppended)
       yield* Effect.sleep("100 millis")
       assert.isUndefined(next.pollUnsafe(), "no commit yet")
-      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [envelope("m-remote")])).pipe(
+      yield* Effect.flatMap(Outbox, (other) => appendIn(other, [createdEnvelope("m-remote")])).pipe(
         Effect.provide(PostgresSync.layer({ prefix }).pipe(Layer.provide(PgClient.layer({ url, maxConnections: 2 }))))
       )
       yield* Fiber.join(next).pipe(Effect.timeout("5 seconds"))
@@ -247,7 +236,7 @@ describe("postgres stores, PostgreSQL only", () => {
         inbox.park({
           consumer: "directory",
           messageId,
-          envelope: envelope(messageId),
+          envelope: createdEnvelope(messageId),
           waitingFor: [ref],
           attempts: 1,
           nextAttemptAt: later,
@@ -271,7 +260,7 @@ describe("postgres stores, PostgreSQL only", () => {
       assert.deepStrictEqual(applied.flat(), [[1, "create_sync_tables"]])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays
-      yield* Effect.flatMap(Outbox, (outbox) => appendIn(outbox, [envelope("m-1")])).pipe(
+      yield* Effect.flatMap(Outbox, (outbox) => appendIn(outbox, [createdEnvelope("m-1")])).pipe(
         Effect.provide(stores(prefix))
       )
       const rows = yield* Effect.flatMap(Outbox, (outbox) => outbox.rows()).pipe(Effect.provide(stores(prefix)))
@@ -299,7 +288,7 @@ describe("postgres stores, PostgreSQL only", () => {
       const env = { DATABASE_URL: Redacted.value(url), DATABASE_POOL_SIZE: "3", SYNC_TABLE_PREFIX: prefix }
       yield* Effect.gen(function* () {
         const outbox = yield* Outbox
-        yield* appendIn(outbox, [envelope("m-1")])
+        yield* appendIn(outbox, [createdEnvelope("m-1")])
         const sql = yield* SqlClient.SqlClient
         const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(`${prefix}outbox`)}`
         assert.deepStrictEqual(rows, [{ n: 1 }])
