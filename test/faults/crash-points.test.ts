@@ -2,12 +2,13 @@
  * Faults: crashes at the two points where a message is done on one side but not yet on the other,
  * repeatedly during a stream of writes — the relay interrupted after the broker confirmed a batch but
  * before it was marked published (its rows come back when the lease ends and are published again), and
- * the consumer interrupted after an apply committed but before its ack (the messages are redelivered).
+ * the consumer interrupted after an apply committed but before its ack, or as a delivery arrives before
+ * it is applied (the messages are redelivered).
  * Each crashed incarnation is replaced by a new one, as a restarted process would be.
  */
 import { describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Layer, Scope } from "effect"
-import { type CrashPoint, dyingAfterPublish, dyingAtAck, makeCrashPoint } from "./crashes.ts"
+import { type CrashPoint, dyingAfterPublish, dyingAtAck, dyingAtReceive, makeCrashPoint } from "./crashes.ts"
 import { type Fixture, quiet, setup, stream } from "./fixture.ts"
 import { type BrokerWrapper, consumer, relay } from "./stack.ts"
 import { awaitQuiescence, judge } from "./verify.ts"
@@ -68,5 +69,19 @@ describe("faults: crashes between the two sides of a handover", () => {
       yield* Layer.build(consumer(fixture.url, fixture.names))
       const t = yield* awaitQuiescence(fixture.sql, fixture.names)
       yield* judge("consumer interrupted between apply and ack", t, { injected: crashes }, written, fixture.names)
+    }).pipe(quiet), 120_000)
+
+  it.live("a consumer interrupted between receive and apply, repeatedly: nothing lost, nothing applied twice", () =>
+    Effect.gen(function*() {
+      const fixture = yield* setup("consumer-receive-crash")
+      const { crashes, written } = yield* crashRepeatedly(
+        fixture,
+        (wrap) => consumer(fixture.url, fixture.names, { wrap }),
+        dyingAtReceive,
+        relay(fixture.url, fixture.names)
+      )
+      yield* Layer.build(consumer(fixture.url, fixture.names))
+      const t = yield* awaitQuiescence(fixture.sql, fixture.names)
+      yield* judge("consumer interrupted between receive and apply", t, { injected: crashes }, written, fixture.names)
     }).pipe(quiet), 120_000)
 })

@@ -1,7 +1,8 @@
 /**
  * Broker wrappers that crash a relay or a consumer at the worst moment, once armed: a relay whose publish
- * is confirmed by the broker and then interrupted before the rows are marked published, and a consumer
- * whose ack is interrupted after the apply committed. Each incarnation signals its death on a `Deferred`.
+ * is confirmed by the broker and then interrupted before the rows are marked published, a consumer whose
+ * ack is interrupted after the apply committed, and a consumer interrupted as a delivery arrives, before
+ * it is applied. Each incarnation signals its death on a `Deferred`.
  */
 import { Deferred, Effect, Layer, Ref, Stream } from "effect"
 import { Broker } from "../../src/Broker.ts"
@@ -50,6 +51,20 @@ export const dyingAtAck = (crash: CrashPoint): BrokerWrapper =>
             ...delivery,
             ack: Effect.andThen(crash.fire, delivery.ack)
           }))
+      })
+    })
+  )
+
+/** The consumer's broker: a delivery that arrives fires the crash point before the consumer sees it. */
+export const dyingAtReceive = (crash: CrashPoint): BrokerWrapper =>
+  Layer.effect(
+    Broker,
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      return Broker.of({
+        ...broker,
+        subscribe: (queue, options) =>
+          Stream.mapEffect(broker.subscribe(queue, options), (delivery) => Effect.as(crash.fire, delivery))
       })
     })
   )
