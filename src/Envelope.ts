@@ -63,6 +63,45 @@ const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => 
   }
 }
 
+const isAction = Schema.is(Action)
+const isNonEmpty = (u: unknown): u is string => typeof u === "string" && u.length > 0
+const isStringRecord = (u: unknown): u is Record<string, string> =>
+  typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
+
+/**
+ * The envelope in a value parsed from JSON, when every field is as the `Envelope` schema requires, with the
+ * schema's output (only the envelope's fields); undefined otherwise — decode it with the schema to learn
+ * what is wrong. The checks are the schema's, written out: the hot paths (relay, consumer) use it.
+ */
+export const fromParsedJson = (json: unknown): Envelope | undefined => {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined
+  const e: Record<string, unknown> = { ...json }
+  const { action, payload, traceparent, context, version, occurredAt } = e
+  if (
+    e.specVersion !== 1 || !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) || !isNonEmpty(e.entityId) ||
+    !isNonEmpty(e.producer) || typeof e.forceSync !== "boolean" || !isAction(action) ||
+    typeof version !== "number" || !Number.isSafeInteger(version) || version < 1 ||
+    typeof occurredAt !== "string" || Number.isNaN(Date.parse(occurredAt)) ||
+    payload === undefined || (action === "deleted") !== (payload === null) ||
+    (traceparent !== undefined && typeof traceparent !== "string") ||
+    (context !== undefined && !isStringRecord(context))
+  ) return undefined
+  return {
+    specVersion: 1,
+    messageId: e.messageId,
+    entity: e.entity,
+    entityId: e.entityId,
+    action,
+    version,
+    occurredAt,
+    producer: e.producer,
+    forceSync: e.forceSync,
+    payload: payload as Schema.Json, // from JSON.parse
+    ...(traceparent === undefined ? {} : { traceparent }),
+    ...(context === undefined ? {} : { context })
+  }
+}
+
 /**
  * Decodes an untrusted message body. Every way it can be wrong ends in a `MalformedMessage` with a
  * reason a person can act on: too large, not UTF-8 JSON, unsupported spec version, or not an envelope.
@@ -101,6 +140,8 @@ export const decode = (
         })
       )
     }
+    const checked = fromParsedJson(json)
+    if (checked !== undefined) return Effect.succeed(checked)
     return decodeEnvelope(json).pipe(
       Effect.mapError((error) =>
         new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...known })

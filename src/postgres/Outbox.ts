@@ -12,7 +12,7 @@
 import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { Array as Arr, Clock, Deferred, Effect, Queue, Ref, Schedule, Schema, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
-import { Envelope } from "../Envelope.ts"
+import { Envelope, fromParsedJson } from "../Envelope.ts"
 import { makeBufferedAppends, Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
@@ -135,31 +135,28 @@ export const make = (
     //   consumers drop the duplicate (R3).
     const claimSettings = sql`SELECT set_config('enable_sort', 'off', true), set_config('synchronous_commit', 'off', true)`
 
-    // Claims are the relay's hot path: the int8 columns of claimed rows are read by hand and only the other
-    // columns go through a Schema, which halves the cost of decoding a row. Anything unexpected falls back to
-    // the full `Row` decode, which reports it.
-    const decodeClaimedFields = decodeRows(
-      Schema.Struct({ envelope: Envelope, attempts: Schema.Int, lastError: Schema.NullOr(Schema.String) }),
-      "outbox"
-    )
+    // Claims are the relay's hot path: claimed rows are read by hand (the envelope with
+    // `Envelope.fromParsedJson`). Anything unexpected falls back to the full `Row` decode, which reports it.
     const int8Of = (value: unknown): number | undefined => {
       const n = typeof value === "bigint" || typeof value === "number" || typeof value === "string" ? Number(value) : NaN
       return Number.isSafeInteger(n) ? n : undefined
     }
     const decodeClaimed = (rows: ReadonlyArray<Readonly<Record<string, unknown>>>) =>
-      Effect.flatMap(decodeClaimedFields(rows), (fields): Effect.Effect<ReadonlyArray<OutboxRow>, SqlError.SqlError> => {
+      Effect.suspend((): Effect.Effect<ReadonlyArray<OutboxRow>, SqlError.SqlError> => {
         const claimed: Array<OutboxRow> = []
-        for (const [index, row] of rows.entries()) {
-          const decoded = fields[index]
+        for (const row of rows) {
+          const envelope = fromParsedJson(row.envelope)
           const seq = int8Of(row.seq)
           const createdAt = int8Of(row.createdAt)
           const nextAttemptAt = int8Of(row.nextAttemptAt)
           const publishedAt = row.publishedAt === null ? null : int8Of(row.publishedAt)
+          const { attempts, lastError } = row
           if (
-            decoded === undefined || seq === undefined || createdAt === undefined || nextAttemptAt === undefined ||
-            publishedAt === undefined
+            envelope === undefined || seq === undefined || createdAt === undefined || nextAttemptAt === undefined ||
+            publishedAt === undefined || typeof attempts !== "number" || !Number.isSafeInteger(attempts) ||
+            (lastError !== null && typeof lastError !== "string")
           ) return decode(rows)
-          claimed.push({ ...decoded, seq, createdAt, nextAttemptAt, publishedAt })
+          claimed.push({ seq, envelope, attempts, lastError, createdAt, nextAttemptAt, publishedAt })
         }
         return Effect.succeed(claimed)
       })

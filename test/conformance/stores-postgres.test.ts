@@ -177,6 +177,21 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(stores(prefix)))
   }, 30_000)
 
+  it.live("a claimed row that is not an envelope fails the claim with a message naming what is wrong", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const sql = yield* SqlClient.SqlClient
+      yield* outbox.transaction(OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-1")])))
+      assert.deepStrictEqual((yield* outbox.claim(10)).map((row) => row.envelope), [createdEnvelope("m-1")])
+      yield* outbox.transaction(OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-2")])))
+      yield* sql`UPDATE ${sql(`${prefix}outbox`)} SET envelope = envelope - 'entityId' WHERE message_id = 'm-2'`
+      const error = yield* outbox.claim(10).pipe(Effect.flip)
+      assert.include(error.message, "unexpected outbox row")
+      assert.include(error.message, "entityId")
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
   it.live("awaitAppended wakes on a commit from another connection", () => {
     const prefix = freshPrefix()
     return Effect.gen(function* () {
