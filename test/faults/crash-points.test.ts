@@ -57,31 +57,23 @@ describe("faults: crashes between the two sides of a handover", () => {
       yield* judge("relay interrupted between publish and mark-published", t, { injected: crashes }, written, fixture.names)
     }).pipe(quiet), 120_000)
 
-  it.live("a consumer interrupted between apply and ack, repeatedly: nothing lost, nothing applied twice", () =>
-    Effect.gen(function*() {
-      const fixture = yield* setup("consumer-crash")
-      const { crashes, written } = yield* crashRepeatedly(
-        fixture,
-        (wrap) => consumer(fixture.url, fixture.names, { wrap }),
-        dyingAtAck,
-        relay(fixture.url, fixture.names)
-      )
-      yield* Layer.build(consumer(fixture.url, fixture.names))
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names)
-      yield* judge("consumer interrupted between apply and ack", t, { injected: crashes }, written, fixture.names)
-    }).pipe(quiet), 120_000)
-
-  it.live("a consumer interrupted between receive and apply, repeatedly: nothing lost, nothing applied twice", () =>
-    Effect.gen(function*() {
-      const fixture = yield* setup("consumer-receive-crash")
-      const { crashes, written } = yield* crashRepeatedly(
-        fixture,
-        (wrap) => consumer(fixture.url, fixture.names, { wrap }),
-        dyingAtReceive,
-        relay(fixture.url, fixture.names)
-      )
-      yield* Layer.build(consumer(fixture.url, fixture.names))
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names)
-      yield* judge("consumer interrupted between receive and apply", t, { injected: crashes }, written, fixture.names)
-    }).pipe(quiet), 120_000)
+  const consumerCrashes = [
+    { test: "consumer-crash", point: "between apply and ack", wrapper: dyingAtAck },
+    { test: "consumer-receive-crash", point: "between receive and apply", wrapper: dyingAtReceive }
+  ]
+  for (const { point, test, wrapper } of consumerCrashes) {
+    it.live(`a consumer interrupted ${point}, repeatedly: nothing lost, nothing applied twice`, () =>
+      Effect.gen(function*() {
+        const fixture = yield* setup(test)
+        const { crashes, written } = yield* crashRepeatedly(
+          fixture,
+          (wrap) => consumer(fixture.url, fixture.names, { wrap }),
+          wrapper,
+          relay(fixture.url, fixture.names)
+        )
+        yield* Layer.build(consumer(fixture.url, fixture.names))
+        const t = yield* awaitQuiescence(fixture.sql, fixture.names)
+        yield* judge(`consumer interrupted ${point}`, t, { injected: crashes }, written, fixture.names)
+      }).pipe(quiet), 120_000)
+  }
 })

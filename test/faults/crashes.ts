@@ -5,7 +5,8 @@
  * it is applied. Each incarnation signals its death on a `Deferred`.
  */
 import { Deferred, Effect, Layer, Ref, Stream } from "effect"
-import { Broker } from "../../src/Broker.ts"
+import { Broker, type Delivery } from "../../src/Broker.ts"
+import type { BrokerUnavailable } from "../../src/Errors.ts"
 import type { BrokerWrapper } from "./stack.ts"
 
 /** A crash point that fires on its first use once `arm` has run. */
@@ -38,33 +39,18 @@ export const dyingAfterPublish = (crash: CrashPoint): BrokerWrapper =>
     })
   )
 
-/** The consumer's broker: an ack (the apply has committed) fires the crash point instead of acking. */
-export const dyingAtAck = (crash: CrashPoint): BrokerWrapper =>
+/** A consumer's broker whose deliveries pass through `f`. */
+const withDeliveries = (f: (deliveries: Stream.Stream<Delivery, BrokerUnavailable>) => Stream.Stream<Delivery, BrokerUnavailable>): BrokerWrapper =>
   Layer.effect(
     Broker,
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      return Broker.of({
-        ...broker,
-        subscribe: (queue, options) =>
-          Stream.map(broker.subscribe(queue, options), (delivery) => ({
-            ...delivery,
-            ack: Effect.andThen(crash.fire, delivery.ack)
-          }))
-      })
-    })
+    Effect.map(Broker, (broker) =>
+      Broker.of({ ...broker, subscribe: (queue, options) => f(broker.subscribe(queue, options)) }))
   )
+
+/** The consumer's broker: an ack (the apply has committed) fires the crash point instead of acking. */
+export const dyingAtAck = (crash: CrashPoint): BrokerWrapper =>
+  withDeliveries(Stream.map((delivery) => ({ ...delivery, ack: Effect.andThen(crash.fire, delivery.ack) })))
 
 /** The consumer's broker: a delivery that arrives fires the crash point before the consumer sees it. */
 export const dyingAtReceive = (crash: CrashPoint): BrokerWrapper =>
-  Layer.effect(
-    Broker,
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      return Broker.of({
-        ...broker,
-        subscribe: (queue, options) =>
-          Stream.mapEffect(broker.subscribe(queue, options), (delivery) => Effect.as(crash.fire, delivery))
-      })
-    })
-  )
+  withDeliveries(Stream.mapEffect((delivery) => Effect.as(crash.fire, delivery)))
