@@ -38,7 +38,8 @@ export interface Subscription<R> {
 
 /**
  * Subscribes to a contract: its events keep a copy (CopyRepository) and run `handler`, if given, in the
- * same transaction. The handler's error channel is limited to `HandlerError` by the compiler.
+ * same transaction — in a batch, after the batch's copies are written, in event order. The handler's error
+ * channel is limited to `HandlerError` by the compiler.
  */
 export const subscribe = <Name extends string, Owner extends string, A, I extends Schema.Json, R = never>(
   contract: Contract.Contract<Name, Owner, A, I>,
