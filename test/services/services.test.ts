@@ -165,7 +165,7 @@ describe("demo services on PostgreSQL and RabbitMQ", () => {
       // the owner is down: the request waits in its queue, and is answered when it is back
       yield* accounts.stop
       assert.strictEqual((yield* http("POST", `${directory.url}/admin/resync`, { entity: "Company" })).status, 202)
-      yield* Effect.sleep("500 millis")
+      yield* eventually("the request waits in the owner's queue", 1, Stack.readyMessages(vhost.name, "accounts.resync"))
       assert.strictEqual(yield* nameOf(directory.url, "/companies/c-2"), "drifted 2")
       accounts = yield* startAccounts
       yield* eventually("c-2 repaired after the owner came back", "Beta", nameOf(directory.url, "/companies/c-2"))

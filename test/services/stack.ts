@@ -35,6 +35,13 @@ export const virtualHost: Effect.Effect<{ readonly name: string; readonly url: s
     ({ name }) => rabbitmqctl("delete_vhost", name).pipe(Effect.ignore)
   )
 
+/** Messages ready for delivery in `queue` of virtual host `vhost` (0 if the queue does not exist yet). */
+export const readyMessages = (vhost: string, queue: string): Effect.Effect<number> =>
+  Effect.map(rabbitmqctl("list_queues", "-p", vhost, "name", "messages_ready", "--no-table-headers"), ({ stdout }) => {
+    const line = stdout.split("\n").map((l) => l.trim().split(/\s+/)).find(([name]) => name === queue)
+    return line === undefined ? 0 : Number(line[1])
+  })
+
 /** A fresh PostgreSQL database; dropped when the scope closes. Its URL. */
 export const database: Effect.Effect<Redacted.Redacted, unknown, Scope.Scope> = Effect.map(
   Layer.build(Layer.fresh(Postgres.database)),
