@@ -247,6 +247,7 @@ export const layerConfig = (options: { readonly producer: string }): Layer.Layer
     layer({
       producer: options.producer,
       batchSize: settings.batchSize,
+      batchesInFlight: settings.batchesInFlight,
       pollInterval: settings.pollInterval,
       retention: settings.retention,
       retry: SyncConfig.backoff({ base: "100 millis", maxDelay: settings.retryMaxDelay })

@@ -18,12 +18,14 @@ const duration = (name: string, fallback: Duration.Input) =>
  * The relay's settings:
  *
  * * `SYNC_RELAY_BATCH_SIZE` (default 100): rows claimed and published per batch;
+ * * `SYNC_RELAY_BATCHES_IN_FLIGHT` (default 8): batches awaiting their broker confirms at once;
  * * `SYNC_RELAY_POLL_INTERVAL` (default `1 second`): polling when no commit woke the relay;
  * * `SYNC_OUTBOX_RETENTION` (default `7 days`): how long published rows stay for replays (R9);
  * * `SYNC_RELAY_RETRY_MAX_DELAY` (default `30 seconds`): the longest backoff of a failed publish.
  */
 export const relay = Config.all({
   batchSize: positiveInt("SYNC_RELAY_BATCH_SIZE", 100),
+  batchesInFlight: positiveInt("SYNC_RELAY_BATCHES_IN_FLIGHT", 8),
   pollInterval: duration("SYNC_RELAY_POLL_INTERVAL", "1 second"),
   retention: duration("SYNC_OUTBOX_RETENTION", "7 days"),
   retryMaxDelay: duration("SYNC_RELAY_RETRY_MAX_DELAY", "30 seconds")

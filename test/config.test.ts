@@ -15,8 +15,8 @@ describe("SyncConfig", () => {
       const relay = yield* SyncConfig.relay
       const consumer = yield* SyncConfig.consumer
       assert.deepStrictEqual(
-        [relay.batchSize, Duration.toMillis(relay.pollInterval), Duration.toHours(relay.retention)],
-        [100, 1000, 168]
+        [relay.batchSize, relay.batchesInFlight, Duration.toMillis(relay.pollInterval), Duration.toHours(relay.retention)],
+        [100, 8, 1000, 168]
       )
       assert.deepStrictEqual(
         [consumer.batchSize, consumer.prefetch, consumer.inProcessRetries, consumer.maxBytes],
