@@ -198,6 +198,9 @@ const recordLag = (producer: string) =>
     )
   })
 
+/** How often at most the relay measures its lag (`Metrics.relayLag`), a count over the unpublished rows. */
+const lagInterval = 1_000
+
 /**
  * Runs the relay forever: publish what is due, then wait for a commit or the poll interval. After the
  * broker was unavailable it waits until the rescheduled rows are due instead, so that they go first.
@@ -206,10 +209,15 @@ export const run = (options: RelayOptions): Effect.Effect<never, SqlError.SqlErr
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "1 second")
+    let lagRecordedAt = -Infinity
     while (true) {
       const woken = yield* Effect.forkChild(outbox.awaitAppended, { startImmediately: true })
       const { retryAfter } = yield* pipelined(options)
-      yield* recordLag(options.producer)
+      const now = yield* Clock.currentTimeMillis
+      if (now - lagRecordedAt >= lagInterval) {
+        yield* recordLag(options.producer)
+        lagRecordedAt = now
+      }
       if (retryAfter === undefined) yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
       else yield* Effect.sleep(Duration.millis(retryAfter))
       yield* Fiber.interrupt(woken)

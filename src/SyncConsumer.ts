@@ -104,7 +104,8 @@ export class SyncConsumer extends Context.Service<SyncConsumer, {
 }>()("entity-sync/SyncConsumer") {}
 
 type Verdict =
-  | { readonly _tag: "applied" }
+  /** `wokeParked`: the apply made parked events due (see `Inbox.wake`). */
+  | { readonly _tag: "applied"; readonly wokeParked: boolean }
   | { readonly _tag: "missing"; readonly error: DependencyMissing }
   | { readonly _tag: "duplicate" }
   | { readonly _tag: "stale"; readonly error: StaleMessage }
@@ -192,12 +193,18 @@ export const make = <R>(
         s.contract.dependencies.filter((d) => d.entity === entity).map((d) => ({ entity: s.contract.name, field: d.field }))
       )
 
-    // Completed (and replaced) after every commit that applied something: wakes in-process waiters and
-    // the parked-event worker.
-    const applied = yield* Ref.make(Deferred.makeUnsafe<void>())
-    const signalApplied = Effect.suspend(() => Ref.getAndSet(applied, Deferred.makeUnsafe<void>())).pipe(
-      Effect.flatMap((done) => Deferred.succeed(done, undefined))
-    )
+    // A signal is a deferred completed (and replaced) when what its waiters wait for may have happened.
+    const makeSignal = Effect.map(Effect.suspend(() => Ref.make(Deferred.makeUnsafe<void>())), (current) => ({
+      current,
+      fire: Effect.suspend(() => Ref.getAndSet(current, Deferred.makeUnsafe<void>())).pipe(
+        Effect.flatMap((done) => Deferred.succeed(done, undefined))
+      )
+    }))
+    // After every commit that applied something: wakes the in-process waiters.
+    const applied = yield* makeSignal
+    // After a commit that parked events or made parked ones due, and after a replay: wakes the parked-event
+    // worker, which otherwise looks only when the next parked event is due (or after the poll interval).
+    const parkedChanged = yield* makeSignal
 
     const count = (entity: string, outcome: Metrics.Outcome) => Metrics.countOutcome(consumer, entity, outcome)
 
@@ -323,9 +330,9 @@ export const make = <R>(
           return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
         }
         yield* a.prepared.handle(current)
-        yield* inbox.wake(consumer, [selfRef(envelope)])
+        const woken = yield* inbox.wake(consumer, [selfRef(envelope)])
         yield* release
-        return { _tag: "applied" } satisfies Verdict
+        return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict
       })
 
     // An attempt, with the handler's own StaleMessage / DependencyMissing / MalformedMessage settled in a
@@ -372,7 +379,7 @@ export const make = <R>(
 
     /**
      * Counts and logs the outcomes of settled events (R10), each counter updated once per call; wakes the
-     * in-process waiters and the parked-event worker if something was applied.
+     * in-process waiters if something was applied, and the parked-event worker if parked events changed.
      */
     const reportAll = (
       settled: ReadonlyArray<{ readonly envelope: Envelope.Envelope; readonly verdict: Verdict }>,
@@ -388,12 +395,14 @@ export const make = <R>(
         }
         const now = yield* Clock.currentTimeMillis
         let anyApplied = false
+        let anyParkedChange = false
         for (const { envelope, verdict } of settled) {
           switch (verdict._tag) {
             case "missing":
               break
             case "applied": {
               anyApplied = true
+              if (verdict.wokeParked) anyParkedChange = true
               tally(envelope.entity, "applied")
               if (woken) tally(envelope.entity, "woken")
               yield* Metric.update(
@@ -405,9 +414,13 @@ export const make = <R>(
             case "duplicate":
               tally(envelope.entity, "duplicate")
               break
-            case "stale":
             case "parked":
-              tally(envelope.entity, verdict._tag)
+              anyParkedChange = true
+              tally(envelope.entity, "parked")
+              yield* Effect.logDebug(verdict.error.message)
+              break
+            case "stale":
+              tally(envelope.entity, "stale")
               yield* Effect.logDebug(verdict.error.message)
               break
             case "deadLettered":
@@ -417,7 +430,8 @@ export const make = <R>(
           }
         }
         for (const { entity, n, outcome } of counts.values()) yield* Metrics.countOutcome(consumer, entity, outcome, n)
-        if (anyApplied) yield* signalApplied
+        if (anyApplied) yield* applied.fire
+        if (anyParkedChange) yield* parkedChanged.fire
       })
 
     const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
@@ -433,7 +447,7 @@ export const make = <R>(
         let attempt = 1
         let waited = false
         while (true) {
-          const wake = yield* Ref.get(applied)
+          const wake = yield* Ref.get(applied.current)
           const a: Attempt = {
             envelope,
             prepared,
@@ -532,7 +546,7 @@ export const make = <R>(
         })
 
         const verdicts: Array<Verdict> = []
-        const applied: Array<EntityRef> = []
+        const appliedRefs: Array<EntityRef> = []
         let pending = items.map((_, i) => i)
         while (pending.length > 0) {
           const waiting: Array<number> = []
@@ -567,16 +581,18 @@ export const make = <R>(
             state.set(refKey(self), row)
             writes.set(refKey(self), { row, guard: guardOf(envelope) })
             handlers.push(prepared.handle(current ?? null))
-            applied.push(self)
-            verdicts[i] = { _tag: "applied" }
+            appliedRefs.push(self)
+            verdicts[i] = { _tag: "applied", wokeParked: false }
           }
           if (waiting.length === pending.length) break
           pending = waiting
         }
         yield* flush
         yield* inbox.forget(consumer, pending.map((i) => items[i]!.envelope.messageId))
-        yield* inbox.wake(consumer, uniqueRefs(applied))
-        return verdicts
+        const woken = yield* inbox.wake(consumer, uniqueRefs(appliedRefs))
+        return woken > 0
+          ? verdicts.map((v): Verdict => v._tag === "applied" ? { _tag: "applied", wokeParked: true } : v)
+          : verdicts
       })
 
     const withKeyLocks = <A, E, R2>(keys: ReadonlyArray<string>, effect: Effect.Effect<A, E, R2>) =>
@@ -655,7 +671,7 @@ export const make = <R>(
 
     const workParked = Effect.gen(function*() {
       while (true) {
-        const wake = yield* Ref.get(applied)
+        const wake = yield* Ref.get(parkedChanged.current)
         const now = yield* Clock.currentTimeMillis
         const due = yield* inbox.due(consumer, now, 100)
         yield* Effect.forEach(due, retryParked, { concurrency: options.concurrency ?? 16, discard: true })
@@ -700,7 +716,7 @@ export const make = <R>(
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           const replayed = yield* transactor.withTransaction(inbox.replay(consumer, messageId, now))
-          if (replayed) yield* signalApplied
+          if (replayed) yield* parkedChanged.fire
           return replayed
         }),
       waiting: inbox.waiting(consumer),

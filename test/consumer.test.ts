@@ -21,27 +21,57 @@ const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(
 const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 
 describe("SyncConsumer", () => {
+  /** Consumer stores whose inbox counts how often the parked-event worker looks for due events. */
+  const countingStores = () => {
+    const looks = { count: 0 }
+    const countingInbox = Layer.effect(
+      Inbox,
+      Effect.map(MemoryInbox.make, (inbox) =>
+        Inbox.of({ ...inbox, nextDueAt: (consumer) => Effect.andThen(Effect.sync(() => looks.count++), inbox.nextDueAt(consumer)) }))
+    )
+    const consumer = Layer.mergeAll(countingInbox, MemoryCopyRepository.layer).pipe(
+      Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
+    )
+    return { looks, layer: systemLayer({ stores: { owner: memoryStores.owner, consumer } }) }
+  }
+
   it.effect("idles between events: the parked-event worker looks at the inbox once per poll interval", () =>
     Effect.gen(function*() {
-      let looks = 0
-      const countingInbox = Layer.effect(
-        Inbox,
-        Effect.map(MemoryInbox.make, (inbox) =>
-          Inbox.of({ ...inbox, nextDueAt: (consumer) => Effect.andThen(Effect.sync(() => looks++), inbox.nextDueAt(consumer)) }))
-      )
-      const consumer = Layer.mergeAll(countingInbox, MemoryCopyRepository.layer).pipe(
-        Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
-      )
+      const { layer, looks } = countingStores()
       yield* Effect.gen(function*() {
-        const companies = Producer.make("accounts").repository(Company)
         yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
         yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "Acme Corp" })))
         yield* sync
         assert.strictEqual((yield* copyOf("Company", "c-1"))?.version, 2)
-        const before = looks
+        const before = looks.count
         for (let i = 0; i < 60; i++) yield* tick("1 second") // a minute at rest; the poll interval is 5 s
-        assert.isAtMost(looks - before, 13)
-      }).pipe(Effect.provide(systemLayer({ stores: { owner: memoryStores.owner, consumer } })))
+        assert.isAtMost(looks.count - before, 13)
+      }).pipe(Effect.provide(layer))
+    }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
+
+  it.effect("applies without looking for parked events until one is parked or woken", () =>
+    Effect.gen(function*() {
+      const { layer, looks } = countingStores()
+      yield* Effect.gen(function*() {
+        yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+        yield* sync
+        const before = looks.count
+        for (let i = 0; i < 20; i++) {
+          yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: `Acme ${i}` })))
+          yield* sync
+        }
+        assert.strictEqual((yield* copyOf("Company", "c-1"))?.version, 21)
+        assert.strictEqual(looks.count - before, 0, "no event was parked or woken: the worker kept waiting")
+        // a user whose company is missing waits in process, then parks; the company's arrival wakes it
+        yield* Outbox.transaction(users.create({ id: "u-1", companyId: "c-2", email: "ada@example.com", name: "Ada", active: true }))
+        yield* relay
+        yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
+        assert.isAbove(looks.count, before, "parking an event woke the worker")
+        // parked for 1.6 s after three in-process attempts: only the wake-up can apply it within 100 ms
+        yield* Outbox.transaction(companies.create({ id: "c-2", name: "Globex" }))
+        yield* relay
+        yield* eventually(copyOf("User", "u-1"), (copy) => copy?.state === "live", { rounds: 100 })
+      }).pipe(Effect.provide(layer))
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
 
   describe("a batch of deliveries", () => {
