@@ -47,10 +47,35 @@ export const applyLatency = Metric.histogram("entity_sync_apply_latency_ms", {
   boundaries: Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
 })
 
+// The attributed metrics of the hot paths, made once per attribute set: a metric computes its series key
+// (a JSON encoding of its attributes) once per instance.
+const outcomeCounters = new Map<string, Metric.Counter<number>>()
+const applyLatencies = new Map<string, Metric.Histogram<number>>()
+
+const outcomeCounter = (consumer: string, entity: string, outcome: Outcome) => {
+  const key = JSON.stringify([consumer, entity, outcome])
+  let counter = outcomeCounters.get(key)
+  if (counter === undefined) {
+    counter = Metric.withAttributes(consumerMessages, { consumer, entity, outcome })
+    outcomeCounters.set(key, counter)
+  }
+  return counter
+}
+
 /** Counts consumer outcomes (one by default). */
 export const countOutcome = (consumer: string, entity: string, outcome: Outcome, n = 1): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(consumerMessages, { consumer, entity, outcome }), n)
+  Metric.update(outcomeCounter(consumer, entity, outcome), n)
+
+/** Records the apply latency of an event of `entity`. */
+export const recordApplyLatency = (entity: string, millis: number): Effect.Effect<void> => {
+  let histogram = applyLatencies.get(entity)
+  if (histogram === undefined) {
+    histogram = Metric.withAttributes(applyLatency, { entity })
+    applyLatencies.set(entity, histogram)
+  }
+  return Metric.update(histogram, millis)
+}
 
 /** The count of one consumer outcome so far. */
 export const outcomeCount = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<number> =>
-  Effect.map(Metric.value(Metric.withAttributes(consumerMessages, { consumer, entity, outcome })), (s) => s.count)
+  Effect.map(Metric.value(outcomeCounter(consumer, entity, outcome)), (s) => s.count)

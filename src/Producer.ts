@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Array as Arr, Clock, Context, Effect, Option, Schema } from "effect"
+import { Array as Arr, Clock, Context, Effect, Option, Schema, Tracer } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyState } from "./CopyRepository.ts"
@@ -103,8 +103,9 @@ export interface Producer<Service extends string> {
   ) => EntityRepository<A>
 }
 
+/** The W3C `traceparent` of the span (local or external) the write runs in, if any. */
 const currentTraceparent = Effect.map(
-  Effect.option(Effect.currentSpan),
+  Effect.serviceOption(Tracer.ParentSpan),
   Option.map((span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`)
 )
 

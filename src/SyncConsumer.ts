@@ -17,7 +17,6 @@ import {
   Effect,
   FiberSet,
   Layer,
-  Metric,
   Option,
   Ref,
   Schedule,
@@ -405,10 +404,7 @@ export const make = <R>(
               if (verdict.wokeParked) anyParkedChange = true
               tally(envelope.entity, "applied")
               if (woken) tally(envelope.entity, "woken")
-              yield* Metric.update(
-                Metric.withAttributes(Metrics.applyLatency, { entity: envelope.entity }),
-                Math.max(0, now - Date.parse(envelope.occurredAt))
-              )
+              yield* Metrics.recordApplyLatency(envelope.entity, Math.max(0, now - Date.parse(envelope.occurredAt)))
               break
             }
             case "duplicate":

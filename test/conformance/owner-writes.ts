@@ -316,6 +316,21 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           assert.strictEqual((yield* visible.get("c-4"))?.version, 1)
         }))
 
+      test("events carry the traceparent of the span they were written in, and the request context", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* outbox.transaction(companies.create(company("c-1")))
+          const span = yield* outbox.transaction(Effect.andThen(companies.create(company("c-2")), Effect.currentSpan)).pipe(
+            Effect.withSpan("signup"),
+            Effect.provideService(Producer.RequestContext, { tenant: "t-1" })
+          )
+          const [plain, traced] = yield* Effect.map(outbox.rows(), (rows) => rows.map((row) => row.envelope))
+          assert.isUndefined(plain?.context)
+          // the span of the write itself, or one inside it (a store's transaction span): the same trace
+          assert.match(traced?.traceparent ?? "", new RegExp(`^00-${span.traceId}-[0-9a-f]{16}-01$`))
+          assert.deepStrictEqual(traced?.context, { tenant: "t-1" })
+        }))
+
       test("a failed transaction leaves neither the created entities nor their events", () =>
         Effect.gen(function*() {
           const outbox = yield* Outbox
