@@ -17,6 +17,8 @@ export const Throughput = Schema.Struct({
   /** How long the owner's writes took, and their rate. */
   writeSeconds: Schema.Number,
   writeEventsPerSecond: Schema.Number,
+  /** CPU time of the phase process (user + system) per event over the measured span, in microseconds. */
+  cpuMicrosPerEvent: Schema.Number,
   peakRss: Schema.Number
 })
 export type Throughput = typeof Throughput.Type
@@ -34,6 +36,8 @@ export const Latency = Schema.Struct({
   max: Schema.Number,
   /** Events committed but not applied within 30 s of the end. */
   missing: Schema.Number,
+  /** CPU time of the phase process (user + system) per event over the measured span, in microseconds. */
+  cpuMicrosPerEvent: Schema.Number,
   peakRss: Schema.Number
 })
 export type Latency = typeof Latency.Type
@@ -60,6 +64,8 @@ export const BacklogDrain = Schema.Struct({
   /** RSS at 25 %, 50 % and 75 % of the drain, to show the trend. */
   rssQuartiles: Schema.Array(Schema.Number),
   heapUsedEnd: Schema.Number,
+  /** CPU time of the phase process (user + system) per event over the measured span, in microseconds. */
+  cpuMicrosPerEvent: Schema.Number,
   peakRss: Schema.Number
 })
 export type BacklogDrain = typeof BacklogDrain.Type

@@ -34,11 +34,20 @@ export const rss = (): number => process.memoryUsage.rss()
 /** The highest resident set size this process reached, in bytes. */
 export const peakRss = (): number => process.resourceUsage().maxRSS * 1024
 
+/** CPU time this process has used so far (user + system), in microseconds. */
+export const cpuMicros = (): number => {
+  const { system, user } = process.cpuUsage()
+  return user + system
+}
+
 /** Bytes as MiB with one decimal. */
 export const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 
 /** A number with thousands separators. */
 export const int = (n: number): string => Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "n/a"
+
+/** Microseconds, rounded. */
+export const micros = (n: number): string => Number.isFinite(n) ? `${Math.round(n).toLocaleString("en-US")} µs` : "n/a"
 
 /** Milliseconds with one decimal. */
 export const ms = (n: number): string => Number.isFinite(n) ? `${n.toFixed(1)} ms` : "n/a"

@@ -1,10 +1,11 @@
 /**
- * The benchmark's printed table: events/s of both pipelines and their ratio, latency percentiles, memory
+ * The benchmark's printed table: events/s of both pipelines and their ratio, the process CPU per event
+ * (steadier than rates on a busy machine), latency percentiles, memory
  * while a backlog drains, peak RSS, and the DESIGN §7 targets (reported, never asserted).
  */
 import type { Settings } from "./config.ts"
 import type { BacklogDrain, BacklogFill, Latency, Throughput } from "./results.ts"
-import { int, mib, ms } from "./stats.ts"
+import { int, micros, mib, ms } from "./stats.ts"
 
 type Pair<A> = { readonly library: A | undefined; readonly baseline: A | undefined }
 
@@ -56,6 +57,24 @@ export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, s
       rate(drain.library?.eventsPerSecond),
       rate(drain.baseline?.eventsPerSecond),
       ratio(drain.library?.eventsPerSecond, drain.baseline?.eventsPerSecond)
+    ),
+    row(
+      "CPU of the phase process per event: batched",
+      opt(throughput.library, (t) => micros(t.cpuMicrosPerEvent)),
+      opt(throughput.baseline, (t) => micros(t.cpuMicrosPerEvent)),
+      ratio(throughput.library?.cpuMicrosPerEvent, throughput.baseline?.cpuMicrosPerEvent)
+    ),
+    row(
+      "  drain",
+      opt(drain.library, (d) => micros(d.cpuMicrosPerEvent)),
+      opt(drain.baseline, (d) => micros(d.cpuMicrosPerEvent)),
+      ratio(drain.library?.cpuMicrosPerEvent, drain.baseline?.cpuMicrosPerEvent)
+    ),
+    row(
+      `  latency workload (one event per transaction)`,
+      opt(latency.library, (l) => micros(l.cpuMicrosPerEvent)),
+      opt(latency.baseline, (l) => micros(l.cpuMicrosPerEvent)),
+      ratio(latency.library?.cpuMicrosPerEvent, latency.baseline?.cpuMicrosPerEvent)
     ),
     row(
       `Latency commit → applied @ ${settings.rate}/s, achieved`,

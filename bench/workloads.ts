@@ -7,7 +7,7 @@ import { Clock, Effect, Fiber, type Redacted, type Scope } from "effect"
 import type { Settings } from "./config.ts"
 import type { Names } from "./contract.ts"
 import type * as Results from "./results.ts"
-import { peakRss, rss, summarize } from "./stats.ts"
+import { cpuMicros, peakRss, rss, summarize } from "./stats.ts"
 
 /** Where a phase runs: its two databases (owner, consumer), its RabbitMQ names and the settings. */
 export interface PhaseEnv {
@@ -81,10 +81,12 @@ export const throughput = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Res
     yield* writeAll(pipeline, "warm", warmUp, writeBatch, writers)
     yield* awaitApplied(pipeline, warmUp, 120)
     const start = yield* now
+    const cpuStart = cpuMicros()
     yield* writeAll(pipeline, "t", events, writeBatch, writers)
     const written = yield* now
     yield* awaitApplied(pipeline, warmUp + events, 600)
     const end = yield* now
+    const cpu = cpuMicros() - cpuStart
     const seconds = (end - start) / 1000
     const writeSeconds = (written - start) / 1000
     return {
@@ -95,6 +97,7 @@ export const throughput = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Res
       eventsPerSecond: events / seconds,
       writeSeconds,
       writeEventsPerSecond: events / writeSeconds,
+      cpuMicrosPerEvent: cpu / events,
       peakRss: peakRss()
     } satisfies Results.Throughput
   }))
@@ -130,10 +133,12 @@ export const latency = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Result
 
     const warm = yield* steady("warm", rate)
     yield* awaitApplied(pipeline, warm.committedAt.size, 60)
+    const cpuStart = cpuMicros()
     const measured = yield* steady("lat", Math.round(rate * latencySeconds))
     const deadline = (yield* now) + 30_000
     const isDone = () => [...measured.committedAt.keys()].every((id) => appliedAt.has(id))
     while (!isDone() && (yield* now) < deadline) yield* Effect.sleep("10 millis")
+    const cpu = cpuMicros() - cpuStart
     const latencies: Array<number> = []
     let missing = 0
     for (const [id, committed] of measured.committedAt) {
@@ -153,6 +158,7 @@ export const latency = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Result
       p99: summary.p99,
       max: summary.max,
       missing,
+      cpuMicrosPerEvent: cpu / measured.committedAt.size,
       peakRss: peakRss()
     } satisfies Results.Latency
   }))
@@ -181,6 +187,7 @@ export const backlogDrain = (make: MakePipeline, env: PhaseEnv): Effect.Effect<R
     const pipeline = yield* make(env)
     const rssStart = rss()
     const start = yield* now
+    const cpuStart = cpuMicros()
     yield* pipeline.startConsumer(null)
     yield* pipeline.startRelay
     let rssPeak = rssStart
@@ -208,6 +215,7 @@ export const backlogDrain = (make: MakePipeline, env: PhaseEnv): Effect.Effect<R
       rssEnd,
       rssQuartiles: quartiles,
       heapUsedEnd: process.memoryUsage().heapUsed,
+      cpuMicrosPerEvent: (cpuMicros() - cpuStart) / total,
       peakRss: peakRss()
     } satisfies Results.BacklogDrain
   }))
