@@ -165,16 +165,20 @@ const randomByte = (): number => {
   return randomPool[randomOffset++]!
 }
 
-/** A new UUIDv7 message id: time-ordered (on the Effect `Clock`), random below the millisecond. */
-export const makeMessageId: Effect.Effect<string> = Effect.map(Clock.currentTimeMillis, (millis) => {
+const randomHex = (bytes: number): string => {
+  let out = ""
+  for (let i = 0; i < bytes; i++) out += hexOfByte[randomByte()]!
+  return out
+}
+
+/** A UUIDv7 for a time in epoch milliseconds: random below the millisecond. */
+export const messageIdAt = (millis: number): string => {
   let time = ""
   for (let i = 5, t = millis; i >= 0; i--, t = Math.floor(t / 256)) time = hexOfByte[t % 256]! + time
-  const random = (n: number) => {
-    let out = ""
-    for (let i = 0; i < n; i++) out += hexOfByte[randomByte()]!
-    return out
-  }
-  const version = hexOfByte[(randomByte() & 0x0f) | 0x70]! + random(1)
-  const variant = hexOfByte[(randomByte() & 0x3f) | 0x80]! + random(1)
-  return `${time.slice(0, 8)}-${time.slice(8)}-${version}-${variant}-${random(6)}`
-})
+  const version = hexOfByte[(randomByte() & 0x0f) | 0x70]! + randomHex(1)
+  const variant = hexOfByte[(randomByte() & 0x3f) | 0x80]! + randomHex(1)
+  return `${time.slice(0, 8)}-${time.slice(8)}-${version}-${variant}-${randomHex(6)}`
+}
+
+/** A new UUIDv7 message id: time-ordered (on the Effect `Clock`), random below the millisecond. */
+export const makeMessageId: Effect.Effect<string> = Effect.map(Clock.currentTimeMillis, messageIdAt)

@@ -146,7 +146,8 @@ const makeRepository = <A, I extends Schema.Json>(
     messageId: string,
     row: SourceRow,
     action: Envelope.Action,
-    forceSync: boolean
+    forceSync: boolean,
+    occurredAt = new Date(row.updatedAt).toISOString()
   ): Envelope.Envelope => ({
     specVersion: 1,
     messageId,
@@ -154,7 +155,7 @@ const makeRepository = <A, I extends Schema.Json>(
     entityId: row.id,
     action,
     version: row.version,
-    occurredAt: new Date(row.updatedAt).toISOString(),
+    occurredAt,
     producer: service,
     forceSync,
     payload: row.payload,
@@ -211,10 +212,11 @@ const makeRepository = <A, I extends Schema.Json>(
       const source = yield* SourceRepository
       const written = Arr.zip(yield* source.create(rows), payloads)
       const shared = yield* eventContext
+      const occurredAt = new Date(now).toISOString()
       const events: Array<Envelope.Envelope> = []
       for (const [row, payload] of written) {
         if (publishes({ action: "created", before: null, after: payload }, writeOptions)) {
-          events.push(envelopeOf(shared, yield* Envelope.makeMessageId, row, "created", false))
+          events.push(envelopeOf(shared, Envelope.messageIdAt(now), row, "created", false, occurredAt))
         }
       }
       if (events.length > 0) {

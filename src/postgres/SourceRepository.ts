@@ -24,7 +24,8 @@ const Source = Schema.Struct({
 
 const Created = Schema.Struct({ entity: Schema.String, id: Schema.String, version: Int8 })
 
-const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
+/** An unambiguous key of an entity, whatever its name and id contain. */
+const keyOf = (entity: string, id: string) => `${entity.length}:${entity}:${id}`
 
 /** By entity, then id: concurrent creates of overlapping entities lock their rows in the same order. */
 const byKey: Order.Order<NewSourceRow> = Order.combine(
