@@ -129,14 +129,13 @@ export const decode = (
         })
       )
     }
-    const known = messageIdOf(json)
     const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
     if (specVersion !== undefined && specVersion !== 1) {
       return Effect.fail(
         new MalformedMessage({
           reason: "UnsupportedSpecVersion",
           detail: `specVersion ${JSON.stringify(specVersion)} is not supported; this consumer reads specVersion 1`,
-          ...known
+          ...messageIdOf(json)
         })
       )
     }
@@ -144,7 +143,7 @@ export const decode = (
     if (checked !== undefined) return Effect.succeed(checked)
     return decodeEnvelope(json).pipe(
       Effect.mapError((error) =>
-        new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...known })
+        new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...messageIdOf(json) })
       )
     )
   })
