@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema } from "effect"
+import { Effect, Result, Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyRow } from "./CopyRepository.ts"
@@ -45,35 +45,48 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
   contract: Contract.Contract<Name, Owner, A, I>,
   options?: { readonly handler?: (event: SyncEvent<A>) => Effect.Effect<void, HandlerError, R> }
 ): Subscription<R> => {
-  const decode = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
+  // Decoded synchronously when the schema allows it (any schema without asynchronous transformations).
+  const decodeNow = Schema.decodeUnknownResult(contract.payload, { errors: "all" })
+  const decodeLater = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
   const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
     new MalformedMessage({ reason, detail, messageId: envelope.messageId, entity: envelope.entity })
+  const handler = options?.handler
+  const prepared = (envelope: Envelope.Envelope, payload: A | null): Effect.Effect<Prepared<R>, MalformedMessage> => {
+    if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
+      return Effect.fail(malformed(
+        envelope,
+        "InvalidPayload",
+        `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
+      ))
+    }
+    return Effect.succeed({
+      references: payload === null ? [] : contract.referencesOf(payload),
+      handle: (previous) => handler === undefined ? Effect.void : handler({ envelope, payload, previous })
+    })
+  }
   return {
     contract,
-    prepare: (envelope) =>
-      Effect.gen(function*() {
-        if (envelope.producer !== contract.owner) {
-          return yield* malformed(
-            envelope,
-            "InvalidEnvelope",
-            `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
-          )
-        }
-        const payload = envelope.payload === null ? null : yield* decode(envelope.payload).pipe(
-          Effect.mapError((error) => malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " ")))
+    prepare: (envelope) => {
+      if (envelope.producer !== contract.owner) {
+        return Effect.fail(malformed(
+          envelope,
+          "InvalidEnvelope",
+          `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
+        ))
+      }
+      if (envelope.payload === null) return prepared(envelope, null)
+      const invalid = (error: Schema.SchemaError) =>
+        malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " "))
+      let result: Result.Result<A, Schema.SchemaError>
+      try {
+        result = decodeNow(envelope.payload)
+      } catch {
+        return decodeLater(envelope.payload).pipe(
+          Effect.mapError(invalid),
+          Effect.flatMap((payload) => prepared(envelope, payload))
         )
-        if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
-          return yield* malformed(
-            envelope,
-            "InvalidPayload",
-            `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
-          )
-        }
-        const handler = options?.handler
-        return {
-          references: payload === null ? [] : contract.referencesOf(payload),
-          handle: (previous) => handler === undefined ? Effect.void : handler({ envelope, payload, previous })
-        }
-      })
+      }
+      return Result.isSuccess(result) ? prepared(envelope, result.success) : Effect.fail(invalid(result.failure))
+    }
   }
 }

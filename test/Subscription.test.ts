@@ -1,0 +1,83 @@
+/**
+ * Subscription.prepare: an event's payload decoded with its contract (synchronously when the schema
+ * allows it, through Effect otherwise), its references, and every way it can be malformed.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Schema, SchemaGetter } from "effect"
+import * as Contract from "../src/Contract.ts"
+import type { Envelope } from "../src/Envelope.ts"
+import * as Subscription from "../src/Subscription.ts"
+import { User } from "./fixtures.ts"
+
+const userEvent = (payload: Envelope["payload"], overrides: Partial<Envelope> = {}): Envelope => ({
+  specVersion: 1,
+  messageId: "0190a000-0000-7000-8000-000000000001",
+  entity: "User",
+  entityId: "u-1",
+  action: "created",
+  version: 1,
+  occurredAt: "2026-01-01T00:00:00.000Z",
+  producer: "accounts",
+  forceSync: false,
+  payload,
+  ...overrides
+})
+
+const ada = { id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true }
+
+/** A contract whose payload schema decodes through an asynchronous transformation. */
+const Slow = Contract.make({
+  name: "Slow",
+  owner: "accounts",
+  payload: Schema.Struct({
+    id: Schema.String,
+    name: Schema.String.pipe(Schema.decodeTo(Schema.String, {
+      decode: SchemaGetter.transformEffect((name: string) => Effect.promise(() => Promise.resolve(name.toUpperCase()))),
+      encode: SchemaGetter.transform((name: string) => name)
+    }))
+  }),
+  id: "id"
+})
+
+describe("Subscription.prepare", () => {
+  it.effect("decodes the payload, gives its references and hands the decoded payload to the handler", () =>
+    Effect.gen(function*() {
+      const seen: Array<unknown> = []
+      const users = Subscription.subscribe(User, {
+        handler: ({ payload }) => Effect.sync(() => void seen.push(payload))
+      })
+      const prepared = yield* users.prepare(userEvent(ada))
+      assert.deepStrictEqual(prepared.references, [{ entity: "Company", id: "c-1" }])
+      yield* prepared.handle(null)
+      assert.deepStrictEqual(seen, [ada])
+      const deleted = yield* users.prepare(userEvent(null, { action: "deleted", version: 2 }))
+      assert.deepStrictEqual(deleted.references, [])
+    }))
+
+  it.effect("decodes a payload whose schema is asynchronous", () =>
+    Effect.gen(function*() {
+      const seen: Array<unknown> = []
+      const slow = Subscription.subscribe(Slow, { handler: ({ payload }) => Effect.sync(() => void seen.push(payload)) })
+      const event = userEvent({ id: "s-1", name: "quiet" }, { entity: "Slow", entityId: "s-1" })
+      const prepared = yield* slow.prepare(event)
+      yield* prepared.handle(null)
+      assert.deepStrictEqual(seen, [{ id: "s-1", name: "QUIET" }])
+      const bad = yield* Effect.flip(slow.prepare({ ...event, payload: { id: "s-1", name: 7 } }))
+      assert.strictEqual(bad.reason, "InvalidPayload")
+    }))
+
+  it.effect("reports a foreign producer, an invalid payload and a payload of another entity", () =>
+    Effect.gen(function*() {
+      const users = Subscription.subscribe(User)
+      const foreign = yield* Effect.flip(users.prepare(userEvent(ada, { producer: "billing" })))
+      assert.strictEqual(foreign.reason, "InvalidEnvelope")
+      assert.include(foreign.message, `produced by "billing"`)
+      const invalid = yield* Effect.flip(users.prepare(userEvent({ ...ada, active: "yes" })))
+      assert.strictEqual(invalid.reason, "InvalidPayload")
+      assert.include(invalid.message, "active")
+      assert.strictEqual(invalid.messageId, "0190a000-0000-7000-8000-000000000001")
+      const other = yield* Effect.flip(users.prepare(userEvent({ ...ada, id: "u-2" })))
+      assert.strictEqual(other.reason, "InvalidPayload")
+      assert.include(other.message, `"u-2"`)
+    }))
+})
