@@ -52,29 +52,28 @@ export const applyLatency = Metric.histogram("entity_sync_apply_latency_ms", {
 const outcomeCounters = new Map<string, Metric.Counter<number>>()
 const applyLatencies = new Map<string, Metric.Histogram<number>>()
 
-const outcomeCounter = (consumer: string, entity: string, outcome: Outcome) => {
-  const key = JSON.stringify([consumer, entity, outcome])
-  let counter = outcomeCounters.get(key)
-  if (counter === undefined) {
-    counter = Metric.withAttributes(consumerMessages, { consumer, entity, outcome })
-    outcomeCounters.set(key, counter)
-  }
-  return counter
+const cached = <M>(cache: Map<string, M>, key: string, make: () => M): M => {
+  const found = cache.get(key)
+  if (found !== undefined) return found
+  const made = make()
+  cache.set(key, made)
+  return made
 }
+
+const outcomeCounter = (consumer: string, entity: string, outcome: Outcome) =>
+  cached(
+    outcomeCounters,
+    JSON.stringify([consumer, entity, outcome]),
+    () => Metric.withAttributes(consumerMessages, { consumer, entity, outcome })
+  )
 
 /** Counts consumer outcomes (one by default). */
 export const countOutcome = (consumer: string, entity: string, outcome: Outcome, n = 1): Effect.Effect<void> =>
   Metric.update(outcomeCounter(consumer, entity, outcome), n)
 
 /** Records the apply latency of an event of `entity`. */
-export const recordApplyLatency = (entity: string, millis: number): Effect.Effect<void> => {
-  let histogram = applyLatencies.get(entity)
-  if (histogram === undefined) {
-    histogram = Metric.withAttributes(applyLatency, { entity })
-    applyLatencies.set(entity, histogram)
-  }
-  return Metric.update(histogram, millis)
-}
+export const recordApplyLatency = (entity: string, millis: number): Effect.Effect<void> =>
+  Metric.update(cached(applyLatencies, entity, () => Metric.withAttributes(applyLatency, { entity })), millis)
 
 /** The count of one consumer outcome so far. */
 export const outcomeCount = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<number> =>
