@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Schema } from "effect"
+import { Clock, Effect, Result, Schema } from "effect"
 import { MalformedMessage } from "./Errors.ts"
 
 /** What happened to the entity. */
@@ -51,7 +51,7 @@ export const messageType = (e: Pick<Envelope, "entity" | "action">): string => `
 
 const decoder = new TextDecoder("utf-8", { fatal: true })
 const encoder = new TextEncoder()
-const decodeEnvelope = Schema.decodeUnknownEffect(Envelope, { errors: "all" })
+const decodeEnvelope = Schema.decodeUnknownResult(Envelope, { errors: "all" })
 
 const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => {
   if (typeof json !== "object" || json === null) return {}
@@ -103,50 +103,52 @@ export const fromParsedJson = (json: unknown): Envelope | undefined => {
 }
 
 /**
- * Decodes an untrusted message body. Every way it can be wrong ends in a `MalformedMessage` with a
- * reason a person can act on: too large, not UTF-8 JSON, unsupported spec version, or not an envelope.
+ * Decodes an untrusted message body, synchronously. Every way it can be wrong ends in a `MalformedMessage`
+ * with a reason a person can act on: too large, not UTF-8 JSON, unsupported spec version, or not an envelope.
  */
+export const decodeResult = (
+  body: Uint8Array | string,
+  options?: { readonly maxBytes?: number }
+): Result.Result<Envelope, MalformedMessage> => {
+  const maxBytes = options?.maxBytes ?? defaultMaxBytes
+  const size = typeof body === "string" ? encoder.encode(body).byteLength : body.byteLength
+  if (size > maxBytes) {
+    return Result.fail(
+      new MalformedMessage({ reason: "TooLarge", detail: `the body is ${size} bytes; the limit is ${maxBytes}` })
+    )
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(typeof body === "string" ? body : decoder.decode(body))
+  } catch (cause) {
+    return Result.fail(
+      new MalformedMessage({
+        reason: "NotJson",
+        detail: `the body is not UTF-8 JSON: ${cause instanceof Error ? cause.message : String(cause)}`
+      })
+    )
+  }
+  const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
+  if (specVersion !== undefined && specVersion !== 1) {
+    return Result.fail(
+      new MalformedMessage({
+        reason: "UnsupportedSpecVersion",
+        detail: `specVersion ${JSON.stringify(specVersion)} is not supported; this consumer reads specVersion 1`,
+        ...messageIdOf(json)
+      })
+    )
+  }
+  const checked = fromParsedJson(json)
+  if (checked !== undefined) return Result.succeed(checked)
+  return Result.mapError(decodeEnvelope(json), (error) =>
+    new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...messageIdOf(json) }))
+}
+
+/** `decodeResult` as an Effect. */
 export const decode = (
   body: Uint8Array | string,
   options?: { readonly maxBytes?: number }
-): Effect.Effect<Envelope, MalformedMessage> =>
-  Effect.suspend(() => {
-    const maxBytes = options?.maxBytes ?? defaultMaxBytes
-    const size = typeof body === "string" ? encoder.encode(body).byteLength : body.byteLength
-    if (size > maxBytes) {
-      return Effect.fail(
-        new MalformedMessage({ reason: "TooLarge", detail: `the body is ${size} bytes; the limit is ${maxBytes}` })
-      )
-    }
-    let json: unknown
-    try {
-      json = JSON.parse(typeof body === "string" ? body : decoder.decode(body))
-    } catch (cause) {
-      return Effect.fail(
-        new MalformedMessage({
-          reason: "NotJson",
-          detail: `the body is not UTF-8 JSON: ${cause instanceof Error ? cause.message : String(cause)}`
-        })
-      )
-    }
-    const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
-    if (specVersion !== undefined && specVersion !== 1) {
-      return Effect.fail(
-        new MalformedMessage({
-          reason: "UnsupportedSpecVersion",
-          detail: `specVersion ${JSON.stringify(specVersion)} is not supported; this consumer reads specVersion 1`,
-          ...messageIdOf(json)
-        })
-      )
-    }
-    const checked = fromParsedJson(json)
-    if (checked !== undefined) return Effect.succeed(checked)
-    return decodeEnvelope(json).pipe(
-      Effect.mapError((error) =>
-        new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...messageIdOf(json) })
-      )
-    )
-  })
+): Effect.Effect<Envelope, MalformedMessage> => Effect.suspend(() => Effect.fromResult(decodeResult(body, options)))
 
 /** Encodes an envelope as the UTF-8 JSON body of a message. */
 export const encode = (envelope: Envelope): Uint8Array => encoder.encode(JSON.stringify(envelope))

@@ -71,9 +71,15 @@ const outcomeCounter = (consumer: string, entity: string, outcome: Outcome) =>
 export const countOutcome = (consumer: string, entity: string, outcome: Outcome, n = 1): Effect.Effect<void> =>
   Metric.update(outcomeCounter(consumer, entity, outcome), n)
 
-/** Records the apply latency of an event of `entity`. */
-export const recordApplyLatency = (entity: string, millis: number): Effect.Effect<void> =>
-  Metric.update(cached(applyLatencies, entity, () => Metric.withAttributes(applyLatency, { entity })), millis)
+/** Records the apply latencies of events of `entity`. */
+export const recordApplyLatencies = (entity: string, millis: ReadonlyArray<number>): Effect.Effect<void> => {
+  const histogram = cached(applyLatencies, entity, () => Metric.withAttributes(applyLatency, { entity }))
+  return Effect.contextWith((context) =>
+    Effect.sync(() => {
+      for (const value of millis) histogram.updateUnsafe(value, context)
+    })
+  )
+}
 
 /** The count of one consumer outcome so far. */
 export const outcomeCount = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<number> =>

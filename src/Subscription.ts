@@ -24,17 +24,29 @@ export interface SyncEvent<A> {
 /** What a handler may fail with: the runtime's sync errors and `SqlError` — anything else must be handled. */
 export type HandlerError = SyncError | SqlError.SqlError
 
-/** An event decoded for its subscription: what it references, and its handler. */
+/** An event decoded for its subscription: what it references, and its handler (none without one). */
 export interface Prepared<R> {
   readonly references: ReadonlyArray<EntityRef>
-  readonly handle: (previous: CopyRow | null) => Effect.Effect<void, HandlerError, R>
+  readonly handle: ((previous: CopyRow | null) => Effect.Effect<void, HandlerError, R>) | undefined
 }
+
+/**
+ * An event decoded for its subscription: a `Result` when the payload schema decodes synchronously (any
+ * schema without asynchronous transformations), an Effect otherwise.
+ */
+export type Preparing<R> =
+  | Result.Result<Prepared<R>, MalformedMessage>
+  | Effect.Effect<Prepared<R>, MalformedMessage>
 
 /** A contract a consumer subscribes to, with an optional handler run in the apply transaction. */
 export interface Subscription<R> {
   readonly contract: Contract.Any
-  readonly prepare: (envelope: Envelope.Envelope) => Effect.Effect<Prepared<R>, MalformedMessage>
+  readonly prepare: (envelope: Envelope.Envelope) => Preparing<R>
 }
+
+/** Runs a `Preparing` as an Effect. */
+export const prepared = <R>(preparing: Preparing<R>): Effect.Effect<Prepared<R>, MalformedMessage> =>
+  Result.isResult(preparing) ? Effect.fromResult(preparing) : preparing
 
 /**
  * Subscribes to a contract: its events keep a copy (CopyRepository) and run `handler`, if given, in the
@@ -51,30 +63,30 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
   const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
     new MalformedMessage({ reason, detail, messageId: envelope.messageId, entity: envelope.entity })
   const handler = options?.handler
-  const prepared = (envelope: Envelope.Envelope, payload: A | null): Effect.Effect<Prepared<R>, MalformedMessage> => {
+  const withPayload = (envelope: Envelope.Envelope, payload: A | null): Result.Result<Prepared<R>, MalformedMessage> => {
     if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
-      return Effect.fail(malformed(
+      return Result.fail(malformed(
         envelope,
         "InvalidPayload",
         `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
       ))
     }
-    return Effect.succeed({
+    return Result.succeed({
       references: payload === null ? [] : contract.referencesOf(payload),
-      handle: (previous) => handler === undefined ? Effect.void : handler({ envelope, payload, previous })
+      handle: handler === undefined ? undefined : (previous) => handler({ envelope, payload, previous })
     })
   }
   return {
     contract,
     prepare: (envelope) => {
       if (envelope.producer !== contract.owner) {
-        return Effect.fail(malformed(
+        return Result.fail(malformed(
           envelope,
           "InvalidEnvelope",
           `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
         ))
       }
-      if (envelope.payload === null) return prepared(envelope, null)
+      if (envelope.payload === null) return withPayload(envelope, null)
       const invalid = (error: Schema.SchemaError) =>
         malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " "))
       let result: Result.Result<A, Schema.SchemaError>
@@ -83,10 +95,10 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
       } catch {
         return decodeLater(envelope.payload).pipe(
           Effect.mapError(invalid),
-          Effect.flatMap((payload) => prepared(envelope, payload))
+          Effect.flatMap((payload) => Effect.fromResult(withPayload(envelope, payload)))
         )
       }
-      return Result.isSuccess(result) ? prepared(envelope, result.success) : Effect.fail(invalid(result.failure))
+      return Result.isSuccess(result) ? withPayload(envelope, result.success) : Result.fail(invalid(result.failure))
     }
   }
 }

@@ -19,6 +19,7 @@ import {
   Layer,
   Option,
   Ref,
+  Result,
   Schedule,
   type Scope,
   Stream
@@ -38,7 +39,7 @@ import {
 import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
-import { type HandlerError, type Prepared, type Subscription } from "./Subscription.ts"
+import { type HandlerError, type Prepared, prepared, type Preparing, type Subscription } from "./Subscription.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
@@ -170,7 +171,7 @@ export const make = <R>(
     const schedule = options.dependencyRetry ?? defaultDependencyRetry
     const inProcessRetries = options.inProcessRetries ?? 3
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "5 seconds")
-    const withKeyLock = EntityLock.make()
+    const withKeys = EntityLock.make()
     const inFlight = yield* Ref.make(0)
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()
@@ -207,19 +208,19 @@ export const make = <R>(
 
     const count = (entity: string, outcome: Metrics.Outcome) => Metrics.countOutcome(consumer, entity, outcome)
 
-    const route = (envelope: Envelope.Envelope) =>
-      Effect.gen(function*() {
-        const subscription = routes.get(envelope.entity)
-        if (subscription === undefined) {
-          return yield* new MalformedMessage({
-            reason: "UnknownEntity",
-            detail: `consumer "${consumer}" does not subscribe to ${envelope.entity} (it knows ${[...routes.keys()].join(", ")})`,
-            messageId: envelope.messageId,
-            entity: envelope.entity
-          })
-        }
-        return yield* subscription.prepare(envelope)
-      })
+    /** The event decoded for its subscription (synchronously when it can be, see `Preparing`). */
+    const route = (envelope: Envelope.Envelope): Preparing<R> => {
+      const subscription = routes.get(envelope.entity)
+      if (subscription !== undefined) return subscription.prepare(envelope)
+      return Result.fail(
+        new MalformedMessage({
+          reason: "UnknownEntity",
+          detail: `consumer "${consumer}" does not subscribe to ${envelope.entity} (it knows ${[...routes.keys()].join(", ")})`,
+          messageId: envelope.messageId,
+          entity: envelope.entity
+        })
+      )
+    }
 
     const missingOf = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
       Effect.gen(function*() {
@@ -328,7 +329,7 @@ export const make = <R>(
           yield* release
           return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
         }
-        yield* a.prepared.handle(current)
+        if (a.prepared.handle !== undefined) yield* a.prepared.handle(current)
         const woken = yield* inbox.wake(consumer, [selfRef(envelope)])
         yield* release
         return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict
@@ -393,6 +394,7 @@ export const make = <R>(
           else entry.n++
         }
         const now = yield* Clock.currentTimeMillis
+        const latencies = new Map<string, Array<number>>()
         let anyApplied = false
         let anyParkedChange = false
         for (const { envelope, verdict } of settled) {
@@ -404,7 +406,10 @@ export const make = <R>(
               if (verdict.wokeParked) anyParkedChange = true
               tally(envelope.entity, "applied")
               if (woken) tally(envelope.entity, "woken")
-              yield* Metrics.recordApplyLatency(envelope.entity, Math.max(0, now - Date.parse(envelope.occurredAt)))
+              const latency = Math.max(0, now - Date.parse(envelope.occurredAt))
+              const ofEntity = latencies.get(envelope.entity)
+              if (ofEntity === undefined) latencies.set(envelope.entity, [latency])
+              else ofEntity.push(latency)
               break
             }
             case "duplicate":
@@ -426,6 +431,7 @@ export const make = <R>(
           }
         }
         for (const { entity, n, outcome } of counts.values()) yield* Metrics.countOutcome(consumer, entity, outcome, n)
+        for (const [entity, millis] of latencies) yield* Metrics.recordApplyLatencies(entity, millis)
         if (anyApplied) yield* applied.fire
         if (anyParkedChange) yield* parkedChanged.fire
       })
@@ -453,14 +459,14 @@ export const make = <R>(
             reported: [],
             firstSeenAt
           }
-          const verdict = yield* withKeyLock(refKey(selfRef(envelope)), attemptSettled(a)).pipe(retryOnSqlError)
+          const verdict = yield* withKeys([refKey(selfRef(envelope))], attemptSettled(a)).pipe(retryOnSqlError)
           if (verdict._tag !== "missing") return yield* report(envelope, verdict, waited)
           const delay = yield* RetrySchedule.delayAfter(schedule, attempt, firstSeenAt)
           if (Option.isNone(delay)) {
             // the budget is spent while still in process: park with the schedule's verdict (dead letter)
             return yield* report(
               envelope,
-              yield* withKeyLock(refKey(selfRef(envelope)), attemptSettled({ ...a, mayPark: true })),
+              yield* withKeys([refKey(selfRef(envelope))], attemptSettled({ ...a, mayPark: true })),
               waited
             )
           }
@@ -477,10 +483,16 @@ export const make = <R>(
       readonly prepared: Prepared<R>
     }
 
-    const decodeDelivery = (delivery: Delivery): Effect.Effect<Item, MalformedMessage> =>
-      Envelope.decode(delivery.body, options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}).pipe(
-        Effect.flatMap((envelope) => Effect.map(route(envelope), (prepared) => ({ delivery, envelope, prepared })))
-      )
+    const decodeOptions = options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}
+    /** A delivery decoded and routed; a `Result` when that was synchronous (see `Preparing`). */
+    const decodeDelivery = (delivery: Delivery): Result.Result<Item, MalformedMessage> | Effect.Effect<Item, MalformedMessage> => {
+      const decoded = Envelope.decodeResult(delivery.body, decodeOptions)
+      if (Result.isFailure(decoded)) return Result.fail(decoded.failure)
+      const envelope = decoded.success
+      const item = (prepared: Prepared<R>): Item => ({ delivery, envelope, prepared })
+      const preparing = route(envelope)
+      return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
+    }
 
     const settleErrors = (delivery: Delivery) =>
     <A, R2>(effect: Effect.Effect<A, MalformedMessage | SqlError.SqlError | BrokerUnavailable, R2>) =>
@@ -502,6 +514,13 @@ export const make = <R>(
         Effect.catchTag("BrokerUnavailable", (error) =>
           Effect.logWarning(`consumer: could not settle message ${delivery.messageId}; it will be redelivered`, error)),
         Effect.asVoid
+      )
+
+    // Acks the deliveries of a committed batch. When the channel has closed, the broker redelivers them.
+    const ackAll = (deliveries: ReadonlyArray<Delivery>) =>
+      Effect.forEach(deliveries, (delivery) => delivery.ack, { discard: true }).pipe(
+        Effect.catchTag("BrokerUnavailable", (error) =>
+          Effect.logWarning(`consumer: could not settle ${deliveries.length} messages; they will be redelivered`, error))
       )
 
     // One event on its own: in-process retries, then parking; acked after its commit.
@@ -576,7 +595,7 @@ export const make = <R>(
             const row = copyOf(envelope, now)
             state.set(refKey(self), row)
             writes.set(refKey(self), { row, guard: guardOf(envelope) })
-            handlers.push(prepared.handle(current ?? null))
+            if (prepared.handle !== undefined) handlers.push(prepared.handle(current ?? null))
             appliedRefs.push(self)
             verdicts[i] = { _tag: "applied", wokeParked: false }
           }
@@ -591,9 +610,6 @@ export const make = <R>(
           : verdicts
       })
 
-    const withKeyLocks = <A, E, R2>(keys: ReadonlyArray<string>, effect: Effect.Effect<A, E, R2>) =>
-      keys.reduceRight((inner, key) => withKeyLock(key, inner), effect)
-
     /**
      * A batch of deliveries in one transaction, in arrival order with the events of one entity in version
      * order. Events that must wait
@@ -604,8 +620,9 @@ export const make = <R>(
         yield* Ref.update(inFlight, (n) => n + deliveries.length)
         const items: Array<Item> = []
         for (const delivery of deliveries) {
-          const decoded = yield* Effect.result(decodeDelivery(delivery))
-          if (decoded._tag === "Success") items.push(decoded.success)
+          const decoding = decodeDelivery(delivery)
+          const decoded = Result.isResult(decoding) ? decoding : yield* Effect.result(decoding)
+          if (Result.isSuccess(decoded)) items.push(decoded.success)
           else {
             yield* Effect.fail(decoded.failure).pipe(
               settleErrors(delivery),
@@ -617,8 +634,8 @@ export const make = <R>(
         const keyOf = (item: Item) => refKey(selfRef(item.envelope))
         const ordered = inEntityVersionOrder(items, keyOf, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
-        const keys = [...new Set(items.map(keyOf))].sort()
-        const result = yield* withKeyLocks(keys, transactor.withTransaction(applyAll(ordered, now))).pipe(
+        const keys = [...new Set(items.map(keyOf))]
+        const result = yield* withKeys(keys, transactor.withTransaction(applyAll(ordered, now))).pipe(
           Effect.result
         )
         if (result._tag === "Failure") {
@@ -627,21 +644,19 @@ export const make = <R>(
         }
         const settled = ordered.map((item, i) => ({ ...item, verdict: result.success[i]! }))
         yield* reportAll(settled, false)
-        let done = 0
+        const done: Array<Delivery> = []
         for (const item of settled) {
           if (item.verdict._tag === "missing") yield* FiberSet.run(waiters, settleOne(item))
-          else {
-            yield* item.delivery.ack.pipe(settleErrors(item.delivery))
-            done++
-          }
+          else done.push(item.delivery)
         }
-        yield* Ref.update(inFlight, (n) => n - done)
+        yield* ackAll(done)
+        yield* Ref.update(inFlight, (n) => n - done.length)
       })
 
     // A parked event that is due.
     const retryParked = (row: WaitingRow) =>
       Effect.gen(function*() {
-        const result = yield* route(row.envelope).pipe(Effect.result)
+        const result = yield* Effect.result(prepared(route(row.envelope)))
         if (result._tag === "Failure") {
           const error = result.failure
           const now = yield* Clock.currentTimeMillis
@@ -650,8 +665,8 @@ export const make = <R>(
           )
           return yield* report(row.envelope, { _tag: "deadLettered", error }, true)
         }
-        const verdict = yield* withKeyLock(
-          refKey(selfRef(row.envelope)),
+        const verdict = yield* withKeys(
+          [refKey(selfRef(row.envelope))],
           attemptSettled({
             envelope: row.envelope,
             prepared: result.success,

@@ -3,7 +3,7 @@
  * allows it, through Effect otherwise), its references, and every way it can be malformed.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema, SchemaGetter } from "effect"
+import { Effect, Result, Schema, SchemaGetter } from "effect"
 import * as Contract from "../src/Contract.ts"
 import type { Envelope } from "../src/Envelope.ts"
 import * as Subscription from "../src/Subscription.ts"
@@ -46,11 +46,14 @@ describe("Subscription.prepare", () => {
       const users = Subscription.subscribe(User, {
         handler: ({ payload }) => Effect.sync(() => void seen.push(payload))
       })
-      const prepared = yield* users.prepare(userEvent(ada))
+      const preparing = users.prepare(userEvent(ada))
+      assert.isTrue(Result.isResult(preparing), "a synchronous schema decodes without an Effect")
+      const prepared = yield* Subscription.prepared(preparing)
       assert.deepStrictEqual(prepared.references, [{ entity: "Company", id: "c-1" }])
-      yield* prepared.handle(null)
+      assert.isDefined(prepared.handle)
+      yield* prepared.handle?.(null) ?? Effect.void
       assert.deepStrictEqual(seen, [ada])
-      const deleted = yield* users.prepare(userEvent(null, { action: "deleted", version: 2 }))
+      const deleted = yield* Subscription.prepared(users.prepare(userEvent(null, { action: "deleted", version: 2 })))
       assert.deepStrictEqual(deleted.references, [])
     }))
 
@@ -59,24 +62,27 @@ describe("Subscription.prepare", () => {
       const seen: Array<unknown> = []
       const slow = Subscription.subscribe(Slow, { handler: ({ payload }) => Effect.sync(() => void seen.push(payload)) })
       const event = userEvent({ id: "s-1", name: "quiet" }, { entity: "Slow", entityId: "s-1" })
-      const prepared = yield* slow.prepare(event)
-      yield* prepared.handle(null)
+      const preparing = slow.prepare(event)
+      assert.isFalse(Result.isResult(preparing), "an asynchronous schema decodes through an Effect")
+      const prepared = yield* Subscription.prepared(preparing)
+      yield* prepared.handle?.(null) ?? Effect.void
       assert.deepStrictEqual(seen, [{ id: "s-1", name: "QUIET" }])
-      const bad = yield* Effect.flip(slow.prepare({ ...event, payload: { id: "s-1", name: 7 } }))
+      const bad = yield* Effect.flip(Subscription.prepared(slow.prepare({ ...event, payload: { id: "s-1", name: 7 } })))
       assert.strictEqual(bad.reason, "InvalidPayload")
     }))
 
   it.effect("reports a foreign producer, an invalid payload and a payload of another entity", () =>
     Effect.gen(function*() {
       const users = Subscription.subscribe(User)
-      const foreign = yield* Effect.flip(users.prepare(userEvent(ada, { producer: "billing" })))
+      assert.isUndefined((yield* Subscription.prepared(users.prepare(userEvent(ada)))).handle, "no handler, nothing to run")
+      const foreign = yield* Effect.flip(Subscription.prepared(users.prepare(userEvent(ada, { producer: "billing" }))))
       assert.strictEqual(foreign.reason, "InvalidEnvelope")
       assert.include(foreign.message, `produced by "billing"`)
-      const invalid = yield* Effect.flip(users.prepare(userEvent({ ...ada, active: "yes" })))
+      const invalid = yield* Effect.flip(Subscription.prepared(users.prepare(userEvent({ ...ada, active: "yes" }))))
       assert.strictEqual(invalid.reason, "InvalidPayload")
       assert.include(invalid.message, "active")
       assert.strictEqual(invalid.messageId, "0190a000-0000-7000-8000-000000000001")
-      const other = yield* Effect.flip(users.prepare(userEvent({ ...ada, id: "u-2" })))
+      const other = yield* Effect.flip(Subscription.prepared(users.prepare(userEvent({ ...ada, id: "u-2" }))))
       assert.strictEqual(other.reason, "InvalidPayload")
       assert.include(other.message, `"u-2"`)
     }))

@@ -665,9 +665,13 @@ const toDelivery = (
     Effect.suspend(() => {
       if (settled) return Effect.void
       if (state.closed) return Effect.fail(ended(operation))
-      return Effect.map(send(operation, f), () => {
-        settled = true
-      })
+      try {
+        f()
+      } catch (cause) {
+        return Effect.fail(unavailable(operation, messageOf(cause), cause))
+      }
+      settled = true
+      return Effect.void
     })
   const deadLetter = (reason: string) =>
     Effect.suspend(() => {

@@ -1,0 +1,125 @@
+/**
+ * The CPU each stage of a pipeline spends per event when it runs alone, to find where the library and the
+ * baseline differ:
+ *
+ *     node --import tsx bench/stages.ts [--events=20000] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
+ *
+ * For each pipeline, on two fresh databases: the consumer is started once and stopped (it declares its
+ * queue); then `owner` writes the events in transactions of 100, four at a time; `relay` publishes them
+ * (with no consumer running) until the queue holds them all; `consumer` applies them. Each stage is timed
+ * and its process CPU (user + system) divided by the events. With `BENCH_CPU_PROF=<dir>`, each timed
+ * stage writes a CPU profile of its own span (`<pipeline>-<stage>.cpuprofile`) into that directory.
+ */
+import amqp from "amqplib"
+import { writeFileSync } from "node:fs"
+import { Session } from "node:inspector/promises"
+import { Effect, Redacted, References } from "effect"
+import * as Baseline from "./baseline.ts"
+import { read } from "./config.ts"
+import { amqpUrl, makeNames } from "./contract.ts"
+import * as Database from "./database.ts"
+import * as Library from "./library.ts"
+import { cpuMicros } from "./stats.ts"
+import type { MakePipeline, Pipeline } from "./workloads.ts"
+
+const argument = (name: string, fallback: string) =>
+  process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
+
+const events = Number(argument("events", "20000"))
+const pipelines = argument("pipelines", "library,baseline").split(",")
+const stages = new Set(argument("stages", "owner,relay,consumer").split(","))
+
+const queueDepth = (queue: string) =>
+  Effect.promise(async () => {
+    const connection = await amqp.connect(amqpUrl)
+    try {
+      const channel = await connection.createChannel()
+      return (await channel.checkQueue(queue)).messageCount
+    } finally {
+      await connection.close()
+    }
+  })
+
+const profileDir = process.env.BENCH_CPU_PROF ?? ""
+
+/** Profiles `effect` when `BENCH_CPU_PROF` is set. */
+const profiled = <A, E, R>(file: string, effect: Effect.Effect<A, E, R>) =>
+  profileDir === "" ? effect : Effect.acquireUseRelease(
+    Effect.promise(async () => {
+      const session = new Session()
+      session.connect()
+      await session.post("Profiler.enable")
+      await session.post("Profiler.start")
+      return session
+    }),
+    () => effect,
+    (session) =>
+      Effect.promise(async () => {
+        const { profile } = await session.post("Profiler.stop")
+        writeFileSync(`${profileDir}/${file}.cpuprofile`, JSON.stringify(profile))
+        session.disconnect()
+      })
+  )
+
+const timed = <A, E, R>(name: string, pipeline: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const cpu = cpuMicros()
+    const start = performance.now()
+    yield* profiled(`${pipeline}-${name}`, effect)
+    const seconds = (performance.now() - start) / 1000
+    const micros = (cpuMicros() - cpu) / events
+    yield* Effect.sync(() =>
+      console.log(
+        `${pipeline.padEnd(9)} ${name.padEnd(9)} ${Math.round(events / seconds).toLocaleString("en-US").padStart(7)} ev/s ` +
+          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event`
+      )
+    )
+  })
+
+const until = (condition: Effect.Effect<boolean, unknown>) =>
+  Effect.gen(function*() {
+    while (!(yield* condition)) yield* Effect.sleep("50 millis")
+  })
+
+const runPipeline = (name: string, make: MakePipeline) =>
+  Effect.gen(function*() {
+    const run = Date.now().toString(36)
+    const names = makeNames(run, `stages-${name}`)
+    const databases = [`bench_stages_${run}_${name}_owner`, `bench_stages_${run}_${name}_consumer`]
+    yield* Database.create(databases)
+    const env = {
+      ownerUrl: Redacted.make(Database.rawUrlOf(databases[0]!)),
+      consumerUrl: Redacted.make(Database.rawUrlOf(databases[1]!)),
+      names,
+      settings: read()
+    }
+    yield* Effect.scoped(Effect.gen(function*() {
+      const pipeline: Pipeline = yield* make(env)
+      yield* Effect.scoped(pipeline.startConsumer(null))
+      const ids = Array.from({ length: events }, (_, i) => i)
+      const chunks = Array.from({ length: Math.ceil(events / 100) }, (_, c) => ids.slice(c * 100, c * 100 + 100))
+      if (stages.has("owner")) {
+        yield* timed("owner", name, Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true }))
+      } else yield* pipeline.fillOutbox("s", events)
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Effect.sleep("200 millis")
+        const relay = Effect.andThen(pipeline.startRelay, until(Effect.map(queueDepth(names.queue), (n) => n >= events)))
+        yield* stages.has("relay") ? timed("relay", name, relay) : relay
+      }))
+      const consumer = Effect.scoped(
+        Effect.andThen(pipeline.startConsumer(null), until(Effect.map(pipeline.applied, (n) => n >= events)))
+      )
+      if (stages.has("consumer")) yield* timed("consumer", name, consumer)
+    }))
+    yield* Database.deleteTopology(names)
+    yield* Database.drop(databases)
+  })
+
+const main = Effect.forEach(pipelines, (name) => runPipeline(name, name === "library" ? Library.make : Baseline.make), {
+  discard: true
+}).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+
+Effect.runPromise(main).then(() => process.exit(0), (error: unknown) => {
+  console.error(error)
+  process.exit(1)
+})
