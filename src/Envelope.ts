@@ -63,7 +63,8 @@ const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => 
   }
 }
 
-const isAction = Schema.is(Action)
+const actions: ReadonlySet<unknown> = new Set(Action.literals)
+const isAction = (u: unknown): u is Action => actions.has(u)
 const isNonEmpty = (u: unknown): u is string => typeof u === "string" && u.length > 0
 const isStringRecord = (u: unknown): u is Record<string, string> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")

@@ -489,9 +489,10 @@ export const make = <R>(
       const decoded = Envelope.decodeResult(delivery.body, decodeOptions)
       if (Result.isFailure(decoded)) return Result.fail(decoded.failure)
       const envelope = decoded.success
-      const item = (prepared: Prepared<R>): Item => ({ delivery, envelope, prepared })
       const preparing = route(envelope)
-      return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
+      return Result.isResult(preparing)
+        ? Result.map(preparing, (prepared): Item => ({ delivery, envelope, prepared }))
+        : Effect.map(preparing, (prepared): Item => ({ delivery, envelope, prepared }))
     }
 
     const settleErrors = (delivery: Delivery) =>

@@ -104,16 +104,23 @@ const isNotFound = (cause: unknown): boolean => Option.isSome(Schema.decodeUnkno
 // ---------------------------------------------------------------------------------------------------
 // Message properties and headers (data from the broker: decoded, never trusted)
 
-const Properties = Schema.Struct({
-  messageId: Schema.optional(Schema.String),
-  type: Schema.optional(Schema.String),
-  contentType: Schema.optional(Schema.String),
-  headers: Schema.optional(Schema.Record(Schema.String, Schema.Unknown))
-})
-type Properties = typeof Properties.Type
-const decodeProperties = Schema.decodeUnknownOption(Properties)
-const propertiesOf = (message: Message): Properties =>
-  Option.getOrElse(decodeProperties(message.properties), (): Properties => ({}))
+/** The properties of a message the adapter reads; one of an unexpected type is left out. */
+interface Properties {
+  readonly messageId: string | undefined
+  readonly type: string | undefined
+  readonly contentType: string | undefined
+  readonly headers: RawHeaders
+}
+const stringOf = (value: unknown): string | undefined => typeof value === "string" ? value : undefined
+const propertiesOf = (message: Message): Properties => {
+  const { contentType, headers, messageId, type } = message.properties
+  return {
+    messageId: stringOf(messageId),
+    type: stringOf(type),
+    contentType: stringOf(contentType),
+    headers: typeof headers === "object" && headers !== null ? headers : {}
+  }
+}
 
 /** One entry of RabbitMQ's `x-death` header (the most recent death comes first). */
 const Death = Schema.Struct({
@@ -166,7 +173,7 @@ const nativeReason = (reason: string): string => {
 /** A message of `<queue>.dead` as a `DeadLetter`: dead-lettered by this adapter or by RabbitMQ itself. */
 const toDeadLetter = (queue: string, message: Message): DeadLetter => {
   const properties = propertiesOf(message)
-  const headers = properties.headers ?? {}
+  const headers = properties.headers
   const death = Option.getOrUndefined(decodeDeaths(headers["x-death"]))?.[0]
   const reason = stringHeader(headers, reasonHeader) ?? (death === undefined ? "unknown" : nativeReason(death.reason))
   const deathSeconds = death?.time === undefined ? undefined : typeof death.time === "number" ? death.time : death.time.value
@@ -623,10 +630,54 @@ type PublishToQueue = (
   message: Omit<Outgoing, "exchange" | "routingKey">
 ) => Effect.Effect<void, BrokerUnavailable>
 
+/** A delivery's settling: its subscription's channel and state, the message, and whether it is settled. */
+interface Settling {
+  readonly queue: string
+  readonly channel: Channel
+  readonly state: ChannelState
+  readonly settlements: Settlements
+  readonly message: Message
+  readonly messageId: string
+  settled: boolean
+}
+
+const ended = (s: Settling, operation: string) =>
+  unavailable(operation, `the subscription to ${s.queue} has ended; message ${s.messageId} will be redelivered`)
+
+/** Settles a delivery with `f`, once (later settles are no-ops); fails when its channel has closed. */
+const settle = (s: Settling, operation: string, f: (s: Settling) => void): Effect.Effect<void, BrokerUnavailable> =>
+  Effect.suspend(() => {
+    if (s.settled) return Effect.void
+    if (s.state.closed) return Effect.fail(ended(s, operation))
+    try {
+      f(s)
+    } catch (cause) {
+      return Effect.fail(unavailable(operation, messageOf(cause), cause))
+    }
+    s.settled = true
+    return Effect.void
+  })
+
+/** Acks at the end of this turn, with the other acks made in it (see `Settlements`). */
+const ackLater = (s: Settling): void => {
+  const { settlements } = s
+  settlements.acked.add(s.message.fields.deliveryTag)
+  if (settlements.scheduled) return
+  settlements.scheduled = true
+  setImmediate(() => flushAcks(settlements, s.channel))
+}
+
+/** Acks or nacks towards the broker at once. */
+const settleNow = (s: Settling, f: (channel: Channel, message: Message) => void): void => {
+  f(s.channel, s.message)
+  s.settlements.unsettled.delete(s.message.fields.deliveryTag)
+}
+
 /**
  * A message consumed from `queue` as a `Delivery`. Each delivery settles at most once (later settles are
  * no-ops); settling on a closed channel is `BrokerUnavailable` (the broker redelivers the message).
  * `deadLetter` publishes a copy with the reason to `<queue>.dead`, confirmed, and then acks the original.
+ * (Built without a named closure per delivery: this runs for every message consumed.)
  */
 const toDelivery = (
   queue: string,
@@ -636,69 +687,14 @@ const toDelivery = (
   message: Message,
   publishToQueue: PublishToQueue
 ): Delivery => {
-  const tag = message.fields.deliveryTag
-  settlements.unsettled.set(tag, message)
-  /** Settles this delivery towards the broker at once. */
-  const now = (f: () => void) => () => {
-    f()
-    settlements.unsettled.delete(tag)
-  }
-  /** Acks at the end of this turn, with the other acks made in it (see `Settlements`). */
-  const ackLater = () => {
-    settlements.acked.add(tag)
-    if (settlements.scheduled) return
-    settlements.scheduled = true
-    setImmediate(() => flushAcks(settlements, channel))
-  }
+  settlements.unsettled.set(message.fields.deliveryTag, message)
   const properties = propertiesOf(message)
-  const headers = properties.headers ?? {}
+  const headers = properties.headers
   const messageId = properties.messageId ?? ""
   const routingKey = stringHeader(headers, routingKeyHeader) ?? message.fields.routingKey
   const type = properties.type ?? ""
   const body = new Uint8Array(message.content)
-  let settled = false
-  const ended = (operation: string) =>
-    unavailable(operation, `the subscription to ${queue} has ended; message ${messageId} will be redelivered`)
-  const send = (operation: string, f: () => void): Effect.Effect<void, BrokerUnavailable> =>
-    Effect.try({ try: f, catch: (cause) => unavailable(operation, messageOf(cause), cause) })
-  const settle = (operation: string, f: () => void) =>
-    Effect.suspend(() => {
-      if (settled) return Effect.void
-      if (state.closed) return Effect.fail(ended(operation))
-      try {
-        f()
-      } catch (cause) {
-        return Effect.fail(unavailable(operation, messageOf(cause), cause))
-      }
-      settled = true
-      return Effect.void
-    })
-  const deadLetter = (reason: string) =>
-    Effect.suspend(() => {
-      if (settled) return Effect.void
-      if (state.closed) return Effect.fail(ended("deadLetter"))
-      settled = true // reserved, so a concurrent settle is a no-op; released again on failure
-      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        publishToQueue(deadQueueOf(queue), {
-          messageId,
-          type,
-          contentType: properties.contentType ?? "application/json",
-          body,
-          headers: {
-            ...applicationHeaders(headers),
-            [reasonHeader]: reason,
-            [routingKeyHeader]: routingKey,
-            [deadLetteredAtHeader]: String(now)
-          }
-        })).pipe(
-          Effect.andThen(send("deadLetter", now(() => channel.ack(message)))),
-          Effect.onError(() =>
-            Effect.sync(() => {
-              settled = false
-            })
-          )
-        )
-    })
+  const s: Settling = { queue, channel, state, settlements, message, messageId, settled: false }
   return {
     messageId,
     routingKey,
@@ -706,9 +702,40 @@ const toDelivery = (
     body,
     headers: applicationHeaders(headers),
     redelivered: message.fields.redelivered,
-    ack: settle("ack", ackLater),
-    nack: ({ requeue }) => settle("nack", now(() => channel.nack(message, false, requeue))),
-    deadLetter
+    ack: settle(s, "ack", ackLater),
+    nack(options) {
+      return settle(s, "nack", (s) => settleNow(s, (channel, message) => channel.nack(message, false, options.requeue)))
+    },
+    deadLetter(reason) {
+      return Effect.suspend(() => {
+        if (s.settled) return Effect.void
+        if (state.closed) return Effect.fail(ended(s, "deadLetter"))
+        s.settled = true // reserved, so a concurrent settle is a no-op; released again on failure
+        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          publishToQueue(deadQueueOf(queue), {
+            messageId,
+            type,
+            contentType: properties.contentType ?? "application/json",
+            body,
+            headers: {
+              ...applicationHeaders(headers),
+              [reasonHeader]: reason,
+              [routingKeyHeader]: routingKey,
+              [deadLetteredAtHeader]: String(now)
+            }
+          })).pipe(
+            Effect.andThen(Effect.try({
+              try: () => settleNow(s, (channel, message) => channel.ack(message)),
+              catch: (cause) => unavailable("deadLetter", messageOf(cause), cause)
+            })),
+            Effect.onError(() =>
+              Effect.sync(() => {
+                s.settled = false
+              })
+            )
+          )
+      })
+    }
   }
 }
 
@@ -905,7 +932,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
             type: dead.type,
             contentType: properties.contentType ?? "application/json",
             body: dead.body,
-            headers: { ...applicationHeaders(properties.headers ?? {}), [routingKeyHeader]: dead.routingKey }
+            headers: { ...applicationHeaders(properties.headers), [routingKeyHeader]: dead.routingKey }
           })
           yield* Effect.try({
             try: () => channel.ack(found),
