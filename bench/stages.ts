@@ -2,10 +2,10 @@
  * The CPU each stage of a pipeline spends per event when it runs alone, to find where the library and the
  * baseline differ:
  *
- *     node --import tsx bench/stages.ts [--events=20000] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
+ *     node --import tsx bench/stages.ts [--events=20000] [--batch=100] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
  *
  * For each pipeline, on two fresh databases: the consumer is started once and stopped (it declares its
- * queue); then `owner` writes the events in transactions of 100, four at a time; `relay` publishes them
+ * queue); then `owner` writes the events in transactions of `--batch` entities, four at a time; `relay` publishes them
  * (with no consumer running) until the queue holds them all; `consumer` applies them. Each stage is timed
  * and its process CPU (user + system) divided by the events. With `BENCH_CPU_PROF=<dir>`, each timed
  * stage writes a CPU profile of its own span (`<pipeline>-<stage>.cpuprofile`) into that directory.
@@ -26,6 +26,7 @@ const argument = (name: string, fallback: string) =>
   process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 
 const events = Number(argument("events", "20000"))
+const batch = Number(argument("batch", "100"))
 const pipelines = argument("pipelines", "library,baseline").split(",")
 const stages = new Set(argument("stages", "owner,relay,consumer").split(","))
 
@@ -64,14 +65,16 @@ const profiled = <A, E, R>(file: string, effect: Effect.Effect<A, E, R>) =>
 const timed = <A, E, R>(name: string, pipeline: string, effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
     const cpu = cpuMicros()
+    const usage = process.cpuUsage()
     const start = performance.now()
     yield* profiled(`${pipeline}-${name}`, effect)
     const seconds = (performance.now() - start) / 1000
     const micros = (cpuMicros() - cpu) / events
+    const { system, user } = process.cpuUsage(usage)
     yield* Effect.sync(() =>
       console.log(
         `${pipeline.padEnd(9)} ${name.padEnd(9)} ${Math.round(events / seconds).toLocaleString("en-US").padStart(7)} ev/s ` +
-          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event`
+          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event ` + `(user ${Math.round(user / events)}, system ${Math.round(system / events)})`
       )
     )
   })
@@ -97,7 +100,7 @@ const runPipeline = (name: string, make: MakePipeline) =>
       const pipeline: Pipeline = yield* make(env)
       yield* Effect.scoped(pipeline.startConsumer(null))
       const ids = Array.from({ length: events }, (_, i) => i)
-      const chunks = Array.from({ length: Math.ceil(events / 100) }, (_, c) => ids.slice(c * 100, c * 100 + 100))
+      const chunks = Array.from({ length: Math.ceil(events / batch) }, (_, c) => ids.slice(c * batch, c * batch + batch))
       if (stages.has("owner")) {
         yield* timed("owner", name, Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true }))
       } else yield* pipeline.fillOutbox("s", events)

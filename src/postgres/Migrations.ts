@@ -125,13 +125,53 @@ const createSyncTables = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlErr
   })
 
 /**
+ * Migration 2: `claim_due(now, lease_until, max_rows)`, the relay's claim as one statement (one round trip
+ * instead of four). It leases up to `max_rows` due rows, oldest first, skipping rows other claimers hold,
+ * and returns them. Two settings make it cheap:
+ *
+ * * `enable_sort = off` (for the function): due rows are read in `seq` order from the partial index of
+ *   unpublished rows and the scan stops after `max_rows`. Without it, a backlog appended faster than
+ *   autovacuum analyzes the table looks tiny to the planner, which then reads and sorts every due row on
+ *   each claim (a claim on a fresh 30 000-row backlog: 35 ms instead of 2 ms; quadratic over a drain).
+ * * `synchronous_commit = off` (for the claiming transaction): the lease needs no flush to disk. A lease
+ *   lost in a server crash leaves its rows claimable again, exactly as when a lease ends: at worst they are
+ *   published twice, and consumers drop the duplicate (R3).
+ */
+const createClaimFunction = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql`CREATE FUNCTION ${sql(t.claimDue)}(now_millis bigint, lease_until bigint, max_rows integer)
+      RETURNS SETOF ${sql(t.outbox)}
+      LANGUAGE plpgsql
+      SET enable_sort = off
+      AS $$
+      BEGIN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        RETURN QUERY
+          WITH due AS (
+            SELECT seq AS due_seq FROM ${sql(t.outbox)}
+            WHERE published_at IS NULL AND next_attempt_at <= now_millis
+              AND (claimed_until IS NULL OR claimed_until <= now_millis)
+            ORDER BY seq
+            LIMIT max_rows
+            FOR UPDATE SKIP LOCKED
+          )
+          UPDATE ${sql(t.outbox)} AS o SET claimed_until = lease_until
+          FROM due WHERE o.seq = due.due_seq
+          RETURNING o.*;
+      END
+      $$`
+  })
+
+/**
  * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
  * Append new entries for schema changes; never edit or renumber released ones.
  */
 export const migrations = (
   tables: Tables.Tables
 ): Record<string, Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient>> => ({
-  "1_create_sync_tables": createSyncTables(tables)
+  "1_create_sync_tables": createSyncTables(tables),
+  "2_create_claim_function": createClaimFunction(tables)
 })
 
 /**

@@ -64,6 +64,7 @@ export const make = (
     const sql = pg.withoutTransforms()
     const leaseMillis = options?.leaseMillis ?? defaultLeaseMillis
     const outbox = sql(tables.outbox)
+    const claimDue = sql(tables.claimDue)
     const columns = sql.literal(
       `seq, envelope, created_at AS "createdAt", attempts, next_attempt_at AS "nextAttemptAt", ` +
         `last_error AS "lastError", published_at AS "publishedAt"`
@@ -125,16 +126,6 @@ export const make = (
         yield* sql.afterCommit(wake)
       })
 
-    // A claim runs in a transaction of its own with two local settings:
-    // * `enable_sort = off`: due rows are read in `seq` order from the partial index of unpublished rows and
-    //   the scan stops after `limit`. Without it, a backlog appended faster than autovacuum analyzes the
-    //   table looks tiny to the planner, which then reads and sorts every due row on each claim (a claim on
-    //   a fresh 30 000-row backlog: 35 ms instead of 2 ms; quadratic over a drain).
-    // * `synchronous_commit = off`: the lease needs no flush to disk. A lease lost in a server crash leaves
-    //   its rows claimable again, exactly as when a lease ends: at worst they are published twice, and
-    //   consumers drop the duplicate (R3).
-    const claimSettings = sql`SELECT set_config('enable_sort', 'off', true), set_config('synchronous_commit', 'off', true)`
-
     // Claims are the relay's hot path: claimed rows are read by hand (the envelope with
     // `Envelope.fromParsedJson`). Anything unexpected falls back to the full `Row` decode, which reports it.
     const int8Of = (value: unknown): number | undefined => {
@@ -166,18 +157,9 @@ export const make = (
         const n = Math.floor(limit)
         if (!(n > 0)) return []
         const now = yield* Clock.currentTimeMillis
-        const rows = yield* sql.withTransaction(Effect.andThen(claimSettings, sql`
-          WITH due AS (
-            SELECT seq AS due_seq FROM ${outbox}
-            WHERE published_at IS NULL AND next_attempt_at <= ${now}
-              AND (claimed_until IS NULL OR claimed_until <= ${now})
-            ORDER BY seq
-            LIMIT ${n}
-            FOR UPDATE SKIP LOCKED
-          )
-          UPDATE ${outbox} AS o SET claimed_until = ${now + leaseMillis}
-          FROM due WHERE o.seq = due.due_seq
-          RETURNING ${columns}`))
+        // one statement, in a transaction of its own (see `claim_due` in Migrations)
+        const rows = yield* sql`SELECT ${columns}
+          FROM ${claimDue}(${now}::bigint, ${now + leaseMillis}::bigint, ${n}::integer)`
         const claimed = yield* decodeClaimed(rows)
         return claimed.slice().sort(bySeq)
       })

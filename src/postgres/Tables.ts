@@ -38,6 +38,8 @@ export interface Tables {
   readonly copies: string
   /** The SQL function turning a jsonb array of `{entity, id}` into wake keys. */
   readonly refKeys: string
+  /** The SQL function that claims due outbox rows (see `Migrations`). */
+  readonly claimDue: string
   /** The channel `NOTIFY`-ed when outbox rows are appended, `<prefix>outbox`. */
   readonly outboxChannel: string
   /** The name of an index (or constraint) of the library: `<prefix><name>`. */
@@ -55,6 +57,7 @@ const names = (prefix: string): Tables => ({
   dead: `${prefix}dead`,
   copies: `${prefix}copies`,
   refKeys: `${prefix}ref_keys`,
+  claimDue: `${prefix}claim_due`,
   outboxChannel: `${prefix}outbox`,
   index: (name) => `${prefix}${name}`
 })
