@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Array as Arr, Clock, Context, Effect, Option, Schema, Tracer } from "effect"
+import { Array as Arr, Clock, Context, Effect, Option, Result, Schema, Tracer } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyState } from "./CopyRepository.ts"
@@ -103,11 +103,23 @@ export interface Producer<Service extends string> {
   ) => EntityRepository<A>
 }
 
-/** The W3C `traceparent` of the span (local or external) the write runs in, if any. */
-const currentTraceparent = Effect.map(
-  Effect.serviceOption(Tracer.ParentSpan),
-  Option.map((span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`)
-)
+/** What the events of one write carry from the fiber: the traceparent and the request context. */
+interface EventContext {
+  /** The W3C `traceparent` of the span (local or external) the write runs in, if any. */
+  readonly traceparent: string | undefined
+  readonly context: Readonly<Record<string, string>> | undefined
+}
+
+/** The event context of the current fiber, read once per write. */
+const eventContext: Effect.Effect<EventContext> = Effect.contextWith((services: Context.Context<never>) => {
+  const span = Context.getOption(services, Tracer.ParentSpan)
+  return Effect.succeed({
+    traceparent: Option.isSome(span)
+      ? `00-${span.value.traceId}-${span.value.spanId}-${span.value.sampled ? "01" : "00"}`
+      : undefined,
+    context: Context.get(services, RequestContext)
+  })
+})
 
 /** Makes the producer of a service. */
 export const make = <const Service extends string>(service: Service): Producer<Service> => ({
@@ -123,8 +135,18 @@ const makeRepository = <A, I extends Schema.Json>(
   const encode = Schema.encodeEffect(contract.payload)
   const decode = Schema.decodeUnknownEffect(contract.payload)
   const encodePayload = (a: A) => Effect.orDie(encode(a))
-  const encodeAll = Schema.encodeEffect(Schema.Array(contract.payload))
-  const encodePayloads = (as: ReadonlyArray<A>) => Effect.orDie(encodeAll(as))
+  // Encoded synchronously when the schema allows it (any schema without asynchronous transformations).
+  const encodeAllNow = Schema.encodeResult(Schema.Array(contract.payload))
+  const encodeAllLater = Schema.encodeEffect(Schema.Array(contract.payload))
+  const encodePayloads = (as: ReadonlyArray<A>): Effect.Effect<ReadonlyArray<I>> => {
+    let result: Result.Result<ReadonlyArray<I>, Schema.SchemaError>
+    try {
+      result = encodeAllNow(as)
+    } catch {
+      return Effect.orDie(encodeAllLater(as))
+    }
+    return Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.die(result.failure)
+  }
   const decodeStored = (row: SourceRow): Effect.Effect<A | null> =>
     row.payload === null ? Effect.succeed(null) : Effect.orDie(decode(row.payload))
   const handleWhen = options.handleWhen ?? (() => true)
@@ -138,11 +160,8 @@ const makeRepository = <A, I extends Schema.Json>(
     deletedAt: row.deletedAt
   })
 
-  // The span and request context are read once per write and shared by its events.
-  const eventContext = Effect.all({ traceparent: currentTraceparent, context: RequestContext })
-
   const envelopeOf = (
-    shared: Effect.Success<typeof eventContext>,
+    shared: EventContext,
     messageId: string,
     row: SourceRow,
     action: Envelope.Action,
@@ -159,7 +178,7 @@ const makeRepository = <A, I extends Schema.Json>(
     producer: service,
     forceSync,
     payload: row.payload,
-    ...(Option.isSome(shared.traceparent) ? { traceparent: shared.traceparent.value } : {}),
+    ...(shared.traceparent !== undefined ? { traceparent: shared.traceparent } : {}),
     ...(shared.context !== undefined ? { context: shared.context } : {})
   })
 

@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import type { Lock } from "../CopyRepository.ts"
-import { Effect, Schema, SchemaGetter } from "effect"
+import { Effect, Result, Schema, SchemaGetter } from "effect"
 import { SqlError } from "effect/sql"
 
 /**
@@ -36,12 +36,14 @@ const unexpectedRow = (what: string) => (error: Schema.SchemaError): SqlError.Sq
     })
   })
 
-/** Decodes result rows with `schema`; `what` names the rows in the error message. */
+/** Decodes result rows with `schema` (synchronous: row schemas have no asynchronous parts); `what` names the rows in the error message. */
 export const decodeRows = <A>(schema: Schema.Decoder<A>, what: string) => {
-  const decode = Schema.decodeUnknownEffect(Schema.Array(schema))
+  const decode = Schema.decodeUnknownResult(Schema.Array(schema))
   const fail = unexpectedRow(what)
-  return (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, SqlError.SqlError> =>
-    Effect.mapError(decode(rows), fail)
+  return (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, SqlError.SqlError> => {
+    const decoded = decode(rows)
+    return Result.isSuccess(decoded) ? Effect.succeed(decoded.success) : Effect.fail(fail(decoded.failure))
+  }
 }
 
 /** Decodes the first result row with `schema`, or gives null when there is none. */
