@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Array as Arr, Effect, Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { CopyRepository, type CopyRow, type Guard, type Lock } from "../CopyRepository.ts"
 import type { EntityRef } from "../Errors.ts"
 import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
@@ -78,6 +78,21 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
           )
           ORDER BY entity, id ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decode))
 
+    // The rows of a batch travel as one JSON parameter (one value to encode instead of eight per row).
+    const recordOf = (row: CopyRow) => ({
+      entity: row.entity,
+      id: row.id,
+      version: row.version,
+      state: row.state,
+      payload: row.payload,
+      deleted_at: row.deletedAt,
+      synced_at: row.syncedAt,
+      message_id: row.messageId
+    })
+    const recordColumns = sql.literal(
+      "entity text, id text, version bigint, state text, payload jsonb, deleted_at bigint, synced_at bigint, message_id text"
+    )
+
     // One statement per guard: a row that fails its guard is skipped, the others are written.
     const upsertMany = (rows: ReadonlyArray<{ readonly row: CopyRow; readonly guard: Guard }>) =>
       Effect.map(
@@ -85,12 +100,11 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
           guardsOrder,
           (guard) => {
             const batch = rows.filter((r) => r.guard === guard)
-            return Arr.isReadonlyArrayNonEmpty(batch)
-              ? sql`INSERT INTO ${copies} AS c ${sql.insert(Arr.map(batch, (r) => columnsOf(r.row)))} ${
-                upsertTail(guard)
-              }`.pipe(
-                Effect.map((written) => written.length)
-              )
+            return batch.length > 0
+              ? sql`INSERT INTO ${copies} AS c (entity, id, version, state, payload, deleted_at, synced_at, message_id)
+                  SELECT * FROM jsonb_to_recordset(${JSON.stringify(batch.map((r) => recordOf(r.row)))}::jsonb)
+                    AS r(${recordColumns})
+                  ${upsertTail(guard)}`.pipe(Effect.map((written) => written.length))
               : Effect.succeed(0)
           }
         ),

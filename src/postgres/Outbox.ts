@@ -27,7 +27,7 @@ export interface Options {
 /** The default claim lease: 30 seconds. */
 export const defaultLeaseMillis = 30_000
 
-/** Rows per `INSERT` statement of an append (PostgreSQL allows at most 65 535 parameters). */
+/** Events per `INSERT` statement of an append. */
 const insertChunk = 1_000
 
 const Row = Schema.Struct({
@@ -103,22 +103,19 @@ export const make = (
     )
 
     // The events of one transaction, written when its body has succeeded (see `makeBufferedAppends`): one
-    // multi-row INSERT per chunk, in append order (seq follows the VALUES order); the last chunk carries the
-    // transaction's one NOTIFY in the same statement (a data-modifying WITH always runs to completion).
+    // INSERT per chunk with the envelopes as one JSON array parameter, in append order (seq follows the
+    // array's order); the last chunk carries the transaction's one NOTIFY in the same statement (a
+    // data-modifying WITH always runs to completion).
     const append = (envelopes: ReadonlyArray<Envelope>) =>
       Effect.gen(function* () {
         if (envelopes.length === 0) return
         const now = yield* Clock.currentTimeMillis
         const chunks = Arr.chunksOf(envelopes, insertChunk)
         for (const [index, chunk] of chunks.entries()) {
-          const insert = sql`INSERT INTO ${outbox} ${
-            sql.insert(Arr.map(chunk, (envelope) => ({
-              message_id: envelope.messageId,
-              envelope: pg.json(envelope),
-              created_at: now,
-              next_attempt_at: now
-            })))
-          }`
+          const insert = sql`INSERT INTO ${outbox} (message_id, envelope, created_at, next_attempt_at)
+            SELECT e.envelope ->> 'messageId', e.envelope, ${now}, ${now}
+            FROM jsonb_array_elements(${JSON.stringify(chunk)}::jsonb) WITH ORDINALITY AS e(envelope, n)
+            ORDER BY e.n`
           yield* index < chunks.length - 1
             ? insert
             : sql`WITH appended AS (${insert}) SELECT pg_notify(${tables.outboxChannel}, ${instance})`

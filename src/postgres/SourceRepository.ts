@@ -81,18 +81,18 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     // soft-deleted row is left as it is and is missing from RETURNING. ON CONFLICT waits for a concurrent
     // writer of the row and then sees its committed row.
     const decodeCreated = decodeRows(Created, "source")
+    // The rows travel as one JSON parameter, in key order (the order the statement inserts and locks them).
     const insertNew = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) =>
-      sql`INSERT INTO ${source} AS s ${
-        sql.insert(Arr.map(Arr.sort(rows, byKey), (row) => ({
+      sql`INSERT INTO ${source} AS s (entity, id, version, state, payload, updated_at, deleted_at)
+        SELECT r.entity, r.id, 1, 'live', r.payload, r.updated_at, NULL
+        FROM jsonb_to_recordset(${
+        JSON.stringify(Arr.map(Arr.sort(rows, byKey), (row) => ({
           entity: row.entity,
           id: row.id,
-          version: 1,
-          state: "live",
-          payload: pg.json(row.payload),
-          updated_at: row.updatedAt,
-          deleted_at: null
+          payload: row.payload,
+          updated_at: row.updatedAt
         })))
-      }
+      }::jsonb) AS r(entity text, id text, payload jsonb, updated_at bigint)
         ON CONFLICT (entity, id) DO UPDATE SET version = s.version + 1, state = EXCLUDED.state,
           payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at, deleted_at = NULL
         WHERE s.state = 'deleted'
