@@ -208,6 +208,18 @@ export const make = <R>(
 
     const count = (entity: string, outcome: Metrics.Outcome) => Metrics.countOutcome(consumer, entity, outcome)
 
+    // Whether parked events may exist for this consumer: set when this instance parks or replays one, and
+    // from what the parked-event worker finds (it looks at least once per poll interval, so the parked
+    // events of other instances of the service are known within that interval). Applies wake parked events
+    // only then, which spares every apply a statement while nothing is parked.
+    const parked = { maybe: true, changes: 0 }
+    const noteParked = () => {
+      parked.maybe = true
+      parked.changes++
+    }
+    const wakeParked = (refs: ReadonlyArray<EntityRef>) =>
+      parked.maybe ? inbox.wake(consumer, refs) : Effect.succeed(0)
+
     /** The event decoded for its subscription (synchronously when it can be, see `Preparing`). */
     const route = (envelope: Envelope.Envelope): Preparing<R> => {
       const subscription = routes.get(envelope.entity)
@@ -299,6 +311,7 @@ export const make = <R>(
           yield* inbox.deadLetter({ ...row, error: error._tag, reason: error.message })
           return { _tag: "deadLettered", error } satisfies Verdict
         }
+        noteParked()
         yield* inbox.park({ ...row, nextAttemptAt: now + Duration.toMillis(delay.value) })
         return { _tag: "parked", error } satisfies Verdict
       })
@@ -330,7 +343,7 @@ export const make = <R>(
           return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
         }
         if (a.prepared.handle !== undefined) yield* a.prepared.handle(current)
-        const woken = yield* inbox.wake(consumer, [selfRef(envelope)])
+        const woken = yield* wakeParked([selfRef(envelope)])
         yield* release
         return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict
       })
@@ -605,7 +618,7 @@ export const make = <R>(
         }
         yield* flush
         yield* inbox.forget(consumer, pending.map((i) => items[i]!.envelope.messageId))
-        const woken = yield* inbox.wake(consumer, uniqueRefs(appliedRefs))
+        const woken = yield* wakeParked(uniqueRefs(appliedRefs))
         return woken > 0
           ? verdicts.map((v): Verdict => v._tag === "applied" ? { _tag: "applied", wokeParked: true } : v)
           : verdicts
@@ -685,10 +698,13 @@ export const make = <R>(
       while (true) {
         const wake = yield* Ref.get(parkedChanged.current)
         const now = yield* Clock.currentTimeMillis
+        const changes = parked.changes
         const due = yield* inbox.due(consumer, now, 100)
         yield* Effect.forEach(due, retryParked, { concurrency: options.concurrency ?? 16, discard: true })
         if (due.length === 100) continue
         const next = yield* inbox.nextDueAt(consumer)
+        if (next !== null) parked.maybe = true
+        else if (parked.changes === changes) parked.maybe = false
         const later = yield* Clock.currentTimeMillis
         const wait = next === null
           ? pollInterval
@@ -728,7 +744,10 @@ export const make = <R>(
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           const replayed = yield* transactor.withTransaction(inbox.replay(consumer, messageId, now))
-          if (replayed) yield* parkedChanged.fire
+          if (replayed) {
+            noteParked()
+            yield* parkedChanged.fire
+          }
           return replayed
         }),
       waiting: inbox.waiting(consumer),

@@ -21,18 +21,26 @@ const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(
 const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 
 describe("SyncConsumer", () => {
-  /** Consumer stores whose inbox counts how often the parked-event worker looks for due events. */
+  /**
+   * Consumer stores whose inbox counts how often the parked-event worker looks for due events, and how
+   * often applies wake parked events.
+   */
   const countingStores = () => {
     const looks = { count: 0 }
+    const wakes = { count: 0 }
     const countingInbox = Layer.effect(
       Inbox,
       Effect.map(MemoryInbox.make, (inbox) =>
-        Inbox.of({ ...inbox, nextDueAt: (consumer) => Effect.andThen(Effect.sync(() => looks.count++), inbox.nextDueAt(consumer)) }))
+        Inbox.of({
+          ...inbox,
+          nextDueAt: (consumer) => Effect.andThen(Effect.sync(() => looks.count++), inbox.nextDueAt(consumer)),
+          wake: (consumer, refs) => Effect.andThen(Effect.sync(() => wakes.count++), inbox.wake(consumer, refs))
+        }))
     )
     const consumer = Layer.mergeAll(countingInbox, MemoryCopyRepository.layer).pipe(
       Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
     )
-    return { looks, layer: systemLayer({ stores: { owner: memoryStores.owner, consumer } }) }
+    return { looks, wakes, layer: systemLayer({ stores: { owner: memoryStores.owner, consumer } }) }
   }
 
   it.effect("idles between events: the parked-event worker looks at the inbox once per poll interval", () =>
@@ -49,28 +57,32 @@ describe("SyncConsumer", () => {
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
 
-  it.effect("applies without looking for parked events until one is parked or woken", () =>
+  it.effect("applies without looking for or waking parked events until one is parked", () =>
     Effect.gen(function*() {
-      const { layer, looks } = countingStores()
+      const { layer, looks, wakes } = countingStores()
       yield* Effect.gen(function*() {
         yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
         yield* sync
         const before = looks.count
+        const wakesBefore = wakes.count
         for (let i = 0; i < 20; i++) {
           yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: `Acme ${i}` })))
           yield* sync
         }
         assert.strictEqual((yield* copyOf("Company", "c-1"))?.version, 21)
         assert.strictEqual(looks.count - before, 0, "no event was parked or woken: the worker kept waiting")
+        assert.strictEqual(wakes.count - wakesBefore, 0, "nothing is parked: the applies did not look for events to wake")
         // a user whose company is missing waits in process, then parks; the company's arrival wakes it
         yield* Outbox.transaction(users.create({ id: "u-1", companyId: "c-2", email: "ada@example.com", name: "Ada", active: true }))
         yield* relay
         yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
         assert.isAbove(looks.count, before, "parking an event woke the worker")
         // parked for 1.6 s after three in-process attempts: only the wake-up can apply it within 100 ms
+        const wakesBeforeCompany = wakes.count
         yield* Outbox.transaction(companies.create({ id: "c-2", name: "Globex" }))
         yield* relay
         yield* eventually(copyOf("User", "u-1"), (copy) => copy?.state === "live", { rounds: 100 })
+        assert.isAbove(wakes.count, wakesBeforeCompany, "with an event parked, the company's apply woke it")
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
 
