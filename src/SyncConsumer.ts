@@ -112,6 +112,10 @@ type Verdict =
   | { readonly _tag: "parked"; readonly error: DependencyMissing }
   | { readonly _tag: "deadLettered"; readonly error: DependencyMissing | MalformedMessage }
 
+const appliedVerdict: Verdict = { _tag: "applied", wokeParked: false }
+const wokeVerdict: Verdict = { _tag: "applied", wokeParked: true }
+const duplicateVerdict: Verdict = { _tag: "duplicate" }
+
 /** A copy changed under a batch transaction (another consumer instance wrote it): its events go one by one. */
 class BatchConflict extends Data.TaggedError("BatchConflict")<{}> {}
 
@@ -131,19 +135,23 @@ const copyOf = (envelope: Envelope.Envelope, syncedAt: number): CopyRow => ({
 const guardOf = (envelope: Envelope.Envelope): Guard => envelope.forceSync ? "newerOrEqual" : "newer"
 
 /** Arrival order, except that the events of one entity take that entity's places in version order. */
-const inEntityVersionOrder = <T>(
+const inEntityVersionOrder = <T extends { readonly key: string }>(
   items: ReadonlyArray<T>,
-  keyOf: (item: T) => string,
   versionOf: (item: T) => number
-): Array<T> => {
+): ReadonlyArray<T> => {
   const byKey = new Map<string, Array<T>>()
+  let repeated = false
   for (const item of items) {
-    const group = byKey.get(keyOf(item))
-    if (group === undefined) byKey.set(keyOf(item), [item])
-    else group.push(item)
+    const group = byKey.get(item.key)
+    if (group === undefined) byKey.set(item.key, [item])
+    else {
+      group.push(item)
+      repeated = true
+    }
   }
+  if (!repeated) return items
   for (const group of byKey.values()) group.sort((a, b) => versionOf(a) - versionOf(b))
-  return items.map((item) => byKey.get(keyOf(item))!.shift()!)
+  return items.map((item) => byKey.get(item.key)!.shift()!)
 }
 
 const refKey = (ref: EntityRef) => `${ref.entity}:${ref.id}`
@@ -395,7 +403,8 @@ export const make = <R>(
      * in-process waiters if something was applied, and the parked-event worker if parked events changed.
      */
     const reportAll = (
-      settled: ReadonlyArray<{ readonly envelope: Envelope.Envelope; readonly verdict: Verdict }>,
+      envelopes: ReadonlyArray<Envelope.Envelope>,
+      verdicts: ReadonlyArray<Verdict>,
       woken: boolean
     ) =>
       Effect.gen(function*() {
@@ -410,7 +419,9 @@ export const make = <R>(
         const latencies = new Map<string, Array<number>>()
         let anyApplied = false
         let anyParkedChange = false
-        for (const { envelope, verdict } of settled) {
+        for (let i = 0; i < envelopes.length; i++) {
+          const envelope = envelopes[i]!
+          const verdict = verdicts[i]!
           switch (verdict._tag) {
             case "missing":
               break
@@ -450,7 +461,7 @@ export const make = <R>(
       })
 
     const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
-      reportAll([{ envelope, verdict }], woken)
+      reportAll([envelope], [verdict], woken)
 
     const awaitApplied = (deferred: Deferred.Deferred<void>, delay: Duration.Duration) =>
       Deferred.await(deferred).pipe(Effect.timeoutOption(delay), Effect.asVoid)
@@ -491,6 +502,8 @@ export const make = <R>(
       })
 
     interface Item {
+      /** The entity's key (`refKey`). */
+      readonly key: string
       readonly delivery: Delivery
       readonly envelope: Envelope.Envelope
       readonly prepared: Prepared<R>
@@ -503,9 +516,10 @@ export const make = <R>(
       if (Result.isFailure(decoded)) return Result.fail(decoded.failure)
       const envelope = decoded.success
       const preparing = route(envelope)
+      const key = refKey(selfRef(envelope))
       return Result.isResult(preparing)
-        ? Result.map(preparing, (prepared): Item => ({ delivery, envelope, prepared }))
-        : Effect.map(preparing, (prepared): Item => ({ delivery, envelope, prepared }))
+        ? Result.map(preparing, (prepared): Item => ({ key, delivery, envelope, prepared }))
+        : Effect.map(preparing, (prepared): Item => ({ key, delivery, envelope, prepared }))
     }
 
     const settleErrors = (delivery: Delivery) =>
@@ -555,8 +569,13 @@ export const make = <R>(
      */
     const applyAll = (items: ReadonlyArray<Item>, now: number) =>
       Effect.gen(function*() {
-        const selves = uniqueRefs(items.map((item) => selfRef(item.envelope)))
-        const selfKeys = new Set(selves.map(refKey))
+        const selves: Array<EntityRef> = []
+        const selfKeys = new Set<string>()
+        for (const item of items) {
+          if (selfKeys.has(item.key)) continue
+          selfKeys.add(item.key)
+          selves.push(selfRef(item.envelope))
+        }
         const dependencies = uniqueRefs(items.flatMap((item) => item.prepared.references))
           .filter((ref) => !selfKeys.has(refKey(ref)))
         const state = new Map<string, CopyRow>()
@@ -580,13 +599,12 @@ export const make = <R>(
         while (pending.length > 0) {
           const waiting: Array<number> = []
           for (const i of pending) {
-            const { envelope, prepared } = items[i]!
-            const self = selfRef(envelope)
-            const current = state.get(refKey(self))
+            const { envelope, key, prepared } = items[i]!
+            const current = state.get(key)
             if (current !== undefined && isStale(envelope, current)) {
               verdicts[i] = fresh.delete(envelope.messageId)
                 ? { _tag: "stale", error: staleError(envelope, current.version) }
-                : { _tag: "duplicate" }
+                : duplicateVerdict
               continue
             }
             if (envelope.action === "deleted" && writes.size > 0 && dependents(envelope.entity).length > 0) {
@@ -599,19 +617,19 @@ export const make = <R>(
               if (fresh.has(envelope.messageId)) {
                 verdicts[i] = { _tag: "missing", error: missingError(envelope, missing, 1) }
                 waiting.push(i)
-              } else verdicts[i] = { _tag: "duplicate" }
+              } else verdicts[i] = duplicateVerdict
               continue
             }
             if (!fresh.delete(envelope.messageId)) {
-              verdicts[i] = { _tag: "duplicate" }
+              verdicts[i] = duplicateVerdict
               continue
             }
             const row = copyOf(envelope, now)
-            state.set(refKey(self), row)
-            writes.set(refKey(self), { row, guard: guardOf(envelope) })
+            state.set(key, row)
+            writes.set(key, { row, guard: guardOf(envelope) })
             if (prepared.handle !== undefined) handlers.push(prepared.handle(current ?? null))
-            appliedRefs.push(self)
-            verdicts[i] = { _tag: "applied", wokeParked: false }
+            appliedRefs.push(selfRef(envelope))
+            verdicts[i] = appliedVerdict
           }
           if (waiting.length === pending.length) break
           pending = waiting
@@ -620,7 +638,7 @@ export const make = <R>(
         yield* inbox.forget(consumer, pending.map((i) => items[i]!.envelope.messageId))
         const woken = yield* wakeParked(uniqueRefs(appliedRefs))
         return woken > 0
-          ? verdicts.map((v): Verdict => v._tag === "applied" ? { _tag: "applied", wokeParked: true } : v)
+          ? verdicts.map((v): Verdict => v._tag === "applied" ? wokeVerdict : v)
           : verdicts
       })
 
@@ -645,10 +663,9 @@ export const make = <R>(
           }
         }
         if (items.length === 0) return
-        const keyOf = (item: Item) => refKey(selfRef(item.envelope))
-        const ordered = inEntityVersionOrder(items, keyOf, (item) => item.envelope.version)
+        const ordered = inEntityVersionOrder(items, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
-        const keys = [...new Set(items.map(keyOf))]
+        const keys = [...new Set(items.map((item) => item.key))]
         const result = yield* withKeys(keys, transactor.withTransaction(applyAll(ordered, now))).pipe(
           Effect.result
         )
@@ -656,11 +673,12 @@ export const make = <R>(
           yield* Effect.logDebug("consumer: batch failed; applying its events one by one", result.failure)
           return yield* Effect.forEach(ordered, settleOne, { concurrency: "unbounded", discard: true })
         }
-        const settled = ordered.map((item, i) => ({ ...item, verdict: result.success[i]! }))
-        yield* reportAll(settled, false)
+        const verdicts = result.success
+        yield* reportAll(ordered.map((item) => item.envelope), verdicts, false)
         const done: Array<Delivery> = []
-        for (const item of settled) {
-          if (item.verdict._tag === "missing") yield* FiberSet.run(waiters, settleOne(item))
+        for (let i = 0; i < ordered.length; i++) {
+          const item = ordered[i]!
+          if (verdicts[i]!._tag === "missing") yield* FiberSet.run(waiters, settleOne(item))
           else done.push(item.delivery)
         }
         yield* ackAll(done)
