@@ -39,7 +39,7 @@ import {
 import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
-import { type HandlerError, type Prepared, prepared, type Preparing, type Subscription } from "./Subscription.ts"
+import { type HandlerError, type Prepared, prepared as preparedOf, type Preparing, type Subscription } from "./Subscription.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
@@ -688,7 +688,7 @@ export const make = <R>(
     // A parked event that is due.
     const retryParked = (row: WaitingRow) =>
       Effect.gen(function*() {
-        const result = yield* Effect.result(prepared(route(row.envelope)))
+        const result = yield* Effect.result(preparedOf(route(row.envelope)))
         if (result._tag === "Failure") {
           const error = result.failure
           const now = yield* Clock.currentTimeMillis
