@@ -87,9 +87,11 @@ export const make = (
         )
       )
 
+    // (It waits in `Queue.take`, so it needs no yield between notifications.)
     const listenLoop = (queue: Queue.Dequeue<PgConnection.Notification, SqlError.SqlError>) =>
       Effect.forever(
-        Effect.flatMap(Queue.take(queue), (notification) => notification.payload === instance ? Effect.void : wake)
+        Effect.flatMap(Queue.take(queue), (notification) => notification.payload === instance ? Effect.void : wake),
+        { disableYield: true }
       )
     // After a reconnect, notifications may have been missed: wake the waiters once.
     const relisten = Effect.scoped(
