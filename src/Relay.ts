@@ -149,9 +149,27 @@ interface DrainOutcome {
  * are interrupted: their rows stay leased and come back when the lease ends.
  */
 const pipelined = (options: RelayOptions): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
-  Effect.scoped(Effect.gen(function*() {
+  Effect.gen(function*() {
     const outbox = yield* Outbox
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? 100))
+    const rows = yield* outbox.claim(batchSize)
+    if (rows.length === 0) return { claimed: 0, retryAfter: undefined }
+    // a short first claim is all that is due: one batch, published here
+    if (rows.length < batchSize) {
+      const outcome = yield* publishRows(options, rows)
+      return { claimed: rows.length, retryAfter: outcome.retryAfter }
+    }
+    return yield* pipelinedFrom(options, batchSize, rows)
+  })
+
+/** `pipelined` once a first full batch was claimed: it goes out first, the next ones while it awaits its confirms. */
+const pipelinedFrom = (
+  options: RelayOptions,
+  batchSize: number,
+  first: ReadonlyArray<OutboxRow>
+): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
+  Effect.scoped(Effect.gen(function*() {
+    const outbox = yield* Outbox
     const depth = Math.max(1, Math.floor(options.batchesInFlight ?? defaultBatchesInFlight))
     const inFlight: Array<Fiber.Fiber<void, SqlError.SqlError>> = []
     let claimed = 0
@@ -165,16 +183,15 @@ const pipelined = (options: RelayOptions): Effect.Effect<DrainOutcome, SqlError.
       const oldest = inFlight.shift()
       return oldest === undefined ? Effect.void : Fiber.join(oldest)
     })
-    while (retryAfter === undefined) {
-      if (inFlight.length >= depth) {
-        yield* settleOldest
-        continue
-      }
-      const rows = yield* outbox.claim(batchSize)
-      if (rows.length === 0) break
+    let rows = first
+    while (true) {
       claimed += rows.length
       inFlight.push(yield* Effect.forkScoped(publish(rows), { startImmediately: true }))
       if (rows.length < batchSize) break
+      while (inFlight.length >= depth && retryAfter === undefined) yield* settleOldest
+      if (retryAfter !== undefined) break
+      rows = yield* outbox.claim(batchSize)
+      if (rows.length === 0) break
     }
     while (inFlight.length > 0) yield* settleOldest
     return { claimed, retryAfter }
