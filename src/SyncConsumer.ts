@@ -18,6 +18,8 @@ import {
   FiberSet,
   Layer,
   Option,
+  Pull,
+  Queue,
   Ref,
   Result,
   Schedule,
@@ -732,12 +734,29 @@ export const make = <R>(
       }
     })
 
+    // Batches of up to `batchSize`. Deliveries that arrived while the previous batch was applied go at once
+    // (they have waited already); otherwise the first delivery opens a window of `batchWindow` for more.
+    // The subscription ending (the broker adapter stopping) ends the loop; unsettled deliveries are redelivered.
+    const batchSize = Math.max(1, Math.floor(options.batchSize ?? 250))
+    const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? "5 millis")
     const queue = queueOf(consumer, options.subscriptions)
-    const consume = broker.subscribe(queue, { prefetch: options.prefetch ?? 500 }).pipe(
-      Stream.groupedWithin(options.batchSize ?? 250, options.batchWindow ?? "5 millis"),
-      Stream.mapEffect(settleBatch),
-      Stream.runDrain
-    )
+    const consume = Effect.scoped(Effect.gen(function*() {
+      const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: options.prefetch ?? 500 }), {
+        capacity: "unbounded"
+      })
+      const rest = (first: ReadonlyArray<Delivery>) =>
+        Effect.andThen(Effect.sleep(batchWindow), Queue.takeBetween(deliveries, 0, batchSize - first.length)).pipe(
+          Pull.catchDone(() => Effect.succeed([])),
+          Effect.map((later) => later.length === 0 ? first : [...first, ...later])
+        )
+      const batch = Effect.suspend(() => {
+        const take = Queue.takeBetween(deliveries, 1, batchSize)
+        return Queue.sizeUnsafe(deliveries) > 0
+          ? take
+          : Effect.flatMap(take, (first) => first.length < batchSize ? rest(first) : Effect.succeed(first))
+      })
+      return yield* Effect.forever(Effect.flatMap(batch, settleBatch))
+    })).pipe(Pull.catchDone(() => Effect.void))
 
     const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
       Supervisor.restarting(`consumer "${consumer}": ${name}`, effect).pipe(

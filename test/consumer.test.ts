@@ -3,7 +3,7 @@
  * interval) instead of looping.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Metric } from "effect"
+import { Clock, Deferred, Effect, Layer, Metric } from "effect"
 import * as Metrics from "../src/Metrics.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
@@ -138,5 +138,42 @@ describe("SyncConsumer", () => {
         assert.strictEqual(yield* outcome("User", "applied"), 1)
         assert.strictEqual(yield* outcome("Company", "applied"), 1)
       }).pipe(Effect.provide(systemLayer()), freshMetrics))
+
+    it.effect("an idle consumer gathers a batch for the window; deliveries that arrived meanwhile go next at once", () =>
+      Effect.gen(function*() {
+        const gate = yield* Deferred.make<void>()
+        const applied: Array<string> = []
+        const subscriptions = [
+          SyncConsumer.subscribe(Company, {
+            handler: ({ envelope }) =>
+              Effect.flatMap(Clock.currentTimeMillis, (at) => {
+                applied.push(`${envelope.entityId}@${at}`)
+                return envelope.entityId === "c-1" ? Deferred.await(gate) : Effect.void
+              })
+          }),
+          SyncConsumer.subscribe(User)
+        ]
+        const idleRounds = (n: number) => Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow, { discard: true })
+        yield* Effect.gen(function*() {
+          const start = yield* Clock.currentTimeMillis
+          yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+          yield* relay
+          yield* idleRounds(50)
+          yield* tick("4 millis")
+          assert.deepStrictEqual(applied, [], "the window (5 ms) is still open")
+          yield* tick("1 millis")
+          yield* idleRounds(50)
+          assert.deepStrictEqual(applied, [`c-1@${start + 5}`])
+          // c-1's batch is held by its handler; two more events arrive in the meantime
+          yield* Outbox.transaction(companies.create({ id: "c-2", name: "Globex" }))
+          yield* Outbox.transaction(companies.create({ id: "c-3", name: "Initech" }))
+          yield* relay
+          yield* idleRounds(50)
+          yield* Deferred.succeed(gate, undefined)
+          yield* idleRounds(50)
+          assert.deepStrictEqual(applied, [`c-1@${start + 5}`, `c-2@${start + 5}`, `c-3@${start + 5}`])
+          assert.strictEqual((yield* copyOf("Company", "c-3"))?.state, "live")
+        }).pipe(Effect.provide(systemLayer({ subscriptions })))
+      }).pipe(freshMetrics))
   })
 })
