@@ -64,7 +64,10 @@ export interface ConsumerOptions<R> {
   readonly maxBytes?: number
   /** Most events applied in one transaction (default 250); events of one entity are applied in version order. */
   readonly batchSize?: number
-  /** How long a batch waits to fill up once its first event arrived (default 5 ms). */
+  /**
+   * How long an idle consumer waits for more deliveries after a first one before it applies the batch
+   * (default 5 ms). Deliveries that arrived while the previous batch was being applied go at once.
+   */
   readonly batchWindow?: Duration.Input
   /** Parked events retried at once (default 16). */
   readonly concurrency?: number
