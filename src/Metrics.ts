@@ -50,6 +50,7 @@ export const applyLatency = Metric.histogram("entity_sync_apply_latency_ms", {
 // The attributed metrics of the hot paths, made once per attribute set: a metric computes its series key
 // (a JSON encoding of its attributes) once per instance.
 const outcomeCounters = new Map<string, Metric.Counter<number>>()
+const publishedCounters = new Map<string, Metric.Counter<number>>()
 const applyLatencies = new Map<string, Metric.Histogram<number>>()
 
 const cached = <M>(cache: Map<string, M>, key: string, make: () => M): M => {
@@ -72,6 +73,10 @@ export const countOutcome = (consumer: string, entity: string, outcome: Outcome,
   Metric.update(outcomeCounter(consumer, entity, outcome), n)
 
 /** Records the apply latencies of events of `entity`. */
+/** Counts events the relay of `producer` published (`relayPublished`). */
+export const countPublished = (producer: string, n: number): Effect.Effect<void> =>
+  Metric.update(cached(publishedCounters, producer, () => Metric.withAttributes(relayPublished, { producer })), n)
+
 export const recordApplyLatencies = (entity: string, millis: ReadonlyArray<number>): Effect.Effect<void> => {
   const histogram = cached(applyLatencies, entity, () => Metric.withAttributes(applyLatency, { entity }))
   return Effect.contextWith((context) =>

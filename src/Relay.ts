@@ -92,7 +92,7 @@ const publishRows = (
     const published = rows.filter((row) => !failed.has(row.seq)).map((row) => row.seq)
     if (published.length > 0) {
       yield* outbox.markPublished(published)
-      yield* Metric.update(Metric.withAttributes(Metrics.relayPublished, { producer: options.producer }), published.length)
+      yield* Metrics.countPublished(options.producer, published.length)
     }
     if (failure === null || failure.rows.length === 0) return { retryAfter: undefined }
     const retryAfter = yield* reschedule(options, failure.rows, failure.error)
