@@ -36,6 +36,9 @@ export const create = (names: ReadonlyArray<string>): Effect.Effect<void, unknow
 export const drop = (names: ReadonlyArray<string>): Effect.Effect<void, unknown> =>
   admin((sql) => Effect.forEach(names, (name) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`, { discard: true }))
 
+/** Writes every dirty buffer of the server to disk now (`CHECKPOINT`), so that a phase does not pay for the one before. */
+export const checkpoint: Effect.Effect<void, unknown> = admin((sql) => Effect.asVoid(sql`CHECKPOINT`))
+
 /** The server's version string. */
 export const serverVersion: Effect.Effect<string, unknown> = admin((sql) =>
   Effect.map(sql<{ readonly version: string }>`SELECT version() AS version`, (rows) => rows[0]?.version ?? "unknown")

@@ -76,6 +76,9 @@ const phaseEnv = (settings: Config.Settings, names: Names, owner: string, consum
   BENCH_PREFETCH: String(settings.prefetch)
 })
 
+/** How long the machine rests before each phase, after a `CHECKPOINT`. */
+const settlePause = "3 seconds"
+
 /** Runs one phase with fresh databases and RabbitMQ names, cleaned up afterwards. */
 const runPhase = (run: string, index: number, settings: Config.Settings, phase: Config.Phase) =>
   Effect.gen(function*() {
@@ -83,6 +86,9 @@ const runPhase = (run: string, index: number, settings: Config.Settings, phase: 
     const owner = `bench_${run}_${index}_owner`
     const consumer = `bench_${run}_${index}_consumer`
     yield* Database.create([owner, consumer])
+    // The previous phase's background work (dirty buffers, dropped databases and queues) is done first.
+    yield* Database.checkpoint
+    yield* Effect.sleep(settlePause)
     const env = phaseEnv(settings, names, owner, consumer)
     console.log(`- ${phase} …`)
     const started = performance.now()
