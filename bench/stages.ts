@@ -2,13 +2,15 @@
  * The CPU each stage of a pipeline spends per event when it runs alone, to find where the library and the
  * baseline differ:
  *
- *     node --import tsx bench/stages.ts [--events=20000] [--batch=100] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
+ *     node --import tsx bench/stages.ts [--events=20000] [--batch=100] [--warm-up=2000] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
  *
  * For each pipeline, on two fresh databases: the consumer is started once and stopped (it declares its
  * queue); then `owner` writes the events in transactions of `--batch` entities, four at a time; `relay` publishes them
  * (with no consumer running) until the queue holds them all; `consumer` applies them. Each stage is timed
- * and its process CPU (user + system) divided by the events. With `BENCH_CPU_PROF=<dir>`, each timed
- * stage writes a CPU profile of its own span (`<pipeline>-<stage>.cpuprofile`) into that directory.
+ * and its process CPU (user + system) divided by the events. Every pipeline first runs untimed with
+ * `--warm-up` events, so that neither is timed while the code it runs is still being compiled. With
+ * `BENCH_CPU_PROF=<dir>`, each timed stage writes a CPU profile of its own span
+ * (`<pipeline>-<stage>.cpuprofile`) into that directory.
  */
 import amqp from "amqplib"
 import { writeFileSync } from "node:fs"
@@ -25,7 +27,8 @@ import type { MakePipeline, Pipeline } from "./workloads.ts"
 const argument = (name: string, fallback: string) =>
   process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 
-const events = Number(argument("events", "20000"))
+const timedEvents = Number(argument("events", "20000"))
+const warmUpEvents = Number(argument("warm-up", "2000"))
 const batch = Number(argument("batch", "100"))
 const pipelines = argument("pipelines", "library,baseline").split(",")
 const stages = new Set(argument("stages", "owner,relay,consumer").split(","))
@@ -62,8 +65,15 @@ const profiled = <A, E, R>(file: string, effect: Effect.Effect<A, E, R>) =>
       })
   )
 
-const timed = <A, E, R>(name: string, pipeline: string, effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
+/** One pass over the stages: timed (printed, profiled) or a warm-up. */
+interface Pass {
+  readonly events: number
+  readonly timed: boolean
+}
+
+const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effect.Effect<A, E, R>) =>
+  !pass.timed ? Effect.asVoid(effect) : Effect.gen(function*() {
+    const { events } = pass
     const cpu = cpuMicros()
     const usage = process.cpuUsage()
     const start = performance.now()
@@ -84,8 +94,9 @@ const until = (condition: Effect.Effect<boolean, unknown>) =>
     while (!(yield* condition)) yield* Effect.sleep("50 millis")
   })
 
-const runPipeline = (name: string, make: MakePipeline) =>
+const runPipeline = (name: string, make: MakePipeline, pass: Pass) =>
   Effect.gen(function*() {
+    const { events } = pass
     const run = Date.now().toString(36)
     const names = makeNames(run, `stages-${name}`)
     const databases = [`bench_stages_${run}_${name}_owner`, `bench_stages_${run}_${name}_consumer`]
@@ -102,25 +113,31 @@ const runPipeline = (name: string, make: MakePipeline) =>
       const ids = Array.from({ length: events }, (_, i) => i)
       const chunks = Array.from({ length: Math.ceil(events / batch) }, (_, c) => ids.slice(c * batch, c * batch + batch))
       if (stages.has("owner")) {
-        yield* timed("owner", name, Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true }))
+        yield* timed(pass, "owner", name, Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true }))
       } else yield* pipeline.fillOutbox("s", events)
       yield* Effect.scoped(Effect.gen(function*() {
         yield* Effect.sleep("200 millis")
         const relay = Effect.andThen(pipeline.startRelay, until(Effect.map(queueDepth(names.queue), (n) => n >= events)))
-        yield* stages.has("relay") ? timed("relay", name, relay) : relay
+        yield* stages.has("relay") ? timed(pass, "relay", name, relay) : relay
       }))
       const consumer = Effect.scoped(
         Effect.andThen(pipeline.startConsumer(null), until(Effect.map(pipeline.applied, (n) => n >= events)))
       )
-      if (stages.has("consumer")) yield* timed("consumer", name, consumer)
+      if (stages.has("consumer")) yield* timed(pass, "consumer", name, consumer)
     }))
     yield* Database.deleteTopology(names)
     yield* Database.drop(databases)
   })
 
-const main = Effect.forEach(pipelines, (name) => runPipeline(name, name === "library" ? Library.make : Baseline.make), {
-  discard: true
-}).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+const passes: ReadonlyArray<Pass> = [
+  ...(warmUpEvents > 0 ? [{ events: warmUpEvents, timed: false }] : []),
+  { events: timedEvents, timed: true }
+]
+
+const main = Effect.forEach(passes, (pass) =>
+  Effect.forEach(pipelines, (name) => runPipeline(name, name === "library" ? Library.make : Baseline.make, pass), {
+    discard: true
+  }), { discard: true }).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
 
 Effect.runPromise(main).then(() => process.exit(0), (error: unknown) => {
   console.error(error)
