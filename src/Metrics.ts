@@ -72,11 +72,11 @@ const outcomeCounter = (consumer: string, entity: string, outcome: Outcome) =>
 export const countOutcome = (consumer: string, entity: string, outcome: Outcome, n = 1): Effect.Effect<void> =>
   Metric.update(outcomeCounter(consumer, entity, outcome), n)
 
-/** Records the apply latencies of events of `entity`. */
 /** Counts events the relay of `producer` published (`relayPublished`). */
 export const countPublished = (producer: string, n: number): Effect.Effect<void> =>
   Metric.update(cached(publishedCounters, producer, () => Metric.withAttributes(relayPublished, { producer })), n)
 
+/** Records the apply latencies of events of `entity`. */
 export const recordApplyLatencies = (entity: string, millis: ReadonlyArray<number>): Effect.Effect<void> => {
   const histogram = cached(applyLatencies, entity, () => Metric.withAttributes(applyLatency, { entity }))
   return Effect.contextWith((context) =>
