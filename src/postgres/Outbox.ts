@@ -10,7 +10,7 @@
  * @since 0.1.0
  */
 import { PgClient, type PgConnection } from "@effect/sql-pg"
-import { Array as Arr, Clock, Deferred, Effect, Queue, Ref, Schedule, Schema, type Scope } from "effect"
+import { Array as Arr, Clock, Deferred, Effect, Option, Queue, Ref, Schedule, Schema, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
 import { Envelope, fromParsedJson } from "../Envelope.ts"
 import { makeBufferedAppends, Outbox, type OutboxRow } from "../Outbox.ts"
@@ -163,11 +163,18 @@ export const make = (
         return claimed.slice().sort(bySeq)
       })
 
+    // On its own (not in a caller's transaction) a mark commits without waiting for the disk, like a claim:
+    // a mark lost in a server crash leaves its rows leased until the lease ends, then they are published
+    // again and consumers drop the duplicates (R3).
+    const asyncCommit = sql.literal("FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c")
+    const noClause = sql.literal("")
     const markPublished = (seqs: ReadonlyArray<number>) =>
       Effect.gen(function* () {
         if (seqs.length === 0) return
         const now = yield* Clock.currentTimeMillis
+        const inTransaction = Option.isSome(yield* Effect.serviceOption(sql.transactionService))
         yield* sql`UPDATE ${outbox} SET published_at = ${now}, claimed_until = NULL
+          ${inTransaction ? noClause : asyncCommit}
           WHERE seq = ANY(${int8Array(seqs)}) AND published_at IS NULL`
       })
 

@@ -192,6 +192,28 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(stores(prefix)))
   }, 30_000)
 
+  it.live("a mark inside a caller's transaction leaves that transaction's commit durable", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function* () {
+      const outbox = yield* Outbox
+      const sql = yield* SqlClient.SqlClient
+      yield* outbox.transaction(OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-1"), createdEnvelope("m-2")])))
+      const [first, second] = yield* outbox.claim(10)
+      assert.isDefined(first)
+      assert.isDefined(second)
+      // on its own, the mark commits asynchronously (its own transaction); in a caller's, it must not change how that commits
+      yield* outbox.markPublished([first!.seq])
+      const settings = yield* sql.withTransaction(
+        Effect.andThen(
+          outbox.markPublished([second!.seq]),
+          sql<{ readonly setting: string }>`SELECT current_setting('synchronous_commit') AS setting`
+        )
+      )
+      assert.strictEqual(settings[0]?.setting, "on")
+      assert.deepStrictEqual((yield* outbox.rows()).map((row) => row.publishedAt !== null), [true, true])
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
   it.live("awaitAppended wakes on a commit from another connection", () => {
     const prefix = freshPrefix()
     return Effect.gen(function* () {
