@@ -522,9 +522,8 @@ export const make = <R>(
       const envelope = decoded.success
       const preparing = route(envelope)
       const key = refKey(selfRef(envelope))
-      return Result.isResult(preparing)
-        ? Result.map(preparing, (prepared): Item => ({ key, delivery, envelope, prepared }))
-        : Effect.map(preparing, (prepared): Item => ({ key, delivery, envelope, prepared }))
+      const item = (prepared: Prepared<R>): Item => ({ key, delivery, envelope, prepared })
+      return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
     }
 
     const settleErrors = (delivery: Delivery) =>
