@@ -33,12 +33,29 @@ export interface Delivery {
   readonly headers: Readonly<Record<string, string>>
   /** True when the message was delivered before and not settled. */
   readonly redelivered: boolean
+  /**
+   * The broker login that published the message, as the broker vouches for it (RabbitMQ: the `user-id`
+   * property, which RabbitMQ checks against the publishing connection's login; for a message this
+   * service's own adapter returned, dead-lettered or replayed, the login of its original publisher).
+   * Undefined when nobody vouches for the publisher (see `Broker.vouchesForPublishers`).
+   */
+  readonly publisher: string | undefined
   /** Settles the delivery: the message is done. */
   readonly ack: Effect.Effect<void, BrokerUnavailable>
   /** Gives the message back: requeued for another delivery, or dead-lettered as rejected. */
   readonly nack: (options: { readonly requeue: boolean }) => Effect.Effect<void, BrokerUnavailable>
-  /** Moves the message to the queue's dead-letter store with a readable reason. */
+  /**
+   * Moves the message to the queue's dead-letter store with a readable reason (cut to `maxReasonBytes`).
+   * When the move itself fails for another reason than a lost connection, the message is rejected to the
+   * broker's own dead-letter store instead: a delivery is never left unsettled by a dead letter.
+   */
   readonly deadLetter: (reason: string) => Effect.Effect<void, BrokerUnavailable>
+  /**
+   * Gives the message back to its queue without spending one of its delivery attempts (R12: an outage
+   * must not dead-letter). The message keeps its publisher; it is delivered again later, maybe after
+   * messages that arrived after it.
+   */
+  readonly release: Effect.Effect<void, BrokerUnavailable>
 }
 
 /** A message in a queue's dead-letter store. */
@@ -49,10 +66,47 @@ export interface DeadLetter {
   readonly type: string
   readonly body: Uint8Array
   readonly headers: Readonly<Record<string, string>>
+  /** Why it was dead-lettered: the consumer's reason, or the broker's own (e.g. the delivery limit). */
   readonly reason: string
   /** Epoch milliseconds. */
   readonly deadLetteredAt: number
+  /** How many times the message had been delivered when it was dead-lettered (0 when unknown). */
+  readonly deliveryCount: number
+  /** The publisher the broker vouched for (see `Delivery.publisher`). */
+  readonly publisher: string | undefined
+  /** The size of the original body when only a prefix of it was kept (`maxDeadLetterBodyBytes`). */
+  readonly truncatedFrom: number | undefined
 }
+
+/** One page of a queue's dead letters. */
+export interface DeadLetterPage {
+  /** How many messages the dead-letter store holds in all. */
+  readonly total: number
+  /** The oldest dead letters, at most the page's limit. */
+  readonly items: ReadonlyArray<DeadLetter>
+}
+
+/** Which dead letters a bulk replay moves back; every given condition must hold. */
+export interface DeadLetterFilter {
+  /** Only these reasons (exact match). */
+  readonly reasons?: ReadonlyArray<string>
+  /** Only messages of these entities (the second word of an entity event's routing key). */
+  readonly entities?: ReadonlyArray<string>
+  /** Only messages dead-lettered at or after this time (epoch milliseconds). */
+  readonly from?: number
+  /** Only messages dead-lettered before this time (epoch milliseconds). */
+  readonly to?: number
+  /** Only these messages. */
+  readonly messageIds?: ReadonlyArray<string>
+  /** At most this many messages are replayed. */
+  readonly limit?: number
+}
+
+/** The longest dead-letter reason kept, in UTF-8 bytes; a longer one is cut and ends with "…". */
+export const maxReasonBytes = 1024
+
+/** The largest page of dead letters one call returns. */
+export const maxDeadLetterPage = 1000
 
 /** Options of a subscription. */
 export interface SubscribeOptions {
@@ -76,10 +130,23 @@ export class Broker extends Context.Service<Broker, {
     queue: QueueSpec,
     options?: SubscribeOptions
   ) => Stream.Stream<Delivery, BrokerUnavailable>
-  /** The messages dead-lettered from a queue, oldest first. */
-  readonly deadLetters: (queue: string) => Effect.Effect<ReadonlyArray<DeadLetter>, BrokerUnavailable>
+  /**
+   * The oldest messages dead-lettered from a queue (at most `limit`, default 100, never more than
+   * `maxDeadLetterPage`) and how many there are; never reads the whole dead-letter store.
+   */
+  readonly deadLetters: (
+    queue: string,
+    options?: { readonly limit?: number }
+  ) => Effect.Effect<DeadLetterPage, BrokerUnavailable>
   /** Moves a dead-lettered message back to its queue; false when no such message is dead-lettered. */
   readonly replayDeadLetter: (queue: string, messageId: string) => Effect.Effect<boolean, BrokerUnavailable>
+  /** Moves every dead letter of a queue that matches the filter back to its queue; returns how many. */
+  readonly replayDeadLetters: (queue: string, filter: DeadLetterFilter) => Effect.Effect<number, BrokerUnavailable>
+  /**
+   * Whether deliveries name their publisher as the broker vouches for it (`Delivery.publisher`): true for
+   * RabbitMQ, false for the in-memory broker (R11 then rests on signed events).
+   */
+  readonly vouchesForPublishers: boolean
 }>()("entity-sync/Broker") {}
 
 /** The reason given to messages rejected with `nack({ requeue: false })`. */
@@ -90,6 +157,16 @@ export const deliveryLimitReason = "delivery limit reached"
 
 /** The name of the header that carries a dead-letter reason. */
 export const reasonHeader = "x-sync-dead-letter-reason"
+
+/** A reason cut to `maxReasonBytes` UTF-8 bytes (at a character boundary, ending with "…"). */
+export const boundReason = (reason: string, maxBytes: number = maxReasonBytes): string => {
+  if (reason.length * 3 <= maxBytes) return reason
+  const bytes = new TextEncoder().encode(reason)
+  if (bytes.byteLength <= maxBytes) return reason
+  let end = maxBytes - 3
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--
+  return `${new TextDecoder().decode(bytes.subarray(0, end))}…`
+}
 
 /** Whether a topic pattern (`*` one word, `#` zero or more words) matches a routing key. */
 export const matchesBinding = (pattern: string, routingKey: string): boolean => {

@@ -69,6 +69,24 @@ export class MalformedMessage extends Schema.TaggedError<MalformedMessage>()("Ma
   }
 }
 
+/**
+ * R11: an event whose producer is not authenticated as its contract's owner — published by another
+ * broker login, or with a missing, unknown or bad signature. Dead-lettered, never applied.
+ */
+export class ForgedProducer extends Schema.TaggedError<ForgedProducer>()("ForgedProducer", {
+  messageId: Schema.String,
+  entity: Schema.String,
+  /** The contract's owner. */
+  owner: Schema.String,
+  /** Who published it, as far as anyone vouches (a broker login or a key id); undefined when unknown. */
+  publisher: Schema.optionalKey(Schema.String),
+  detail: Schema.String
+}) {
+  override get message() {
+    return `ForgedProducer (message ${this.messageId}, entity ${this.entity}): ${this.detail}`
+  }
+}
+
 /** The broker could not be reached, or did not confirm a publish; the caller retries. */
 export class BrokerUnavailable extends Schema.TaggedError<BrokerUnavailable>()("BrokerUnavailable", {
   operation: Schema.String,

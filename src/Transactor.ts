@@ -11,4 +11,6 @@ import type { SqlError } from "effect/sql"
 /** Runs effects in one database transaction; nested calls join the outer transaction. */
 export class Transactor extends Context.Service<Transactor, {
   readonly withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError.SqlError, R>
+  /** Asks the database whether it answers (R12: an outage is told apart from a failing statement). */
+  readonly probe: Effect.Effect<void, SqlError.SqlError>
 }>()("entity-sync/Transactor") {}

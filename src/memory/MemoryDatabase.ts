@@ -88,6 +88,6 @@ export const make: Effect.Effect<MemoryDatabase["Service"]> = Effect.gen(functio
 export const layer: Layer.Layer<MemoryDatabase | Transactor> = Layer.effectContext(
   Effect.map(make, (db) =>
     Context.make(MemoryDatabase, db).pipe(
-      Context.add(Transactor, Transactor.of({ withTransaction: db.withTransaction }))
+      Context.add(Transactor, Transactor.of({ withTransaction: db.withTransaction, probe: Effect.void }))
     ))
 )

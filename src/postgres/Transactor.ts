@@ -19,7 +19,8 @@ export const make: Effect.Effect<Transactor["Service"], never, SqlClient.SqlClie
       withTransaction: (effect) =>
         sql.withTransaction(effect).pipe(
           Effect.catchDefect((defect) => SqlError.isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect))
-        )
+        ),
+      probe: sql`SELECT 1`.pipe(Effect.asVoid)
     })
 )
 
