@@ -108,6 +108,75 @@ export const maxReasonBytes = 1024
 /** The largest page of dead letters one call returns. */
 export const maxDeadLetterPage = 1000
 
+/** The page size of `deadLetters` when the caller gives none. */
+export const defaultDeadLetterPage = 100
+
+/** The longest body a dead letter keeps by default, in bytes (64 KiB); a longer one keeps only this prefix. */
+export const defaultMaxDeadLetterBodyBytes = 64 * 1024
+
+/** The header of a dead letter whose body was cut: the size of the original body, in bytes. */
+export const truncatedFromHeader = "x-sync-truncated-from"
+
+/** A message header longer than this (name and value, in UTF-8 bytes) is not copied into a dead letter. */
+export const maxDeadLetterHeaderBytes = 1024
+
+/** At most this many of a message's headers are copied into a dead letter. */
+export const maxDeadLetterHeaders = 32
+
+/** The page size a `deadLetters` call asks for, within `0 … maxDeadLetterPage` (default 100). */
+export const deadLetterPageSize = (options?: { readonly limit?: number }): number => {
+  const limit = options?.limit ?? defaultDeadLetterPage
+  return Number.isFinite(limit) ? Math.max(0, Math.min(maxDeadLetterPage, Math.floor(limit))) : defaultDeadLetterPage
+}
+
+const utf8 = new TextEncoder()
+const utf8Length = (text: string): number => text.length > maxDeadLetterHeaderBytes ? text.length : utf8.encode(text).byteLength
+
+/**
+ * The headers of a message as a dead letter keeps them: at most `maxDeadLetterHeaders`, each at most
+ * `maxDeadLetterHeaderBytes` (longer ones are left out, not cut: a cut value would be a different value).
+ */
+export const boundHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> => {
+  const kept: Record<string, string> = {}
+  let count = 0
+  for (const [name, value] of Object.entries(headers)) {
+    if (count >= maxDeadLetterHeaders) break
+    if (utf8Length(name) + utf8Length(value) > maxDeadLetterHeaderBytes) continue
+    kept[name] = value
+    count++
+  }
+  return kept
+}
+
+/** A body as a dead letter keeps it: at most `maxBytes`, and the original size when it was cut. */
+export const boundBody = (
+  body: Uint8Array,
+  maxBytes: number = defaultMaxDeadLetterBodyBytes
+): { readonly body: Uint8Array; readonly truncatedFrom: number | undefined } =>
+  body.byteLength <= maxBytes
+    ? { body, truncatedFrom: undefined }
+    : { body: body.subarray(0, Math.max(0, maxBytes)), truncatedFrom: body.byteLength }
+
+/** The entity of an entity event's routing key `<producer>.<Entity>.<action>` (its second word). */
+export const entityOfRoutingKey = (routingKey: string): string | undefined => routingKey.split(".")[1]
+
+/** Whether a dead letter meets every condition of a filter (`limit` aside). */
+export const matchesFilter = (filter: DeadLetterFilter, deadLetter: DeadLetter): boolean => {
+  if (filter.reasons !== undefined && !filter.reasons.includes(deadLetter.reason)) return false
+  if (filter.messageIds !== undefined && !filter.messageIds.includes(deadLetter.messageId)) return false
+  if (filter.from !== undefined && deadLetter.deadLetteredAt < filter.from) return false
+  if (filter.to !== undefined && deadLetter.deadLetteredAt >= filter.to) return false
+  if (filter.entities !== undefined) {
+    const entity = entityOfRoutingKey(deadLetter.routingKey)
+    if (entity === undefined || !filter.entities.includes(entity)) return false
+  }
+  return true
+}
+
+/** How many messages a bulk replay may move at most (`filter.limit`; no limit when absent). */
+export const replayLimit = (filter: DeadLetterFilter): number =>
+  filter.limit === undefined ? Number.POSITIVE_INFINITY : Math.max(0, Math.floor(filter.limit))
+
 /** Options of a subscription. */
 export interface SubscribeOptions {
   /** How many unsettled deliveries the subscriber may hold at once. */

@@ -193,7 +193,7 @@ describe("MemoryBroker", () => {
       yield* firstGot[2]!.deadLetter("late")
       yield* firstGot[3]!.ack // twice
       assert.deepStrictEqual(yield* memory.queueDepth("q"), { ready: 3, unsettled: 0, delayed: 0 })
-      assert.deepStrictEqual(yield* broker.deadLetters("q"), [])
+      assert.deepStrictEqual(yield* broker.deadLetters("q"), { total: 0, items: [] })
       const second = yield* drain(queueSpec, 3)
       assert.deepStrictEqual(second.map((d) => [d.messageId, d.redelivered]), [["m0", true], ["m1", true], ["m2", true]])
       assert.deepStrictEqual(yield* memory.queueDepth("q"), { ready: 0, unsettled: 0, delayed: 0 })
@@ -251,7 +251,7 @@ describe("MemoryBroker", () => {
             : d.ack
         )
       )
-      const dead = yield* broker.deadLetters("q")
+      const dead = (yield* broker.deadLetters("q")).items
       assert.deepStrictEqual(dead.map((d) => [d.messageId, d.reason, d.queue, d.deadLetteredAt]), [
         ["a", "payload is not valid", "q", 5000],
         ["b", rejectedReason, "q", 5000]
@@ -264,7 +264,7 @@ describe("MemoryBroker", () => {
       yield* broker.publish([message("d")])
       assert.isTrue(yield* broker.replayDeadLetter("q", "a"))
       assert.isFalse(yield* broker.replayDeadLetter("q", "a"))
-      assert.deepStrictEqual((yield* broker.deadLetters("q")).map((d) => d.messageId), ["b"])
+      assert.deepStrictEqual((yield* broker.deadLetters("q")).items.map((d) => d.messageId), ["b"])
       const replayed = yield* drain(queueSpec, 2)
       assert.deepStrictEqual(replayed.map((d) => d.messageId), ["d", "a"])
       assert.deepStrictEqual(replayed[1]!.headers, { "x-id": "a" })
@@ -292,7 +292,7 @@ describe("MemoryBroker", () => {
           ["poison", true],
           ["fine", false]
         ])
-        const dead = yield* broker.deadLetters("q")
+        const dead = (yield* broker.deadLetters("q")).items
         assert.deepStrictEqual(dead.map((d) => [d.messageId, d.reason]), [["poison", deliveryLimitReason]])
         assert.deepStrictEqual(yield* memory.queueDepth("q"), { ready: 0, unsettled: 0, delayed: 0 })
 
@@ -302,7 +302,7 @@ describe("MemoryBroker", () => {
           const taken = yield* broker.subscribe(queueSpec).pipe(Stream.take(1), Stream.runCollect)
           assert.deepStrictEqual(taken.map((d) => d.messageId), ["stuck"])
         }
-        assert.deepStrictEqual((yield* broker.deadLetters("q")).map((d) => [d.messageId, d.reason]), [
+        assert.deepStrictEqual((yield* broker.deadLetters("q")).items.map((d) => [d.messageId, d.reason]), [
           ["poison", deliveryLimitReason],
           ["stuck", deliveryLimitReason]
         ])

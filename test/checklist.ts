@@ -344,7 +344,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           Relay.toMessage(good!)
         ])
         yield* settle()
-        const dead = yield* broker.deadLetters(queueName)
+        const dead = (yield* broker.deadLetters(queueName)).items
         const reasons = Object.fromEntries(dead.map((d) => [d.messageId, d.reason]))
         assert.match(reasons["p-1"]!, /^NotJson: /)
         assert.match(reasons["p-2"]!, /^InvalidEnvelope \(message p-2, entity Company\): .*version/)

@@ -57,7 +57,7 @@ export const list = (
       lastSeenAt: iso(dead.lastSeenAt)
     }))
     const fromBroker: Array<DeadLetterRow> = []
-    for (const dead of yield* broker.deadLetters(queue)) {
+    for (const dead of (yield* broker.deadLetters(queue)).items) {
       const envelope = yield* Effect.option(Envelope.decode(dead.body))
       fromBroker.push({
         messageId: dead.messageId,

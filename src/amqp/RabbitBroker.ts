@@ -56,7 +56,12 @@ import {
 import {
   Broker,
   type DeadLetter,
+  type DeadLetterFilter,
+  deadLetterPageSize,
   type Delivery,
+  matchesFilter,
+  maxDeadLetterPage,
+  replayLimit,
   deliveryLimitReason,
   type OutgoingMessage,
   type QueueSpec,
@@ -186,7 +191,10 @@ const toDeadLetter = (queue: string, message: Message): DeadLetter => {
     body: new Uint8Array(message.content),
     headers: { ...applicationHeaders(headers), [reasonHeader]: reason },
     reason,
-    deadLetteredAt: Number.isFinite(stampedAt) && stampedAt > 0 ? stampedAt : (deathSeconds ?? 0) * 1000
+    deadLetteredAt: Number.isFinite(stampedAt) && stampedAt > 0 ? stampedAt : (deathSeconds ?? 0) * 1000,
+    deliveryCount: 0,
+    publisher: stringOf(message.properties.userId),
+    truncatedFrom: undefined
   }
 }
 
@@ -702,7 +710,9 @@ const toDelivery = (
     body,
     headers: applicationHeaders(headers),
     redelivered: message.fields.redelivered,
+    publisher: stringOf(message.properties.userId),
     ack: settle(s, "ack", ackLater),
+    release: settle(s, "release", (s) => settleNow(s, (channel, message) => channel.nack(message, false, true))),
     nack(options) {
       return settle(s, "nack", (s) => settleNow(s, (channel, message) => channel.nack(message, false, options.requeue)))
     },
@@ -916,8 +926,12 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
       f: (channel: Channel, messages: ReadonlyArray<GetMessage>) => Effect.Effect<A, BrokerUnavailable>
     ) => browseLock.withPermit(Effect.flatMap(acquire, (session) => browseDeadQueue(session, queue, whenAbsent, f)))
 
-    const deadLetters = (queue: string) =>
-      browse(queue, [], (_, messages) => Effect.succeed(messages.map((m) => toDeadLetter(queue, m))))
+    const deadLetters = (queue: string, page?: { readonly limit?: number }) =>
+      browse(queue, { total: 0, items: [] }, (_, messages) =>
+        Effect.succeed({
+          total: messages.length,
+          items: messages.slice(0, deadLetterPageSize(page)).map((m) => toDeadLetter(queue, m))
+        }))
 
     /** Publishes the dead letter straight back into its queue (confirmed), then removes it from the dead queue. */
     const replayDeadLetter = (queue: string, messageId: string) =>
@@ -945,7 +959,27 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
       connection.close(Effect.forEach(Array.from(running), (stop) => stop, { concurrency: "unbounded", discard: true }))
     )
 
-    return Broker.of({ publish, declare, subscribe, deadLetters, replayDeadLetter })
+    const replayDeadLetters = (queue: string, filter: DeadLetterFilter) =>
+      Effect.gen(function*() {
+        const page = yield* deadLetters(queue, { limit: maxDeadLetterPage })
+        const limit = replayLimit(filter)
+        let replayed = 0
+        for (const dead of page.items) {
+          if (replayed >= limit) break
+          if (matchesFilter(filter, dead) && (yield* replayDeadLetter(queue, dead.messageId))) replayed++
+        }
+        return replayed
+      })
+
+    return Broker.of({
+      publish,
+      declare,
+      subscribe,
+      deadLetters,
+      replayDeadLetter,
+      replayDeadLetters,
+      vouchesForPublishers: true
+    })
   })
 
 /** The RabbitMQ broker for the lifetime of the layer, with plain settings (see `RabbitConfig`). */

@@ -1,22 +1,37 @@
 /**
  * A deterministic in-memory broker modelled on a RabbitMQ topic exchange with quorum queues: topic
- * bindings, competing consumers, prefetch, ack / nack / dead-letter, redelivery of unsettled messages
- * when a subscription ends, a delivery limit, and seeded fault injection (reorder, duplicate, delay,
- * dropped connections, failing publishes) for tests. Time is Effect's `Clock`, so `TestClock` drives it.
+ * bindings, competing consumers, prefetch, ack / nack / dead-letter / release, redelivery of unsettled
+ * messages when a subscription ends, a delivery limit, and seeded fault injection (reorder, duplicate,
+ * delay, dropped connections, failing publishes, failing dead-letter moves) for tests. Time is Effect's
+ * `Clock`, so `TestClock` drives it.
+ *
+ * Like the RabbitMQ adapter, a dead letter keeps a reason cut to `maxReasonBytes`, at most
+ * `maxDeadLetterBodyBytes` of the body and bounded headers (`boundHeaders`); `release` gives a message
+ * back to the tail of its queue without spending a delivery attempt. Nobody vouches for publishers here
+ * (`vouchesForPublishers` is false, `publisher` always undefined): R11 rests on signed events.
  *
  * @since 0.1.0
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Stream } from "effect"
 import {
+  boundBody,
+  boundHeaders,
+  boundReason,
   Broker,
   type DeadLetter,
+  type DeadLetterFilter,
+  type DeadLetterPage,
+  deadLetterPageSize,
+  defaultMaxDeadLetterBodyBytes,
   type Delivery,
   deliveryLimitReason,
   matchesBinding,
+  matchesFilter,
   type OutgoingMessage,
   type QueueSpec,
   reasonHeader,
   rejectedReason,
+  replayLimit,
   type SubscribeOptions
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
@@ -42,6 +57,8 @@ export interface MemoryBrokerOptions {
   readonly deliveryLimit?: number
   /** Faults to inject from the start (none by default). */
   readonly faults?: Faults
+  /** The longest body a dead letter keeps (default 64 KiB); a longer one keeps only this prefix. */
+  readonly maxDeadLetterBodyBytes?: number
 }
 
 /** Counters of everything the broker did since it was made. */
@@ -59,6 +76,8 @@ export interface BrokerStats {
   readonly acked: number
   /** Messages put back in their queue: `nack({ requeue: true })` or a subscription that ended. */
   readonly requeued: number
+  /** Messages given back with `release` (not counted as a delivery attempt). */
+  readonly released: number
   /** Messages moved to a dead-letter store, for any reason. */
   readonly deadLettered: number
 }
@@ -81,6 +100,11 @@ export class MemoryBroker extends Context.Service<MemoryBroker, {
   readonly setFaults: (faults: Faults | undefined) => Effect.Effect<void>
   /** Makes the next `n` `publish` calls fail with `BrokerUnavailable`. */
   readonly publishFails: (n: number) => Effect.Effect<void>
+  /**
+   * Makes the next `n` `deadLetter` moves fail, as when the dead-letter store refuses a copy: those
+   * deliveries fall back to the broker's own dead-lettering (reason `rejectedReason`, no reason of theirs).
+   */
+  readonly deadLetterMovesFail: (n: number) => Effect.Effect<void>
   /** The broker's counters. */
   readonly stats: Effect.Effect<BrokerStats>
   /** The messages a queue holds, by state (zeros for an unknown queue). */
@@ -116,7 +140,7 @@ interface QueueState {
   readonly bindings: Set<string>
   ready: Array<Entry>
   delayed: Array<DelayedEntry>
-  readonly deadLetters: Array<StoredDeadLetter>
+  deadLetters: Array<StoredDeadLetter>
   readonly subscriptions: Set<Subscription>
   /** Completed (and replaced) whenever something a waiting subscriber cares about changes. */
   changed: Deferred.Deferred<void>
@@ -161,9 +185,11 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
 }> =>
   Effect.sync(() => {
     const deliveryLimit = options?.deliveryLimit ?? defaultDeliveryLimit
+    const maxBodyBytes = Math.max(0, options?.maxDeadLetterBodyBytes ?? defaultMaxDeadLetterBodyBytes)
     const queues = new Map<string, QueueState>()
     let faults = activate(options?.faults)
     let failingPublishes = 0
+    let failingMoves = 0
     let nextTag = 0
     let nextDelayOrder = 0
     const stats = {
@@ -174,6 +200,7 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       delivered: 0,
       acked: 0,
       requeued: 0,
+      released: 0,
       deadLettered: 0
     }
 
@@ -202,8 +229,11 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       return queue
     }
 
+    /** Stores a dead letter with a bounded reason, body and headers; what is cut is gone, as on RabbitMQ. */
     const deadLetterEntry = (queue: QueueState, entry: Entry, reason: string, now: number): void => {
-      const { message } = entry
+      const bounded = boundReason(reason)
+      const { body, truncatedFrom } = boundBody(entry.message.body, maxBodyBytes)
+      const message: OutgoingMessage = { ...entry.message, body, headers: boundHeaders(entry.message.headers) }
       queue.deadLetters.push({
         message,
         deadLetter: {
@@ -211,13 +241,34 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
           messageId: message.messageId,
           routingKey: message.routingKey,
           type: message.type,
-          body: message.body,
-          headers: { ...message.headers, [reasonHeader]: reason },
-          reason,
-          deadLetteredAt: now
+          body,
+          headers: { ...message.headers, [reasonHeader]: bounded },
+          reason: bounded,
+          deadLetteredAt: now,
+          deliveryCount: entry.deliveries,
+          publisher: undefined,
+          truncatedFrom
         }
       })
       stats.deadLettered++
+    }
+
+    /** `deadLetter(reason)`: the move, or the broker's own dead-lettering when the move fails. */
+    const moveToDeadLetters = (queue: QueueState, entry: Entry, reason: string, now: number): void => {
+      if (failingMoves > 0) {
+        failingMoves--
+        deadLetterEntry(queue, entry, rejectedReason, now)
+      } else {
+        deadLetterEntry(queue, entry, reason, now)
+      }
+    }
+
+    /** Puts a released entry back at the tail of its queue; this delivery does not count as an attempt. */
+    const releaseEntry = (queue: QueueState, entry: Entry): void => {
+      entry.deliveries = Math.max(0, entry.deliveries - 1)
+      entry.redelivered = true
+      stats.released++
+      queue.ready.push(entry)
     }
 
     /** Puts entries back at the head of their queue, in order, unless they reached the delivery limit. */
@@ -289,13 +340,15 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
         body: message.body,
         headers: message.headers,
         redelivered: entry.redelivered,
+        publisher: undefined,
         ack: settle(sub, tag, () => {
           stats.acked++
         }),
         nack: ({ requeue }) =>
           settle(sub, tag, (e, now) =>
             requeue ? returnToHead(queue, [e], now) : deadLetterEntry(queue, e, rejectedReason, now)),
-        deadLetter: (reason) => settle(sub, tag, (e, now) => deadLetterEntry(queue, e, reason, now))
+        deadLetter: (reason) => settle(sub, tag, (e, now) => moveToDeadLetters(queue, e, reason, now)),
+        release: settle(sub, tag, (e) => releaseEntry(queue, e))
       }
     }
 
@@ -397,27 +450,50 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
         return Stream.fromEffectRepeat(pull(sub))
       }))
 
-    const deadLetters = (queue: string): Effect.Effect<ReadonlyArray<DeadLetter>, BrokerUnavailable> =>
-      Effect.sync(() => (queues.get(queue)?.deadLetters ?? []).map((stored) => stored.deadLetter))
+    const deadLetters = (
+      queue: string,
+      pageOptions?: { readonly limit?: number }
+    ): Effect.Effect<DeadLetterPage, BrokerUnavailable> =>
+      Effect.sync(() => {
+        const stored = queues.get(queue)?.deadLetters ?? []
+        return {
+          total: stored.length,
+          items: stored.slice(0, deadLetterPageSize(pageOptions)).map((s) => s.deadLetter)
+        }
+      })
 
-    const replayDeadLetter = (queueName: string, messageId: string): Effect.Effect<boolean, BrokerUnavailable> =>
+    /** Moves the matching dead letters (at most `filter.limit`) back to the tail of their queue, in order. */
+    const replayDeadLetters = (queueName: string, filter: DeadLetterFilter): Effect.Effect<number, BrokerUnavailable> =>
       Effect.sync(() => {
         const queue = queues.get(queueName)
-        if (queue === undefined) return false
-        const index = queue.deadLetters.findIndex((stored) => stored.message.messageId === messageId)
-        const [stored] = index < 0 ? [] : queue.deadLetters.splice(index, 1)
-        if (stored === undefined) return false
-        queue.ready.push({ message: stored.message, deliveries: 0, redelivered: false })
-        notify(queue)
-        return true
+        if (queue === undefined) return 0
+        const limit = replayLimit(filter)
+        const kept: Array<StoredDeadLetter> = []
+        let replayed = 0
+        for (const stored of queue.deadLetters) {
+          if (replayed < limit && matchesFilter(filter, stored.deadLetter)) {
+            queue.ready.push({ message: stored.message, deliveries: 0, redelivered: false })
+            replayed++
+          } else {
+            kept.push(stored)
+          }
+        }
+        queue.deadLetters = kept
+        if (replayed > 0) notify(queue)
+        return replayed
       })
+
+    const replayDeadLetter = (queueName: string, messageId: string): Effect.Effect<boolean, BrokerUnavailable> =>
+      Effect.map(replayDeadLetters(queueName, { messageIds: [messageId], limit: 1 }), (n) => n > 0)
 
     const broker = Broker.of({
       publish,
       declare: (spec) => Effect.sync(() => void declareQueue(spec)),
       subscribe,
       deadLetters,
-      replayDeadLetter
+      replayDeadLetter,
+      replayDeadLetters,
+      vouchesForPublishers: false
     })
 
     const controls = MemoryBroker.of({
@@ -444,6 +520,10 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       publishFails: (n) =>
         Effect.sync(() => {
           failingPublishes = Math.max(0, n)
+        }),
+      deadLetterMovesFail: (n) =>
+        Effect.sync(() => {
+          failingMoves = Math.max(0, n)
         }),
       stats: Effect.sync(() => ({ ...stats })),
       queueDepth: (name) =>

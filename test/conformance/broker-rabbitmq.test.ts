@@ -154,7 +154,7 @@ describe("RabbitMQ broker only", () => {
       )
       const dead = yield* Effect.gen(function*() {
         while (true) {
-          const found = yield* broker.deadLetters(spec.name)
+          const found = (yield* broker.deadLetters(spec.name)).items
           if (found.length > 0) return found
           yield* Effect.sleep("50 millis")
         }
@@ -166,7 +166,7 @@ describe("RabbitMQ broker only", () => {
       assert.strictEqual(dead[0]?.headers[reasonHeader], deliveryLimitReason)
       yield* Fiber.interrupt(fiber)
       assert.isTrue(yield* broker.replayDeadLetter(spec.name, "poison"))
-      assert.deepStrictEqual(yield* broker.deadLetters(spec.name), [])
+      assert.deepStrictEqual(yield* broker.deadLetters(spec.name), { total: 0, items: [] })
     }).pipe(Effect.provide(RabbitBroker.layer({ ...settings, deliveryLimit: 2 }))), liveTimeout)
 
   // a small window makes publishes wait for confirms; a window larger than the batch fills the channel's
@@ -229,7 +229,7 @@ describe("RabbitMQ broker only", () => {
         Effect.timeout("10 seconds")
       )
       assert.deepStrictEqual(got, ["after"])
-      assert.deepStrictEqual(yield* broker.deadLetters(spec.name), [])
+      assert.deepStrictEqual(yield* broker.deadLetters(spec.name), { total: 0, items: [] })
     }).pipe(Effect.provide(RabbitBroker.layer(settings))), liveTimeout)
 
   it.live("closing the layer ends the subscriptions, lets in-flight publishes be confirmed and closes the connection", () =>
@@ -378,7 +378,7 @@ describe("RabbitMQ broker only", () => {
       assert.deepStrictEqual(applied, ["c-1", "c-2"])
       const dead = yield* Effect.gen(function*() {
         while (true) {
-          const found = yield* broker.deadLetters(queue)
+          const found = (yield* broker.deadLetters(queue)).items
           if (found.length >= raw.length + 1) return found
           yield* Effect.sleep("50 millis")
         }

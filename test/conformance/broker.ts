@@ -334,7 +334,7 @@ export const brokerConformance = <R>(
         const healthy = yield* drain(spec, `${q.prefix}.end.created`)
         assert.deepStrictEqual(unique(healthy.map((d) => d.messageId)), sorted(ids))
         assert.isTrue(healthy.every((d) => d.redelivered))
-        assert.deepStrictEqual(yield* broker.deadLetters(q.name), [])
+        assert.deepStrictEqual(yield* broker.deadLetters(q.name), { total: 0, items: [] })
       }))
 
     test("per-key order with a single subscriber (prefetch 1)", () =>
@@ -442,7 +442,7 @@ export const brokerConformance = <R>(
           () => "both dead letters",
           Effect.gen(function*() {
             while (true) {
-              const found = yield* broker.deadLetters(q.name)
+              const found = (yield* broker.deadLetters(q.name)).items
               if (found.length >= 2) return found
               yield* options.pause
             }
@@ -461,13 +461,13 @@ export const brokerConformance = <R>(
           assert.isAtMost(d.deadLetteredAt, after)
         }
         // listing does not consume
-        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).map((d) => d.messageId), ["a", "b"])
+        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).items.map((d) => d.messageId), ["a", "b"])
         assert.isFalse(yield* broker.replayDeadLetter(q.name, "nope"))
         assert.isFalse(yield* broker.replayDeadLetter(fresh("never-declared").name, "a"))
-        assert.deepStrictEqual(yield* broker.deadLetters(fresh("never-declared").name), [])
+        assert.deepStrictEqual(yield* broker.deadLetters(fresh("never-declared").name), { total: 0, items: [] })
         assert.isTrue(yield* broker.replayDeadLetter(q.name, "a"))
         assert.isFalse(yield* broker.replayDeadLetter(q.name, "a"))
-        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).map((d) => d.messageId), ["b"])
+        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).items.map((d) => d.messageId), ["b"])
         const replayed = yield* drain(spec, `${q.prefix}.end.created`)
         assert.deepStrictEqual(replayed.map((d) => d.messageId), ["a"])
         const [again] = replayed
@@ -534,7 +534,7 @@ export const brokerConformance = <R>(
         }
         const rest = yield* drain(spec, `${q.prefix}.end.created`)
         assert.deepStrictEqual(unique(rest.map((d) => d.messageId)), ["s3", "s4"])
-        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).map((d) => [d.messageId, d.reason]), [["s2", "once"]])
+        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).items.map((d) => [d.messageId, d.reason]), [["s2", "once"]])
       }))
 
     test("unroutable publish fails with PublishRejected naming exactly the unroutable ids; the others arrive", () =>

@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
-import { Broker } from "../../src/Broker.ts"
+import { Broker, maxDeadLetterPage } from "../../src/Broker.ts"
 import { quiet, setup, stream } from "./fixture.ts"
 import { publishBurst, type Published } from "./poison.ts"
 import { broker, consumer, relay } from "./stack.ts"
@@ -29,7 +29,7 @@ describe("faults: poison messages", () => {
       const t = yield* awaitQuiescence(fixture.sql, fixture.names)
 
       const inspector = Context.get(yield* Layer.build(broker(fixture.names, "inspector")), Broker)
-      const dead = yield* inspector.deadLetters(fixture.names.queue)
+      const dead = (yield* inspector.deadLetters(fixture.names.queue, { limit: maxDeadLetterPage })).items
       const byId = new Map<string, Array<string>>()
       for (const letter of dead) byId.set(letter.messageId, [...(byId.get(letter.messageId) ?? []), letter.reason])
       const missing = poison.filter((p) => !byId.has(p.messageId))

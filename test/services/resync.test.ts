@@ -70,7 +70,7 @@ describe("Resync", () => {
         message("too-many", "Company", body({ ids: Array.from({ length: Resync.maxIds + 1 }, (_, i) => `c-${i}`) }))
       ])
       const dead = yield* until(
-        Effect.orDie(broker.deadLetters(Resync.queueOf("accounts").name)),
+        Effect.map(Effect.orDie(broker.deadLetters(Resync.queueOf("accounts").name)), (page) => page.items),
         (d) => d.length === 5
       )
       const reasons = Object.fromEntries(dead.map((d) => [d.messageId, d.reason]))

@@ -211,7 +211,7 @@ describe("demo services on PostgreSQL and RabbitMQ", () => {
       const reasons = Broker.use((b) => b.deadLetters(Resync.queueOf("accounts").name)).pipe(
         bus,
         Effect.orDie,
-        Effect.map((dead) => dead.map((d) => `${d.messageId} ${d.reason.split(":")[0]}`).sort())
+        Effect.map((dead) => dead.items.map((d) => `${d.messageId} ${d.reason.split(":")[0]}`).sort())
       )
       yield* eventually(
         "bad requests dead-lettered with their reasons",
