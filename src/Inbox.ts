@@ -38,6 +38,76 @@ export interface DeadRow {
   readonly lastSeenAt: number
 }
 
+/** The counts an operator's health check needs, from `count(*)` and `min(…)`, never from loading rows. */
+export interface InboxStats {
+  /** Events parked until their dependencies arrive. */
+  readonly waiting: number
+  /** Events given up on. */
+  readonly dead: number
+  /** When the longest-waiting parked event was first seen (epoch milliseconds), if any is parked. */
+  readonly oldestWaitingSince: number | null
+  /** When the oldest dead row was dead-lettered (its `lastSeenAt`, epoch milliseconds), if any. */
+  readonly oldestDeadAt: number | null
+}
+
+/**
+ * Which dead rows a page or a bulk replay takes; every given condition must hold (an empty list matches
+ * nothing, an absent one everything).
+ */
+export interface DeadRowFilter {
+  /** Only these error tags (exact match), e.g. `DependencyMissing`. */
+  readonly errors?: ReadonlyArray<string>
+  /** Only events of these entities (the envelope's `entity`). */
+  readonly entities?: ReadonlyArray<string>
+  /** Only rows dead-lettered (`lastSeenAt`) at or after this time, epoch milliseconds. */
+  readonly from?: number
+  /** Only rows dead-lettered (`lastSeenAt`) before this time, epoch milliseconds. */
+  readonly to?: number
+  /** Only these messages. */
+  readonly messageIds?: ReadonlyArray<string>
+}
+
+/** Where a page of dead rows ends: the (`firstSeenAt`, `messageId`) of its last row. */
+export interface DeadRowCursor {
+  readonly firstSeenAt: number
+  readonly messageId: string
+}
+
+/** Where a page of waiting rows ends: the (`nextAttemptAt`, `firstSeenAt`, `messageId`) of its last row. */
+export interface WaitingRowCursor {
+  readonly nextAttemptAt: number
+  readonly firstSeenAt: number
+  readonly messageId: string
+}
+
+/** One page of rows, and the cursor of the next page (null when this one is the last). */
+export interface Page<A, Cursor> {
+  readonly items: ReadonlyArray<A>
+  readonly next: Cursor | null
+}
+
+/** The page size when none is given. */
+export const defaultPageSize = 100
+
+/** The largest page one call returns. */
+export const maxPageSize = 1000
+
+/** How many dead rows one statement of `replayMany` moves back. */
+export const replayBatchSize = 500
+
+/** A requested page size within 0…`maxPageSize` (`defaultPageSize` when absent or not a number). */
+export const pageSize = (limit: number | undefined): number =>
+  limit === undefined || !Number.isFinite(limit) ? defaultPageSize : Math.min(maxPageSize, Math.max(0, Math.floor(limit)))
+
+/** Whether a dead row matches a filter (the memory inbox's predicate, and the meaning of each field). */
+export const matchesDeadRow = (filter: DeadRowFilter | undefined) => (row: DeadRow): boolean =>
+  filter === undefined ||
+  ((filter.errors === undefined || filter.errors.includes(row.error)) &&
+    (filter.entities === undefined || filter.entities.includes(row.envelope.entity)) &&
+    (filter.from === undefined || row.lastSeenAt >= filter.from) &&
+    (filter.to === undefined || row.lastSeenAt < filter.to) &&
+    (filter.messageIds === undefined || filter.messageIds.includes(row.messageId)))
+
 /** The inbox store shared by the consumers of one service. */
 export class Inbox extends Context.Service<Inbox, {
   /** Records a message as received; false when it was recorded before (a duplicate). */
@@ -60,16 +130,42 @@ export class Inbox extends Context.Service<Inbox, {
   >
   /** When the earliest waiting row is due, if any. */
   readonly nextDueAt: (consumer: string) => Effect.Effect<number | null, SqlError.SqlError>
-  /** All waiting rows, earliest due first. */
+  /** All waiting rows, earliest due first. Loads every row: operators use `waitingPage` and `stats`. */
   readonly waiting: (consumer: string) => Effect.Effect<ReadonlyArray<WaitingRow>, SqlError.SqlError>
+  /**
+   * At most `limit` waiting rows (default `defaultPageSize`, at most `maxPageSize`), earliest due first,
+   * after the cursor of the previous page.
+   */
+  readonly waitingPage: (consumer: string, options?: {
+    readonly limit?: number
+    readonly after?: WaitingRowCursor
+  }) => Effect.Effect<Page<WaitingRow, WaitingRowCursor>, SqlError.SqlError>
   /** Removes a waiting row (applied or found stale). */
   readonly release: (consumer: string, messageId: string) => Effect.Effect<void, SqlError.SqlError>
   /** Moves an event to the dead rows (removing its waiting row, if any). */
   readonly deadLetter: (row: DeadRow) => Effect.Effect<void, SqlError.SqlError>
-  /** Dead rows, oldest first. */
+  /** All dead rows, oldest first. Loads every row: operators use `deadLetterPage` and `stats`. */
   readonly deadLetters: (consumer: string) => Effect.Effect<ReadonlyArray<DeadRow>, SqlError.SqlError>
+  /**
+   * At most `limit` dead rows matching `filter` (default `defaultPageSize`, at most `maxPageSize`), oldest
+   * first (by `firstSeenAt`, then `messageId`), after the cursor of the previous page. The cursor is
+   * stable: rows dead-lettered or replayed meanwhile neither repeat nor shift the rows of later pages.
+   */
+  readonly deadLetterPage: (consumer: string, options?: {
+    readonly limit?: number
+    readonly after?: DeadRowCursor
+    readonly filter?: DeadRowFilter
+  }) => Effect.Effect<Page<DeadRow, DeadRowCursor>, SqlError.SqlError>
+  /** How many rows wait and are dead, and the oldest of each, counted by the database. */
+  readonly stats: (consumer: string) => Effect.Effect<InboxStats, SqlError.SqlError>
   /** Moves a dead row back to waiting, due now with its attempts reset; false when there is none. */
   readonly replay: (consumer: string, messageId: string, now: number) => Effect.Effect<boolean, SqlError.SqlError>
+  /**
+   * Moves every dead row matching `filter` back to waiting, due at `now` with its attempts reset, in
+   * statements of at most `replayBatchSize` rows (each commits on its own unless the call runs in a
+   * transaction); returns how many.
+   */
+  readonly replayMany: (consumer: string, filter: DeadRowFilter, now: number) => Effect.Effect<number, SqlError.SqlError>
   /** Deletes dedupe records received before the given time (retention); returns how many. */
   readonly prune: (receivedBefore: number) => Effect.Effect<number, SqlError.SqlError>
 }>()("entity-sync/Inbox") {}

@@ -6,7 +6,17 @@
  */
 import { Clock, Effect, Layer } from "effect"
 import type { EntityRef } from "../Errors.ts"
-import { type DeadRow, Inbox, type WaitingRow } from "../Inbox.ts"
+import {
+  type DeadRow,
+  type DeadRowCursor,
+  type DeadRowFilter,
+  Inbox,
+  matchesDeadRow,
+  type Page,
+  pageSize,
+  type WaitingRow,
+  type WaitingRowCursor
+} from "../Inbox.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
 interface Received {
@@ -21,6 +31,25 @@ const byDue = (a: WaitingRow, b: WaitingRow) =>
   a.nextAttemptAt - b.nextAttemptAt || a.firstSeenAt - b.firstSeenAt || compare(a.messageId, b.messageId)
 
 const byAge = (a: DeadRow, b: DeadRow) => a.firstSeenAt - b.firstSeenAt || compare(a.messageId, b.messageId)
+
+const afterDead = (cursor: DeadRowCursor | undefined) => (row: DeadRow) =>
+  cursor === undefined ||
+  row.firstSeenAt > cursor.firstSeenAt ||
+  (row.firstSeenAt === cursor.firstSeenAt && compare(row.messageId, cursor.messageId) > 0)
+
+const afterWaiting = (cursor: WaitingRowCursor | undefined) => (row: WaitingRow) =>
+  cursor === undefined ||
+  row.nextAttemptAt > cursor.nextAttemptAt ||
+  (row.nextAttemptAt === cursor.nextAttemptAt &&
+    (row.firstSeenAt > cursor.firstSeenAt ||
+      (row.firstSeenAt === cursor.firstSeenAt && compare(row.messageId, cursor.messageId) > 0)))
+
+/** The first `limit` of `rows` (in page order), with the cursor of the next page when more follow. */
+const pageOf = <A, Cursor>(rows: ReadonlyArray<A>, limit: number, cursorOf: (row: A) => Cursor): Page<A, Cursor> => {
+  const items = rows.slice(0, limit)
+  const last = items[items.length - 1]
+  return { items, next: rows.length > limit && last !== undefined ? cursorOf(last) : null }
+}
 
 const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
 
@@ -83,6 +112,19 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
 
   const waiting = (consumer: string) => db.run(() => waitingOf(consumer))
 
+  const waitingPage = (consumer: string, options?: { readonly limit?: number; readonly after?: WaitingRowCursor }) =>
+    db.run(() =>
+      pageOf(
+        waitingOf(consumer).filter(afterWaiting(options?.after)),
+        pageSize(options?.limit),
+        (row): WaitingRowCursor => ({
+          nextAttemptAt: row.nextAttemptAt,
+          firstSeenAt: row.firstSeenAt,
+          messageId: row.messageId
+        })
+      )
+    )
+
   const release = (consumer: string, messageId: string) => db.run(() => waitingRows.delete(keyOf(consumer, messageId)))
 
   const deadLetter = (row: DeadRow) =>
@@ -92,25 +134,65 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
       deadRows.set(key, row)
     })
 
-  const deadLetters = (consumer: string) =>
-    db.run(() => deadRows.values().filter((row) => row.consumer === consumer).sort(byAge))
+  const deadLetters = (consumer: string) => db.run(() => deadOf(consumer))
+
+  const deadOf = (consumer: string) => deadRows.values().filter((row) => row.consumer === consumer).sort(byAge)
+
+  const deadLetterPage = (consumer: string, options?: {
+    readonly limit?: number
+    readonly after?: DeadRowCursor
+    readonly filter?: DeadRowFilter
+  }) =>
+    db.run(() =>
+      pageOf(
+        deadOf(consumer).filter(afterDead(options?.after)).filter(matchesDeadRow(options?.filter)),
+        pageSize(options?.limit),
+        (row): DeadRowCursor => ({ firstSeenAt: row.firstSeenAt, messageId: row.messageId })
+      )
+    )
+
+  const stats = (consumer: string) =>
+    db.run(() => {
+      const parked = waitingRows.values().filter((row) => row.consumer === consumer)
+      const dead = deadRows.values().filter((row) => row.consumer === consumer)
+      const least = (times: ReadonlyArray<number>) =>
+        times.reduce<number | null>((min, time) => (min === null || time < min ? time : min), null)
+      return {
+        waiting: parked.length,
+        dead: dead.length,
+        oldestWaitingSince: least(parked.map((row) => row.firstSeenAt)),
+        oldestDeadAt: least(dead.map((row) => row.lastSeenAt))
+      }
+    })
+
+  const revive = (dead: DeadRow, now: number) => {
+    const key = keyOf(dead.consumer, dead.messageId)
+    deadRows.delete(key)
+    waitingRows.set(key, {
+      consumer: dead.consumer,
+      messageId: dead.messageId,
+      envelope: dead.envelope,
+      waitingFor: dead.waitingFor,
+      attempts: 0,
+      nextAttemptAt: now,
+      firstSeenAt: dead.firstSeenAt,
+      lastSeenAt: dead.lastSeenAt
+    })
+  }
+
+  const replayMany = (consumer: string, filter: DeadRowFilter, now: number) =>
+    db.run(() => {
+      const matching = deadOf(consumer).filter(matchesDeadRow(filter))
+      matching.forEach((dead) => revive(dead, now))
+      return matching.length
+    })
 
   const replay = (consumer: string, messageId: string, now: number) =>
     db.run(() => {
       const key = keyOf(consumer, messageId)
       const dead = deadRows.get(key)
       if (dead === undefined) return false
-      deadRows.delete(key)
-      waitingRows.set(key, {
-        consumer,
-        messageId,
-        envelope: dead.envelope,
-        waitingFor: dead.waitingFor,
-        attempts: 0,
-        nextAttemptAt: now,
-        firstSeenAt: dead.firstSeenAt,
-        lastSeenAt: dead.lastSeenAt
-      })
+      revive(dead, now)
       return true
     })
 
@@ -121,7 +203,25 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
       return old.length
     })
 
-  return Inbox.of({ record, recordMany, forget, park, wake, due, nextDueAt, waiting, release, deadLetter, deadLetters, replay, prune })
+  return Inbox.of({
+    record,
+    recordMany,
+    forget,
+    park,
+    wake,
+    due,
+    nextDueAt,
+    waiting,
+    waitingPage,
+    release,
+    deadLetter,
+    deadLetters,
+    deadLetterPage,
+    stats,
+    replay,
+    replayMany,
+    prune
+  })
 })
 
 /** The memory `Inbox`, keeping its rows in the service's `MemoryDatabase`. */

@@ -11,7 +11,18 @@ import { PgClient } from "@effect/sql-pg"
 import { Clock, Effect, Schema } from "effect"
 import { Envelope } from "../Envelope.ts"
 import { EntityRef } from "../Errors.ts"
-import { type DeadRow, Inbox, type WaitingRow } from "../Inbox.ts"
+import {
+  type DeadRow,
+  type DeadRowCursor,
+  type DeadRowFilter,
+  Inbox,
+  type InboxStats,
+  type Page,
+  pageSize,
+  replayBatchSize,
+  type WaitingRow,
+  type WaitingRowCursor
+} from "../Inbox.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
@@ -41,6 +52,20 @@ const Dead = Schema.Struct({
 })
 
 const NextDue = Schema.Struct({ nextDueAt: NullableInt8 })
+
+const Stats = Schema.Struct({
+  waiting: Int8,
+  dead: Int8,
+  oldestWaitingSince: NullableInt8,
+  oldestDeadAt: NullableInt8
+})
+
+/** The first `limit` of `rows` (fetched with one more), with the cursor of the next page when more follow. */
+const pageOf = <A, Cursor>(rows: ReadonlyArray<A>, limit: number, cursorOf: (row: A) => Cursor): Page<A, Cursor> => {
+  const items = rows.slice(0, limit)
+  const last = items[items.length - 1]
+  return { items, next: rows.length > limit && last !== undefined ? cursorOf(last) : null }
+}
 
 const Recorded = Schema.Struct({ messageId: Schema.String })
 
@@ -73,6 +98,7 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
     const decodeWaiting = decodeRows(Waiting, "waiting")
     const decodeDead = decodeRows(Dead, "dead")
     const decodeNextDue = decodeRows(NextDue, "waiting")
+    const decodeStats = decodeRows(Stats, "inbox statistics")
     const decodeWoken = decodeCount("waiting")
     const decodePruned = decodeCount("inbox")
     const decodeRecorded = decodeRows(Recorded, "inbox")
@@ -138,6 +164,25 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
         Effect.flatMap(decodeWaiting)
       )
 
+    const waitingPage = (consumer: string, options?: { readonly limit?: number; readonly after?: WaitingRowCursor }) => {
+      const limit = pageSize(options?.limit)
+      const after = options?.after
+      const from = after === undefined
+        ? sql.literal("")
+        : sql`AND (next_attempt_at, first_seen_at, message_id) > (${after.nextAttemptAt}, ${after.firstSeenAt}, ${after.messageId})`
+      return sql`SELECT ${waitingColumns} FROM ${waitingTable} WHERE consumer = ${consumer} ${from}
+        ${dueOrder} LIMIT ${limit + 1}`.pipe(
+        Effect.flatMap(decodeWaiting),
+        Effect.map((rows) =>
+          pageOf(rows, limit, (row): WaitingRowCursor => ({
+            nextAttemptAt: row.nextAttemptAt,
+            firstSeenAt: row.firstSeenAt,
+            messageId: row.messageId
+          }))
+        )
+      )
+    }
+
     const release = (consumer: string, messageId: string) =>
       sql`DELETE FROM ${waitingTable} WHERE consumer = ${consumer} AND message_id = ${messageId}`.pipe(
         Effect.asVoid
@@ -168,6 +213,71 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       sql`SELECT ${deadColumns} FROM ${deadTable} WHERE consumer = ${consumer}
         ORDER BY first_seen_at, message_id`.pipe(Effect.flatMap(decodeDead))
 
+    /** The conditions of a filter, as one fragment (`1=1` without any). */
+    const matching = (filter: DeadRowFilter | undefined) => {
+      const clauses = []
+      if (filter?.errors !== undefined) clauses.push(sql`error = ANY(${[...filter.errors]}::text[])`)
+      if (filter?.entities !== undefined) clauses.push(sql`envelope->>'entity' = ANY(${[...filter.entities]}::text[])`)
+      if (filter?.from !== undefined) clauses.push(sql`last_seen_at >= ${Math.floor(filter.from)}`)
+      if (filter?.to !== undefined) clauses.push(sql`last_seen_at < ${Math.floor(filter.to)}`)
+      if (filter?.messageIds !== undefined) clauses.push(sql`message_id = ANY(${[...filter.messageIds]}::text[])`)
+      return sql.and(clauses)
+    }
+
+    const deadLetterPage = (consumer: string, options?: {
+      readonly limit?: number
+      readonly after?: DeadRowCursor
+      readonly filter?: DeadRowFilter
+    }) => {
+      const limit = pageSize(options?.limit)
+      const after = options?.after
+      const from = after === undefined
+        ? sql.literal("")
+        : sql`AND (first_seen_at, message_id) > (${after.firstSeenAt}, ${after.messageId})`
+      return sql`SELECT ${deadColumns} FROM ${deadTable}
+        WHERE consumer = ${consumer} ${from} AND ${matching(options?.filter)}
+        ORDER BY first_seen_at, message_id LIMIT ${limit + 1}`.pipe(
+        Effect.flatMap(decodeDead),
+        Effect.map((rows) =>
+          pageOf(rows, limit, (row): DeadRowCursor => ({ firstSeenAt: row.firstSeenAt, messageId: row.messageId }))
+        )
+      )
+    }
+
+    const stats = (consumer: string) =>
+      sql`SELECT w.count AS waiting, w.oldest AS "oldestWaitingSince", d.count AS dead, d.oldest AS "oldestDeadAt"
+        FROM (SELECT count(*) AS count, min(first_seen_at) AS oldest FROM ${waitingTable} WHERE consumer = ${consumer}) w,
+          (SELECT count(*) AS count, min(last_seen_at) AS oldest FROM ${deadTable} WHERE consumer = ${consumer}) d`.pipe(
+        Effect.flatMap(decodeStats),
+        Effect.map((rows): InboxStats => rows[0] ?? { waiting: 0, dead: 0, oldestWaitingSince: null, oldestDeadAt: null })
+      )
+
+    /** Moves at most `replayBatchSize` matching dead rows back to waiting; how many it moved. */
+    const replayBatch = (consumer: string, filter: DeadRowFilter, now: number) =>
+      sql`WITH picked AS (
+          SELECT message_id FROM ${deadTable} WHERE consumer = ${consumer} AND ${matching(filter)}
+          ORDER BY first_seen_at, message_id LIMIT ${replayBatchSize}
+        ), revived AS (
+          DELETE FROM ${deadTable} AS d USING picked
+          WHERE d.consumer = ${consumer} AND d.message_id = picked.message_id
+          RETURNING d.consumer, d.message_id, d.envelope, d.waiting_for, d.first_seen_at, d.last_seen_at
+        )
+        INSERT INTO ${waitingTable}
+          (consumer, message_id, envelope, waiting_for, attempts, next_attempt_at, first_seen_at, last_seen_at)
+        SELECT consumer, message_id, envelope, waiting_for, 0, ${now}, first_seen_at, last_seen_at FROM revived
+        ${replaceWaiting}
+        RETURNING 1`.pipe(Effect.map((rows) => rows.length))
+
+    const replayMany = (consumer: string, filter: DeadRowFilter, now: number) =>
+      Effect.gen(function* () {
+        let total = 0
+        while (true) {
+          const moved = yield* replayBatch(consumer, filter, now)
+          total += moved
+          if (moved < replayBatchSize) return total
+        }
+      })
+
     const replay = (consumer: string, messageId: string, now: number) =>
       sql`WITH revived AS (
           DELETE FROM ${deadTable} WHERE consumer = ${consumer} AND message_id = ${messageId}
@@ -183,5 +293,23 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       sql`WITH pruned AS (DELETE FROM ${inbox} WHERE received_at < ${receivedBefore} RETURNING 1)
         SELECT count(*) AS count FROM pruned`.pipe(Effect.flatMap(decodePruned))
 
-    return Inbox.of({ record, recordMany, forget, park, wake, due, nextDueAt, waiting, release, deadLetter, deadLetters, replay, prune })
+    return Inbox.of({
+      record,
+      recordMany,
+      forget,
+      park,
+      wake,
+      due,
+      nextDueAt,
+      waiting,
+      waitingPage,
+      release,
+      deadLetter,
+      deadLetters,
+      deadLetterPage,
+      stats,
+      replay,
+      replayMany,
+      prune
+    })
   })

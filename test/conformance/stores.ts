@@ -12,7 +12,17 @@ import type { CopyRow, CopyState } from "../../src/CopyRepository.ts"
 import { CopyRepository } from "../../src/CopyRepository.ts"
 import type { Envelope } from "../../src/Envelope.ts"
 import type { EntityRef } from "../../src/Errors.ts"
-import { type DeadRow, Inbox, type WaitingRow } from "../../src/Inbox.ts"
+import {
+  type DeadRow,
+  type DeadRowCursor,
+  type DeadRowFilter,
+  defaultPageSize,
+  Inbox,
+  maxPageSize,
+  type Page,
+  replayBatchSize,
+  type WaitingRow
+} from "../../src/Inbox.ts"
 import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import { SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
 import { Transactor } from "../../src/Transactor.ts"
@@ -443,6 +453,197 @@ export const storeConformance = <E>(
           assert.strictEqual(replayed?.nextAttemptAt, now)
           assert.isFalse(yield* inbox.replay("directory", "m-1", now))
           assert.isFalse(yield* inbox.replay("directory", "m-404", now))
+        }))
+
+      test("stats counts waiting and dead rows of one consumer and tells the oldest of each", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          assert.deepStrictEqual(yield* inbox.stats("directory"), {
+            waiting: 0,
+            dead: 0,
+            oldestWaitingSince: null,
+            oldestDeadAt: null
+          })
+          yield* inbox.park(waitingRow("directory", "m-1", { nextAttemptAt: T0 + 9_000, firstSeenAt: T0 + 300 }))
+          yield* inbox.park(waitingRow("directory", "m-2", { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 200 }))
+          yield* inbox.park(waitingRow("billing", "m-3", { nextAttemptAt: T0, firstSeenAt: T0 }))
+          yield* inbox.deadLetter(deadRow("directory", "m-4", T0 + 50))
+          yield* inbox.deadLetter({ ...deadRow("directory", "m-5", T0 + 60), lastSeenAt: T0 + 70 })
+          yield* inbox.deadLetter(deadRow("billing", "m-6", T0))
+          assert.deepStrictEqual(yield* inbox.stats("directory"), {
+            waiting: 2,
+            dead: 2,
+            oldestWaitingSince: T0 + 200,
+            oldestDeadAt: T0 + 70
+          })
+          assert.deepStrictEqual(yield* inbox.stats("nobody"), {
+            waiting: 0,
+            dead: 0,
+            oldestWaitingSince: null,
+            oldestDeadAt: null
+          })
+        }))
+
+      test("deadLetterPage pages oldest first with a stable cursor, at most the limit", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const rows = Array.from({ length: 7 }, (_, i) => deadRow("directory", `m-${i}`, T0 + 10 * (i % 4)))
+          yield* Effect.forEach(rows, inbox.deadLetter)
+          yield* inbox.deadLetter(deadRow("billing", "m-x", T0))
+          const expected = idsOf(yield* inbox.deadLetters("directory"))
+          assert.deepStrictEqual(expected, ["m-0", "m-4", "m-1", "m-5", "m-2", "m-6", "m-3"])
+          const first = yield* inbox.deadLetterPage("directory", { limit: 3 })
+          assert.deepStrictEqual(idsOf(first.items), ["m-0", "m-4", "m-1"])
+          assert.deepStrictEqual(first.next, { firstSeenAt: T0 + 10, messageId: "m-1" })
+          // rows dead-lettered before the cursor, or replayed, change nothing after it
+          yield* inbox.deadLetter(deadRow("directory", "m-early", T0 - 1))
+          assert.isTrue(yield* inbox.replay("directory", "m-0", T0))
+          const second = yield* inbox.deadLetterPage("directory", { limit: 3, ...(first.next ? { after: first.next } : {}) })
+          assert.deepStrictEqual(idsOf(second.items), ["m-5", "m-2", "m-6"])
+          assert.isNotNull(second.next)
+          const last = yield* inbox.deadLetterPage("directory", { limit: 3, ...(second.next ? { after: second.next } : {}) })
+          assert.deepStrictEqual(idsOf(last.items), ["m-3"])
+          assert.isNull(last.next)
+          // exactly the limit left: no next page
+          const exact = yield* inbox.deadLetterPage("directory", { limit: 7 })
+          assert.deepStrictEqual(idsOf(exact.items), ["m-early", "m-4", "m-1", "m-5", "m-2", "m-6", "m-3"])
+          assert.isNull(exact.next)
+          // the default and the largest page
+          assert.lengthOf((yield* inbox.deadLetterPage("directory")).items, 7)
+          assert.lengthOf((yield* inbox.deadLetterPage("directory", { limit: 10_000 })).items, 7)
+          assert.deepStrictEqual((yield* inbox.deadLetterPage("directory", { limit: 0 })).items, [])
+          assert.deepStrictEqual((yield* inbox.deadLetterPage("directory", { limit: -5 })).items, [])
+        }))
+
+      test("a large dead-row set is paged in bounded pages, never more than the largest page", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const total = maxPageSize + 150
+          yield* Effect.forEach(
+            Array.from({ length: total }, (_, i) => deadRow("directory", `m-${String(i).padStart(5, "0")}`, T0)),
+            inbox.deadLetter,
+            { concurrency: 8 }
+          )
+          const seen: Array<string> = []
+          let after: DeadRowCursor | null = null
+          let pages = 0
+          do {
+            const page: Page<DeadRow, DeadRowCursor> = yield* inbox.deadLetterPage("directory", {
+              limit: 100_000,
+              ...(after !== null ? { after } : {})
+            })
+            assert.isAtMost(page.items.length, maxPageSize)
+            seen.push(...idsOf(page.items))
+            after = page.next
+            pages++
+          } while (after !== null)
+          assert.strictEqual(pages, 2)
+          assert.strictEqual(seen.length, total)
+          assert.strictEqual(new Set(seen).size, total)
+          assert.strictEqual((yield* inbox.deadLetterPage("directory")).items.length, defaultPageSize)
+          assert.strictEqual((yield* inbox.stats("directory")).dead, total)
+        }))
+
+      test("deadLetterPage filters by error, entity, time window and message ids", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const company = (messageId: string): DeadRow => ({
+            ...deadRow("directory", messageId, T0 + 5),
+            envelope: { ...envelope(messageId), entity: "Company" },
+            error: "InvalidPayload",
+            lastSeenAt: T0 + 2_000
+          })
+          const rows = [deadRow("directory", "m-1", T0), deadRow("directory", "m-2", T0 + 10), company("m-3"), company("m-4")]
+          yield* Effect.forEach(rows, inbox.deadLetter)
+          const ids = (filter: DeadRowFilter) =>
+            Effect.map(inbox.deadLetterPage("directory", { filter }), (page) => idsOf(page.items))
+          assert.deepStrictEqual(yield* ids({ errors: ["InvalidPayload"] }), ["m-3", "m-4"])
+          assert.deepStrictEqual(yield* ids({ errors: ["DependencyMissing", "InvalidPayload"] }), ["m-1", "m-3", "m-4", "m-2"])
+          assert.deepStrictEqual(yield* ids({ errors: [] }), [])
+          assert.deepStrictEqual(yield* ids({ entities: ["User"] }), ["m-1", "m-2"])
+          // lastSeenAt: m-1 at T0+1000, m-2 at T0+1010, m-3 and m-4 at T0+2000
+          assert.deepStrictEqual(yield* ids({ from: T0 + 1_010 }), ["m-3", "m-4", "m-2"])
+          assert.deepStrictEqual(yield* ids({ to: T0 + 1_010 }), ["m-1"])
+          assert.deepStrictEqual(yield* ids({ from: T0 + 1_000, to: T0 + 2_000 }), ["m-1", "m-2"])
+          assert.deepStrictEqual(yield* ids({ messageIds: ["m-4", "m-2", "m-9"] }), ["m-4", "m-2"])
+          assert.deepStrictEqual(yield* ids({ entities: ["Company"], messageIds: ["m-1", "m-3"] }), ["m-3"])
+          const filtered = yield* inbox.deadLetterPage("directory", { limit: 1, filter: { entities: ["Company"] } })
+          assert.deepStrictEqual(idsOf(filtered.items), ["m-3"])
+          const rest = yield* inbox.deadLetterPage("directory", {
+            limit: 1,
+            filter: { entities: ["Company"] },
+            ...(filtered.next ? { after: filtered.next } : {})
+          })
+          assert.deepStrictEqual(idsOf(rest.items), ["m-4"])
+          assert.isNull(rest.next)
+        }))
+
+      test("waitingPage pages waiting rows earliest due first", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const rows = [
+            waitingRow("directory", "m-1", { nextAttemptAt: T0 + 3_000 }),
+            waitingRow("directory", "m-2", { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 100 }),
+            waitingRow("directory", "m-3", { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 50 }),
+            waitingRow("billing", "m-4", { nextAttemptAt: T0 })
+          ]
+          yield* Effect.forEach(rows, inbox.park)
+          const first = yield* inbox.waitingPage("directory", { limit: 2 })
+          assert.deepStrictEqual(idsOf(first.items), ["m-3", "m-2"])
+          assert.deepStrictEqual(first.next, { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 100, messageId: "m-2" })
+          const second = yield* inbox.waitingPage("directory", { limit: 2, ...(first.next ? { after: first.next } : {}) })
+          assert.deepStrictEqual(idsOf(second.items), ["m-1"])
+          assert.isNull(second.next)
+          assert.deepStrictEqual(idsOf((yield* inbox.waitingPage("directory")).items), ["m-3", "m-2", "m-1"])
+        }))
+
+      test("replayMany moves every matching dead row back to waiting, due now, attempts reset", () =>
+        Effect.gen(function* () {
+          const inbox = yield* Inbox
+          const transactor = yield* Transactor
+          const many = Array.from(
+            { length: replayBatchSize + 20 },
+            (_, i) => deadRow("directory", `m-${String(i).padStart(5, "0")}`, T0 + i)
+          )
+          const other: DeadRow = { ...deadRow("directory", "m-other", T0), error: "InvalidPayload" }
+          yield* Effect.forEach([...many, other, deadRow("billing", "m-00000", T0)], inbox.deadLetter, { concurrency: 8 })
+          yield* TestClock.adjust(5_000)
+          const now = T0 + 5_000
+          assert.strictEqual(yield* inbox.replayMany("directory", { errors: ["NoSuchError"] }, now), 0)
+          // rolled back with its transaction
+          const error = yield* transactor.withTransaction(
+            Effect.andThen(inbox.replayMany("directory", { errors: ["DependencyMissing"] }, now), new Boom())
+          ).pipe(Effect.flip)
+          assert.instanceOf(error, Boom)
+          assert.strictEqual((yield* inbox.stats("directory")).dead, many.length + 1)
+          assert.strictEqual(yield* inbox.replayMany("directory", { errors: ["DependencyMissing"] }, now), many.length)
+          assert.deepStrictEqual(yield* inbox.stats("directory"), {
+            waiting: many.length,
+            dead: 1,
+            oldestWaitingSince: T0,
+            oldestDeadAt: T0 + 1_000
+          })
+          assert.deepStrictEqual(idsOf((yield* inbox.deadLetterPage("directory")).items), ["m-other"])
+          assert.strictEqual((yield* inbox.stats("billing")).dead, 1)
+          const due = yield* inbox.due("directory", now, maxPageSize)
+          assert.strictEqual(due.length, many.length)
+          for (const row of due) {
+            assert.strictEqual(row.attempts, 0)
+            assert.strictEqual(row.nextAttemptAt, now)
+          }
+          const first = due.find((row) => row.messageId === "m-00000")
+          assert.deepStrictEqual(first, {
+            consumer: "directory",
+            messageId: "m-00000",
+            envelope: many[0]!.envelope,
+            waitingFor: many[0]!.waitingFor,
+            attempts: 0,
+            nextAttemptAt: now,
+            firstSeenAt: T0,
+            lastSeenAt: T0 + 1_000
+          })
+          assert.strictEqual(yield* inbox.replayMany("directory", { entities: ["User"], messageIds: ["m-other"] }, now), 1)
+          assert.strictEqual((yield* inbox.stats("directory")).dead, 0)
         }))
 
       test("prune deletes dedupe records received before the given time", () =>
