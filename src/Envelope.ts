@@ -11,7 +11,14 @@ import { MalformedMessage } from "./Errors.ts"
 export const Action = Schema.Literals(["created", "updated", "deleted", "softDeleted", "snapshot"])
 export type Action = typeof Action.Type
 
-const NonEmpty = Schema.String.check(Schema.isMinLength(1))
+/** The longest message id, entity name and producer name accepted, in characters (R6). */
+export const maxNameLength = 255
+
+/** The longest entity id accepted, in characters (R6). */
+export const maxIdLength = 1024
+
+const NonEmpty = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxNameLength))
+const EntityId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxIdLength))
 
 const IsoTimestamp = Schema.String.check(
   Schema.makeFilter((s: string) => !Number.isNaN(Date.parse(s)) || "an ISO-8601 timestamp")
@@ -22,7 +29,7 @@ export const Envelope = Schema.Struct({
   specVersion: Schema.Literal(1),
   messageId: NonEmpty,
   entity: NonEmpty,
-  entityId: NonEmpty,
+  entityId: EntityId,
   action: Action,
   version: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
   occurredAt: IsoTimestamp,
@@ -42,6 +49,59 @@ export type Envelope = typeof Envelope.Type
 /** The default largest accepted message body: 256 KiB. */
 export const defaultMaxBytes = 256 * 1024
 
+/** The default deepest nesting of arrays and objects accepted in a message body (R6). */
+export const defaultMaxDepth = 32
+
+/** The default most object keys accepted in a message body, counted over all its objects (R6). */
+export const defaultMaxKeys = 10_000
+
+/** The limits a message body is decoded under (R6). */
+export interface Limits {
+  /** Largest body in bytes (default `defaultMaxBytes`). */
+  readonly maxBytes?: number
+  /** Deepest nesting of arrays and objects (default `defaultMaxDepth`). */
+  readonly maxDepth?: number
+  /** Most object keys over the whole body (default `defaultMaxKeys`). */
+  readonly maxKeys?: number
+}
+
+/** A string from a message cut to `max` characters for a log line, an error or a reason. */
+export const bounded = (s: string, max = 200): string => s.length <= max ? s : `${s.slice(0, max)}…`
+
+/**
+ * Where a parsed JSON value breaks the depth or key limit; undefined when it keeps to both. Walks the
+ * value without recursion, so no nesting can overflow the stack.
+ */
+export const exceedsLimits = (json: unknown, maxDepth: number, maxKeys: number): string | undefined => {
+  const stack: Array<unknown> = [json]
+  const depths: Array<number> = [0]
+  let keys = 0
+  while (stack.length > 0) {
+    const value = stack.pop()
+    const depth = depths.pop()!
+    if (typeof value !== "object" || value === null) continue
+    if (depth >= maxDepth) return `it nests deeper than ${maxDepth} levels`
+    if (Array.isArray(value)) {
+      for (const item of value) {
+        if (typeof item === "object" && item !== null) {
+          stack.push(item)
+          depths.push(depth + 1)
+        }
+      }
+      continue
+    }
+    for (const key in value) {
+      if (++keys > maxKeys) return `it has more than ${maxKeys} object keys`
+      const item: unknown = Reflect.get(value, key)
+      if (typeof item === "object" && item !== null) {
+        stack.push(item)
+        depths.push(depth + 1)
+      }
+    }
+  }
+  return undefined
+}
+
 /** The AMQP routing key of an envelope: `<producer>.<Entity>.<action>`. */
 export const routingKey = (e: Pick<Envelope, "producer" | "entity" | "action">): string =>
   `${e.producer}.${e.entity}.${e.action}`
@@ -58,14 +118,14 @@ const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => 
   const messageId = Reflect.get(json, "messageId")
   const entity = Reflect.get(json, "entity")
   return {
-    ...(typeof messageId === "string" ? { messageId } : {}),
-    ...(typeof entity === "string" ? { entity } : {})
+    ...(typeof messageId === "string" ? { messageId: bounded(messageId) } : {}),
+    ...(typeof entity === "string" ? { entity: bounded(entity) } : {})
   }
 }
 
 const actions: ReadonlySet<unknown> = new Set(Action.literals)
 const isAction = (u: unknown): u is Action => actions.has(u)
-const isNonEmpty = (u: unknown): u is string => typeof u === "string" && u.length > 0
+const isNonEmpty = (u: unknown): u is string => typeof u === "string" && u.length > 0 && u.length <= maxNameLength
 const isStringRecord = (u: unknown): u is Record<string, string> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
 
@@ -79,7 +139,8 @@ export const fromParsedJson = (json: unknown): Envelope | undefined => {
   const e: Record<string, unknown> = { ...json }
   const { action, payload, traceparent, context, version, occurredAt } = e
   if (
-    e.specVersion !== 1 || !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) || !isNonEmpty(e.entityId) ||
+    e.specVersion !== 1 || !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) ||
+    typeof e.entityId !== "string" || e.entityId.length === 0 || e.entityId.length > maxIdLength ||
     !isNonEmpty(e.producer) || typeof e.forceSync !== "boolean" || !isAction(action) ||
     typeof version !== "number" || !Number.isSafeInteger(version) || version < 1 ||
     typeof occurredAt !== "string" || Number.isNaN(Date.parse(occurredAt)) ||
@@ -105,11 +166,12 @@ export const fromParsedJson = (json: unknown): Envelope | undefined => {
 
 /**
  * Decodes an untrusted message body, synchronously. Every way it can be wrong ends in a `MalformedMessage`
- * with a reason a person can act on: too large, not UTF-8 JSON, unsupported spec version, or not an envelope.
+ * with a reason a person can act on: too large, not UTF-8 JSON, too deep or too many keys, unsupported spec
+ * version, or not an envelope.
  */
 export const decodeResult = (
   body: Uint8Array | string,
-  options?: { readonly maxBytes?: number }
+  options?: Limits
 ): Result.Result<Envelope, MalformedMessage> => {
   const maxBytes = options?.maxBytes ?? defaultMaxBytes
   const size = typeof body === "string" ? encoder.encode(body).byteLength : body.byteLength
@@ -125,16 +187,20 @@ export const decodeResult = (
     return Result.fail(
       new MalformedMessage({
         reason: "NotJson",
-        detail: `the body is not UTF-8 JSON: ${cause instanceof Error ? cause.message : String(cause)}`
+        detail: `the body is not UTF-8 JSON: ${bounded(cause instanceof Error ? cause.message : String(cause))}`
       })
     )
+  }
+  const excess = exceedsLimits(json, options?.maxDepth ?? defaultMaxDepth, options?.maxKeys ?? defaultMaxKeys)
+  if (excess !== undefined) {
+    return Result.fail(new MalformedMessage({ reason: "TooComplex", detail: `the body is refused: ${excess}`, ...messageIdOf(json) }))
   }
   const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
   if (specVersion !== undefined && specVersion !== 1) {
     return Result.fail(
       new MalformedMessage({
         reason: "UnsupportedSpecVersion",
-        detail: `specVersion ${JSON.stringify(specVersion)} is not supported; this consumer reads specVersion 1`,
+        detail: `specVersion ${bounded(JSON.stringify(specVersion))} is not supported; this consumer reads specVersion 1`,
         ...messageIdOf(json)
       })
     )
@@ -142,13 +208,17 @@ export const decodeResult = (
   const checked = fromParsedJson(json)
   if (checked !== undefined) return Result.succeed(checked)
   return Result.mapError(decodeEnvelope(json), (error) =>
-    new MalformedMessage({ reason: "InvalidEnvelope", detail: error.message.replace(/\n\s*/g, " "), ...messageIdOf(json) }))
+    new MalformedMessage({
+      reason: "InvalidEnvelope",
+      detail: bounded(error.message.replace(/\n\s*/g, " "), 1000),
+      ...messageIdOf(json)
+    }))
 }
 
 /** `decodeResult` as an Effect. */
 export const decode = (
   body: Uint8Array | string,
-  options?: { readonly maxBytes?: number }
+  options?: Limits
 ): Effect.Effect<Envelope, MalformedMessage> => Effect.suspend(() => Effect.fromResult(decodeResult(body, options)))
 
 /** Encodes an envelope as the UTF-8 JSON body of a message. */

@@ -47,6 +47,7 @@ export class StaleMessage extends Schema.TaggedError<StaleMessage>()("StaleMessa
 export const MalformedReason = Schema.Literals([
   "TooLarge",
   "NotJson",
+  "TooComplex",
   "InvalidEnvelope",
   "UnknownEntity",
   "InvalidPayload",
@@ -84,6 +85,20 @@ export class ForgedProducer extends Schema.TaggedError<ForgedProducer>()("Forged
 }) {
   override get message() {
     return `ForgedProducer (message ${this.messageId}, entity ${this.entity}): ${this.detail}`
+  }
+}
+
+/**
+ * R6: a defect (an unexpected exception) met while handling one message; the message is dead-lettered
+ * with it and nothing else is affected.
+ */
+export class Defect extends Schema.TaggedError<Defect>()("Defect", {
+  messageId: Schema.String,
+  entity: Schema.optionalKey(Schema.String),
+  detail: Schema.String
+}) {
+  override get message() {
+    return `Defect (message ${this.messageId}${this.entity === undefined ? "" : `, entity ${this.entity}`}): ${this.detail}`
   }
 }
 

@@ -16,6 +16,8 @@ export type Outcome =
   | "woken"
   | "deadLettered"
   | "malformed"
+  | "forged"
+  | "defect"
   | "failed"
 
 /** Messages handled by consumers, by `outcome`, `entity` and `consumer`. */

@@ -9,6 +9,7 @@ import { Effect, Result, Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyRow } from "./CopyRepository.ts"
+import { bounded } from "./Envelope.ts"
 import type * as Envelope from "./Envelope.ts"
 import { type EntityRef, MalformedMessage, type SyncError } from "./Errors.ts"
 
@@ -26,6 +27,11 @@ export type HandlerError = SyncError | SqlError.SqlError
 
 /** An event decoded for its subscription: what it references, and its handler (none without one). */
 export interface Prepared<R> {
+  /**
+   * The payload as the contract's schema shapes it (decoded, then encoded again): what the copy keeps,
+   * without anything the schema does not know (R6). Null for a hard delete.
+   */
+  readonly payload: Schema.Json | null
   readonly references: ReadonlyArray<EntityRef>
   readonly handle: ((previous: CopyRow | null) => Effect.Effect<void, HandlerError, R>) | undefined
 }
@@ -60,22 +66,40 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
   // Decoded synchronously when the schema allows it (any schema without asynchronous transformations).
   const decodeNow = Schema.decodeUnknownResult(contract.payload, { errors: "all" })
   const decodeLater = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
+  const encodeNow = Schema.encodeResult(contract.payload)
+  const encodeLater = Schema.encodeEffect(contract.payload)
   const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
-    new MalformedMessage({ reason, detail, messageId: envelope.messageId, entity: envelope.entity })
+    new MalformedMessage({ reason, detail: bounded(detail, 1000), messageId: envelope.messageId, entity: envelope.entity })
   const handler = options?.handler
-  const withPayload = (envelope: Envelope.Envelope, payload: A | null): Result.Result<Prepared<R>, MalformedMessage> => {
+  const invalid = (envelope: Envelope.Envelope) => (error: Schema.SchemaError) =>
+    malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " "))
+  const withPayload = (
+    envelope: Envelope.Envelope,
+    payload: A | null,
+    shaped: Schema.Json | null
+  ): Result.Result<Prepared<R>, MalformedMessage> => {
     if (payload !== null && contract.idOf(payload) !== envelope.entityId) {
       return Result.fail(malformed(
         envelope,
         "InvalidPayload",
-        `the payload's ${contract.idField} is "${contract.idOf(payload)}" but the envelope's entityId is "${envelope.entityId}"`
+        `the payload's ${contract.idField} is "${bounded(contract.idOf(payload))}" but the envelope's entityId is "${
+          bounded(envelope.entityId)
+        }"`
       ))
     }
     return Result.succeed({
+      payload: shaped,
       references: payload === null ? [] : contract.referencesOf(payload),
       handle: handler === undefined ? undefined : (previous) => handler({ envelope, payload, previous })
     })
   }
+  // The payload decoded and encoded again, asynchronously: for schemas with asynchronous transformations.
+  const prepareLater = (envelope: Envelope.Envelope, raw: Schema.Json) =>
+    decodeLater(raw).pipe(
+      Effect.flatMap((payload) => Effect.map(encodeLater(payload), (shaped) => ({ payload, shaped }))),
+      Effect.mapError(invalid(envelope)),
+      Effect.flatMap(({ payload, shaped }) => Effect.fromResult(withPayload(envelope, payload, shaped)))
+    )
   return {
     contract,
     prepare: (envelope) => {
@@ -83,22 +107,22 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
         return Result.fail(malformed(
           envelope,
           "InvalidEnvelope",
-          `${contract.name} is owned by "${contract.owner}", but the message was produced by "${envelope.producer}"`
+          `${contract.name} is owned by "${contract.owner}", but the message was produced by "${bounded(envelope.producer)}"`
         ))
       }
-      if (envelope.payload === null) return withPayload(envelope, null)
-      const invalid = (error: Schema.SchemaError) =>
-        malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " "))
-      let result: Result.Result<A, Schema.SchemaError>
+      if (envelope.payload === null) return withPayload(envelope, null, null)
+      let decoded: Result.Result<A, Schema.SchemaError>
+      let shaped: Result.Result<Schema.Json, Schema.SchemaError>
       try {
-        result = decodeNow(envelope.payload)
+        decoded = decodeNow(envelope.payload)
+        if (Result.isFailure(decoded)) return Result.fail(invalid(envelope)(decoded.failure))
+        shaped = encodeNow(decoded.success)
       } catch {
-        return decodeLater(envelope.payload).pipe(
-          Effect.mapError(invalid),
-          Effect.flatMap((payload) => Effect.fromResult(withPayload(envelope, payload)))
-        )
+        return prepareLater(envelope, envelope.payload)
       }
-      return Result.isSuccess(result) ? withPayload(envelope, result.success) : Result.fail(invalid(result.failure))
+      return Result.isSuccess(shaped)
+        ? withPayload(envelope, decoded.success, shaped.success)
+        : Result.fail(invalid(envelope)(shaped.failure))
     }
   }
 }

@@ -14,6 +14,11 @@ const positiveInt = (name: string, fallback: number) =>
 const duration = (name: string, fallback: Duration.Input) =>
   Config.Duration(name).pipe(Config.withDefault(Duration.fromInputUnsafe(fallback)))
 
+/** The broker logins allowed to publish each owner's events, read from JSON text. */
+const ProducerLogins = Schema.fromJsonString(
+  Schema.Record(Schema.String, Schema.Array(Schema.String.check(Schema.isMinLength(1))))
+)
+
 /**
  * The relay's settings:
  *
@@ -41,6 +46,13 @@ export const relay = Config.all({
  *   exponential from the base, capped, until the budget is spent;
  * * `SYNC_IN_PROCESS_RETRIES` (default 3): retries before an event is parked in the inbox;
  * * `SYNC_MAX_MESSAGE_BYTES` (default 262144): the largest accepted body (R6);
+ * * `SYNC_MAX_JSON_DEPTH` (default 32) and `SYNC_MAX_JSON_KEYS` (default 10000): the deepest nesting and
+ *   the most object keys accepted in a body (R6);
+ * * `SYNC_PRODUCER_LOGINS` (default none): the broker logins allowed to publish each owner's events, as
+ *   JSON, e.g. `{"accounts":["accounts","accounts-relay"]}`; an owner not named may publish under its
+ *   own service name only (R11);
+ * * `SYNC_HOLD_LIMIT` (default `10 minutes`): how long deliveries are held during a database outage
+ *   before they are given back to the broker without spending a delivery attempt (R12);
  * * `SYNC_INBOX_RETENTION` (default `7 days`): how long dedupe records are kept.
  */
 export const consumer = Config.all({
@@ -54,6 +66,10 @@ export const consumer = Config.all({
     Config.withDefault(3)
   ),
   maxBytes: positiveInt("SYNC_MAX_MESSAGE_BYTES", 256 * 1024),
+  maxDepth: positiveInt("SYNC_MAX_JSON_DEPTH", 32),
+  maxKeys: positiveInt("SYNC_MAX_JSON_KEYS", 10_000),
+  producers: Config.schema(ProducerLogins, "SYNC_PRODUCER_LOGINS").pipe(Config.withDefault({})),
+  holdLimit: duration("SYNC_HOLD_LIMIT", "10 minutes"),
   retention: duration("SYNC_INBOX_RETENTION", "7 days")
 })
 

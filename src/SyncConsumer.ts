@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import {
+  Cause,
   Clock,
   type Config,
   Context,
@@ -15,6 +16,7 @@ import {
   Deferred,
   Duration,
   Effect,
+  Exit,
   FiberSet,
   Layer,
   Option,
@@ -23,18 +25,22 @@ import {
   Ref,
   Result,
   Schedule,
+  type Schema,
   type Scope,
   Stream
 } from "effect"
 import type { SqlError } from "effect/sql"
-import { Broker, type Delivery } from "./Broker.ts"
+import * as Broker from "./Broker.ts"
+import type { Delivery } from "./Broker.ts"
 import { type CopyRow, CopyRepository, type Guard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
 import {
   type BrokerUnavailable,
+  Defect,
   DependencyMissing,
   type EntityRef,
+  ForgedProducer,
   MalformedMessage,
   StaleMessage
 } from "./Errors.ts"
@@ -62,6 +68,22 @@ export interface ConsumerOptions<R> {
   readonly inProcessRetries?: number
   /** Largest accepted message body in bytes (default 256 KiB). */
   readonly maxBytes?: number
+  /** Deepest nesting of arrays and objects accepted in a message body (default 32; R6). */
+  readonly maxDepth?: number
+  /** Most object keys accepted in a message body, over all its objects (default 10,000; R6). */
+  readonly maxKeys?: number
+  /**
+   * R11: the broker logins allowed to publish each owner's events, by owner service. An owner missing here
+   * may publish under its own service name only. Used when the broker vouches for publishers
+   * (`Broker.vouchesForPublishers`); an event from any other login is dead-lettered as `ForgedProducer`.
+   */
+  readonly producers?: Readonly<Record<string, ReadonlyArray<string>>>
+  /**
+   * R12: how long deliveries are held while the database is unreachable before they are given back to the
+   * broker without spending a delivery attempt (default 10 minutes; keep it below RabbitMQ's
+   * `consumer_timeout`, 30 minutes by default).
+   */
+  readonly holdLimit?: Duration.Input
   /** Most events applied in one transaction (default 250); events of one entity are applied in version order. */
   readonly batchSize?: number
   /**
@@ -95,6 +117,24 @@ export const queueOf = (service: string, subscriptions: ReadonlyArray<Subscripti
   bindings: subscriptions.map((s) => `${s.contract.owner}.${s.contract.name}.*`)
 })
 
+/** Why a consumer is paused (R12): the dependency that does not answer, since when, and its last error. */
+export interface Paused {
+  readonly dependency: "database"
+  /** Epoch milliseconds. */
+  readonly since: number
+  readonly error: string
+}
+
+/** What a consumer is doing, for health checks. */
+export interface ConsumerStatus {
+  /** Set while consumption is paused by an outage (R12). */
+  readonly paused: Paused | null
+  /** Deliveries being handled or held right now. */
+  readonly inFlight: number
+  /** When the oldest of them was taken (epoch milliseconds), null when there is none. */
+  readonly oldestUnsettledAt: number | null
+}
+
 /** A running consumer: its operator controls. */
 export class SyncConsumer extends Context.Service<SyncConsumer, {
   readonly service: string
@@ -106,6 +146,8 @@ export class SyncConsumer extends Context.Service<SyncConsumer, {
   readonly waiting: Effect.Effect<ReadonlyArray<WaitingRow>, SqlError.SqlError>
   /** Deliveries being handled right now. */
   readonly inFlight: Effect.Effect<number>
+  /** Whether it is paused, and its unsettled deliveries. */
+  readonly status: Effect.Effect<ConsumerStatus>
 }>()("entity-sync/SyncConsumer") {}
 
 type Verdict =
@@ -124,13 +166,13 @@ const duplicateVerdict: Verdict = { _tag: "duplicate" }
 /** A copy changed under a batch transaction (another consumer instance wrote it): its events go one by one. */
 class BatchConflict extends Data.TaggedError("BatchConflict")<{}> {}
 
-/** The copy an event leaves behind. */
-const copyOf = (envelope: Envelope.Envelope, syncedAt: number): CopyRow => ({
+/** The copy an event leaves behind, with its payload as the contract's schema shapes it (R6). */
+const copyOf = (envelope: Envelope.Envelope, payload: Schema.Json | null, syncedAt: number): CopyRow => ({
   entity: envelope.entity,
   id: envelope.entityId,
   version: envelope.version,
   state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
-  payload: envelope.payload,
+  payload,
   deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted" ? Date.parse(envelope.occurredAt) : null,
   syncedAt,
   messageId: envelope.messageId
@@ -172,11 +214,11 @@ export const make = <R>(
 ): Effect.Effect<
   SyncConsumer["Service"],
   never,
-  Broker | Inbox | CopyRepository | Transactor | Scope.Scope | R
+  Broker.Broker | Inbox | CopyRepository | Transactor | Scope.Scope | R
 > =>
   Effect.gen(function*() {
     const consumer = options.service
-    const broker = yield* Broker
+    const broker = yield* Broker.Broker
     const inbox = yield* Inbox
     const copies = yield* CopyRepository
     const transactor = yield* Transactor
@@ -185,7 +227,15 @@ export const make = <R>(
     const inProcessRetries = options.inProcessRetries ?? 3
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "5 seconds")
     const withKeys = EntityLock.make()
-    const inFlight = yield* Ref.make(0)
+    /** Deliveries taken and not settled yet, with the time each was taken (insertion order: oldest first). */
+    const unsettled = new Map<Delivery, number>()
+    const settled = (delivery: Delivery) => {
+      unsettled.delete(delivery)
+    }
+    const producers = new Map(
+      Object.entries(options.producers ?? {}).map(([owner, logins]) => [owner, new Set(logins)])
+    )
+    const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? "10 minutes"))
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()
 
@@ -219,7 +269,10 @@ export const make = <R>(
     // worker, which otherwise looks only when the next parked event is due (or after the poll interval).
     const parkedChanged = yield* makeSignal
 
-    const count = (entity: string, outcome: Metrics.Outcome) => Metrics.countOutcome(consumer, entity, outcome)
+    /** A metric label for an entity named by a message: only subscribed contracts, `unknown` otherwise (R6). */
+    const labelOf = (entity: string | undefined) => entity !== undefined && routes.has(entity) ? entity : "unknown"
+    const count = (entity: string | undefined, outcome: Metrics.Outcome) =>
+      Metrics.countOutcome(consumer, labelOf(entity), outcome)
 
     // Whether parked events may exist for this consumer: set when this instance parks or replays one, and
     // from what the parked-event worker finds (it looks at least once per poll interval, so the parked
@@ -240,9 +293,11 @@ export const make = <R>(
       return Result.fail(
         new MalformedMessage({
           reason: "UnknownEntity",
-          detail: `consumer "${consumer}" does not subscribe to ${envelope.entity} (it knows ${[...routes.keys()].join(", ")})`,
+          detail: `consumer "${consumer}" does not subscribe to ${Envelope.bounded(envelope.entity)} (it knows ${
+            [...routes.keys()].join(", ")
+          })`,
           messageId: envelope.messageId,
-          entity: envelope.entity
+          entity: Envelope.bounded(envelope.entity)
         })
       )
     }
@@ -321,7 +376,7 @@ export const make = <R>(
           lastSeenAt: now
         }
         if (Option.isNone(delay)) {
-          yield* inbox.deadLetter({ ...row, error: error._tag, reason: error.message })
+          yield* inbox.deadLetter({ ...row, error: error._tag, reason: Broker.boundReason(error.message) })
           return { _tag: "deadLettered", error } satisfies Verdict
         }
         noteParked()
@@ -350,7 +405,7 @@ export const make = <R>(
         }
         if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
         const now = yield* Clock.currentTimeMillis
-        const written = yield* copies.upsert(copyOf(envelope, now), guardOf(envelope))
+        const written = yield* copies.upsert(copyOf(envelope, a.prepared.payload, now), guardOf(envelope))
         if (!written) {
           yield* release
           return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
@@ -385,7 +440,7 @@ export const make = <R>(
                 messageId: a.envelope.messageId,
                 envelope: a.envelope,
                 error: error._tag,
-                reason: error.message,
+                reason: Broker.boundReason(error.message),
                 waitingFor: [],
                 attempts: a.attempt,
                 firstSeenAt: a.firstSeenAt,
@@ -514,54 +569,194 @@ export const make = <R>(
       readonly prepared: Prepared<R>
     }
 
-    const decodeOptions = options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}
-    /** A delivery decoded and routed; a `Result` when that was synchronous (see `Preparing`). */
-    const decodeDelivery = (delivery: Delivery): Result.Result<Item, MalformedMessage> | Effect.Effect<Item, MalformedMessage> => {
-      const decoded = Envelope.decodeResult(delivery.body, decodeOptions)
+    /** Why a delivery is dead-lettered as soon as it is read (R6, R11). */
+    type Rejection = MalformedMessage | ForgedProducer | Defect
+
+    const limits: Envelope.Limits = {
+      ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }),
+      ...(options.maxDepth === undefined ? {} : { maxDepth: options.maxDepth }),
+      ...(options.maxKeys === undefined ? {} : { maxKeys: options.maxKeys })
+    }
+
+    /**
+     * R11: `ForgedProducer` unless the broker vouches that the event was published by a login allowed for its
+     * contract's owner. A broker that cannot vouch (in memory) leaves it to signatures.
+     */
+    const authenticate = (delivery: Delivery, envelope: Envelope.Envelope): ForgedProducer | undefined => {
+      if (!broker.vouchesForPublishers) return undefined
+      const owner = routes.get(envelope.entity)?.contract.owner
+      if (owner === undefined) return undefined // not subscribed: routing dead-letters it as UnknownEntity
+      const publisher = delivery.publisher
+      const allowed = producers.get(owner) ?? new Set([owner])
+      if (publisher !== undefined && allowed.has(publisher)) return undefined
+      const logins = [...allowed].map((login) => `"${login}"`).join(", ")
+      return new ForgedProducer({
+        messageId: envelope.messageId,
+        entity: envelope.entity,
+        owner,
+        ...(publisher === undefined ? {} : { publisher: Envelope.bounded(publisher) }),
+        detail: publisher === undefined
+          ? `the broker vouches for no publisher (no user-id); ${owner}'s events may come only from ${logins}`
+          : `published by broker login "${Envelope.bounded(publisher)}"; ${owner}'s events may come only from ${logins}`
+      })
+    }
+
+    /** A defect met while handling one delivery: dead-lettered for it alone (R6). */
+    const defectOf = (delivery: Delivery, defect: unknown, entity?: string) =>
+      new Defect({
+        messageId: Envelope.bounded(delivery.messageId),
+        ...(entity === undefined ? {} : { entity: Envelope.bounded(entity) }),
+        detail: Envelope.bounded(defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect), 500)
+      })
+
+    /** A delivery decoded, authenticated and routed; a `Result` when that was synchronous (see `Preparing`). */
+    const decodeDelivery = (delivery: Delivery): Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection> => {
+      const decoded = Envelope.decodeResult(delivery.body, limits)
       if (Result.isFailure(decoded)) return Result.fail(decoded.failure)
       const envelope = decoded.success
+      const forged = authenticate(delivery, envelope)
+      if (forged !== undefined) return Result.fail(forged)
       const preparing = route(envelope)
       const key = refKey(selfRef(envelope))
       const item = (prepared: Prepared<R>): Item => ({ key, delivery, envelope, prepared })
       return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
     }
 
-    const settleErrors = (delivery: Delivery) =>
-    <A, R2>(effect: Effect.Effect<A, MalformedMessage | SqlError.SqlError | BrokerUnavailable, R2>) =>
-      effect.pipe(
-        Effect.catchTags({
-          MalformedMessage: (error) =>
-            Effect.gen(function*() {
-              yield* count(error.entity ?? "unknown", "malformed")
-              yield* Effect.logWarning(`dead-lettered malformed message: ${error.message}`)
-              yield* delivery.deadLetter(error.message)
-            }),
-          SqlError: (error) =>
-            Effect.gen(function*() {
-              yield* count("unknown", "failed")
-              yield* Effect.logError("consumer: database error; message requeued", error)
-              yield* delivery.nack({ requeue: true })
-            })
-        }),
-        Effect.catchTag("BrokerUnavailable", (error) =>
-          Effect.logWarning(`consumer: could not settle message ${delivery.messageId}; it will be redelivered`, error)),
-        Effect.asVoid
+    /** `decodeDelivery` with its defects caught for the delivery alone. */
+    const decodeOne = (delivery: Delivery): Effect.Effect<Result.Result<Item, Rejection>> => {
+      let decoding: Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection>
+      try {
+        decoding = decodeDelivery(delivery)
+      } catch (defect) {
+        return Effect.succeed(Result.fail(defectOf(delivery, defect)))
+      }
+      return Result.isResult(decoding) ? Effect.succeed(decoding) : Effect.result(decoding).pipe(
+        Effect.catchDefect((defect) => Effect.succeed(Result.fail(defectOf(delivery, defect))))
       )
+    }
+
+    const outcomeOf = (rejection: Rejection): Metrics.Outcome =>
+      rejection._tag === "ForgedProducer" ? "forged" : rejection._tag === "Defect" ? "defect" : "malformed"
+
+    /**
+     * Dead-letters a delivery with a bounded reason (the broker adapter falls back to its own dead-lettering
+     * if that fails); a broker that cannot be reached redelivers it.
+     */
+    const deadLetter = (delivery: Delivery, rejection: Rejection) =>
+      Effect.gen(function*() {
+        yield* count(rejection.entity, outcomeOf(rejection))
+        yield* Effect.logWarning(`consumer "${consumer}": dead-lettered ${Broker.boundReason(rejection.message)}`)
+        yield* delivery.deadLetter(Broker.boundReason(rejection.message)).pipe(
+          Effect.catchTag("BrokerUnavailable", (error) =>
+            Effect.logWarning(`consumer: could not dead-letter message ${Envelope.bounded(delivery.messageId)}; it will be redelivered`, error))
+        )
+      }).pipe(Effect.ensuring(Effect.sync(() => settled(delivery))))
 
     // Acks the deliveries of a committed batch. When the channel has closed, the broker redelivers them.
     const ackAll = (deliveries: ReadonlyArray<Delivery>) =>
       Effect.forEach(deliveries, (delivery) => delivery.ack, { discard: true }).pipe(
         Effect.catchTag("BrokerUnavailable", (error) =>
-          Effect.logWarning(`consumer: could not settle ${deliveries.length} messages; they will be redelivered`, error))
+          Effect.logWarning(`consumer: could not settle ${deliveries.length} messages; they will be redelivered`, error)),
+        Effect.ensuring(Effect.sync(() => deliveries.forEach(settled)))
       )
 
-    // One event on its own: in-process retries, then parking; acked after its commit.
-    const settleOne = (item: Item) =>
-      handleEnvelope(item.envelope, item.prepared).pipe(
-        Effect.andThen(item.delivery.ack),
-        settleErrors(item.delivery),
-        Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
-      )
+    /** The outage consumption is paused by (R12), and how its waiters learn that it is over. */
+    let outage: { readonly paused: Paused; readonly recovered: Deferred.Deferred<void> } | undefined
+    /** The deliveries received and not taken yet, while the delivery loop runs. */
+    let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
+
+    const databaseAnswers = transactor.probe.pipe(
+      Effect.timeout("5 seconds"),
+      Effect.as(true),
+      Effect.catch(() => Effect.succeed(false)),
+      Effect.catchDefect(() => Effect.succeed(false))
+    )
+
+    /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
+    const releaseHeld = Effect.gen(function*() {
+      const waiting = received === undefined ? [] : yield* Queue.clear(received).pipe(Effect.orElseSucceed(() => []))
+      const held = [...unsettled.keys(), ...waiting]
+      yield* Effect.forEach(held, (delivery) =>
+        delivery.release.pipe(
+          Effect.catchTag("BrokerUnavailable", () => Effect.void), // its channel is gone: the broker has it back
+          Effect.ensuring(Effect.sync(() => settled(delivery)))
+        ), { concurrency: 16, discard: true })
+      yield* Effect.logInfo(`consumer "${consumer}": gave ${held.length} held deliveries back to the broker`)
+    })
+
+    /**
+     * R12: after a failure, whether the database is down. If it is, consumption pauses: the failing work and
+     * every other delivery are held, unsettled; the parked-event worker waits; the database is probed (100 ms
+     * doubling, at most 5 s apart), and deliveries held for `holdLimit` are given back to the broker without
+     * spending a delivery attempt. Returns true once the database answers again; false at once when it answers.
+     */
+    const pausedByOutage = (problem: unknown): Effect.Effect<boolean> =>
+      Effect.gen(function*() {
+        if (outage === undefined && (yield* databaseAnswers)) return false
+        if (outage !== undefined) {
+          yield* Deferred.await(outage.recovered)
+          return true
+        }
+        const since = yield* Clock.currentTimeMillis
+        const detail = problem instanceof Error ? problem.message : String(problem)
+        const current = {
+          paused: { dependency: "database", since, error: Envelope.bounded(detail, 500) } satisfies Paused,
+          recovered: Deferred.makeUnsafe<void>()
+        }
+        outage = current
+        yield* Effect.logWarning(
+          `consumer "${consumer}": the database does not answer; consumption paused with ${unsettled.size} deliveries held`,
+          current.paused.error
+        )
+        yield* Effect.gen(function*() {
+          let delay = 100
+          let releasedAt = since
+          while (true) {
+            yield* Effect.sleep(Duration.millis(delay))
+            delay = Math.min(delay * 2, 5_000)
+            if (yield* databaseAnswers) return
+            const now = yield* Clock.currentTimeMillis
+            if (now - releasedAt >= holdLimit) {
+              yield* releaseHeld
+              releasedAt = now
+            }
+          }
+        }).pipe(Effect.ensuring(Effect.suspend(() => {
+          outage = undefined
+          return Deferred.succeed(current.recovered, undefined)
+        })))
+        const now = yield* Clock.currentTimeMillis
+        yield* Effect.logInfo(`consumer "${consumer}": the database answers again after ${now - since} ms; consumption resumed`)
+        return true
+      })
+
+    /** The failure of a cause (or its defect), and whether it was an interruption. */
+    const problemOf = <E>(cause: Cause.Cause<E>): { readonly error: Option.Option<E>; readonly defect: unknown } => ({
+      error: Cause.findErrorOption(cause),
+      defect: Cause.squash(cause)
+    })
+
+    // One event on its own: in-process retries, then parking; acked after its commit. A database outage
+    // pauses it and retries it after (R12); a defect dead-letters it alone (R6); a database error while the
+    // database answers gives it back to the broker, which counts a delivery attempt.
+    const settleOne = (item: Item): Effect.Effect<void, never, R> =>
+      Effect.gen(function*() {
+        const { delivery, envelope } = item
+        while (unsettled.has(delivery)) {
+          const exit = yield* Effect.exit(handleEnvelope(envelope, item.prepared))
+          if (Exit.isSuccess(exit)) return yield* ackAll([delivery])
+          if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
+          const { defect, error } = problemOf(exit.cause)
+          if (yield* pausedByOutage(defect)) continue
+          if (Option.isNone(error)) return yield* deadLetter(delivery, defectOf(delivery, defect, envelope.entity))
+          yield* count(envelope.entity, "failed")
+          yield* Effect.logError("consumer: database error; message requeued", error.value)
+          return yield* delivery.nack({ requeue: true }).pipe(
+            Effect.catchTag("BrokerUnavailable", (e) => Effect.logWarning("consumer: could not requeue a message", e)),
+            Effect.ensuring(Effect.sync(() => settled(delivery)))
+          )
+        }
+      })
 
     /**
      * Applies a batch of fresh deliveries set-based, in one transaction: the copies it touches are locked and
@@ -628,7 +823,7 @@ export const make = <R>(
               verdicts[i] = duplicateVerdict
               continue
             }
-            const row = copyOf(envelope, now)
+            const row = copyOf(envelope, prepared.payload, now)
             state.set(key, row)
             writes.set(key, { row, guard: guardOf(envelope) })
             if (prepared.handle !== undefined) handlers.push(prepared.handle(current ?? null))
@@ -647,37 +842,26 @@ export const make = <R>(
       })
 
     /**
-     * A batch of deliveries in one transaction, in arrival order with the events of one entity in version
-     * order. Events that must wait
-     * for a dependency continue on their own; if the transaction fails, every event is retried on its own.
+     * A batch of decoded deliveries in one transaction, in arrival order with the events of one entity in
+     * version order. Events that must wait for a dependency continue on their own. If the database is down,
+     * the batch waits for it (R12); if the transaction fails otherwise, every event is retried on its own,
+     * so that a failure or a defect of one event touches no other (R6).
      */
-    const settleBatch = (deliveries: ReadonlyArray<Delivery>) =>
+    const applyBatch = (items: ReadonlyArray<Item>): Effect.Effect<void, never, R> =>
       Effect.gen(function*() {
-        yield* Ref.update(inFlight, (n) => n + deliveries.length)
-        const items: Array<Item> = []
-        for (const delivery of deliveries) {
-          const decoding = decodeDelivery(delivery)
-          const decoded = Result.isResult(decoding) ? decoding : yield* Effect.result(decoding)
-          if (Result.isSuccess(decoded)) items.push(decoded.success)
-          else {
-            yield* Effect.fail(decoded.failure).pipe(
-              settleErrors(delivery),
-              Effect.ensuring(Ref.update(inFlight, (n) => n - 1))
-            )
-          }
-        }
-        if (items.length === 0) return
-        const ordered = inEntityVersionOrder(items, (item) => item.envelope.version)
+        const held = items.filter((item) => unsettled.has(item.delivery))
+        if (held.length === 0) return
+        const ordered = inEntityVersionOrder(held, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
-        const keys = [...new Set(items.map((item) => item.key))]
-        const result = yield* withKeys(keys, transactor.withTransaction(applyAll(ordered, now))).pipe(
-          Effect.result
-        )
-        if (result._tag === "Failure") {
-          yield* Effect.logDebug("consumer: batch failed; applying its events one by one", result.failure)
+        const keys = [...new Set(held.map((item) => item.key))]
+        const exit = yield* Effect.exit(withKeys(keys, transactor.withTransaction(applyAll(ordered, now))))
+        if (Exit.isFailure(exit)) {
+          if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
+          if (yield* pausedByOutage(problemOf(exit.cause).defect)) return yield* applyBatch(ordered)
+          yield* Effect.logDebug("consumer: batch failed; applying its events one by one", exit.cause)
           return yield* Effect.forEach(ordered, settleOne, { concurrency: "unbounded", discard: true })
         }
-        const verdicts = result.success
+        const verdicts = exit.value
         yield* reportAll(ordered.map((item) => item.envelope), verdicts, false)
         const done: Array<Delivery> = []
         for (let i = 0; i < ordered.length; i++) {
@@ -686,7 +870,20 @@ export const make = <R>(
           else done.push(item.delivery)
         }
         yield* ackAll(done)
-        yield* Ref.update(inFlight, (n) => n - done.length)
+      })
+
+    /** Deliveries as they come: each decoded on its own (a bad one is dead-lettered alone), then applied. */
+    const settleBatch = (deliveries: ReadonlyArray<Delivery>) =>
+      Effect.gen(function*() {
+        const takenAt = yield* Clock.currentTimeMillis
+        for (const delivery of deliveries) unsettled.set(delivery, takenAt)
+        const items: Array<Item> = []
+        for (const delivery of deliveries) {
+          const decoded = yield* decodeOne(delivery)
+          if (Result.isSuccess(decoded)) items.push(decoded.success)
+          else yield* deadLetter(delivery, decoded.failure)
+        }
+        yield* applyBatch(items)
       })
 
     // A parked event that is due.
@@ -697,7 +894,7 @@ export const make = <R>(
           const error = result.failure
           const now = yield* Clock.currentTimeMillis
           yield* transactor.withTransaction(
-            inbox.deadLetter({ ...row, error: error._tag, reason: error.message, lastSeenAt: now })
+            inbox.deadLetter({ ...row, error: error._tag, reason: Broker.boundReason(error.message), lastSeenAt: now })
           )
           return yield* report(row.envelope, { _tag: "deadLettered", error }, true)
         }
@@ -718,6 +915,7 @@ export const make = <R>(
 
     const workParked = Effect.gen(function*() {
       while (true) {
+        if (outage !== undefined) yield* Deferred.await(outage.recovered)
         const wake = yield* Ref.get(parkedChanged.current)
         const now = yield* Clock.currentTimeMillis
         const changes = parked.changes
@@ -746,6 +944,12 @@ export const make = <R>(
       const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: options.prefetch ?? 500 }), {
         capacity: "unbounded"
       })
+      received = deliveries
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          received = undefined
+        })
+      )
       const rest = (first: ReadonlyArray<Delivery>) =>
         Effect.andThen(Effect.sleep(batchWindow), Queue.takeBetween(deliveries, 0, batchSize - first.length)).pipe(
           Pull.catchDone(() => Effect.succeed([])),
@@ -765,9 +969,22 @@ export const make = <R>(
         Effect.provideContext(context),
         Effect.forkScoped
       )
-    yield* broker.declare(queue).pipe(Effect.retry(Schedule.spaced("1 second")), Effect.orDie)
+    yield* broker.declare(queue).pipe(
+      Effect.tapError((error) =>
+        Effect.logWarning(`consumer "${consumer}": cannot declare its queue ${queue.name}; retrying every second`, error)
+      ),
+      Effect.retry(Schedule.spaced("1 second")),
+      Effect.orDie
+    )
     yield* forever("delivery loop", consume)
-    yield* forever("parked-event worker", workParked)
+    // A database outage pauses the worker until the database answers (R12); other failures restart it.
+    yield* forever(
+      "parked-event worker",
+      Effect.forever(workParked.pipe(
+        Effect.catchTag("SqlError", (error) =>
+          Effect.flatMap(pausedByOutage(error), (paused) => paused ? Effect.void : Effect.fail(error)))
+      ))
+    )
     const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? "7 days"))
     yield* forever(
       "retention clean-up",
@@ -790,20 +1007,28 @@ export const make = <R>(
           return replayed
         }),
       waiting: inbox.waiting(consumer),
-      inFlight: Ref.get(inFlight)
+      inFlight: Effect.sync(() => unsettled.size),
+      status: Effect.sync((): ConsumerStatus => {
+        const oldest = unsettled.values().next()
+        return {
+          paused: outage?.paused ?? null,
+          inFlight: unsettled.size,
+          oldestUnsettledAt: oldest.done === true ? null : oldest.value
+        }
+      })
     })
   })
 
 /** A consumer running for the lifetime of the layer. */
 export const layer = <R>(
   options: ConsumerOptions<R>
-): Layer.Layer<SyncConsumer, never, Broker | Inbox | CopyRepository | Transactor | R> =>
+): Layer.Layer<SyncConsumer, never, Broker.Broker | Inbox | CopyRepository | Transactor | R> =>
   Layer.effect(SyncConsumer, make(options))
 
 /** `layer` with its settings read from `SyncConfig.consumer` (environment variables, documented there). */
 export const layerConfig = <R>(
   options: Pick<ConsumerOptions<R>, "service" | "subscriptions">
-): Layer.Layer<SyncConsumer, Config.ConfigError, Broker | Inbox | CopyRepository | Transactor | R> =>
+): Layer.Layer<SyncConsumer, Config.ConfigError, Broker.Broker | Inbox | CopyRepository | Transactor | R> =>
   Layer.unwrap(Effect.map(SyncConfig.consumer, (settings) =>
     layer({
       ...options,
@@ -817,5 +1042,9 @@ export const layerConfig = <R>(
       }),
       inProcessRetries: settings.inProcessRetries,
       maxBytes: settings.maxBytes,
+      maxDepth: settings.maxDepth,
+      maxKeys: settings.maxKeys,
+      producers: settings.producers,
+      holdLimit: settings.holdLimit,
       retention: settings.retention
     })))
