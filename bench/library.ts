@@ -43,6 +43,7 @@ const consumer = (env: PhaseEnv, listener: ApplyListener | null) => {
   return SyncConsumer.layer({
     service: env.names.service,
     subscriptions: [subscription],
+    producers: { [owner]: ["guest"] },
     batchSize: env.settings.consumerBatch,
     prefetch: env.settings.prefetch
   }).pipe(

@@ -110,7 +110,7 @@ const consumerStores = (url: Redacted.Redacted, names: Names) =>
 /** A running consumer with its own pool and broker connection (one "consumer process"). */
 export const consumer = (url: Redacted.Redacted, names: Names, options: ConsumerOptions = {}) => {
   const rabbit = broker(names, "consumer")
-  return SyncConsumer.layer({ service: names.service, subscriptions }).pipe(
+  return SyncConsumer.layer({ service: names.service, subscriptions, producers: { [owner]: ["guest"] } }).pipe(
     Layer.provide(consumerStores(url, names)),
     Layer.provide(options.wrap === undefined ? rabbit : options.wrap.pipe(Layer.provide(rabbit)))
   )

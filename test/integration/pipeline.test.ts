@@ -64,6 +64,7 @@ describe("pipeline on PostgreSQL and RabbitMQ", () => {
       yield* Layer.build(SyncConsumer.layer({
         service,
         subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
+        producers: { accounts: ["guest"] },
         dependencyRetry: Schedule.spaced("100 millis").pipe(Schedule.upTo({ times: 50 })),
         inProcessRetries: 2
       }))
