@@ -12,17 +12,28 @@
  * the broker refused while later batches were already in flight (a nack, an unroutable message) can
  * reach it after those; consumers order events by version (R4), so this costs a stale message at most.
  *
+ * R12: while the owner's database is unreachable (a claim, a mark or a wake-up fails with `SqlError`) the
+ * relay stops: nothing is lost (unmarked rows stay in the outbox and are published again, which consumers
+ * dedupe), it backs off and probes the database with `Transactor.probe` (when the context has a
+ * `Transactor`; otherwise it simply tries again after the backoff) and resumes by itself once it answers.
+ * It logs once when the database or the broker starts failing and once when it answers again, and the
+ * `Relay` service tells since when (`Relay.status`), for health checks.
+ *
+ * With `RelayOptions.signing`, every message carries an Ed25519 signature of its body (`Signature`, R11).
+ *
  * @since 0.1.0
  */
-import { Clock, type Config, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
+import { Clock, type Config, Context, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
 import type { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
 import * as Metrics from "./Metrics.ts"
 import { Outbox, type OutboxRow } from "./Outbox.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
+import * as Signature from "./Signature.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
+import { Transactor } from "./Transactor.ts"
 
 /** Relay settings. */
 export interface RelayOptions {
@@ -40,19 +51,118 @@ export interface RelayOptions {
   readonly retention?: Duration.Input
   /** How often published rows past the retention are deleted (default 1 hour). */
   readonly pruneInterval?: Duration.Input
+  /** When set, every published message carries a signature of its body by this key (R11, `Signature`). */
+  readonly signing?: Signature.SigningKey
+  /**
+   * How the relay waits for an unreachable database, by consecutive failures (default exponential from
+   * 100 ms, at most 10 s); between waits it probes with `Transactor.probe`.
+   */
+  readonly outageBackoff?: RetrySchedule.RetrySchedule
+}
+
+/** How one dependency of the relay is doing. */
+export interface DependencyStatus {
+  /** False while its last operation failed. */
+  readonly ok: boolean
+  /** Since when (epoch milliseconds) it has been in this state: the relay's start or the last change. */
+  readonly since: number
+  /** While failing: the last error (at most `maxStatusError` characters). */
+  readonly error?: string
+}
+
+/** What a running relay reports about its database (claims, marks) and its broker (publishes). */
+export interface RelayStatus {
+  readonly database: DependencyStatus
+  readonly broker: DependencyStatus
+}
+
+/** The longest error text a `DependencyStatus` keeps. */
+export const maxStatusError = 500
+
+/** A relay running in the background (`layer`): its status, for health checks (R12). */
+export class Relay extends Context.Service<Relay, {
+  readonly status: Effect.Effect<RelayStatus>
+}>()("entity-sync/Relay") {}
+
+/**
+ * Where a relay records how its dependencies are doing: `report` notes the outcome of an operation and
+ * logs when that changes the state (never on every attempt); `status` reads it.
+ */
+export interface StatusTracker {
+  readonly report: (
+    dependency: keyof RelayStatus,
+    outcome: { readonly ok: true } | { readonly ok: false; readonly error: string }
+  ) => Effect.Effect<void>
+  readonly status: Effect.Effect<RelayStatus>
+}
+
+/** A new `StatusTracker` for the relay of `producer`: both dependencies ok since now. */
+export const makeStatusTracker = (producer: string): Effect.Effect<StatusTracker> =>
+  Effect.map(Clock.currentTimeMillis, (start) => {
+    const state: { -readonly [K in keyof RelayStatus]: DependencyStatus } = {
+      database: { ok: true, since: start },
+      broker: { ok: true, since: start }
+    }
+    const names = { database: "the database", broker: "the broker" }
+    return {
+      status: Effect.sync(() => ({ ...state })),
+      report: (dependency, outcome) =>
+        Effect.suspend(() => {
+          const current = state[dependency]
+          if (outcome.ok) {
+            if (current.ok) return Effect.void
+            return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+              state[dependency] = { ok: true, since: now }
+              return Effect.logInfo(`relay: ${names[dependency]} answers again`, {
+                producer,
+                failingForMillis: now - current.since
+              })
+            })
+          }
+          const error = Signature.quote(outcome.error, maxStatusError)
+          if (!current.ok) {
+            state[dependency] = { ...current, error }
+            return Effect.void
+          }
+          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            state[dependency] = { ok: false, since: now, error }
+            return Effect.logWarning(`relay: ${names[dependency]} is failing; backing off until it answers`, {
+              producer,
+              error
+            })
+          })
+        })
+    }
+  })
+
+/** A tracker that records nothing, for drains run by hand. */
+const untracked: StatusTracker = {
+  report: () => Effect.void,
+  status: Effect.die(new Error("entity-sync: this relay does not track its status"))
 }
 
 /** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up. */
 export const defaultRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({ base: "100 millis", maxDelay: "30 seconds" })
 
-/** The broker message of an outbox row (DESIGN §3). */
-export const toMessage = (row: OutboxRow): OutgoingMessage => ({
-  messageId: row.envelope.messageId,
-  routingKey: Envelope.routingKey(row.envelope),
-  type: Envelope.messageType(row.envelope),
-  body: Envelope.encode(row.envelope),
-  headers: row.envelope.traceparent !== undefined ? { traceparent: row.envelope.traceparent } : {}
-})
+const noHeaders: Readonly<Record<string, string>> = {}
+
+/** The broker message of an outbox row (DESIGN §3), with the signature headers when `signing` is given. */
+export const toMessage = (row: OutboxRow, signing?: Signature.SigningKey): OutgoingMessage => {
+  const body = Envelope.encode(row.envelope)
+  const traceparent = row.envelope.traceparent
+  const headers = signing === undefined
+    ? (traceparent !== undefined ? { traceparent } : noHeaders)
+    : traceparent !== undefined
+    ? { traceparent, ...Signature.sign(signing, body) }
+    : Signature.sign(signing, body)
+  return {
+    messageId: row.envelope.messageId,
+    routingKey: Envelope.routingKey(row.envelope),
+    type: Envelope.messageType(row.envelope),
+    body,
+    headers
+  }
+}
 
 /** The default of `RelayOptions.batchesInFlight`. */
 export const defaultBatchesInFlight = 8
@@ -69,12 +179,15 @@ interface BatchOutcome {
  */
 const publishRows = (
   options: RelayOptions,
-  rows: ReadonlyArray<OutboxRow>
+  rows: ReadonlyArray<OutboxRow>,
+  tracker: StatusTracker
 ): Effect.Effect<BatchOutcome, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const broker = yield* Broker
-    const failure = yield* broker.publish(rows.map(toMessage)).pipe(
+    const signing = options.signing
+    const messages = signing === undefined ? rows.map((row) => toMessage(row)) : rows.map((row) => toMessage(row, signing))
+    const failure = yield* broker.publish(messages).pipe(
       Effect.as(null),
       Effect.catchTags({
         BrokerUnavailable: (error) => Effect.succeed({ rows, error: error.message, unavailable: true }),
@@ -88,6 +201,7 @@ const publishRows = (
         }
       })
     )
+    yield* tracker.report("broker", failure?.unavailable === true ? { ok: false, error: failure.error } : { ok: true })
     const failed = new Set(failure?.rows.map((row) => row.seq))
     const published = rows.filter((row) => !failed.has(row.seq)).map((row) => row.seq)
     if (published.length > 0) {
@@ -95,7 +209,7 @@ const publishRows = (
       yield* Metrics.countPublished(options.producer, published.length)
     }
     if (failure === null || failure.rows.length === 0) return { retryAfter: undefined }
-    const retryAfter = yield* reschedule(options, failure.rows, failure.error)
+    const retryAfter = yield* reschedule(options, failure.rows, failure.error, failure.unavailable)
     return { retryAfter: failure.unavailable ? retryAfter : undefined }
   })
 
@@ -109,12 +223,15 @@ export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlEr
     const outbox = yield* Outbox
     const rows = yield* outbox.claim(options.batchSize ?? 100)
     if (rows.length === 0) return 0
-    yield* publishRows(options, rows)
+    yield* publishRows(options, rows, untracked)
     return rows.length
   })
 
-/** Reschedules rows whose publish failed; gives the delay until they are due again, in milliseconds. */
-const reschedule = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>, error: string) =>
+/**
+ * Reschedules rows whose publish failed; gives the delay until they are due again, in milliseconds. An
+ * unavailable broker is logged by the status tracker when it starts failing; each batch only at debug level.
+ */
+const reschedule = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>, error: string, unavailable: boolean) =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const now = yield* Clock.currentTimeMillis
@@ -123,7 +240,7 @@ const reschedule = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>, error
     const millis = Option.match(delay, { onNone: () => 30_000, onSome: Duration.toMillis })
     yield* outbox.markFailed(rows.map((row) => row.seq), { error, nextAttemptAt: now + millis })
     yield* Metric.update(Metric.withAttributes(Metrics.relayFailures, { producer: options.producer }), rows.length)
-    yield* Effect.logWarning("relay: publish failed, rescheduled", {
+    yield* (unavailable ? Effect.logDebug : Effect.logWarning)("relay: publish failed, rescheduled", {
       producer: options.producer,
       events: rows.length,
       attempts,
@@ -148,7 +265,10 @@ interface DrainOutcome {
  * so the broker receives the rows in claim order. On failure or interruption the batches still in flight
  * are interrupted: their rows stay leased and come back when the lease ends.
  */
-const pipelined = (options: RelayOptions): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
+const pipelined = (
+  options: RelayOptions,
+  tracker: StatusTracker
+): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? 100))
@@ -156,17 +276,18 @@ const pipelined = (options: RelayOptions): Effect.Effect<DrainOutcome, SqlError.
     if (rows.length === 0) return { claimed: 0, retryAfter: undefined }
     // a short first claim is all that is due: one batch, published here
     if (rows.length < batchSize) {
-      const outcome = yield* publishRows(options, rows)
+      const outcome = yield* publishRows(options, rows, tracker)
       return { claimed: rows.length, retryAfter: outcome.retryAfter }
     }
-    return yield* pipelinedFrom(options, batchSize, rows)
+    return yield* pipelinedFrom(options, batchSize, rows, tracker)
   })
 
 /** `pipelined` once a first full batch was claimed: it goes out first, the next ones while it awaits its confirms. */
 const pipelinedFrom = (
   options: RelayOptions,
   batchSize: number,
-  first: ReadonlyArray<OutboxRow>
+  first: ReadonlyArray<OutboxRow>,
+  tracker: StatusTracker
 ): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
   Effect.scoped(Effect.gen(function*() {
     const outbox = yield* Outbox
@@ -176,7 +297,7 @@ const pipelinedFrom = (
     // set by the first batch the broker could not take: no further batch is claimed from then on
     let retryAfter: number | undefined
     const publish = (rows: ReadonlyArray<OutboxRow>) =>
-      Effect.map(publishRows(options, rows), (outcome) => {
+      Effect.map(publishRows(options, rows, tracker), (outcome) => {
         if (outcome.retryAfter !== undefined) retryAfter = Math.min(retryAfter ?? outcome.retryAfter, outcome.retryAfter)
       })
     const settleOldest = Effect.suspend(() => {
@@ -202,7 +323,7 @@ const pipelinedFrom = (
  * how many rows were claimed in all.
  */
 export const drain = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
-  Effect.map(pipelined(options), (outcome) => outcome.claimed)
+  Effect.map(pipelined(options, untracked), (outcome) => outcome.claimed)
 
 const recordLag = (producer: string) =>
   Effect.gen(function*() {
@@ -218,26 +339,79 @@ const recordLag = (producer: string) =>
 /** How often at most the relay measures its lag (`Metrics.relayLag`), a count over the unpublished rows. */
 const lagInterval = 1_000
 
+/** The default of `RelayOptions.outageBackoff`: 100 ms doubling, at most 10 s. */
+export const defaultOutageBackoff: RetrySchedule.RetrySchedule = SyncConfig.backoff({
+  base: "100 millis",
+  maxDelay: "10 seconds"
+})
+
+/** The delay after `failures` consecutive failures on `schedule`, in milliseconds (its last delay once spent). */
+const delayMillis = (schedule: RetrySchedule.RetrySchedule, failures: number) =>
+  Effect.map(
+    RetrySchedule.delayAfter(schedule, Math.max(1, failures)),
+    Option.match({ onNone: () => 10_000, onSome: Duration.toMillis })
+  )
+
+/**
+ * Waits until the database answers after `error`: backs off and probes with `Transactor.probe` until the
+ * probe succeeds (without a `Transactor`, one backoff step). `failures` counts the failures in a row
+ * before this one, so a database that fails again right after answering is not hammered.
+ */
+const awaitDatabase = (options: RelayOptions, failures: number) =>
+  Effect.gen(function*() {
+    const schedule = options.outageBackoff ?? defaultOutageBackoff
+    const transactor = yield* Effect.serviceOption(Transactor)
+    let attempt = failures
+    while (true) {
+      attempt++
+      yield* Effect.sleep(Duration.millis(yield* delayMillis(schedule, attempt)))
+      if (Option.isNone(transactor)) return attempt
+      const probed = yield* Effect.exit(transactor.value.probe)
+      if (probed._tag === "Success") return attempt
+    }
+  })
+
+const errorText = (error: SqlError.SqlError) => error.message || String(error.reason._tag)
+
 /**
  * Runs the relay forever: publish what is due, then wait for a commit or the poll interval. After the
  * broker was unavailable it waits until the rescheduled rows are due instead, so that they go first.
+ * When the database fails (`SqlError`) it waits for it (see the module comment) and goes on; `tracker`
+ * records how the database and the broker are doing (a new one when not given).
  */
-export const run = (options: RelayOptions): Effect.Effect<never, SqlError.SqlError, Outbox | Broker> =>
+export const run = (
+  options: RelayOptions,
+  tracker?: StatusTracker
+): Effect.Effect<never, never, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
+    const status = tracker ?? (yield* makeStatusTracker(options.producer))
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "1 second")
     let lagRecordedAt = -Infinity
-    while (true) {
+    const round = Effect.gen(function*() {
       const woken = yield* Effect.forkChild(outbox.awaitAppended, { startImmediately: true })
-      const { retryAfter } = yield* pipelined(options)
-      const now = yield* Clock.currentTimeMillis
-      if (now - lagRecordedAt >= lagInterval) {
-        yield* recordLag(options.producer)
-        lagRecordedAt = now
+      yield* Effect.gen(function*() {
+        const { retryAfter } = yield* pipelined(options, status)
+        yield* status.report("database", { ok: true })
+        const now = yield* Clock.currentTimeMillis
+        if (now - lagRecordedAt >= lagInterval) {
+          yield* recordLag(options.producer)
+          lagRecordedAt = now
+        }
+        if (retryAfter === undefined) yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
+        else yield* Effect.sleep(Duration.millis(retryAfter))
+      }).pipe(Effect.ensuring(Fiber.interrupt(woken)))
+    })
+    // consecutive rounds that failed on the database
+    let failures = 0
+    while (true) {
+      const outcome = yield* Effect.result(round)
+      if (outcome._tag === "Success") {
+        failures = 0
+        continue
       }
-      if (retryAfter === undefined) yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
-      else yield* Effect.sleep(Duration.millis(retryAfter))
-      yield* Fiber.interrupt(woken)
+      yield* status.report("database", { ok: false, error: errorText(outcome.failure) })
+      failures = yield* awaitDatabase(options, failures)
     }
   })
 
@@ -250,30 +424,56 @@ export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.Sql
     return yield* outbox.prune(now - retention)
   })
 
-const restartable = <R>(name: string, effect: Effect.Effect<unknown, SqlError.SqlError, R>) =>
+const restartable = <R>(name: string, effect: Effect.Effect<unknown, never, R>) =>
   Effect.forkScoped(Supervisor.restarting(`relay: ${name}`, effect))
 
 /**
- * A relay running in the background for the lifetime of the layer, with its retention clean-up; both
- * restart after database errors.
+ * Deletes published rows past the retention every `pruneInterval`; a clean-up the database fails is
+ * logged and left to the next interval (R12: the relay's status already tells about the outage).
  */
-export const layer = (options: RelayOptions): Layer.Layer<never, never, Outbox | Broker> =>
-  Layer.effectDiscard(Effect.gen(function*() {
-    yield* restartable("publishing", run(options))
-    yield* restartable(
-      "retention clean-up",
-      prune(options).pipe(Effect.repeat(Schedule.spaced(options.pruneInterval ?? "1 hour")))
-    )
-  }))
+const pruneForever = (options: RelayOptions) =>
+  prune(options).pipe(
+    Effect.catchTag("SqlError", (error) =>
+      Effect.logWarning("relay: retention clean-up failed; trying again at the next interval", {
+        producer: options.producer,
+        error: Signature.quote(errorText(error), maxStatusError)
+      })
+    ),
+    Effect.repeat(Schedule.spaced(options.pruneInterval ?? "1 hour"))
+  )
 
-/** `layer` with its settings read from `SyncConfig.relay` (environment variables, documented there). */
-export const layerConfig = (options: { readonly producer: string }): Layer.Layer<never, Config.ConfigError, Outbox | Broker> =>
-  Layer.unwrap(Effect.map(SyncConfig.relay, (settings) =>
-    layer({
-      producer: options.producer,
-      batchSize: settings.batchSize,
-      batchesInFlight: settings.batchesInFlight,
-      pollInterval: settings.pollInterval,
-      retention: settings.retention,
-      retry: SyncConfig.backoff({ base: "100 millis", maxDelay: settings.retryMaxDelay })
-    })))
+/**
+ * A relay running in the background for the lifetime of the layer, with its retention clean-up; it waits
+ * out database outages by itself (R12), and both loops restart after a defect. The `Relay` service it
+ * provides tells how its database and broker are doing.
+ */
+export const layer = (options: RelayOptions): Layer.Layer<Relay, never, Outbox | Broker> =>
+  Layer.effect(
+    Relay,
+    Effect.gen(function*() {
+      const tracker = yield* makeStatusTracker(options.producer)
+      yield* restartable("publishing", run(options, tracker))
+      yield* restartable("retention clean-up", pruneForever(options))
+      return Relay.of({ status: tracker.status })
+    })
+  )
+
+/**
+ * `layer` with its settings read from `SyncConfig.relay` (environment variables, documented there) and
+ * its signing key from `Signature.signingKeyConfig` (`SYNC_SIGNING_KEY`, `SYNC_SIGNING_KEY_ID`; unset: no
+ * signatures).
+ */
+export const layerConfig = (options: { readonly producer: string }): Layer.Layer<Relay, Config.ConfigError, Outbox | Broker> =>
+  Layer.unwrap(Effect.map(
+    Effect.all([SyncConfig.relay, Signature.signingKeyConfig]),
+    ([settings, signing]) =>
+      layer({
+        producer: options.producer,
+        batchSize: settings.batchSize,
+        batchesInFlight: settings.batchesInFlight,
+        pollInterval: settings.pollInterval,
+        retention: settings.retention,
+        retry: SyncConfig.backoff({ base: "100 millis", maxDelay: settings.retryMaxDelay }),
+        ...(Option.isSome(signing) ? { signing: signing.value } : {})
+      })
+  ))
