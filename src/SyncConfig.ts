@@ -7,6 +7,7 @@
  */
 import { Config, Duration, Schedule, Schema } from "effect"
 import type { RetrySchedule } from "./RetrySchedule.ts"
+import * as Signature from "./Signature.ts"
 
 const positiveInt = (name: string, fallback: number) =>
   Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), name).pipe(Config.withDefault(fallback))
@@ -51,6 +52,8 @@ export const relay = Config.all({
  * * `SYNC_PRODUCER_LOGINS` (default none): the broker logins allowed to publish each owner's events, as
  *   JSON, e.g. `{"accounts":["accounts","accounts-relay"]}`; an owner not named may publish under its
  *   own service name only (R11);
+ * * `SYNC_VERIFYING_KEYS` (default none): the public keys of owners that sign their events (see
+ *   `Signature.verifyingKeysConfig`; R11);
  * * `SYNC_HOLD_LIMIT` (default `10 minutes`): how long deliveries are held during a database outage
  *   before they are given back to the broker without spending a delivery attempt (R12);
  * * `SYNC_INBOX_RETENTION` (default `7 days`): how long dedupe records are kept.
@@ -69,6 +72,7 @@ export const consumer = Config.all({
   maxDepth: positiveInt("SYNC_MAX_JSON_DEPTH", 32),
   maxKeys: positiveInt("SYNC_MAX_JSON_KEYS", 10_000),
   producers: Config.schema(ProducerLogins, "SYNC_PRODUCER_LOGINS").pipe(Config.withDefault({})),
+  verifyingKeys: Signature.verifyingKeysConfig,
   holdLimit: duration("SYNC_HOLD_LIMIT", "10 minutes"),
   retention: duration("SYNC_INBOX_RETENTION", "7 days")
 })

@@ -48,6 +48,7 @@ import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import { type HandlerError, type Prepared, prepared as preparedOf, type Preparing, type Subscription } from "./Subscription.ts"
+import * as Signature from "./Signature.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
@@ -78,6 +79,12 @@ export interface ConsumerOptions<R> {
    * (`Broker.vouchesForPublishers`); an event from any other login is dead-lettered as `ForgedProducer`.
    */
   readonly producers?: Readonly<Record<string, ReadonlyArray<string>>>
+  /**
+   * R11 by signatures: the public keys of owners that sign their events (`Signature`). An owner with keys
+   * here must sign every event with one of them, valid at its arrival; an unsigned, tampered or wrongly
+   * signed event is dead-lettered as `ForgedProducer`. For brokers that cannot vouch for publishers.
+   */
+  readonly verifyingKeys?: Signature.VerifyingKeys
   /**
    * R12: how long deliveries are held while the database is unreachable before they are given back to the
    * broker without spending a delivery attempt (default 10 minutes; keep it below RabbitMQ's
@@ -235,6 +242,7 @@ export const make = <R>(
     const producers = new Map(
       Object.entries(options.producers ?? {}).map(([owner, logins]) => [owner, new Set(logins)])
     )
+    const verifyingKeys = options.verifyingKeys ?? {}
     const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? "10 minutes"))
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()
@@ -579,13 +587,18 @@ export const make = <R>(
     }
 
     /**
-     * R11: `ForgedProducer` unless the broker vouches that the event was published by a login allowed for its
-     * contract's owner. A broker that cannot vouch (in memory) leaves it to signatures.
+     * R11: `ForgedProducer` unless the event carries a valid signature of its contract's owner (for an owner
+     * with verifying keys), or else the broker vouches that it was published by a login allowed for that
+     * owner. A broker that cannot vouch (in memory) leaves it to signatures.
      */
-    const authenticate = (delivery: Delivery, envelope: Envelope.Envelope): ForgedProducer | undefined => {
-      if (!broker.vouchesForPublishers) return undefined
+    const authenticate = (delivery: Delivery, envelope: Envelope.Envelope, now: number): ForgedProducer | undefined => {
       const owner = routes.get(envelope.entity)?.contract.owner
       if (owner === undefined) return undefined // not subscribed: routing dead-letters it as UnknownEntity
+      if (verifyingKeys[owner] !== undefined) {
+        const verified = Signature.verify(verifyingKeys, owner, delivery.body, delivery.headers, now)
+        return Result.isSuccess(verified) ? undefined : Signature.forgedProducer(verified.failure, { ...envelope, owner })
+      }
+      if (!broker.vouchesForPublishers) return undefined
       const publisher = delivery.publisher
       const allowed = producers.get(owner) ?? new Set([owner])
       if (publisher !== undefined && allowed.has(publisher)) return undefined
@@ -610,11 +623,14 @@ export const make = <R>(
       })
 
     /** A delivery decoded, authenticated and routed; a `Result` when that was synchronous (see `Preparing`). */
-    const decodeDelivery = (delivery: Delivery): Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection> => {
+    const decodeDelivery = (
+      delivery: Delivery,
+      now: number
+    ): Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection> => {
       const decoded = Envelope.decodeResult(delivery.body, limits)
       if (Result.isFailure(decoded)) return Result.fail(decoded.failure)
       const envelope = decoded.success
-      const forged = authenticate(delivery, envelope)
+      const forged = authenticate(delivery, envelope, now)
       if (forged !== undefined) return Result.fail(forged)
       const preparing = route(envelope)
       const key = refKey(selfRef(envelope))
@@ -623,10 +639,10 @@ export const make = <R>(
     }
 
     /** `decodeDelivery` with its defects caught for the delivery alone. */
-    const decodeOne = (delivery: Delivery): Effect.Effect<Result.Result<Item, Rejection>> => {
+    const decodeOne = (delivery: Delivery, now: number): Effect.Effect<Result.Result<Item, Rejection>> => {
       let decoding: Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection>
       try {
-        decoding = decodeDelivery(delivery)
+        decoding = decodeDelivery(delivery, now)
       } catch (defect) {
         return Effect.succeed(Result.fail(defectOf(delivery, defect)))
       }
@@ -879,7 +895,7 @@ export const make = <R>(
         for (const delivery of deliveries) unsettled.set(delivery, takenAt)
         const items: Array<Item> = []
         for (const delivery of deliveries) {
-          const decoded = yield* decodeOne(delivery)
+          const decoded = yield* decodeOne(delivery, takenAt)
           if (Result.isSuccess(decoded)) items.push(decoded.success)
           else yield* deadLetter(delivery, decoded.failure)
         }
@@ -1045,6 +1061,7 @@ export const layerConfig = <R>(
       maxDepth: settings.maxDepth,
       maxKeys: settings.maxKeys,
       producers: settings.producers,
+      verifyingKeys: settings.verifyingKeys,
       holdLimit: settings.holdLimit,
       retention: settings.retention
     })))
