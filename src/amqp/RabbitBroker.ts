@@ -1,38 +1,66 @@
 /**
  * The `Broker` on RabbitMQ through amqplib (DESIGN §3). Settings and their defaults: `RabbitConfig`.
  *
- * Topology: a durable topic exchange (`sync.events`) for the events, a durable direct exchange
- * (`sync.dead`) for dead letters; `declare(queue)` asserts a durable quorum queue with an explicit
- * `x-delivery-limit` that dead-letters to `sync.dead` with its own name as routing key, and a durable
- * classic queue `<queue>.dead` bound to it under that name, so each queue's dead letters land in its own
- * dead queue. The dead queue is classic on purpose: browsing it requeues, which must not count deliveries.
+ * Topology (`topology` describes it as plain JSON): a durable topic exchange (`sync.events`) for the
+ * events, a durable direct exchange (`sync.dead`) for dead letters and a durable direct exchange
+ * (`sync.replay`) for messages given back to their queue. `declare(queue)` asserts a durable quorum queue
+ * with an explicit `x-delivery-limit` that dead-letters to `sync.dead` with its own name as routing key,
+ * bound to `sync.events` by its patterns and to `sync.replay` under its own name; and a durable classic
+ * queue `<queue>.dead` bound to `sync.dead` under the queue's name, so each queue's dead letters land in its
+ * own dead queue. The dead queue is classic on purpose: browsing it requeues, which must not count
+ * deliveries. With `topology: "passive"` the adapter declares nothing: it checks that the exchanges and
+ * queues exist and fails with `BrokerUnavailable` naming what an administrator must declare
+ * (`declareTopology` does it with an administrator's URL). The default exchange is never used, so a
+ * service needs write permission on the three exchanges only.
+ *
+ * Publishers (R11): every message the adapter publishes — events, dead-letter copies, released copies,
+ * replays — carries the `user-id` property set to the adapter's login, which RabbitMQ checks against the
+ * connection. `Delivery.publisher` is a message's `user-id`; when the adapter moves a message it keeps the
+ * original publisher in `x-sync-published-by`, which is believed only on a message whose `user-id` is the
+ * adapter's own login (an empty value: nobody vouched for the original). RabbitMQ's own dead-lettering
+ * keeps the `user-id` property, so its dead letters keep their publisher too.
  *
  * Publishing goes through one confirm channel per connection: every message of a batch is published with
- * a confirm callback (`mandatory`, persistent, `messageId`, `type`, `application/json`, headers), at most
- * `publishWindow` awaiting their confirm at once over all batches, waiting for the channel's `drain` when
- * its buffer is full. Publish calls send in the order they began: a call sends its messages once every
- * earlier call has sent all of its own (or failed), then awaits its confirms while later calls send, so a
- * caller can keep several batches in flight without reordering them. A batch succeeds when every message
- * is confirmed; returned (unroutable) messages fail it with `PublishRejected` naming exactly them; a nack
- * or a lost channel fails it with `BrokerUnavailable`.
+ * a confirm callback (`mandatory`, persistent, `messageId`, `type`, `application/json`, `userId`,
+ * headers), at most `publishWindow` awaiting their confirm at once over all batches, waiting for the
+ * channel's `drain` when its buffer is full. Publish calls send in the order they began: a call sends its
+ * messages once every earlier call has sent all of its own (or failed), then awaits its confirms while
+ * later calls send, so a caller can keep several batches in flight without reordering them. A batch
+ * succeeds when every message is confirmed; returned (unroutable) messages fail it with `PublishRejected`
+ * naming exactly them; a nack or a lost channel fails it with `BrokerUnavailable`.
  *
  * Each subscription consumes on its own channel with manual acks. A delivery settles once (later settles
  * are no-ops); settling on a closed channel is `BrokerUnavailable` (the broker redelivers). Acks made in
  * the same turn of the event loop are sent together at its end, as one cumulative ack where they form a
- * run from the oldest unsettled delivery (see `Settlements`); nacks are sent at once. `deadLetter`
- * publishes a copy with the reason (`reasonHeader`) to `<queue>.dead`, confirmed, then acks the original —
- * never lost; a connection lost between the two leaves a second copy in the dead queue.
- * `nack({ requeue: false })` and the delivery limit use RabbitMQ's own dead-lettering; its `x-death`
- * reason is mapped to the memory broker's wording. `deadLetters` browses the dead queue (`basic.get`
- * without ack, then requeue, one browse at a time per adapter); `replayDeadLetter` publishes the message
- * straight back into its queue through the default exchange (so only that queue gets it again, like the
- * memory broker), keeping its routing key in `x-sync-routing-key`, and then removes it from the dead queue.
+ * run from the oldest unsettled delivery (see `Settlements`); nacks are sent at once.
+ * `release` publishes a copy back into the queue through `sync.replay`, confirmed, then acks the original:
+ * a quorum queue counts every return of a message (a nack, a closed channel) against its delivery limit,
+ * a fresh copy starts from zero (R12). `deadLetter(reason)` publishes a bounded copy through `sync.dead` to
+ * `<queue>.dead` — the reason cut to `maxReasonBytes`, the body to `maxDeadLetterBodyBytes` (its original
+ * size in `x-sync-truncated-from`), at most 32 headers of at most 1 KiB each — confirmed, then acks the
+ * original; a connection lost between the two leaves a second copy in the dead queue. When that copy
+ * cannot be published while the delivery's channel is still open (a publish refused or nacked, a missing
+ * route), the delivery is rejected without requeue instead, to RabbitMQ's own dead-lettering: it is never
+ * left unsettled. `nack({ requeue: false })` and the delivery limit use RabbitMQ's own dead-lettering;
+ * its `x-death` reason is mapped to the memory broker's wording.
+ *
+ * `deadLetters` reads at most one page of the dead queue (`basic.get` without ack, then requeue, one
+ * browse at a time per adapter) and its depth from `queue.declare` (passive). `replayDeadLetters` goes
+ * through the dead queue once, one message at a time: a match is published back into its queue through
+ * `sync.replay` (keeping its routing key in `x-sync-routing-key`), the others to the tail of the dead
+ * queue; each is acked once its copy is confirmed.
+ *
+ * Size: RabbitMQ's own bound on a message is its `max_message_size` (`rabbitmq.conf`, e.g.
+ * `max_message_size = 16777216` for 16 MiB); set it, since amqplib buffers a whole body before the consumer
+ * sees it. A body larger than the consumer's `maxBytes` is dead-lettered as `TooLarge`, keeping a prefix.
  *
  * Connection loss fails the in-flight publishes and the running subscriptions with `BrokerUnavailable`.
  * The connection is reopened lazily by the next operation, no sooner than the reconnect `Schedule` allows
  * (exponential from 100 ms, capped at 5 s, forever); in between, operations fail fast with
- * `BrokerUnavailable` so their callers (the relay, the consumer) back off on their own schedules. A new
- * connection declares the exchanges and every queue declared so far again.
+ * `BrokerUnavailable` so their callers (the relay, the consumer) back off on their own schedules. Every
+ * failed attempt is logged as a warning with the broker's reason (e.g. `ACCESS_REFUSED` for a wrong
+ * password) and the time of the next one. A new connection declares (or checks) the exchanges and every
+ * queue declared so far again.
  *
  * @since 0.1.0
  */
@@ -47,6 +75,7 @@ import {
   Layer,
   Option,
   Queue,
+  Redacted,
   Schedule,
   Schema,
   type Scope,
@@ -54,14 +83,17 @@ import {
   Stream
 } from "effect"
 import {
+  boundBody,
+  boundHeaders,
+  boundReason,
   Broker,
   type DeadLetter,
   type DeadLetterFilter,
   deadLetterPageSize,
   type Delivery,
   matchesFilter,
-  maxDeadLetterPage,
   replayLimit,
+  truncatedFromHeader,
   deliveryLimitReason,
   type OutgoingMessage,
   type QueueSpec,
@@ -78,6 +110,16 @@ export const routingKeyHeader = "x-sync-routing-key"
 
 /** The header with the epoch milliseconds at which the adapter dead-lettered a message. */
 export const deadLetteredAtHeader = "x-sync-dead-lettered-at"
+
+/**
+ * The header with the original publisher of a message the adapter moved (released, dead-lettered,
+ * replayed): the `user-id` RabbitMQ vouched for when it was first published, empty when it had none.
+ * Trusted only on a message whose own `user-id` is the adapter's login.
+ */
+export const publishedByHeader = "x-sync-published-by"
+
+/** The header with how many times a message had been delivered when the adapter dead-lettered it. */
+export const deliveryCountHeader = "x-sync-delivery-count"
 
 /** The dead-letter queue of a queue: `<queue>.dead`. */
 export const deadQueueOf = (queue: string): string => `${queue}.dead`
@@ -114,22 +156,37 @@ interface Properties {
   readonly messageId: string | undefined
   readonly type: string | undefined
   readonly contentType: string | undefined
+  /** The `user-id` property, which RabbitMQ checked against the publishing connection's login. */
+  readonly userId: string | undefined
   readonly headers: RawHeaders
 }
 const stringOf = (value: unknown): string | undefined => typeof value === "string" ? value : undefined
 const propertiesOf = (message: Message): Properties => {
-  const { contentType, headers, messageId, type } = message.properties
+  const { contentType, headers, messageId, type, userId } = message.properties
   return {
     messageId: stringOf(messageId),
     type: stringOf(type),
     contentType: stringOf(contentType),
+    userId: stringOf(userId),
     headers: typeof headers === "object" && headers !== null ? headers : {}
   }
+}
+
+/**
+ * The publisher RabbitMQ vouches for: the `user-id`; for a message the adapter's own login moved, the
+ * original publisher it recorded in `publishedByHeader` (empty: nobody vouched for it).
+ */
+const publisherOf = (properties: Properties, login: string): string | undefined => {
+  if (properties.userId !== login) return properties.userId
+  const original = stringHeader(properties.headers, publishedByHeader)
+  if (original === undefined) return properties.userId
+  return original === "" ? undefined : original
 }
 
 /** One entry of RabbitMQ's `x-death` header (the most recent death comes first). */
 const Death = Schema.Struct({
   reason: Schema.String,
+  count: Schema.optional(Schema.Number),
   "routing-keys": Schema.optional(Schema.Array(Schema.String)),
   time: Schema.optional(Schema.Union([Schema.Number, Schema.Struct({ value: Schema.Number })]))
 })
@@ -143,7 +200,18 @@ const stringHeader = (headers: RawHeaders, name: string): string | undefined => 
 }
 
 const brokerHeaderPrefixes = ["x-first-death-", "x-last-death-"]
-const brokerHeaders = new Set(["x-death", "x-delivery-count", routingKeyHeader, deadLetteredAtHeader, reasonHeader])
+const brokerHeaders = new Set([
+  "x-death",
+  "x-delivery-count",
+  "CC", // sender-selected distribution: never copied, so a moved message goes to exactly one queue
+  "BCC",
+  routingKeyHeader,
+  deadLetteredAtHeader,
+  reasonHeader,
+  publishedByHeader,
+  deliveryCountHeader,
+  truncatedFromHeader
+])
 
 /**
  * The application's headers of a message: string (and stringified number / boolean) values, without the
@@ -175,33 +243,51 @@ const nativeReason = (reason: string): string => {
   }
 }
 
-/** A message of `<queue>.dead` as a `DeadLetter`: dead-lettered by this adapter or by RabbitMQ itself. */
-const toDeadLetter = (queue: string, message: Message): DeadLetter => {
+/** A non-negative integer header (a string, as this adapter writes them, or a number); undefined otherwise. */
+const countHeader = (headers: RawHeaders, name: string): number | undefined => {
+  const value = headers[name]
+  const n = typeof value === "number" ? value : typeof value === "string" ? Number(value) : Number.NaN
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined
+}
+
+/** How many times the message of this delivery has been delivered, this delivery included. */
+const deliveryNumber = (headers: RawHeaders): number => (countHeader(headers, "x-delivery-count") ?? 0) + 1
+
+/**
+ * A message of `<queue>.dead` as a `DeadLetter`: dead-lettered by this adapter or by RabbitMQ itself (then
+ * the reason is its `x-death` reason, and the delivery count its `x-delivery-count`). A body longer than
+ * `maxBodyBytes` (a message RabbitMQ dead-lettered whole) is cut to that prefix.
+ */
+const toDeadLetter = (queue: string, message: Message, login: string, maxBodyBytes: number): DeadLetter => {
   const properties = propertiesOf(message)
   const headers = properties.headers
   const death = Option.getOrUndefined(decodeDeaths(headers["x-death"]))?.[0]
-  const reason = stringHeader(headers, reasonHeader) ?? (death === undefined ? "unknown" : nativeReason(death.reason))
+  const reason = boundReason(
+    stringHeader(headers, reasonHeader) ?? (death === undefined ? "unknown" : nativeReason(death.reason))
+  )
   const deathSeconds = death?.time === undefined ? undefined : typeof death.time === "number" ? death.time : death.time.value
   const stampedAt = Number(stringHeader(headers, deadLetteredAtHeader))
+  const { body, truncatedFrom } = boundBody(new Uint8Array(message.content), maxBodyBytes)
   return {
     queue,
     messageId: properties.messageId ?? "",
     routingKey: stringHeader(headers, routingKeyHeader) ?? death?.["routing-keys"]?.[0] ?? message.fields.routingKey,
     type: properties.type ?? "",
-    body: new Uint8Array(message.content),
-    headers: { ...applicationHeaders(headers), [reasonHeader]: reason },
+    body,
+    headers: { ...boundHeaders(applicationHeaders(headers)), [reasonHeader]: reason },
     reason,
     deadLetteredAt: Number.isFinite(stampedAt) && stampedAt > 0 ? stampedAt : (deathSeconds ?? 0) * 1000,
-    deliveryCount: 0,
-    publisher: stringOf(message.properties.userId),
-    truncatedFrom: undefined
+    deliveryCount: countHeader(headers, deliveryCountHeader) ?? countHeader(headers, "x-delivery-count") ??
+      death?.count ?? 0,
+    publisher: publisherOf(properties, login),
+    truncatedFrom: countHeader(headers, truncatedFromHeader) ?? truncatedFrom
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Publishing with confirms
 
-/** A message as the adapter publishes it: to an exchange (`""` is the default exchange, by queue name). */
+/** A message as the adapter publishes it, to one of its exchanges (never the default exchange). */
 interface Outgoing {
   readonly exchange: string
   readonly routingKey: string
@@ -209,7 +295,10 @@ interface Outgoing {
   readonly type: string
   readonly contentType: string
   readonly body: Uint8Array
-  readonly headers: Readonly<Record<string, string>>
+  /** Headers as amqplib encodes them (a moved dead letter keeps RabbitMQ's `x-death` table). */
+  readonly headers: RawHeaders
+  /** The adapter's login, which RabbitMQ checks (R11). */
+  readonly userId: string
 }
 
 /** The confirm channel of a connection and its bookkeeping. */
@@ -309,6 +398,7 @@ const publishOptions = (message: Outgoing): Options.Publish => ({
   messageId: message.messageId,
   type: message.type,
   contentType: message.contentType,
+  userId: message.userId,
   headers: { ...message.headers }
 })
 
@@ -437,35 +527,178 @@ const withChannel = <A, E>(
 
 type Settings = RabbitConfig.ResolvedRabbitOptions
 
-/** Declares a quorum queue, its classic dead queue (bound to the dead-letter exchange) and its bindings. */
-const declareQueue = (settings: Settings, channel: Channel, name: string, bindings: Iterable<string>) =>
+/** An exchange of the topology. */
+export interface ExchangeDescription {
+  readonly name: string
+  readonly type: "topic" | "direct"
+  readonly durable: true
+}
+
+/** A queue of the topology, with the arguments it must be declared with. */
+export interface QueueDescription {
+  readonly name: string
+  readonly durable: true
+  readonly arguments: Readonly<Record<string, string | number>>
+}
+
+/** A binding of a queue to an exchange under a routing key (a pattern on a topic exchange). */
+export interface BindingDescription {
+  readonly exchange: string
+  readonly queue: string
+  readonly routingKey: string
+}
+
+/** What a service needs declared on RabbitMQ: plain JSON, for an administrator or a deployment tool. */
+export interface TopologyDescription {
+  readonly exchanges: ReadonlyArray<ExchangeDescription>
+  readonly queues: ReadonlyArray<QueueDescription>
+  readonly bindings: ReadonlyArray<BindingDescription>
+}
+
+/** What `topology` needs: the service's queues and the exchange settings it runs with (defaults as in `RabbitConfig`). */
+export interface TopologyOptions {
+  readonly queues: ReadonlyArray<QueueSpec>
+  readonly exchange?: string
+  readonly deadLetterExchange?: string
+  readonly replayExchange?: string
+  readonly deliveryLimit?: number
+}
+
+type TopologySettings = Pick<Settings, "exchange" | "deadLetterExchange" | "replayExchange" | "deliveryLimit">
+
+const exchangesOf = (settings: TopologySettings): ReadonlyArray<ExchangeDescription> => [
+  { name: settings.exchange, type: "topic", durable: true },
+  { name: settings.deadLetterExchange, type: "direct", durable: true },
+  { name: settings.replayExchange, type: "direct", durable: true }
+]
+
+/**
+ * A queue's part of the topology: a durable quorum queue with an explicit delivery limit that dead-letters
+ * to the dead-letter exchange under its own name, bound to the events exchange by its patterns and to the
+ * replay exchange under its name; and its classic dead queue, bound to the dead-letter exchange under the
+ * queue's name.
+ */
+const queueTopology = (settings: TopologySettings, name: string, bindings: Iterable<string>) => {
+  const dead = deadQueueOf(name)
+  const queues: ReadonlyArray<QueueDescription> = [
+    {
+      name,
+      durable: true,
+      arguments: {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.deliveryLimit,
+        "x-dead-letter-exchange": settings.deadLetterExchange,
+        "x-dead-letter-routing-key": name
+      }
+    },
+    // classic on purpose: browsing requeues, which must not count deliveries
+    { name: dead, durable: true, arguments: { "x-queue-type": "classic" } }
+  ]
+  const bound: Array<BindingDescription> = [
+    { exchange: settings.deadLetterExchange, queue: dead, routingKey: name },
+    { exchange: settings.replayExchange, queue: name, routingKey: name }
+  ]
+  for (const binding of bindings) bound.push({ exchange: settings.exchange, queue: name, routingKey: binding })
+  return { queues, bindings: bound }
+}
+
+/**
+ * The topology a service needs for its queues: the three exchanges, each queue with its dead queue, and
+ * their bindings. Hand it to an administrator, or to `declareTopology`, when services run with
+ * `topology: "passive"` (no configure permission).
+ */
+export const topology = (options: TopologyOptions): TopologyDescription => {
+  const settings: TopologySettings = {
+    exchange: options.exchange ?? RabbitConfig.defaults.exchange,
+    deadLetterExchange: options.deadLetterExchange ?? RabbitConfig.defaults.deadLetterExchange,
+    replayExchange: options.replayExchange ?? RabbitConfig.defaults.replayExchange,
+    deliveryLimit: Math.max(1, options.deliveryLimit ?? RabbitConfig.defaults.deliveryLimit)
+  }
+  const parts = options.queues.map((queue) => queueTopology(settings, queue.name, queue.bindings))
+  return {
+    exchanges: exchangesOf(settings),
+    queues: parts.flatMap((part) => part.queues),
+    bindings: parts.flatMap((part) => part.bindings)
+  }
+}
+
+/** Asserts every exchange, queue and binding of a description (idempotent). */
+const assertTopology = (channel: Channel, description: Partial<TopologyDescription>) =>
   Effect.gen(function*() {
-    const dead = deadQueueOf(name)
-    yield* attempt("assertQueue", () =>
-      channel.assertQueue(name, {
-        durable: true,
-        arguments: {
-          "x-queue-type": "quorum",
-          "x-delivery-limit": settings.deliveryLimit,
-          "x-dead-letter-exchange": settings.deadLetterExchange,
-          "x-dead-letter-routing-key": name
-        }
-      }))
-    yield* attempt("assertQueue", () =>
-      channel.assertQueue(dead, { durable: true, arguments: { "x-queue-type": "classic" } }))
-    yield* attempt("bindQueue", () => channel.bindQueue(dead, settings.deadLetterExchange, name))
-    for (const binding of bindings) {
-      yield* attempt("bindQueue", () => channel.bindQueue(name, settings.exchange, binding))
+    for (const exchange of description.exchanges ?? []) {
+      yield* attempt("assertExchange", () => channel.assertExchange(exchange.name, exchange.type, { durable: true }))
+    }
+    for (const queue of description.queues ?? []) {
+      yield* attempt("assertQueue", () => channel.assertQueue(queue.name, { durable: true, arguments: queue.arguments }))
+    }
+    for (const binding of description.bindings ?? []) {
+      yield* attempt("bindQueue", () => channel.bindQueue(binding.queue, binding.exchange, binding.routingKey))
     }
   })
 
-/** Declares both exchanges and every queue declared so far. */
-const declareTopology = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet<string>>) => (channel: Channel) =>
+const passiveHint = "with topology \"passive\" (AMQP_TOPOLOGY=passive) an administrator must declare it " +
+  "(RabbitBroker.topology describes what this service needs, RabbitBroker.declareTopology declares it)"
+
+/**
+ * Checks that every exchange and queue of a description exists, without declaring anything (bindings cannot
+ * be checked over AMQP). Fails with `BrokerUnavailable` naming the first one missing. A failed check closes
+ * the channel, so this opens its own.
+ */
+const checkTopology = (model: ChannelModel, description: Partial<TopologyDescription>) =>
+  withChannel(model, (channel) =>
+    Effect.gen(function*() {
+      const check = (operation: string, what: string, f: () => PromiseLike<unknown>) =>
+        Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
+          Effect.catch((cause) =>
+            Effect.fail(
+              isNotFound(cause)
+                ? unavailable(operation, `${what} does not exist; ${passiveHint}`, cause)
+                : unavailable(operation, `cannot check ${what}: ${messageOf(cause)}`, cause)
+            )
+          )
+        )
+      for (const exchange of description.exchanges ?? []) {
+        yield* check("checkExchange", `the exchange ${exchange.name}`, () => channel.checkExchange(exchange.name))
+      }
+      for (const queue of description.queues ?? []) {
+        yield* check("checkQueue", `the queue ${queue.name}`, () => channel.checkQueue(queue.name))
+      }
+    }))
+
+/** Declares, or in passive mode checks, a queue, its dead queue and their bindings. */
+const ensureQueue = (settings: Settings, model: ChannelModel, name: string, bindings: Iterable<string>) => {
+  const part = queueTopology(settings, name, bindings)
+  return settings.topology === "passive"
+    ? checkTopology(model, part)
+    : withChannel(model, (channel) => assertTopology(channel, part))
+}
+
+/** Declares, or in passive mode checks, the three exchanges and every queue declared so far. */
+const ensureTopology = (settings: Settings, model: ChannelModel, queues: ReadonlyMap<string, ReadonlySet<string>>) =>
   Effect.gen(function*() {
-    yield* attempt("assertExchange", () => channel.assertExchange(settings.exchange, "topic", { durable: true }))
-    yield* attempt("assertExchange", () => channel.assertExchange(settings.deadLetterExchange, "direct", { durable: true }))
-    for (const [name, bindings] of queues) yield* declareQueue(settings, channel, name, bindings)
+    const description = topology({
+      ...settings,
+      queues: Array.from(queues, ([name, bindings]) => ({ name, bindings: [...bindings] }))
+    })
+    return yield* settings.topology === "passive"
+      ? checkTopology(model, description)
+      : withChannel(model, (channel) => assertTopology(channel, description))
   })
+
+/**
+ * Declares a topology (see `topology`) on the broker at `url`, on a connection of its own that is closed
+ * afterwards: what an administrator runs, with configure permission, for services in passive mode.
+ */
+export const declareTopology = (
+  url: string | Redacted.Redacted<string>,
+  description: TopologyDescription
+): Effect.Effect<void, BrokerUnavailable> =>
+  Effect.acquireUseRelease(
+    attempt("connect", () =>
+      amqp.connect(Redacted.value(typeof url === "string" ? Redacted.make(url) : url), { timeout: connectTimeoutMillis })),
+    (model) => withChannel(model, (channel) => assertTopology(channel, description)),
+    (model) => attempt("close", () => model.close()).pipe(Effect.timeoutOption("5 seconds"), Effect.ignore)
+  )
 
 // ---------------------------------------------------------------------------------------------------
 // The connection: opened lazily, replaced after a loss no sooner than the reconnect schedule allows
@@ -497,7 +730,7 @@ const openSession = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet
       status.lost ??= error === undefined ? lastError : `the connection closed: ${error.message}`
     })
     const publisher = yield* Effect.gen(function*() {
-      yield* withChannel(model, declareTopology(settings, queues))
+      yield* ensureTopology(settings, model, queues)
       const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
       return makePublisher(channel, settings.publishWindow)
     }).pipe(Effect.onError(() => attempt("close", () => model.close()).pipe(Effect.ignore)))
@@ -548,7 +781,16 @@ const makeConnection = (settings: Settings, queues: ReadonlyMap<string, Readonly
         state.failures++
         state.lastError = opened.failure.detail
         const delay = yield* RetrySchedule.delayAfter(reconnectSchedule, state.failures)
-        state.retryAt = now + Option.match(delay, { onNone: () => 5_000, onSome: Duration.toMillis })
+        const retryInMillis = Option.match(delay, { onNone: () => 5_000, onSome: Duration.toMillis })
+        state.retryAt = now + retryInMillis
+        yield* Effect.logWarning("RabbitMQ connection failed; retrying", {
+          operation: opened.failure.operation,
+          reason: opened.failure.detail,
+          login: settings.login,
+          failedAttempts: state.failures,
+          retryInMillis,
+          retryAt: new Date(state.retryAt).toISOString()
+        })
         return yield* opened.failure
       }
       if (state.failures > 0) yield* Effect.logInfo("RabbitMQ connection restored", { failedAttempts: state.failures })
@@ -632,11 +874,18 @@ const flushAcks = (settlements: Settlements, channel: Channel): void => {
   }
 }
 
-/** Publishes a message straight into a queue (the dead queue, or the queue a dead letter is replayed to). */
-type PublishToQueue = (
-  queue: string,
-  message: Omit<Outgoing, "exchange" | "routingKey">
-) => Effect.Effect<void, BrokerUnavailable>
+/** A copy of a message the adapter moves: its exchange, routing key and `user-id` are the adapter's choice. */
+type Moved = Omit<Outgoing, "exchange" | "routingKey" | "userId">
+
+/** How the adapter moves messages between a queue and its dead queue, confirmed. */
+interface Mover {
+  readonly login: string
+  readonly maxDeadLetterBodyBytes: number
+  /** Publishes a copy to `<queue>.dead`, through the dead-letter exchange under the queue's name. */
+  readonly toDeadQueue: (queue: string, message: Moved) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
+  /** Publishes a copy back into `queue`, through the replay exchange under the queue's name. */
+  readonly toQueue: (queue: string, message: Moved) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
+}
 
 /** A delivery's settling: its subscription's channel and state, the message, and whether it is settled. */
 interface Settling {
@@ -682,9 +931,49 @@ const settleNow = (s: Settling, f: (channel: Channel, message: Message) => void)
 }
 
 /**
+ * Settles a delivery by publishing a copy of it (`publishCopy`, confirmed) and then acking it. When the
+ * copy cannot be published and the delivery's channel is still open, settles it with `fallback` instead
+ * (a nack: RabbitMQ dead-letters or requeues it itself), so that it is never left unsettled. While the
+ * copy is on its way the delivery counts as settled (a concurrent settle is a no-op).
+ */
+const settleByCopy = (
+  s: Settling,
+  operation: string,
+  publishCopy: Effect.Effect<void, BrokerUnavailable | PublishRejected>,
+  fallback: { readonly requeue: boolean; readonly warning: string }
+): Effect.Effect<void, BrokerUnavailable> =>
+  Effect.suspend(() => {
+    if (s.settled) return Effect.void
+    if (s.state.closed) return Effect.fail(ended(s, operation))
+    s.settled = true
+    const unreserve = Effect.sync(() => {
+      s.settled = false
+    })
+    const ack = Effect.try({
+      try: () => settleNow(s, (channel, message) => channel.ack(message)),
+      catch: (cause) => unavailable(operation, messageOf(cause), cause)
+    })
+    const fallBack = (error: BrokerUnavailable | PublishRejected): Effect.Effect<void, BrokerUnavailable> =>
+      s.state.closed ? Effect.fail(ended(s, operation)) : Effect.andThen(
+        Effect.logWarning(fallback.warning, { messageId: s.messageId, queue: s.queue, error: error.message }),
+        Effect.try({
+          try: () => settleNow(s, (channel, message) => channel.nack(message, false, fallback.requeue)),
+          catch: (cause) => unavailable(operation, messageOf(cause), cause)
+        })
+      )
+    return publishCopy.pipe(
+      Effect.matchEffect({ onFailure: fallBack, onSuccess: () => ack }),
+      Effect.tapError(() => unreserve),
+      Effect.onInterrupt(() => unreserve)
+    )
+  })
+
+/**
  * A message consumed from `queue` as a `Delivery`. Each delivery settles at most once (later settles are
  * no-ops); settling on a closed channel is `BrokerUnavailable` (the broker redelivers the message).
- * `deadLetter` publishes a copy with the reason to `<queue>.dead`, confirmed, and then acks the original.
+ * `deadLetter` publishes a bounded copy with the reason to `<queue>.dead`, confirmed, and then acks the
+ * original; `release` publishes a copy back into `queue` and acks the original (the copy's delivery count
+ * starts over). Both keep the original publisher in `publishedByHeader`.
  * (Built without a named closure per delivery: this runs for every message consumed.)
  */
 const toDelivery = (
@@ -693,7 +982,7 @@ const toDelivery = (
   state: ChannelState,
   settlements: Settlements,
   message: Message,
-  publishToQueue: PublishToQueue
+  mover: Mover
 ): Delivery => {
   settlements.unsettled.set(message.fields.deliveryTag, message)
   const properties = propertiesOf(message)
@@ -701,7 +990,9 @@ const toDelivery = (
   const messageId = properties.messageId ?? ""
   const routingKey = stringHeader(headers, routingKeyHeader) ?? message.fields.routingKey
   const type = properties.type ?? ""
+  const contentType = properties.contentType ?? "application/json"
   const body = new Uint8Array(message.content)
+  const publisher = publisherOf(properties, mover.login)
   const s: Settling = { queue, channel, state, settlements, message, messageId, settled: false }
   return {
     messageId,
@@ -710,42 +1001,59 @@ const toDelivery = (
     body,
     headers: applicationHeaders(headers),
     redelivered: message.fields.redelivered,
-    publisher: stringOf(message.properties.userId),
+    publisher,
     ack: settle(s, "ack", ackLater),
-    release: settle(s, "release", (s) => settleNow(s, (channel, message) => channel.nack(message, false, true))),
     nack(options) {
       return settle(s, "nack", (s) => settleNow(s, (channel, message) => channel.nack(message, false, options.requeue)))
     },
     deadLetter(reason) {
-      return Effect.suspend(() => {
-        if (s.settled) return Effect.void
-        if (state.closed) return Effect.fail(ended(s, "deadLetter"))
-        s.settled = true // reserved, so a concurrent settle is a no-op; released again on failure
-        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          publishToQueue(deadQueueOf(queue), {
+      const bounded = boundReason(reason)
+      return settleByCopy(
+        s,
+        "deadLetter",
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const kept = boundBody(body, mover.maxDeadLetterBodyBytes)
+          return mover.toDeadQueue(queue, {
             messageId,
             type,
-            contentType: properties.contentType ?? "application/json",
-            body,
+            contentType,
+            body: kept.body,
             headers: {
-              ...applicationHeaders(headers),
-              [reasonHeader]: reason,
+              ...boundHeaders(applicationHeaders(headers)),
+              [reasonHeader]: bounded,
               [routingKeyHeader]: routingKey,
-              [deadLetteredAtHeader]: String(now)
+              [deadLetteredAtHeader]: String(now),
+              [deliveryCountHeader]: String(deliveryNumber(headers)),
+              [publishedByHeader]: publisher ?? "",
+              ...(kept.truncatedFrom === undefined ? {} : { [truncatedFromHeader]: String(kept.truncatedFrom) })
             }
-          })).pipe(
-            Effect.andThen(Effect.try({
-              try: () => settleNow(s, (channel, message) => channel.ack(message)),
-              catch: (cause) => unavailable("deadLetter", messageOf(cause), cause)
-            })),
-            Effect.onError(() =>
-              Effect.sync(() => {
-                s.settled = false
-              })
-            )
-          )
-      })
-    }
+          })
+        }),
+        {
+          requeue: false,
+          warning: `could not move the message to ${deadQueueOf(queue)} (reason: ${bounded}); ` +
+            "rejecting it to RabbitMQ's own dead-lettering instead"
+        }
+      )
+    },
+    release: Effect.suspend(() =>
+      settleByCopy(
+        s,
+        "release",
+      mover.toQueue(queue, {
+        messageId,
+        type,
+        contentType,
+        body,
+        headers: { ...applicationHeaders(headers), [routingKeyHeader]: routingKey, [publishedByHeader]: publisher ?? "" }
+      }),
+        {
+          requeue: true,
+          warning: `could not give the message back to ${queue} through the replay exchange; ` +
+            "requeueing it, which counts as a delivery attempt"
+        }
+      )
+    )
   }
 }
 
@@ -759,7 +1067,7 @@ const consume = (
   spec: QueueSpec,
   prefetch: number,
   queue: Queue.Queue<Delivery, BrokerUnavailable | Cause.Done>,
-  publishToQueue: PublishToQueue
+  mover: Mover
 ) =>
   Effect.gen(function*() {
     const state: ChannelState = { closed: false, stopping: false }
@@ -782,7 +1090,7 @@ const consume = (
     const { consumerTag } = yield* attempt("consume", () =>
       channel.consume(spec.name, (message) => {
         if (message === null) return fail(`the broker cancelled the consumer of ${spec.name} (queue deleted?)`)
-        Queue.offerUnsafe(queue, toDelivery(spec.name, channel, state, settlements, message, publishToQueue))
+        Queue.offerUnsafe(queue, toDelivery(spec.name, channel, state, settlements, message, mover))
       }, { noAck: false }))
     let cancelled = false
     const cancel = Effect.suspend(() => {
@@ -799,35 +1107,28 @@ const consume = (
 // Dead queues
 
 /**
- * Takes every message of `<queue>.dead` without acking, on a channel of its own, runs `f` on them, then
- * requeues what `f` did not ack (a classic queue puts them back in place, in order). `whenAbsent` when
- * there is no such dead queue.
+ * Runs `f` on a channel of its own with the number of messages in `<queue>.dead` (`whenAbsent` when there
+ * is no such dead queue), then requeues whatever `f` took and did not ack (a classic queue puts them back
+ * in place, in order) and closes the channel.
  */
-const browseDeadQueue = <A>(
+const withDeadQueue = <A>(
   session: Session,
   queue: string,
   whenAbsent: A,
-  f: (channel: Channel, messages: ReadonlyArray<GetMessage>) => Effect.Effect<A, BrokerUnavailable>
+  f: (channel: Channel, messageCount: number) => Effect.Effect<A, BrokerUnavailable>
 ): Effect.Effect<A, BrokerUnavailable> =>
   Effect.acquireUseRelease(
     openChannel(session.model),
     (channel) =>
       Effect.gen(function*() {
-        const dead = deadQueueOf(queue)
-        const exists = yield* Effect.tryPromise({ try: () => channel.checkQueue(dead), catch: (cause) => cause }).pipe(
-          Effect.as(true),
-          Effect.catch((cause) =>
-            isNotFound(cause) ? Effect.succeed(false) : Effect.fail(unavailable("checkQueue", messageOf(cause), cause))
+        const checked = yield* Effect.tryPromise({ try: () => channel.checkQueue(deadQueueOf(queue)), catch: (cause) => cause })
+          .pipe(
+            Effect.map((ok) => ok.messageCount),
+            Effect.catch((cause) =>
+              isNotFound(cause) ? Effect.succeed(undefined) : Effect.fail(unavailable("checkQueue", messageOf(cause), cause))
+            )
           )
-        )
-        if (!exists) return whenAbsent
-        const messages: Array<GetMessage> = []
-        while (true) {
-          const message = yield* attempt("get", () => channel.get(dead, { noAck: false }))
-          if (message === false) break
-          messages.push(message)
-        }
-        return yield* f(channel, messages)
+        return checked === undefined ? whenAbsent : yield* f(channel, checked)
       }),
     (channel) =>
       Effect.sync(() => {
@@ -838,6 +1139,13 @@ const browseDeadQueue = <A>(
         }
       }).pipe(Effect.andThen(closeChannel(channel)))
   )
+
+/** Takes the next message of `<queue>.dead` without acking it; undefined when the queue is empty. */
+const takeDead = (channel: Channel, queue: string): Effect.Effect<GetMessage | undefined, BrokerUnavailable> =>
+  Effect.map(attempt("get", () => channel.get(deadQueueOf(queue), { noAck: false })), (m) => m === false ? undefined : m)
+
+const ackDead = (channel: Channel, message: Message, operation: string): Effect.Effect<void, BrokerUnavailable> =>
+  Effect.try({ try: () => channel.ack(message), catch: (cause) => unavailable(operation, messageOf(cause), cause) })
 
 // ---------------------------------------------------------------------------------------------------
 // The broker
@@ -869,11 +1177,28 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
         )
       })
 
-    const publishToQueue: PublishToQueue = (queue, message) =>
-      publishInOrder([{ ...message, exchange: "", routingKey: queue }]).pipe(
-        Effect.catchTag("PublishRejected", () =>
-          Effect.fail(unavailable("publish", `queue ${queue} does not exist; declare it first`)))
+    /** Publishes a moved copy to `exchange` under the queue's name; unroutable means the topology is missing. */
+    const publishMoved = (exchange: string, target: string, queue: string, message: Moved) =>
+      publishInOrder([{ ...message, exchange, routingKey: queue, userId: settings.login }]).pipe(
+        Effect.catchTag("PublishRejected", (rejected) =>
+          Effect.fail(
+            new PublishRejected({
+              messageIds: rejected.messageIds,
+              detail: `${exchange} routes nothing to ${target} under "${queue}"; declare the queue ${queue} first`
+            })
+          ))
       )
+
+    const mover: Mover = {
+      login: settings.login,
+      maxDeadLetterBodyBytes: settings.maxDeadLetterBodyBytes,
+      toDeadQueue: (queue, message) => publishMoved(settings.deadLetterExchange, deadQueueOf(queue), queue, message),
+      toQueue: (queue, message) => publishMoved(settings.replayExchange, queue, queue, message)
+    }
+
+    /** A move that must succeed: an unroutable copy is `BrokerUnavailable` (the topology is not there). */
+    const mustMove = (effect: Effect.Effect<void, BrokerUnavailable | PublishRejected>) =>
+      Effect.catchTag(effect, "PublishRejected", (rejected) => Effect.fail(unavailable("publish", rejected.detail)))
 
     const publish = (batch: ReadonlyArray<OutgoingMessage>) =>
       batch.length === 0 ? Effect.void : publishInOrder(
@@ -884,7 +1209,8 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
           type: m.type,
           contentType: "application/json",
           body: m.body,
-          headers: m.headers
+          headers: m.headers,
+          userId: settings.login
         }))
       )
 
@@ -893,7 +1219,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
       Effect.suspend(() => {
         const bindings = new Set([...(queues.get(spec.name) ?? []), ...spec.bindings])
         return Effect.flatMap(acquire, (session) =>
-          withChannel(session.model, (channel) => declareQueue(settings, channel, spec.name, bindings))).pipe(
+          ensureQueue(settings, session.model, spec.name, bindings)).pipe(
             Effect.tap(() =>
               Effect.sync(() => {
                 queues.set(spec.name, new Set([...(queues.get(spec.name) ?? []), ...bindings]))
@@ -912,64 +1238,87 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
         const prefetch = Math.max(1, subscribeOptions?.prefetch ?? settings.prefetch)
         return Stream.callback<Delivery, BrokerUnavailable>((queue) =>
           Effect.gen(function*() {
-            const stop = yield* consume(session, spec, prefetch, queue, publishToQueue)
+            const stop = yield* consume(session, spec, prefetch, queue, mover)
             running.add(stop)
             yield* Effect.addFinalizer(() => Effect.sync(() => running.delete(stop)))
           })
         )
       }))
 
-    /** One browse at a time per adapter: a browse holds the dead queue's messages until it is done. */
-    const browse = <A>(
+    /** One browse or replay at a time per adapter: each holds messages of a dead queue while it runs. */
+    const onDeadQueue = <A>(
       queue: string,
       whenAbsent: A,
-      f: (channel: Channel, messages: ReadonlyArray<GetMessage>) => Effect.Effect<A, BrokerUnavailable>
-    ) => browseLock.withPermit(Effect.flatMap(acquire, (session) => browseDeadQueue(session, queue, whenAbsent, f)))
+      f: (channel: Channel, messageCount: number) => Effect.Effect<A, BrokerUnavailable>
+    ) => browseLock.withPermit(Effect.flatMap(acquire, (session) => withDeadQueue(session, queue, whenAbsent, f)))
 
+    const asDeadLetter = (queue: string, message: Message) =>
+      toDeadLetter(queue, message, settings.login, settings.maxDeadLetterBodyBytes)
+
+    /** The oldest dead letters (taken without ack, then requeued in place) and the dead queue's depth. */
     const deadLetters = (queue: string, page?: { readonly limit?: number }) =>
-      browse(queue, { total: 0, items: [] }, (_, messages) =>
-        Effect.succeed({
-          total: messages.length,
-          items: messages.slice(0, deadLetterPageSize(page)).map((m) => toDeadLetter(queue, m))
+      onDeadQueue(queue, { total: 0, items: [] }, (channel, total) =>
+        Effect.gen(function*() {
+          const limit = Math.min(total, deadLetterPageSize(page))
+          const items: Array<DeadLetter> = []
+          while (items.length < limit) {
+            const message = yield* takeDead(channel, queue)
+            if (message === undefined) break
+            items.push(asDeadLetter(queue, message))
+          }
+          return { total, items }
         }))
 
-    /** Publishes the dead letter straight back into its queue (confirmed), then removes it from the dead queue. */
-    const replayDeadLetter = (queue: string, messageId: string) =>
-      browse(queue, false, (channel, messages) =>
+    /**
+     * Goes once through the dead queue, one message at a time: a match is published back into its queue
+     * through the replay exchange, a non-match to the tail of the dead queue (its headers unchanged), each
+     * confirmed before the dead copy is acked. Stops after the messages the dead queue held at the start,
+     * or at the filter's limit.
+     */
+    const replayDeadLetters = (queue: string, filter: DeadLetterFilter) =>
+      onDeadQueue(queue, 0, (channel, total) =>
         Effect.gen(function*() {
-          const found = messages.find((m) => propertiesOf(m).messageId === messageId)
-          if (found === undefined) return false
-          const properties = propertiesOf(found)
-          const dead = toDeadLetter(queue, found)
-          yield* publishToQueue(queue, {
-            messageId,
-            type: dead.type,
-            contentType: properties.contentType ?? "application/json",
-            body: dead.body,
-            headers: { ...applicationHeaders(properties.headers), [routingKeyHeader]: dead.routingKey }
-          })
-          yield* Effect.try({
-            try: () => channel.ack(found),
-            catch: (cause) => unavailable("replayDeadLetter", messageOf(cause), cause)
-          })
-          return true
+          const limit = replayLimit(filter)
+          let replayed = 0
+          for (let seen = 0; seen < total && replayed < limit; seen++) {
+            const message = yield* takeDead(channel, queue)
+            if (message === undefined) break
+            const dead = asDeadLetter(queue, message)
+            const properties = propertiesOf(message)
+            const copy = {
+              messageId: dead.messageId,
+              type: dead.type,
+              contentType: properties.contentType ?? "application/json",
+              body: new Uint8Array(message.content)
+            }
+            if (matchesFilter(filter, dead)) {
+              yield* mustMove(mover.toQueue(queue, {
+                ...copy,
+                headers: {
+                  ...applicationHeaders(properties.headers),
+                  [routingKeyHeader]: dead.routingKey,
+                  [publishedByHeader]: dead.publisher ?? ""
+                }
+              }))
+              replayed++
+            } else {
+              const { BCC: _bcc, CC: _cc, ...headers } = properties.headers
+              yield* mustMove(mover.toDeadQueue(queue, {
+                ...copy,
+                headers: { ...headers, [routingKeyHeader]: dead.routingKey, [publishedByHeader]: dead.publisher ?? "" }
+              }))
+            }
+            yield* ackDead(channel, message, "replayDeadLetters")
+          }
+          return replayed
         }))
+
+    const replayDeadLetter = (queue: string, messageId: string) =>
+      Effect.map(replayDeadLetters(queue, { messageIds: [messageId], limit: 1 }), (n) => n > 0)
 
     yield* Effect.addFinalizer(() =>
       connection.close(Effect.forEach(Array.from(running), (stop) => stop, { concurrency: "unbounded", discard: true }))
     )
-
-    const replayDeadLetters = (queue: string, filter: DeadLetterFilter) =>
-      Effect.gen(function*() {
-        const page = yield* deadLetters(queue, { limit: maxDeadLetterPage })
-        const limit = replayLimit(filter)
-        let replayed = 0
-        for (const dead of page.items) {
-          if (replayed >= limit) break
-          if (matchesFilter(filter, dead) && (yield* replayDeadLetter(queue, dead.messageId))) replayed++
-        }
-        return replayed
-      })
 
     return Broker.of({
       publish,

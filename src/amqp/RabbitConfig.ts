@@ -6,12 +6,29 @@
  * |---|---|---|
  * | `AMQP_URL` | (required) | `amqp://` or `amqps://` URL, `Redacted` |
  * | `SYNC_EXCHANGE` | `sync.events` | durable topic exchange the events are published to |
- * | `SYNC_DEAD_EXCHANGE` | `sync.dead` | durable direct exchange RabbitMQ dead-letters through |
+ * | `SYNC_DEAD_EXCHANGE` | `sync.dead` | durable direct exchange dead letters go through, by queue name, to `<queue>.dead` |
+ * | `SYNC_REPLAY_EXCHANGE` | `sync.replay` | durable direct exchange released and replayed messages go back through, by queue name |
  * | `AMQP_PREFETCH` | `200` | unsettled deliveries per subscription, unless `subscribe` says otherwise |
  * | `AMQP_PUBLISH_WINDOW` | `1000` | publishes awaiting their confirm at once, over all `publish` calls |
  * | `AMQP_DELIVERY_LIMIT` | `20` | `x-delivery-limit` of the quorum queues |
  * | `AMQP_HEARTBEAT` | `30` | heartbeat in seconds (0 turns it off); a `heartbeat` in the URL wins |
  * | `AMQP_CONNECTION_NAME` | `entity-sync` | connection name shown by the management tools |
+ * | `AMQP_MAX_DEAD_LETTER_BODY_BYTES` | `65536` | longest body a dead letter keeps; a longer one keeps this prefix |
+ * | `AMQP_TOPOLOGY` | `declare` | `declare`: the adapter declares exchanges, queues and bindings; `passive`: it only checks that they exist |
+ *
+ * The adapter publishes every message with the AMQP `user-id` property set to the login of `AMQP_URL`
+ * (`guest` when the URL names none), which RabbitMQ checks against the connection: the login needs write
+ * permission on the three exchanges only (never the default exchange); with `declare` it also needs
+ * configure permission on them and on its own queues (`<queue>` and `<queue>.dead`), and read permission on
+ * its queues and on `sync.events` (to bind). With `passive`, an administrator declares the topology
+ * (`RabbitBroker.topology` describes it, `RabbitBroker.declareTopology` declares it) and the service needs no
+ * configure permission at all.
+ *
+ * RabbitMQ's own bound on a message body is its `max_message_size` setting (`rabbitmq.conf`; 128 MiB by
+ * default in 3.10). Set it to what the largest legitimate event needs, e.g. `max_message_size = 16777216`
+ * (16 MiB): a larger publish is refused by the broker before any consumer buffers it. Below that bound a
+ * consumer dead-letters a body larger than its own `maxBytes` as `TooLarge`, keeping only a prefix of
+ * `AMQP_MAX_DEAD_LETTER_BODY_BYTES`.
  *
  * @since 0.1.0
  */
@@ -23,8 +40,10 @@ export interface RabbitOptions {
   readonly url: string | Redacted.Redacted<string>
   /** The topic exchange events are published to (default `sync.events`). */
   readonly exchange?: string
-  /** The direct exchange RabbitMQ dead-letters through, routed by queue name (default `sync.dead`). */
+  /** The direct exchange dead letters go through, routed by queue name to `<queue>.dead` (default `sync.dead`). */
   readonly deadLetterExchange?: string
+  /** The direct exchange released and replayed messages go back through, routed by queue name (default `sync.replay`). */
+  readonly replayExchange?: string
   /** Unsettled deliveries per subscription when `subscribe` gives no `prefetch` (default 200). */
   readonly prefetch?: number
   /** Most publishes awaiting their confirm at once, over all `publish` calls (default 1000). */
@@ -35,53 +54,94 @@ export interface RabbitOptions {
   readonly heartbeatSeconds?: number
   /** The `connection_name` client property, shown by `rabbitmqctl` and the management UI (default `entity-sync`). */
   readonly connectionName?: string
+  /** The longest body a dead letter keeps, in bytes (default 64 KiB); a longer one keeps only this prefix. */
+  readonly maxDeadLetterBodyBytes?: number
+  /**
+   * `declare` (default): the adapter declares its exchanges, queues and bindings. `passive`: it only checks
+   * that they exist and fails with `BrokerUnavailable` naming what an administrator must declare.
+   */
+  readonly topology?: Topology
 }
+
+/** Whether the adapter declares its topology or only checks it (see `RabbitOptions.topology`). */
+export type Topology = "declare" | "passive"
 
 /** The settings with every default filled in. */
 export interface ResolvedRabbitOptions {
   readonly url: Redacted.Redacted<string>
   readonly exchange: string
   readonly deadLetterExchange: string
+  readonly replayExchange: string
   readonly prefetch: number
   readonly publishWindow: number
   readonly deliveryLimit: number
   readonly heartbeatSeconds: number
   readonly connectionName: string
+  readonly maxDeadLetterBodyBytes: number
+  readonly topology: Topology
+  /** The broker login of `url`: the `user-id` of every message the adapter publishes. */
+  readonly login: string
 }
 
 /** The defaults of every optional setting. */
 export const defaults = {
   exchange: "sync.events",
   deadLetterExchange: "sync.dead",
+  replayExchange: "sync.replay",
   prefetch: 200,
   publishWindow: 1000,
   deliveryLimit: 20,
   heartbeatSeconds: 30,
-  connectionName: "entity-sync"
-} as const
+  connectionName: "entity-sync",
+  maxDeadLetterBodyBytes: 64 * 1024,
+  topology: "declare"
+} as const satisfies Omit<ResolvedRabbitOptions, "url" | "login">
+
+/** The login amqplib uses for a URL: its user name, `guest` when it names neither user nor password. */
+export const loginOf = (url: Redacted.Redacted<string>): string => {
+  try {
+    const parsed = new URL(Redacted.value(url))
+    if (parsed.username === "" && parsed.password === "") return "guest"
+    return decodeURIComponent(parsed.username)
+  } catch {
+    return "guest" // amqplib reports the bad URL when it connects
+  }
+}
 
 /** Fills in the defaults (counts below 1 become 1). */
-export const resolve = (options: RabbitOptions): ResolvedRabbitOptions => ({
-  url: typeof options.url === "string" ? Redacted.make(options.url) : options.url,
-  exchange: options.exchange ?? defaults.exchange,
-  deadLetterExchange: options.deadLetterExchange ?? defaults.deadLetterExchange,
-  prefetch: Math.max(1, options.prefetch ?? defaults.prefetch),
-  publishWindow: Math.max(1, options.publishWindow ?? defaults.publishWindow),
-  deliveryLimit: Math.max(1, options.deliveryLimit ?? defaults.deliveryLimit),
-  heartbeatSeconds: Math.max(0, options.heartbeatSeconds ?? defaults.heartbeatSeconds),
-  connectionName: options.connectionName ?? defaults.connectionName
-})
+export const resolve = (options: RabbitOptions): ResolvedRabbitOptions => {
+  const url = typeof options.url === "string" ? Redacted.make(options.url) : options.url
+  return {
+    url,
+    exchange: options.exchange ?? defaults.exchange,
+    deadLetterExchange: options.deadLetterExchange ?? defaults.deadLetterExchange,
+    replayExchange: options.replayExchange ?? defaults.replayExchange,
+    prefetch: Math.max(1, options.prefetch ?? defaults.prefetch),
+    publishWindow: Math.max(1, options.publishWindow ?? defaults.publishWindow),
+    deliveryLimit: Math.max(1, options.deliveryLimit ?? defaults.deliveryLimit),
+    heartbeatSeconds: Math.max(0, options.heartbeatSeconds ?? defaults.heartbeatSeconds),
+    connectionName: options.connectionName ?? defaults.connectionName,
+    maxDeadLetterBodyBytes: Math.max(0, options.maxDeadLetterBodyBytes ?? defaults.maxDeadLetterBodyBytes),
+    topology: options.topology ?? defaults.topology,
+    login: loginOf(url)
+  }
+}
 
 /** The settings read from the environment (keys and defaults in the module comment). */
 export const config: Config.Config<RabbitOptions> = Config.all({
   url: Config.Redacted("AMQP_URL"),
   exchange: Config.String("SYNC_EXCHANGE").pipe(Config.withDefault(defaults.exchange)),
   deadLetterExchange: Config.String("SYNC_DEAD_EXCHANGE").pipe(Config.withDefault(defaults.deadLetterExchange)),
+  replayExchange: Config.String("SYNC_REPLAY_EXCHANGE").pipe(Config.withDefault(defaults.replayExchange)),
   prefetch: Config.Int("AMQP_PREFETCH").pipe(Config.withDefault(defaults.prefetch)),
   publishWindow: Config.Int("AMQP_PUBLISH_WINDOW").pipe(Config.withDefault(defaults.publishWindow)),
   deliveryLimit: Config.Int("AMQP_DELIVERY_LIMIT").pipe(Config.withDefault(defaults.deliveryLimit)),
   heartbeatSeconds: Config.Int("AMQP_HEARTBEAT").pipe(Config.withDefault(defaults.heartbeatSeconds)),
-  connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault(defaults.connectionName))
+  connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault(defaults.connectionName)),
+  maxDeadLetterBodyBytes: Config.Int("AMQP_MAX_DEAD_LETTER_BODY_BYTES").pipe(
+    Config.withDefault(defaults.maxDeadLetterBodyBytes)
+  ),
+  topology: Config.Literals(["declare", "passive"], "AMQP_TOPOLOGY").pipe(Config.withDefault(defaults.topology))
 })
 
 /** The URL amqplib connects to: `url` with `heartbeat` added unless it already has one. */

@@ -26,8 +26,9 @@ const url = "amqp://guest:guest@127.0.0.1:5672"
 const run = Math.random().toString(36).slice(2, 8)
 const exchange = `test.sync.events.${run}`
 const deadLetterExchange = `test.sync.dead.${run}`
+const replayExchange = `test.sync.replay.${run}`
 const connectionName = `entity-sync-test-${run}`
-const settings: RabbitOptions = { url, exchange, deadLetterExchange, connectionName }
+const settings: RabbitOptions = { url, exchange, deadLetterExchange, replayExchange, connectionName }
 const liveTimeout = 60_000
 
 const created = new Set<string>()
@@ -74,7 +75,7 @@ afterAll(async () => {
       await withRawChannel((channel) => channel.deleteQueue(name)).catch(() => undefined)
     }
   }
-  for (const name of [exchange, deadLetterExchange]) {
+  for (const name of [exchange, deadLetterExchange, replayExchange]) {
     await withRawChannel((channel) => channel.deleteExchange(name)).catch(() => undefined)
   }
 }, 30_000)
