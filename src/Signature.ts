@@ -180,7 +180,9 @@ export const verify = (
       keyId
     )
   }
-  const candidates = (keys[owner] ?? []).filter((key) => key.keyId === keyId)
+  // `owner` may come from the message: only the map's own keys count (never `constructor`, `__proto__`…)
+  const ownKeys = Object.hasOwn(keys, owner) ? keys[owner] ?? [] : []
+  const candidates = ownKeys.filter((key) => key.keyId === keyId)
   if (candidates.length === 0) {
     const holder = Object.keys(keys).find((other) => other !== owner && keys[other]!.some((k) => k.keyId === keyId))
     return holder !== undefined

@@ -56,6 +56,13 @@ describe("Signature", () => {
     assert.strictEqual(rejection(Signature.verify(keys, "accounts", body, spoofed, now)).reason, "BadSignature")
   })
 
+  it("an owner name that is a property of every object is just an owner without keys", () => {
+    const headers = Signature.sign(accounts.signing, body)
+    for (const owner of ["constructor", "__proto__", "toString"]) {
+      assert.strictEqual(rejection(Signature.verify(keys, owner, body, headers, now)).reason, "KeyOfAnotherOwner")
+    }
+  })
+
   it("rotation: the old key is accepted in its window, the new one from its start, both during the overlap", () => {
     const old = Signature.generateKeyPair("accounts-2026-10")
     const next = Signature.generateKeyPair("accounts-2026-11")
