@@ -5,10 +5,27 @@
  * never regress) and then acks it; a request it cannot act on is dead-lettered with a readable reason (R6).
  *
  * Wire: a JSON body `{ specVersion: 1, requestId, owner, entity, ids?, requester, requestedAt }` published
- * with routing key `<owner>.resync.<Entity>` and type `resync.<Entity>`. The owner reads the durable queue
- * `<owner>.resync`, bound to `<owner>.resync.*`; `request` declares it too (idempotent), so a request
- * waits in the queue while the owner is down. Requests are at-least-once: a duplicate only repeats a full
- * sync, which consumers apply idempotently.
+ * with routing key `<owner>.resync.<Entity>` and type `resync.<Entity>`, with the signature headers of
+ * `Signature` when the requester signs. The owner reads the durable queue `<owner>.resync`, bound to
+ * `<owner>.resync.*`; `request` declares it too (idempotent), so a request waits in the queue while the
+ * owner is down. Requests are at-least-once: a duplicate only repeats a full sync, which consumers apply
+ * idempotently.
+ *
+ * The responder serves only authenticated requests (R11): the broker vouches that the request was
+ * published by a login allowed for its `requester` (`ResponderOptions.requesters`; by default the
+ * requester's own name), or the request carries a valid signature by a key of the requester
+ * (`ResponderOptions.verifyingKeys`). Anything else is dead-lettered as `ForgedProducer: …`.
+ *
+ * Requests of one requester about one entity are coalesced and rate-limited: the requests taken from the
+ * queue together are merged (a whole-entity request covers the others; id lists are united up to
+ * `maxIds`, beyond which the whole entity is synced), a request within `window` after a sync that covers
+ * it is acked without another one, and beyond `rate` syncs the requests are acked and counted as dropped
+ * (with one warning per window). What the responder holds in memory is bounded by its prefetch and by the
+ * authenticated requesters.
+ *
+ * R12: when the owner's database does not answer (`SqlError`, and `Transactor.probe` fails), the requests
+ * in hand are given back with `Delivery.release` (no delivery attempt is spent) and the responder probes
+ * with backoff until the database answers, giving back what it received meanwhile every `holdLimit`.
  *
  * ```ts
  * // consumer
@@ -19,14 +36,17 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, Metric, Schedule, Schema, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Layer, Metric, Option, Pull, Queue, Result, Schema, Stream } from "effect"
 import type { SqlError } from "effect/sql"
-import { Broker, type Delivery, type QueueSpec } from "./Broker.ts"
+import { boundReason, Broker, type Delivery, type QueueSpec } from "./Broker.ts"
 import type * as Contract from "./Contract.ts"
-import { makeMessageId } from "./Envelope.ts"
+import { makeMessageId, maxIdLength, maxNameLength } from "./Envelope.ts"
 import type { BrokerUnavailable, PublishRejected } from "./Errors.ts"
+import * as Signature from "./Signature.ts"
+import { Transactor } from "./Transactor.ts"
 
-const NonEmpty = Schema.String.check(Schema.isMinLength(1))
+const NonEmpty = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxNameLength))
+const EntityId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxIdLength))
 
 /** The most ids one request may name. */
 export const maxIds = 10_000
@@ -43,8 +63,8 @@ export const ResyncRequest = Schema.Struct({
   owner: NonEmpty,
   entity: NonEmpty,
   /** Only these ids; every entity of the contract when absent. */
-  ids: Schema.optionalKey(Schema.Array(NonEmpty).check(Schema.isMaxLength(maxIds))),
-  /** The service asking, for logs and operators. */
+  ids: Schema.optionalKey(Schema.Array(EntityId).check(Schema.isMaxLength(maxIds))),
+  /** The service asking; the responder authenticates the request as coming from it. */
   requester: NonEmpty,
   requestedAt: Schema.String.check(
     Schema.makeFilter((s: string) => !Number.isNaN(Date.parse(s)) || "an ISO-8601 timestamp")
@@ -58,7 +78,11 @@ export const routingKey = (owner: string, entity: string): string => `${owner}.r
 /** The queue an owner reads its requests from: `<owner>.resync`, bound to `<owner>.resync.*`. */
 export const queueOf = (owner: string): QueueSpec => ({ name: `${owner}.resync`, bindings: [`${owner}.resync.*`] })
 
-/** Requests handled by owners, by `owner`, `entity` and `outcome` (`served`, `rejected`, `failed`). */
+/**
+ * Requests handled by owners, by `owner`, `entity` and `outcome`: `served` (a full sync ran for it),
+ * `coalesced` (covered by another request's sync), `dropped` (beyond the rate), `rejected` (unreadable),
+ * `forged` (not authenticated), `failed` (the sync failed while the database answered; requeued).
+ */
 export const requests = Metric.counter("entity_sync_resync_requests_total", {
   description: "resync requests handled by owners, by outcome",
   incremental: true
@@ -75,6 +99,8 @@ export const request = (options: {
   readonly contract: Pick<Contract.Any, "name" | "owner">
   readonly requester: string
   readonly ids?: ReadonlyArray<string>
+  /** Signs the request with this key of the requester (for owners that authenticate by signature). */
+  readonly signing?: Signature.SigningKey
 }): Effect.Effect<ResyncRequest, BrokerUnavailable | PublishRejected, Broker> =>
   Effect.gen(function*() {
     const broker = yield* Broker
@@ -89,13 +115,14 @@ export const request = (options: {
       requester: options.requester,
       requestedAt: new Date(now).toISOString()
     }
+    const body = encoder.encode(JSON.stringify(resync))
     yield* broker.declare(queueOf(owner))
     yield* broker.publish([{
       messageId: resync.requestId,
       routingKey: routingKey(owner, entity),
       type: `resync.${entity}`,
-      body: encoder.encode(JSON.stringify(resync)),
-      headers: {}
+      body,
+      headers: options.signing !== undefined ? Signature.sign(options.signing, body) : {}
     }])
     return resync
   })
@@ -107,6 +134,7 @@ export interface Target<Owner extends string, R> {
   readonly fullSync: (options: { readonly ids?: ReadonlyArray<string> }) => Effect.Effect<number, SqlError.SqlError, R>
 }
 
+
 /** Settings of an owner's responder. */
 export interface ResponderOptions<Owner extends string, R> {
   /** The owning service; it reads `<owner>.resync`. */
@@ -115,10 +143,37 @@ export interface ResponderOptions<Owner extends string, R> {
   readonly targets: ReadonlyArray<Target<NoInfer<Owner>, R>>
   /** Largest accepted request body in bytes (default 1 MiB). */
   readonly maxBytes?: number
+  /**
+   * The broker logins allowed to publish requests for each requester, when the broker vouches for
+   * publishers (default: a requester's only login is its own name).
+   */
+  readonly requesters?: Readonly<Record<string, ReadonlyArray<string>>>
+  /** The public keys of requesters that sign their requests, by requester (default none). */
+  readonly verifyingKeys?: Signature.VerifyingKeys
+  /** How long a sync covers later requests of its requester and entity (default 1 minute). */
+  readonly window?: Duration.Input
+  /**
+   * At most `syncs` syncs per requester and entity in any `per` (default 10 per hour); requests beyond it
+   * are acked and counted as `dropped`.
+   */
+  readonly rate?: { readonly syncs: number; readonly per: Duration.Input }
+  /** Requests taken from the broker at once and merged (default 32). */
+  readonly prefetch?: number
+  /** During a database outage, how long received requests are held before they are given back (default 1 minute). */
+  readonly holdLimit?: Duration.Input
 }
 
+/** The default of `ResponderOptions.window`. */
+export const defaultWindow: Duration.Input = "1 minute"
+
+/** The default of `ResponderOptions.rate`: 10 syncs per requester and entity per hour. */
+export const defaultRate = { syncs: 10, per: "1 hour" } as const satisfies ResponderOptions<string, never>["rate"]
+
+/** The default of `ResponderOptions.prefetch`. */
+export const defaultPrefetch = 32
+
 /** Why a request was refused, as the dead-letter reason reads it. */
-const rejection = (reason: string, detail: string) => `${reason}: ${detail}`
+const rejection = (reason: string, detail: string) => boundReason(`${reason}: ${detail}`)
 
 /** Decodes an untrusted request addressed to `owner`; fails with a dead-letter reason. */
 export const decodeRequest = (
@@ -155,64 +210,337 @@ export const decodeRequest = (
   })
 
 /**
- * Serves resync requests until interrupted: each valid request runs the target's full sync and is acked
- * after the snapshot events are committed to the outbox; an invalid one is dead-lettered with its reason;
- * a full sync that fails (database) is retried, then the request is requeued. When the subscription
- * fails (broker unavailable) or ends, it subscribes again a second later.
+ * R11: who published a request, as far as anyone vouches for it — `login <name>` when the broker vouches
+ * for a login allowed for its requester, `key <id>` when it carries a valid signature by a key of its
+ * requester. Fails with the detail of a `ForgedProducer` dead letter otherwise.
+ */
+export const authenticate = (
+  request: ResyncRequest,
+  delivery: Pick<Delivery, "publisher" | "body" | "headers">,
+  options: {
+    readonly vouchesForPublishers: boolean
+    readonly requesters?: Readonly<Record<string, ReadonlyArray<string>>> | undefined
+    readonly verifyingKeys?: Signature.VerifyingKeys | undefined
+    readonly now: number
+  }
+): Result.Result<string, string> => {
+  const requester = request.requester
+  const configured = options.requesters !== undefined && Object.hasOwn(options.requesters, requester)
+    ? options.requesters[requester]
+    : undefined
+  const logins = configured ?? [requester]
+  const publisher = options.vouchesForPublishers ? delivery.publisher : undefined
+  if (publisher !== undefined && logins.includes(publisher)) return Result.succeed(`login ${publisher}`)
+  const signed = delivery.headers[Signature.signatureHeader] !== undefined ||
+    delivery.headers[Signature.keyIdHeader] !== undefined
+  if (signed || !options.vouchesForPublishers) {
+    const verified = Signature.verify(options.verifyingKeys ?? {}, requester, delivery.body, delivery.headers, options.now)
+    if (Result.isSuccess(verified)) return Result.succeed(`key ${verified.success}`)
+    if (signed || publisher === undefined) {
+      return Result.fail(
+        options.vouchesForPublishers
+          ? `the request of "${requester}": ${verified.failure.message}`
+          : `the broker does not vouch for publishers and the request of "${requester}" is not validly signed: ${verified.failure.message}`
+      )
+    }
+  }
+  return Result.fail(
+    publisher === undefined
+      ? `the broker vouches for no publisher of this request of "${requester}", and it is not signed`
+      : `published by broker login "${Signature.quote(publisher)}", which may not ask for "${requester}" (allowed: ${
+        logins.map((login) => `"${Signature.quote(login)}"`).join(", ")
+      })`
+  )
+}
+
+/** What the responder remembers about one requester and entity, to coalesce and rate-limit. */
+interface KeyState {
+  /** When the last whole-entity sync for it completed. */
+  wholeAt: number | undefined
+  /** The ids of the last sync of some ids, and when it completed. */
+  idsServed: { readonly at: number; readonly ids: ReadonlySet<string> } | undefined
+  /** When its recent syncs started, oldest first; at most the rate's `syncs`, none older than its `per`. */
+  readonly syncs: Array<number>
+  /** When the last warning about dropped requests was logged, and how many were dropped since. */
+  warnedAt: number | undefined
+  droppedSinceWarning: number
+}
+
+/** What to do with the requests of one requester and entity taken together. */
+type Plan =
+  | { readonly _tag: "Covered" }
+  | { readonly _tag: "Dropped" }
+  | { readonly _tag: "Sync"; readonly ids: ReadonlyArray<string> | undefined }
+
+interface Accepted {
+  readonly delivery: Delivery
+  readonly request: ResyncRequest
+}
+
+/**
+ * Serves resync requests until interrupted (see the module comment): requests are authenticated, merged,
+ * coalesced and rate-limited; a sync runs the target's full sync and its requests are acked once the
+ * snapshot events are committed to the outbox; an invalid request is dead-lettered with its reason and a
+ * forged one as `ForgedProducer`. A sync that fails while the database answers is requeued; a database
+ * outage gives the requests back and waits for the database (R12). When the subscription fails (broker
+ * unavailable) or ends, it subscribes again a second later.
  */
 export const serve = <const Owner extends string, R>(
   options: ResponderOptions<Owner, R>
 ): Effect.Effect<never, never, Broker | R> =>
   Effect.gen(function*() {
     const broker = yield* Broker
+    const transactor = yield* Effect.serviceOption(Transactor)
+    const owner = options.owner
     const targets = new Map(options.targets.map((t) => [t.contract.name, t]))
     const entities = [...targets.keys()]
-    const count = (entity: string, outcome: "served" | "rejected" | "failed") =>
-      Metric.update(Metric.withAttributes(requests, { owner: options.owner, entity, outcome }), 1)
+    const window = Duration.toMillis(Duration.fromInputUnsafe(options.window ?? defaultWindow))
+    const rate = options.rate ?? defaultRate
+    const maxSyncs = Math.max(1, Math.floor(rate.syncs))
+    const ratePeriod = Duration.toMillis(Duration.fromInputUnsafe(rate.per))
+    const prefetch = Math.max(1, Math.floor(options.prefetch ?? defaultPrefetch))
+    const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? "1 minute"))
+    const states = new Map<string, KeyState>()
+    let forgottenAt = 0
 
-    const answer = (delivery: Delivery) =>
-      decodeRequest(delivery.body, {
-        owner: options.owner,
-        entities,
-        ...(options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {})
-      }).pipe(
-        Effect.matchEffect({
-          onFailure: (reason) =>
-            Effect.gen(function*() {
-              yield* count("unknown", "rejected")
-              yield* Effect.logWarning(`resync: request ${delivery.messageId} dead-lettered: ${reason}`)
-              yield* delivery.deadLetter(reason)
-            }),
-          onSuccess: (resync) =>
-            Effect.gen(function*() {
-              const target = targets.get(resync.entity)
-              if (target === undefined) return yield* delivery.deadLetter(rejection("UnknownEntity", resync.entity))
-              const queued = yield* target.fullSync(resync.ids !== undefined ? { ids: resync.ids } : {}).pipe(
-                Effect.retry({ schedule: Schedule.exponential("200 millis"), times: 3 }),
-                Effect.tapError((error) =>
-                  Effect.andThen(
-                    count(resync.entity, "failed"),
-                    Effect.logError(`resync: full sync of ${resync.entity} failed; request requeued`, error)
-                  )
-                )
-              )
-              yield* count(resync.entity, "served")
-              yield* Effect.logInfo(
-                `resync: queued ${queued} snapshot event(s) of ${resync.entity} for ${resync.requester}`,
-                { requestId: resync.requestId, ids: resync.ids?.length ?? "all" }
-              )
-              yield* delivery.ack
-            }).pipe(
-              Effect.catchTag("SqlError", () => Effect.andThen(Effect.sleep("1 second"), delivery.nack({ requeue: true })))
-            )
-        })
-      )
+    const count = (entity: string, outcome: string, n = 1) =>
+      n === 0 ? Effect.void : Metric.update(Metric.withAttributes(requests, { owner, entity, outcome }), n)
 
-    const consume = broker.subscribe(queueOf(options.owner), { prefetch: 1 }).pipe(Stream.runForEach(answer))
+    /** Settles deliveries; a broker that became unavailable redelivers them, which costs nothing but a repeat. */
+    const settle = (
+      deliveries: ReadonlyArray<Delivery>,
+      how: (delivery: Delivery) => Effect.Effect<void, BrokerUnavailable>
+    ) =>
+      Effect.forEach(deliveries, (delivery) =>
+        how(delivery).pipe(
+          Effect.catchTag("BrokerUnavailable", (error) =>
+            Effect.logWarning(`resync: could not settle request ${Signature.quote(delivery.messageId)}; the broker will redeliver it`, error))
+        ), { discard: true })
+
+    const stateOf = (key: string): KeyState => {
+      const found = states.get(key)
+      if (found !== undefined) return found
+      const made: KeyState = { wholeAt: undefined, idsServed: undefined, syncs: [], warnedAt: undefined, droppedSinceWarning: 0 }
+      states.set(key, made)
+      return made
+    }
+
+    /** Forgets the requesters and entities nothing is remembered about any more (at most once per window). */
+    const forget = (now: number) => {
+      if (now - forgottenAt < window) return
+      forgottenAt = now
+      for (const [key, state] of states) {
+        while (state.syncs.length > 0 && now - state.syncs[0]! >= ratePeriod) state.syncs.shift()
+        const recent = (state.wholeAt !== undefined && now - state.wholeAt < window) ||
+          (state.idsServed !== undefined && now - state.idsServed.at < window)
+        if (state.syncs.length === 0 && !recent && state.droppedSinceWarning === 0) states.delete(key)
+      }
+    }
+
+    const plan = (state: KeyState, group: ReadonlyArray<Accepted>, now: number): Plan => {
+      if (state.wholeAt !== undefined && now - state.wholeAt < window) return { _tag: "Covered" }
+      let ids: Set<string> | undefined = new Set()
+      for (const { request } of group) {
+        if (request.ids === undefined) {
+          ids = undefined
+          break
+        }
+        for (const id of request.ids) ids.add(id)
+        if (ids.size > maxIds) {
+          ids = undefined
+          break
+        }
+      }
+      const served = state.idsServed
+      if (ids !== undefined && served !== undefined && now - served.at < window && [...ids].every((id) => served.ids.has(id))) {
+        return { _tag: "Covered" }
+      }
+      while (state.syncs.length > 0 && now - state.syncs[0]! >= ratePeriod) state.syncs.shift()
+      if (state.syncs.length >= maxSyncs) return { _tag: "Dropped" }
+      return { _tag: "Sync", ids: ids === undefined ? undefined : [...ids] }
+    }
+
+    // R12: since when the database has not answered (undefined while it does), and failures in a row
+    let outageSince: number | undefined
+    let failuresInRow = 0
+
+    const databaseAnswers: Effect.Effect<boolean> = Option.match(transactor, {
+      onNone: () => Effect.succeed(false),
+      onSome: (t) =>
+        t.probe.pipe(
+          Effect.timeout("5 seconds"),
+          Effect.as(true),
+          Effect.catch(() => Effect.succeed(false)),
+          Effect.catchDefect(() => Effect.succeed(false))
+        )
+    })
+
+    /**
+     * Waits for the database after a sync failed on it: backs off (100 ms doubling, at most 10 s) and probes
+     * until it answers (without a `Transactor`, one backoff step); requests received meanwhile are given
+     * back every `holdLimit`.
+     */
+    const awaitDatabase = (received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>, error: SqlError.SqlError) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        if (outageSince === undefined) {
+          outageSince = now
+          yield* Effect.logWarning(
+            `resync: the database of "${owner}" does not answer; requests given back, waiting for it`,
+            Signature.quote(error.message, 500)
+          )
+        }
+        let releasedAt = now
+        while (true) {
+          failuresInRow++
+          yield* Effect.sleep(Duration.millis(Math.min(10_000, 100 * 2 ** Math.min(failuresInRow - 1, 10))))
+          if (Option.isNone(transactor) || (yield* databaseAnswers)) return
+          const at = yield* Clock.currentTimeMillis
+          if (at - releasedAt >= holdLimit) {
+            const held = yield* Queue.clear(received).pipe(Effect.orElseSucceed((): Array<Delivery> => []))
+            yield* settle(held, (delivery) => delivery.release)
+            releasedAt = at
+          }
+        }
+      })
+
+    /** Runs one sync for a group; gives the error when the database did not answer (nothing was settled then). */
+    const sync = (group: ReadonlyArray<Accepted>, state: KeyState, ids: ReadonlyArray<string> | undefined) =>
+      Effect.gen(function*() {
+        const { entity, requester } = group[0]!.request
+        const target = targets.get(entity)!
+        const startedAt = yield* Clock.currentTimeMillis
+        const deliveries = group.map((a) => a.delivery)
+        const exit = yield* Effect.exit(target.fullSync(ids !== undefined ? { ids } : {}))
+        if (Exit.isSuccess(exit)) {
+          const now = yield* Clock.currentTimeMillis
+          state.syncs.push(startedAt)
+          if (ids === undefined) state.wholeAt = now
+          else state.idsServed = { at: now, ids: new Set(ids) }
+          failuresInRow = 0
+          if (outageSince !== undefined) {
+            yield* Effect.logInfo(`resync: the database of "${owner}" answers again after ${now - outageSince} ms`)
+            outageSince = undefined
+          }
+          yield* settle(deliveries, (delivery) => delivery.ack)
+          yield* count(entity, "served")
+          yield* count(entity, "coalesced", group.length - 1)
+          yield* Effect.logInfo(
+            `resync: queued ${exit.value} snapshot event(s) of ${entity} for ${requester}`,
+            { requests: group.length, ids: ids?.length ?? "all" }
+          )
+          return undefined
+        }
+        if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
+        const error = Cause.findErrorOption(exit.cause)
+        if (Option.isNone(error)) {
+          const detail = Cause.squash(exit.cause)
+          const reason = rejection("Defect", `the full sync of ${entity} failed: ${detail instanceof Error ? detail.message : String(detail)}`)
+          yield* count(entity, "failed", group.length)
+          yield* Effect.logError(`resync: ${reason}`, exit.cause)
+          yield* settle(deliveries, (delivery) => delivery.deadLetter(reason))
+          return undefined
+        }
+        if (!(yield* databaseAnswers)) return error.value
+        // the database answers: this sync itself fails; the broker counts the attempt
+        yield* count(entity, "failed", group.length)
+        yield* Effect.logError(`resync: full sync of ${entity} failed; requests requeued`, error.value)
+        yield* Effect.sleep("1 second")
+        yield* settle(deliveries, (delivery) => delivery.nack({ requeue: true }))
+        return undefined
+      })
+
+    /** Answers the requests of one requester about one entity taken together. */
+    const answerGroup = (group: ReadonlyArray<Accepted>, key: string) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const state = stateOf(key)
+        const { entity, requester } = group[0]!.request
+        const decided = plan(state, group, now)
+        switch (decided._tag) {
+          case "Covered": {
+            yield* settle(group.map((a) => a.delivery), (delivery) => delivery.ack)
+            yield* count(entity, "coalesced", group.length)
+            return undefined
+          }
+          case "Dropped": {
+            yield* settle(group.map((a) => a.delivery), (delivery) => delivery.ack)
+            yield* count(entity, "dropped", group.length)
+            state.droppedSinceWarning += group.length
+            if (state.warnedAt === undefined || now - state.warnedAt >= window) {
+              yield* Effect.logWarning(
+                `resync: dropped ${state.droppedSinceWarning} request(s) of ${requester} for ${entity}: more than ${maxSyncs} sync(s) in ${
+                  Duration.format(Duration.millis(ratePeriod))
+                }`
+              )
+              state.warnedAt = now
+              state.droppedSinceWarning = 0
+            }
+            return undefined
+          }
+          case "Sync":
+            return yield* sync(group, state, decided.ids)
+        }
+      })
+
+    /** Answers the requests taken from the queue together (see the module comment). */
+    const answerBatch = (
+      batch: ReadonlyArray<Delivery>,
+      received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>
+    ) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        forget(now)
+        const groups = new Map<string, Array<Accepted>>()
+        for (const delivery of batch) {
+          const decoded = yield* Effect.result(decodeRequest(delivery.body, {
+            owner,
+            entities,
+            ...(options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {})
+          }))
+          if (Result.isFailure(decoded)) {
+            yield* count("unknown", "rejected")
+            yield* Effect.logWarning(`resync: request ${Signature.quote(delivery.messageId)} dead-lettered: ${decoded.failure}`)
+            yield* settle([delivery], (d) => d.deadLetter(decoded.failure))
+            continue
+          }
+          const request = decoded.success
+          const publisher = authenticate(request, delivery, {
+            vouchesForPublishers: broker.vouchesForPublishers,
+            requesters: options.requesters,
+            verifyingKeys: options.verifyingKeys,
+            now
+          })
+          if (Result.isFailure(publisher)) {
+            const reason = rejection("ForgedProducer", publisher.failure)
+            yield* count(request.entity, "forged")
+            yield* Effect.logWarning(`resync: request ${Signature.quote(delivery.messageId)} dead-lettered: ${reason}`)
+            yield* settle([delivery], (d) => d.deadLetter(reason))
+            continue
+          }
+          const key = JSON.stringify([request.requester, request.entity])
+          const group = groups.get(key)
+          if (group === undefined) groups.set(key, [{ delivery, request }])
+          else group.push({ delivery, request })
+        }
+        const pending = [...groups]
+        for (let i = 0; i < pending.length; i++) {
+          const [key, group] = pending[i]!
+          const error = yield* answerGroup(group, key)
+          if (error === undefined) continue
+          // R12: the database does not answer; give back what is in hand, then wait for it
+          yield* settle(pending.slice(i).flatMap(([, g]) => g.map((a) => a.delivery)), (delivery) => delivery.release)
+          return yield* awaitDatabase(received, error)
+        }
+      })
+
+    const consume = Effect.scoped(Effect.gen(function*() {
+      const received = yield* Stream.toQueue(broker.subscribe(queueOf(owner), { prefetch }), { capacity: "unbounded" })
+      return yield* Effect.forever(Effect.flatMap(Queue.takeAll(received), (batch) => answerBatch(batch, received)))
+    })).pipe(Pull.catchDone(() => Effect.void))
+
     return yield* consume.pipe(
-      Effect.catchCause((cause) =>
-        Effect.logWarning(`resync: the responder of "${options.owner}" stopped; restarting`, cause)
-      ),
+      Effect.catchCause((cause) => Effect.logWarning(`resync: the responder of "${owner}" stopped; restarting`, cause)),
       Effect.andThen(Effect.sleep("1 second")),
       Effect.forever
     )
