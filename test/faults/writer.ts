@@ -21,6 +21,8 @@ export interface WriteStreamOptions {
   /** Target events per second. */
   readonly ratePerSecond: number
   readonly seed?: number
+  /** The prefix of the created items' ids (default `item-`), so that several streams can write one database. */
+  readonly idPrefix?: string
 }
 
 /** What a write stream did. */
@@ -74,7 +76,7 @@ export const writeStream = (
         const r = next()
         const candidate = live[Math.floor(next() * live.length)]
         if (live.length < 20 || r < 0.45 || candidate === undefined || used.has(candidate)) {
-          ops.push({ kind: "create", id: `item-${created++}` })
+          ops.push({ kind: "create", id: `${options.idPrefix ?? "item-"}${created++}` })
         } else {
           used.add(candidate)
           ops.push({ kind: r < 0.9 ? "update" : r < 0.95 ? "softDelete" : "delete", id: candidate })
