@@ -26,7 +26,7 @@ export interface CopyRow {
 }
 
 /** How the version guard compares: `newer` (R4) or `newerOrEqual` for force-sync events (R8). */
-export type Guard = "newer" | "newerOrEqual"
+export type Guard = "newer" | "newerOrEqual" | "any"
 
 /**
  * A row lock taken by `get` inside a transaction: the consumer locks the copy it applies `forUpdate` and

@@ -35,6 +35,11 @@ export const Envelope = Schema.Struct({
   occurredAt: IsoTimestamp,
   producer: NonEmpty,
   forceSync: Schema.Boolean,
+  /**
+   * A repair of a copy that is ahead of its owner: this snapshot replaces the copy whatever its version
+   * (only with `forceSync`; consumers apply it only from the authenticated owner, R11).
+   */
+  reset: Schema.optionalKey(Schema.Boolean),
   payload: Schema.Json,
   traceparent: Schema.optionalKey(Schema.String),
   context: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
@@ -42,7 +47,8 @@ export const Envelope = Schema.Struct({
   Schema.makeFilter((e) =>
     (e.action === "deleted") === (e.payload === null) ||
     "payload must be null for \"deleted\" and only for \"deleted\""
-  )
+  ),
+  Schema.makeFilter((e) => e.reset !== true || e.forceSync || "reset is only allowed with forceSync")
 )
 export type Envelope = typeof Envelope.Type
 
@@ -137,7 +143,7 @@ const isStringRecord = (u: unknown): u is Record<string, string> =>
 export const fromParsedJson = (json: unknown): Envelope | undefined => {
   if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined
   const e: Record<string, unknown> = { ...json }
-  const { action, payload, traceparent, context, version, occurredAt } = e
+  const { action, payload, traceparent, context, version, occurredAt, reset } = e
   if (
     e.specVersion !== 1 || !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) ||
     typeof e.entityId !== "string" || e.entityId.length === 0 || e.entityId.length > maxIdLength ||
@@ -146,6 +152,7 @@ export const fromParsedJson = (json: unknown): Envelope | undefined => {
     typeof occurredAt !== "string" || Number.isNaN(Date.parse(occurredAt)) ||
     payload === undefined || (action === "deleted") !== (payload === null) ||
     (traceparent !== undefined && typeof traceparent !== "string") ||
+    (reset !== undefined && (typeof reset !== "boolean" || (reset && e.forceSync !== true))) ||
     (context !== undefined && !isStringRecord(context))
   ) return undefined
   return {
@@ -158,6 +165,7 @@ export const fromParsedJson = (json: unknown): Envelope | undefined => {
     occurredAt,
     producer: e.producer,
     forceSync: e.forceSync,
+    ...(reset === undefined ? {} : { reset }),
     payload: payload as Schema.Json, // from JSON.parse
     ...(traceparent === undefined ? {} : { traceparent }),
     ...(context === undefined ? {} : { context })

@@ -90,6 +90,11 @@ export interface EntityRepository<A> {
   readonly fullSync: (options?: {
     readonly ids?: ReadonlyArray<string>
     readonly batchSize?: number
+    /**
+     * Repair copies that are ahead of the owner (e.g. after a forged or mistaken event): the snapshots
+     * replace the copies whatever their versions. Default false: a full sync never regresses a copy (R8).
+     */
+    readonly reset?: boolean
   }) => Effect.Effect<number, SqlError.SqlError, Outbox | SourceRepository>
 }
 
@@ -315,7 +320,8 @@ const makeRepository = <A, I extends Schema.Json>(
               const payload = yield* decodeStored(row)
               const action = snapshotAction[row.state]
               if (handleWhen({ action, before: payload, after: payload })) {
-                events.push(yield* envelope(row, action, true))
+                const event = yield* envelope(row, action, true)
+                events.push(syncOptions?.reset === true ? { ...event, reset: true } : event)
               }
             }
             const tx = yield* OutboxTransaction

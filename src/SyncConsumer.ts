@@ -185,8 +185,12 @@ const copyOf = (envelope: Envelope.Envelope, payload: Schema.Json | null, synced
   messageId: envelope.messageId
 })
 
-/** The version guard of an event: force-sync events also replace an equal version (R8). */
-const guardOf = (envelope: Envelope.Envelope): Guard => envelope.forceSync ? "newerOrEqual" : "newer"
+/**
+ * The version guard of an event: force-sync events also replace an equal version (R8); a reset replaces
+ * any version (the owner repairs a copy that is ahead of it).
+ */
+const guardOf = (envelope: Envelope.Envelope): Guard =>
+  envelope.reset === true ? "any" : envelope.forceSync ? "newerOrEqual" : "newer"
 
 /** Arrival order, except that the events of one entity take that entity's places in version order. */
 const inEntityVersionOrder = <T extends { readonly key: string }>(
@@ -330,7 +334,8 @@ export const make = <R>(
       })
 
     const isStale = (envelope: Envelope.Envelope, current: CopyRow | null) =>
-      current !== null && (envelope.forceSync ? envelope.version < current.version : envelope.version <= current.version)
+      current !== null && envelope.reset !== true &&
+      (envelope.forceSync ? envelope.version < current.version : envelope.version <= current.version)
 
     const isMissing = (copy: CopyRow | undefined) => copy === undefined || copy.state === "deleted"
 

@@ -7,17 +7,20 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Metric } from "effect"
 import { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "../src/Broker.ts"
+import { CopyRepository } from "../src/CopyRepository.ts"
 import * as Envelope from "../src/Envelope.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
 import * as Metrics from "../src/Metrics.ts"
+import * as Outbox from "../src/Outbox.ts"
+import * as Producer from "../src/Producer.ts"
 import * as Signature from "../src/Signature.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
-import { consumerName, copyOf, eventually, memoryStores, queueName, settle, tick } from "./harness.ts"
+import { consumerName, copyOf, eventually, memoryStores, queueName, settle, sync, systemLayer, tick } from "./harness.ts"
 
 const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, entity, name)
@@ -160,6 +163,30 @@ describe("SyncConsumer containment", () => {
       const labels = (yield* Metric.snapshot).flatMap((m) => Object.values(m.attributes ?? {}).map(String))
       assert.isFalse(labels.some((label) => label.startsWith("Evil")))
     }).pipe(Effect.provide(consumerLayer()), freshMetrics))
+
+  it.effect("R8: a full sync with reset repairs a copy that is ahead of its owner; a plain one never regresses it", () =>
+    Effect.gen(function*() {
+      const companies = Producer.make("accounts").repository(Company)
+      yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+      yield* sync
+      const copy = yield* copyOf("Company", "c-1")
+      assert.strictEqual(copy?.version, 1)
+      // the copy got ahead of its owner (say, a forged event applied before R11 was enforced)
+      yield* CopyRepository.use((copies) =>
+        copies.upsert({ ...copy!, version: 99, payload: { id: "c-1", name: "Forged" } }, "newer")
+      )
+      yield* companies.fullSync()
+      yield* sync
+      assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, { id: "c-1", name: "Forged" })
+      yield* companies.fullSync({ reset: true })
+      yield* sync
+      const repaired = yield* copyOf("Company", "c-1")
+      assert.strictEqual(repaired?.version, 1)
+      assert.deepStrictEqual(repaired?.payload, { id: "c-1", name: "Acme" })
+      yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "Acme Corp" })))
+      yield* sync
+      assert.strictEqual((yield* copyOf("Company", "c-1"))?.version, 2)
+    }).pipe(Effect.provide(systemLayer()), freshMetrics))
 
   describe("R11 with signatures", () => {
     const now = 0 // the TestClock's start

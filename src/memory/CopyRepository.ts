@@ -17,7 +17,8 @@ const isJsonObject = (json: Schema.Json): json is Schema.JsonObject =>
 
 /** Whether `row` passes `guard` against the version of the current copy. */
 const passes = (row: CopyRow, guard: Guard, current: CopyRow | undefined) =>
-  current === undefined || (guard === "newer" ? row.version > current.version : row.version >= current.version)
+  current === undefined || guard === "any" ||
+  (guard === "newer" ? row.version > current.version : row.version >= current.version)
 
 /** Makes a memory copy repository on the current `MemoryDatabase`. */
 export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabase> = Effect.gen(function* () {

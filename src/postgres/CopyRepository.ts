@@ -25,7 +25,7 @@ const Copy = Schema.Struct({
 
 const Id = Schema.Struct({ id: Schema.String })
 
-const guardsOrder: ReadonlyArray<Guard> = ["newer", "newerOrEqual"]
+const guardsOrder: ReadonlyArray<Guard> = ["newer", "newerOrEqual", "any"]
 
 /** Makes the copy repository on `tables`. */
 export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], never, PgClient.PgClient> =>
@@ -39,7 +39,8 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
     )
     const guards: Record<Guard, ReturnType<typeof sql.literal>> = {
       newer: sql.literal("c.version < EXCLUDED.version"),
-      newerOrEqual: sql.literal("c.version <= EXCLUDED.version")
+      newerOrEqual: sql.literal("c.version <= EXCLUDED.version"),
+      any: sql.literal("TRUE")
     }
     const decode = decodeRows(Copy, "copies")
     const decodeOne = decodeFirst(Copy, "copies")
