@@ -85,7 +85,9 @@ brokerConformance("RabbitMQ broker", () => RabbitBroker.layer(settings), {
   newClient: RabbitBroker.layer(settings),
   pause: Effect.sleep("50 millis"),
   queueName,
-  liveTimeout
+  liveTimeout,
+  deliveryLimit: 20,
+  elapse: Effect.sleep("20 millis")
 })
 
 const QueueInfo = Schema.Struct({

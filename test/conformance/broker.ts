@@ -3,7 +3,9 @@
  * ideas of the universal pub/sub test suites (Watermill's `tests.TestPubSub` and its kin): publish then
  * subscribe, concurrent publishers and subscribers, redelivery after nack, no loss when a subscriber closes
  * without acking, continuing across subscriber lifetimes, concurrent closes, continuing after errors,
- * per-key order, publisher close, routing by topic, dead letters, unroutable messages and reconnects.
+ * per-key order, publisher close, routing by topic, dead letters, unroutable messages and reconnects; and
+ * the runtime's own needs: `release` without spending delivery attempts (R12), bounded dead letters and a
+ * fallback when moving one fails (R6), paged listing and bulk replay, publishers kept through moves (R11).
  *
  * Each test gets a fresh layer and its own queues and routing keys. Sets of message ids are compared
  * exactly, after removing duplicates unless the test is about duplicates. "Nothing else arrives" is
@@ -15,7 +17,19 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Clock, Deferred, Effect, Exit, Fiber, type Layer, type Scope, Stream } from "effect"
-import { Broker, type Delivery, type OutgoingMessage, type QueueSpec, reasonHeader, rejectedReason } from "../../src/Broker.ts"
+import {
+  Broker,
+  type DeadLetter,
+  type DeadLetterPage,
+  defaultMaxDeadLetterBodyBytes,
+  type Delivery,
+  maxDeadLetterHeaders,
+  maxReasonBytes,
+  type OutgoingMessage,
+  type QueueSpec,
+  reasonHeader,
+  rejectedReason
+} from "../../src/Broker.ts"
 import type { BrokerUnavailable } from "../../src/Errors.ts"
 
 /** What the suite needs to know about the broker under test; `R` is what its layer adds besides `Broker`. */
@@ -34,6 +48,12 @@ export interface BrokerConformanceOptions<R> {
   readonly queueName?: (base: string) => string
   /** Run on the live clock with this timeout per test, in milliseconds (default: TestClock, `it.effect`). */
   readonly liveTimeout?: number
+  /** The delivery limit of the broker's queues (a message returned more often is dead-lettered). */
+  readonly deliveryLimit: number
+  /** Lets at least a millisecond of the broker's clock pass (memory: `TestClock.adjust`; a real broker: a sleep). */
+  readonly elapse: Effect.Effect<void>
+  /** Makes the next `deadLetter` move of `queue` fail while its delivery's channel stays open (when the broker can). */
+  readonly failDeadLetterMoves?: (queue: string) => Effect.Effect<void, never, Broker | R | Scope.Scope>
 }
 
 const encoder = new TextEncoder()
@@ -638,5 +658,236 @@ export const brokerConformance = <R>(
           publishFailures
         })
       }))
+
+    /** Waits until the dead-letter store of `queue` holds `n` messages; returns the page of all of them. */
+    const deadCount = (queue: string, n: number): Effect.Effect<DeadLetterPage, BrokerUnavailable, Broker> =>
+      Effect.flatMap(Broker, (broker) =>
+        within(
+          () => `${n} dead letters in ${queue}`,
+          Effect.gen(function*() {
+            while (true) {
+              const page = yield* broker.deadLetters(queue, { limit: 1_000 })
+              if (page.total >= n && page.items.length >= n) return page
+              yield* options.pause
+            }
+          })
+        ))
+
+    test("release gives a message back without spending a delivery attempt: released past the limit, never dead-lettered", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("release")
+        const key = `${q.prefix}.User.updated`
+        const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+        yield* broker.declare(spec)
+        yield* broker.publish([message("r", key), message("other", key)])
+        const releases = options.deliveryLimit + 3
+        let released = 0
+        const seen: Array<Delivery> = []
+        yield* within(
+          () => `${releases} releases (${released} so far)`,
+          broker.subscribe(spec, { prefetch: 1 }).pipe(
+            Stream.mapEffect((d) => {
+              seen.push(d)
+              if (d.messageId === "r" && released < releases) {
+                released++
+                return Effect.as(d.release, false)
+              }
+              return Effect.as(d.ack, d.messageId === "r")
+            }),
+            Stream.takeUntil((done) => done),
+            Stream.runDrain
+          )
+        )
+        assert.strictEqual(released, releases)
+        const copies = seen.filter((d) => d.messageId === "r")
+        assert.lengthOf(copies, releases + 1)
+        for (const d of copies) {
+          assert.strictEqual(d.routingKey, key)
+          assert.strictEqual(d.type, "User.created")
+          assert.deepStrictEqual(d.headers, { "x-id": "r", traceparent })
+          assert.deepStrictEqual(JSON.parse(decoder.decode(d.body)), { id: "r", note: "payload ✓" })
+          assert.strictEqual(d.publisher, copies[0]?.publisher, "a released message keeps its publisher")
+        }
+        assert.strictEqual(typeof copies[0]?.publisher, broker.vouchesForPublishers ? "string" : "undefined")
+        assert.deepStrictEqual(yield* broker.deadLetters(q.name), { total: 0, items: [] })
+        assert.deepStrictEqual(yield* drain(spec, `${q.prefix}.end.created`), [])
+      }))
+
+    test("a dead letter's reason is cut to maxReasonBytes, its body to a prefix, its headers to a bounded set", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("bounded")
+        const key = `${q.prefix}.User.created`
+        const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+        yield* broker.declare(spec)
+        const big = new Uint8Array(defaultMaxDeadLetterBodyBytes + 40_000).fill(0x61)
+        const manyHeaders = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`x-h${String(i).padStart(2, "0")}`, `v${i}`]))
+        yield* broker.publish([
+          message("long-reason", key),
+          { ...message("big-body", key), body: big },
+          message("headers", key, { "x-long": "y".repeat(2_000), ...manyHeaders })
+        ])
+        const longReason = `Malformed: ${"é".repeat(100_000)}`
+        yield* take(spec, 3, (d) => d.deadLetter(d.messageId === "long-reason" ? longReason : `because ${d.messageId}`))
+        const page = yield* deadCount(q.name, 3)
+        const byId = new Map(page.items.map((d) => [d.messageId, d]))
+        const reason = byId.get("long-reason")?.reason ?? ""
+        assert.isAtMost(encoder.encode(reason).byteLength, maxReasonBytes)
+        assert.isTrue(reason.startsWith("Malformed: é"), reason.slice(0, 20))
+        assert.isTrue(reason.endsWith("…"))
+        assert.strictEqual(byId.get("long-reason")?.headers[reasonHeader], reason)
+        assert.isUndefined(byId.get("long-reason")?.truncatedFrom)
+        const body = byId.get("big-body")
+        assert.strictEqual(body?.truncatedFrom, big.byteLength)
+        assert.strictEqual(body?.body.byteLength, defaultMaxDeadLetterBodyBytes)
+        assert.strictEqual(body?.reason, "because big-body")
+        const headers = byId.get("headers")?.headers ?? {}
+        assert.isUndefined(headers["x-long"], "a header longer than 1 KiB is left out")
+        assert.strictEqual(headers[reasonHeader], "because headers")
+        assert.isAtMost(Object.keys(headers).length, maxDeadLetterHeaders + 1)
+        assert.isAtLeast(Object.keys(headers).length, maxDeadLetterHeaders - 2)
+        for (const [name, value] of Object.entries(headers)) {
+          if (name.startsWith("x-h")) assert.strictEqual(value, manyHeaders[name])
+        }
+      }))
+
+    test("dead letters come in pages: the total, and at most `limit` of the oldest", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("paged")
+        const key = `${q.prefix}.User.created`
+        const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+        yield* broker.declare(spec)
+        const ids = range(7, "page")
+        for (const id of ids) {
+          yield* broker.publish([message(id, key)])
+          yield* take(spec, 1, (d) => d.deadLetter(`reason ${d.messageId}`))
+        }
+        yield* deadCount(q.name, ids.length)
+        const first = yield* broker.deadLetters(q.name, { limit: 3 })
+        assert.strictEqual(first.total, 7)
+        assert.deepStrictEqual(first.items.map((d) => d.messageId), ids.slice(0, 3))
+        const all = yield* broker.deadLetters(q.name)
+        assert.strictEqual(all.total, 7)
+        assert.deepStrictEqual(all.items.map((d) => d.messageId), ids)
+        assert.deepStrictEqual(all.items.map((d) => d.reason), ids.map((id) => `reason ${id}`))
+        assert.isTrue(all.items.every((d) => d.deliveryCount === 1), "dead-lettered at its first delivery")
+        const none = yield* broker.deadLetters(q.name, { limit: 0 })
+        assert.deepStrictEqual(none, { total: 7, items: [] })
+        // reading a page consumes nothing
+        assert.strictEqual((yield* broker.deadLetters(q.name, { limit: 1 })).total, 7)
+      }))
+
+    test("bulk replay by reason, by entity, by time window and up to a limit; the rest stays dead-lettered", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("bulk")
+        const p = q.prefix
+        const spec: QueueSpec = { name: q.name, bindings: [`${p}.#`] }
+        yield* broker.declare(spec)
+        const reasons: Record<string, string> = {
+          "u1": "DependencyMissing: c-1",
+          "u2": "DependencyMissing: c-1",
+          "c1": "InvalidPayload",
+          "c2": "DependencyMissing: c-1",
+          "u3": "InvalidPayload"
+        }
+        const keyOf = (id: string) => `${p}.${id.startsWith("u") ? "User" : "Company"}.updated`
+        const early = ["u1", "u2", "c1"]
+        const late = ["c2", "u3"]
+        yield* broker.publish(early.map((id) => message(id, keyOf(id))))
+        yield* take(spec, early.length, (d) => d.deadLetter(reasons[d.messageId] ?? "?"))
+        yield* deadCount(q.name, early.length)
+        yield* options.elapse
+        const boundary = yield* Clock.currentTimeMillis
+        yield* options.elapse
+        yield* broker.publish([...late.map((id) => message(id, keyOf(id))), message("n1", keyOf("n1"))])
+        yield* take(spec, late.length + 1, (d) =>
+          d.messageId === "n1" ? d.nack({ requeue: false }) : d.deadLetter(reasons[d.messageId] ?? "?"))
+        yield* deadCount(q.name, 6)
+        const dead = (yield* broker.deadLetters(q.name)).items
+        assert.isTrue(dead.filter((d) => early.includes(d.messageId)).every((d) => d.deadLetteredAt < boundary))
+        assert.isTrue(dead.filter((d) => late.includes(d.messageId)).every((d) => d.deadLetteredAt >= boundary))
+        const remaining = Effect.map(broker.deadLetters(q.name), (page) => sorted(page.items.map((d) => d.messageId)))
+
+        // by reason and entity: only u1, u2
+        assert.strictEqual(
+          yield* broker.replayDeadLetters(q.name, { reasons: ["DependencyMissing: c-1"], entities: ["User"] }),
+          2
+        )
+        assert.deepStrictEqual(yield* remaining, ["c1", "c2", "n1", "u3"])
+        assert.deepStrictEqual(unique((yield* drain(spec, `${p}.End.created`)).map((d) => d.messageId)), ["u1", "u2"])
+        // nothing matches: nothing moves, nothing is lost
+        assert.strictEqual(yield* broker.replayDeadLetters(q.name, { entities: ["Invoice"] }), 0)
+        assert.strictEqual(yield* broker.replayDeadLetters(q.name, { reasons: [] }), 0)
+        assert.deepStrictEqual(yield* remaining, ["c1", "c2", "n1", "u3"])
+        // the time window: from the boundary on, at most one
+        assert.strictEqual(
+          yield* broker.replayDeadLetters(q.name, {
+            from: boundary,
+            reasons: ["DependencyMissing: c-1", "InvalidPayload"],
+            limit: 1
+          }),
+          1
+        )
+        const afterOne = yield* remaining
+        assert.lengthOf(afterOne, 3)
+        assert.include(afterOne, "c1", "dead-lettered before the window")
+        const first = late.find((id) => !afterOne.includes(id))
+        assert.isDefined(first)
+        // before the boundary: c1 (a broker may date its own dead letters in whole seconds: n1 is left out by reason)
+        assert.strictEqual(yield* broker.replayDeadLetters(q.name, { to: boundary, reasons: ["InvalidPayload"] }), 1)
+        assert.deepStrictEqual(yield* remaining, sorted(["n1", ...late.filter((id) => id !== first)]))
+        // the rejected one keeps its broker reason through the moves, and replays by it
+        const rejected = (yield* broker.deadLetters(q.name)).items.find((d) => d.messageId === "n1")
+        assert.strictEqual(rejected?.reason, rejectedReason)
+        assert.strictEqual(rejected?.routingKey, keyOf("n1"))
+        assert.strictEqual(yield* broker.replayDeadLetters(q.name, { reasons: [rejectedReason] }), 1)
+        assert.strictEqual(yield* broker.replayDeadLetters(q.name, {}), 1)
+        assert.deepStrictEqual(yield* broker.deadLetters(q.name), { total: 0, items: [] })
+        const replayed = yield* drain(spec, `${p}.End.created`)
+        assert.deepStrictEqual(unique(replayed.map((d) => d.messageId)), sorted(["c1", "n1", ...late]))
+        for (const d of replayed) {
+          assert.strictEqual(d.routingKey, keyOf(d.messageId))
+          assert.deepStrictEqual(d.headers, { "x-id": d.messageId, traceparent })
+        }
+      }))
+
+    test("a replayed dead letter keeps its publisher", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("publisher")
+        const key = `${q.prefix}.User.created`
+        const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+        yield* broker.declare(spec)
+        yield* broker.publish([message("moved", key), message("rejected", key)])
+        const first = yield* take(spec, 2, (d) => d.messageId === "moved" ? d.deadLetter("why") : d.nack({ requeue: false }))
+        const dead = (yield* deadCount(q.name, 2)).items
+        const publisher = first[0]?.publisher
+        assert.strictEqual(typeof publisher, broker.vouchesForPublishers ? "string" : "undefined")
+        assert.deepStrictEqual(dead.map((d: DeadLetter) => d.publisher), [publisher, publisher])
+        assert.strictEqual(yield* broker.replayDeadLetters(q.name, {}), 2)
+        const again = yield* drain(spec, `${q.prefix}.end.created`)
+        assert.deepStrictEqual(again.map((d) => [d.messageId, d.publisher]), [["moved", publisher], ["rejected", publisher]])
+      }))
+
+    if (options.failDeadLetterMoves !== undefined) {
+      const failDeadLetterMoves = options.failDeadLetterMoves
+      test("when moving a dead letter fails, the delivery is rejected to the broker's own dead-lettering, never left unsettled", () =>
+        Effect.gen(function*() {
+          const broker = yield* Broker
+          const q = fresh("fallback")
+          const key = `${q.prefix}.User.created`
+          const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
+          yield* broker.declare(spec)
+          yield* broker.publish([message("f1", key)])
+          yield* failDeadLetterMoves(q.name)
+          yield* take(spec, 1, (d) => d.deadLetter("the reason that could not be stored"))
+          const dead = (yield* deadCount(q.name, 1)).items
+          assert.deepStrictEqual(dead.map((d) => [d.messageId, d.reason, d.routingKey]), [["f1", rejectedReason, key]])
+          assert.deepStrictEqual(yield* drain(spec, `${q.prefix}.end.created`), [])
+        }))
+    }
   })
 }
