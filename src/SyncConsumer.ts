@@ -126,7 +126,7 @@ export const queueOf = (service: string, subscriptions: ReadonlyArray<Subscripti
 
 /** Why a consumer is paused (R12): the dependency that does not answer, since when, and its last error. */
 export interface Paused {
-  readonly dependency: "database"
+  readonly dependency: "database" | "broker"
   /** Epoch milliseconds. */
   readonly since: number
   readonly error: string
@@ -997,7 +997,34 @@ export const make = <R>(
       Effect.retry(Schedule.spaced("1 second")),
       Effect.orDie
     )
-    yield* forever("delivery loop", consume)
+    // The broker unreachable: the subscription is tried again (100 ms doubling, at most 5 s apart), and the
+    // consumer reports itself paused by the broker meanwhile (R12).
+    let brokerOutage: Paused | undefined
+    const consumeResuming = Effect.gen(function*() {
+      let delay = 100
+      while (true) {
+        const exit = yield* Effect.exit(consume)
+        if (Exit.isSuccess(exit)) return
+        const error = Cause.findErrorOption(exit.cause)
+        if (Option.isNone(error) || error.value._tag !== "BrokerUnavailable") return yield* Effect.failCause(exit.cause)
+        if (brokerOutage === undefined) {
+          brokerOutage = {
+            dependency: "broker",
+            since: yield* Clock.currentTimeMillis,
+            error: Envelope.bounded(error.value.message, 500)
+          }
+          yield* Effect.logWarning(`consumer "${consumer}": the broker is unavailable; retrying`, brokerOutage.error)
+        }
+        yield* Effect.sleep(Duration.millis(delay))
+        delay = Math.min(delay * 2, 5_000)
+        if (Exit.isSuccess(yield* Effect.exit(broker.declare(queue)))) {
+          delay = 100
+          brokerOutage = undefined
+          yield* Effect.logInfo(`consumer "${consumer}": the broker answers again; consuming`)
+        }
+      }
+    })
+    yield* forever("delivery loop", consumeResuming)
     // A database outage pauses the worker until the database answers (R12); other failures restart it.
     yield* forever(
       "parked-event worker",
@@ -1032,7 +1059,7 @@ export const make = <R>(
       status: Effect.sync((): ConsumerStatus => {
         const oldest = unsettled.values().next()
         return {
-          paused: outage?.paused ?? null,
+          paused: outage?.paused ?? brokerOutage ?? null,
           inFlight: unsettled.size,
           oldestUnsettledAt: oldest.done === true ? null : oldest.value
         }
