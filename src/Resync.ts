@@ -36,7 +36,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Layer, Metric, Option, Pull, Queue, Result, Schema, Stream } from "effect"
+import { Cause, Clock, Config, Duration, Effect, Exit, Layer, Metric, Option, Pull, Queue, Result, Schema, Stream } from "effect"
 import type { SqlError } from "effect/sql"
 import { boundReason, Broker, type Delivery, type QueueSpec } from "./Broker.ts"
 import type * as Contract from "./Contract.ts"
@@ -550,3 +550,30 @@ export const serve = <const Owner extends string, R>(
 export const layer = <const Owner extends string, R>(
   options: ResponderOptions<Owner, R>
 ): Layer.Layer<never, never, Broker | R> => Layer.effectDiscard(Effect.forkScoped(serve(options)))
+
+/** The settings of a responder that come from the environment (see `responderConfig`). */
+export type ResponderSettings = Required<
+  Pick<ResponderOptions<string, never>, "requesters" | "verifyingKeys" | "window" | "rate">
+>
+
+/**
+ * A responder's settings from the environment, to spread into `ResponderOptions`:
+ *
+ * * `SYNC_RESYNC_REQUESTER_LOGINS` (default none): the broker logins allowed to ask for each requester, as
+ *   JSON `{ "<requester>": ["<login>", …] }`; a requester missing here may ask only from its own name;
+ * * `SYNC_VERIFYING_KEYS` (see `Signature.verifyingKeysConfig`): the public keys of requesters that sign;
+ * * `SYNC_RESYNC_WINDOW` (default `1 minute`): how long a sync covers later requests;
+ * * `SYNC_RESYNC_MAX_SYNCS_PER_HOUR` (default 10): syncs per requester and entity per hour.
+ */
+export const responderConfig: Config.Config<ResponderSettings> = Config.all({
+  requesters: Config.schema(
+    Schema.fromJsonString(Schema.Record(NonEmpty, Schema.Array(NonEmpty))),
+    "SYNC_RESYNC_REQUESTER_LOGINS"
+  ).pipe(Config.withDefault({})),
+  verifyingKeys: Signature.verifyingKeysConfig,
+  window: Config.Duration("SYNC_RESYNC_WINDOW").pipe(Config.withDefault(Duration.fromInputUnsafe(defaultWindow))),
+  syncsPerHour: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), "SYNC_RESYNC_MAX_SYNCS_PER_HOUR").pipe(
+    Config.withDefault(defaultRate.syncs)
+  )
+}).pipe(Config.map(({ syncsPerHour, ...settings }) => ({ ...settings, rate: { syncs: syncsPerHour, per: "1 hour" } })))
+

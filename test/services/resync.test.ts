@@ -6,7 +6,7 @@
  * outage tests run in virtual time (`resync-responder.test.ts`).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Result, Schedule } from "effect"
+import { ConfigProvider, Duration, Effect, Layer, Result, Schedule } from "effect"
 import { Broker } from "../../src/Broker.ts"
 import * as MemoryBroker from "../../src/memory/MemoryBroker.ts"
 import * as MemorySync from "../../src/memory/MemorySync.ts"
@@ -190,4 +190,26 @@ describe("Resync", () => {
       assert.isTrue(Result.isFailure(Resync.authenticate(request, vouched("directory"), { vouchesForPublishers: false, now })))
     })
   })
+
+  it.effect("the responder's settings are read from the environment", () =>
+    Effect.gen(function*() {
+      const read = (env: Record<string, string>) => Resync.responderConfig.parse(ConfigProvider.fromEnv({ env }))
+      const defaults = yield* read({})
+      assert.deepStrictEqual(defaults.requesters, {})
+      assert.deepStrictEqual(defaults.verifyingKeys, {})
+      assert.deepStrictEqual(defaults.rate, { syncs: 10, per: "1 hour" })
+      const set = yield* read({
+        SYNC_RESYNC_REQUESTER_LOGINS: JSON.stringify({ directory: ["directory-svc"] }),
+        SYNC_VERIFYING_KEYS: JSON.stringify({ directory: [directoryKey.verifying] }),
+        SYNC_RESYNC_WINDOW: "5 minutes",
+        SYNC_RESYNC_MAX_SYNCS_PER_HOUR: "3"
+      })
+      assert.deepStrictEqual(set.requesters, { directory: ["directory-svc"] })
+      assert.deepStrictEqual(set.verifyingKeys, { directory: [directoryKey.verifying] })
+      assert.strictEqual(Duration.toMillis(Duration.fromInputUnsafe(set.window)), 300_000)
+      assert.deepStrictEqual(set.rate, { syncs: 3, per: "1 hour" })
+      const bad = yield* Effect.flip(read({ SYNC_RESYNC_REQUESTER_LOGINS: JSON.stringify({ directory: "x" }) }))
+      assert.strictEqual(bad._tag, "ConfigError")
+    }))
 })
+
