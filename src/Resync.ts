@@ -26,6 +26,8 @@
  * R12: when the owner's database does not answer (`SqlError`, and `Transactor.probe` fails), the requests
  * in hand are given back with `Delivery.release` (no delivery attempt is spent) and the responder probes
  * with backoff until the database answers, giving back what it received meanwhile every `holdLimit`.
+ * Without a `Transactor` in its context the responder cannot tell an outage from a failing statement: every
+ * `SqlError` then counts as an outage (the requests are given back and tried again after the backoff).
  *
  * ```ts
  * // consumer

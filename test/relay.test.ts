@@ -6,7 +6,7 @@
  * change, reports since when it fails, loses nothing and resumes by itself (R12).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Logger, Result, Stream } from "effect"
+import { ConfigProvider, Effect, Fiber, Layer, Logger, Result, Stream } from "effect"
 import { SqlError } from "effect/sql"
 import { TestClock } from "effect/testing"
 import { Broker } from "../src/Broker.ts"
@@ -225,4 +225,22 @@ describe("Relay", () => {
       assert.isTrue(status.database.ok)
       assert.isTrue(status.broker.ok)
     }).pipe(Effect.provide(Relay.layer({ producer: "accounts" }).pipe(Layer.provideMerge(system)))))
+
+  it.effect("Relay.layerConfig signs with SYNC_SIGNING_KEY and SYNC_SIGNING_KEY_ID", () => {
+    const { signing, verifying } = Signature.generateKeyPair("accounts-env")
+    const env = ConfigProvider.layer(ConfigProvider.fromEnv({
+      env: { SYNC_SIGNING_KEY: String(signing.privateKey), SYNC_SIGNING_KEY_ID: "accounts-env" }
+    }))
+    return Effect.gen(function*() {
+      yield* Effect.flatMap(Broker, (broker) => broker.declare(queue))
+      yield* append(3)
+      yield* Layer.build(Relay.layerConfig({ producer: "accounts" }))
+      yield* TestClock.adjust("1 second")
+      for (const delivery of yield* deliveries(3)) {
+        const verified = Signature.verify({ accounts: [verifying] }, "accounts", delivery.body, delivery.headers, 0)
+        assert.deepStrictEqual(verified, Result.succeed("accounts-env"))
+      }
+    }).pipe(Effect.provide(Layer.merge(system, env)))
+  })
 })
+
