@@ -186,7 +186,6 @@ const publisherOf = (properties: Properties, login: string): string | undefined 
 /** One entry of RabbitMQ's `x-death` header (the most recent death comes first). */
 const Death = Schema.Struct({
   reason: Schema.String,
-  count: Schema.optional(Schema.Number),
   "routing-keys": Schema.optional(Schema.Array(Schema.String)),
   time: Schema.optional(Schema.Union([Schema.Number, Schema.Struct({ value: Schema.Number })]))
 })
@@ -254,11 +253,26 @@ const countHeader = (headers: RawHeaders, name: string): number | undefined => {
 const deliveryNumber = (headers: RawHeaders): number => (countHeader(headers, "x-delivery-count") ?? 0) + 1
 
 /**
- * A message of `<queue>.dead` as a `DeadLetter`: dead-lettered by this adapter or by RabbitMQ itself (then
- * the reason is its `x-death` reason, and the delivery count its `x-delivery-count`). A body longer than
- * `maxBodyBytes` (a message RabbitMQ dead-lettered whole) is cut to that prefix.
+ * How many times RabbitMQ had delivered a message it dead-lettered itself: past the delivery limit, one
+ * more than the limit; rejected, at least once (RabbitMQ keeps no count of earlier returns); else unknown.
  */
-const toDeadLetter = (queue: string, message: Message, login: string, maxBodyBytes: number): DeadLetter => {
+const nativeDeliveryCount = (reason: string | undefined, deliveryLimit: number): number =>
+  reason === "delivery_limit" ? deliveryLimit + 1 : reason === "rejected" ? 1 : 0
+
+/** What `toDeadLetter` needs of the adapter's settings. */
+interface DeadLetterSettings {
+  readonly login: string
+  readonly maxDeadLetterBodyBytes: number
+  readonly deliveryLimit: number
+}
+
+/**
+ * A message of `<queue>.dead` as a `DeadLetter`: dead-lettered by this adapter (its headers say why, when
+ * and after how many deliveries) or by RabbitMQ itself (its `x-death` reason, mapped; the delivery count
+ * as `nativeDeliveryCount` infers it). A body longer than `maxDeadLetterBodyBytes` (a message RabbitMQ
+ * dead-lettered whole) is cut to that prefix.
+ */
+const toDeadLetter = (queue: string, message: Message, settings: DeadLetterSettings): DeadLetter => {
   const properties = propertiesOf(message)
   const headers = properties.headers
   const death = Option.getOrUndefined(decodeDeaths(headers["x-death"]))?.[0]
@@ -267,7 +281,7 @@ const toDeadLetter = (queue: string, message: Message, login: string, maxBodyByt
   )
   const deathSeconds = death?.time === undefined ? undefined : typeof death.time === "number" ? death.time : death.time.value
   const stampedAt = Number(stringHeader(headers, deadLetteredAtHeader))
-  const { body, truncatedFrom } = boundBody(new Uint8Array(message.content), maxBodyBytes)
+  const { body, truncatedFrom } = boundBody(new Uint8Array(message.content), settings.maxDeadLetterBodyBytes)
   return {
     queue,
     messageId: properties.messageId ?? "",
@@ -277,9 +291,8 @@ const toDeadLetter = (queue: string, message: Message, login: string, maxBodyByt
     headers: { ...boundHeaders(applicationHeaders(headers)), [reasonHeader]: reason },
     reason,
     deadLetteredAt: Number.isFinite(stampedAt) && stampedAt > 0 ? stampedAt : (deathSeconds ?? 0) * 1000,
-    deliveryCount: countHeader(headers, deliveryCountHeader) ?? countHeader(headers, "x-delivery-count") ??
-      death?.count ?? 0,
-    publisher: publisherOf(properties, login),
+    deliveryCount: countHeader(headers, deliveryCountHeader) ?? nativeDeliveryCount(death?.reason, settings.deliveryLimit),
+    publisher: publisherOf(properties, settings.login),
     truncatedFrom: countHeader(headers, truncatedFromHeader) ?? truncatedFrom
   }
 }
@@ -1252,8 +1265,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
       f: (channel: Channel, messageCount: number) => Effect.Effect<A, BrokerUnavailable>
     ) => browseLock.withPermit(Effect.flatMap(acquire, (session) => withDeadQueue(session, queue, whenAbsent, f)))
 
-    const asDeadLetter = (queue: string, message: Message) =>
-      toDeadLetter(queue, message, settings.login, settings.maxDeadLetterBodyBytes)
+    const asDeadLetter = (queue: string, message: Message) => toDeadLetter(queue, message, settings)
 
     /** The oldest dead letters (taken without ack, then requeued in place) and the dead queue's depth. */
     const deadLetters = (queue: string, page?: { readonly limit?: number }) =>

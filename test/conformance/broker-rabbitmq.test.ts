@@ -9,12 +9,21 @@
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import amqp from "amqplib"
-import { ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
+import { ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Schedule, Schema, Scope, Stream } from "effect"
 import { execFile } from "node:child_process"
 import { promisify } from "node:util"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import type { RabbitOptions } from "../../src/amqp/RabbitConfig.ts"
-import { Broker, deliveryLimitReason, type OutgoingMessage, type QueueSpec, reasonHeader } from "../../src/Broker.ts"
+import {
+  Broker,
+  type Delivery,
+  deliveryLimitReason,
+  type OutgoingMessage,
+  type QueueSpec,
+  reasonHeader,
+  rejectedReason
+} from "../../src/Broker.ts"
+import type { BrokerUnavailable } from "../../src/Errors.ts"
 import { CopyRepository } from "../../src/CopyRepository.ts"
 import * as Envelope from "../../src/Envelope.ts"
 import * as MemorySync from "../../src/memory/MemorySync.ts"
@@ -167,6 +176,8 @@ describe("RabbitMQ broker only", () => {
       ])
       assert.strictEqual(poisonDeliveries, 3, "the first delivery and two redeliveries")
       assert.strictEqual(dead[0]?.headers[reasonHeader], deliveryLimitReason)
+      assert.strictEqual(dead[0]?.deliveryCount, 3, "RabbitMQ's count of the deliveries")
+      assert.strictEqual(dead[0]?.publisher, "guest")
       yield* Fiber.interrupt(fiber)
       assert.isTrue(yield* broker.replayDeadLetter(spec.name, "poison"))
       assert.deepStrictEqual(yield* broker.deadLetters(spec.name), { total: 0, items: [] })
@@ -417,4 +428,224 @@ describe("RabbitMQ broker only", () => {
         )
       )
     ), liveTimeout)
+})
+
+/**
+ * A virtual host of this file's own with the default exchange names, an administrator (guest) and one
+ * user per role holding only the permissions the role needs: what a deployment with one RabbitMQ user per
+ * service looks like.
+ */
+describe("RabbitMQ broker: publishers, least privilege and passive topology", () => {
+  const vhost = `entity-sync-test-${run}`
+  const password = `pw-${run}`
+  const urlOf = (user: string, secret = password) =>
+    `amqp://${encodeURIComponent(user)}:${encodeURIComponent(secret)}@127.0.0.1:5672/${encodeURIComponent(vhost)}`
+  const adminUrl = `amqp://guest:guest@127.0.0.1:5672/${encodeURIComponent(vhost)}`
+  /** Logins and their configure / write / read permissions (regexes); none may configure anything. */
+  const users = {
+    owner: { name: `accounts-${run}`, write: "^sync\\.events$", read: "^$" },
+    consumer: { name: `directory-${run}`, write: "^sync\\.(events|dead|replay)$", read: "^directory\\..*$" },
+    noDead: { name: `nodead-${run}`, write: "^sync\\.(events|replay)$", read: "^nodead\\..*$" }
+  } as const
+  const ctl = (...args: ReadonlyArray<string>) => execFileAsync("rabbitmqctl", ["-q", ...args])
+
+  beforeAll(async () => {
+    await ctl("add_vhost", vhost)
+    await ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    for (const user of Object.values(users)) {
+      await ctl("add_user", user.name, password)
+      await ctl("set_permissions", "-p", vhost, user.name, "^$", user.write, user.read)
+    }
+  }, 60_000)
+
+  afterAll(async () => {
+    await ctl("delete_vhost", vhost).catch(() => undefined)
+    for (const user of Object.values(users)) await ctl("delete_user", user.name).catch(() => undefined)
+  }, 60_000)
+
+  const passive = (user: string): RabbitOptions => ({ url: urlOf(user), topology: "passive", connectionName })
+
+  /** Retries `effect` on `BrokerUnavailable` (the adapter waits out its reconnect schedule in between). */
+  const retrying = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>) =>
+    effect.pipe(
+      Effect.retry({ while: (e) => e._tag === "BrokerUnavailable", schedule: Schedule.spaced("100 millis"), times: 50 })
+    )
+
+  /** A raw confirm channel on `url` for the duration of `f`. */
+  const rawOn = <A>(url: string, f: (channel: amqp.ConfirmChannel) => Promise<A>) =>
+    Effect.promise(() => amqp.connect(url).then((c) => c.createConfirmChannel().then(f).finally(() => c.close())))
+
+  /** Takes `n` deliveries of `spec` on `broker`, settling each with `settle`. */
+  const takeOn = (
+    broker: Broker["Service"],
+    spec: QueueSpec,
+    n: number,
+    settle: (d: Delivery) => Effect.Effect<void, BrokerUnavailable>
+  ) =>
+    broker.subscribe(spec).pipe(
+      Stream.take(n),
+      Stream.mapEffect((d) => Effect.as(settle(d), d)),
+      Stream.runCollect,
+      Effect.timeout("20 seconds")
+    )
+
+  it.live("passive mode fails naming what an administrator must declare, then works with write access to its three exchanges only", () =>
+    Effect.gen(function*() {
+      const spec: QueueSpec = { name: "directory.sync", bindings: ["accounts.User.*"] }
+      const consumer = yield* RabbitBroker.make(passive(users.consumer.name))
+      const missing = yield* Effect.flip(consumer.declare(spec))
+      assert.strictEqual(missing._tag, "BrokerUnavailable")
+      assert.match(missing.detail, /the exchange sync\.events does not exist; .*an administrator must declare it/)
+      // the administrator declares what topology() describes
+      const description = RabbitBroker.topology({ queues: [spec] })
+      assert.deepStrictEqual(description.exchanges.map((e) => [e.name, e.type]), [
+        ["sync.events", "topic"],
+        ["sync.dead", "direct"],
+        ["sync.replay", "direct"]
+      ])
+      assert.deepStrictEqual(description.queues.map((q) => q.name), ["directory.sync", "directory.sync.dead"])
+      assert.deepStrictEqual(description.queues[0]?.arguments, {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 20,
+        "x-dead-letter-exchange": "sync.dead",
+        "x-dead-letter-routing-key": "directory.sync"
+      })
+      assert.deepStrictEqual(
+        description.bindings.map((b) => `${b.exchange} ${b.routingKey} → ${b.queue}`),
+        [
+          "sync.dead directory.sync → directory.sync.dead",
+          "sync.replay directory.sync → directory.sync",
+          "sync.events accounts.User.* → directory.sync"
+        ]
+      )
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(description)), description, "plain JSON")
+      yield* RabbitBroker.declareTopology(adminUrl, description)
+      yield* retrying(consumer.declare(spec))
+      // a queue nobody declared is named too
+      const other = yield* Effect.flip(consumer.declare({ name: "directory.other", bindings: [] }))
+      assert.match(other.detail, /the queue directory\.other does not exist; .*administrator/)
+
+      const owner = yield* RabbitBroker.make(passive(users.owner.name))
+      yield* retrying(owner.publish([outgoing("e1", "accounts.User.created")]))
+      // released, dead-lettered and replayed by the consumer's login: the owner stays the publisher
+      const [first] = yield* takeOn(consumer, spec, 1, (d) => d.release)
+      assert.strictEqual(first?.publisher, users.owner.name)
+      const [second] = yield* takeOn(consumer, spec, 1, (d) => d.deadLetter("InvalidPayload: try again"))
+      assert.strictEqual(second?.messageId, "e1")
+      assert.strictEqual(second?.publisher, users.owner.name, "a released copy keeps its publisher")
+      const dead = yield* consumer.deadLetters(spec.name)
+      assert.deepStrictEqual(dead.items.map((d) => [d.messageId, d.reason, d.publisher]), [
+        ["e1", "InvalidPayload: try again", users.owner.name]
+      ])
+      // the released copy started from zero (it may have been returned once when the subscription ended)
+      assert.include([1, 2], dead.items[0]?.deliveryCount)
+      assert.strictEqual(yield* consumer.replayDeadLetters(spec.name, { reasons: ["InvalidPayload: try again"] }), 1)
+      const [third] = yield* takeOn(consumer, spec, 1, (d) => d.nack({ requeue: false }))
+      assert.strictEqual(third?.publisher, users.owner.name, "a replayed copy keeps its publisher")
+      // RabbitMQ's own dead-lettering keeps it too, and so does a replay of that
+      const native = yield* Effect.gen(function*() {
+        while (true) {
+          const page = yield* consumer.deadLetters(spec.name)
+          if (page.total > 0) return page.items
+          yield* Effect.sleep("50 millis")
+        }
+      }).pipe(Effect.timeout("10 seconds"))
+      assert.deepStrictEqual(native.map((d) => [d.messageId, d.reason, d.publisher]), [["e1", rejectedReason, users.owner.name]])
+      assert.isTrue(yield* consumer.replayDeadLetter(spec.name, "e1"))
+      const [fourth] = yield* takeOn(consumer, spec, 1, (d) => d.ack)
+      assert.strictEqual(fourth?.publisher, users.owner.name)
+    }).pipe(Effect.scoped), liveTimeout)
+
+  it.live("publisher is the user-id RabbitMQ vouches for: a claimed user-id is refused, a missing one stays missing through moves", () =>
+    Effect.gen(function*() {
+      const spec: QueueSpec = { name: "directory.claims", bindings: ["claims.#"] }
+      yield* RabbitBroker.declareTopology(adminUrl, RabbitBroker.topology({ queues: [spec] }))
+      const consumer = yield* RabbitBroker.make(passive(users.consumer.name))
+      assert.isTrue(consumer.vouchesForPublishers)
+      // claiming to be the consumer's login (to pass for a message the consumer moved): refused by RabbitMQ
+      const claimed = yield* rawOn(urlOf(users.owner.name), (channel) =>
+        new Promise<string>((resolve) => {
+          channel.on("error", (error: Error) => resolve(error.message))
+          channel.publish("sync.events", "claims.User.created", Buffer.from("{}"), {
+            messageId: "forged",
+            userId: users.consumer.name,
+            headers: { [RabbitBroker.publishedByHeader]: users.owner.name }
+          }, (error: unknown) => {
+            if (error === null || error === undefined) resolve("confirmed")
+          })
+        }))
+      assert.match(claimed, /PRECONDITION_FAILED - user_id property set to 'directory-\w+' but authenticated user was 'accounts-/)
+      // without a user-id nobody vouches, and the consumer's moves do not make its own login the publisher
+      yield* rawOn(urlOf(users.owner.name), async (channel) => {
+        channel.publish("sync.events", "claims.User.created", Buffer.from("{}"), { messageId: "anonymous" })
+        channel.publish("sync.events", "claims.User.created", Buffer.from("{}"), {
+          messageId: "vouched",
+          userId: users.owner.name
+        })
+        await channel.waitForConfirms()
+      })
+      const got = yield* takeOn(consumer, spec, 2, (d) => d.deadLetter("ForgedProducer"))
+      assert.deepStrictEqual(got.map((d) => [d.messageId, d.publisher]), [
+        ["anonymous", undefined],
+        ["vouched", users.owner.name]
+      ])
+      assert.strictEqual(yield* consumer.replayDeadLetters(spec.name, {}), 2)
+      const again = yield* takeOn(consumer, spec, 2, (d) => d.release)
+      assert.deepStrictEqual(again.map((d) => [d.messageId, d.publisher]), [
+        ["anonymous", undefined],
+        ["vouched", users.owner.name]
+      ])
+      const released = yield* takeOn(consumer, spec, 2, (d) => d.ack)
+      assert.deepStrictEqual(released.map((d) => [d.messageId, d.publisher]), [
+        ["anonymous", undefined],
+        ["vouched", users.owner.name]
+      ])
+    }).pipe(Effect.scoped), liveTimeout)
+
+  it.live("when the dead-letter copy is refused (no write access to sync.dead), the delivery goes to RabbitMQ's own dead-lettering", () =>
+    Effect.gen(function*() {
+      const spec: QueueSpec = { name: "nodead.sync", bindings: ["nodead.#"] }
+      yield* RabbitBroker.declareTopology(adminUrl, RabbitBroker.topology({ queues: [spec] }))
+      const consumer = yield* RabbitBroker.make(passive(users.noDead.name))
+      yield* retrying(consumer.declare(spec))
+      yield* retrying(consumer.publish([outgoing("refused", "nodead.User.created"), outgoing("next", "nodead.User.created")]))
+      yield* takeOn(consumer, spec, 1, (d) => d.deadLetter("InvalidPayload: not stored"))
+      const dead = yield* Effect.gen(function*() {
+        while (true) {
+          const page = yield* Effect.result(consumer.deadLetters(spec.name))
+          if (page._tag === "Success" && page.success.total > 0) return page.success.items
+          yield* Effect.sleep("100 millis")
+        }
+      }).pipe(Effect.timeout("10 seconds"))
+      assert.deepStrictEqual(dead.map((d) => [d.messageId, d.reason, d.routingKey, d.publisher]), [
+        ["refused", rejectedReason, "nodead.User.created", users.noDead.name]
+      ])
+      // the consumer goes on with the next message once its connection is back
+      const next = yield* retrying(takeOn(consumer, spec, 1, (d) => d.ack))
+      assert.deepStrictEqual(next.map((d) => d.messageId), ["next"])
+    }).pipe(Effect.scoped), liveTimeout)
+
+  it.live("a wrong password is logged at every attempt with the broker's reason and the next retry", () =>
+    Effect.gen(function*() {
+      const broker = yield* RabbitBroker.make({ url: urlOf(users.owner.name, "wrong"), connectionName })
+      const first = yield* Effect.flip(broker.publish([outgoing("x", "x.User.created")]))
+      assert.match(first.message, /ACCESS_REFUSED/)
+      yield* Effect.sleep("400 millis")
+      yield* Effect.flip(broker.publish([outgoing("x", "x.User.created")]))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Logger.layer([
+        Logger.make((options) => {
+          if (options.logLevel === "Warn") warnings.push(JSON.stringify(options.message))
+        })
+      ])),
+      Effect.andThen(Effect.sync(() => {
+        const refused = warnings.filter((w) => w.includes("RabbitMQ connection failed") && w.includes("ACCESS_REFUSED"))
+        assert.lengthOf(refused, 2, warnings.join("\n"))
+        assert.match(refused[1] ?? "", /"failedAttempts":2/)
+        assert.match(refused[1] ?? "", /"retryAt":"\d{4}-/)
+        assert.notInclude(refused.join(""), "wrong", "the password is not logged")
+      }))
+    ), liveTimeout)
+  const warnings: Array<string> = []
 })
