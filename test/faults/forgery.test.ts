@@ -188,12 +188,12 @@ describe("faults: forged events on per-service RabbitMQ users", () => {
           return reaching.every((a) => (byId.get(a.messageId)?.[0] ?? "").startsWith("ForgedProducer")) ? dead : undefined
         })
       )
-      const first = yield* awaitQuiescence(fixture.sql, fixture.names)
+      const first = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
       assert.isFalse(first.stalled, "the consumer stopped")
 
       // a full sync still applies (snapshots at the copies' versions)
       const snapshots = yield* items.fullSync().pipe(Effect.provide(fixture.writer))
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names)
+      const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
       const forged = yield* Metrics.outcomeCount(fixture.names.service, "Item", "forged")
       const byId = reasonsById(dead)
       const target = yield* copyOf(fixture, "target-1")
@@ -262,7 +262,7 @@ describe("faults: forged events on per-service RabbitMQ users", () => {
       )
       failing.delete("special-1")
       const replayed = yield* running.operator.replayDeadLetters(s.queue.name, {})
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names)
+      const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
       const remaining = yield* running.operator.deadLetters(s.queue.name)
       console.log(
         `[forgery] passive matrix: configure ${s.consumer.permissions.configure}, write ${s.consumer.permissions.write}, ` +

@@ -34,20 +34,27 @@ export const closeConnections = (names: Names): Effect.Effect<number> =>
     return pids.length
   })
 
-/** Runs `f` on a raw amqplib confirm channel of a connection of its own. */
-export const withChannel = <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>): Effect.Effect<A> =>
+/** Runs `f` on a raw amqplib confirm channel of a connection of its own (to `url`, default the guest login on `/`). */
+export const withChannel = <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>, url: string = amqpUrl): Effect.Effect<A> =>
   Effect.promise(() =>
-    amqp.connect(amqpUrl).then((connection) => connection.createConfirmChannel().then(f).finally(() => connection.close()))
+    amqp.connect(url).then((connection) =>
+      connection.createConfirmChannel().then((channel) => {
+        channel.on("error", () => {}) // a refused operation closes the channel; `f` sees the rejection
+        return f(channel)
+      }).finally(() => connection.close().catch(() => undefined))
+    )
   )
 
-/** Messages ready in a queue and its consumers (0 and 0 when it does not exist). */
-export const queueState = (queue: string): Effect.Effect<{ readonly ready: number; readonly consumers: number }> =>
+/** Messages ready in a queue and its consumers (0 and 0 when it does not exist), over `url` (default `/`). */
+export const queueState = (
+  queue: string,
+  url: string = amqpUrl
+): Effect.Effect<{ readonly ready: number; readonly consumers: number }> =>
   withChannel((channel) =>
     channel.checkQueue(queue).then(
       (q) => ({ ready: q.messageCount, consumers: q.consumerCount }),
       () => ({ ready: 0, consumers: 0 })
-    )
-  )
+    ), url)
 
 /** Deletes the test's queues and exchanges (best effort). */
 export const deleteTopology = (names: Names): Effect.Effect<void> =>

@@ -82,7 +82,12 @@ export interface Outcome extends Tally {
 export const awaitQuiescence = (
   sql: SqlClient.SqlClient,
   names: Names,
-  options: { readonly timeoutSeconds?: number; readonly stallSeconds?: number } = {}
+  options: {
+    readonly timeoutSeconds?: number
+    readonly stallSeconds?: number
+    /** The URL of the consumer's queue's virtual host (default the guest login on `/`). */
+    readonly amqpUrl?: string
+  } = {}
 ): Effect.Effect<Outcome, unknown> =>
   Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
@@ -90,7 +95,7 @@ export const awaitQuiescence = (
     let last = ""
     while (true) {
       const t = yield* tally(sql, names)
-      const queue = yield* queueState(names.queue)
+      const queue = yield* queueState(names.queue, options.amqpUrl)
       const now = yield* Clock.currentTimeMillis
       const state = [t.pending, t.unreceived, t.differing, t.applies, queue.ready].join()
       if (state !== last) lastProgress = now
