@@ -68,6 +68,11 @@ export const ResyncRequest = Schema.Struct({
   ids: Schema.optionalKey(Schema.Array(EntityId).check(Schema.isMaxLength(maxIds))),
   /** The service asking; the responder authenticates the request as coming from it. */
   requester: NonEmpty,
+  /**
+   * Repair copies that are ahead of the owner: the snapshots replace copies whatever their versions
+   * (`fullSync({ reset: true })`). Requests with and without it are answered apart.
+   */
+  reset: Schema.optionalKey(Schema.Boolean),
   requestedAt: Schema.String.check(
     Schema.makeFilter((s: string) => !Number.isNaN(Date.parse(s)) || "an ISO-8601 timestamp")
   )
@@ -101,6 +106,8 @@ export const request = (options: {
   readonly contract: Pick<Contract.Any, "name" | "owner">
   readonly requester: string
   readonly ids?: ReadonlyArray<string>
+  /** Ask for snapshots that replace copies whatever their versions (see `ResyncRequest.reset`). */
+  readonly reset?: boolean
   /** Signs the request with this key of the requester (for owners that authenticate by signature). */
   readonly signing?: Signature.SigningKey
 }): Effect.Effect<ResyncRequest, BrokerUnavailable | PublishRejected, Broker> =>
@@ -115,6 +122,7 @@ export const request = (options: {
       entity,
       ...(options.ids !== undefined ? { ids: options.ids } : {}),
       requester: options.requester,
+      ...(options.reset === true ? { reset: true } : {}),
       requestedAt: new Date(now).toISOString()
     }
     const body = encoder.encode(JSON.stringify(resync))
@@ -133,7 +141,9 @@ export const request = (options: {
 export interface Target<Owner extends string, R> {
   readonly contract: Contract.OwnedBy<Owner>
   /** E.g. `Producer` repository's `fullSync`; returns how many snapshot events were queued. */
-  readonly fullSync: (options: { readonly ids?: ReadonlyArray<string> }) => Effect.Effect<number, SqlError.SqlError, R>
+  readonly fullSync: (
+    options: { readonly ids?: ReadonlyArray<string>; readonly reset?: boolean }
+  ) => Effect.Effect<number, SqlError.SqlError, R>
 }
 
 
@@ -212,9 +222,11 @@ export const decodeRequest = (
   })
 
 /**
- * R11: who published a request, as far as anyone vouches for it — `login <name>` when the broker vouches
- * for a login allowed for its requester, `key <id>` when it carries a valid signature by a key of its
- * requester. Fails with the detail of a `ForgedProducer` dead letter otherwise.
+ * R11: who published a request, as far as anyone vouches for it, by the same rules as events: a requester
+ * with verifying keys must sign (`key <id>`); otherwise, when the broker vouches for publishers, the login
+ * must be one allowed for the requester (`login <name>`); a broker that cannot vouch, for a requester
+ * without keys, leaves it to the broker's own access control (`unauthenticated`). Fails with the detail of
+ * a `ForgedProducer` dead letter otherwise.
  */
 export const authenticate = (
   request: ResyncRequest,
@@ -227,28 +239,23 @@ export const authenticate = (
   }
 ): Result.Result<string, string> => {
   const requester = request.requester
+  const keys = options.verifyingKeys ?? {}
+  if (Object.hasOwn(keys, requester)) {
+    const verified = Signature.verify(keys, requester, delivery.body, delivery.headers, options.now)
+    return Result.isSuccess(verified)
+      ? Result.succeed(`key ${verified.success}`)
+      : Result.fail(`the request of "${requester}": ${verified.failure.message}`)
+  }
+  if (!options.vouchesForPublishers) return Result.succeed("unauthenticated")
   const configured = options.requesters !== undefined && Object.hasOwn(options.requesters, requester)
     ? options.requesters[requester]
     : undefined
   const logins = configured ?? [requester]
-  const publisher = options.vouchesForPublishers ? delivery.publisher : undefined
+  const publisher = delivery.publisher
   if (publisher !== undefined && logins.includes(publisher)) return Result.succeed(`login ${publisher}`)
-  const signed = delivery.headers[Signature.signatureHeader] !== undefined ||
-    delivery.headers[Signature.keyIdHeader] !== undefined
-  if (signed || !options.vouchesForPublishers) {
-    const verified = Signature.verify(options.verifyingKeys ?? {}, requester, delivery.body, delivery.headers, options.now)
-    if (Result.isSuccess(verified)) return Result.succeed(`key ${verified.success}`)
-    if (signed || publisher === undefined) {
-      return Result.fail(
-        options.vouchesForPublishers
-          ? `the request of "${requester}": ${verified.failure.message}`
-          : `the broker does not vouch for publishers and the request of "${requester}" is not validly signed: ${verified.failure.message}`
-      )
-    }
-  }
   return Result.fail(
     publisher === undefined
-      ? `the broker vouches for no publisher of this request of "${requester}", and it is not signed`
+      ? `the broker vouches for no publisher of this request of "${requester}"`
       : `published by broker login "${Signature.quote(publisher)}", which may not ask for "${requester}" (allowed: ${
         logins.map((login) => `"${Signature.quote(login)}"`).join(", ")
       })`
@@ -413,7 +420,8 @@ export const serve = <const Owner extends string, R>(
         const target = targets.get(entity)!
         const startedAt = yield* Clock.currentTimeMillis
         const deliveries = group.map((a) => a.delivery)
-        const exit = yield* Effect.exit(target.fullSync(ids !== undefined ? { ids } : {}))
+        const reset = group[0]!.request.reset === true ? { reset: true } : {}
+        const exit = yield* Effect.exit(target.fullSync(ids !== undefined ? { ids, ...reset } : reset))
         if (Exit.isSuccess(exit)) {
           const now = yield* Clock.currentTimeMillis
           state.syncs.push(startedAt)
@@ -520,7 +528,7 @@ export const serve = <const Owner extends string, R>(
             yield* settle([delivery], (d) => d.deadLetter(reason))
             continue
           }
-          const key = JSON.stringify([request.requester, request.entity])
+          const key = JSON.stringify([request.requester, request.entity, request.reset === true])
           const group = groups.get(key)
           if (group === undefined) groups.set(key, [{ delivery, request }])
           else group.push({ delivery, request })

@@ -50,6 +50,22 @@ describe("Resync", () => {
       assert.lengthOf(yield* until(read, (r) => r.length === 5), 5)
     }).pipe(Effect.provide(system)))
 
+  it.live("a request with reset is answered with reset snapshots, apart from plain requests", () =>
+    Effect.gen(function*() {
+      yield* Outbox.transaction(companies.create({ id: "c-1", name: "c-1" }, { dismissSendEvent: true }))
+      const signing = directoryKey.signing
+      const request = yield* Resync.request({ contract: Company, requester: "directory", reset: true, signing })
+      assert.isTrue(request.reset)
+      yield* Resync.request({ contract: Company, requester: "directory", signing })
+      const rows = yield* Effect.context<Outbox.Outbox>()
+      const read = Effect.flatMap(Outbox.Outbox, (outbox) => outbox.rows()).pipe(
+        Effect.map((rows) => rows.map((r) => `${r.envelope.entityId}:${r.envelope.reset === true}`)),
+        Effect.provideContext(rows),
+        Effect.orDie
+      )
+      assert.sameMembers(yield* until(read, (r) => r.length === 2), ["c-1:true", "c-1:false"])
+    }).pipe(Effect.provide(system)))
+
   it.live("requests it cannot act on are dead-lettered with a reason", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
@@ -125,18 +141,16 @@ describe("Resync", () => {
         message("unsigned", body("unsigned", "directory"), {}),
         message("other-key", body("other-key", "directory"), Signature.sign(billingKey.signing, body("other-key", "directory"))),
         message("tampered", body("tampered", "directory"), headers),
-        message("unknown-requester", body("unknown-requester", "billing"), Signature.sign(billingKey.signing, body("unknown-requester", "billing"))),
         message("long-key", body("long-key", "directory"), { ...headers, [Signature.keyIdHeader]: "k".repeat(70_000) })
       ])
       const dead = yield* until(
         Effect.map(Effect.orDie(broker.deadLetters(Resync.queueOf("accounts").name)), (page) => page.items),
-        (d) => d.length === 5
+        (d) => d.length === 4
       )
       const reasons = Object.fromEntries(dead.map((d) => [d.messageId, d.reason]))
       assert.match(reasons["unsigned"]!, /^ForgedProducer: .*"directory".*Unsigned/)
       assert.match(reasons["other-key"]!, /^ForgedProducer: .*UnknownKey: key "billing-1" is not a key of "directory"/)
       assert.match(reasons["tampered"]!, /^ForgedProducer: .*BadSignature: the signature by key "directory-1" does not match/)
-      assert.match(reasons["unknown-requester"]!, /^ForgedProducer: .*UnknownKey/)
       assert.match(reasons["long-key"]!, /^ForgedProducer: .*MalformedSignature/)
       for (const d of dead) assert.isAtMost(new TextEncoder().encode(d.reason).byteLength, 1024)
       const rows = yield* Effect.orDie(snapshots)
@@ -186,8 +200,13 @@ describe("Resync", () => {
       // signed, but not validly: rejected even when the login would be allowed
       const bad = { ...headers, [Signature.keyIdHeader]: "other" }
       assert.isTrue(Result.isFailure(Resync.authenticate(request, vouched("billing", bad), { vouchesForPublishers: true, verifyingKeys, now })))
-      // a broker that cannot vouch: a publisher it names counts for nothing
-      assert.isTrue(Result.isFailure(Resync.authenticate(request, vouched("directory"), { vouchesForPublishers: false, now })))
+      // a requester with keys must sign, whatever login the broker names
+      assert.isTrue(Result.isFailure(Resync.authenticate(request, vouched("directory"), { vouchesForPublishers: true, verifyingKeys, now })))
+      // a broker that cannot vouch, for a requester without keys: left to the broker's own access control
+      assert.deepStrictEqual(
+        Resync.authenticate(request, vouched(undefined), { vouchesForPublishers: false, now }),
+        Result.succeed("unauthenticated")
+      )
     })
   })
 
