@@ -4,14 +4,17 @@
  * scenario (`scenario/Scenario.ts`): each step prints what it expected and what it saw, then owner rows and
  * copies are counted side by side. Exits 0 only if every step held.
  *
- * `npm run demo -- --serve` also serves both HTTP APIs (accounts on 3001, directory on 3002; `ACCOUNTS_PORT`
- * and `DIRECTORY_PORT` change them), plays the scenario through them, and keeps running until SIGINT so you
- * can try the APIs with curl (see the README).
+ * `npm run demo -- --serve` also serves both HTTP APIs on 127.0.0.1 (accounts on 3001, directory on 3002;
+ * `ACCOUNTS_PORT` and `DIRECTORY_PORT` change them), plays the scenario through them, and keeps running until
+ * SIGINT so you can try the APIs with curl (see the README).
+ *
+ * The `/admin/*` routes need a bearer token: `ADMIN_TOKEN` when it is set, otherwise `demo-admin-token`
+ * (printed at start).
  *
  * @since 0.1.0
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Config, Console, Effect, Exit, Layer, References, Runtime } from "effect"
+import { Cause, Config, Console, Effect, Exit, Layer, Redacted, References, Runtime } from "effect"
 import { FetchHttpClient, HttpClient } from "effect/http"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as SyncConfig from "../src/SyncConfig.ts"
@@ -26,12 +29,18 @@ const serve = process.argv.includes("--serve")
 /** Steps that did not hold, for the exit code. */
 let failedSteps = 0
 
+/** The admin token of the demo when `ADMIN_TOKEN` is not set. */
+const demoAdminToken = "demo-admin-token"
+
 const program = Effect.gen(function*() {
   yield* Console.log("starting accounts and directory: an embedded PostgreSQL each, one in-memory broker…")
+  const adminToken = yield* Config.String("ADMIN_TOKEN").pipe(Config.withDefault(demoAdminToken))
+  const http = { adminToken: Redacted.make(adminToken) }
   const broker = yield* Layer.build(MemoryBroker.layer())
-  const accounts = yield* AccountsService.make({ database: {} }).pipe(Effect.provideContext(broker))
+  const accounts = yield* AccountsService.make({ database: {}, http }).pipe(Effect.provideContext(broker))
   const directory = yield* DirectoryService.make({
     database: {},
+    http,
     // a short dependency budget, so that the dead-letter step takes seconds, not a day
     consumer: {
       dependencyRetry: SyncConfig.backoff({ base: "100 millis", maxDelay: "500 millis", budget: "3 seconds" }),
@@ -50,6 +59,7 @@ const program = Effect.gen(function*() {
       const a = yield* HttpApp.listen(accounts.http, { port: accountsPort, host: "127.0.0.1" })
       const d = yield* HttpApp.listen(directory.http, { port: directoryPort, host: "127.0.0.1" })
       yield* Console.log(`accounts on ${a.url}, directory on ${d.url}`)
+      yield* Console.log(`admin routes: Authorization: Bearer ${adminToken}`)
       return { accounts: a.url, directory: d.url }
     })
     : { accounts: "http://accounts", directory: "http://directory" }
@@ -57,7 +67,7 @@ const program = Effect.gen(function*() {
     ? yield* HttpClient.HttpClient.pipe(Effect.provide(FetchHttpClient.layer))
     : HttpApp.inProcessClient({ accounts: accounts.http, directory: directory.http })
 
-  const result = yield* Scenario.run(urls).pipe(
+  const result = yield* Scenario.run({ ...urls, adminToken }).pipe(
     Effect.provideService(HttpClient.HttpClient, client),
     Effect.provideService(Faults, faults)
   )
@@ -65,7 +75,8 @@ const program = Effect.gen(function*() {
   if (serve) {
     yield* Console.log(
       `\nstill serving — try: curl ${urls.accounts}/users · curl ${urls.directory}/employees · ` +
-        `curl ${urls.directory}/metrics (Ctrl-C to stop)`
+        `curl ${urls.directory}/metrics · ` +
+        `curl -H 'Authorization: Bearer ${adminToken}' ${urls.directory}/admin/dead-letters (Ctrl-C to stop)`
     )
     return yield* Effect.never
   }

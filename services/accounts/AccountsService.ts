@@ -31,6 +31,18 @@ export interface AccountsOptions {
   readonly database: ServiceDatabase.DatabaseOptions
   /** Relay settings (default: the library's). */
   readonly relay?: Omit<Relay.RelayOptions, "producer">
+  /** HTTP settings: the admin token (absent: admin routes disabled), the body limit. */
+  readonly http?: HttpApp.HttpOptions
+}
+
+/** A failing dependency of the relay, for `/health`: which, since when, what (never driver text). */
+const failingOf = (status: Relay.RelayStatus) => {
+  const failing = (["database", "broker"] as const).find((dependency) => !status[dependency].ok)
+  return failing === undefined ? null : {
+    dependency: failing,
+    since: new Date(status[failing].since).toISOString(),
+    problem: `the ${failing} does not answer; the relay waits for it`
+  }
 }
 
 /** Starts the accounts service in the current scope. */
@@ -52,15 +64,31 @@ export const make = (
         ]
       })
     )
-    yield* Layer.build(background).pipe(Effect.provideContext(stores))
+    const running = yield* Layer.build(background).pipe(Effect.provideContext(stores))
+    const relay = Context.get(running, Relay.Relay)
     const http = yield* HttpApp.make([
       ...AccountsApi.routes(accounts),
       OperatorRoutes.health(
         name,
-        Effect.map(accounts.outbox, (outbox) => ({ ok: true, details: { database: database.kind, outbox } }))
+        Effect.gen(function*() {
+          const failing = failingOf(yield* relay.status)
+          const outbox = yield* accounts.outbox.pipe(Effect.timeoutOption("3 seconds"), Effect.option)
+          const counted = outbox._tag === "Some" && outbox.value._tag === "Some" ? outbox.value.value : null
+          const problem = failing ?? (counted === null
+            ? { dependency: "database", since: new Date().toISOString(), problem: "the database does not answer" }
+            : null)
+          return {
+            ok: problem === null,
+            details: {
+              database: database.kind,
+              ...(counted !== null ? { outbox: counted } : {}),
+              ...(problem !== null ? { failing: problem } : {})
+            }
+          }
+        })
       ),
       OperatorRoutes.metrics(registry)
-    ])
+    ], options.http)
     return { name, http, database }
   }).pipe(Effect.provideService(Metric.MetricRegistry, registry))
 }
@@ -71,10 +99,12 @@ export const make = (
  */
 export const config: Config.Config<AccountsOptions> = Config.all({
   database: ServiceDatabase.config,
-  relay: SyncConfig.relay
+  relay: SyncConfig.relay,
+  http: HttpApp.config
 }).pipe(
-  Config.map(({ database, relay }) => ({
+  Config.map(({ database, http, relay }) => ({
     database,
+    http,
     relay: {
       batchSize: relay.batchSize,
       pollInterval: relay.pollInterval,

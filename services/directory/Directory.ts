@@ -4,9 +4,11 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import { Clock, Context, Duration, Effect, Result } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
-import type { Broker } from "../../src/Broker.ts"
+import { Broker } from "../../src/Broker.ts"
+import type * as LibraryDeadLetters from "../../src/DeadLetters.ts"
+import { Inbox } from "../../src/Inbox.ts"
 import type { CopyRepository } from "../../src/CopyRepository.ts"
 import type { BrokerUnavailable, PublishRejected } from "../../src/Errors.ts"
 import * as Resync from "../../src/Resync.ts"
@@ -30,26 +32,82 @@ export class Directory extends Context.Service<Directory, {
     Resync.ResyncRequest,
     BrokerUnavailable | PublishRejected
   >
-  readonly deadLetters: Effect.Effect<ReadonlyArray<DeadLetters.DeadLetterRow>, SqlError.SqlError | BrokerUnavailable>
+  /** One page of dead letters (inbox and broker), oldest first. */
+  readonly deadLetters: (options: {
+    readonly limit?: number
+    readonly after?: string
+    readonly filter?: LibraryDeadLetters.Filter
+  }) => Effect.Effect<
+    DeadLetters.DeadLetterPage,
+    SqlError.SqlError | BrokerUnavailable | LibraryDeadLetters.InvalidCursor
+  >
   /** Replays a dead letter; from which store, or null when there is none with this id. */
   readonly replay: (messageId: string) => Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | BrokerUnavailable>
-  /** The consumer's state: deliveries in flight, events waiting for a dependency, dead letters in the inbox. */
-  readonly status: Effect.Effect<
-    { readonly inFlight: number; readonly waiting: number; readonly deadLetters: number },
-    SqlError.SqlError
-  >
+  /** Replays every dead letter matching the filter, in both stores; the counts per store. */
+  readonly replayMatching: (
+    filter: LibraryDeadLetters.Filter
+  ) => Effect.Effect<LibraryDeadLetters.Replayed, SqlError.SqlError | BrokerUnavailable>
+  /**
+   * The consumer's state for `/health`: deliveries in flight and the oldest of them, events waiting for a
+   * dependency and dead letters (counted by the database), the broker's dead-letter depth, and the
+   * dependency that fails, if any, with since when. Never fails; each check gives up after 3 seconds.
+   */
+  readonly status: Effect.Effect<DirectoryStatus>
 }>()("services/directory/Directory") {}
+
+/** A dependency that does not answer: which, since when (ISO-8601), and what is wrong (never driver text). */
+export interface Failing {
+  readonly dependency: "database" | "broker"
+  readonly since: string
+  readonly problem: string
+}
+
+/** What `/health` reports about the directory's consumer. */
+export interface DirectoryStatus {
+  readonly consumer: {
+    readonly inFlight: number
+    readonly waiting: number
+    readonly deadLetters: number
+    readonly oldestUnsettledAt: string | null
+    readonly oldestWaitingSince: string | null
+    readonly oldestDeadAt: string | null
+  }
+  readonly broker: { readonly deadLetters: number | null }
+  /** The dependency that fails, if any. */
+  readonly failing: Failing | null
+}
+
+const isoOrNull = (millis: number | null) => (millis === null ? null : new Date(millis).toISOString())
+
+/** How long one health check waits for a dependency. */
+const checkTimeout = Duration.seconds(3)
 
 /** Makes the directory's operations for the consumer `service` (its queue is `<service>.sync`). */
 export const make = (
   service: string
-): Effect.Effect<Directory["Service"], never, CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker> =>
+): Effect.Effect<Directory["Service"], never, CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker | Inbox> =>
   Effect.gen(function*() {
-    const context = yield* Effect.context<CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker>()
+    type Needs = CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker | Inbox
+    const context = yield* Effect.context<Needs>()
     const consumer = yield* SyncConsumer
+    const inbox = yield* Inbox
+    const broker = yield* Broker
     const queue = `${service}.sync`
-    const run = <A, E>(effect: Effect.Effect<A, E, CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker>) =>
-      Effect.provideContext(effect, context)
+    const run = <A, E>(effect: Effect.Effect<A, E, Needs>) => Effect.provideContext(effect, context)
+    // since when each dependency has failed the health checks (reset when it answers again)
+    const failingSince: { database: number | null; broker: number | null } = { database: null, broker: null }
+    const check = <A, E>(dependency: "database" | "broker", effect: Effect.Effect<A, E>) =>
+      Effect.gen(function*() {
+        const result = yield* effect.pipe(Effect.timeoutOption(checkTimeout), Effect.result)
+        const now = yield* Clock.currentTimeMillis
+        if (Result.isSuccess(result) && result.success._tag === "Some") {
+          failingSince[dependency] = null
+          return result.success.value
+        }
+        if (Result.isFailure(result)) yield* Effect.logWarning(`health check: the ${dependency} failed`, result.failure)
+        failingSince[dependency] ??= now
+        return null
+      })
     return Directory.of({
       companies: run(CompanyCopies.list),
       company: (id) => run(CompanyCopies.get(id)),
@@ -61,12 +119,41 @@ export const make = (
           requester: service,
           ...(ids !== undefined ? { ids } : {})
         })),
-      deadLetters: run(DeadLetters.list(queue)),
-      replay: (messageId) => run(DeadLetters.replay(queue, messageId)),
+      deadLetters: (options) => run(DeadLetters.list(service, options)),
+      replay: (messageId) => run(DeadLetters.replay(service, messageId)),
+      replayMatching: (filter) => run(DeadLetters.replayMatching(service, filter)),
       status: Effect.gen(function*() {
-        const waiting = yield* consumer.waiting
-        const dead = yield* consumer.deadLetters
-        return { inFlight: yield* consumer.inFlight, waiting: waiting.length, deadLetters: dead.length }
+        const state = yield* consumer.status
+        const stats = yield* check("database", inbox.stats(service))
+        const depth = yield* check("broker", broker.deadLetters(queue, { limit: 0 }))
+        const paused = state.paused
+        const failing: Failing | null = paused !== null
+          ? {
+            dependency: paused.dependency,
+            since: new Date(paused.since).toISOString(),
+            problem: `the ${paused.dependency} does not answer; consumption is paused`
+          }
+          : failingSince.database !== null
+          ? {
+            dependency: "database",
+            since: new Date(failingSince.database).toISOString(),
+            problem: "the database does not answer"
+          }
+          : failingSince.broker !== null
+          ? { dependency: "broker", since: new Date(failingSince.broker).toISOString(), problem: "the broker does not answer" }
+          : null
+        return {
+          consumer: {
+            inFlight: state.inFlight,
+            waiting: stats?.waiting ?? 0,
+            deadLetters: stats?.dead ?? 0,
+            oldestUnsettledAt: isoOrNull(state.oldestUnsettledAt),
+            oldestWaitingSince: isoOrNull(stats?.oldestWaitingSince ?? null),
+            oldestDeadAt: isoOrNull(stats?.oldestDeadAt ?? null)
+          },
+          broker: { deadLetters: depth?.total ?? null },
+          failing
+        }
       })
     })
   })

@@ -33,6 +33,8 @@ export interface DirectoryOptions {
   readonly database: ServiceDatabase.DatabaseOptions
   /** Consumer settings (default: the library's). */
   readonly consumer?: Omit<SyncConsumer.ConsumerOptions<SqlClient.SqlClient>, "service" | "subscriptions">
+  /** HTTP settings: the admin token (absent: admin routes disabled), the body limit. */
+  readonly http?: HttpApp.HttpOptions
 }
 
 /** The subscriptions: Company copies, and User copies with their Employee rows. */
@@ -61,24 +63,34 @@ export const make = (
       ...DirectoryApi.routes(directory),
       OperatorRoutes.health(
         name,
-        Effect.map(directory.status, (consumer) => ({ ok: true, details: { database: database.kind, consumer } }))
+        Effect.map(directory.status, (status): OperatorRoutes.Health => ({
+          ok: status.failing === null,
+          details: {
+            database: database.kind,
+            consumer: { ...status.consumer },
+            broker: { ...status.broker },
+            ...(status.failing !== null ? { failing: { ...status.failing } } : {})
+          }
+        }))
       ),
       OperatorRoutes.metrics(registry)
-    ])
+    ], options.http)
     return { name, http, database }
   }).pipe(Effect.provideService(Metric.MetricRegistry, registry))
 }
 
 /**
- * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`) and
- * the consumer (`SYNC_CONSUMER_*`, `SYNC_PREFETCH`, `SYNC_DEPENDENCY_RETRY_*`, …; see `SyncConfig.consumer`).
+ * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`), HTTP
+ * (`ADMIN_TOKEN`, `HTTP_MAX_BODY_BYTES`; see `HttpApp.config`) and the consumer (`SYNC_CONSUMER_*`, `SYNC_PREFETCH`, `SYNC_DEPENDENCY_RETRY_*`, …; see `SyncConfig.consumer`).
  */
 export const config: Config.Config<DirectoryOptions> = Config.all({
   database: ServiceDatabase.config,
-  consumer: SyncConfig.consumer
+  consumer: SyncConfig.consumer,
+  http: HttpApp.config
 }).pipe(
-  Config.map(({ consumer, database }) => ({
+  Config.map(({ consumer, database, http }) => ({
     database,
+    http,
     consumer: {
       batchSize: consumer.batchSize,
       batchWindow: consumer.batchWindow,

@@ -1,8 +1,13 @@
 /**
  * The HTTP errors of the demo services and how they are answered: always JSON
- * `{ error, message, details? }` with the matching status — 400 malformed request, 404 unknown route or
- * entity, 409 conflict, 422 invalid body (the schema issues in `details`), 503 database or broker
- * unavailable, 500 anything unexpected (logged, never leaked).
+ * `{ error, message, details?, … }` with the matching status — 400 malformed request, 401 missing or wrong
+ * admin token, 403 admin routes disabled, 404 unknown route or entity, 409 conflict, 413 body too large
+ * (with `limitBytes`), 422 invalid body (at most `maxIssues` schema issues in `details`, and
+ * `omittedIssues`), 503 database or broker unavailable, 500 anything unexpected.
+ *
+ * A 503 or 500 never carries the broker's or the database's own error text: the detail goes to the log
+ * under an error id, and the response names the problem and carries that `errorId`, so an operator can
+ * find the log line.
  *
  * @since 0.1.0
  */
@@ -14,8 +19,11 @@ import type { BrokerUnavailable, PublishRejected } from "../../src/Errors.ts"
 /** The error codes, as the `error` field of a response. */
 export const ErrorCode = Schema.Literals([
   "BadRequest",
+  "Unauthorized",
+  "Forbidden",
   "NotFound",
   "Conflict",
+  "PayloadTooLarge",
   "UnprocessableEntity",
   "ServiceUnavailable",
   "InternalError"
@@ -24,8 +32,11 @@ export type ErrorCode = typeof ErrorCode.Type
 
 const statusOf: Record<ErrorCode, number> = {
   BadRequest: 400,
+  Unauthorized: 401,
+  Forbidden: 403,
   NotFound: 404,
   Conflict: 409,
+  PayloadTooLarge: 413,
   UnprocessableEntity: 422,
   ServiceUnavailable: 503,
   InternalError: 500
@@ -35,7 +46,9 @@ const statusOf: Record<ErrorCode, number> = {
 export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
   error: ErrorCode,
   message: Schema.String,
-  details: Schema.optionalKey(Schema.Json)
+  details: Schema.optionalKey(Schema.Json),
+  /** More top-level fields of the response (e.g. `errorId`, `limitBytes`, `omittedIssues`). */
+  extra: Schema.optionalKey(Schema.Record(Schema.String, Schema.Json))
 }) {
   /** The HTTP status of the response. */
   get status(): number {
@@ -46,6 +59,37 @@ export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
 const make = (error: ErrorCode) => (message: string, details?: Schema.Json): ApiError =>
   new ApiError({ error, message, ...(details !== undefined ? { details } : {}) })
 
+/** The same error with more top-level fields in its response. */
+export const withExtra = (error: ApiError, extra: { readonly [key: string]: Schema.Json }): ApiError =>
+  new ApiError({
+    error: error.error,
+    message: error.message,
+    ...(error.details !== undefined ? { details: error.details } : {}),
+    extra: { ...error.extra, ...extra }
+  })
+
+/** A new error id: what a response carries and the log line of its detail is annotated with. */
+export const newErrorId = (): string => crypto.randomUUID()
+
+/**
+ * Logs `detail` at error level under a new error id and answers `error` carrying that `errorId` (the
+ * detail itself stays in the log).
+ */
+export const logged = (what: string, detail: unknown, error: ApiError): Effect.Effect<never, ApiError> =>
+  Effect.suspend(() => {
+    const errorId = newErrorId()
+    return Effect.andThen(
+      Effect.logError(`${what} (error id ${errorId})`, detail).pipe(Effect.annotateLogs("errorId", errorId)),
+      Effect.fail(withExtra(error, { errorId }))
+    )
+  })
+
+/** 401: an admin route without the right `Authorization: Bearer` token. */
+export const unauthorized = make("Unauthorized")
+/** 403: the route is disabled (e.g. admin routes without `ADMIN_TOKEN`). */
+export const forbidden = make("Forbidden")
+/** 413: the request body is larger than the service accepts. */
+export const payloadTooLarge = make("PayloadTooLarge")
 /** 400: the request cannot be read (e.g. malformed JSON). */
 export const badRequest = make("BadRequest")
 /** 404: no such route or entity. */
@@ -57,24 +101,31 @@ export const unprocessable = make("UnprocessableEntity")
 /** 503: a dependency (database, broker) is unavailable; retrying later may succeed. */
 export const unavailable = make("ServiceUnavailable")
 
-/** A database error as a 503 (its detail is logged, not sent). */
+/** A database error as a 503 with an error id (its detail is logged, not sent). */
 export const fromSqlError = (error: SqlError.SqlError): Effect.Effect<never, ApiError> =>
-  Effect.andThen(
-    Effect.logError("request failed: database error", error),
-    Effect.fail(unavailable("the database is unavailable; try again later"))
-  )
+  logged("request failed: database error", error, unavailable("the database is unavailable; try again later"))
 
-/** A broker error as a 503. */
+/** A broker error as a 503 with an error id (its detail is logged, not sent). */
 export const fromBrokerError = (error: BrokerUnavailable | PublishRejected): Effect.Effect<never, ApiError> =>
-  Effect.andThen(
-    Effect.logError("request failed: broker error", error),
-    Effect.fail(unavailable(`the message broker did not take the message: ${error.message}`))
+  logged(
+    "request failed: broker error",
+    error,
+    unavailable(
+      error._tag === "PublishRejected"
+        ? "the message broker did not route the message; try again later"
+        : "the message broker is unavailable; try again later"
+    )
   )
 
 /** The JSON response of an error. */
 export const toResponse = (error: ApiError): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.jsonUnsafe(
-    { error: error.error, message: error.message, ...(error.details !== undefined ? { details: error.details } : {}) },
+    {
+      ...error.extra,
+      error: error.error,
+      message: error.message,
+      ...(error.details !== undefined ? { details: error.details } : {})
+    },
     { status: error.status }
   )
 
@@ -107,10 +158,17 @@ export const catchAll = <E, R>(
           return Effect.succeed(toResponse(badRequest(`the request could not be read: ${reason.message}`)))
         }
       }
+      const errorId = newErrorId()
       return Effect.as(
-        Effect.logError("request failed unexpectedly", cause),
+        Effect.logError(`request failed unexpectedly (error id ${errorId})`, cause).pipe(
+          Effect.annotateLogs("errorId", errorId)
+        ),
         toResponse(
-          new ApiError({ error: "InternalError", message: "an unexpected error occurred; see the service's log" })
+          new ApiError({
+            error: "InternalError",
+            message: `an unexpected error occurred; the service's log has the detail under error id ${errorId}`,
+            extra: { errorId }
+          })
         )
       )
     })

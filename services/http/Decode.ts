@@ -1,11 +1,13 @@
 /**
- * Reading the parts of a request into typed values with Schema: a body that is not JSON is a 400, a
- * body (or query) that does not match its schema a 422 whose `details` list every issue with its path.
+ * Reading the parts of a request into typed values with Schema: a body larger than the service accepts is
+ * a 413 (checked from `Content-Length` before reading, and counted while reading: a body is never buffered
+ * past the limit), a body that is not JSON a 400, a body (or query) that does not match its schema a 422
+ * whose `details` list at most `maxIssues` issues with their paths (`omittedIssues` says how many more).
  * Unknown fields are issues too, so a misspelt field is reported rather than ignored.
  *
  * @since 0.1.0
  */
-import { Effect, Schema, SchemaIssue } from "effect"
+import { Context, Effect, Schema, SchemaIssue, Stream } from "effect"
 import { HttpRouter, HttpServerRequest } from "effect/http"
 import * as ApiError from "./ApiError.ts"
 
@@ -24,33 +26,87 @@ export const issuesOf = (error: Schema.SchemaError): ReadonlyArray<Issue> =>
     message: issue.message
   }))
 
+/** The most issues a 422 lists. */
+export const maxIssues = 20
+
+/** The longest issue message or path a 422 shows, in characters. */
+const maxIssueText = 300
+
+/** The request body size a service accepts when nothing else is configured: 64 KiB. */
+export const defaultMaxBodyBytes = 64 * 1024
+
+/** The largest request body the current service accepts, in bytes (`HttpApp.make` sets it). */
+export const MaxBodyBytes = Context.Reference<number>("services/http/MaxBodyBytes", {
+  defaultValue: () => defaultMaxBodyBytes
+})
+
+const cut = (text: string) => (text.length <= maxIssueText ? text : `${text.slice(0, maxIssueText)}…`)
+
 const decodeWith = <A>(schema: Schema.Decoder<A>, what: string) => {
   const decode = Schema.decodeUnknownEffect(schema, { errors: "all", onExcessProperty: "error" })
   return (input: unknown): Effect.Effect<A, ApiError.ApiError> =>
     decode(input).pipe(
-      Effect.mapError((error) =>
-        ApiError.unprocessable(
-          `the ${what} is invalid`,
-          issuesOf(error).map((issue) => ({ path: issue.path, message: issue.message }))
+      Effect.mapError((error) => {
+        const issues = issuesOf(error)
+        const listed = issues.slice(0, maxIssues).map((issue) => ({ path: cut(issue.path), message: cut(issue.message) }))
+        const omitted = issues.length - listed.length
+        const invalid = ApiError.unprocessable(
+          omitted > 0
+            ? `the ${what} is invalid: ${issues.length} issues, the first ${listed.length} listed`
+            : `the ${what} is invalid`,
+          listed
         )
-      )
+        return omitted > 0 ? ApiError.withExtra(invalid, { omittedIssues: omitted }) : invalid
+      })
     )
 }
 
-/** The request's JSON body, decoded with `schema`: 400 when it is not JSON, 422 when it does not match. */
+const tooLarge = (limit: number) =>
+  ApiError.withExtra(
+    ApiError.payloadTooLarge(`the request body is larger than the ${limit} bytes this service accepts`),
+    { limitBytes: limit }
+  )
+
+/**
+ * The request's body as text, at most `MaxBodyBytes`: 413 when `Content-Length` says more, or as soon as
+ * more arrives (the rest is not read).
+ */
+export const text: Effect.Effect<string, ApiError.ApiError, HttpServerRequest.HttpServerRequest> = Effect.gen(
+  function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const limit = yield* MaxBodyBytes
+    const declared = request.headers["content-length"]
+    if (declared !== undefined && Number(declared) > limit) return yield* tooLarge(limit)
+    const chunks: Array<Uint8Array> = []
+    let size = 0
+    yield* request.stream.pipe(
+      Stream.mapError(() => ApiError.badRequest("the request body could not be read")),
+      Stream.runForEach((chunk) => {
+        size += chunk.byteLength
+        if (size > limit) return Effect.fail(tooLarge(limit))
+        chunks.push(chunk)
+        return Effect.void
+      })
+    )
+    return Buffer.concat(chunks, size).toString("utf8")
+  }
+)
+
+/**
+ * The request's JSON body, decoded with `schema`: 413 when it is too large, 400 when it is not JSON, 422 when
+ * it does not match.
+ */
 export const body = <A>(
   schema: Schema.Decoder<A>
 ): Effect.Effect<A, ApiError.ApiError, HttpServerRequest.HttpServerRequest> => {
   const decode = decodeWith(schema, "request body")
   return Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const text = yield* request.text.pipe(
-      Effect.mapError(() => ApiError.badRequest("the request body could not be read"))
-    )
-    if (text.trim() === "") return yield* ApiError.badRequest("a JSON request body is required")
+    const raw = yield* text
+    if (raw.trim() === "") return yield* ApiError.badRequest("a JSON request body is required")
     const json = yield* Effect.try({
-      try: (): unknown => JSON.parse(text),
-      catch: (cause) => ApiError.badRequest(`malformed JSON: ${cause instanceof Error ? cause.message : String(cause)}`)
+      try: (): unknown => JSON.parse(raw),
+      catch: (cause) =>
+        ApiError.badRequest(`malformed JSON: ${cut(cause instanceof Error ? cause.message : String(cause))}`)
     })
     return yield* decode(json)
   })

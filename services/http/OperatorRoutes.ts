@@ -18,22 +18,30 @@ export type Health = {
 
 /**
  * `GET /health`: 200 `{ status: "ok", service, ...details }`, or 503 `{ status: "unavailable", … }` when
- * `check` says so or fails.
+ * `check` says so, fails or takes more than 5 seconds (the detail of a failure goes to the log under the
+ * `errorId` of the answer).
  */
 export const health = <E>(service: string, check: Effect.Effect<Health, E>): Route =>
   HttpRouter.route(
     "GET",
     "/health",
     check.pipe(
+      Effect.timeout("5 seconds"),
       Effect.map(({ details, ok }) =>
         ApiError.json({ status: ok ? "ok" : "unavailable", service, ...details }, ok ? 200 : 503)
       ),
-      Effect.catchCause((cause) =>
-        Effect.as(
-          Effect.logWarning("health check failed", cause),
-          ApiError.json({ status: "unavailable", service, error: "the health check failed; see the service's log" }, 503)
+      Effect.catchCause((cause) => {
+        const errorId = ApiError.newErrorId()
+        return Effect.as(
+          Effect.logWarning(`health check failed (error id ${errorId})`, cause),
+          ApiError.json({
+            status: "unavailable",
+            service,
+            error: `the health check failed; the service's log has the detail under error id ${errorId}`,
+            errorId
+          }, 503)
         )
-      )
+      })
     )
   )
 

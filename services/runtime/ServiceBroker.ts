@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Config, Effect, Layer, Option } from "effect"
+import amqp from "amqplib"
+import { Config, Effect, Layer, Option, Redacted, Schema } from "effect"
 import type { Broker } from "../../src/Broker.ts"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import * as MemoryBroker from "../../src/memory/MemoryBroker.ts"
@@ -21,3 +22,37 @@ export const layerConfig: Layer.Layer<Broker, Config.ConfigError> = Layer.unwrap
     return MemoryBroker.layer()
   })
 )
+
+/** Why a broker probe failed: what an operator is told (`summary`) and the library's own text (for the log). */
+export class BrokerProbeFailed extends Schema.TaggedError<BrokerProbeFailed>()("BrokerProbeFailed", {
+  summary: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.summary}: ${this.detail}`
+  }
+}
+
+const describeBrokerFailure = (detail: string): string =>
+  /ACCESS[-_]REFUSED/.test(detail)
+    ? "the broker refused the login (check the user and password in AMQP_URL)"
+    : /NOT[-_]ALLOWED|vhost/i.test(detail)
+    ? "the broker refused access to the virtual host (check AMQP_URL's virtual host and the user's permissions)"
+    : "the broker cannot be reached (check the host and port in AMQP_URL, and that it runs)"
+
+/**
+ * Opens a connection to the RabbitMQ server at `url` and closes it (at most 5 seconds): whether the
+ * service could start on it now.
+ */
+export const probe = (url: Redacted.Redacted): Effect.Effect<void, BrokerProbeFailed> =>
+  Effect.tryPromise({
+    try: async () => {
+      const connection = await amqp.connect(Redacted.value(url), { timeout: 5_000 })
+      connection.on("error", () => undefined)
+      await connection.close()
+    },
+    catch: (cause) => {
+      const detail = cause instanceof Error ? cause.message : String(cause)
+      return new BrokerProbeFailed({ summary: describeBrokerFailure(detail), detail })
+    }
+  })

@@ -9,7 +9,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Effect, Layer, Option, type Redacted, Schema } from "effect"
-import type { SqlClient } from "effect/sql"
+import { SqlClient, type SqlError } from "effect/sql"
 import * as Embedded from "../../src/postgres/Embedded.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Tables from "../../src/postgres/Tables.ts"
@@ -88,3 +88,27 @@ export const config: Config.Config<DatabaseOptions> = Config.all({
     ...(Option.isSome(dataDir) ? { dataDir: dataDir.value } : {})
   }))
 )
+
+/** What an operator is told about a database that does not answer (never its own error text). */
+export const describeFailure = (error: SqlError.SqlError): string => {
+  switch (error.reason._tag) {
+    case "AuthenticationError":
+      return "the database refused the login (check the user and password in DATABASE_URL)"
+    case "AuthorizationError":
+      return "the database refused access (check the user's privileges and the database name in DATABASE_URL)"
+    case "ConnectionError":
+      return "the database cannot be reached (check the host and port in DATABASE_URL, and that it runs)"
+    default:
+      return "the database answered with an error (see the log)"
+  }
+}
+
+/**
+ * Connects to the PostgreSQL server at `url` and runs `SELECT 1` (one connection, closed after; at most
+ * 5 seconds to connect): whether the service could start on it now.
+ */
+export const probe = (url: Redacted.Redacted): Effect.Effect<void, SqlError.SqlError> =>
+  SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
+    Effect.provide(PgClient.layer({ url, maxConnections: 1, connectTimeout: "5 seconds" })),
+    Effect.asVoid
+  )

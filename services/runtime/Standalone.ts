@@ -2,10 +2,18 @@
  * Runs one demo service on its own, configured by the environment — what `npm run start:accounts` and
  * `npm run start:directory` (and the Docker images) do:
  *
- * * `PORT` (the service's default port; 0: any free port), `HOST` (`0.0.0.0`);
+ * * `PORT` (the service's default port; 0: any free port), `HOST` (`127.0.0.1`: this machine only; set
+ *   `0.0.0.0` to listen on every interface, as docker-compose does inside its containers);
+ * * `ADMIN_TOKEN` (the bearer token of the `/admin/*` routes; absent: they are disabled),
+ *   `HTTP_MAX_BODY_BYTES` (65536);
  * * `DATABASE_URL` … (`ServiceDatabase.config`; absent: an embedded database);
  * * `AMQP_URL` … (`ServiceBroker`; absent: an in-memory broker, useful only for trying one service alone);
  * * the library's settings (`SyncConfig`, `RabbitConfig`).
+ *
+ * The service listens at once. Until it has started, `/health` answers 503 naming the dependency it waits
+ * for and since when, and every other route 503. Starting probes the database and the broker, then builds
+ * the service; a failure (a wrong password, a server that is down) is logged clearly on every attempt, and
+ * the service tries again with backoff (0.5 s doubling, at most 10 s apart) until it succeeds.
  *
  * On SIGTERM or SIGINT the service shuts down gracefully: it stops accepting HTTP connections and finishes
  * in-flight requests, stops its background work (unsettled deliveries go back to the broker's queue,
@@ -14,12 +22,30 @@
  * @since 0.1.0
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Config, Effect, Exit, Layer, Runtime, Schema, type Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Config,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Option,
+  Runtime,
+  Schedule,
+  Schema,
+  Scope
+} from "effect"
+import { HttpServerRequest } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"
+import type { SqlError } from "effect/sql"
 import type { Broker } from "../../src/Broker.ts"
+import * as ApiError from "../http/ApiError.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import type { RunningService } from "./RunningService.ts"
 import * as ServiceBroker from "./ServiceBroker.ts"
+import * as ServiceDatabase from "./ServiceDatabase.ts"
 
 /** A service as the runner needs it: its name, default port, settings and how to start it. */
 export interface ServiceDefinition<Options, E> {
@@ -29,23 +55,154 @@ export interface ServiceDefinition<Options, E> {
   readonly make: (options: Options) => Effect.Effect<RunningService, E, Broker | Scope.Scope>
 }
 
+/** What a service waits for while it starts. */
+export type Dependency = "database" | "broker" | "startup"
+
+/** Why the service has not started yet. */
+export interface Waiting {
+  readonly dependency: Dependency
+  /** Since when (epoch milliseconds) it has been waiting for this dependency. */
+  readonly since: number
+  /** What is wrong, for people (never a driver's own error text). */
+  readonly problem: string
+  readonly attempts: number
+}
+
+/** A served service, and an effect that completes once it has started (listening comes first). */
+export interface Started extends HttpApp.Listening {
+  readonly ready: Effect.Effect<void>
+}
+
+/** A start-up failure: which dependency, what to tell, and the detail for the log. */
+class StartFailed extends Schema.TaggedError<StartFailed>()("StartFailed", {
+  dependency: Schema.Literals(["database", "broker", "startup"]),
+  problem: Schema.String,
+  detail: Schema.Defect()
+}) {}
+
+const databaseFailed = (error: SqlError.SqlError) =>
+  new StartFailed({ dependency: "database", problem: ServiceDatabase.describeFailure(error), detail: error })
+
+/** The failure of building the service, by the dependency its cause names. */
+const classify = (cause: Cause.Cause<unknown>): StartFailed => {
+  const error = Cause.findErrorOption(cause)
+  if (Option.isSome(error)) {
+    const value = error.value
+    if (value instanceof StartFailed) return value
+    const tag = typeof value === "object" && value !== null ? Reflect.get(value, "_tag") : undefined
+    if (tag === "SqlError" || tag === "MigrationError") {
+      return new StartFailed({ dependency: "database", problem: "the database failed while the service started (see the log)", detail: value })
+    }
+    if (tag === "BrokerUnavailable") {
+      return new StartFailed({ dependency: "broker", problem: "the broker failed while the service started (see the log)", detail: value })
+    }
+  }
+  return new StartFailed({ dependency: "startup", problem: "the service failed to start (see the log)", detail: Cause.pretty(cause) })
+}
+
+/** The longest one start-up attempt may take before it is abandoned and tried again. */
+const attemptTimeout = Duration.seconds(60)
+
 /** Starts the service from the environment in the current scope and serves its HTTP app; returns where. */
 export const start = <Options, E>(
   service: ServiceDefinition<Options, E>
-): Effect.Effect<HttpApp.Listening, E | Config.ConfigError | ServeError, Scope.Scope> =>
+): Effect.Effect<Started, Config.ConfigError | ServeError, Scope.Scope> =>
   Effect.gen(function*() {
     const port = yield* Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), "PORT").pipe(
       Config.withDefault(service.defaultPort)
     )
-    const host = yield* Config.String("HOST").pipe(Config.withDefault("0.0.0.0"))
+    const host = yield* Config.String("HOST").pipe(Config.withDefault(HttpApp.defaultHost))
     const options = yield* service.config
+    const database = yield* ServiceDatabase.config
+    const amqpUrl = yield* Config.option(Config.Redacted("AMQP_URL"))
+    const scope = yield* Effect.scope
+
+    let running: RunningService | undefined
+    let waiting: Waiting = { dependency: "startup", since: yield* Clock.currentTimeMillis, problem: "starting", attempts: 0 }
+    const app: HttpApp.HttpApp = {
+      handle: Effect.suspend(() => {
+        if (running !== undefined) return running.http.handle
+        const state = waiting
+        return Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
+          new URL(request.url, "http://service").pathname === "/health"
+            ? ApiError.json({
+              status: "starting",
+              service: service.name,
+              dependency: state.dependency,
+              since: new Date(state.since).toISOString(),
+              problem: state.problem,
+              attempts: state.attempts
+            }, 503)
+            : ApiError.toResponse(ApiError.withExtra(
+              ApiError.unavailable(`the service is starting; it waits for: ${state.problem}`),
+              { dependency: state.dependency }
+            )))
+      })
+    }
+
     yield* Effect.addFinalizer(() => Effect.logInfo(`${service.name}: stopped`))
-    const broker = yield* Layer.build(ServiceBroker.layerConfig)
-    const running = yield* service.make(options).pipe(Effect.provideContext(broker))
-    const listening = yield* HttpApp.listen(running.http, { port, host, logRequests: true })
+    const listening = yield* HttpApp.listen(app, { port, host, logRequests: true })
     yield* Effect.addFinalizer(() => Effect.logInfo(`${service.name}: shutting down`))
-    yield* Effect.logInfo(`${service.name}: listening on ${listening.url} (database: ${running.database.kind})`)
-    return listening
+    yield* Effect.logInfo(`${service.name}: listening on ${listening.host}:${listening.port} (${listening.url}); starting`)
+
+    const probes = Effect.gen(function*() {
+      if (database.url !== undefined) {
+        yield* ServiceDatabase.probe(database.url).pipe(Effect.mapError(databaseFailed))
+      }
+      if (Option.isSome(amqpUrl)) {
+        yield* ServiceBroker.probe(amqpUrl.value).pipe(
+          Effect.mapError((error) => new StartFailed({ dependency: "broker", problem: error.summary, detail: error.detail }))
+        )
+      }
+    })
+
+    const attempt = Effect.gen(function*() {
+      yield* probes
+      const attemptScope = yield* Scope.fork(scope)
+      const built = yield* Effect.gen(function*() {
+        const broker = yield* Layer.build(ServiceBroker.layerConfig)
+        return yield* service.make(options).pipe(Effect.provideContext(broker))
+      }).pipe(
+        Scope.provide(attemptScope),
+        Effect.timeoutOrElse({
+          duration: attemptTimeout,
+          orElse: () =>
+            Effect.fail(new StartFailed({ dependency: "startup", problem: "starting took longer than 60 seconds", detail: "timeout" }))
+        }),
+        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(attemptScope, exit) : Effect.void)
+      )
+      return built
+    }).pipe(Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.fail(classify(cause))))
+
+    const ready = yield* Deferred.make<void>()
+    const loop = Effect.gen(function*() {
+      const schedule = Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("10 seconds")])
+      const attempts = { count: 0 }
+      const started = yield* attempt.pipe(
+        Effect.tapError((failure) =>
+          Effect.gen(function*() {
+            attempts.count++
+            const now = yield* Clock.currentTimeMillis
+            waiting = {
+              dependency: failure.dependency,
+              since: waiting.dependency === failure.dependency && waiting.attempts > 0 ? waiting.since : now,
+              problem: failure.problem,
+              attempts: attempts.count
+            }
+            yield* Effect.logError(
+              `${service.name}: cannot start (attempt ${attempts.count}): ${failure.problem}; trying again`,
+              failure.detail
+            ).pipe(Effect.annotateLogs({ dependency: failure.dependency }))
+          })
+        ),
+        Effect.retry(schedule)
+      )
+      running = started
+      yield* Effect.logInfo(`${service.name}: started (database: ${started.database.kind})`)
+      yield* Deferred.succeed(ready, undefined)
+    })
+    yield* Effect.forkIn(loop, scope)
+    return { ...listening, ready: Deferred.await(ready) }
   })
 
 /** Exit codes: a shutdown by signal (interruption only) is a clean exit, 0; otherwise the default. */

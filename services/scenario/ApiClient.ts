@@ -16,15 +16,16 @@ export interface Reply {
 /** What to send: a JSON value, or raw text (e.g. malformed JSON). */
 export type Body = { readonly json: unknown } | { readonly text: string }
 
-/** Calls `method url` with an optional body. */
+/** Calls `method url` with an optional body and headers (e.g. `authorization`). */
 export const call = (
   method: "GET" | "POST" | "PATCH" | "DELETE",
   url: string,
-  body?: Body
+  body?: Body,
+  headers?: Readonly<Record<string, string>>
 ): Effect.Effect<Reply, HttpClientError.HttpClientError, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
-    const base = HttpClientRequest.make(method)(url)
+    const base = HttpClientRequest.make(method)(url, headers !== undefined ? { headers } : undefined)
     const request = body === undefined
       ? base
       : "json" in body
@@ -35,6 +36,10 @@ export const call = (
     const parsed = yield* Effect.option(Effect.try((): unknown => JSON.parse(text)))
     return { status: response.status, body: parsed._tag === "Some" ? parsed.value : text }
   })
+
+/** The headers of an admin request: `Authorization: Bearer <token>` (none without a token). */
+export const adminHeaders = (token: string | undefined): Readonly<Record<string, string>> | undefined =>
+  token === undefined ? undefined : { authorization: `Bearer ${token}` }
 
 /** Decodes a reply's body with `schema`, or dies naming the call (the API broke its contract). */
 export const decodeBody = <A>(schema: Schema.Decoder<A>, what: string) => (reply: Reply): Effect.Effect<A> =>

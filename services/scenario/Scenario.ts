@@ -20,6 +20,8 @@ export interface ScenarioOptions {
   readonly accounts: string
   /** The directory service's base URL. */
   readonly directory: string
+  /** The services' admin token, sent with every `/admin/*` request. */
+  readonly adminToken?: string
   /** How long a step waits for what it expects (default 20 seconds). */
   readonly patience?: Duration.Input
   /** Where the report goes, line by line (default: the console). */
@@ -101,8 +103,12 @@ export const run = (
     const accounts = (path: string) => `${options.accounts}${path}`
     const directory = (path: string) => `${options.directory}${path}`
     const client = yield* HttpClient.HttpClient
+    const admin = ApiClient.adminHeaders(options.adminToken)
     const call = (method: "GET" | "POST" | "PATCH" | "DELETE", url: string, body?: ApiClient.Body) =>
-      ApiClient.call(method, url, body).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.orDie)
+      ApiClient.call(method, url, body, url.includes("/admin/") ? admin : undefined).pipe(
+        Effect.provideService(HttpClient.HttpClient, client),
+        Effect.orDie
+      )
     /** A request whose answer is decoded with `schema`, with its status. */
     const fetch = <A>(schema: Schema.Decoder<A>, method: "GET" | "POST", url: string, body?: ApiClient.Body) =>
       Effect.flatMap(call(method, url, body), (reply) =>

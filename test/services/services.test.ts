@@ -25,7 +25,12 @@ import * as Stack from "./stack.ts"
 const quiet = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, References.MinimumLogLevel, "Error")
 
 const http = (method: "GET" | "POST" | "PATCH" | "DELETE", url: string, json?: unknown) =>
-  ApiClient.call(method, url, json === undefined ? undefined : { json }).pipe(
+  ApiClient.call(
+    method,
+    url,
+    json === undefined ? undefined : { json },
+    url.includes("/admin/") ? ApiClient.adminHeaders(Stack.adminToken) : undefined
+  ).pipe(
     Effect.provide(FetchHttpClient.layer),
     Effect.orDie
   )
@@ -80,6 +85,7 @@ describe("demo services on PostgreSQL and RabbitMQ", () => {
       const result = yield* Scenario.run({
         accounts: accounts.url,
         directory: directory.url,
+        adminToken: Stack.adminToken,
         print: (line) => Effect.sync(() => void report.push(line))
       }).pipe(
         Effect.provideService(Faults, faults),
@@ -112,7 +118,15 @@ describe("demo services on PostgreSQL and RabbitMQ", () => {
         status: "ok",
         service: "directory",
         database: "postgres",
-        consumer: { inFlight: 0, waiting: 0, deadLetters: 0 }
+        consumer: {
+          inFlight: 0,
+          waiting: 0,
+          deadLetters: 0,
+          oldestUnsettledAt: null,
+          oldestWaitingSince: null,
+          oldestDeadAt: null
+        },
+        broker: { deadLetters: 0 }
       }])
       const metrics = yield* HttpClient.get(`${accounts.url}/metrics`).pipe(Effect.provide(FetchHttpClient.layer), Effect.orDie)
       assert.match(metrics.headers["content-type"] ?? "", /^text\/plain/)

@@ -10,7 +10,6 @@ import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { createServer } from "node:net"
 import { promisify } from "node:util"
 import * as Postgres from "../postgres.ts"
-import type { Listening } from "../../services/http/HttpApp.ts"
 import * as Standalone from "../../services/runtime/Standalone.ts"
 
 const execFileAsync = promisify(execFile)
@@ -48,6 +47,9 @@ export const database: Effect.Effect<Redacted.Redacted, unknown, Scope.Scope> = 
   (context) => Context.get(context, Postgres.TestDatabase).url
 )
 
+/** The admin token the services under test are started with. */
+export const adminToken = "test-admin-token"
+
 /** The environment of a service under test: its database, the virtual host, any free port, fast retries. */
 export const environment = (options: {
   readonly databaseUrl: Redacted.Redacted
@@ -56,6 +58,7 @@ export const environment = (options: {
 }): Record<string, string> => ({
   PORT: String(options.port ?? 0),
   HOST: "127.0.0.1",
+  ADMIN_TOKEN: adminToken,
   DATABASE_URL: Redacted.value(options.databaseUrl),
   DATABASE_POOL_SIZE: "5",
   AMQP_URL: options.amqpUrl,
@@ -67,13 +70,18 @@ export const environment = (options: {
   SYNC_IN_PROCESS_RETRIES: "2"
 })
 
-/** Starts a service in process from `env`, as its entry point would; it stops when the scope closes. */
+/**
+ * Starts a service in process from `env`, as its entry point would, and waits until it has started (unless
+ * `ready: false`: then it returns as soon as it listens); it stops when the scope closes.
+ */
 export const startInProcess = <Options, E>(
   service: Standalone.ServiceDefinition<Options, E>,
-  env: Record<string, string>
-): Effect.Effect<Listening, unknown, Scope.Scope> =>
+  env: Record<string, string>,
+  options?: { readonly ready?: boolean }
+): Effect.Effect<Standalone.Started, unknown, Scope.Scope> =>
   Standalone.start(service).pipe(
-    Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env }))
+    Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env })),
+    Effect.tap((started) => (options?.ready === false ? Effect.void : started.ready))
   )
 
 /** A free TCP port on 127.0.0.1. */
