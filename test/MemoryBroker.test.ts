@@ -49,6 +49,15 @@ const collect = (spec: QueueSpec, prefetch?: number) =>
 const takeN = (received: Queue.Queue<Delivery>, n: number) =>
   Effect.forEach(Array.from({ length: n }), () => Queue.take(received))
 
+/** Subscribes, takes `n` deliveries and settles each with `settle`. */
+const drainWith = (spec: QueueSpec, n: number, settle: (d: Delivery) => Effect.Effect<void, unknown>) =>
+  Effect.flatMap(Broker, (broker) =>
+    broker.subscribe(spec).pipe(
+      Stream.take(n),
+      Stream.mapEffect((d) => Effect.as(settle(d), d)),
+      Stream.runCollect
+    ))
+
 /** Subscribes, takes `n` deliveries and acks each. */
 const drain = (spec: QueueSpec, n: number) =>
   Effect.flatMap(Broker, (broker) =>
@@ -310,6 +319,54 @@ describe("MemoryBroker", () => {
       }),
       { deliveryLimit: 3 }
     ))
+
+  it.effect("release puts a message at the tail without spending an attempt; the dead letter counts the real ones", () =>
+    withBroker(
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const memory = yield* MemoryBroker
+        yield* broker.declare(queueSpec)
+        yield* broker.publish([message("held"), message("next")])
+        // released ten times with a delivery limit of 3, then returned with nack: its dead letter says how
+        // many deliveries counted (the three nacked ones and the one over the limit), not the releases
+        const order: Array<string> = []
+        let releases = 0
+        yield* broker.subscribe(queueSpec, { prefetch: 1 }).pipe(
+          Stream.tap((d) => {
+            order.push(d.messageId)
+            if (d.messageId === "next") return d.ack
+            if (releases < 10) {
+              releases++
+              return d.release
+            }
+            return d.nack({ requeue: true })
+          }),
+          Stream.take(15),
+          Stream.runDrain
+        )
+        assert.deepStrictEqual(order.slice(0, 3), ["held", "next", "held"], "a released message goes behind the others")
+        assert.strictEqual((yield* memory.stats).released, 10)
+        const page = yield* broker.deadLetters("q")
+        assert.deepStrictEqual(page.items.map((d) => [d.messageId, d.reason, d.deliveryCount, d.publisher]), [
+          ["held", deliveryLimitReason, 4, undefined]
+        ])
+        assert.isFalse(broker.vouchesForPublishers)
+      }),
+      { deliveryLimit: 3 }
+    ))
+
+  it.effect("a failed dead-letter move falls back to the broker's own dead-lettering, once per injected failure", () =>
+    withBroker(Effect.gen(function*() {
+      const broker = yield* Broker
+      const memory = yield* MemoryBroker
+      yield* broker.declare(queueSpec)
+      yield* broker.publish([message("a"), message("b")])
+      yield* memory.deadLetterMovesFail(1)
+      yield* drainWith(queueSpec, 2, (d) => d.deadLetter(`bad ${d.messageId}`))
+      const page = yield* broker.deadLetters("q")
+      assert.deepStrictEqual(page.items.map((d) => [d.messageId, d.reason]), [["a", rejectedReason], ["b", "bad b"]])
+      assert.deepStrictEqual(yield* memory.queueDepth("q"), { ready: 0, unsettled: 0, delayed: 0 })
+    })))
 
   it.effect("a subscriber holds at most prefetch unsettled deliveries", () =>
     withBroker(Effect.gen(function*() {

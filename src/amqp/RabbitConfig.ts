@@ -17,12 +17,17 @@
  * | `AMQP_TOPOLOGY` | `declare` | `declare`: the adapter declares exchanges, queues and bindings; `passive`: it only checks that they exist |
  *
  * The adapter publishes every message with the AMQP `user-id` property set to the login of `AMQP_URL`
- * (`guest` when the URL names none), which RabbitMQ checks against the connection: the login needs write
- * permission on the three exchanges only (never the default exchange); with `declare` it also needs
- * configure permission on them and on its own queues (`<queue>` and `<queue>.dead`), and read permission on
- * its queues and on `sync.events` (to bind). With `passive`, an administrator declares the topology
- * (`RabbitBroker.topology` describes it, `RabbitBroker.declareTopology` declares it) and the service needs no
- * configure permission at all.
+ * (`guest` when the URL names none), which RabbitMQ checks against the connection. Permissions a login
+ * needs (RabbitMQ's configure / write / read regexes):
+ *
+ * | | configure | write | read |
+ * |---|---|---|---|
+ * | publishes only (a relay) | — | `sync.events` | — |
+ * | consumes (`passive`) | — | `sync.events`, `sync.dead`, `sync.replay` | its queues `<queue>`, `<queue>.dead` |
+ * | consumes (`declare`) | the three exchanges, its queues | the three exchanges, its queues (to bind them) | its queues, the three exchanges (to bind to them) |
+ *
+ * Never the default exchange (`amq.default`). With `passive`, an administrator declares the topology
+ * (`RabbitBroker.topology` describes it, `RabbitBroker.declareTopology` declares it).
  *
  * RabbitMQ's own bound on a message body is its `max_message_size` setting (`rabbitmq.conf`; 128 MiB by
  * default in 3.10). Set it to what the largest legitimate event needs, e.g. `max_message_size = 16777216`

@@ -293,12 +293,26 @@ describe("RabbitMQ broker only", () => {
       )
       const args = new Map(queues.find((q) => q.name === spec.name)?.arguments.map(([key, , value]) => [key, value]))
       assert.strictEqual(args.get("x-delivery-limit"), 7)
+      // AMQP_MAX_DEAD_LETTER_BODY_BYTES: a dead letter keeps 100 bytes of a longer body
+      yield* broker.publish([outgoing("long", "config.User.created", new Uint8Array(300).fill(0x20))])
+      yield* broker.subscribe(spec).pipe(Stream.take(1), Stream.mapEffect((d) => d.deadLetter("too long")), Stream.runDrain)
+      const dead = yield* Effect.gen(function*() {
+        while (true) {
+          const page = yield* broker.deadLetters(spec.name)
+          if (page.total > 0) return page.items
+          yield* Effect.sleep("50 millis")
+        }
+      }).pipe(Effect.timeout("10 seconds"))
+      assert.deepStrictEqual(dead.map((d) => [d.messageId, d.body.byteLength, d.truncatedFrom]), [["long", 100, 300]])
     }).pipe(
       Effect.provide(RabbitBroker.layerConfig.pipe(
         Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({
           AMQP_URL: url,
           SYNC_EXCHANGE: exchange,
           SYNC_DEAD_EXCHANGE: deadLetterExchange,
+          SYNC_REPLAY_EXCHANGE: replayExchange,
+          AMQP_TOPOLOGY: "declare",
+          AMQP_MAX_DEAD_LETTER_BODY_BYTES: "100",
           AMQP_DELIVERY_LIMIT: "7",
           AMQP_PREFETCH: "10",
           AMQP_PUBLISH_WINDOW: "50",
