@@ -118,7 +118,7 @@ export const runOutage = (test: string, down: Side): Effect.Effect<void, unknown
     const recoveredAt = yield* Clock.currentTimeMillis
     const outageSeconds = (recoveredAt - stoppedAt) / 1000
 
-    const convergedSeconds = yield* awaitCaughtUp(sql, names, recoveredAt, settings.afterSeconds + 120)
+    const convergedSeconds = yield* awaitCaughtUp(sql, names, recoveredAt, 2 * settings.convergeWithinSeconds)
     const writingLeft = recoveredAt + settings.afterSeconds * 1000 - (yield* Clock.currentTimeMillis)
     if (writingLeft > 0) yield* Effect.sleep(writingLeft)
     yield* Ref.set(stopping, true)
@@ -134,7 +134,7 @@ export const runOutage = (test: string, down: Side): Effect.Effect<void, unknown
         `dead letters ${dead.broker} in the broker's dead queue (${deadDuringOutage} at the end of the outage) ` +
         `and ${dead.inbox} in the inbox, ${backlog} messages queued at recovery, ` +
         (convergedSeconds === undefined
-          ? `copies NOT equal to the owner's state at recovery after ${settings.afterSeconds + 120} s`
+          ? `copies NOT equal to the owner's state at recovery after ${2 * settings.convergeWithinSeconds} s`
           : `copies equal to the owner's state at recovery ${convergedSeconds.toFixed(1)} s after it`)
     )
     assert.strictEqual(dead.broker, 0, `dead letters in ${RabbitBroker.deadQueueOf(names.queue)}`)
