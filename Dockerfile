@@ -1,12 +1,14 @@
 # The demo services, accounts and directory, in one image; the command picks the service.
 #
 #   docker build -t entity-sync-services .
-#   docker run -p 3001:3001 -e DATABASE_URL=postgres://… -e AMQP_URL=amqp://… entity-sync-services
-#   docker run -p 3002:3002 -e DATABASE_URL=postgres://… -e AMQP_URL=amqp://… entity-sync-services \
-#     node --import tsx services/directory/main.ts
+#   docker run -p 127.0.0.1:3001:3001 -e HOST=0.0.0.0 -e ADMIN_TOKEN=… \
+#     -e DATABASE_URL=postgres://… -e AMQP_URL=amqp://… entity-sync-services
+#   docker run -p 127.0.0.1:3002:3002 -e HOST=0.0.0.0 -e ADMIN_TOKEN=… \
+#     -e DATABASE_URL=postgres://… -e AMQP_URL=amqp://… entity-sync-services node --import tsx services/directory/main.ts
 #
-# Settings are environment variables (README, "Running the demo services"). docker-compose.yml runs both
-# with PostgreSQL and RabbitMQ.
+# A service listens on 127.0.0.1 unless HOST says otherwise: in a container, HOST=0.0.0.0 makes the
+# published port reach it. Without ADMIN_TOKEN its /admin/* routes are disabled. Settings are environment
+# variables (README, "Running them"). docker-compose.yml runs both with PostgreSQL and RabbitMQ.
 FROM node:20-bookworm-slim
 
 WORKDIR /app
