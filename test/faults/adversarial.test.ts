@@ -201,7 +201,7 @@ describe("faults: adversarial messages", () => {
           `[adversarial] refused dead-letter copies: ${bad.length} bad messages → dead letters ` +
             `${dead.map((d) => `${d.messageId} (${d.reason}, publisher ${d.publisher})`).join(", ")}; ` +
             `loop restarts ${watch.restarts.length}${watch.restarts.length === 0 ? "" : ` (${watch.restarts[0]})`}; ` +
-            `queues: ${unacked.trim().split("\n").join(" | ")}`
+            `queues: ${unacked.trim().split("\n").join(" | ")}; warnings: ${[...watch.samples].join(" / ")}`
         )
         yield* judge("refused dead-letter copies", t, { injected: bad.length }, written, names)
         assert.deepStrictEqual(

@@ -69,10 +69,12 @@ export interface Watch {
   longestLine: number
   /** The highest RSS sampled, in bytes. */
   peakRss: number
+  /** The first distinct warnings (their first 160 characters), at most 10. */
+  readonly samples: Set<string>
 }
 
 /** A fresh watch. */
-export const makeWatch = (): Watch => ({ restarts: [], warnings: 0, longestLine: 0, peakRss: 0 })
+export const makeWatch = (): Watch => ({ restarts: [], warnings: 0, longestLine: 0, peakRss: 0, samples: new Set() })
 
 /**
  * Runs `effect` with every warning and error captured in `watch` (nothing printed), and the RSS sampled
@@ -85,6 +87,7 @@ export const watched = <A, E, R>(watch: Watch, effect: Effect.Effect<A, E, R>): 
     watch.warnings++
     watch.longestLine = Math.max(watch.longestLine, text.length)
     if (text.includes("restarting")) watch.restarts.push(text.slice(0, 300))
+    if (watch.samples.size < 10) watch.samples.add(text.slice(0, 160))
   })
   const sample = Effect.sync(() => {
     watch.peakRss = Math.max(watch.peakRss, process.memoryUsage().rss)
