@@ -435,7 +435,8 @@ describe("RabbitMQ broker only", () => {
         SyncConsumer.layer({
           service: `bad-input-${run}`,
           subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
-          maxBytes: 4_096
+          maxBytes: 4_096,
+          producers: { accounts: ["guest"] } // this file publishes the owner's events as guest
         }).pipe(
           Layer.provideMerge(MemorySync.layer()),
           Layer.provideMerge(RabbitBroker.layer(settings))
