@@ -39,9 +39,10 @@
  * `<queue>.dead` — the reason cut to `maxReasonBytes`, the body to `maxDeadLetterBodyBytes` (its original
  * size in `x-sync-truncated-from`), at most 32 headers of at most 1 KiB each — confirmed, then acks the
  * original; a connection lost between the two leaves a second copy in the dead queue. When that copy
- * cannot be published while the delivery's channel is still open (a publish refused or nacked, a missing
- * route), the delivery is rejected without requeue instead, to RabbitMQ's own dead-lettering: it is never
- * left unsettled. `nack({ requeue: false })` and the delivery limit use RabbitMQ's own dead-lettering;
+ * cannot be published while the delivery's channel is still open (no write access to `sync.dead`, a nack,
+ * headers amqplib cannot encode), the delivery is rejected without requeue instead, to RabbitMQ's own
+ * dead-lettering: it is never left unsettled. (That takes the same route, `sync.dead` under the queue's
+ * name: a topology without that binding loses dead letters either way.) `nack({ requeue: false })` and the delivery limit use RabbitMQ's own dead-lettering;
  * its `x-death` reason is mapped to the memory broker's wording.
  *
  * `deadLetters` reads at most one page of the dead queue (`basic.get` without ack, then requeue, one
