@@ -148,14 +148,17 @@ export const boundHeaders = (headers: Readonly<Record<string, string>>): Record<
   return kept
 }
 
-/** A body as a dead letter keeps it: at most `maxBytes`, and the original size when it was cut. */
+/**
+ * A body as a dead letter keeps it: at most `maxBytes`, and the original size when it was cut. A cut body
+ * is a copy of the prefix, so that the original can be freed.
+ */
 export const boundBody = (
   body: Uint8Array,
   maxBytes: number = defaultMaxDeadLetterBodyBytes
 ): { readonly body: Uint8Array; readonly truncatedFrom: number | undefined } =>
   body.byteLength <= maxBytes
     ? { body, truncatedFrom: undefined }
-    : { body: body.subarray(0, Math.max(0, maxBytes)), truncatedFrom: body.byteLength }
+    : { body: body.slice(0, Math.max(0, maxBytes)), truncatedFrom: body.byteLength }
 
 /** The entity of an entity event's routing key `<producer>.<Entity>.<action>` (its second word). */
 export const entityOfRoutingKey = (routingKey: string): string | undefined => routingKey.split(".")[1]

@@ -243,6 +243,9 @@ const nativeReason = (reason: string): string => {
   }
 }
 
+/** A view of a buffer's bytes, without copying them. */
+const bytesOf = (content: Buffer): Uint8Array => new Uint8Array(content.buffer, content.byteOffset, content.byteLength)
+
 /** A non-negative integer header (a string, as this adapter writes them, or a number); undefined otherwise. */
 const countHeader = (headers: RawHeaders, name: string): number | undefined => {
   const value = headers[name]
@@ -282,7 +285,10 @@ const toDeadLetter = (queue: string, message: Message, settings: DeadLetterSetti
   )
   const deathSeconds = death?.time === undefined ? undefined : typeof death.time === "number" ? death.time : death.time.value
   const stampedAt = Number(stringHeader(headers, deadLetteredAtHeader))
-  const { body, truncatedFrom } = boundBody(new Uint8Array(message.content), settings.maxDeadLetterBodyBytes)
+  // a cut body is a copy of its prefix; a whole one is copied out of amqplib's buffer
+  const bounded = boundBody(bytesOf(message.content), settings.maxDeadLetterBodyBytes)
+  const truncatedFrom = bounded.truncatedFrom
+  const body = truncatedFrom === undefined ? new Uint8Array(message.content) : bounded.body
   return {
     queue,
     messageId: properties.messageId ?? "",
