@@ -7,8 +7,9 @@
  * Wire: a JSON body `{ specVersion: 1, requestId, owner, entity, ids?, requester, requestedAt }` published
  * with routing key `<owner>.resync.<Entity>` and type `resync.<Entity>`, with the signature headers of
  * `Signature` when the requester signs. The owner reads the durable queue `<owner>.resync`, bound to
- * `<owner>.resync.*`; `request` declares it too (idempotent), so a request waits in the queue while the
- * owner is down. Requests are at-least-once: a duplicate only repeats a full sync, which consumers apply
+ * `<owner>.resync.*`, declared by the owner's responder (or an administrator), so a request waits in the
+ * queue while the owner is down; `request` does not declare it — a requester needs no permission on
+ * another service's queue — and fails with `PublishRejected` while no owner has declared it. Requests are at-least-once: a duplicate only repeats a full sync, which consumers apply
  * idempotently.
  *
  * The responder serves only authenticated requests (R11): the broker vouches that the request was
@@ -38,7 +39,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Duration, Effect, Exit, Layer, Metric, Option, Pull, Queue, Result, Schema, Stream } from "effect"
+import { Cause, Clock, Config, Duration, Effect, Exit, Layer, Metric, Option, Pull, Queue, Result, Schedule, Schema, Stream } from "effect"
 import type { SqlError } from "effect/sql"
 import { boundReason, Broker, type Delivery, type QueueSpec } from "./Broker.ts"
 import type * as Contract from "./Contract.ts"
@@ -99,8 +100,8 @@ const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
 /**
- * Asks the owner of `contract` for a full sync of it (or of `ids`): declares the owner's queue, publishes
- * the request with a broker confirm and returns it.
+ * Asks the owner of `contract` for a full sync of it (or of `ids`): publishes the request with a broker
+ * confirm and returns it; `PublishRejected` while the owner's queue does not exist yet.
  */
 export const request = (options: {
   readonly contract: Pick<Contract.Any, "name" | "owner">
@@ -126,7 +127,6 @@ export const request = (options: {
       requestedAt: new Date(now).toISOString()
     }
     const body = encoder.encode(JSON.stringify(resync))
-    yield* broker.declare(queueOf(owner))
     yield* broker.publish([{
       messageId: resync.requestId,
       routingKey: routingKey(owner, entity),
@@ -559,7 +559,17 @@ export const serve = <const Owner extends string, R>(
 /** An owner's responder running for the lifetime of the layer. */
 export const layer = <const Owner extends string, R>(
   options: ResponderOptions<Owner, R>
-): Layer.Layer<never, never, Broker | R> => Layer.effectDiscard(Effect.forkScoped(serve(options)))
+): Layer.Layer<never, never, Broker | R> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    // The queue exists once the layer is built, so requests sent from then on wait for the owner.
+    const broker = yield* Broker
+    yield* broker.declare(queueOf(options.owner)).pipe(
+      Effect.retry({ schedule: Schedule.spaced("1 second"), times: 3 }),
+      Effect.catchTag("BrokerUnavailable", (error) =>
+        Effect.logWarning(`resync: cannot declare ${queueOf(options.owner).name} yet; the responder keeps trying`, error))
+    )
+    yield* Effect.forkScoped(serve(options))
+  }))
 
 /** The settings of a responder that come from the environment (see `responderConfig`). */
 export type ResponderSettings = Required<
