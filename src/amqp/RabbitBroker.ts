@@ -184,6 +184,18 @@ const publisherOf = (properties: Properties, login: string): string | undefined 
   return original === "" ? undefined : original
 }
 
+/** The longest routing key the adapter keeps from a header (AMQP's own limit for routing keys). */
+const maxRoutingKeyLength = 255
+
+/**
+ * The routing key a message was first published with: the one the adapter's own login recorded in
+ * `routingKeyHeader` when it moved the message, else the delivery's own. Anyone else's header is ignored.
+ */
+const originalRoutingKey = (properties: Properties, login: string, routingKey: string): string => {
+  const recorded = properties.userId === login ? stringHeader(properties.headers, routingKeyHeader) : undefined
+  return recorded === undefined || recorded.length > maxRoutingKeyLength ? routingKey : recorded
+}
+
 /** One entry of RabbitMQ's `x-death` header (the most recent death comes first). */
 const Death = Schema.Struct({
   reason: Schema.String,
@@ -292,7 +304,7 @@ const toDeadLetter = (queue: string, message: Message, settings: DeadLetterSetti
   return {
     queue,
     messageId: properties.messageId ?? "",
-    routingKey: stringHeader(headers, routingKeyHeader) ?? death?.["routing-keys"]?.[0] ?? message.fields.routingKey,
+    routingKey: originalRoutingKey(properties, settings.login, death?.["routing-keys"]?.[0] ?? message.fields.routingKey),
     type: properties.type ?? "",
     body,
     headers: { ...boundHeaders(applicationHeaders(headers)), [reasonHeader]: reason },
@@ -1008,7 +1020,7 @@ const toDelivery = (
   const properties = propertiesOf(message)
   const headers = properties.headers
   const messageId = properties.messageId ?? ""
-  const routingKey = stringHeader(headers, routingKeyHeader) ?? message.fields.routingKey
+  const routingKey = originalRoutingKey(properties, mover.login, message.fields.routingKey)
   const type = properties.type ?? ""
   const contentType = properties.contentType ?? "application/json"
   const body = new Uint8Array(message.content)

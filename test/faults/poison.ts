@@ -69,7 +69,8 @@ export const publishBurst = (names: Names, burst: number, perKind: number): Effe
           persistent: true,
           messageId,
           type: "Item.created",
-          contentType: "application/json"
+          contentType: "application/json",
+          userId: "guest"
         })
         published.push({ messageId, kind })
       }

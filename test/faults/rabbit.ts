@@ -66,7 +66,7 @@ export const deleteTopology = (names: Names): Effect.Effect<void> =>
         await channel.deleteQueue(queue).catch(() => undefined)
         await channel.close().catch(() => undefined)
       }
-      for (const exchange of [names.exchange, names.deadLetterExchange]) {
+      for (const exchange of [names.exchange, names.deadLetterExchange, names.replayExchange]) {
         const channel = await connection.createChannel()
         await channel.deleteExchange(exchange).catch(() => undefined)
         await channel.close().catch(() => undefined)

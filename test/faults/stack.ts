@@ -35,6 +35,7 @@ export const Names = Schema.Struct({
   consumerPrefix: Schema.String,
   exchange: Schema.String,
   deadLetterExchange: Schema.String,
+  replayExchange: Schema.String,
   /** Every RabbitMQ connection of the test is named `<connectionPrefix>-<role>`. */
   connectionPrefix: Schema.String
 })
@@ -52,6 +53,7 @@ export const makeNames = (test: string): Names => {
     consumerPrefix: "consumer_",
     exchange: `test.faults.events.${run}`,
     deadLetterExchange: `test.faults.dead.${run}`,
+    replayExchange: `test.faults.replay.${run}`,
     connectionPrefix: `faults-${run}`
   }
 }
@@ -66,6 +68,7 @@ export const broker = (names: Names, role: string): Layer.Layer<Broker> =>
     url: amqpUrl,
     exchange: names.exchange,
     deadLetterExchange: names.deadLetterExchange,
+    replayExchange: names.replayExchange,
     connectionName: `${names.connectionPrefix}-${role}`
   })
 
