@@ -102,6 +102,11 @@ export const config: Config.Config<DirectoryOptions> = Config.all({
       }),
       inProcessRetries: consumer.inProcessRetries,
       maxBytes: consumer.maxBytes,
+      maxDepth: consumer.maxDepth,
+      maxKeys: consumer.maxKeys,
+      producers: consumer.producers,
+      verifyingKeys: consumer.verifyingKeys,
+      holdLimit: consumer.holdLimit,
       retention: consumer.retention
     }
   }))

@@ -67,7 +67,10 @@ export const environment = (options: {
   SYNC_DEPENDENCY_RETRY_BASE: "100 millis",
   SYNC_DEPENDENCY_RETRY_MAX_DELAY: "500 millis",
   SYNC_DEPENDENCY_RETRY_BUDGET: "3 seconds",
-  SYNC_IN_PROCESS_RETRIES: "2"
+  SYNC_IN_PROCESS_RETRIES: "2",
+  // every service of a test publishes with the virtual host's login (R11: the owner's events come from it)
+  SYNC_PRODUCER_LOGINS: JSON.stringify({ accounts: ["guest"] }),
+  SYNC_RESYNC_REQUESTER_LOGINS: JSON.stringify({ directory: ["guest"], test: ["guest"] })
 })
 
 /**
