@@ -8,9 +8,7 @@
  * (`runuser -u postgres --`), which owns the directory. The binaries are `POSTGRES_BIN_DIR` or the newest
  * `/usr/lib/postgresql/<version>/bin`, else the `PATH`.
  */
-import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted, Schema, type Scope } from "effect"
-import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { chown, mkdtemp, rm } from "node:fs/promises"
@@ -174,10 +172,3 @@ const postgresUser = (): { readonly uid: number; readonly gid: number } => {
   if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error("no `postgres` OS user to run PostgreSQL as")
   return { uid, gid }
 }
-
-/** Runs one statement on the cluster's `postgres` database, on a connection of its own. */
-export const statement = <A>(
-  cluster: PrivateCluster,
-  f: (sql: SqlClient.SqlClient) => Effect.Effect<A, unknown>
-): Effect.Effect<A, unknown> =>
-  SqlClient.SqlClient.use(f).pipe(Effect.provide(PgClient.layer({ url: cluster.url, maxConnections: 1 })))
