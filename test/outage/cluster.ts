@@ -126,7 +126,10 @@ export const make: Effect.Effect<PrivateCluster, ClusterCommandFailed, Scope.Sco
     Effect.promise(() => mkdtemp(join(tmpdir(), `${directoryPrefix}${process.pid}-`))),
     removeCluster
   )
-  if (asRoot) yield* Effect.promise(() => chown(directory, postgresUser().uid, postgresUser().gid))
+  if (asRoot) {
+    const user = yield* postgresUser
+    yield* Effect.promise(() => chown(directory, user.uid, user.gid))
+  }
   const data = join(directory, "data")
   const log = join(directory, "server.log")
   yield* run("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
@@ -164,11 +167,20 @@ export const make: Effect.Effect<PrivateCluster, ClusterCommandFailed, Scope.Sco
 })
 
 /** The uid and gid of the `postgres` OS user (from /etc/passwd). */
-const postgresUser = (): { readonly uid: number; readonly gid: number } => {
-  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.startsWith("postgres:"))
-  const fields = line?.split(":") ?? []
-  const uid = Number(fields[2])
-  const gid = Number(fields[3])
-  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error("no `postgres` OS user to run PostgreSQL as")
-  return { uid, gid }
-}
+const postgresUser: Effect.Effect<{ readonly uid: number; readonly gid: number }, ClusterCommandFailed> = Effect.suspend(
+  () => {
+    const line = readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.startsWith("postgres:"))
+    const fields = line?.split(":") ?? []
+    const uid = Number(fields[2])
+    const gid = Number(fields[3])
+    return Number.isInteger(uid) && Number.isInteger(gid)
+      ? Effect.succeed({ uid, gid })
+      : Effect.fail(
+        new ClusterCommandFailed({
+          command: "runuser -u postgres",
+          output: "",
+          message: "PostgreSQL refuses to run as root and there is no `postgres` OS user to run it as"
+        })
+      )
+  }
+)
