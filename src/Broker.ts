@@ -88,7 +88,7 @@ export interface DeadLetterPage {
 
 /** Which dead letters a bulk replay moves back; every given condition must hold. */
 export interface DeadLetterFilter {
-  /** Only these reasons (exact match). */
+  /** Only these reasons: the whole reason, or its leading tag (`ForgedProducer` matches `ForgedProducer: …`). */
   readonly reasons?: ReadonlyArray<string>
   /** Only messages of these entities (the second word of an entity event's routing key). */
   readonly entities?: ReadonlyArray<string>
@@ -163,9 +163,13 @@ export const boundBody = (
 /** The entity of an entity event's routing key `<producer>.<Entity>.<action>` (its second word). */
 export const entityOfRoutingKey = (routingKey: string): string | undefined => routingKey.split(".")[1]
 
+/** Whether a dead letter's reason is `reason`, or starts with it as its tag (`ForgedProducer: …`, `Defect (…`). */
+const hasReason = (actual: string, reason: string): boolean =>
+  actual === reason || (actual.startsWith(reason) && [" ", ":", "("].includes(actual.charAt(reason.length)))
+
 /** Whether a dead letter meets every condition of a filter (`limit` aside). */
 export const matchesFilter = (filter: DeadLetterFilter, deadLetter: DeadLetter): boolean => {
-  if (filter.reasons !== undefined && !filter.reasons.includes(deadLetter.reason)) return false
+  if (filter.reasons !== undefined && !filter.reasons.some((reason) => hasReason(deadLetter.reason, reason))) return false
   if (filter.messageIds !== undefined && !filter.messageIds.includes(deadLetter.messageId)) return false
   if (filter.from !== undefined && deadLetter.deadLetteredAt < filter.from) return false
   if (filter.to !== undefined && deadLetter.deadLetteredAt >= filter.to) return false

@@ -44,7 +44,7 @@ import {
   MalformedMessage,
   StaleMessage
 } from "./Errors.ts"
-import { type DeadRow, Inbox, type WaitingRow } from "./Inbox.ts"
+import { type DeadRow, Inbox, maxPageSize, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import { type HandlerError, type Prepared, prepared as preparedOf, type Preparing, type Subscription } from "./Subscription.ts"
@@ -145,12 +145,20 @@ export interface ConsumerStatus {
 /** A running consumer: its operator controls. */
 export class SyncConsumer extends Context.Service<SyncConsumer, {
   readonly service: string
-  /** Events given up on (DependencyMissing, or a handler's MalformedMessage), oldest first. */
+  /**
+   * Events given up on (DependencyMissing, or a handler's MalformedMessage), oldest first: at most
+   * `Inbox.maxPageSize` (`DeadLetters.list` pages through all, with the broker's dead letters).
+   */
   readonly deadLetters: Effect.Effect<ReadonlyArray<DeadRow>, SqlError.SqlError>
   /** Puts a dead-lettered event back to waiting, due now; false when there is no such dead letter. */
   readonly replay: (messageId: string) => Effect.Effect<boolean, SqlError.SqlError>
-  /** Events parked until their dependencies arrive. */
+  /** Events parked until their dependencies arrive, earliest due first: at most `Inbox.maxPageSize`. */
   readonly waiting: Effect.Effect<ReadonlyArray<WaitingRow>, SqlError.SqlError>
+  /**
+   * Makes the consumer look for due parked events now, e.g. after dead rows were replayed through the
+   * inbox itself (`DeadLetters.replay`); otherwise it looks within its poll interval.
+   */
+  readonly lookAtParked: Effect.Effect<void>
   /** Deliveries being handled right now. */
   readonly inFlight: Effect.Effect<number>
   /** Whether it is paused, and its unsettled deliveries. */
@@ -1043,7 +1051,7 @@ export const make = <R>(
 
     return SyncConsumer.of({
       service: consumer,
-      deadLetters: inbox.deadLetters(consumer),
+      deadLetters: Effect.map(inbox.deadLetterPage(consumer, { limit: maxPageSize }), (page) => page.items),
       replay: (messageId) =>
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
@@ -1054,7 +1062,11 @@ export const make = <R>(
           }
           return replayed
         }),
-      waiting: inbox.waiting(consumer),
+      waiting: Effect.map(inbox.waitingPage(consumer, { limit: maxPageSize }), (page) => page.items),
+      lookAtParked: Effect.suspend(() => {
+        noteParked()
+        return parkedChanged.fire
+      }),
       inFlight: Effect.sync(() => unsettled.size),
       status: Effect.sync((): ConsumerStatus => {
         const oldest = unsettled.values().next()

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Config, Context, Effect, Layer, Metric, Option, Schema, type Scope } from "effect"
+import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
 import type { Broker } from "../../src/Broker.ts"
 import * as Relay from "../../src/Relay.ts"
 import * as Resync from "../../src/Resync.ts"
@@ -34,16 +34,11 @@ export interface AccountsOptions {
   /** HTTP settings: the admin token (absent: admin routes disabled), the body limit. */
   readonly http?: HttpApp.HttpOptions
   /**
-   * The broker logins allowed to publish resync requests for each requester (R11; default: the requester's
-   * own name), e.g. `{ directory: ["directory"] }`.
+   * How resync requests are authenticated and limited (R11): the broker logins allowed for each requester,
+   * requesters' verifying keys, the coalescing window and the rate (see `Resync.responderConfig`).
    */
-  readonly resyncRequesters?: Readonly<Record<string, ReadonlyArray<string>>>
+  readonly resync?: Partial<Resync.ResponderSettings>
 }
-
-/** `SYNC_RESYNC_REQUESTER_LOGINS`: a JSON object of requester → broker logins. */
-const RequesterLogins = Schema.fromJsonString(
-  Schema.Record(Schema.String, Schema.Array(Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(255))))
-)
 
 /** A failing dependency of the relay, for `/health`: which, since when, what (never driver text). */
 const failingOf = (status: Relay.RelayStatus) => {
@@ -68,7 +63,7 @@ export const make = (
       Relay.layer({ ...options.relay, producer: name }),
       Resync.layer({
         owner: name,
-        ...(options.resyncRequesters !== undefined ? { requesters: options.resyncRequesters } : {}),
+        ...options.resync,
         targets: [
           { contract: Company, fullSync: Accounts.companies.fullSync },
           { contract: User, fullSync: Accounts.users.fullSync }
@@ -106,19 +101,19 @@ export const make = (
 
 /**
  * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`), HTTP
- * (`ADMIN_TOKEN`, `HTTP_MAX_BODY_BYTES`), the resync requesters' logins (`SYNC_RESYNC_REQUESTER_LOGINS`, JSON)
- * and the relay (`SYNC_RELAY_*`, `SYNC_OUTBOX_RETENTION`; see `SyncConfig.relay`).
+ * (`ADMIN_TOKEN`, `HTTP_MAX_BODY_BYTES`), the resync responder (`SYNC_RESYNC_*`, `SYNC_VERIFYING_KEYS`; see
+ * `Resync.responderConfig`) and the relay (`SYNC_RELAY_*`, `SYNC_OUTBOX_RETENTION`; see `SyncConfig.relay`).
  */
 export const config: Config.Config<AccountsOptions> = Config.all({
   database: ServiceDatabase.config,
   relay: SyncConfig.relay,
   http: HttpApp.config,
-  resyncRequesters: Config.option(Config.schema(RequesterLogins, "SYNC_RESYNC_REQUESTER_LOGINS"))
+  resync: Resync.responderConfig
 }).pipe(
-  Config.map(({ database, http, relay, resyncRequesters }) => ({
+  Config.map(({ database, http, relay, resync }) => ({
     database,
     http,
-    ...(Option.isSome(resyncRequesters) ? { resyncRequesters: resyncRequesters.value } : {}),
+    resync,
     relay: {
       batchSize: relay.batchSize,
       pollInterval: relay.pollInterval,

@@ -91,8 +91,10 @@ export const list = (
 export const replayMatching = (
   service: string,
   filter: DeadLetters.Filter
-): Effect.Effect<DeadLetters.Replayed, SqlError.SqlError | BrokerUnavailable, Inbox | Broker> =>
-  DeadLetters.replay({ service }, filter)
+): Effect.Effect<DeadLetters.Replayed, SqlError.SqlError | BrokerUnavailable, Inbox | Broker | SyncConsumer> =>
+  DeadLetters.replay({ service }, filter).pipe(
+    Effect.tap((replayed) => replayed.inbox > 0 ? SyncConsumer.use((consumer) => consumer.lookAtParked) : Effect.void)
+  )
 
 /** Replays a dead letter; tells from which store, or null when there is no such dead letter. */
 export const replay = (
