@@ -28,6 +28,7 @@ import type { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
 import * as Metrics from "./Metrics.ts"
+import * as Outage from "./Outage.ts"
 import { Outbox, type OutboxRow } from "./Outbox.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import * as Signature from "./Signature.ts"
@@ -345,31 +346,12 @@ export const defaultOutageBackoff: RetrySchedule.RetrySchedule = SyncConfig.back
   maxDelay: "10 seconds"
 })
 
-/** The delay after `failures` consecutive failures on `schedule`, in milliseconds (its last delay once spent). */
-const delayMillis = (schedule: RetrySchedule.RetrySchedule, failures: number) =>
-  Effect.map(
-    RetrySchedule.delayAfter(schedule, Math.max(1, failures)),
-    Option.match({ onNone: () => 10_000, onSome: Duration.toMillis })
-  )
-
-/**
- * Waits until the database answers after `error`: backs off and probes with `Transactor.probe` until the
- * probe succeeds (without a `Transactor`, one backoff step). `failures` counts the failures in a row
- * before this one, so a database that fails again right after answering is not hammered.
- */
+/** Waits until the database answers after a failure (see `Outage.awaitDatabase`); the failures in a row. */
 const awaitDatabase = (options: RelayOptions, failures: number) =>
-  Effect.gen(function*() {
-    const schedule = options.outageBackoff ?? defaultOutageBackoff
-    const transactor = yield* Effect.serviceOption(Transactor)
-    let attempt = failures
-    while (true) {
-      attempt++
-      yield* Effect.sleep(Duration.millis(yield* delayMillis(schedule, attempt)))
-      if (Option.isNone(transactor)) return attempt
-      const probed = yield* Effect.exit(transactor.value.probe)
-      if (probed._tag === "Success") return attempt
-    }
-  })
+  Effect.flatMap(
+    Effect.serviceOption(Transactor),
+    (transactor) => Outage.awaitDatabase(transactor, { schedule: options.outageBackoff ?? defaultOutageBackoff, failures })
+  )
 
 const errorText = (error: SqlError.SqlError) => error.message || String(error.reason._tag)
 

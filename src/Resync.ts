@@ -43,6 +43,8 @@ import { Cause, Clock, Config, Duration, Effect, Exit, Layer, Metric, Option, Pu
 import type { SqlError } from "effect/sql"
 import { boundReason, Broker, type Delivery, type QueueSpec } from "./Broker.ts"
 import type * as Contract from "./Contract.ts"
+import * as Outage from "./Outage.ts"
+import * as SyncConfig from "./SyncConfig.ts"
 import { makeMessageId, maxIdLength, maxNameLength } from "./Envelope.ts"
 import type { BrokerUnavailable, PublishRejected } from "./Errors.ts"
 import * as Signature from "./Signature.ts"
@@ -372,22 +374,16 @@ export const serve = <const Owner extends string, R>(
     // R12: since when the database has not answered (undefined while it does), and failures in a row
     let outageSince: number | undefined
     let failuresInRow = 0
+    const probeSchedule = SyncConfig.backoff({ base: "100 millis", maxDelay: "10 seconds" })
 
     const databaseAnswers: Effect.Effect<boolean> = Option.match(transactor, {
       onNone: () => Effect.succeed(false),
-      onSome: (t) =>
-        t.probe.pipe(
-          Effect.timeout("5 seconds"),
-          Effect.as(true),
-          Effect.catch(() => Effect.succeed(false)),
-          Effect.catchDefect(() => Effect.succeed(false))
-        )
+      onSome: Outage.answers
     })
 
     /**
-     * Waits for the database after a sync failed on it: backs off (100 ms doubling, at most 10 s) and probes
-     * until it answers (without a `Transactor`, one backoff step); requests received meanwhile are given
-     * back every `holdLimit`.
+     * Waits for the database after a sync failed on it (`Outage.awaitDatabase`, at most 10 s between probes;
+     * without a `Transactor`, one wait); requests received meanwhile are given back every `holdLimit`.
      */
     const awaitDatabase = (received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>, error: SqlError.SqlError) =>
       Effect.gen(function*() {
@@ -399,18 +395,15 @@ export const serve = <const Owner extends string, R>(
             Signature.quote(error.message, 500)
           )
         }
-        let releasedAt = now
-        while (true) {
-          failuresInRow++
-          yield* Effect.sleep(Duration.millis(Math.min(10_000, 100 * 2 ** Math.min(failuresInRow - 1, 10))))
-          if (Option.isNone(transactor) || (yield* databaseAnswers)) return
-          const at = yield* Clock.currentTimeMillis
-          if (at - releasedAt >= holdLimit) {
-            const held = yield* Queue.clear(received).pipe(Effect.orElseSucceed((): Array<Delivery> => []))
-            yield* settle(held, (delivery) => delivery.release)
-            releasedAt = at
-          }
-        }
+        const release = Effect.flatMap(
+          Queue.clear(received).pipe(Effect.orElseSucceed((): Array<Delivery> => [])),
+          (held) => settle(held, (delivery) => delivery.release)
+        )
+        failuresInRow = yield* Outage.awaitDatabase(transactor, {
+          schedule: probeSchedule,
+          failures: failuresInRow,
+          hold: { limit: holdLimit, release }
+        })
       })
 
     /** Runs one sync for a group; gives the error when the database did not answer (nothing was settled then). */

@@ -46,6 +46,7 @@ import {
 } from "./Errors.ts"
 import { type DeadRow, Inbox, maxPageSize, type WaitingRow } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
+import * as Outage from "./Outage.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import { type HandlerError, type Prepared, prepared as preparedOf, type Preparing, type Subscription } from "./Subscription.ts"
 import * as Signature from "./Signature.ts"
@@ -694,13 +695,6 @@ export const make = <R>(
     /** The deliveries received and not taken yet, while the delivery loop runs. */
     let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
 
-    const databaseAnswers = transactor.probe.pipe(
-      Effect.timeout("5 seconds"),
-      Effect.as(true),
-      Effect.catch(() => Effect.succeed(false)),
-      Effect.catchDefect(() => Effect.succeed(false))
-    )
-
     /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
     const releaseHeld = Effect.gen(function*() {
       const waiting = received === undefined ? [] : yield* Queue.clear(received).pipe(Effect.orElseSucceed(() => []))
@@ -715,13 +709,13 @@ export const make = <R>(
 
     /**
      * R12: after a failure, whether the database is down. If it is, consumption pauses: the failing work and
-     * every other delivery are held, unsettled; the parked-event worker waits; the database is probed (100 ms
-     * doubling, at most 5 s apart), and deliveries held for `holdLimit` are given back to the broker without
+     * every other delivery are held, unsettled; the parked-event worker waits; the database is probed
+     * (`Outage.awaitDatabase`), and deliveries held for `holdLimit` are given back to the broker without
      * spending a delivery attempt. Returns true once the database answers again; false at once when it answers.
      */
     const pausedByOutage = (problem: unknown): Effect.Effect<boolean> =>
       Effect.gen(function*() {
-        if (outage === undefined && (yield* databaseAnswers)) return false
+        if (outage === undefined && (yield* Outage.answers(transactor))) return false
         if (outage !== undefined) {
           yield* Deferred.await(outage.recovered)
           return true
@@ -737,23 +731,12 @@ export const make = <R>(
           `consumer "${consumer}": the database does not answer; consumption paused with ${unsettled.size} deliveries held`,
           current.paused.error
         )
-        yield* Effect.gen(function*() {
-          let delay = 100
-          let releasedAt = since
-          while (true) {
-            yield* Effect.sleep(Duration.millis(delay))
-            delay = Math.min(delay * 2, 5_000)
-            if (yield* databaseAnswers) return
-            const now = yield* Clock.currentTimeMillis
-            if (now - releasedAt >= holdLimit) {
-              yield* releaseHeld
-              releasedAt = now
-            }
-          }
-        }).pipe(Effect.ensuring(Effect.suspend(() => {
+        yield* Outage.awaitDatabase(Option.some(transactor), { hold: { limit: holdLimit, release: releaseHeld } }).pipe(
+          Effect.ensuring(Effect.suspend(() => {
           outage = undefined
           return Deferred.succeed(current.recovered, undefined)
-        })))
+        }))
+        )
         const now = yield* Clock.currentTimeMillis
         yield* Effect.logInfo(`consumer "${consumer}": the database answers again after ${now - since} ms; consumption resumed`)
         return true
