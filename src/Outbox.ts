@@ -3,13 +3,22 @@
  * and the relay later claims, publishes and marks them. Appending is possible only inside
  * `Outbox.transaction`, and the broker is not reachable there — both are compile errors otherwise.
  *
+ * What holds R2 besides the types: the `OutboxTransaction` a transaction provides can be made by
+ * `Outbox.transaction` alone (its shape carries a brand no code outside the package can write), and it
+ * refuses use once its transaction ended — `append` and the owner's row writes die with
+ * `OutboxTransactionEnded` before writing anything, so a service leaked out of the transaction cannot save
+ * an entity without its event. What the types cannot see: a `Broker` service value taken before the
+ * transaction (`const broker = yield* Broker`) and called inside it is a plain value, not a requirement, so
+ * `NoBrokerInside` does not catch it — publish before or after `Outbox.transaction`, never from a value
+ * captured into it; the relay is the only publisher of entity events.
+ *
  * @since 0.1.0
  */
-import { Context, Effect, Option } from "effect"
+import { Context, Effect } from "effect"
 import type { SqlError } from "effect/sql"
 import type { Broker } from "./Broker.ts"
 import type { Envelope } from "./Envelope.ts"
-import type { Transactor } from "./Transactor.ts"
+import type { OutboxTransaction } from "./internal/OutboxTransaction.ts"
 
 /** An outbox row. Times are epoch milliseconds. */
 export interface OutboxRow {
@@ -23,13 +32,17 @@ export interface OutboxRow {
   readonly publishedAt: number | null
 }
 
-/**
- * The transaction-scoped capability to append events; only `Outbox.transaction` provides it. Appended
- * events are buffered and written in append order, in the transaction, when its body succeeds.
- */
-export class OutboxTransaction extends Context.Service<OutboxTransaction, {
-  readonly append: (envelopes: ReadonlyArray<Envelope>) => Effect.Effect<void, SqlError.SqlError>
-}>()("entity-sync/OutboxTransaction") {}
+export {
+  /**
+   * The transaction-scoped capability to append events; only `Outbox.transaction` provides it (a value
+   * made any other way does not compile). Used after its transaction ended it dies (R2) and writes nothing.
+   */
+  OutboxTransaction,
+  /** A defect (R2): an `OutboxTransaction` used after its transaction ended; nothing was written. */
+  OutboxTransactionEnded,
+  /** A defect (R2): an `OutboxTransaction` that `Outbox.transaction` did not make; nothing was written. */
+  OutboxTransactionForged
+} from "./internal/OutboxTransaction.ts"
 
 /** Fails to type-check when `R` needs the broker (R2: nothing is published from inside a transaction). */
 export type NoBrokerInside<R> = [Extract<R, Broker>] extends [never] ? unknown
@@ -68,89 +81,6 @@ export class Outbox extends Context.Service<Outbox, {
   /** Deletes rows published before the given time (retention, R9); returns how many. */
   readonly prune: (publishedBefore: number) => Effect.Effect<number, SqlError.SqlError>
 }>()("entity-sync/Outbox") {}
-
-/**
- * Writes events appended in an outbox transaction, in append order, inside that transaction. Called when
- * the outermost transaction's body has succeeded (just before commit), and earlier only when the
- * transaction reads the outbox or starts a nested one.
- */
-export type Flush = (envelopes: ReadonlyArray<Envelope>) => Effect.Effect<void, SqlError.SqlError>
-
-/** `Outbox.transaction` of an implementation, and how its reads see the events appended before them. */
-export interface BufferedAppends {
-  readonly transaction: TransactionFn
-  /**
-   * Inside an outbox transaction, writes the events its body appended so far (outside one, does nothing).
-   * The outbox runs it before its reads (`claim`, `rows`, `pending`), so a transaction reads its own events.
-   */
-  readonly flushPending: Effect.Effect<void, SqlError.SqlError>
-}
-
-interface Open {
-  /** Events appended and not written yet, in append order. */
-  readonly buffer: Array<Envelope>
-  /** Whether events were written in the outermost transaction (so it wakes the relay after commit). */
-  readonly root: { wrote: boolean }
-}
-
-/**
- * Builds `Outbox.transaction` for an implementation. Appends are buffered in memory, in order; when the
- * effect succeeds, the buffer is written with `flush` in the same `Transactor` transaction, just before it
- * commits, and `afterCommit` runs once the commit returned (e.g. to wake the relay) if events were written.
- * An effect that fails appends nothing. A nested transaction of the same outbox first writes what the
- * enclosing one buffered (outside its own savepoint), then hands its events to the enclosing one when it
- * succeeds; so the events of the outermost transaction keep their append order.
- */
-export const makeBufferedAppends = (
-  transactor: Transactor["Service"],
-  flush: Flush,
-  afterCommit: Effect.Effect<void>
-): BufferedAppends => {
-  // The transactions of this outbox whose body is running, by the OutboxTransaction service they provide.
-  const running = new WeakMap<OutboxTransaction["Service"], Open>()
-  const pushAll = (buffer: Array<Envelope>, envelopes: ReadonlyArray<Envelope>) => {
-    for (const envelope of envelopes) buffer.push(envelope)
-  }
-  const write = (open: Open) =>
-    Effect.suspend(() => {
-      if (open.buffer.length === 0) return Effect.void
-      open.root.wrote = true
-      return flush(open.buffer.splice(0))
-    })
-  const current = Effect.map(
-    Effect.serviceOption(OutboxTransaction),
-    (tx) => (Option.isSome(tx) ? running.get(tx.value) : undefined)
-  )
-
-  const transaction: TransactionFn = (effect) =>
-    Effect.flatMap(current, (parent) => {
-      const open: Open = { buffer: [], root: parent?.root ?? { wrote: false } }
-      const tx = OutboxTransaction.of({
-        append: (envelopes) =>
-          Effect.suspend(() =>
-            running.has(tx)
-              ? Effect.sync(() => pushAll(open.buffer, envelopes))
-              : Effect.die(new Error("entity-sync: OutboxTransaction.append called after its transaction ended"))
-          )
-      })
-      const body = Effect.sync(() => running.set(tx, open)).pipe(
-        Effect.andThen(Effect.provideService(effect, OutboxTransaction, tx)),
-        Effect.tap(() =>
-          Effect.suspend(() => {
-            running.delete(tx)
-            return parent === undefined ? write(open) : Effect.sync(() => pushAll(parent.buffer, open.buffer.splice(0)))
-          })
-        ),
-        Effect.onExit(() => Effect.sync(() => running.delete(tx)))
-      )
-      const run = transactor.withTransaction(body)
-      return parent === undefined
-        ? Effect.tap(run, () => (open.root.wrote ? afterCommit : Effect.void))
-        : Effect.andThen(write(parent), run)
-    })
-
-  return { transaction, flushPending: Effect.flatMap(current, (open) => (open === undefined ? Effect.void : write(open))) }
-}
 
 /** Runs `effect` in an outbox transaction of the current service (see `Outbox.transaction`). */
 export const transaction = <A, E, R>(

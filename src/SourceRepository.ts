@@ -1,7 +1,8 @@
 /**
  * The owner-side store of entities: one row per entity with its monotonic version (R4) and its state,
  * written in the same transaction as the outbox (R2). Typed, per-contract access with events is in
- * `Producer`; this is the row store its implementations provide.
+ * `Producer`; this is the row store its implementations provide. Its writes need the `OutboxTransaction`
+ * (R2): nothing writes an owner row outside `Outbox.transaction`, and a transaction that has ended refuses.
  *
  * @since 0.1.0
  */
@@ -9,6 +10,7 @@ import { Context, type Effect, type Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type { CopyState, Lock } from "./CopyRepository.ts"
 import type { EntityExists } from "./Errors.ts"
+import type { OutboxTransaction } from "./internal/OutboxTransaction.ts"
 
 /** An owner row. A `deleted` row is a tombstone that keeps the version so a re-create continues it. */
 export interface SourceRow {
@@ -37,19 +39,23 @@ export class SourceRepository extends Context.Service<SourceRepository, {
   readonly get: (entity: string, id: string, lock?: Lock) => Effect.Effect<SourceRow | null, SqlError.SqlError>
   /**
    * Writes a row if the stored version is still `previousVersion` (null: no row yet); returns whether it
-   * wrote, so two writers that read the same version cannot both win. Call it inside the outbox transaction.
+   * wrote, so two writers that read the same version cannot both win. Only inside an open outbox
+   * transaction (R2): it needs the `OutboxTransaction`, and dies before writing when that one has ended.
    */
-  readonly put: (row: SourceRow, previousVersion: number | null) => Effect.Effect<boolean, SqlError.SqlError>
+  readonly put: (
+    row: SourceRow,
+    previousVersion: number | null
+  ) => Effect.Effect<boolean, SqlError.SqlError, OutboxTransaction>
   /**
    * Creates live rows without reading them first: a new entity gets version 1, a tombstone (`deleted`) is
    * re-created with its version + 1. All or nothing: when a row of one of them is live or soft-deleted
    * (including one written concurrently), or an entity appears twice in `rows`, it fails with
    * `EntityExists` for the first such row in `rows` order and writes none of them. Returns the written rows
-   * in `rows` order. Call it inside the outbox transaction.
+   * in `rows` order. Only inside an open outbox transaction, like `put`.
    */
   readonly create: (
     rows: ReadonlyArray<NewSourceRow>
-  ) => Effect.Effect<ReadonlyArray<SourceRow>, EntityExists | SqlError.SqlError>
+  ) => Effect.Effect<ReadonlyArray<SourceRow>, EntityExists | SqlError.SqlError, OutboxTransaction>
   /**
    * A page of rows ordered by id, after `afterId` (keyset pagination), tombstones included; restricted to
    * `ids` when given.

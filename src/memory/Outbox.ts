@@ -6,7 +6,8 @@
  */
 import { Clock, Deferred, Effect, Layer, Ref } from "effect"
 import type { Envelope } from "../Envelope.ts"
-import { makeBufferedAppends, Outbox, type OutboxRow } from "../Outbox.ts"
+import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
+import { Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 

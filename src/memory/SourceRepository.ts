@@ -1,11 +1,13 @@
 /**
  * The memory owner-side row store: entity rows in a `MemoryDatabase` table, so they commit or roll back
- * together with the outbox events appended in the same transaction.
+ * together with the outbox events appended in the same transaction; its writes run only inside an open
+ * outbox transaction (R2).
  *
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
 import { EntityExists } from "../Errors.ts"
+import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
@@ -20,7 +22,7 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
 
   // Checks every row before writing any, in one step of the database (one writer at a time).
   const create = (created: ReadonlyArray<NewSourceRow>) =>
-    Effect.flatMap(
+    whileOpen("create", Effect.flatMap(
       db.run((): ReadonlyArray<SourceRow> | EntityExists => {
         const written: Array<SourceRow> = []
         const seen = new Set<string>()
@@ -45,18 +47,18 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
         return written
       }),
       (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
-    )
+    ))
 
   return SourceRepository.of({
     create,
     get: (entity, id) => db.run(() => rows.get(keyOf(entity, id)) ?? null),
     put: (row, previousVersion) =>
-      db.run(() => {
+      whileOpen("put", db.run(() => {
         const key = keyOf(row.entity, row.id)
         if ((rows.get(key)?.version ?? null) !== previousVersion) return false
         rows.set(key, row)
         return true
-      }),
+      })),
     page: (entity, { afterId, ids, limit }) =>
       db.run(() => {
         const only = ids === undefined ? undefined : new Set(ids)

@@ -1,6 +1,6 @@
 /**
  * The PostgreSQL owner-side row store: one row per entity with its version and state, written in the same
- * transaction as the outbox rows of its events (R2).
+ * transaction as the outbox rows of its events (R2): its writes run only inside an open outbox transaction.
  *
  * @since 0.1.0
  */
@@ -8,6 +8,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Array as Arr, Effect, Order, Schema } from "effect"
 import type { Lock } from "../CopyRepository.ts"
 import { EntityExists } from "../Errors.ts"
+import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
@@ -142,5 +143,10 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         ORDER BY id LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decode))
     }
 
-    return SourceRepository.of({ get, put, create, page })
+    return SourceRepository.of({
+      get,
+      put: (row, previousVersion) => whileOpen("put", put(row, previousVersion)),
+      create: (rows) => whileOpen("create", create(rows)),
+      page
+    })
   })

@@ -179,8 +179,9 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
       test("a new entity gets version 1; a tombstone is re-created with its version + 1", () =>
         Effect.gen(function*() {
           const sources = yield* SourceRepository
-          yield* sources.put(sourceRow("c-2", 4, "deleted"), null)
-          const created = yield* sources.create([newRow("c-1"), newRow("c-2")])
+          const outbox = yield* Outbox
+          yield* outbox.transaction(sources.put(sourceRow("c-2", 4, "deleted"), null))
+          const created = yield* outbox.transaction(sources.create([newRow("c-1"), newRow("c-2")]))
           const expected = (id: string, version: number): SourceRow => ({
             entity: "Company",
             id,
@@ -193,17 +194,20 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           assert.deepStrictEqual(created, [expected("c-1", 1), expected("c-2", 5)])
           assert.deepStrictEqual(yield* sources.get("Company", "c-1"), expected("c-1", 1))
           assert.deepStrictEqual(yield* sources.get("Company", "c-2"), expected("c-2", 5))
-          assert.deepStrictEqual(yield* sources.create([]), [])
+          assert.deepStrictEqual(yield* outbox.transaction(sources.create([])), [])
         }))
 
       test("a live or soft-deleted row fails the whole call with EntityExists and nothing is written", () =>
         Effect.gen(function*() {
           const sources = yield* SourceRepository
-          yield* sources.put(sourceRow("c-live", 2), null)
-          yield* sources.put(sourceRow("c-soft", 3, "softDeleted"), null)
-          yield* sources.put(sourceRow("c-gone", 4, "deleted"), null)
+          const outbox = yield* Outbox
+          yield* outbox.transaction(sources.put(sourceRow("c-live", 2), null))
+          yield* outbox.transaction(sources.put(sourceRow("c-soft", 3, "softDeleted"), null))
+          yield* outbox.transaction(sources.put(sourceRow("c-gone", 4, "deleted"), null))
           for (const existing of ["c-live", "c-soft"]) {
-            const error = yield* sources.create([newRow("c-new"), newRow(existing), newRow("c-gone")]).pipe(Effect.flip)
+            const error = yield* outbox.transaction(
+              sources.create([newRow("c-new"), newRow(existing), newRow("c-gone")])
+            ).pipe(Effect.flip)
             assert.deepStrictEqual(error, new EntityExists({ entity: "Company", entityId: existing }))
           }
           assert.isNull(yield* sources.get("Company", "c-new"))
@@ -211,13 +215,16 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           assert.deepStrictEqual(yield* sources.get("Company", "c-soft"), sourceRow("c-soft", 3, "softDeleted"))
           assert.deepStrictEqual(yield* sources.get("Company", "c-gone"), sourceRow("c-gone", 4, "deleted"))
           // the same id under another entity is another row
-          assert.strictEqual((yield* sources.create([newRow("c-live", "User")]))[0]?.version, 1)
+          assert.strictEqual((yield* outbox.transaction(sources.create([newRow("c-live", "User")])))[0]?.version, 1)
         }))
 
       test("an id given twice fails with EntityExists for its second occurrence and nothing is written", () =>
         Effect.gen(function*() {
           const sources = yield* SourceRepository
-          const error = yield* sources.create([newRow("c-1"), newRow("c-2"), newRow("c-1")]).pipe(Effect.flip)
+          const outbox = yield* Outbox
+          const error = yield* outbox.transaction(sources.create([newRow("c-1"), newRow("c-2"), newRow("c-1")])).pipe(
+            Effect.flip
+          )
           assert.deepStrictEqual(error, new EntityExists({ entity: "Company", entityId: "c-1" }))
           assert.isNull(yield* sources.get("Company", "c-1"))
           assert.isNull(yield* sources.get("Company", "c-2"))

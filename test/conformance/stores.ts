@@ -802,10 +802,11 @@ export const storeConformance = <E>(
       test("put inserts or replaces, get reads by entity and id", () =>
         Effect.gen(function* () {
           const sources = yield* SourceRepository
+          const outbox = yield* Outbox
           assert.isNull(yield* sources.get("User", "u-1"))
-          assert.isTrue(yield* sources.put(source("u-1", 1), null))
+          assert.isTrue(yield* outbox.transaction(sources.put(source("u-1", 1), null)))
           assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 1))
-          assert.isTrue(yield* sources.put(source("u-1", 2, "deleted"), 1))
+          assert.isTrue(yield* outbox.transaction(sources.put(source("u-1", 2, "deleted"), 1)))
           assert.deepStrictEqual(yield* sources.get("User", "u-1", "forUpdate"), source("u-1", 2, "deleted"))
           assert.isNull(yield* sources.get("Company", "u-1"))
         }))
@@ -813,16 +814,18 @@ export const storeConformance = <E>(
       test("put writes only over the version it read: of two writers that read the same version, one wins", () =>
         Effect.gen(function* () {
           const sources = yield* SourceRepository
-          assert.isTrue(yield* sources.put(source("u-1", 1), null))
-          assert.isFalse(yield* sources.put(source("u-1", 1, "softDeleted"), null))
-          assert.isTrue(yield* sources.put(source("u-1", 2), 1))
-          assert.isFalse(yield* sources.put(source("u-1", 2, "deleted"), 1))
+          const outbox = yield* Outbox
+          assert.isTrue(yield* outbox.transaction(sources.put(source("u-1", 1), null)))
+          assert.isFalse(yield* outbox.transaction(sources.put(source("u-1", 1, "softDeleted"), null)))
+          assert.isTrue(yield* outbox.transaction(sources.put(source("u-1", 2), 1)))
+          assert.isFalse(yield* outbox.transaction(sources.put(source("u-1", 2, "deleted"), 1)))
           assert.deepStrictEqual(yield* sources.get("User", "u-1"), source("u-1", 2))
         }))
 
       test("page is keyset-paginated by id, tombstones included, optionally restricted to ids", () =>
         Effect.gen(function* () {
           const sources = yield* SourceRepository
+          const outbox = yield* Outbox
           const rows = [
             source("s-04", 1),
             source("s-01", 1),
@@ -831,7 +834,7 @@ export const storeConformance = <E>(
             source("s-02", 1),
             source("s-02", 1, "live", "Company")
           ]
-          yield* Effect.forEach(rows, (row) => sources.put(row, null))
+          yield* outbox.transaction(Effect.forEach(rows, (row) => sources.put(row, null)))
           const ids = (page: ReadonlyArray<SourceRow>) => page.map((row) => row.id)
           const first = yield* sources.page("User", { afterId: null, limit: 2 })
           assert.deepStrictEqual(first, [source("s-01", 1), source("s-02", 1)])
@@ -853,9 +856,9 @@ export const storeConformance = <E>(
       test("a put in a failed transaction is rolled back", () =>
         Effect.gen(function* () {
           const sources = yield* SourceRepository
-          const transactor = yield* Transactor
-          yield* sources.put(source("u-1", 1), null)
-          const error = yield* transactor.withTransaction(
+          const outbox = yield* Outbox
+          yield* outbox.transaction(sources.put(source("u-1", 1), null))
+          const error = yield* outbox.transaction(
             Effect.gen(function* () {
               yield* sources.put(source("u-1", 2), 1)
               yield* sources.put(source("u-2", 1), null)
