@@ -1,7 +1,11 @@
 /**
  * The owner side: typed repositories for the contracts a service owns. A write bumps the entity's version
  * (R4) and appends its event to the outbox in the caller's transaction (R2). Only the owner can produce
- * events for a contract (R1): asking for a repository of another service's contract does not compile.
+ * events for a contract (R1): asking for a repository of another service's contract does not compile, and
+ * `make` takes the service's name as one string literal type (a `string`, a union, `any` or `never` does not
+ * compile). A service whose name comes from configuration still writes it as a literal in code and checks
+ * the configured one against it at start-up (`checkConfigured`). `repository` checks the owner again at run
+ * time and throws `NotTheOwner` when the repository is made.
  *
  * @since 0.1.0
  */
@@ -11,6 +15,7 @@ import type * as Contract from "./Contract.ts"
 import type { CopyState } from "./CopyRepository.ts"
 import * as Envelope from "./Envelope.ts"
 import { type EntityExists, EntityNotFound } from "./Errors.ts"
+import { whileOpen } from "./internal/OutboxTransaction.ts"
 import { Outbox, OutboxTransaction } from "./Outbox.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "./SourceRepository.ts"
 
@@ -126,11 +131,109 @@ const eventContext: Effect.Effect<EventContext> = Effect.contextWith((services: 
   })
 })
 
-/** Makes the producer of a service. */
-export const make = <const Service extends string>(service: Service): Producer<Service> => ({
+/** The key of `ServiceNameError`'s brand: no value has this type, so no argument satisfies the error. */
+declare const serviceNameError: unique symbol
+
+/**
+ * The parameter type `make` shows when its argument is not one string literal (R1): it reads as the reason,
+ * and no value can be given for it.
+ */
+export interface ServiceNameError<Reason extends string> {
+  readonly [serviceNameError]: Reason
+}
+
+type IsUnion<T, U = T> = T extends unknown ? ([U] extends [T] ? false : true) : never
+
+// `any` takes both branches of a conditional type; a literal one, `never` none. (Not `0 extends 1 & T`: with
+// T constrained to string, `1 & T` is reduced to never before T is known.)
+type IsAny<T> = [T extends typeof serviceNameError ? 1 : 0] extends [0] ? false : true
+
+/**
+ * Nothing (`unknown`) when `Service` is one string literal type; otherwise a `ServiceNameError` saying why,
+ * which `make`'s parameter then requires (R1: a contract's owner is checked against a literal, so a widened
+ * name would own every contract).
+ */
+export type ServiceName<Service extends string> = IsAny<Service> extends true ? ServiceNameError<
+    "R1: the service name is typed `any`; write it as a string literal such as \"accounts\""
+  >
+  : {} extends Record<Service, unknown> ? ServiceNameError<
+      "R1: the service name must be one string literal such as \"accounts\", not `string` or a template; a name read from configuration is written as a literal and checked with Producer.checkConfigured"
+    >
+  : IsUnion<Service> extends true ? ServiceNameError<
+      "R1: the service name must be one string literal, not a union: make one producer per service"
+    >
+  : unknown
+
+/**
+ * No further argument when `Service` is a literal; one that cannot be given when it is `any` or `never` (a
+ * value of those types fits any parameter type, so the first parameter alone cannot refuse it).
+ */
+export type NotAnyOrNever<Service extends string> = IsAny<Service> extends true
+  ? [R1_the_service_name_must_be_a_string_literal_not_any: never]
+  : [Service] extends [never] ? [R1_the_service_name_must_be_a_string_literal_not_never: never]
+  : []
+
+/**
+ * Makes the producer of a service (R1). `service` must be one string literal type: `make("accounts")`. A
+ * `string` (read from configuration or the environment), a union (`flag ? "a" : "b"`), an explicit
+ * `make<string>(…)`, `any` or `never` does not compile. A service whose name is configured declares it as
+ * a literal here and checks the configured one at start-up:
+ *
+ * ```ts
+ * export const producer = Producer.make("accounts")
+ * // at start-up, before serving:
+ * yield* Producer.checkConfigured(producer, config.serviceName)   // fails with ConfiguredServiceMismatch
+ * ```
+ */
+export const make = <const Service extends string>(
+  service: Service & ServiceName<Service>,
+  ..._literal: NotAnyOrNever<Service>
+): Producer<Service> => ({
   service,
-  repository: (contract, options) => makeRepository(service, contract, options ?? {})
+  repository: (contract, options) => {
+    if (contract.owner !== service) {
+      throw new NotTheOwner({ contract: contract.name, owner: contract.owner, service })
+    }
+    return makeRepository(service, contract, options ?? {})
+  }
 })
+
+/**
+ * A defect (R1): a repository was asked for a contract that another service owns — reached only where the
+ * types were bypassed (a cast, or a producer typed with a wider name). Thrown when the repository is made.
+ */
+export class NotTheOwner extends Schema.TaggedError<NotTheOwner>()("NotTheOwner", {
+  contract: Schema.String,
+  owner: Schema.String,
+  service: Schema.String
+}) {
+  override get message() {
+    return `R1: service "${this.service}" cannot produce events of ${this.contract}, which "${this.owner}" owns`
+  }
+}
+
+/** The service name a deployment configured is not the one its code declares with `Producer.make`. */
+export class ConfiguredServiceMismatch extends Schema.TaggedError<ConfiguredServiceMismatch>()(
+  "ConfiguredServiceMismatch",
+  { declared: Schema.String, configured: Schema.String }
+) {
+  override get message() {
+    return `the configured service name "${this.configured}" is not "${this.declared}", the service this code ` +
+      `produces for (R1); run it with "${this.declared}" or deploy the code of "${this.configured}"`
+  }
+}
+
+/**
+ * Checks at start-up that the service name read from configuration is the literal the code declares, so
+ * a deployment cannot run one service's code under another's name. Fails with `ConfiguredServiceMismatch`.
+ */
+export const checkConfigured = <Service extends string>(
+  producer: Producer<Service>,
+  configured: string
+): Effect.Effect<Service, ConfiguredServiceMismatch> =>
+  configured === producer.service
+    ? Effect.succeed(producer.service)
+    : Effect.fail(new ConfiguredServiceMismatch({ declared: producer.service, configured }))
 
 const makeRepository = <A, I extends Schema.Json>(
   service: string,
@@ -196,14 +299,15 @@ const makeRepository = <A, I extends Schema.Json>(
   const publishes = (change: Change<A>, writeOptions: WriteOptions | undefined) =>
     writeOptions?.dismissSendEvent !== true && handleWhen(change)
 
-  // The entity was read with a row lock; the put re-checks the version it read.
+  // The entity was read with a row lock; the put re-checks the version it read. Every row write goes
+  // through the open OutboxTransaction (R2): a leaked or hand-made one dies before anything is written.
   const write = (
     row: SourceRow,
     previousVersion: number,
     change: Change<A>,
     writeOptions: WriteOptions | undefined
   ): Effect.Effect<Entity<A>, SqlError.SqlError, Tx> =>
-    Effect.gen(function*() {
+    whileOpen(`${change.action} ${contract.name}:${row.id}`, Effect.gen(function*() {
       const source = yield* SourceRepository
       if (!(yield* source.put(row, previousVersion))) {
         return yield* Effect.die(
@@ -215,7 +319,7 @@ const makeRepository = <A, I extends Schema.Json>(
         yield* tx.append([yield* envelope(row, change.action, false)])
       }
       return toEntity(row, change.after)
-    })
+    }))
 
   // No read first: the store's create tells whether an entity exists (a tombstone does not) and gives the
   // versions, and it writes all the rows or none.
@@ -234,7 +338,7 @@ const makeRepository = <A, I extends Schema.Json>(
         updatedAt: now
       }))
       const source = yield* SourceRepository
-      const written = Arr.zip(yield* source.create(rows), payloads)
+      const written = Arr.zip(yield* whileOpen(`create ${contract.name}`, source.create(rows)), payloads)
       const shared = yield* eventContext
       const occurredAt = new Date(now).toISOString()
       const events: Array<Envelope.Envelope> = []
