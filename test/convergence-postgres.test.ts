@@ -1,11 +1,12 @@
 /**
  * The convergence property with the owner's and the consumer's stores on PostgreSQL (their own table
- * prefixes in a database created for this file).
+ * prefixes in a database created for this file). Two consumer instances share the consumer's tables, so
+ * their transactions really run against each other here.
  */
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
-import { convergence } from "./convergence.ts"
+import { convergence, leaseMillis } from "./convergence.ts"
 import { consumerSide, ownerSide } from "./harness.ts"
 import * as TestPostgres from "./postgres.ts"
 
@@ -15,8 +16,9 @@ const prefix = database.prefix
 
 convergence("convergence (PostgreSQL stores)", {
   stores: () => ({
-    owner: ownerSide(PostgresSync.layer({ prefix: prefix("owner") }).pipe(Layer.provide(databaseLayer))),
+    owner: ownerSide(PostgresSync.layer({ prefix: prefix("owner"), leaseMillis }).pipe(Layer.provide(databaseLayer))),
     consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(databaseLayer)))
   }),
-  pump: TestClock.withLive(Effect.sleep("1 millis"))
-}, 30)
+  pump: TestClock.withLive(Effect.sleep("1 millis")),
+  file: "test/convergence-postgres.test.ts"
+}, 15, 10)

@@ -1,0 +1,197 @@
+/**
+ * The faults of the convergence property, injected by wrapping the services a consumer instance is given
+ * (the runtime is not changed): crash points where an instance freezes and is killed, lost acks, transient
+ * database errors and database outages. A wrapped service behaves exactly like the one it wraps until a
+ * fault is armed.
+ */
+import { Clock, Context, Effect, Queue, Stream } from "effect"
+import { SqlError } from "effect/sql"
+import { Broker } from "../../src/Broker.ts"
+import { CopyRepository } from "../../src/CopyRepository.ts"
+import { Inbox } from "../../src/Inbox.ts"
+import { Transactor } from "../../src/Transactor.ts"
+
+/** Where a consumer instance can crash around one of its transactions. */
+export type CrashPoint = "receive/apply" | "apply/commit" | "commit/ack"
+
+/** Every crash point, in pipeline order. */
+export const crashPoints: ReadonlyArray<CrashPoint> = ["receive/apply", "apply/commit", "commit/ack"]
+
+/** One event a consumer transaction applied, as its handler saw it. */
+export interface AppliedEvent {
+  readonly messageId: string
+  readonly entity: string
+  readonly entityId: string
+  readonly version: number
+  /** A force-sync event that replaced a copy of the same version with another payload (a drift repaired). */
+  readonly repaired: boolean
+  /** A reset event that replaced a copy of a higher version. */
+  readonly regressedByReset: boolean
+}
+
+/** What the handlers of one consumer transaction recorded; kept only if the transaction commits. */
+export interface TransactionLog {
+  readonly applied: Array<AppliedEvent>
+}
+
+/** The log of the consumer transaction the current fiber runs in (undefined outside one). */
+export const OpenTransaction = Context.Reference<TransactionLog | undefined>("test/property/OpenTransaction", {
+  defaultValue: () => undefined
+})
+
+/** The generation of the consumer instance a fiber belongs to: crash points fire only inside an instance. */
+export const InstanceZone = Context.Reference<number | undefined>("test/property/InstanceZone", {
+  defaultValue: () => undefined
+})
+
+/** The faults of the consumer's database, shared by every instance (they share the database). */
+export interface DatabaseFaults {
+  /** Until when (epoch milliseconds, virtual) transactions, probes and reads fail as if the server were gone. */
+  downUntil: number
+  /** How many of the next transactions fail just before they commit (and roll back). */
+  failCommits: number
+  /** How many of the next copy writes fail (a statement error inside the transaction). */
+  failStatements: number
+}
+
+/** The armed faults of one consumer instance. */
+export interface InstanceHooks {
+  readonly generation: number
+  /** The next crash point this instance stops at; cleared when it fires. */
+  armed: CrashPoint | undefined
+  /** Whether the next ack is lost on its way to the broker. */
+  loseAck: boolean
+}
+
+/** What a wrapped service tells the supervisor of the instances. */
+export type Signal =
+  | { readonly _tag: "Crashed"; readonly generation: number; readonly point: CrashPoint }
+  | { readonly _tag: "AckLost"; readonly generation: number }
+
+/** What the wrappers report while they work. */
+export interface Observer {
+  /** A consumer transaction committed with this log. */
+  readonly committed: (log: TransactionLog) => void
+  /** A hard delete found copies that still reference the entity (it must wait). */
+  readonly deleteWaits: () => void
+  /** A fault fired. */
+  readonly fired: (fault: string) => void
+}
+
+const unreachable = () =>
+  new SqlError.SqlError({
+    reason: new SqlError.ConnectionError({ message: "connection refused (property outage)", cause: undefined })
+  })
+
+const failedStatement = (what: string) =>
+  new SqlError.SqlError({ reason: new SqlError.UnknownError({ message: `${what} failed (property fault)`, cause: undefined }) })
+
+/** Fails while the database is down. */
+const whileDown = (db: DatabaseFaults): Effect.Effect<void, SqlError.SqlError> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => now < db.downUntil ? Effect.fail(unreachable()) : Effect.void)
+
+/** Everything one instance's wrappers need. */
+export interface Wiring {
+  readonly db: DatabaseFaults
+  readonly hooks: InstanceHooks
+  readonly signals: Queue.Queue<Signal>
+  readonly observer: Observer
+}
+
+/** Freezes the current fiber at `point` when the instance is armed for it, after telling the supervisor. */
+const crashPoint = (wiring: Wiring, point: CrashPoint): Effect.Effect<void> =>
+  Effect.flatMap(InstanceZone, (zone) => {
+    const { hooks } = wiring
+    if (zone !== hooks.generation || hooks.armed !== point) return Effect.void
+    return Effect.suspend(() => {
+      hooks.armed = undefined
+      Queue.offerUnsafe(wiring.signals, { _tag: "Crashed", generation: hooks.generation, point })
+      return Effect.never
+    })
+  })
+
+/**
+ * The instance's transactions: crash points before, inside (after the work, before the commit) and after
+ * each outermost transaction; transient commit failures; the outage. Handlers' logs are kept on commit.
+ */
+export const transactor = (inner: Transactor["Service"], wiring: Wiring): Transactor["Service"] =>
+  Transactor.of({
+    withTransaction: (effect) =>
+      Effect.flatMap(OpenTransaction, (open) => {
+        if (open !== undefined) return inner.withTransaction(effect)
+        const log: TransactionLog = { applied: [] }
+        const failCommit = Effect.suspend(() => {
+          if (wiring.db.failCommits <= 0) return Effect.void
+          wiring.db.failCommits--
+          wiring.observer.fired("transient: commit fails")
+          return Effect.fail(failedStatement("COMMIT"))
+        })
+        return Effect.gen(function*() {
+          yield* crashPoint(wiring, "receive/apply")
+          yield* whileDown(wiring.db)
+          const result = yield* inner.withTransaction(
+            effect.pipe(
+              Effect.tap(() => crashPoint(wiring, "apply/commit")),
+              Effect.tap(() => failCommit),
+              Effect.provideService(OpenTransaction, log)
+            )
+          )
+          wiring.observer.committed(log)
+          yield* crashPoint(wiring, "commit/ack")
+          return result
+        })
+      }),
+    probe: Effect.andThen(whileDown(wiring.db), inner.probe)
+  })
+
+/** The instance's inbox: its reads outside transactions fail while the database is down. */
+export const inbox = (inner: Inbox["Service"], wiring: Wiring): Inbox["Service"] => {
+  const down = whileDown(wiring.db)
+  return Inbox.of({
+    ...inner,
+    due: (consumer, now, limit) => Effect.andThen(down, inner.due(consumer, now, limit)),
+    nextDueAt: (consumer) => Effect.andThen(down, inner.nextDueAt(consumer)),
+    waiting: (consumer) => Effect.andThen(down, inner.waiting(consumer)),
+    waitingPage: (consumer, options) => Effect.andThen(down, inner.waitingPage(consumer, options)),
+    deadLetters: (consumer) => Effect.andThen(down, inner.deadLetters(consumer)),
+    deadLetterPage: (consumer, options) => Effect.andThen(down, inner.deadLetterPage(consumer, options)),
+    stats: (consumer) => Effect.andThen(down, inner.stats(consumer)),
+    prune: (before) => Effect.andThen(down, inner.prune(before))
+  })
+}
+
+/** The instance's copies: copy writes fail when a statement failure is armed; hard deletes that must wait are seen. */
+export const copies = (inner: CopyRepository["Service"], wiring: Wiring): CopyRepository["Service"] => {
+  const failStatement = Effect.suspend(() => {
+    if (wiring.db.failStatements <= 0) return Effect.void
+    wiring.db.failStatements--
+    wiring.observer.fired("transient: statement fails")
+    return Effect.fail(failedStatement("INSERT … ON CONFLICT"))
+  })
+  return CopyRepository.of({
+    ...inner,
+    upsert: (row, guard) => Effect.andThen(failStatement, inner.upsert(row, guard)),
+    upsertMany: (rows) => Effect.andThen(failStatement, inner.upsertMany(rows)),
+    referencing: (entity, field, id) =>
+      Effect.tap(inner.referencing(entity, field, id), (ids) =>
+        Effect.sync(() => {
+          if (ids.length > 0) wiring.observer.deleteWaits()
+        }))
+  })
+}
+
+/** The instance's broker connection: an armed ack is lost (the consumer believes it acked; the broker never hears). */
+export const broker = (inner: Broker["Service"], wiring: Wiring): Broker["Service"] =>
+  Broker.of({
+    ...inner,
+    subscribe: (queue, options) =>
+      Stream.map(inner.subscribe(queue, options), (delivery) => ({
+        ...delivery,
+        ack: Effect.suspend(() => {
+          if (!wiring.hooks.loseAck) return delivery.ack
+          wiring.hooks.loseAck = false
+          Queue.offerUnsafe(wiring.signals, { _tag: "AckLost", generation: wiring.hooks.generation })
+          return Effect.void
+        })
+      }))
+  })
