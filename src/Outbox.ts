@@ -10,7 +10,8 @@
  * an entity without its event. What the types cannot see: a `Broker` service value taken before the
  * transaction (`const broker = yield* Broker`) and called inside it is a plain value, not a requirement, so
  * `NoBrokerInside` does not catch it — publish before or after `Outbox.transaction`, never from a value
- * captured into it; the relay is the only publisher of entity events.
+ * captured into it; the relay is the only publisher of entity events. At run time, a publish path can
+ * refuse it with `ensureOutsideTransaction` (the transaction's fibers carry its open `OutboxTransaction`).
  *
  * @since 0.1.0
  */
@@ -41,7 +42,16 @@ export {
   /** A defect (R2): an `OutboxTransaction` used after its transaction ended; nothing was written. */
   OutboxTransactionEnded,
   /** A defect (R2): an `OutboxTransaction` that `Outbox.transaction` did not make; nothing was written. */
-  OutboxTransactionForged
+  OutboxTransactionForged,
+  /** A defect (R2): a publish from inside an open outbox transaction (see `ensureOutsideTransaction`). */
+  PublishedInsideTransaction,
+  /** Whether the current fiber runs inside an open outbox transaction. */
+  insideTransaction,
+  /**
+   * Dies with `PublishedInsideTransaction` inside an open outbox transaction: what a publish path calls to
+   * refuse a `Broker` value captured before the transaction and used in it (R2), which the types cannot see.
+   */
+  ensureOutsideTransaction
 } from "./internal/OutboxTransaction.ts"
 
 /** Fails to type-check when `R` needs the broker (R2: nothing is published from inside a transaction). */

@@ -10,7 +10,15 @@ import { TestClock } from "effect/testing"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryOutbox from "../src/memory/Outbox.ts"
 import * as MemorySourceRepository from "../src/memory/SourceRepository.ts"
-import { Outbox, OutboxTransaction, OutboxTransactionEnded, OutboxTransactionForged } from "../src/Outbox.ts"
+import {
+  ensureOutsideTransaction,
+  insideTransaction,
+  Outbox,
+  OutboxTransaction,
+  OutboxTransactionEnded,
+  OutboxTransactionForged,
+  PublishedInsideTransaction
+} from "../src/Outbox.ts"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import { SourceRepository } from "../src/SourceRepository.ts"
@@ -162,6 +170,22 @@ const r2Suite = (name: string, makeLayer: () => Layer.Layer<Outbox | SourceRepos
         assert.instanceOf(defect, OutboxTransactionForged)
         assert.match(defect.message, /^R2: create Company through an OutboxTransaction that Outbox.transaction did not make/)
         assert.deepStrictEqual(yield* stored, { events: [], version: null })
+      }))
+
+    test("a publish path can tell it runs inside an open transaction (a Broker captured before it)", () =>
+      Effect.gen(function*() {
+        assert.isFalse(yield* insideTransaction)
+        yield* ensureOutsideTransaction("publish")
+        const inside = yield* Outbox.use((outbox) =>
+          outbox.transaction(Effect.all([insideTransaction, Effect.exit(ensureOutsideTransaction("publish"))]))
+        )
+        assert.isTrue(inside[0])
+        const defect = defectOf(inside[1])
+        assert.instanceOf(defect, PublishedInsideTransaction)
+        assert.strictEqual(defect.operation, "publish")
+        assert.match(defect.message, /^R2: publish from inside an outbox transaction/)
+        const leaked = yield* leak
+        assert.isFalse(yield* Effect.provideService(insideTransaction, OutboxTransaction, leaked))
       }))
 
     test("inside its transaction the service writes the entity and its event", () =>

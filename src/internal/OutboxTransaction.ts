@@ -78,6 +78,39 @@ export const whileOpen = <A, E, R>(
   Effect.flatMap(Effect.service(OutboxTransaction), (tx) => Effect.andThen(ensureOpen(tx, operation), write))
 
 /**
+ * A defect (R2): something tried to publish to the broker from inside an open outbox transaction (e.g. a
+ * `Broker` service value taken before the transaction and called in it, which the types cannot see).
+ */
+export class PublishedInsideTransaction extends Schema.TaggedError<PublishedInsideTransaction>()(
+  "PublishedInsideTransaction",
+  {
+    /** What was attempted, e.g. `publish`. */
+    operation: Schema.String
+  }
+) {
+  override get message() {
+    return `R2: ${this.operation} from inside an outbox transaction; nothing is published from inside a ` +
+      `business transaction — publish after Outbox.transaction returns, or leave entity events to the relay`
+  }
+}
+
+/** Whether the current fiber runs inside an open outbox transaction (its body, or a fiber it forked). */
+export const insideTransaction: Effect.Effect<boolean> = Effect.map(
+  Effect.serviceOption(OutboxTransaction),
+  (tx) => Option.isSome(tx) && opened.get(tx.value)?.open === true
+)
+
+/**
+ * Dies with `PublishedInsideTransaction` when the current fiber runs inside an open outbox transaction:
+ * for publish paths (a broker adapter's `publish`) to refuse what the types cannot see (R2).
+ */
+export const ensureOutsideTransaction = (operation: string): Effect.Effect<void> =>
+  Effect.flatMap(
+    insideTransaction,
+    (inside) => (inside ? Effect.die(new PublishedInsideTransaction({ operation })) : Effect.void)
+  )
+
+/**
  * Writes events appended in an outbox transaction, in append order, inside that transaction. Called when
  * the outermost transaction's body has succeeded (just before commit), and earlier only when the
  * transaction reads the outbox or starts a nested one.
