@@ -106,7 +106,10 @@ export interface EntityRepository<A> {
 /** A producing service: the only source of events for the contracts it owns. */
 export interface Producer<Service extends string> {
   readonly service: Service
-  /** The repository of a contract owned by this service (R1: a contract of another owner does not compile). */
+  /**
+   * The repository of a contract owned by this service (R1: a contract of another owner does not compile;
+   * one whose owner differs at run time throws `NotTheOwner` here, before any write).
+   */
   readonly repository: <Name extends string, A, I extends Schema.Json>(
     contract: Contract.Contract<Name, Service, A, I>,
     options?: RepositoryOptions<A>
