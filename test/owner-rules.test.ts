@@ -7,6 +7,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Layer, Result } from "effect"
 import { TestClock } from "effect/testing"
+import { Broker } from "../src/Broker.ts"
+import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryOutbox from "../src/memory/Outbox.ts"
 import * as MemorySourceRepository from "../src/memory/SourceRepository.ts"
@@ -187,6 +189,22 @@ const r2Suite = (name: string, makeLayer: () => Layer.Layer<Outbox | SourceRepos
         const leaked = yield* leak
         assert.isFalse(yield* Effect.provideService(insideTransaction, OutboxTransaction, leaked))
       }))
+
+    test("a Broker captured before the transaction and used inside it dies; nothing is published or committed", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        yield* broker.declare({ name: "directory.sync", bindings: ["accounts.Company.*"] })
+        const exit = yield* Effect.exit(Outbox.use((outbox) =>
+          outbox.transaction(Effect.andThen(
+            companies.create(acme),
+            broker.publish([{ messageId: "m-1", routingKey: "accounts.Company.created", type: "Company.created", body: new Uint8Array(), headers: {} }])
+          ))
+        ))
+        assert.instanceOf(defectOf(exit), PublishedInsideTransaction)
+        assert.deepStrictEqual(yield* stored, { events: [], version: null })
+        const memory = yield* MemoryBroker.MemoryBroker
+        assert.strictEqual((yield* memory.stats).published, 0)
+      }).pipe(Effect.provide(MemoryBroker.layer())))
 
     test("inside its transaction the service writes the entity and its event", () =>
       Effect.gen(function*() {

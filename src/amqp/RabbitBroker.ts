@@ -103,6 +103,7 @@ import {
   type SubscribeOptions
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
+import { ensureOutsideTransaction } from "../Outbox.ts"
 import * as RetrySchedule from "../RetrySchedule.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
 
@@ -1232,8 +1233,9 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
     const mustMove = (effect: Effect.Effect<void, BrokerUnavailable | PublishRejected>) =>
       Effect.catchTag(effect, "PublishRejected", (rejected) => Effect.fail(unavailable("publish", rejected.detail)))
 
+    // R2: a Broker captured before an outbox transaction and used inside it is refused
     const publish = (batch: ReadonlyArray<OutgoingMessage>) =>
-      batch.length === 0 ? Effect.void : publishInOrder(
+      batch.length === 0 ? Effect.void : Effect.andThen(ensureOutsideTransaction("publish"), publishInOrder(
         batch.map((m) => ({
           exchange: settings.exchange,
           routingKey: m.routingKey,
@@ -1244,7 +1246,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
           headers: m.headers,
           userId: settings.login
         }))
-      )
+      ))
 
     /** Declares the queue with every binding it was given so far; remembered for reconnects once declared. */
     const declare = (spec: QueueSpec) =>

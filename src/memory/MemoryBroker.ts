@@ -35,6 +35,7 @@ import {
   type SubscribeOptions
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
+import { ensureOutsideTransaction } from "../Outbox.ts"
 import * as SeededRandom from "./SeededRandom.ts"
 
 /** Faults to inject; every random choice comes from a PRNG seeded with `seed`, so runs are reproducible. */
@@ -391,7 +392,8 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
     const publish = (
       batch: ReadonlyArray<OutgoingMessage>
     ): Effect.Effect<void, BrokerUnavailable | PublishRejected> =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      // R2: a Broker captured before an outbox transaction and used inside it is refused
+      Effect.flatMap(Effect.andThen(ensureOutsideTransaction("publish"), Clock.currentTimeMillis), (now) =>
         Effect.suspend((): Effect.Effect<void, BrokerUnavailable | PublishRejected> => {
           if (failingPublishes > 0) {
             failingPublishes--
