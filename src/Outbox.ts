@@ -10,7 +10,7 @@
  * an entity without its event. What the types cannot see: a `Broker` service value taken before the
  * transaction (`const broker = yield* Broker`) and called inside it is a plain value, not a requirement, so
  * `NoBrokerInside` does not catch it — publish before or after `Outbox.transaction`, never from a value
- * captured into it; the relay is the only publisher of entity events. At run time, a publish path can
+ * captured into it; the relay is the only publisher of entity events. At run time the broker adapters
  * refuse it with `ensureOutsideTransaction` (the transaction's fibers carry its open `OutboxTransaction`).
  *
  * @since 0.1.0
