@@ -105,6 +105,38 @@ const guardSuite = (name: string, stores: () => Stores, pump: Effect.Effect<void
         Effect.provideService(Metric.MetricRegistry, new Map()),
         Effect.provideService(Pump, pump)
       ))
+
+    it.effect("a force-sync snapshot older than the copy another instance wrote does not regress it (R8)", () =>
+      Effect.gen(function*() {
+        const unseen = new Set<string>()
+        const { consumer, owner } = stores()
+        yield* Effect.gen(function*() {
+          yield* Outbox.transaction(companies.create({ id: "c-1", name: "v1" }))
+          assert.strictEqual(yield* companies.fullSync({ batchSize: 10 }), 1)
+          yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v2" })))
+          const rows = yield* (yield* Outbox.Outbox).claim(100)
+          const [created, snapshot, updated] = rows.map((row) => Relay.toMessage(row))
+          assert.deepStrictEqual(rows.map((row) => [row.envelope.version, row.envelope.forceSync]), [
+            [1, false],
+            [1, true],
+            [2, false]
+          ])
+          const broker = yield* Broker
+          yield* broker.publish([created!, updated!])
+          yield* settle()
+          unseen.add("Company:c-1")
+          yield* broker.publish([snapshot!])
+          yield* settle()
+          const copy = yield* copyOf("Company", "c-1")
+          assert.deepStrictEqual(copy && [copy.version, copy.payload], [2, { id: "c-1", name: "v2" }])
+          assert.strictEqual(yield* outcome("stale"), 1)
+        }).pipe(
+          Effect.provide(systemLayer({ stores: { owner, consumer: readingBeforeAnotherInstance(consumer, unseen) } }))
+        )
+      }).pipe(
+        Effect.provideService(Metric.MetricRegistry, new Map()),
+        Effect.provideService(Pump, pump)
+      ))
   })
 
 guardSuite("the stores' version guard, end to end (memory stores)", () => memoryStores, Effect.void)
