@@ -23,6 +23,8 @@ export interface AppliedEvent {
   readonly entity: string
   readonly entityId: string
   readonly version: number
+  /** When its transaction applied it (virtual epoch milliseconds). */
+  readonly at: number
   /** A force-sync event that replaced a copy of the same version with another payload (a drift repaired). */
   readonly repaired: boolean
   /** A reset event that replaced a copy of a higher version. */
