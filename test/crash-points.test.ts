@@ -52,6 +52,11 @@ const consumerLayer = (handled: Array<string>) =>
 
 /** Where a consumer process dies: it signals `died`, and from then on does nothing more. */
 type ConsumerCrash = "receive/apply" | "apply/commit" | "commit/ack"
+const consumerCrashes: ReadonlyArray<ConsumerCrash> = ["receive/apply", "apply/commit", "commit/ack"]
+
+/** Where a relay dies: as it publishes (the broker never gets the batch), or after the broker's confirm. */
+type RelayCrash = "publish" | "publish/mark"
+const relayCrashes: ReadonlyArray<RelayCrash> = ["publish", "publish/mark"]
 
 /** The consumer's transaction boundary, dying before its first apply or after it, before the commit. */
 const dyingTransactor = (point: "receive/apply" | "apply/commit", died: Deferred.Deferred<void>) =>
@@ -99,7 +104,7 @@ const crashingConsumer = (
     : consumerLayer(handled).pipe(Layer.provide(dyingTransactor(point, died)))
 
 /** The relay's broker: dies before the batch reaches the broker, or after the broker confirmed it. */
-const dyingRelayBroker = (point: "publish" | "publish/mark") =>
+const dyingRelayBroker = (point: RelayCrash) =>
   Layer.effect(
     Broker,
     Effect.gen(function*() {
@@ -144,7 +149,7 @@ const crashSuite = (name: string, stores: () => Stores, pump: Effect.Effect<void
     }
     const acme = { id: "c-1", name: "Acme" }
 
-    for (const point of ["receive/apply", "apply/commit", "commit/ack"] as const) {
+    for (const point of consumerCrashes) {
       it.effect(`a consumer that dies between ${point}: a new one applies every event, each once`, () =>
         run(Effect.gen(function*() {
           const handled: Array<string> = []
@@ -175,7 +180,7 @@ const crashSuite = (name: string, stores: () => Stores, pump: Effect.Effect<void
         })))
     }
 
-    for (const point of ["publish", "publish/mark"] as const) {
+    for (const point of relayCrashes) {
       const where = point === "publish" ? "as it publishes" : "between the broker's confirm and mark-published"
       it.effect(`a relay that dies ${where}: a new one publishes again, the event is applied once`, () =>
         run(Effect.gen(function*() {

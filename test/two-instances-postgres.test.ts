@@ -38,11 +38,14 @@ const users = accounts.repository(User)
 /** Races per test: each must end with the delete blocked by the User's lock, and no dangling User. */
 const races = 8
 
+/** How the User's transaction stopped waiting: the delete was blocked by it, or applied beside it. */
+type Ended = "blockedTheDelete" | "deleteApplied" | "timedOut"
+
 /** One race: the User's handler says when it is inside its transaction, and how its wait ended. */
 interface Race {
   readonly inside: Deferred.Deferred<void>
   readonly deleteApplied: Deferred.Deferred<void>
-  ended: "blockedTheDelete" | "deleteApplied" | "timedOut" | undefined
+  ended: Ended | undefined
 }
 
 const BackendPid = Schema.Array(Schema.Struct({ pid: Schema.Number }))
@@ -104,9 +107,9 @@ const raceInstances = (path: "batch" | "retry") =>
         yield* Deferred.succeed(race.inside, undefined)
         const blockedTheDelete = blocks(own!.pid).pipe(
           Effect.repeat({ schedule: Schedule.spaced("2 millis"), until: (blocked) => blocked }),
-          Effect.as("blockedTheDelete" as const)
+          Effect.map((): Ended => "blockedTheDelete")
         )
-        const deleteApplied = Deferred.await(race.deleteApplied).pipe(Effect.as("deleteApplied" as const))
+        const deleteApplied = Deferred.await(race.deleteApplied).pipe(Effect.map((): Ended => "deleteApplied"))
         const ended = yield* Effect.raceFirst(blockedTheDelete, deleteApplied).pipe(Effect.timeoutOption("5 seconds"))
         race.ended = ended._tag === "Some" ? ended.value : "timedOut"
       }).pipe(Effect.orDie)
