@@ -104,8 +104,9 @@ const raceInstances = (path: "batch" | "retry") =>
         const [own] = yield* inTransaction`SELECT pg_backend_pid() AS pid`.pipe(
           Effect.flatMap(Schema.decodeUnknownEffect(BackendPid))
         )
+        if (own === undefined) return yield* Effect.die(new Error("pg_backend_pid() returned no row"))
         yield* Deferred.succeed(race.inside, undefined)
-        const blockedTheDelete = blocks(own!.pid).pipe(
+        const blockedTheDelete = blocks(own.pid).pipe(
           Effect.repeat({ schedule: Schedule.spaced("2 millis"), until: (blocked) => blocked }),
           Effect.map((): Ended => "blockedTheDelete")
         )
