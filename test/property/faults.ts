@@ -54,6 +54,11 @@ export interface DatabaseFaults {
   failCommits: number
   /** How many of the next copy writes fail (a statement error inside the transaction). */
   failStatements: number
+  /**
+   * Copy writes of one entity failing again and again while the database answers (a row the statement
+   * keeps tripping on): the first write after arming names the entity; its writes fail `remaining` times.
+   */
+  readonly stuck: { key: string | undefined; remaining: number }
 }
 
 /** The armed faults of one consumer instance. */
@@ -170,10 +175,23 @@ export const copies = (inner: CopyRepository["Service"], wiring: Wiring): CopyRe
     wiring.observer.fired("transient: statement fails")
     return Effect.fail(failedStatement("INSERT … ON CONFLICT"))
   })
+  const failStuck = (keys: ReadonlyArray<string>) =>
+    Effect.suspend(() => {
+      const { stuck } = wiring.db
+      if (stuck.remaining <= 0 || keys.length === 0) return Effect.void
+      if (stuck.key === undefined) stuck.key = keys[0]
+      if (!keys.includes(stuck.key!)) return Effect.void
+      stuck.remaining--
+      if (stuck.remaining === 0) stuck.key = undefined
+      wiring.observer.fired("transient: statement fails on one entity, again and again")
+      return Effect.fail(failedStatement(`INSERT … ON CONFLICT (${stuck.key ?? "entity"})`))
+    })
+  const keyOf = (row: { readonly entity: string; readonly id: string }) => `${row.entity}:${row.id}`
   return CopyRepository.of({
     ...inner,
-    upsert: (row, guard) => Effect.andThen(failStatement, inner.upsert(row, guard)),
-    upsertMany: (rows) => Effect.andThen(failStatement, inner.upsertMany(rows)),
+    upsert: (row, guard) => Effect.andThen(Effect.andThen(failStatement, failStuck([keyOf(row)])), inner.upsert(row, guard)),
+    upsertMany: (rows) =>
+      Effect.andThen(Effect.andThen(failStatement, failStuck(rows.map(({ row }) => keyOf(row)))), inner.upsertMany(rows)),
     referencing: (entity, field, id) =>
       Effect.tap(inner.referencing(entity, field, id), (ids) =>
         Effect.sync(() => {
