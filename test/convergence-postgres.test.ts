@@ -21,4 +21,4 @@ convergence("convergence (PostgreSQL stores)", {
   }),
   pump: TestClock.withLive(Effect.sleep("1 millis")),
   file: "test/convergence-postgres.test.ts"
-}, 15, 10)
+}, 14, 8)

@@ -131,6 +131,8 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
 
   // what committed consumer transactions applied (R3), and copies a reset may lower once (R8)
   const appliedIds = new Set<string>()
+  const appliedHow = new Map<string, string>()
+  let transactions = 0
   const appliedAt = new Map<string, number>()
   const resetKeys = new Set<string>()
   /** The last applies of every copy, for the report of a failure. */
@@ -138,10 +140,18 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
   let applyClock = 0
   const observer: Faults.Observer = {
     committed: (txLog) => {
+      const transaction = ++transactions
       for (const event of txLog.applied) {
-        if (appliedIds.has(event.messageId)) {
-          violation(`R3: ${event.entity}:${event.entityId} v${event.version} (message ${event.messageId}) applied twice`)
+        const how = `${event.kind} t=${event.at} instance ${event.instance} transaction ${transaction} (of ${txLog.applied.length}) over ${
+          event.previousVersion === null ? "no copy" : `v${event.previousVersion}`
+        }`
+        const before = appliedHow.get(event.messageId)
+        if (before !== undefined) {
+          violation(
+            `R3: ${event.entity}:${event.entityId} v${event.version} (message ${event.messageId}) applied twice: ${before}; ${how}`
+          )
         }
+        appliedHow.set(event.messageId, how)
         appliedIds.add(event.messageId)
         appliedAt.set(event.messageId, ++applyClock)
         const key = `${event.entity}:${event.entityId}`
@@ -187,6 +197,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
           entityId: envelope.entityId,
           version: envelope.version,
           at: yield* Clock.currentTimeMillis,
+          instance: yield* Faults.InstanceZone,
+          kind: `${envelope.action}${envelope.forceSync ? " force" : ""}${envelope.reset === true ? " reset" : ""}`,
+          previousVersion: previous?.version ?? null,
           repaired: envelope.forceSync && previous !== null && previous.version === envelope.version &&
             JSON.stringify(previous.payload) !== JSON.stringify(envelope.payload),
           regressedByReset: envelope.reset === true && regressed

@@ -25,6 +25,12 @@ export interface AppliedEvent {
   readonly version: number
   /** When its transaction applied it (virtual epoch milliseconds). */
   readonly at: number
+  /** Its action, with "force" or "reset" when it is one. */
+  readonly kind: string
+  /** The generation of the consumer instance that applied it. */
+  readonly instance: number | undefined
+  /** Whether the copy existed before (its version), null when there was none. */
+  readonly previousVersion: number | null
   /** A force-sync event that replaced a copy of the same version with another payload (a drift repaired). */
   readonly repaired: boolean
   /** A reset event that replaced a copy of a higher version. */
