@@ -18,6 +18,7 @@ convergence("convergence (memory stores)", {
     )
   }),
   pump: Effect.void,
+  deterministic: true,
   file: "test/convergence-memory.test.ts"
 }, 150, 150)
 

@@ -20,5 +20,6 @@ convergence("convergence (PostgreSQL stores)", {
     consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(databaseLayer)))
   }),
   pump: TestClock.withLive(Effect.sleep("1 millis")),
+  deterministic: false,
   file: "test/convergence-postgres.test.ts"
-}, 14, 8)
+}, 20, 12)

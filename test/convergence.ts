@@ -45,6 +45,8 @@ export interface PropertyKit {
   readonly pump: Effect.Effect<void>
   /** The test file, for the replay command. */
   readonly file: string
+  /** Whether a seed replays exactly (false where real I/O interleaves with the consumer's work). */
+  readonly deterministic: boolean
 }
 
 /** How long the owner's outbox leases claimed rows in the property (a relay crash leaves them leased this long). */
@@ -849,7 +851,9 @@ export const convergence = (name: string, kit: PropertyKit, fixedRuns: number, f
                 failure.value.log.join("\n    ")
               }`
               : Cause.pretty(exit.cause)
-            const message = `convergence failed for seed ${seed}\n  replay: ${replayCommand(kit.file, seed)}\n  ${detail}`
+            const message = `convergence failed for seed ${seed}\n  replay: ${replayCommand(kit.file, seed)}${
+              kit.deterministic ? "" : " (real I/O interleaves differently each time: it may take a few replays)"
+            }\n  ${detail}`
             console.error(message)
             failures.push(`seed ${seed}: ${replayCommand(kit.file, seed)}`)
             if (failures.length >= 3) break
