@@ -826,8 +826,8 @@ export const convergence = (name: string, kit: PropertyKit, fixedRuns: number, f
   const seeds = [...fixed, ...fresh]
   describe(name, () => {
     it.effect(
-      `copies converge to the owner's state through crashes, outages, drift and never-arriving dependencies (${fixed.length} fixed seeds from ${
-        fixed[0]
+      `copies converge to the owner's state through crashes, outages, drift and never-arriving dependencies (${fixed.length} fixed seeds${
+        fixed.length === 0 ? "" : ` from ${fixed[0]}`
       }, ${fresh.length} fresh)`,
       () =>
         Effect.gen(function*() {
@@ -860,9 +860,9 @@ export const convergence = (name: string, kit: PropertyKit, fixedRuns: number, f
           }
           console.log(
             [
-              `${name}: ${events.length} runs passed of ${seeds.length} (fixed seeds ${fixed[0]}…, fresh seeds ${
-                fresh[0] ?? "none"
-              }…, every ${fresh.length > 1 ? "7919th" : ""})`,
+              `${name}: ${events.length} runs passed of ${seeds.length} (${
+                fixed.length === 0 ? "no fixed seeds" : `fixed seeds ${fixed[0]} to ${fixed.at(-1)}`
+              }, ${fresh.length === 0 ? "no fresh seeds" : `fresh seeds ${fresh[0]}, ${fresh[0]}+7919, … ${fresh.at(-1)}`})`,
               `  owner events per run: ${spread(events, 5)}`,
               `  steps per run: ${spread(stepsPerRun, 0)}`,
               `  runs without a stale event: ${staleFree}`,
