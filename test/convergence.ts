@@ -130,9 +130,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
   const batchSize = [1, 4, 250][int(3)]!
   const relayBatch = [2, 5, 100][int(3)]!
   const twoFromStart = random() < 0.4
+  const stores = kit.stores()
 
   // what committed consumer transactions applied (R3), and copies a reset may lower once (R8)
-  const appliedIds = new Set<string>()
   const appliedHow = new Map<string, string>()
   let transactions = 0
   const appliedAt = new Map<string, number>()
@@ -154,7 +154,6 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
           )
         }
         appliedHow.set(event.messageId, how)
-        appliedIds.add(event.messageId)
         appliedAt.set(event.messageId, ++applyClock)
         const key = `${event.entity}:${event.entityId}`
         histories.set(key, [...(histories.get(key) ?? []), `t=${event.at} v${event.version} ${event.messageId}`].slice(-8))
@@ -539,7 +538,7 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         weight: 0.8,
         run: () =>
           Effect.gen(function*() {
-            const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+            const now = yield* Clock.currentTimeMillis
             if (now < db.downUntil) return
             const millis = 2_000 + int(28_000)
             db.downUntil = now + millis
@@ -603,7 +602,7 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         weight: 1,
         run: () =>
           Effect.gen(function*() {
-            const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+            const now = yield* Clock.currentTimeMillis
             if (now >= db.downUntil) yield* replayDead(false)
           })
       }
@@ -749,8 +748,8 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
     return { tally, events: model.events, steps, stale }
   }).pipe(
     Effect.provide(Layer.mergeAll(
-      kit.stores().owner,
-      kit.stores().consumer,
+      stores.owner,
+      stores.consumer,
       MemoryBroker.layer({
         faults: {
           seed: Math.imul(seed, 0x9e3779b1),
