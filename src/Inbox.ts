@@ -140,8 +140,11 @@ export class Inbox extends Context.Service<Inbox, {
     readonly limit?: number
     readonly after?: WaitingRowCursor
   }) => Effect.Effect<Page<WaitingRow, WaitingRowCursor>, SqlError.SqlError>
-  /** Removes a waiting row (applied or found stale). */
-  readonly release: (consumer: string, messageId: string) => Effect.Effect<void, SqlError.SqlError>
+  /**
+   * Removes a waiting row (applied or found stale); false when there was none. A retry of a parked event
+   * claims it this way, so that two instances retrying it at once cannot both apply it (R3).
+   */
+  readonly release: (consumer: string, messageId: string) => Effect.Effect<boolean, SqlError.SqlError>
   /** Moves an event to the dead rows (removing its waiting row, if any). */
   readonly deadLetter: (row: DeadRow) => Effect.Effect<void, SqlError.SqlError>
   /** All dead rows, oldest first. Loads every row: operators use `deadLetterPage` and `stats`. */

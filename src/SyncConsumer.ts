@@ -407,16 +407,18 @@ export const make = <R>(
       })
 
     // One attempt, inside the caller's transaction. Reads come first, so a "missing" verdict (when the event
-    // may not park yet) has written nothing; the inbox record is taken just before anything is written.
+    // may not park yet) has written nothing; the inbox record is taken just before anything is written. A
+    // parked event is claimed by deleting its waiting row instead: another instance retrying it at the same
+    // time finds none and takes it for a duplicate (R3).
     const applyInTransaction = (a: Attempt): Effect.Effect<Verdict, HandlerError, R> =>
       Effect.gen(function*() {
         const { envelope } = a
-        const fresh = a.parked === null ? inbox.record(consumer, envelope.messageId) : Effect.succeed(true)
-        const release = a.parked === null ? Effect.void : inbox.release(consumer, envelope.messageId)
+        const fresh = a.parked === null
+          ? inbox.record(consumer, envelope.messageId)
+          : inbox.release(consumer, envelope.messageId)
         const current = yield* copies.get(envelope.entity, envelope.entityId, "forUpdate")
         if (current !== null && isStale(envelope, current)) {
           if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
-          yield* release
           return { _tag: "stale", error: staleError(envelope, current.version) } satisfies Verdict
         }
         const missing = a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared)
@@ -429,12 +431,10 @@ export const make = <R>(
         const now = yield* Clock.currentTimeMillis
         const written = yield* copies.upsert(copyOf(envelope, a.prepared.payload, now), guardOf(envelope))
         if (!written) {
-          yield* release
           return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
         }
         if (a.prepared.handle !== undefined) yield* a.prepared.handle(current)
         const woken = yield* wakeParked([selfRef(envelope)])
-        yield* release
         return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict
       })
 

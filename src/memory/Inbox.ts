@@ -125,7 +125,13 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
       )
     )
 
-  const release = (consumer: string, messageId: string) => db.run(() => waitingRows.delete(keyOf(consumer, messageId)))
+  const release = (consumer: string, messageId: string) =>
+    db.run(() => {
+      const key = keyOf(consumer, messageId)
+      const held = waitingRows.get(key) !== undefined
+      waitingRows.delete(key)
+      return held
+    })
 
   const deadLetter = (row: DeadRow) =>
     db.run(() => {

@@ -184,8 +184,8 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
     }
 
     const release = (consumer: string, messageId: string) =>
-      sql`DELETE FROM ${waitingTable} WHERE consumer = ${consumer} AND message_id = ${messageId}`.pipe(
-        Effect.asVoid
+      sql`DELETE FROM ${waitingTable} WHERE consumer = ${consumer} AND message_id = ${messageId} RETURNING 1`.pipe(
+        Effect.map((rows) => rows.length > 0)
       )
 
     const deadLetter = (row: DeadRow) =>
