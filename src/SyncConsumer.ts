@@ -731,18 +731,19 @@ export const make = <R>(
           `consumer "${consumer}": the database does not answer; consumption paused with ${unsettled.size} deliveries held`,
           current.paused.error
         )
-        yield* Outage.awaitDatabase(Option.some(transactor), { hold: { limit: holdLimit, release: releaseHeld } }).pipe(
-          Effect.ensuring(Effect.suspend(() => {
+        const resumed = Effect.suspend(() => {
           outage = undefined
           return Deferred.succeed(current.recovered, undefined)
-        }))
+        })
+        yield* Outage.awaitDatabase(Option.some(transactor), { hold: { limit: holdLimit, release: releaseHeld } }).pipe(
+          Effect.ensuring(resumed)
         )
         const now = yield* Clock.currentTimeMillis
         yield* Effect.logInfo(`consumer "${consumer}": the database answers again after ${now - since} ms; consumption resumed`)
         return true
       })
 
-    /** The failure of a cause (or its defect), and whether it was an interruption. */
+    /** The typed failure of a cause, if any, and the cause squashed to one value (its failure or defect). */
     const problemOf = <E>(cause: Cause.Cause<E>): { readonly error: Option.Option<E>; readonly defect: unknown } => ({
       error: Cause.findErrorOption(cause),
       defect: Cause.squash(cause)
