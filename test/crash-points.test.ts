@@ -8,14 +8,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import { SqlError } from "effect/sql"
-import { TestClock } from "effect/testing"
 import { Broker } from "../src/Broker.ts"
 import { CopyRepository } from "../src/CopyRepository.ts"
 import type { Inbox } from "../src/Inbox.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
-import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
@@ -23,11 +21,9 @@ import { Transactor } from "../src/Transactor.ts"
 import { Company } from "./fixtures.ts"
 import {
   consumerName,
-  consumerSide,
   copyOf,
   eventually,
   memoryStores,
-  ownerSide,
   Pump,
   settle,
   type Stores,
@@ -224,13 +220,5 @@ const crashSuite = (name: string, stores: () => Stores, pump: Effect.Effect<void
 crashSuite("crash points (memory stores)", () => memoryStores, Effect.void)
 
 const database = TestPostgres.forFile()
-const prefix = database.prefix
 
-crashSuite(
-  "crash points (PostgreSQL stores)",
-  () => ({
-    owner: ownerSide(PostgresSync.layer({ prefix: prefix("owner") }).pipe(Layer.provide(database.layer))),
-    consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(database.layer)))
-  }),
-  TestClock.withLive(Effect.sleep("3 millis"))
-)
+crashSuite("crash points (PostgreSQL stores)", database.stores, TestPostgres.pump)

@@ -7,23 +7,19 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Metric } from "effect"
-import { TestClock } from "effect/testing"
 import { Broker } from "../src/Broker.ts"
 import { CopyRepository } from "../src/CopyRepository.ts"
 import type { Inbox } from "../src/Inbox.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
-import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
 import type { Transactor } from "../src/Transactor.ts"
 import { Company } from "./fixtures.ts"
 import {
   consumerName,
-  consumerSide,
   copyOf,
   memoryStores,
-  ownerSide,
   Pump,
   settle,
   type Stores,
@@ -142,13 +138,5 @@ const guardSuite = (name: string, stores: () => Stores, pump: Effect.Effect<void
 guardSuite("the stores' version guard, end to end (memory stores)", () => memoryStores, Effect.void)
 
 const database = TestPostgres.forFile()
-const prefix = database.prefix
 
-guardSuite(
-  "the stores' version guard, end to end (PostgreSQL stores)",
-  () => ({
-    owner: ownerSide(PostgresSync.layer({ prefix: prefix("owner") }).pipe(Layer.provide(database.layer))),
-    consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(database.layer)))
-  }),
-  TestClock.withLive(Effect.sleep("3 millis"))
-)
+guardSuite("the stores\' version guard, end to end (PostgreSQL stores)", database.stores, TestPostgres.pump)

@@ -6,8 +6,14 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, ManagedRuntime, Redacted } from "effect"
+import { TestClock } from "effect/testing"
 import { afterAll, beforeAll } from "vitest"
 import { SqlClient, type SqlError } from "effect/sql"
+import * as PostgresSync from "../src/postgres/PostgresSync.ts"
+import { consumerSide, ownerSide, type Stores } from "./harness.ts"
+
+/** Lets real PostgreSQL I/O progress between steps of virtual time (the harness's `Pump` on PostgreSQL). */
+export const pump: Effect.Effect<void> = TestClock.withLive(Effect.sleep("3 millis"))
 
 /** The maintenance database the helper connects to for `CREATE DATABASE` / `DROP DATABASE`. */
 export const adminUrl = process.env.POSTGRES_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -81,8 +87,15 @@ export const forFile = (options?: { readonly maxConnections?: number }) => {
   beforeAll(() => runtime.context().then(() => undefined), 30_000)
   afterAll(() => runtime.dispose(), 30_000)
   let prefixes = 0
+  const databaseLayer = Layer.unwrap(Effect.map(runtime.contextEffect, Layer.succeedContext))
+  const prefix = (side: string) => `${side}${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
   return {
-    layer: Layer.unwrap(Effect.map(runtime.contextEffect, Layer.succeedContext)),
-    prefix: (side: string) => `${side}${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
+    layer: databaseLayer,
+    prefix,
+    /** The owner's ("accounts") and the consumer's ("directory") stores, each on fresh tables. */
+    stores: (): Stores => ({
+      owner: ownerSide(PostgresSync.layer({ prefix: prefix("owner") }).pipe(Layer.provide(databaseLayer))),
+      consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(databaseLayer)))
+    })
   }
 }
