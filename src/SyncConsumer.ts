@@ -252,8 +252,9 @@ export const make = <R>(
     const settled = (delivery: Delivery) => {
       unsettled.delete(delivery)
     }
+    // R11: the broker logins allowed for each subscribed owner (its own service name unless configured)
     const producers = new Map(
-      Object.entries(options.producers ?? {}).map(([owner, logins]) => [owner, new Set(logins)])
+      options.subscriptions.map(({ contract: { owner } }) => [owner, new Set(options.producers?.[owner] ?? [owner])])
     )
     const verifyingKeys = options.verifyingKeys ?? {}
     const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? "10 minutes"))
@@ -614,7 +615,7 @@ export const make = <R>(
       }
       if (!broker.vouchesForPublishers) return undefined
       const publisher = delivery.publisher
-      const allowed = producers.get(owner) ?? new Set([owner])
+      const allowed = producers.get(owner) ?? new Set<string>()
       if (publisher !== undefined && allowed.has(publisher)) return undefined
       const logins = [...allowed].map((login) => `"${login}"`).join(", ")
       return new ForgedProducer({
