@@ -19,7 +19,14 @@ class OutageFirst extends BaseSequencer {
   }
 }
 
+// The demo services import the package by its own name ("entity-sync"); in this repository the
+// `entity-sync-source` condition resolves it to the sources, as `customConditions` does for tsc and
+// `--conditions` for the npm scripts. The other conditions are Vite's defaults for server code.
+const conditions = ["entity-sync-source", "module", "node", "development|production"]
+
 export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: ["entity-sync-source"] } },
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,

@@ -3,7 +3,7 @@
  * bytes of JSON per event, and the names (RabbitMQ, consumer service) of one benchmark phase.
  */
 import { Schema } from "effect"
-import * as Contract from "../src/Contract.ts"
+import { Contract } from "entity-sync"
 
 /** The owning service. */
 export const owner = "bench"

@@ -1,5 +1,6 @@
 import { Effect, Layer, Schema } from "effect"
-import { Contract, CopyRepository, MemoryBroker, MemorySync, Outbox, Producer, Relay, SyncConsumer } from "entity-sync"
+import { Contract, CopyRepository, Outbox, Producer, Relay, SyncConsumer } from "entity-sync"
+import { MemoryBroker, MemorySync } from "entity-sync/memory"
 
 // A contract, shared by the owner service and its consumers
 const Company = Contract.make({

@@ -14,10 +14,7 @@
  */
 import { Clock, Context, Effect, Schema } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
-import type { EntityExists, EntityNotFound } from "../../src/Errors.ts"
-import * as Outbox from "../../src/Outbox.ts"
-import * as Producer from "../../src/Producer.ts"
-import { SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
+import { type Errors, Outbox, Producer, SourceRepository } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import { ServiceDatabase } from "../runtime/ServiceDatabase.ts"
 
@@ -93,18 +90,18 @@ export type EntityName = "Company" | "User"
 export class Accounts extends Context.Service<Accounts, {
   readonly createCompany: (input: { readonly id: string; readonly name: string }) => Effect.Effect<
     CompanyRow,
-    EntityExists | SqlError.SqlError
+    Errors.EntityExists | SqlError.SqlError
   >
-  readonly renameCompany: (id: string, name: string) => Effect.Effect<CompanyRow, EntityNotFound | SqlError.SqlError>
-  readonly deleteCompany: (id: string) => Effect.Effect<Removal, EntityNotFound | CompanyInUse | SqlError.SqlError>
-  readonly createUser: (input: User) => Effect.Effect<UserRow, EntityExists | UnknownCompany | SqlError.SqlError>
+  readonly renameCompany: (id: string, name: string) => Effect.Effect<CompanyRow, Errors.EntityNotFound | SqlError.SqlError>
+  readonly deleteCompany: (id: string) => Effect.Effect<Removal, Errors.EntityNotFound | CompanyInUse | SqlError.SqlError>
+  readonly createUser: (input: User) => Effect.Effect<UserRow, Errors.EntityExists | UnknownCompany | SqlError.SqlError>
   readonly updateUser: (
     id: string,
     patch: Partial<Omit<User, "id">>
-  ) => Effect.Effect<UserRow, EntityNotFound | UnknownCompany | SqlError.SqlError>
+  ) => Effect.Effect<UserRow, Errors.EntityNotFound | UnknownCompany | SqlError.SqlError>
   readonly deleteUser: (id: string, options: { readonly soft: boolean }) => Effect.Effect<
     Removal,
-    EntityNotFound | SqlError.SqlError
+    Errors.EntityNotFound | SqlError.SqlError
   >
   /** Live and soft-deleted companies, by id. */
   readonly companies: Effect.Effect<ReadonlyArray<CompanyRow>, SqlError.SqlError>
@@ -155,13 +152,13 @@ const payloadOf = <A>(entity: Producer.Entity<A>): Effect.Effect<A> =>
 export const make: Effect.Effect<
   Accounts["Service"],
   never,
-  Outbox.Outbox | SourceRepository | SqlClient.SqlClient | ServiceDatabase
+  Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient | ServiceDatabase
 > = Effect.gen(function*() {
-  const context = yield* Effect.context<Outbox.Outbox | SourceRepository | SqlClient.SqlClient>()
+  const context = yield* Effect.context<Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient>()
   const sql = yield* SqlClient.SqlClient
   const { tables } = yield* ServiceDatabase
   const source = sql(tables.source)
-  const run = <A, E>(effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository | SqlClient.SqlClient>) =>
+  const run = <A, E>(effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient>) =>
     Effect.provideContext(effect, context)
 
   const companyState = (id: string, lock: "FOR SHARE" | "FOR UPDATE") =>
@@ -179,13 +176,13 @@ export const make: Effect.Effect<
   const decodeCompany = Schema.decodeUnknownEffect(Company.payload)
   const decodeUser = Schema.decodeUnknownEffect(User.payload)
 
-  const listed = <A, R>(entity: string, toRow: (row: SourceRow, payload: unknown) => Effect.Effect<A, never, R>) =>
+  const listed = <A, R>(entity: string, toRow: (row: SourceRepository.SourceRow, payload: unknown) => Effect.Effect<A, never, R>) =>
     Effect.gen(function*() {
-      const store = yield* SourceRepository
+      const store = yield* SourceRepository.SourceRepository
       const rows: Array<A> = []
       let afterId: string | null = null
       while (true) {
-        const page: ReadonlyArray<SourceRow> = yield* store.page(entity, { afterId, limit: 500 })
+        const page: ReadonlyArray<SourceRepository.SourceRow> = yield* store.page(entity, { afterId, limit: 500 })
         for (const row of page) {
           if (row.state !== "deleted" && row.payload !== null) rows.push(yield* toRow(row, row.payload))
         }
@@ -195,7 +192,7 @@ export const make: Effect.Effect<
       }
     })
 
-  const entityOf = <A>(row: SourceRow, payload: A): Producer.Entity<A> => ({ ...row, payload })
+  const entityOf = <A>(row: SourceRepository.SourceRow, payload: A): Producer.Entity<A> => ({ ...row, payload })
 
   return Accounts.of({
     createCompany: (input) =>

@@ -19,11 +19,11 @@
 import { Effect, Schema } from "effect"
 import { HttpRouter } from "effect/http"
 import type { SqlError } from "effect/sql"
+import type { Errors } from "entity-sync"
 import { EntityId, Email, Name } from "../contracts/index.ts"
 import * as ApiError from "../http/ApiError.ts"
 import * as Decode from "../http/Decode.ts"
 import type { Route } from "../http/HttpApp.ts"
-import type { EntityExists, EntityNotFound } from "../../src/Errors.ts"
 import type { Accounts, CompanyInUse, UnknownCompany } from "./Accounts.ts"
 
 /** `POST /companies` body. */
@@ -62,7 +62,7 @@ const newId = (prefix: string) => `${prefix}-${crypto.randomUUID()}`
 
 /** The domain's errors as HTTP errors. */
 const failed = (
-  error: EntityExists | EntityNotFound | UnknownCompany | CompanyInUse | SqlError.SqlError
+  error: Errors.EntityExists | Errors.EntityNotFound | UnknownCompany | CompanyInUse | SqlError.SqlError
 ): Effect.Effect<never, ApiError.ApiError> => {
   switch (error._tag) {
     case "EntityExists":

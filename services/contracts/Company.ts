@@ -4,7 +4,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import * as Contract from "../../src/Contract.ts"
+import { Contract } from "entity-sync"
 import { EntityId, Name } from "./Fields.ts"
 
 /** A company's payload. */

@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import * as Contract from "../../src/Contract.ts"
+import { Contract } from "entity-sync"
 import { Company } from "./Company.ts"
 import { Email, EntityId, Name } from "./Fields.ts"
 

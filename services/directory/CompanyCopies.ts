@@ -6,7 +6,7 @@
  */
 import { Effect, Schema } from "effect"
 import type { SqlError } from "effect/sql"
-import { CopyRepository, type CopyRow } from "../../src/CopyRepository.ts"
+import { CopyRepository } from "entity-sync"
 import { Company } from "../contracts/index.ts"
 
 /** A company copy as the directory lists it. Times are ISO-8601. */
@@ -21,7 +21,7 @@ export type CompanyCopy = {
 
 const decode = Schema.decodeUnknownEffect(Company.payload)
 
-const toCompany = (row: CopyRow): Effect.Effect<CompanyCopy | null> =>
+const toCompany = (row: CopyRepository.CopyRow): Effect.Effect<CompanyCopy | null> =>
   row.state === "deleted" || row.payload === null
     ? Effect.succeed(null)
     : Effect.map(Effect.orDie(decode(row.payload)), (company) => ({
@@ -33,9 +33,9 @@ const toCompany = (row: CopyRow): Effect.Effect<CompanyCopy | null> =>
     }))
 
 /** Live and soft-deleted company copies, by id. */
-export const list: Effect.Effect<ReadonlyArray<CompanyCopy>, SqlError.SqlError, CopyRepository> = Effect.gen(
+export const list: Effect.Effect<ReadonlyArray<CompanyCopy>, SqlError.SqlError, CopyRepository.CopyRepository> = Effect.gen(
   function*() {
-    const copies = yield* CopyRepository
+    const copies = yield* CopyRepository.CopyRepository
     const rows = yield* copies.list(Company.name)
     const companies: Array<CompanyCopy> = []
     for (const row of rows) {
@@ -47,6 +47,6 @@ export const list: Effect.Effect<ReadonlyArray<CompanyCopy>, SqlError.SqlError, 
 )
 
 /** One company copy, or null (never copied, or hard-deleted). */
-export const get = (id: string): Effect.Effect<CompanyCopy | null, SqlError.SqlError, CopyRepository> =>
-  Effect.flatMap(CopyRepository.use((copies) => copies.get(Company.name, id)), (row) =>
+export const get = (id: string): Effect.Effect<CompanyCopy | null, SqlError.SqlError, CopyRepository.CopyRepository> =>
+  Effect.flatMap(CopyRepository.CopyRepository.use((copies) => copies.get(Company.name, id)), (row) =>
     row === null ? Effect.succeed(null) : toCompany(row))

@@ -15,11 +15,7 @@
  */
 import { Effect } from "effect"
 import type { SqlError } from "effect/sql"
-import { Broker } from "../../src/Broker.ts"
-import * as DeadLetters from "../../src/DeadLetters.ts"
-import type { BrokerUnavailable } from "../../src/Errors.ts"
-import type { Inbox } from "../../src/Inbox.ts"
-import { SyncConsumer } from "../../src/SyncConsumer.ts"
+import { Broker, DeadLetters, type Errors, type Inbox, SyncConsumer } from "entity-sync"
 
 /** One dead letter. Times are ISO-8601. */
 export type DeadLetterRow = {
@@ -77,8 +73,8 @@ export const list = (
   options: { readonly limit?: number; readonly after?: string; readonly filter?: DeadLetters.Filter }
 ): Effect.Effect<
   DeadLetterPage,
-  SqlError.SqlError | BrokerUnavailable | DeadLetters.InvalidCursor,
-  Inbox | Broker
+  SqlError.SqlError | Errors.BrokerUnavailable | DeadLetters.InvalidCursor,
+  Inbox.Inbox | Broker.Broker
 > =>
   Effect.map(DeadLetters.list({ service }, options), (listing) => ({
     rows: listing.items.map(toRow),
@@ -91,20 +87,20 @@ export const list = (
 export const replayMatching = (
   service: string,
   filter: DeadLetters.Filter
-): Effect.Effect<DeadLetters.Replayed, SqlError.SqlError | BrokerUnavailable, Inbox | Broker | SyncConsumer> =>
+): Effect.Effect<DeadLetters.Replayed, SqlError.SqlError | Errors.BrokerUnavailable, Inbox.Inbox | Broker.Broker | SyncConsumer.SyncConsumer> =>
   DeadLetters.replay({ service }, filter).pipe(
-    Effect.tap((replayed) => replayed.inbox > 0 ? SyncConsumer.use((consumer) => consumer.lookAtParked) : Effect.void)
+    Effect.tap((replayed) => replayed.inbox > 0 ? SyncConsumer.SyncConsumer.use((consumer) => consumer.lookAtParked) : Effect.void)
   )
 
 /** Replays a dead letter; tells from which store, or null when there is no such dead letter. */
 export const replay = (
   service: string,
   messageId: string
-): Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | BrokerUnavailable, SyncConsumer | Broker> =>
+): Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | Errors.BrokerUnavailable, SyncConsumer.SyncConsumer | Broker.Broker> =>
   Effect.gen(function*() {
-    const consumer = yield* SyncConsumer
+    const consumer = yield* SyncConsumer.SyncConsumer
     if (yield* consumer.replay(messageId)) return "inbox"
-    const broker = yield* Broker
+    const broker = yield* Broker.Broker
     if (yield* broker.replayDeadLetter(DeadLetters.queueOf({ service }), messageId)) return "broker"
     return null
   })

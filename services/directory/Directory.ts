@@ -6,13 +6,15 @@
  */
 import { Clock, Context, Duration, Effect, Result } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
-import { Broker } from "../../src/Broker.ts"
-import type * as LibraryDeadLetters from "../../src/DeadLetters.ts"
-import { Inbox } from "../../src/Inbox.ts"
-import type { CopyRepository } from "../../src/CopyRepository.ts"
-import type { BrokerUnavailable, PublishRejected } from "../../src/Errors.ts"
-import * as Resync from "../../src/Resync.ts"
-import { SyncConsumer } from "../../src/SyncConsumer.ts"
+import {
+  Broker,
+  type CopyRepository,
+  type DeadLetters as LibraryDeadLetters,
+  type Errors,
+  Inbox,
+  Resync,
+  SyncConsumer
+} from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import * as CompanyCopies from "./CompanyCopies.ts"
 import * as DeadLetters from "./DeadLetters.ts"
@@ -30,7 +32,7 @@ export class Directory extends Context.Service<Directory, {
   /** Publishes a resync request to the entity's owner; returns it. */
   readonly resync: (entity: EntityName, ids?: ReadonlyArray<string>) => Effect.Effect<
     Resync.ResyncRequest,
-    BrokerUnavailable | PublishRejected
+    Errors.BrokerUnavailable | Errors.PublishRejected
   >
   /** One page of dead letters (inbox and broker), oldest first. */
   readonly deadLetters: (options: {
@@ -39,14 +41,14 @@ export class Directory extends Context.Service<Directory, {
     readonly filter?: LibraryDeadLetters.Filter
   }) => Effect.Effect<
     DeadLetters.DeadLetterPage,
-    SqlError.SqlError | BrokerUnavailable | LibraryDeadLetters.InvalidCursor
+    SqlError.SqlError | Errors.BrokerUnavailable | LibraryDeadLetters.InvalidCursor
   >
   /** Replays a dead letter; from which store, or null when there is none with this id. */
-  readonly replay: (messageId: string) => Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | BrokerUnavailable>
+  readonly replay: (messageId: string) => Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | Errors.BrokerUnavailable>
   /** Replays every dead letter matching the filter, in both stores; the counts per store. */
   readonly replayMatching: (
     filter: LibraryDeadLetters.Filter
-  ) => Effect.Effect<LibraryDeadLetters.Replayed, SqlError.SqlError | BrokerUnavailable>
+  ) => Effect.Effect<LibraryDeadLetters.Replayed, SqlError.SqlError | Errors.BrokerUnavailable>
   /**
    * The consumer's state for `/health`: deliveries in flight and the oldest of them, events waiting for a
    * dependency and dead letters (counted by the database), the broker's dead-letter depth, and the
@@ -85,13 +87,13 @@ const checkTimeout = Duration.seconds(3)
 /** Makes the directory's operations for the consumer `service` (its queue is `<service>.sync`). */
 export const make = (
   service: string
-): Effect.Effect<Directory["Service"], never, CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker | Inbox> =>
+): Effect.Effect<Directory["Service"], never, CopyRepository.CopyRepository | SqlClient.SqlClient | SyncConsumer.SyncConsumer | Broker.Broker | Inbox.Inbox> =>
   Effect.gen(function*() {
-    type Needs = CopyRepository | SqlClient.SqlClient | SyncConsumer | Broker | Inbox
+    type Needs = CopyRepository.CopyRepository | SqlClient.SqlClient | SyncConsumer.SyncConsumer | Broker.Broker | Inbox.Inbox
     const context = yield* Effect.context<Needs>()
-    const consumer = yield* SyncConsumer
-    const inbox = yield* Inbox
-    const broker = yield* Broker
+    const consumer = yield* SyncConsumer.SyncConsumer
+    const inbox = yield* Inbox.Inbox
+    const broker = yield* Broker.Broker
     const queue = `${service}.sync`
     const run = <A, E>(effect: Effect.Effect<A, E, Needs>) => Effect.provideContext(effect, context)
     // since when each dependency has failed the health checks (reset when it answers again)

@@ -18,9 +18,8 @@
  */
 import { Effect, Schema } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
-import type { Filter, InvalidCursor } from "../../src/DeadLetters.ts"
 import type { SqlError } from "effect/sql"
-import type { BrokerUnavailable, PublishRejected } from "../../src/Errors.ts"
+import type { DeadLetters, Errors } from "entity-sync"
 import { EntityId } from "../contracts/index.ts"
 import * as ApiError from "../http/ApiError.ts"
 import * as Decode from "../http/Decode.ts"
@@ -72,7 +71,7 @@ const filterOf = (fields: {
   readonly entities?: ReadonlyArray<string> | undefined
   readonly from?: string | undefined
   readonly to?: string | undefined
-}): Filter => ({
+}): DeadLetters.Filter => ({
   ...(fields.reasons !== undefined ? { reasons: fields.reasons } : {}),
   ...(fields.entities !== undefined ? { entities: fields.entities } : {}),
   ...(fields.from !== undefined ? { from: Date.parse(fields.from) } : {}),
@@ -80,7 +79,7 @@ const filterOf = (fields: {
 })
 
 const failed = (
-  error: SqlError.SqlError | BrokerUnavailable | PublishRejected | InvalidCursor
+  error: SqlError.SqlError | Errors.BrokerUnavailable | Errors.PublishRejected | DeadLetters.InvalidCursor
 ): Effect.Effect<never, ApiError.ApiError> =>
   error._tag === "SqlError"
     ? ApiError.fromSqlError(error)

@@ -8,8 +8,8 @@
  */
 import { Clock, Effect, Schema } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
-import { Int8 } from "../../src/postgres/Columns.ts"
-import type { SyncEvent } from "../../src/Subscription.ts"
+import type { Subscription } from "entity-sync"
+import { Columns } from "entity-sync/postgres"
 import type { User } from "../contracts/index.ts"
 
 /** An employee as the directory lists it. Times are ISO-8601. */
@@ -54,7 +54,7 @@ export const migrate: Effect.Effect<
  * The User subscription's handler: mirrors the event into `employees` in the apply transaction. It runs
  * only for events the version guard let through, so it never regresses a row.
  */
-export const apply = (event: SyncEvent<User>): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+export const apply = (event: Subscription.SyncEvent<User>): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const { envelope, payload } = event
@@ -86,9 +86,9 @@ const Row = Schema.Struct({
   email: Schema.String,
   name: Schema.String,
   active: Schema.Boolean,
-  version: Int8,
-  synced_at: Int8,
-  deleted_at: Schema.NullOr(Int8)
+  version: Columns.Int8,
+  synced_at: Columns.Int8,
+  deleted_at: Columns.NullableInt8
 })
 const decodeRows = Schema.decodeUnknownEffect(Schema.Array(Row))
 

@@ -14,7 +14,7 @@
 import { Cause, Effect, Schema } from "effect"
 import { HttpServerError, HttpServerResponse } from "effect/http"
 import type { SqlError } from "effect/sql"
-import type { BrokerUnavailable, PublishRejected } from "../../src/Errors.ts"
+import type { Errors } from "entity-sync"
 
 /** The error codes, as the `error` field of a response. */
 export const ErrorCode = Schema.Literals([
@@ -106,7 +106,7 @@ export const fromSqlError = (error: SqlError.SqlError): Effect.Effect<never, Api
   logged("request failed: database error", error, unavailable("the database is unavailable; try again later"))
 
 /** A broker error as a 503 with an error id (its detail is logged, not sent). */
-export const fromBrokerError = (error: BrokerUnavailable | PublishRejected): Effect.Effect<never, ApiError> =>
+export const fromBrokerError = (error: Errors.BrokerUnavailable | Errors.PublishRejected): Effect.Effect<never, ApiError> =>
   logged(
     "request failed: broker error",
     error,

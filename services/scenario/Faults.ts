@@ -13,13 +13,8 @@
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Context, Effect, Layer, type Redacted, type Schema, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
-import { Broker, type OutgoingMessage } from "../../src/Broker.ts"
-import { CopyRepository } from "../../src/CopyRepository.ts"
-import * as Envelope from "../../src/Envelope.ts"
-import type { BrokerUnavailable, PublishRejected } from "../../src/Errors.ts"
-import { Outbox, type OutboxTransaction } from "../../src/Outbox.ts"
-import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
-import type { SourceRepository } from "../../src/SourceRepository.ts"
+import { Broker, CopyRepository, Envelope, type Errors, Outbox, type SourceRepository } from "entity-sync"
+import { PostgresSync } from "entity-sync/postgres"
 
 /** An entity a withheld write touches. */
 export interface Ref {
@@ -36,10 +31,10 @@ export class Faults extends Context.Service<Faults, {
    */
   readonly withhold: <A, E>(
     refs: ReadonlyArray<Ref>,
-    write: Effect.Effect<A, E, OutboxTransaction | SourceRepository>
+    write: Effect.Effect<A, E, Outbox.OutboxTransaction | SourceRepository.SourceRepository>
   ) => Effect.Effect<ReadonlyArray<Envelope.Envelope>, E | SqlError.SqlError>
   /** Publishes events to the bus in this order (repeats allowed), as the owner's relay would. */
-  readonly deliver: (events: ReadonlyArray<Envelope.Envelope>) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
+  readonly deliver: (events: ReadonlyArray<Envelope.Envelope>) => Effect.Effect<void, Errors.BrokerUnavailable | Errors.PublishRejected>
   /** Overwrites the consumer's copy of an entity in place, keeping its version. */
   readonly driftCopy: (entity: string, id: string, payload: Schema.Json) => Effect.Effect<void, SqlError.SqlError>
 }>()("services/scenario/Faults") {}
@@ -62,13 +57,13 @@ const stores = (url: Redacted.Redacted, prefix: string | undefined) =>
 /** Makes the fault injector in the current scope (it holds a small pool on each database). */
 export const make = (
   options: FaultsOptions
-): Effect.Effect<Faults["Service"], PostgresSync.LayerError, Broker | Scope.Scope> =>
+): Effect.Effect<Faults["Service"], PostgresSync.LayerError, Broker.Broker | Scope.Scope> =>
   Effect.gen(function*() {
-    const broker = yield* Broker
+    const broker = yield* Broker.Broker
     const owner = yield* stores(options.ownerDatabase, options.prefix)
     const consumer = yield* stores(options.consumerDatabase, options.prefix)
-    const outbox = Context.get(owner, Outbox)
-    const copies = Context.get(consumer, CopyRepository)
+    const outbox = Context.get(owner, Outbox.Outbox)
+    const copies = Context.get(consumer, CopyRepository.CopyRepository)
     const touches = (refs: ReadonlyArray<Ref>) => (envelope: Envelope.Envelope) =>
       refs.some((ref) => ref.entity === envelope.entity && ref.id === envelope.entityId)
 
@@ -91,7 +86,7 @@ export const make = (
           return ours.map((row) => row.envelope)
         })).pipe(Effect.provideContext(owner)),
       deliver: (events) =>
-        broker.publish(events.map((envelope): OutgoingMessage => ({
+        broker.publish(events.map((envelope): Broker.OutgoingMessage => ({
           messageId: envelope.messageId,
           routingKey: Envelope.routingKey(envelope),
           type: Envelope.messageType(envelope),
@@ -108,5 +103,5 @@ export const make = (
   })
 
 /** The fault injector as a layer. */
-export const layer = (options: FaultsOptions): Layer.Layer<Faults, PostgresSync.LayerError, Broker> =>
+export const layer = (options: FaultsOptions): Layer.Layer<Faults, PostgresSync.LayerError, Broker.Broker> =>
   Layer.effect(Faults, make(options))

@@ -1,7 +1,7 @@
 /** Runs the owner-write conformance suite on the PostgreSQL implementations over embedded PGlite. */
 import { afterAll, beforeAll } from "@effect/vitest"
 import { Effect, Layer, ManagedRuntime } from "effect"
-import * as Embedded from "../../src/postgres/Embedded.ts"
+import * as Embedded from "../../src/embedded/Embedded.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import { ownerWriteConformance } from "./owner-writes.ts"
 

@@ -1,6 +1,6 @@
 /**
  * Runs the store conformance suite on the PostgreSQL stores over the embedded database (PGlite served by
- * `@electric-sql/pglite-socket`, see `src/postgres/Embedded.ts`), plus embedded-only tests: what works
+ * `@electric-sql/pglite-socket`, see `src/embedded/Embedded.ts`), plus embedded-only tests: what works
  * through the socket (transactions, savepoints, jsonb, SKIP LOCKED, LISTEN/NOTIFY across connections),
  * how connections share the single backend, start/stop, and persistence in a `dataDir`.
  *
@@ -17,7 +17,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import type { Envelope } from "../../src/Envelope.ts"
 import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
-import * as Embedded from "../../src/postgres/Embedded.ts"
+import * as Embedded from "../../src/embedded/Embedded.ts"
 import * as Migrations from "../../src/postgres/Migrations.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Tables from "../../src/postgres/Tables.ts"

@@ -52,21 +52,7 @@ import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
-import * as PostgresSync from "./PostgresSync.ts"
-
-declare global {
-  // PGlite's published types name three globals of `@types/emscripten`, which it does not depend on (and
-  // which `"types": ["node"]` would not load anyway): with `skipLibCheck: false`, importing PGlite does not
-  // compile without them. These empty declarations merge with `@types/emscripten`'s, should it be added.
-  namespace Emscripten {
-    interface FileSystemType {}
-  }
-  interface EmscriptenModule {}
-  namespace FS {
-    /** Makes `FS` a value, as `typeof FS` in PGlite's types requires. */
-    const pgliteTypes: unique symbol
-  }
-}
+import * as PostgresSync from "../postgres/PostgresSync.ts"
 
 /** Options of the embedded database. */
 export interface Options {
