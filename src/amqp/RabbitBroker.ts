@@ -76,7 +76,6 @@ import {
   Layer,
   Option,
   Queue,
-  Redacted,
   Schedule,
   Schema,
   type Scope,
@@ -105,26 +104,33 @@ import {
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
 import { ensureOutsideTransaction } from "../Outbox.ts"
 import * as RetrySchedule from "../RetrySchedule.ts"
+import { attempt, closeChannel, closeConnection, connectTimeoutMillis, isNotFound, messageOf, openChannel, unavailable } from "./AmqpCall.ts"
+import {
+  applicationHeaders,
+  countHeader,
+  deadLetteredAtHeader,
+  deliveryCountHeader,
+  originalRoutingKey,
+  propertiesOf,
+  publishedByHeader,
+  publisherOf,
+  type RawHeaders,
+  routingKeyHeader,
+  stringHeader
+} from "./AmqpMessage.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
+import { deadQueueOf, ensureQueue, ensureTopology } from "./Topology.ts"
 
-/** The header that keeps a message's original routing key when the adapter moves it between queues. */
-export const routingKeyHeader = "x-sync-routing-key"
+export { deadLetteredAtHeader, deliveryCountHeader, publishedByHeader, routingKeyHeader } from "./AmqpMessage.ts"
+export { deadQueueOf, declareTopology, topology } from "./Topology.ts"
+export type {
+  BindingDescription,
+  ExchangeDescription,
+  QueueDescription,
+  TopologyDescription,
+  TopologyOptions
+} from "./Topology.ts"
 
-/** The header with the epoch milliseconds at which the adapter dead-lettered a message. */
-export const deadLetteredAtHeader = "x-sync-dead-lettered-at"
-
-/**
- * The header with the original publisher of a message the adapter moved (released, dead-lettered,
- * replayed): the `user-id` RabbitMQ vouched for when it was first published, empty when it had none.
- * Trusted only on a message whose own `user-id` is the adapter's login.
- */
-export const publishedByHeader = "x-sync-published-by"
-
-/** The header with how many times a message had been delivered when the adapter dead-lettered it. */
-export const deliveryCountHeader = "x-sync-delivery-count"
-
-/** The dead-letter queue of a queue: `<queue>.dead`. */
-export const deadQueueOf = (queue: string): string => `${queue}.dead`
 
 /** The reconnect schedule: 100 ms doubling, at most 5 s apart, never giving up. */
 export const reconnectSchedule: RetrySchedule.RetrySchedule = Schedule.min([
@@ -132,70 +138,8 @@ export const reconnectSchedule: RetrySchedule.RetrySchedule = Schedule.min([
   Schedule.spaced("5 seconds")
 ])
 
-const connectTimeoutMillis = 10_000
 const shutdownTimeout = Duration.seconds(10)
 
-// ---------------------------------------------------------------------------------------------------
-// Errors
-
-const messageOf = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
-
-const unavailable = (operation: string, detail: string, cause?: unknown): BrokerUnavailable =>
-  new BrokerUnavailable({ operation, detail, cause })
-
-/** A promise-returning amqplib call; a rejection (or a synchronous throw) is `BrokerUnavailable`. */
-const attempt = <A>(operation: string, f: () => PromiseLike<A>): Effect.Effect<A, BrokerUnavailable> =>
-  Effect.tryPromise({ try: f, catch: (cause) => unavailable(operation, messageOf(cause), cause) })
-
-const NotFound = Schema.Struct({ code: Schema.Literal(404) })
-const isNotFound = (cause: unknown): boolean => Option.isSome(Schema.decodeUnknownOption(NotFound)(cause))
-
-// ---------------------------------------------------------------------------------------------------
-// Message properties and headers (data from the broker: decoded, never trusted)
-
-/** The properties of a message the adapter reads; one of an unexpected type is left out. */
-interface Properties {
-  readonly messageId: string | undefined
-  readonly type: string | undefined
-  readonly contentType: string | undefined
-  /** The `user-id` property, which RabbitMQ checked against the publishing connection's login. */
-  readonly userId: string | undefined
-  readonly headers: RawHeaders
-}
-const stringOf = (value: unknown): string | undefined => typeof value === "string" ? value : undefined
-const propertiesOf = (message: Message): Properties => {
-  const { contentType, headers, messageId, type, userId } = message.properties
-  return {
-    messageId: stringOf(messageId),
-    type: stringOf(type),
-    contentType: stringOf(contentType),
-    userId: stringOf(userId),
-    headers: typeof headers === "object" && headers !== null ? headers : {}
-  }
-}
-
-/**
- * The publisher RabbitMQ vouches for: the `user-id`; for a message the adapter's own login moved, the
- * original publisher it recorded in `publishedByHeader` (empty: nobody vouched for it).
- */
-const publisherOf = (properties: Properties, login: string): string | undefined => {
-  if (properties.userId !== login) return properties.userId
-  const original = stringHeader(properties.headers, publishedByHeader)
-  if (original === undefined) return properties.userId
-  return original === "" ? undefined : original
-}
-
-/** The longest routing key the adapter keeps from a header (AMQP's own limit for routing keys). */
-const maxRoutingKeyLength = 255
-
-/**
- * The routing key a message was first published with: the one the adapter's own login recorded in
- * `routingKeyHeader` when it moved the message, else the delivery's own. Anyone else's header is ignored.
- */
-const originalRoutingKey = (properties: Properties, login: string, routingKey: string): string => {
-  const recorded = properties.userId === login ? stringHeader(properties.headers, routingKeyHeader) : undefined
-  return recorded === undefined || recorded.length > maxRoutingKeyLength ? routingKey : recorded
-}
 
 /** One entry of RabbitMQ's `x-death` header (the most recent death comes first). */
 const Death = Schema.Struct({
@@ -204,41 +148,6 @@ const Death = Schema.Struct({
   time: Schema.optional(Schema.Union([Schema.Number, Schema.Struct({ value: Schema.Number })]))
 })
 const decodeDeaths = Schema.decodeUnknownOption(Schema.Array(Death))
-
-type RawHeaders = Readonly<Record<string, unknown>>
-
-const stringHeader = (headers: RawHeaders, name: string): string | undefined => {
-  const value = headers[name]
-  return typeof value === "string" ? value : undefined
-}
-
-const brokerHeaderPrefixes = ["x-first-death-", "x-last-death-"]
-const brokerHeaders = new Set([
-  "x-death",
-  "x-delivery-count",
-  "CC", // sender-selected distribution: never copied, so a moved message goes to exactly one queue
-  "BCC",
-  routingKeyHeader,
-  deadLetteredAtHeader,
-  reasonHeader,
-  publishedByHeader,
-  deliveryCountHeader,
-  truncatedFromHeader
-])
-
-/**
- * The application's headers of a message: string (and stringified number / boolean) values, without the
- * bookkeeping headers of RabbitMQ and of this adapter.
- */
-const applicationHeaders = (headers: RawHeaders): Record<string, string> => {
-  const result: Record<string, string> = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (brokerHeaders.has(name) || brokerHeaderPrefixes.some((prefix) => name.startsWith(prefix))) continue
-    if (typeof value === "string") result[name] = value
-    else if (typeof value === "number" || typeof value === "boolean") result[name] = String(value)
-  }
-  return result
-}
 
 /** RabbitMQ's dead-letter reasons, worded like the memory broker's. */
 const nativeReason = (reason: string): string => {
@@ -259,12 +168,6 @@ const nativeReason = (reason: string): string => {
 /** A view of a buffer's bytes, without copying them. */
 const bytesOf = (content: Buffer): Uint8Array => new Uint8Array(content.buffer, content.byteOffset, content.byteLength)
 
-/** A non-negative integer header (a string, as this adapter writes them, or a number); undefined otherwise. */
-const countHeader = (headers: RawHeaders, name: string): number | undefined => {
-  const value = headers[name]
-  const n = typeof value === "number" ? value : typeof value === "string" ? Number(value) : Number.NaN
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined
-}
 
 /** How many times the message of this delivery has been delivered, this delivery included. */
 const deliveryNumber = (headers: RawHeaders): number => (countHeader(headers, "x-delivery-count") ?? 0) + 1
@@ -537,201 +440,7 @@ const awaitIdle = (publisher: Publisher): Effect.Effect<void> =>
     })
   })
 
-// ---------------------------------------------------------------------------------------------------
-// Channels
-
-const openChannel = (model: ChannelModel): Effect.Effect<Channel, BrokerUnavailable> =>
-  Effect.map(attempt("createChannel", () => model.createChannel()), (channel) => {
-    channel.on("error", () => {}) // 'close' follows; unhandled 'error' events would crash the process
-    return channel
-  })
-
-const closeChannel = (channel: Channel): Effect.Effect<void> =>
-  attempt("closeChannel", () => channel.close()).pipe(Effect.timeoutOption("5 seconds"), Effect.ignore)
-
-/** Runs `f` on a fresh channel of `model`, closed afterwards. */
-const withChannel = <A, E>(
-  model: ChannelModel,
-  f: (channel: Channel) => Effect.Effect<A, E>
-): Effect.Effect<A, E | BrokerUnavailable> => Effect.acquireUseRelease(openChannel(model), f, closeChannel)
-
-// ---------------------------------------------------------------------------------------------------
-// Topology
-
 type Settings = RabbitConfig.ResolvedRabbitOptions
-
-/** An exchange of the topology. */
-export interface ExchangeDescription {
-  readonly name: string
-  readonly type: "topic" | "direct"
-  readonly durable: true
-}
-
-/** A queue of the topology, with the arguments it must be declared with. */
-export interface QueueDescription {
-  readonly name: string
-  readonly durable: true
-  readonly arguments: Readonly<Record<string, string | number>>
-}
-
-/** A binding of a queue to an exchange under a routing key (a pattern on a topic exchange). */
-export interface BindingDescription {
-  readonly exchange: string
-  readonly queue: string
-  readonly routingKey: string
-}
-
-/** What a service needs declared on RabbitMQ: plain JSON, for an administrator or a deployment tool. */
-export interface TopologyDescription {
-  readonly exchanges: ReadonlyArray<ExchangeDescription>
-  readonly queues: ReadonlyArray<QueueDescription>
-  readonly bindings: ReadonlyArray<BindingDescription>
-}
-
-/** What `topology` needs: the service's queues and the exchange settings it runs with (defaults as in `RabbitConfig`). */
-export interface TopologyOptions {
-  readonly queues: ReadonlyArray<QueueSpec>
-  readonly exchange?: string
-  readonly deadLetterExchange?: string
-  readonly replayExchange?: string
-  readonly deliveryLimit?: number
-}
-
-type TopologySettings = Pick<Settings, "exchange" | "deadLetterExchange" | "replayExchange" | "deliveryLimit">
-
-const exchangesOf = (settings: TopologySettings): ReadonlyArray<ExchangeDescription> => [
-  { name: settings.exchange, type: "topic", durable: true },
-  { name: settings.deadLetterExchange, type: "direct", durable: true },
-  { name: settings.replayExchange, type: "direct", durable: true }
-]
-
-/**
- * A queue's part of the topology: a durable quorum queue with an explicit delivery limit that dead-letters
- * to the dead-letter exchange under its own name, bound to the events exchange by its patterns and to the
- * replay exchange under its name; and its classic dead queue, bound to the dead-letter exchange under the
- * queue's name.
- */
-const queueTopology = (settings: TopologySettings, name: string, bindings: Iterable<string>) => {
-  const dead = deadQueueOf(name)
-  const queues: ReadonlyArray<QueueDescription> = [
-    {
-      name,
-      durable: true,
-      arguments: {
-        "x-queue-type": "quorum",
-        "x-delivery-limit": settings.deliveryLimit,
-        "x-dead-letter-exchange": settings.deadLetterExchange,
-        "x-dead-letter-routing-key": name
-      }
-    },
-    // classic on purpose: browsing requeues, which must not count deliveries
-    { name: dead, durable: true, arguments: { "x-queue-type": "classic" } }
-  ]
-  const bound: Array<BindingDescription> = [
-    { exchange: settings.deadLetterExchange, queue: dead, routingKey: name },
-    { exchange: settings.replayExchange, queue: name, routingKey: name }
-  ]
-  for (const binding of bindings) bound.push({ exchange: settings.exchange, queue: name, routingKey: binding })
-  return { queues, bindings: bound }
-}
-
-/**
- * The topology a service needs for its queues: the three exchanges, each queue with its dead queue, and
- * their bindings. Hand it to an administrator, or to `declareTopology`, when services run with
- * `topology: "passive"` (no configure permission).
- */
-export const topology = (options: TopologyOptions): TopologyDescription => {
-  const settings: TopologySettings = {
-    exchange: options.exchange ?? RabbitConfig.defaults.exchange,
-    deadLetterExchange: options.deadLetterExchange ?? RabbitConfig.defaults.deadLetterExchange,
-    replayExchange: options.replayExchange ?? RabbitConfig.defaults.replayExchange,
-    deliveryLimit: Math.max(1, options.deliveryLimit ?? RabbitConfig.defaults.deliveryLimit)
-  }
-  const parts = options.queues.map((queue) => queueTopology(settings, queue.name, queue.bindings))
-  return {
-    exchanges: exchangesOf(settings),
-    queues: parts.flatMap((part) => part.queues),
-    bindings: parts.flatMap((part) => part.bindings)
-  }
-}
-
-/** Asserts every exchange, queue and binding of a description (idempotent). */
-const assertTopology = (channel: Channel, description: Partial<TopologyDescription>) =>
-  Effect.gen(function*() {
-    for (const exchange of description.exchanges ?? []) {
-      yield* attempt("assertExchange", () => channel.assertExchange(exchange.name, exchange.type, { durable: true }))
-    }
-    for (const queue of description.queues ?? []) {
-      yield* attempt("assertQueue", () => channel.assertQueue(queue.name, { durable: true, arguments: queue.arguments }))
-    }
-    for (const binding of description.bindings ?? []) {
-      yield* attempt("bindQueue", () => channel.bindQueue(binding.queue, binding.exchange, binding.routingKey))
-    }
-  })
-
-const passiveHint = "with topology \"passive\" (AMQP_TOPOLOGY=passive) an administrator must declare it " +
-  "(RabbitBroker.topology describes what this service needs, RabbitBroker.declareTopology declares it)"
-
-/**
- * Checks that every exchange and queue of a description exists, without declaring anything (bindings cannot
- * be checked over AMQP). Fails with `BrokerUnavailable` naming the first one missing. A failed check closes
- * the channel, so this opens its own.
- */
-const checkTopology = (model: ChannelModel, description: Partial<TopologyDescription>) =>
-  withChannel(model, (channel) =>
-    Effect.gen(function*() {
-      const check = (operation: string, what: string, f: () => PromiseLike<unknown>) =>
-        Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
-          Effect.catch((cause) =>
-            Effect.fail(
-              isNotFound(cause)
-                ? unavailable(operation, `${what} does not exist; ${passiveHint}`, cause)
-                : unavailable(operation, `cannot check ${what}: ${messageOf(cause)}`, cause)
-            )
-          )
-        )
-      for (const exchange of description.exchanges ?? []) {
-        yield* check("checkExchange", `the exchange ${exchange.name}`, () => channel.checkExchange(exchange.name))
-      }
-      for (const queue of description.queues ?? []) {
-        yield* check("checkQueue", `the queue ${queue.name}`, () => channel.checkQueue(queue.name))
-      }
-    }))
-
-/** Declares, or in passive mode checks, a queue, its dead queue and their bindings. */
-const ensureQueue = (settings: Settings, model: ChannelModel, name: string, bindings: Iterable<string>) => {
-  const part = queueTopology(settings, name, bindings)
-  return settings.topology === "passive"
-    ? checkTopology(model, part)
-    : withChannel(model, (channel) => assertTopology(channel, part))
-}
-
-/** Declares, or in passive mode checks, the three exchanges and every queue declared so far. */
-const ensureTopology = (settings: Settings, model: ChannelModel, queues: ReadonlyMap<string, ReadonlySet<string>>) =>
-  Effect.gen(function*() {
-    const description = topology({
-      ...settings,
-      queues: Array.from(queues, ([name, bindings]) => ({ name, bindings: [...bindings] }))
-    })
-    return yield* settings.topology === "passive"
-      ? checkTopology(model, description)
-      : withChannel(model, (channel) => assertTopology(channel, description))
-  })
-
-/**
- * Declares a topology (see `topology`) on the broker at `url`, on a connection of its own that is closed
- * afterwards: what an administrator runs, with configure permission, for services in passive mode.
- */
-export const declareTopology = (
-  url: string | Redacted.Redacted<string>,
-  description: TopologyDescription
-): Effect.Effect<void, BrokerUnavailable> =>
-  Effect.acquireUseRelease(
-    attempt("connect", () =>
-      amqp.connect(Redacted.value(typeof url === "string" ? Redacted.make(url) : url), { timeout: connectTimeoutMillis })),
-    (model) => withChannel(model, (channel) => assertTopology(channel, description)),
-    (model) => attempt("close", () => model.close()).pipe(Effect.timeoutOption("5 seconds"), Effect.ignore)
-  )
 
 // ---------------------------------------------------------------------------------------------------
 // The connection: opened lazily, replaced after a loss no sooner than the reconnect schedule allows
@@ -806,7 +515,7 @@ const makeConnection = (settings: Settings, queues: ReadonlyMap<string, Readonly
         })
         // only the confirm channel died (e.g. its exchange was deleted): replace the whole connection
         if (current.status.lost === undefined) {
-          yield* attempt("close", () => current.model.close()).pipe(Effect.timeoutOption("5 seconds"), Effect.ignore)
+          yield* closeConnection(current.model)
         }
       }
       const opened = yield* Effect.result(openSession(settings, queues))
@@ -847,7 +556,7 @@ const makeConnection = (settings: Settings, queues: ReadonlyMap<string, Readonly
         if (session === undefined || session.status.lost !== undefined) return
         yield* awaitIdle(session.publisher).pipe(Effect.timeoutOption(shutdownTimeout))
         yield* closeChannel(session.publisher.channel)
-        yield* attempt("close", () => session.model.close()).pipe(Effect.timeoutOption("5 seconds"), Effect.ignore)
+        yield* closeConnection(session.model)
       }))
 
     return { acquire, close } satisfies Connection

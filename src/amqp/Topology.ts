@@ -1,0 +1,209 @@
+/**
+ * The adapter's topology on RabbitMQ (internal: `RabbitBroker` re-exports its public part): a durable
+ * topic exchange for the events, a durable direct exchange for dead letters and one for messages given
+ * back to their queue; per queue, a durable quorum queue and its classic dead queue, with their bindings.
+ * Described as plain JSON (`topology`), declared (`declareTopology`, `ensureQueue`), or in passive mode
+ * only checked.
+ *
+ * @since 0.1.0
+ */
+import amqp from "amqplib"
+import type { Channel, ChannelModel } from "amqplib"
+import { Effect, Redacted } from "effect"
+import type { QueueSpec } from "../Broker.ts"
+import type { BrokerUnavailable } from "../Errors.ts"
+import { attempt, closeConnection, connectTimeoutMillis, isNotFound, messageOf, unavailable, withChannel } from "./AmqpCall.ts"
+import * as RabbitConfig from "./RabbitConfig.ts"
+
+/** The dead-letter queue of a queue: `<queue>.dead`. */
+export const deadQueueOf = (queue: string): string => `${queue}.dead`
+
+type Settings = RabbitConfig.ResolvedRabbitOptions
+
+/** An exchange of the topology. */
+export interface ExchangeDescription {
+  readonly name: string
+  readonly type: "topic" | "direct"
+  readonly durable: true
+}
+
+/** A queue of the topology, with the arguments it must be declared with. */
+export interface QueueDescription {
+  readonly name: string
+  readonly durable: true
+  readonly arguments: Readonly<Record<string, string | number>>
+}
+
+/** A binding of a queue to an exchange under a routing key (a pattern on a topic exchange). */
+export interface BindingDescription {
+  readonly exchange: string
+  readonly queue: string
+  readonly routingKey: string
+}
+
+/** What a service needs declared on RabbitMQ: plain JSON, for an administrator or a deployment tool. */
+export interface TopologyDescription {
+  readonly exchanges: ReadonlyArray<ExchangeDescription>
+  readonly queues: ReadonlyArray<QueueDescription>
+  readonly bindings: ReadonlyArray<BindingDescription>
+}
+
+/** What `topology` needs: the service's queues and the exchange settings it runs with (defaults as in `RabbitConfig`). */
+export interface TopologyOptions {
+  readonly queues: ReadonlyArray<QueueSpec>
+  readonly exchange?: string
+  readonly deadLetterExchange?: string
+  readonly replayExchange?: string
+  readonly deliveryLimit?: number
+}
+
+type TopologySettings = Pick<Settings, "exchange" | "deadLetterExchange" | "replayExchange" | "deliveryLimit">
+
+const exchangesOf = (settings: TopologySettings): ReadonlyArray<ExchangeDescription> => [
+  { name: settings.exchange, type: "topic", durable: true },
+  { name: settings.deadLetterExchange, type: "direct", durable: true },
+  { name: settings.replayExchange, type: "direct", durable: true }
+]
+
+/**
+ * A queue's part of the topology: a durable quorum queue with an explicit delivery limit that dead-letters
+ * to the dead-letter exchange under its own name, bound to the events exchange by its patterns and to the
+ * replay exchange under its name; and its classic dead queue, bound to the dead-letter exchange under the
+ * queue's name, so each queue's dead letters land in its own dead queue. The dead queue is classic on
+ * purpose: browsing it requeues, which must not count deliveries.
+ */
+const queueTopology = (settings: TopologySettings, name: string, bindings: Iterable<string>) => {
+  const dead = deadQueueOf(name)
+  const queues: ReadonlyArray<QueueDescription> = [
+    {
+      name,
+      durable: true,
+      arguments: {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.deliveryLimit,
+        "x-dead-letter-exchange": settings.deadLetterExchange,
+        "x-dead-letter-routing-key": name
+      }
+    },
+    // classic on purpose: browsing requeues, which must not count deliveries
+    { name: dead, durable: true, arguments: { "x-queue-type": "classic" } }
+  ]
+  const bound: Array<BindingDescription> = [
+    { exchange: settings.deadLetterExchange, queue: dead, routingKey: name },
+    { exchange: settings.replayExchange, queue: name, routingKey: name }
+  ]
+  for (const binding of bindings) bound.push({ exchange: settings.exchange, queue: name, routingKey: binding })
+  return { queues, bindings: bound }
+}
+
+/**
+ * The topology a service needs for its queues: the three exchanges, each queue with its dead queue, and
+ * their bindings. Hand it to an administrator, or to `declareTopology`, when services run with
+ * `topology: "passive"` (no configure permission). The default exchange is never used, so a service needs
+ * write permission on the three exchanges only.
+ */
+export const topology = (options: TopologyOptions): TopologyDescription => {
+  const settings: TopologySettings = {
+    exchange: options.exchange ?? RabbitConfig.defaults.exchange,
+    deadLetterExchange: options.deadLetterExchange ?? RabbitConfig.defaults.deadLetterExchange,
+    replayExchange: options.replayExchange ?? RabbitConfig.defaults.replayExchange,
+    deliveryLimit: Math.max(1, options.deliveryLimit ?? RabbitConfig.defaults.deliveryLimit)
+  }
+  const parts = options.queues.map((queue) => queueTopology(settings, queue.name, queue.bindings))
+  return {
+    exchanges: exchangesOf(settings),
+    queues: parts.flatMap((part) => part.queues),
+    bindings: parts.flatMap((part) => part.bindings)
+  }
+}
+
+/** Asserts every exchange, queue and binding of a description (idempotent). */
+const assertTopology = (channel: Channel, description: Partial<TopologyDescription>) =>
+  Effect.gen(function*() {
+    for (const exchange of description.exchanges ?? []) {
+      yield* attempt("assertExchange", () => channel.assertExchange(exchange.name, exchange.type, { durable: true }))
+    }
+    for (const queue of description.queues ?? []) {
+      yield* attempt("assertQueue", () => channel.assertQueue(queue.name, { durable: true, arguments: queue.arguments }))
+    }
+    for (const binding of description.bindings ?? []) {
+      yield* attempt("bindQueue", () => channel.bindQueue(binding.queue, binding.exchange, binding.routingKey))
+    }
+  })
+
+const passiveHint = "with topology \"passive\" (AMQP_TOPOLOGY=passive) an administrator must declare it " +
+  "(RabbitBroker.topology describes what this service needs, RabbitBroker.declareTopology declares it)"
+
+/**
+ * Checks that every exchange and queue of a description exists, without declaring anything (bindings cannot
+ * be checked over AMQP). Fails with `BrokerUnavailable` naming the first one missing. A failed check closes
+ * the channel, so this opens its own.
+ */
+const checkTopology = (model: ChannelModel, description: Partial<TopologyDescription>) =>
+  withChannel(model, (channel) =>
+    Effect.gen(function*() {
+      const check = (operation: string, what: string, f: () => PromiseLike<unknown>) =>
+        Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
+          Effect.catch((cause) =>
+            Effect.fail(
+              isNotFound(cause)
+                ? unavailable(operation, `${what} does not exist; ${passiveHint}`, cause)
+                : unavailable(operation, `cannot check ${what}: ${messageOf(cause)}`, cause)
+            )
+          )
+        )
+      for (const exchange of description.exchanges ?? []) {
+        yield* check("checkExchange", `the exchange ${exchange.name}`, () => channel.checkExchange(exchange.name))
+      }
+      for (const queue of description.queues ?? []) {
+        yield* check("checkQueue", `the queue ${queue.name}`, () => channel.checkQueue(queue.name))
+      }
+    }))
+
+/**
+ * Declares, or in passive mode checks, a queue, its dead queue and their bindings. In passive mode a
+ * missing exchange or queue is `BrokerUnavailable` naming what an administrator must declare.
+ */
+export const ensureQueue = (
+  settings: Settings,
+  model: ChannelModel,
+  name: string,
+  bindings: Iterable<string>
+): Effect.Effect<void, BrokerUnavailable> => {
+  const part = queueTopology(settings, name, bindings)
+  return settings.topology === "passive"
+    ? checkTopology(model, part)
+    : withChannel(model, (channel) => assertTopology(channel, part))
+}
+
+/** Declares, or in passive mode checks, the three exchanges and every queue declared so far. */
+export const ensureTopology = (
+  settings: Settings,
+  model: ChannelModel,
+  queues: ReadonlyMap<string, ReadonlySet<string>>
+): Effect.Effect<void, BrokerUnavailable> =>
+  Effect.gen(function*() {
+    const description = topology({
+      ...settings,
+      queues: Array.from(queues, ([name, bindings]) => ({ name, bindings: [...bindings] }))
+    })
+    return yield* settings.topology === "passive"
+      ? checkTopology(model, description)
+      : withChannel(model, (channel) => assertTopology(channel, description))
+  })
+
+/**
+ * Declares a topology (see `topology`) on the broker at `url`, on a connection of its own that is closed
+ * afterwards: what an administrator runs, with configure permission, for services in passive mode.
+ */
+export const declareTopology = (
+  url: string | Redacted.Redacted<string>,
+  description: TopologyDescription
+): Effect.Effect<void, BrokerUnavailable> =>
+  Effect.acquireUseRelease(
+    attempt("connect", () =>
+      amqp.connect(Redacted.value(typeof url === "string" ? Redacted.make(url) : url), { timeout: connectTimeoutMillis })),
+    (model) => withChannel(model, (channel) => assertTopology(channel, description)),
+    closeConnection
+  )
+
