@@ -65,18 +65,15 @@
  *
  * @since 0.1.0
  */
-import amqp from "amqplib"
-import type { Channel, ChannelModel, ConfirmChannel, GetMessage, Message, Options } from "amqplib"
+import type { Channel, GetMessage, Message } from "amqplib"
 import {
   Cause,
   Clock,
   type Config,
-  Duration,
   Effect,
   Layer,
   Option,
   Queue,
-  Schedule,
   Schema,
   type Scope,
   Semaphore,
@@ -103,8 +100,7 @@ import {
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
 import { ensureOutsideTransaction } from "../Outbox.ts"
-import * as RetrySchedule from "../RetrySchedule.ts"
-import { attempt, closeChannel, closeConnection, connectTimeoutMillis, isNotFound, messageOf, openChannel, unavailable } from "./AmqpCall.ts"
+import { attempt, closeChannel, isNotFound, messageOf, openChannel, unavailable } from "./AmqpCall.ts"
 import {
   applicationHeaders,
   countHeader,
@@ -118,8 +114,10 @@ import {
   routingKeyHeader,
   stringHeader
 } from "./AmqpMessage.ts"
+import { makeConnection, type Session } from "./Connection.ts"
+import { type Outgoing, publishInOrder as makePublishInOrder } from "./Publisher.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
-import { deadQueueOf, ensureQueue, ensureTopology } from "./Topology.ts"
+import { deadQueueOf, ensureQueue } from "./Topology.ts"
 
 export { deadLetteredAtHeader, deliveryCountHeader, publishedByHeader, routingKeyHeader } from "./AmqpMessage.ts"
 export { deadQueueOf, declareTopology, topology } from "./Topology.ts"
@@ -131,14 +129,6 @@ export type {
   TopologyOptions
 } from "./Topology.ts"
 
-
-/** The reconnect schedule: 100 ms doubling, at most 5 s apart, never giving up. */
-export const reconnectSchedule: RetrySchedule.RetrySchedule = Schedule.min([
-  Schedule.exponential("100 millis", 2),
-  Schedule.spaced("5 seconds")
-])
-
-const shutdownTimeout = Duration.seconds(10)
 
 
 /** One entry of RabbitMQ's `x-death` header (the most recent death comes first). */
@@ -219,348 +209,6 @@ const toDeadLetter = (queue: string, message: Message, settings: DeadLetterSetti
     truncatedFrom: countHeader(headers, truncatedFromHeader) ?? truncatedFrom
   }
 }
-
-// ---------------------------------------------------------------------------------------------------
-// Publishing with confirms
-
-/** A message as the adapter publishes it, to one of its exchanges (never the default exchange). */
-interface Outgoing {
-  readonly exchange: string
-  readonly routingKey: string
-  readonly messageId: string
-  readonly type: string
-  readonly contentType: string
-  readonly body: Uint8Array
-  /** Headers as amqplib encodes them (a moved dead letter keeps RabbitMQ's `x-death` table). */
-  readonly headers: RawHeaders
-  /** The adapter's login, which RabbitMQ checks (R11). */
-  readonly userId: string
-}
-
-/** The confirm channel of a connection and its bookkeeping. */
-interface Publisher {
-  readonly channel: ConfirmChannel
-  readonly window: number
-  /** Publishes awaiting their confirm, over all batches. */
-  inFlight: number
-  /** The channel's buffer is full: wait for `drain`. */
-  blocked: boolean
-  /** Why the channel closed; undefined while it is open. */
-  closed: string | undefined
-  /** Called (and forgotten) whenever a confirm arrives, the buffer drains or the channel closes. */
-  readonly waiting: Set<() => void>
-  /** Told the message id of every returned (unroutable) message. */
-  readonly returned: Set<(messageId: string) => void>
-}
-
-const wake = (publisher: Publisher): void => {
-  const waiting = Array.from(publisher.waiting)
-  publisher.waiting.clear()
-  waiting.forEach((f) => f())
-}
-
-const makePublisher = (channel: ConfirmChannel, window: number): Publisher => {
-  const publisher: Publisher = {
-    channel,
-    window,
-    inFlight: 0,
-    blocked: false,
-    closed: undefined,
-    waiting: new Set(),
-    returned: new Set()
-  }
-  let lastError = "the publishing channel closed"
-  channel.on("error", (error: Error) => {
-    lastError = `the publishing channel closed: ${error.message}`
-  })
-  channel.on("close", () => {
-    publisher.closed ??= lastError
-    wake(publisher)
-  })
-  channel.on("drain", () => {
-    publisher.blocked = false
-    wake(publisher)
-  })
-  channel.on("return", (message: Message) => {
-    const messageId = propertiesOf(message).messageId
-    if (messageId !== undefined) publisher.returned.forEach((f) => f(messageId))
-  })
-  return publisher
-}
-
-/**
- * The order in which publish calls send, over all connections of an adapter: calls take a turn when they
- * begin and send only while theirs is the oldest turn not yet ended. A turn ends when its call has sent all
- * of its messages, or failed, or was interrupted.
- */
-interface SendOrder {
-  readonly turns: Array<Turn>
-}
-
-/** One publish call's place in the `SendOrder`. */
-interface Turn {
-  /** Called (and forgotten) when the turn becomes the oldest. */
-  onCurrent: (() => void) | undefined
-}
-
-const takeTurn = (order: SendOrder): Turn => {
-  const turn: Turn = { onCurrent: undefined }
-  order.turns.push(turn)
-  return turn
-}
-
-const isCurrent = (order: SendOrder, turn: Turn): boolean => order.turns[0] === turn
-
-/** Ends a turn (idempotent) and tells the next oldest one, if it is waiting, that it may send. */
-const endTurn = (order: SendOrder, turn: Turn): void => {
-  turn.onCurrent = undefined
-  const index = order.turns.indexOf(turn)
-  if (index < 0) return
-  order.turns.splice(index, 1)
-  const next = order.turns[0]
-  if (index === 0 && next?.onCurrent !== undefined) {
-    const resume = next.onCurrent
-    next.onCurrent = undefined
-    resume()
-  }
-}
-
-/** A view of the body's bytes as a `Buffer`, without copying them. */
-const bufferOf = (body: Uint8Array): Buffer => Buffer.from(body.buffer, body.byteOffset, body.byteLength)
-
-const publishOptions = (message: Outgoing): Options.Publish => ({
-  mandatory: true,
-  persistent: true,
-  messageId: message.messageId,
-  type: message.type,
-  contentType: message.contentType,
-  userId: message.userId,
-  headers: { ...message.headers }
-})
-
-/**
- * Publishes every message with a confirm callback once `turn` is the current one in `order`, keeping at
- * most `window` in flight and respecting `drain`; ends the turn when all are sent and succeeds when all
- * are confirmed. Returned messages fail it with `PublishRejected` (the others are confirmed); a nack or a
- * closed channel fails it with `BrokerUnavailable`.
- */
-const publishAll = (
-  publisher: Publisher,
-  messages: ReadonlyArray<Outgoing>,
-  order: SendOrder,
-  turn: Turn
-): Effect.Effect<void, BrokerUnavailable | PublishRejected> =>
-  messages.length === 0 ? Effect.sync(() => endTurn(order, turn)) : Effect.callback<void, BrokerUnavailable | PublishRejected>((resume) => {
-    const ids = new Set(messages.map((m) => m.messageId))
-    const returned = new Set<string>()
-    let next = 0
-    let outstanding = 0
-    let failure: string | undefined
-    let done = false
-    const onReturn = (messageId: string) => {
-      if (ids.has(messageId)) returned.add(messageId)
-    }
-    const stop = () => {
-      done = true
-      publisher.returned.delete(onReturn)
-      publisher.waiting.delete(pump)
-      endTurn(order, turn)
-    }
-    const finishIfComplete = () => {
-      if (done || outstanding > 0 || (failure === undefined && next < messages.length)) return
-      stop()
-      if (failure !== undefined) return resume(Effect.fail(unavailable("publish", failure)))
-      if (returned.size === 0) return resume(Effect.void)
-      const rejected = messages.filter((m) => returned.has(m.messageId))
-      resume(Effect.fail(
-        new PublishRejected({
-          messageIds: Array.from(new Set(rejected.map((m) => m.messageId))),
-          detail: `no queue is bound to ${Array.from(new Set(rejected.map((m) => m.routingKey))).join(", ")}`
-        })
-      ))
-    }
-    function pump(): void {
-      publisher.waiting.delete(pump)
-      if (!done && !isCurrent(order, turn)) {
-        turn.onCurrent = pump
-        return
-      }
-      while (!done && failure === undefined && next < messages.length) {
-        if (publisher.closed !== undefined) {
-          failure = publisher.closed
-          break
-        }
-        if (publisher.blocked || publisher.inFlight >= publisher.window) {
-          publisher.waiting.add(pump)
-          return
-        }
-        const message = messages[next]
-        if (message === undefined) break
-        next++
-        try {
-          const ok = publisher.channel.publish(
-            message.exchange,
-            message.routingKey,
-            bufferOf(message.body),
-            publishOptions(message),
-            (error: unknown) => {
-              publisher.inFlight--
-              outstanding--
-              if (error !== null && error !== undefined) failure ??= messageOf(error)
-              wake(publisher)
-              finishIfComplete()
-            }
-          )
-          publisher.inFlight++
-          outstanding++
-          if (!ok) publisher.blocked = true
-        } catch (cause) {
-          // amqplib throws synchronously on a closed channel; no confirm callback was registered
-          failure = messageOf(cause)
-        }
-      }
-      if (failure !== undefined || next === messages.length) endTurn(order, turn)
-      finishIfComplete()
-    }
-    publisher.returned.add(onReturn)
-    pump()
-    return Effect.sync(stop)
-  })
-
-/** Waits until no publish awaits its confirm (or the channel closed). */
-const awaitIdle = (publisher: Publisher): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const check = () => {
-      if (publisher.inFlight === 0 || publisher.closed !== undefined) resume(Effect.void)
-      else publisher.waiting.add(check)
-    }
-    check()
-    return Effect.sync(() => {
-      publisher.waiting.delete(check)
-    })
-  })
-
-type Settings = RabbitConfig.ResolvedRabbitOptions
-
-// ---------------------------------------------------------------------------------------------------
-// The connection: opened lazily, replaced after a loss no sooner than the reconnect schedule allows
-
-/** An open connection with its confirm channel. */
-interface Session {
-  readonly model: ChannelModel
-  readonly publisher: Publisher
-  /** Why the connection ended; undefined while it is open. */
-  readonly status: { lost: string | undefined }
-}
-
-const isUsable = (session: Session): boolean => session.status.lost === undefined && session.publisher.closed === undefined
-
-/** Connects, declares the topology and opens the confirm channel. Uninterruptible, so no socket leaks. */
-const openSession = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet<string>>) =>
-  Effect.uninterruptible(Effect.gen(function*() {
-    const model = yield* attempt("connect", () =>
-      amqp.connect(RabbitConfig.connectUrl(settings), {
-        timeout: connectTimeoutMillis,
-        clientProperties: { connection_name: settings.connectionName }
-      }))
-    const status: { lost: string | undefined } = { lost: undefined }
-    let lastError = "the connection closed"
-    model.on("error", (error: Error) => {
-      lastError = `the connection closed: ${error.message}`
-    })
-    model.on("close", (error?: Error) => {
-      status.lost ??= error === undefined ? lastError : `the connection closed: ${error.message}`
-    })
-    const publisher = yield* Effect.gen(function*() {
-      yield* ensureTopology(settings, model, queues)
-      const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
-      return makePublisher(channel, settings.publishWindow)
-    }).pipe(Effect.onError(() => attempt("close", () => model.close()).pipe(Effect.ignore)))
-    return { model, publisher, status } satisfies Session
-  }))
-
-/** The adapter's connection: `acquire` gives the open one or reconnects; `close` shuts down for good. */
-interface Connection {
-  readonly acquire: Effect.Effect<Session, BrokerUnavailable>
-  /** Refuses new work, runs `beforeClose`, waits (up to 10 s) for in-flight confirms and closes cleanly. */
-  readonly close: (beforeClose: Effect.Effect<void>) => Effect.Effect<void>
-}
-
-const makeConnection = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet<string>>) =>
-  Effect.gen(function*() {
-    const lock = yield* Semaphore.make(1)
-    const state: {
-      session: Session | undefined
-      failures: number
-      retryAt: number
-      lastError: string
-      closing: boolean
-    } = { session: undefined, failures: 0, retryAt: 0, lastError: "", closing: false }
-
-    const reconnect = Effect.gen(function*() {
-      const current = state.session
-      if (current !== undefined && isUsable(current)) return current
-      if (state.closing) return yield* unavailable("connect", "the broker adapter is shutting down")
-      const now = yield* Clock.currentTimeMillis
-      if (now < state.retryAt) {
-        return yield* unavailable(
-          "connect",
-          `reconnecting in ${state.retryAt - now} ms after ${state.failures} failed attempt(s): ${state.lastError}`
-        )
-      }
-      if (current !== undefined) {
-        state.session = undefined
-        yield* Effect.logWarning("RabbitMQ connection lost; reconnecting", {
-          reason: current.status.lost ?? current.publisher.closed
-        })
-        // only the confirm channel died (e.g. its exchange was deleted): replace the whole connection
-        if (current.status.lost === undefined) {
-          yield* closeConnection(current.model)
-        }
-      }
-      const opened = yield* Effect.result(openSession(settings, queues))
-      if (opened._tag === "Failure") {
-        state.failures++
-        state.lastError = opened.failure.detail
-        const delay = yield* RetrySchedule.delayAfter(reconnectSchedule, state.failures)
-        const retryInMillis = Option.match(delay, { onNone: () => 5_000, onSome: Duration.toMillis })
-        state.retryAt = now + retryInMillis
-        yield* Effect.logWarning("RabbitMQ connection failed; retrying", {
-          operation: opened.failure.operation,
-          reason: opened.failure.detail,
-          login: settings.login,
-          failedAttempts: state.failures,
-          retryInMillis,
-          retryAt: new Date(state.retryAt).toISOString()
-        })
-        return yield* opened.failure
-      }
-      if (state.failures > 0) yield* Effect.logInfo("RabbitMQ connection restored", { failedAttempts: state.failures })
-      state.failures = 0
-      state.retryAt = 0
-      state.session = opened.success
-      return opened.success
-    })
-
-    const acquire = Effect.suspend(() => {
-      const current = state.session
-      return current !== undefined && isUsable(current) ? Effect.succeed(current) : lock.withPermit(reconnect)
-    })
-
-    const close = (beforeClose: Effect.Effect<void>) =>
-      lock.withPermit(Effect.gen(function*() {
-        state.closing = true
-        yield* beforeClose
-        const session = state.session
-        state.session = undefined
-        if (session === undefined || session.status.lost !== undefined) return
-        yield* awaitIdle(session.publisher).pipe(Effect.timeoutOption(shutdownTimeout))
-        yield* closeChannel(session.publisher.channel)
-        yield* closeConnection(session.model)
-      }))
-
-    return { acquire, close } satisfies Connection
-  })
 
 // ---------------------------------------------------------------------------------------------------
 // Deliveries
@@ -908,16 +556,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
     const connection = yield* makeConnection(settings, queues)
     const { acquire } = connection
 
-    const order: SendOrder = { turns: [] }
-
-    /** Publishes in the send order: the turn is taken when the effect begins, before connecting. */
-    const publishInOrder = (messages: ReadonlyArray<Outgoing>) =>
-      Effect.suspend(() => {
-        const turn = takeTurn(order)
-        return Effect.flatMap(acquire, (session) => publishAll(session.publisher, messages, order, turn)).pipe(
-          Effect.onExit(() => Effect.sync(() => endTurn(order, turn)))
-        )
-      })
+    const publishInOrder = makePublishInOrder(acquire)
 
     /** Publishes a moved copy to `exchange` under the queue's name; unroutable means the topology is missing. */
     const publishMoved = (exchange: string, target: string, queue: string, message: Moved) =>

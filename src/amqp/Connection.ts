@@ -1,0 +1,156 @@
+/**
+ * The adapter's connection to RabbitMQ (internal: not exported by the package): opened lazily by the
+ * first operation, with its confirm channel; replaced after a loss no sooner than the reconnect schedule
+ * allows; closed once, after the in-flight confirms, at shutdown.
+ *
+ * @since 0.1.0
+ */
+import amqp from "amqplib"
+import type { ChannelModel } from "amqplib"
+import { Clock, Duration, Effect, Option, Schedule, Semaphore } from "effect"
+import type { BrokerUnavailable } from "../Errors.ts"
+import * as RetrySchedule from "../RetrySchedule.ts"
+import { attempt, closeChannel, closeConnection, connectTimeoutMillis, unavailable } from "./AmqpCall.ts"
+import { awaitIdle, makePublisher, type Publisher } from "./Publisher.ts"
+import * as RabbitConfig from "./RabbitConfig.ts"
+import { ensureTopology } from "./Topology.ts"
+
+/** The reconnect schedule: 100 ms doubling, at most 5 s apart, never giving up. */
+export const reconnectSchedule: RetrySchedule.RetrySchedule = Schedule.min([
+  Schedule.exponential("100 millis", 2),
+  Schedule.spaced("5 seconds")
+])
+
+/** How long closing waits for the in-flight confirms. */
+const shutdownTimeout = Duration.seconds(10)
+
+type Settings = RabbitConfig.ResolvedRabbitOptions
+
+/** An open connection with its confirm channel. */
+export interface Session {
+  readonly model: ChannelModel
+  readonly publisher: Publisher
+  /** Why the connection ended; undefined while it is open. */
+  readonly status: { lost: string | undefined }
+}
+
+/** Neither the connection nor its confirm channel has closed. */
+const isUsable = (session: Session): boolean => session.status.lost === undefined && session.publisher.closed === undefined
+
+/** Connects, declares the topology and opens the confirm channel. Uninterruptible, so no socket leaks. */
+const openSession = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet<string>>) =>
+  Effect.uninterruptible(Effect.gen(function*() {
+    const model = yield* attempt("connect", () =>
+      amqp.connect(RabbitConfig.connectUrl(settings), {
+        timeout: connectTimeoutMillis,
+        clientProperties: { connection_name: settings.connectionName }
+      }))
+    const status: { lost: string | undefined } = { lost: undefined }
+    let lastError = "the connection closed"
+    model.on("error", (error: Error) => {
+      lastError = `the connection closed: ${error.message}`
+    })
+    model.on("close", (error?: Error) => {
+      status.lost ??= error === undefined ? lastError : `the connection closed: ${error.message}`
+    })
+    const publisher = yield* Effect.gen(function*() {
+      yield* ensureTopology(settings, model, queues)
+      const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
+      return makePublisher(channel, settings.publishWindow)
+    }).pipe(Effect.onError(() => attempt("close", () => model.close()).pipe(Effect.ignore)))
+    return { model, publisher, status } satisfies Session
+  }))
+
+/** The adapter's connection: `acquire` gives the open one or reconnects; `close` shuts down for good. */
+export interface Connection {
+  readonly acquire: Effect.Effect<Session, BrokerUnavailable>
+  /** Refuses new work, runs `beforeClose`, waits (up to 10 s) for in-flight confirms and closes cleanly. */
+  readonly close: (beforeClose: Effect.Effect<void>) => Effect.Effect<void>
+}
+
+/**
+ * The adapter's connection, not yet open. Connection loss fails the in-flight publishes and the running
+ * subscriptions with `BrokerUnavailable`. The connection is reopened lazily by the next operation, no
+ * sooner than `reconnectSchedule` allows; in between, operations fail fast with `BrokerUnavailable` so
+ * their callers (the relay, the consumer) back off on their own schedules. Every failed attempt is logged
+ * as a warning with the broker's reason (e.g. `ACCESS_REFUSED` for a wrong password) and the time of the
+ * next one. A new connection declares (or checks) the exchanges and every queue in `queues` again.
+ */
+export const makeConnection = (
+  settings: Settings,
+  queues: ReadonlyMap<string, ReadonlySet<string>>
+): Effect.Effect<Connection> =>
+  Effect.gen(function*() {
+    const lock = yield* Semaphore.make(1)
+    const state: {
+      session: Session | undefined
+      failures: number
+      retryAt: number
+      lastError: string
+      closing: boolean
+    } = { session: undefined, failures: 0, retryAt: 0, lastError: "", closing: false }
+
+    const reconnect = Effect.gen(function*() {
+      const current = state.session
+      if (current !== undefined && isUsable(current)) return current
+      if (state.closing) return yield* unavailable("connect", "the broker adapter is shutting down")
+      const now = yield* Clock.currentTimeMillis
+      if (now < state.retryAt) {
+        return yield* unavailable(
+          "connect",
+          `reconnecting in ${state.retryAt - now} ms after ${state.failures} failed attempt(s): ${state.lastError}`
+        )
+      }
+      if (current !== undefined) {
+        state.session = undefined
+        yield* Effect.logWarning("RabbitMQ connection lost; reconnecting", {
+          reason: current.status.lost ?? current.publisher.closed
+        })
+        // only the confirm channel died (e.g. its exchange was deleted): replace the whole connection
+        if (current.status.lost === undefined) {
+          yield* closeConnection(current.model)
+        }
+      }
+      const opened = yield* Effect.result(openSession(settings, queues))
+      if (opened._tag === "Failure") {
+        state.failures++
+        state.lastError = opened.failure.detail
+        const delay = yield* RetrySchedule.delayAfter(reconnectSchedule, state.failures)
+        const retryInMillis = Option.match(delay, { onNone: () => 5_000, onSome: Duration.toMillis })
+        state.retryAt = now + retryInMillis
+        yield* Effect.logWarning("RabbitMQ connection failed; retrying", {
+          operation: opened.failure.operation,
+          reason: opened.failure.detail,
+          login: settings.login,
+          failedAttempts: state.failures,
+          retryInMillis,
+          retryAt: new Date(state.retryAt).toISOString()
+        })
+        return yield* opened.failure
+      }
+      if (state.failures > 0) yield* Effect.logInfo("RabbitMQ connection restored", { failedAttempts: state.failures })
+      state.failures = 0
+      state.retryAt = 0
+      state.session = opened.success
+      return opened.success
+    })
+
+    const acquire = Effect.suspend(() => {
+      const current = state.session
+      return current !== undefined && isUsable(current) ? Effect.succeed(current) : lock.withPermit(reconnect)
+    })
+
+    const close = (beforeClose: Effect.Effect<void>) =>
+      lock.withPermit(Effect.gen(function*() {
+        state.closing = true
+        yield* beforeClose
+        const session = state.session
+        state.session = undefined
+        if (session === undefined || session.status.lost !== undefined) return
+        yield* awaitIdle(session.publisher).pipe(Effect.timeoutOption(shutdownTimeout))
+        yield* closeChannel(session.publisher.channel)
+        yield* closeConnection(session.model)
+      }))
+
+    return { acquire, close } satisfies Connection
+  })
