@@ -8,7 +8,7 @@
  *     BENCH_BACKLOG_1M=1 npm run bench -- --phases=library-backlog
  *     BENCH_CPU_PROF=/tmp/profiles npm run bench -- --phases=library-backlog   # a CPU profile per phase
  */
-import { Effect, Schema } from "effect"
+import { Data, Effect, Schema } from "effect"
 import { spawn } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import os from "node:os"
@@ -17,6 +17,9 @@ import { makeNames, type Names } from "./contract.ts"
 import * as Database from "./database.ts"
 import { type BacklogDrain, type BacklogFill, type Latency, prefix, Report, type Throughput } from "./results.ts"
 import { render } from "./table.ts"
+
+/** A phase's process exited without its report. */
+class PhaseFailed extends Data.TaggedError("PhaseFailed")<{ readonly message: string }> {}
 
 const decodeReport = Schema.decodeUnknownEffect(Schema.fromJsonString(Report))
 
@@ -32,7 +35,7 @@ const child = (
   env: Record<string, string>
 ): Effect.Effect<Report, unknown> =>
   Effect.flatMap(
-    Effect.callback<string, Error>((resume) => {
+    Effect.callback<string, PhaseFailed>((resume) => {
       const proc = spawn(process.execPath, [...profile, "--import", "tsx", "bench/phase.ts", phase, ...(step === null ? [] : [step])], {
         env: { ...process.env, ...env },
         stdio: ["ignore", "pipe", "inherit"]
@@ -53,7 +56,7 @@ const child = (
         resume(
           code === 0 && result !== undefined
             ? Effect.succeed(result)
-            : Effect.fail(new Error(`phase ${phase}${step === null ? "" : ` ${step}`} exited with ${code}`))
+            : Effect.fail(new PhaseFailed({ message: `phase ${phase}${step === null ? "" : ` ${step}`} exited with ${code}` }))
         )
       })
     }),

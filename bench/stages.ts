@@ -84,7 +84,7 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
     yield* Effect.sync(() =>
       console.log(
         `${pipeline.padEnd(9)} ${name.padEnd(9)} ${Math.round(events / seconds).toLocaleString("en-US").padStart(7)} ev/s ` +
-          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event ` + `(user ${Math.round(user / events)}, system ${Math.round(system / events)})`
+          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event (user ${Math.round(user / events)}, system ${Math.round(system / events)})`
       )
     )
   })
@@ -99,11 +99,12 @@ const runPipeline = (name: string, make: MakePipeline, pass: Pass) =>
     const { events } = pass
     const run = Date.now().toString(36)
     const names = makeNames(run, `stages-${name}`)
-    const databases = [`bench_stages_${run}_${name}_owner`, `bench_stages_${run}_${name}_consumer`]
-    yield* Database.create(databases)
+    const owner = `bench_stages_${run}_${name}_owner`
+    const consumer = `bench_stages_${run}_${name}_consumer`
+    yield* Database.create([owner, consumer])
     const env = {
-      ownerUrl: Redacted.make(Database.rawUrlOf(databases[0]!)),
-      consumerUrl: Redacted.make(Database.rawUrlOf(databases[1]!)),
+      ownerUrl: Redacted.make(Database.rawUrlOf(owner)),
+      consumerUrl: Redacted.make(Database.rawUrlOf(consumer)),
       names,
       settings: read()
     }
@@ -126,7 +127,7 @@ const runPipeline = (name: string, make: MakePipeline, pass: Pass) =>
       if (stages.has("consumer")) yield* timed(pass, "consumer", name, consumer)
     }))
     yield* Database.deleteTopology(names)
-    yield* Database.drop(databases)
+    yield* Database.drop([owner, consumer])
   })
 
 const passes: ReadonlyArray<Pass> = [

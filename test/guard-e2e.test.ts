@@ -139,4 +139,4 @@ guardSuite("the stores' version guard, end to end (memory stores)", () => memory
 
 const database = TestPostgres.forFile()
 
-guardSuite("the stores\' version guard, end to end (PostgreSQL stores)", database.stores, TestPostgres.pump)
+guardSuite("the stores' version guard, end to end (PostgreSQL stores)", database.stores, TestPostgres.pump)

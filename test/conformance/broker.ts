@@ -16,7 +16,7 @@
  * @since 0.1.0
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, Deferred, Effect, Exit, Fiber, type Layer, type Scope, Stream } from "effect"
+import { Cause, Clock, Data, Deferred, Effect, Exit, Fiber, type Layer, type Scope, Stream } from "effect"
 import {
   Broker,
   type DeadLetter,
@@ -55,6 +55,9 @@ export interface BrokerConformanceOptions<R> {
   /** Makes the next `deadLetter` move of `queue` fail while its delivery's channel stays open (when the broker can). */
   readonly failDeadLetterMoves?: (queue: string) => Effect.Effect<void, never, Broker | R | Scope.Scope>
 }
+
+/** The failure of a handler that crashes mid-stream. */
+class HandlerCrashed extends Data.TaggedError("HandlerCrashed") {}
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -348,7 +351,7 @@ export const brokerConformance = <R>(
         const nackAll = (held: ReadonlyArray<Delivery>) =>
           Effect.forEach(held, (d) => d.nack({ requeue: true }), { discard: true })
         assert.isTrue(Exit.isSuccess(yield* failingRound(nackAll)))
-        const crashed = yield* failingRound(() => Effect.fail(new Error("handler crashed")))
+        const crashed = yield* failingRound(() => Effect.fail(new HandlerCrashed()))
         assert.isTrue(Exit.isFailure(crashed))
         assert.isTrue(Exit.isSuccess(yield* failingRound(nackAll)))
         const healthy = yield* drain(spec, `${q.prefix}.end.created`)

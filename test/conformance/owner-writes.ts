@@ -15,8 +15,7 @@ import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import * as Producer from "../../src/Producer.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
 import type { Transactor } from "../../src/Transactor.ts"
-import { Company } from "../fixtures.ts"
-import { createdEnvelope } from "../fixtures.ts"
+import { Company, createdEnvelope } from "../fixtures.ts"
 
 /** The services the suite needs from an implementation. */
 export type OwnerStores = Outbox | SourceRepository | Transactor

@@ -3,7 +3,7 @@
  * straight to the test's exchange under a routing key the consumer's queue is bound to, with the reason
  * the consumer must dead-letter it with.
  */
-import { Effect } from "effect"
+import type { Effect } from "effect"
 import { owner } from "./contract.ts"
 import { withChannel } from "./rabbit.ts"
 import type { Names } from "./stack.ts"

@@ -3,8 +3,11 @@
  * `ready`, killed with SIGKILL (and, at the latest, when the test's scope closes).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { Deferred, Effect, type Redacted, Redacted as R, type Scope } from "effect"
+import { Data, Deferred, Effect, type Redacted, Redacted as R, type Scope } from "effect"
 import type { Names } from "./stack.ts"
+
+/** The consumer process exited or did not say it was ready in time. */
+class ProcessNotReady extends Data.TaggedError("ProcessNotReady")<{ readonly message: string }> {}
 
 /** A running consumer process. */
 export interface ConsumerProcess {
@@ -29,7 +32,7 @@ const killNow = (child: ChildProcess) =>
 export const startConsumerProcess = (
   url: Redacted.Redacted,
   names: Names
-): Effect.Effect<ConsumerProcess, Error, Scope.Scope> =>
+): Effect.Effect<ConsumerProcess, ProcessNotReady, Scope.Scope> =>
   Effect.gen(function*() {
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
@@ -40,16 +43,16 @@ export const startConsumerProcess = (
       ),
       killNow
     )
-    const ready = yield* Deferred.make<void, Error>()
+    const ready = yield* Deferred.make<void, ProcessNotReady>()
     child.stdout?.on("data", (chunk: Buffer) => {
       if (chunk.toString("utf8").includes("ready")) Deferred.doneUnsafe(ready, Effect.void)
     })
     child.once("exit", (code, signal) =>
-      Deferred.doneUnsafe(ready, Effect.fail(new Error(`consumer process exited early (${code ?? signal})`))))
+      Deferred.doneUnsafe(ready, Effect.fail(new ProcessNotReady({ message: `consumer process exited early (${code ?? signal})` }))))
     yield* Deferred.await(ready).pipe(
       Effect.timeoutOrElse({
         duration: "60 seconds",
-        orElse: () => Effect.fail(new Error("consumer process not ready after 60 s"))
+        orElse: () => Effect.fail(new ProcessNotReady({ message: "consumer process not ready after 60 s" }))
       })
     )
     return { pid: child.pid, kill: killNow(child) }

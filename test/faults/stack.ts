@@ -5,7 +5,7 @@
  * own `application_name`, so a test can terminate exactly the relay's and the consumer's backends.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted, Schema } from "effect"
+import { Effect, Layer, type Redacted, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import type { Broker } from "../../src/Broker.ts"

@@ -10,7 +10,7 @@
  *   exits cleanly, and the copies converge with nothing lost.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Ref, References, Schedule, Schema, Scope } from "effect"
+import { type Duration, Effect, Exit, Fiber, Layer, Ref, References, Schedule, Schema, Scope } from "effect"
 import { FetchHttpClient, HttpClient } from "effect/http"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import { Broker } from "../../src/Broker.ts"

@@ -4,6 +4,7 @@
  * compile; `tsc.test.ts` fails if one starts to. What the types cannot stop (a service leaked out of its
  * transaction, a copy of a live one) dies at run time: see test/owner-rules.test.ts. Nothing here runs.
  */
+// @effect-diagnostics missingEffectContext:off missingEffectError:off -- the forbidden programs below are errors on purpose
 import { Effect, Layer } from "effect"
 import type { SqlError } from "effect/sql"
 import { Broker, Outbox, Producer, SourceRepository } from "../../src/index.ts"

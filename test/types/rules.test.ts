@@ -4,6 +4,7 @@
  * bypasses of R1 and R2 that ordinary code could try are in `one-owner.ts` and `atomic-outbox.ts`. The
  * runtime test runs the allowed variant.
  */
+// @effect-diagnostics missingEffectContext:off missingEffectError:off -- the forbidden programs below are errors on purpose
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, Layer } from "effect"
 import { SqlError } from "effect/sql"
