@@ -1,5 +1,5 @@
 import { Effect, Layer, Schema } from "effect"
-import { Contract, CopyRepository, Outbox, Producer, Relay, SyncConsumer } from "entity-sync"
+import { Contract, CopyRepository, Outbox, Producer, Relay, Subscription, SyncConsumer } from "entity-sync"
 import { MemoryBroker, MemorySync } from "entity-sync/memory"
 
 // A contract, shared by the owner service and its consumers
@@ -15,7 +15,7 @@ const write = Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
 // The relay publishes the outbox; the consumer keeps a copy
 const sync = Layer.mergeAll(
   Relay.layer({ producer: "accounts" }),
-  SyncConsumer.layer({ service: "directory", subscriptions: [SyncConsumer.subscribe(Company)] })
+  SyncConsumer.layer({ service: "directory", subscriptions: [Subscription.subscribe(Company)] })
 ).pipe(Layer.provideMerge(MemorySync.layer()), Layer.provideMerge(MemoryBroker.layer()))
 
 export const program = Effect.gen(function*() {
