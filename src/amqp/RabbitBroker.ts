@@ -67,13 +67,10 @@
  */
 import type { Channel, GetMessage, Message } from "amqplib"
 import {
-  Cause,
-  Clock,
   type Config,
   Effect,
   Layer,
   Option,
-  Queue,
   Schema,
   type Scope,
   Semaphore,
@@ -110,12 +107,13 @@ import {
   propertiesOf,
   publishedByHeader,
   publisherOf,
-  type RawHeaders,
   routingKeyHeader,
   stringHeader
 } from "./AmqpMessage.ts"
 import { makeConnection, type Session } from "./Connection.ts"
-import { type Outgoing, publishInOrder as makePublishInOrder } from "./Publisher.ts"
+import { consume } from "./Consumer.ts"
+import { makeMover } from "./Mover.ts"
+import { publishInOrder as makePublishInOrder } from "./Publisher.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
 import { deadQueueOf, ensureQueue } from "./Topology.ts"
 
@@ -158,9 +156,6 @@ const nativeReason = (reason: string): string => {
 /** A view of a buffer's bytes, without copying them. */
 const bytesOf = (content: Buffer): Uint8Array => new Uint8Array(content.buffer, content.byteOffset, content.byteLength)
 
-
-/** How many times the message of this delivery has been delivered, this delivery included. */
-const deliveryNumber = (headers: RawHeaders): number => (countHeader(headers, "x-delivery-count") ?? 0) + 1
 
 /**
  * How many times RabbitMQ had delivered a message it dead-lettered itself: past the delivery limit, one
@@ -209,289 +204,6 @@ const toDeadLetter = (queue: string, message: Message, settings: DeadLetterSetti
     truncatedFrom: countHeader(headers, truncatedFromHeader) ?? truncatedFrom
   }
 }
-
-// ---------------------------------------------------------------------------------------------------
-// Deliveries
-
-/** What a delivery needs to know about its subscription's channel. */
-interface ChannelState {
-  /** The channel is closed: settling is impossible, unsettled deliveries are back in the queue. */
-  closed: boolean
-  /** The subscription is ending on purpose: a closing channel is not a failure. */
-  stopping: boolean
-}
-
-/**
- * The settling of one consuming channel's deliveries. Nacks and dead-letter acks go out at once. Acks made
- * in the same turn of the event loop go out together at its end: the longest run of acked deliveries from
- * the oldest unsettled one as one cumulative ack (`multiple`), the others one by one. That is the same as
- * acking each of them: delivery tags grow with every delivery on a channel, the broker handles a channel's
- * frames in order, and the run stops before the first delivery the application has not acked, so a
- * cumulative ack settles exactly the deliveries of the run.
- */
-interface Settlements {
-  /** Deliveries not settled towards the broker yet, by delivery tag (in delivery order). */
-  readonly unsettled: Map<number, Message>
-  /** Tags acked by the application and not sent yet. */
-  readonly acked: Set<number>
-  /** A flush is scheduled for the end of this turn. */
-  scheduled: boolean
-}
-
-/** Sends the pending acks; a closed channel drops them (the broker redelivers those messages). */
-const flushAcks = (settlements: Settlements, channel: Channel): void => {
-  settlements.scheduled = false
-  if (settlements.acked.size === 0) return
-  const run: Array<number> = []
-  let last: Message | undefined
-  for (const [tag, message] of settlements.unsettled) {
-    if (!settlements.acked.has(tag)) break
-    run.push(tag)
-    last = message
-  }
-  for (const tag of run) {
-    settlements.unsettled.delete(tag)
-    settlements.acked.delete(tag)
-  }
-  const single = Array.from(settlements.acked, (tag) => settlements.unsettled.get(tag))
-  for (const tag of settlements.acked) settlements.unsettled.delete(tag)
-  settlements.acked.clear()
-  try {
-    if (last !== undefined) channel.ack(last, run.length > 1)
-    for (const message of single) if (message !== undefined) channel.ack(message)
-  } catch {
-    // the channel closed: unsettled deliveries go back to the queue
-  }
-}
-
-/** A copy of a message the adapter moves: its exchange, routing key and `user-id` are the adapter's choice. */
-type Moved = Omit<Outgoing, "exchange" | "routingKey" | "userId">
-
-/** How the adapter moves messages between a queue and its dead queue, confirmed. */
-interface Mover {
-  readonly login: string
-  readonly maxDeadLetterBodyBytes: number
-  /** Publishes a copy to `<queue>.dead`, through the dead-letter exchange under the queue's name. */
-  readonly toDeadQueue: (queue: string, message: Moved) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
-  /** Publishes a copy back into `queue`, through the replay exchange under the queue's name. */
-  readonly toQueue: (queue: string, message: Moved) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
-}
-
-/** A delivery's settling: its subscription's channel and state, the message, and whether it is settled. */
-interface Settling {
-  readonly queue: string
-  readonly channel: Channel
-  readonly state: ChannelState
-  readonly settlements: Settlements
-  readonly message: Message
-  readonly messageId: string
-  settled: boolean
-}
-
-const ended = (s: Settling, operation: string) =>
-  unavailable(operation, `the subscription to ${s.queue} has ended; message ${s.messageId} will be redelivered`)
-
-/** Settles a delivery with `f`, once (later settles are no-ops); fails when its channel has closed. */
-const settle = (s: Settling, operation: string, f: (s: Settling) => void): Effect.Effect<void, BrokerUnavailable> =>
-  Effect.suspend(() => {
-    if (s.settled) return Effect.void
-    if (s.state.closed) return Effect.fail(ended(s, operation))
-    try {
-      f(s)
-    } catch (cause) {
-      return Effect.fail(unavailable(operation, messageOf(cause), cause))
-    }
-    s.settled = true
-    return Effect.void
-  })
-
-/** Acks at the end of this turn, with the other acks made in it (see `Settlements`). */
-const ackLater = (s: Settling): void => {
-  const { settlements } = s
-  settlements.acked.add(s.message.fields.deliveryTag)
-  if (settlements.scheduled) return
-  settlements.scheduled = true
-  setImmediate(() => flushAcks(settlements, s.channel))
-}
-
-/** Acks or nacks towards the broker at once. */
-const settleNow = (s: Settling, f: (channel: Channel, message: Message) => void): void => {
-  f(s.channel, s.message)
-  s.settlements.unsettled.delete(s.message.fields.deliveryTag)
-}
-
-/**
- * Settles a delivery by publishing a copy of it (`publishCopy`, confirmed) and then acking it. When the
- * copy cannot be published and the delivery's channel is still open, settles it with `fallback` instead
- * (a nack: RabbitMQ dead-letters or requeues it itself), so that it is never left unsettled. While the
- * copy is on its way the delivery counts as settled (a concurrent settle is a no-op).
- */
-const settleByCopy = (
-  s: Settling,
-  operation: string,
-  publishCopy: Effect.Effect<void, BrokerUnavailable | PublishRejected>,
-  fallback: { readonly requeue: boolean; readonly warning: string }
-): Effect.Effect<void, BrokerUnavailable> =>
-  Effect.suspend(() => {
-    if (s.settled) return Effect.void
-    if (s.state.closed) return Effect.fail(ended(s, operation))
-    s.settled = true
-    const unreserve = Effect.sync(() => {
-      s.settled = false
-    })
-    const ack = Effect.try({
-      try: () => settleNow(s, (channel, message) => channel.ack(message)),
-      catch: (cause) => unavailable(operation, messageOf(cause), cause)
-    })
-    const fallBack = (error: BrokerUnavailable | PublishRejected): Effect.Effect<void, BrokerUnavailable> =>
-      s.state.closed ? Effect.fail(ended(s, operation)) : Effect.andThen(
-        Effect.logWarning(fallback.warning, { messageId: s.messageId, queue: s.queue, error: error.message }),
-        Effect.try({
-          try: () => settleNow(s, (channel, message) => channel.nack(message, false, fallback.requeue)),
-          catch: (cause) => unavailable(operation, messageOf(cause), cause)
-        })
-      )
-    return publishCopy.pipe(
-      Effect.matchEffect({ onFailure: fallBack, onSuccess: () => ack }),
-      Effect.tapError(() => unreserve),
-      Effect.onInterrupt(() => unreserve)
-    )
-  })
-
-/**
- * A message consumed from `queue` as a `Delivery`. Each delivery settles at most once (later settles are
- * no-ops); settling on a closed channel is `BrokerUnavailable` (the broker redelivers the message).
- * `deadLetter` publishes a bounded copy with the reason to `<queue>.dead`, confirmed, and then acks the
- * original; `release` publishes a copy back into `queue` and acks the original (the copy's delivery count
- * starts over). Both keep the original publisher in `publishedByHeader`.
- * (Built without a named closure per delivery: this runs for every message consumed.)
- */
-const toDelivery = (
-  queue: string,
-  channel: Channel,
-  state: ChannelState,
-  settlements: Settlements,
-  message: Message,
-  mover: Mover
-): Delivery => {
-  settlements.unsettled.set(message.fields.deliveryTag, message)
-  const properties = propertiesOf(message)
-  const headers = properties.headers
-  const messageId = properties.messageId ?? ""
-  const routingKey = originalRoutingKey(properties, mover.login, message.fields.routingKey)
-  const type = properties.type ?? ""
-  const contentType = properties.contentType ?? "application/json"
-  const body = new Uint8Array(message.content)
-  const publisher = publisherOf(properties, mover.login)
-  const s: Settling = { queue, channel, state, settlements, message, messageId, settled: false }
-  return {
-    messageId,
-    routingKey,
-    type,
-    body,
-    headers: applicationHeaders(headers),
-    redelivered: message.fields.redelivered,
-    publisher,
-    ack: settle(s, "ack", ackLater),
-    nack(options) {
-      return settle(s, "nack", (s) => settleNow(s, (channel, message) => channel.nack(message, false, options.requeue)))
-    },
-    deadLetter(reason) {
-      const bounded = boundReason(reason)
-      return settleByCopy(
-        s,
-        "deadLetter",
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const kept = boundBody(body, mover.maxDeadLetterBodyBytes)
-          return mover.toDeadQueue(queue, {
-            messageId,
-            type,
-            contentType,
-            body: kept.body,
-            headers: {
-              ...boundHeaders(applicationHeaders(headers)),
-              [reasonHeader]: bounded,
-              [routingKeyHeader]: routingKey,
-              [deadLetteredAtHeader]: String(now),
-              [deliveryCountHeader]: String(deliveryNumber(headers)),
-              [publishedByHeader]: publisher ?? "",
-              ...(kept.truncatedFrom === undefined ? {} : { [truncatedFromHeader]: String(kept.truncatedFrom) })
-            }
-          })
-        }),
-        {
-          requeue: false,
-          warning: `could not move the message to ${deadQueueOf(queue)} (reason: ${bounded}); ` +
-            "rejecting it to RabbitMQ's own dead-lettering instead"
-        }
-      )
-    },
-    release: Effect.suspend(() =>
-      settleByCopy(
-        s,
-        "release",
-      mover.toQueue(queue, {
-        messageId,
-        type,
-        contentType,
-        body,
-        headers: { ...applicationHeaders(headers), [routingKeyHeader]: routingKey, [publishedByHeader]: publisher ?? "" }
-      }),
-        {
-          requeue: true,
-          warning: `could not give the message back to ${queue} through the replay exchange; ` +
-            "requeueing it, which counts as a delivery attempt"
-        }
-      )
-    )
-  }
-}
-
-/**
- * Consumes `spec` on a channel of its own into the stream's `queue` until the stream's scope closes
- * (cancel, then close: the unsettled deliveries go back to the queue). A closed channel or a consumer
- * cancelled by the broker fails the stream with `BrokerUnavailable`. Returns how to stop it at shutdown.
- */
-const consume = (
-  session: Session,
-  spec: QueueSpec,
-  prefetch: number,
-  queue: Queue.Queue<Delivery, BrokerUnavailable | Cause.Done>,
-  mover: Mover
-) =>
-  Effect.gen(function*() {
-    const state: ChannelState = { closed: false, stopping: false }
-    const settlements: Settlements = { unsettled: new Map(), acked: new Set(), scheduled: false }
-    const fail = (detail: string) => {
-      if (!state.stopping) Queue.failCauseUnsafe(queue, Cause.fail(unavailable("subscribe", detail)))
-    }
-    const channel = yield* Effect.acquireRelease(openChannel(session.model), closeChannel)
-    // after the consumer is cancelled, before the channel closes: the acks of this turn go out first
-    yield* Effect.addFinalizer(() => Effect.sync(() => flushAcks(settlements, channel)))
-    let lastError = ""
-    channel.on("error", (error: Error) => {
-      lastError = `: ${error.message}`
-    })
-    channel.on("close", () => {
-      state.closed = true
-      fail(`the channel consuming ${spec.name} closed${lastError}`)
-    })
-    yield* attempt("prefetch", () => channel.prefetch(prefetch))
-    const { consumerTag } = yield* attempt("consume", () =>
-      channel.consume(spec.name, (message) => {
-        if (message === null) return fail(`the broker cancelled the consumer of ${spec.name} (queue deleted?)`)
-        Queue.offerUnsafe(queue, toDelivery(spec.name, channel, state, settlements, message, mover))
-      }, { noAck: false }))
-    let cancelled = false
-    const cancel = Effect.suspend(() => {
-      state.stopping = true
-      if (cancelled || state.closed) return Effect.void
-      cancelled = true
-      return attempt("cancel", () => channel.cancel(consumerTag)).pipe(Effect.timeoutOption("5 seconds"), Effect.ignore)
-    })
-    yield* Effect.addFinalizer(() => cancel)
-    return Effect.andThen(Effect.sync(() => Queue.endUnsafe(queue)), cancel)
-  })
 
 // ---------------------------------------------------------------------------------------------------
 // Dead queues
@@ -558,24 +270,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
 
     const publishInOrder = makePublishInOrder(acquire)
 
-    /** Publishes a moved copy to `exchange` under the queue's name; unroutable means the topology is missing. */
-    const publishMoved = (exchange: string, target: string, queue: string, message: Moved) =>
-      publishInOrder([{ ...message, exchange, routingKey: queue, userId: settings.login }]).pipe(
-        Effect.catchTag("PublishRejected", (rejected) =>
-          Effect.fail(
-            new PublishRejected({
-              messageIds: rejected.messageIds,
-              detail: `${exchange} routes nothing to ${target} under "${queue}"; declare the queue ${queue} first`
-            })
-          ))
-      )
-
-    const mover: Mover = {
-      login: settings.login,
-      maxDeadLetterBodyBytes: settings.maxDeadLetterBodyBytes,
-      toDeadQueue: (queue, message) => publishMoved(settings.deadLetterExchange, deadQueueOf(queue), queue, message),
-      toQueue: (queue, message) => publishMoved(settings.replayExchange, queue, queue, message)
-    }
+    const mover = makeMover(settings, publishInOrder)
 
     /** A move that must succeed: an unroutable copy is `BrokerUnavailable` (the topology is not there). */
     const mustMove = (effect: Effect.Effect<void, BrokerUnavailable | PublishRejected>) =>
@@ -620,7 +315,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
         const prefetch = Math.max(1, subscribeOptions?.prefetch ?? settings.prefetch)
         return Stream.callback<Delivery, BrokerUnavailable>((queue) =>
           Effect.gen(function*() {
-            const stop = yield* consume(session, spec, prefetch, queue, mover)
+            const stop = yield* consume(session.model, spec, prefetch, queue, mover)
             running.add(stop)
             yield* Effect.addFinalizer(() => Effect.sync(() => running.delete(stop)))
           })
