@@ -5,15 +5,6 @@
  * delivery limit…), each with its real cause, and one bulk replay over both by reason, entity and time
  * window — an incident is one call, not a loop.
  *
- * Nothing here reads a whole store: the inbox side is keyset-paged, the broker side reads at most one
- * page of the dead-letter queue (`Broker.deadLetters(queue, { limit })`, never more than
- * `maxDeadLetterPage` messages). Broker dead letters beyond that window are counted (`brokerUnlisted`)
- * but cannot be listed until earlier ones are replayed or removed.
- *
- * A broker dead letter may be anything a client published: its body is decoded defensively (an envelope
- * when it is one; otherwise whatever fields can be read, bounded; otherwise the routing key's entity), and
- * every string shown is bounded.
- *
  * @since 0.1.0
  */
 import { Clock, Effect, Result, Schema } from "effect"
@@ -139,7 +130,11 @@ const stringField = (json: object, name: string): string | null => {
   return typeof value === "string" && value.length > 0 ? Envelope.bounded(value, maxShown) : null
 }
 
-/** What a broker dead letter's body tells about its event, read defensively (see the module's doc). */
+/**
+ * What a broker dead letter's body tells about its event, read defensively: a broker dead letter may be
+ * anything a client published, so it is an envelope when it is one, otherwise whatever fields can be read,
+ * bounded, otherwise the routing key's entity.
+ */
 export const describeBody = (
   body: Uint8Array,
   routingKey: string
@@ -264,6 +259,11 @@ export const decodeCursor = (text: string): Result.Result<Cursor, InvalidCursor>
  * at most 1000), after the cursor of the previous page (`Listing.next`). Each store keeps its own order and
  * position in the cursor, so a page never repeats or skips a dead letter of the inbox; the broker's
  * position counts messages of its dead-letter queue, so replays between two pages may shift it.
+ *
+ * No store is read whole: the inbox side is keyset-paged, the broker side reads at most one page of the
+ * dead-letter queue (`Broker.deadLetters(queue, { limit })`, never more than `maxDeadLetterPage` messages).
+ * Broker dead letters beyond that window are counted (`brokerUnlisted`) but cannot be listed until earlier
+ * ones are replayed or removed.
  */
 export const list = (
   target: Target,

@@ -1,34 +1,8 @@
 /**
- * Resync requests: a consumer asks an entity's owner to republish the current state of that entity (or
- * of some ids) by publishing a small message on the bus — never by calling the owner. The owner's
- * responder answers each request with a full sync through its outbox (snapshot events, R8: they repair,
- * never regress) and then acks it; a request it cannot act on is dead-lettered with a readable reason (R6).
- *
- * Wire: a JSON body `{ specVersion: 1, requestId, owner, entity, ids?, requester, requestedAt }` published
- * with routing key `<owner>.resync.<Entity>` and type `resync.<Entity>`, with the signature headers of
- * `Signature` when the requester signs. The owner reads the durable queue `<owner>.resync`, bound to
- * `<owner>.resync.*`, declared by the owner's responder (or an administrator), so a request waits in the
- * queue while the owner is down; `request` does not declare it — a requester needs no permission on
- * another service's queue — and fails with `PublishRejected` while no owner has declared it. Requests are at-least-once: a duplicate only repeats a full sync, which consumers apply
- * idempotently.
- *
- * The responder serves only authenticated requests (R11): the broker vouches that the request was
- * published by a login allowed for its `requester` (`ResponderOptions.requesters`; by default the
- * requester's own name), or the request carries a valid signature by a key of the requester
- * (`ResponderOptions.verifyingKeys`). Anything else is dead-lettered as `ForgedProducer: …`.
- *
- * Requests of one requester about one entity are coalesced and rate-limited: the requests taken from the
- * queue together are merged (a whole-entity request covers the others; id lists are united up to
- * `maxIds`, beyond which the whole entity is synced), a request within `window` after a sync that covers
- * it is acked without another one, and beyond `rate` syncs the requests are acked and counted as dropped
- * (with one warning per window). What the responder holds in memory is bounded by its prefetch and by the
- * authenticated requesters.
- *
- * R12: when the owner's database does not answer (`SqlError`, and `Transactor.probe` fails), the requests
- * in hand are given back with `Delivery.release` (no delivery attempt is spent) and the responder probes
- * with backoff until the database answers, giving back what it received meanwhile every `holdLimit`.
- * Without a `Transactor` in its context the responder cannot tell an outage from a failing statement: every
- * `SqlError` then counts as an outage (the requests are given back and tried again after the backoff).
+ * Resync requests: a consumer asks an entity's owner to republish the current state of that entity (or of
+ * some ids) by publishing a small message on the bus — never by calling the owner. The owner's responder
+ * answers each request with a full sync through its outbox (snapshot events, R8: they repair, never
+ * regress); a request it cannot act on is dead-lettered with a readable reason (R6).
  *
  * ```ts
  * // consumer
@@ -59,7 +33,11 @@ export const maxIds = 10_000
 /** The default largest accepted request body: 1 MiB. */
 export const defaultMaxBytes = 1024 * 1024
 
-/** A resync request as it is on the wire. */
+/**
+ * A resync request as it is on the wire: a JSON body published with routing key `<owner>.resync.<Entity>`
+ * and type `resync.<Entity>`, with the signature headers of `Signature` when the requester signs.
+ * Requests are at-least-once: a duplicate only repeats a full sync, which consumers apply idempotently.
+ */
 export const ResyncRequest = Schema.Struct({
   specVersion: Schema.Literal(1),
   /** A unique id (UUIDv7), also the message id. */
@@ -103,7 +81,10 @@ const decoder = new TextDecoder("utf-8", { fatal: true })
 
 /**
  * Asks the owner of `contract` for a full sync of it (or of `ids`): publishes the request with a broker
- * confirm and returns it; `PublishRejected` while the owner's queue does not exist yet.
+ * confirm and returns it. The owner's queue `<owner>.resync` is declared by the owner's responder (or an
+ * administrator), so a request waits in it while the owner is down; `request` does not declare it — a
+ * requester needs no permission on another service's queue — and fails with `PublishRejected` while no
+ * owner has declared it.
  */
 export const request = (options: {
   readonly contract: Pick<Contract.Any, "name" | "owner">
@@ -289,12 +270,27 @@ interface Accepted {
 }
 
 /**
- * Serves resync requests until interrupted (see the module comment): requests are authenticated, merged,
- * coalesced and rate-limited; a sync runs the target's full sync and its requests are acked once the
- * snapshot events are committed to the outbox; an invalid request is dead-lettered with its reason and a
- * forged one as `ForgedProducer`. A sync that fails while the database answers is requeued; a database
- * outage gives the requests back and waits for the database (R12). When the subscription fails (broker
- * unavailable) or ends, it subscribes again a second later.
+ * Serves resync requests until interrupted; a sync runs the target's full sync and its requests are acked
+ * once the snapshot events are committed to the outbox; an invalid request is dead-lettered with its
+ * reason. When the subscription fails (broker unavailable) or ends, it subscribes again a second later.
+ *
+ * Only authenticated requests are served (R11; see `authenticate`): the broker vouches that the request
+ * was published by a login allowed for its `requester` (`ResponderOptions.requesters`; by default the
+ * requester's own name), or the request carries a valid signature by a key of the requester
+ * (`ResponderOptions.verifyingKeys`). Anything else is dead-lettered as `ForgedProducer: …`.
+ *
+ * Requests of one requester about one entity are coalesced and rate-limited: the requests taken from the
+ * queue together are merged (a whole-entity request covers the others; id lists are united up to
+ * `maxIds`, beyond which the whole entity is synced), a request within `window` after a sync that covers it
+ * is acked without another one, and beyond `rate` syncs the requests are acked and counted as dropped (with
+ * one warning per window). What the responder holds in memory is bounded by its prefetch and by the
+ * authenticated requesters.
+ *
+ * A sync that fails while the database answers is requeued. When the owner's database does not answer
+ * (`SqlError`, and `Transactor.probe` fails), the requests in hand are given back with `Delivery.release`
+ * (no delivery attempt is spent) and the responder probes with backoff until the database answers, giving
+ * back what it received meanwhile every `holdLimit` (R12). Without a `Transactor` in its context the
+ * responder cannot tell an outage from a failing statement: every `SqlError` then counts as an outage.
  */
 export const serve = <const Owner extends string, R>(
   options: ResponderOptions<Owner, R>

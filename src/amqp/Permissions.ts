@@ -4,27 +4,6 @@
  * permissions on the events exchange — for the adapter's `declare` topology mode and for `passive` mode
  * (where an administrator declares the topology and the service gets no configure permission at all).
  *
- * What each AMQP operation of the adapter needs (RabbitMQ's access-control rules):
- *
- * | operation | configure | write | read |
- * |---|---|---|---|
- * | declare an exchange (`declare` mode) | the exchange | | |
- * | declare a queue with its dead-letter exchange (`declare` mode) | the queue | the dead-letter exchange | the queue |
- * | bind a queue (`declare` mode) | | the queue | the exchange (+ topic read on the binding key) |
- * | check an exchange or queue (`passive` mode) | | | |
- * | publish an event or a resync request | | `sync.events` (+ topic write on the routing key) | |
- * | dead-letter, release, replay (the adapter's moves) | | `sync.dead`, `sync.replay` | |
- * | consume, browse and replay dead letters | | | the queue, `<queue>.dead` |
- *
- * RabbitMQ's own dead-lettering (the delivery limit, a rejection) is not checked against any login. The
- * default exchange is never granted: the adapter does not use it. Topic permissions apply to the topic
- * exchange only (`sync.events`): its `write` regex is matched against the routing key of every publish (a
- * service may publish its own events, `<service>.<Entity>.<action>`, and the resync requests it sends,
- * `<owner>.resync.<Entity>`); its `read` regex against the binding key of every `queue.bind` (the
- * patterns the service subscribes to). `sync.dead` and `sync.replay` are direct exchanges: any login that
- * may write to them can route a message to any queue by name, which is why a consumer trusts the
- * publisher RabbitMQ vouches for (`user-id`), never the exchange a message came through.
- *
  * ```ts
  * const m = Permissions.matrix({ service: "directory", queues: [SyncConsumer.queueOf("directory", subscriptions)] })
  * for (const args of Permissions.rabbitmqctlArguments(m, { user: "directory", vhost: "/" })) run("rabbitmqctl", args)
@@ -104,7 +83,7 @@ const anyOf = (regexes: ReadonlyArray<string>): string =>
 const deadQueueOf = (queue: string): string => `${queue}.dead`
 
 /**
- * The permissions of a service's login (see the module comment for why each is needed):
+ * The permissions of a service's login:
  *
  * * `declare` mode: configure on the three exchanges and on its queues and their dead queues; write on
  *   the exchanges it publishes to and on its queues (to bind them); read on its queues and on the
@@ -113,6 +92,27 @@ const deadQueueOf = (queue: string): string => `${queue}.dead`
  * * both: topic write on `sync.events` for `^<service>\.` (when it publishes events) and the resync
  *   requests it sends; topic read for the binding keys of its queues on `sync.events` (`declare` mode;
  *   nothing in `passive` mode, where it binds nothing).
+ *
+ * What each AMQP operation of the adapter needs (RabbitMQ's access-control rules):
+ *
+ * | operation | configure | write | read |
+ * |---|---|---|---|
+ * | declare an exchange (`declare` mode) | the exchange | | |
+ * | declare a queue with its dead-letter exchange (`declare` mode) | the queue | the dead-letter exchange | the queue |
+ * | bind a queue (`declare` mode) | | the queue | the exchange (+ topic read on the binding key) |
+ * | check an exchange or queue (`passive` mode) | | | |
+ * | publish an event or a resync request | | `sync.events` (+ topic write on the routing key) | |
+ * | dead-letter, release, replay (the adapter's moves) | | `sync.dead`, `sync.replay` | |
+ * | consume, browse and replay dead letters | | | the queue, `<queue>.dead` |
+ *
+ * RabbitMQ's own dead-lettering (the delivery limit, a rejection) is not checked against any login. The
+ * default exchange is never granted: the adapter does not use it. Topic permissions apply to the topic
+ * exchange only (`sync.events`): its `write` regex is matched against the routing key of every publish (a
+ * service may publish its own events, `<service>.<Entity>.<action>`, and the resync requests it sends,
+ * `<owner>.resync.<Entity>`); its `read` regex against the binding key of every `queue.bind` (the
+ * patterns the service subscribes to). `sync.dead` and `sync.replay` are direct exchanges: any login that
+ * may write to them can route a message to any queue by name, which is why a consumer trusts the
+ * publisher RabbitMQ vouches for (`user-id`), never the exchange a message came through.
  */
 export const matrix = (role: ServiceRole, options: MatrixOptions = {}): PermissionMatrix => {
   const events = options.exchange ?? RabbitConfig.defaults.exchange

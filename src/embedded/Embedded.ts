@@ -1,49 +1,15 @@
 /**
  * An embedded PostgreSQL for a service that has no database configured: PGlite (PostgreSQL compiled to
  * WebAssembly, running inside this process) served on a free loopback port by `@electric-sql/pglite-socket`,
- * with an `@effect/sql-pg` `PgClient` connected to it. The library's PostgreSQL stores therefore run their
- * real SQL over the real wire protocol, with no server to install. It is the demo's default when no
- * `DATABASE_URL` is set: each demo service gets its own embedded database.
+ * with an `@effect/sql-pg` `PgClient` connected to it, so the library's PostgreSQL stores run their real SQL
+ * over the real wire protocol with no server to install. For demos, examples and tests (see `layer` for its
+ * limits); the demo services use it when no `DATABASE_URL` is set.
  *
  * ```ts
  * const Stores = process.env.DATABASE_URL === undefined
  *   ? Embedded.layerSync()                      // in memory; or Embedded.layerSync({ dataDir: "./data/accounts" })
  *   : PostgresSync.layerConfig()
  * ```
- *
- * **Limits** — for demos, examples and tests, not for production:
- *
- * * Single process. The database lives in this process (in memory, or in `dataDir`) and is reachable on
- *   127.0.0.1 only, while the layer is alive. One layer per `dataDir` at a time: two PGlite instances on
- *   one directory corrupt it. Starting takes a few seconds in memory (initdb; ~3 s on the 2-core reference
- *   machine), under a second to reopen a `dataDir`; stopping takes milliseconds.
- * * One backend, on the main thread. PGlite is a single PostgreSQL session; the socket server multiplexes
- *   every connection onto it, one protocol message at a time, and runs it synchronously on this process's
- *   event loop (a long statement stalls every fiber meanwhile). Statements never run in parallel. For one
- *   writer it keeps up with a local PostgreSQL (reference machine: ~500 one-event outbox transactions/s,
- *   ~25 000 events/s in 1 000-event transactions), but it does not scale with connections or cores.
- * * **An open transaction holds every other connection** until it commits or rolls back, not only the rows
- *   it locked: a fiber that keeps a transaction open while it waits for a statement on another connection
- *   deadlocks. `FOR UPDATE SKIP LOCKED` works, but as transactions never overlap there is never a locked
- *   row to skip.
- * * Session state is shared by all connections: `SET`, temporary tables, advisory locks (they do not
- *   exclude each other), prepared statements. Cancel requests are ignored (a statement runs to its end);
- *   `pg_stat_activity` and `pg_terminate_backend` show and end nothing.
- * * Connections: the pool opens at most `maxConnections` (default 10; `layerSync` needs 2, as the outbox
- *   holds one for `LISTEN`); the socket server accepts `maxConnections + 8` (room for cancel requests, a
- *   reconnect while the old connection closes, or a `psql`) and refuses more. Pooled connections are not
- *   closed when idle: a connection's prepared statements outlive it in the shared session, so the pool
- *   does not churn.
- *
- * Two things the socket server does not do on its own are added here (see `MultiplexedPGlite`), and are
- * checked by `test/conformance/stores-embedded.test.ts`:
- *
- * * `LISTEN`/`NOTIFY` across connections. PGlite reports a notification in the output of whatever
- *   connection's statement committed it; here it is taken out of that output and sent to the connections
- *   that `LISTEN`ed on its channel, so the outbox's `awaitAppended` wakes on commits of other connections
- *   too, as on PostgreSQL. Once a channel was listened on, the backend keeps listening on it.
- * * An extended-query cycle (`Parse` … `Sync`) is never interleaved with another connection's messages:
- *   the server already keeps a transaction's messages together; a cycle is kept together in the same way.
  *
  * @since 0.1.0
  */
@@ -414,15 +380,33 @@ const embedded = (
   ).pipe(Layer.provideMerge(Layer.effect(EmbeddedPostgres, make(options, minimumPool))))
 
 /**
- * An embedded PostgreSQL and a `PgClient` (also provided as `SqlClient`) connected to it: the demo's
- * default database when no `DATABASE_URL` is set. Building the layer starts PGlite (in memory, or in
- * `options.dataDir`; an in-memory database takes a few seconds to initialise) and serves it on a free
- * loopback port; releasing it closes the pool, stops the server and closes PGlite. `EmbeddedPostgres` tells
- * where it listens. The pool opens at most `maxConnections` (default 10).
+ * An embedded PostgreSQL and a `PgClient` (also provided as `SqlClient`) connected to it. Building the layer
+ * starts PGlite (in memory, where initialising takes a few seconds, or in `options.dataDir`, reopened with
+ * its data) and serves it on a free loopback port; releasing it closes the pool, stops the server and closes
+ * PGlite. `EmbeddedPostgres` tells where it listens.
  *
- * Limits (see the module documentation): one process; one PostgreSQL session shared by every connection,
- * so statements run one at a time and an open transaction holds all other connections; several times
- * slower than a native server. For demos and tests only.
+ * Limits — for demos, examples and tests, not for production:
+ *
+ * * Single process. The database lives in this process and is reachable on 127.0.0.1 only, while the
+ *   layer is alive. One layer per `dataDir` at a time: two PGlite instances on one directory corrupt it.
+ * * One backend, on the main thread. PGlite is a single PostgreSQL session; the socket server multiplexes
+ *   every connection onto it, one protocol message at a time, on this process's event loop (a long
+ *   statement stalls every fiber meanwhile). Statements never run in parallel, so it does not scale with
+ *   connections or cores.
+ * * **An open transaction holds every other connection** until it commits or rolls back, not only the rows
+ *   it locked: a fiber that keeps a transaction open while it waits for a statement on another connection
+ *   deadlocks. `FOR UPDATE SKIP LOCKED` works, but as transactions never overlap there is never a locked
+ *   row to skip.
+ * * Session state is shared by all connections: `SET`, temporary tables, advisory locks (they do not
+ *   exclude each other), prepared statements. Cancel requests are ignored (a statement runs to its end);
+ *   `pg_stat_activity` and `pg_terminate_backend` show and end nothing.
+ * * Connections: the pool opens at most `maxConnections` (default 10); the socket server accepts
+ *   `maxConnections + 8` (room for cancel requests, a reconnect while the old connection closes, or a
+ *   `psql`) and refuses more. Pooled connections are not closed when idle: a connection's prepared
+ *   statements outlive it in the shared session, so the pool does not churn.
+ *
+ * `LISTEN`/`NOTIFY` across connections and extended-query cycles that never interleave are added to what
+ * the socket server does on its own (see `MultiplexedPGlite`).
  */
 export const layer = (
   options?: Options
@@ -435,9 +419,7 @@ export const layer = (
  * provided (`PgClient`, `SqlClient`, `EmbeddedPostgres`) for the application's own tables: what a demo
  * service uses when no `DATABASE_URL` is set. `prefix` and `leaseMillis` are as in `PostgresSync.layer`;
  * `maxConnections` must be at least 2 (the outbox holds one connection for `LISTEN`).
- *
- * Limits are those of `layer`: single process, one shared PostgreSQL session (an open transaction holds
- * every other connection), WebAssembly speed. For demos and tests only.
+ * Its limits are those of `layer`.
  */
 export const layerSync = (
   options?: SyncOptions
