@@ -9,7 +9,8 @@
  * SIGINT so you can try the APIs with curl (see the README).
  *
  * The `/admin/*` routes need a bearer token: `ADMIN_TOKEN` when it is set, otherwise `demo-admin-token`
- * (printed at start).
+ * (printed at start). The library's settings (`SYNC_*`, see `SyncConfig`) apply to both services, except
+ * the directory's dependency schedule and in-process retries, which the demo shortens.
  *
  * @since 0.1.0
  */
@@ -37,12 +38,15 @@ const program = Effect.gen(function*() {
   const adminToken = yield* Config.String("ADMIN_TOKEN").pipe(Config.withDefault(demoAdminToken))
   const http = { adminToken: Redacted.make(adminToken) }
   const broker = yield* Layer.build(MemoryBroker.layer())
-  const accounts = yield* AccountsService.make({ database: {}, http }).pipe(Effect.provideContext(broker))
+  const accounts = yield* AccountsService.make({ database: {}, http, relay: yield* SyncConfig.relayOptions }).pipe(
+    Effect.provideContext(broker)
+  )
   const directory = yield* DirectoryService.make({
     database: {},
     http,
-    // a short dependency budget, so that the dead-letter step takes seconds, not a day
     consumer: {
+      ...(yield* SyncConfig.consumerOptions),
+      // a short dependency budget, so that the dead-letter step takes seconds, not a day
       dependencyRetry: SyncConfig.backoff({ base: "100 millis", maxDelay: "500 millis", budget: "3 seconds" }),
       inProcessRetries: 2
     }

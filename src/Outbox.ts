@@ -54,6 +54,9 @@ export {
   ensureOutsideTransaction
 } from "./internal/OutboxTransaction.ts"
 
+/** How long a claim keeps rows from other claimers by default, in milliseconds: 30 seconds. */
+export const defaultLeaseMillis = 30_000
+
 /** Fails to type-check when `R` needs the broker (R2: nothing is published from inside a transaction). */
 export type NoBrokerInside<R> = [Extract<R, Broker>] extends [never] ? unknown
   : { readonly "R2: the broker is not reachable inside an outbox transaction": never }

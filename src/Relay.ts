@@ -142,8 +142,8 @@ const untracked: StatusTracker = {
   status: Effect.die(new Error("entity-sync: this relay does not track its status"))
 }
 
-/** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up. */
-export const defaultRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({ base: "100 millis", maxDelay: "30 seconds" })
+/** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up (`SyncConfig.relayDefaults`). */
+export const defaultRetry: RetrySchedule.RetrySchedule = SyncConfig.relayRetry(SyncConfig.relayDefaults.retryMaxDelay)
 
 const noHeaders: Readonly<Record<string, string>> = {}
 
@@ -166,7 +166,7 @@ export const toMessage = (row: OutboxRow, signing?: Signature.SigningKey): Outgo
 }
 
 /** The default of `RelayOptions.batchesInFlight`. */
-export const defaultBatchesInFlight = 8
+export const defaultBatchesInFlight: number = SyncConfig.relayDefaults.batchesInFlight
 
 /** What became of one published batch. */
 interface BatchOutcome {
@@ -222,7 +222,7 @@ const publishRows = (
 export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
-    const rows = yield* outbox.claim(options.batchSize ?? 100)
+    const rows = yield* outbox.claim(options.batchSize ?? SyncConfig.relayDefaults.batchSize)
     if (rows.length === 0) return 0
     yield* publishRows(options, rows, untracked)
     return rows.length
@@ -272,7 +272,7 @@ const pipelined = (
 ): Effect.Effect<DrainOutcome, SqlError.SqlError, Outbox | Broker> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
-    const batchSize = Math.max(1, Math.floor(options.batchSize ?? 100))
+    const batchSize = Math.max(1, Math.floor(options.batchSize ?? SyncConfig.relayDefaults.batchSize))
     const rows = yield* outbox.claim(batchSize)
     if (rows.length === 0) return { claimed: 0, retryAfter: undefined }
     // a short first claim is all that is due: one batch, published here
@@ -342,8 +342,8 @@ const lagInterval = 1_000
 
 /** The default of `RelayOptions.outageBackoff`: 100 ms doubling, at most 10 s. */
 export const defaultOutageBackoff: RetrySchedule.RetrySchedule = SyncConfig.backoff({
-  base: "100 millis",
-  maxDelay: "10 seconds"
+  base: SyncConfig.relayDefaults.outageBase,
+  maxDelay: SyncConfig.relayDefaults.outageMaxDelay
 })
 
 /** Waits until the database answers after a failure (see `Outage.awaitDatabase`); the failures in a row. */
@@ -368,7 +368,7 @@ export const run = (
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const status = tracker ?? (yield* makeStatusTracker(options.producer))
-    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "1 second")
+    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? SyncConfig.relayDefaults.pollInterval)
     let lagRecordedAt = -Infinity
     const round = Effect.gen(function*() {
       const woken = yield* Effect.forkChild(outbox.awaitAppended, { startImmediately: true })
@@ -402,7 +402,7 @@ export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.Sql
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const now = yield* Clock.currentTimeMillis
-    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? "7 days"))
+    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? SyncConfig.relayDefaults.retention))
     return yield* outbox.prune(now - retention)
   })
 
@@ -421,7 +421,7 @@ const pruneForever = (options: RelayOptions) =>
         error: Signature.quote(errorText(error), maxStatusError)
       })
     ),
-    Effect.repeat(Schedule.spaced(options.pruneInterval ?? "1 hour"))
+    Effect.repeat(Schedule.spaced(options.pruneInterval ?? SyncConfig.relayDefaults.pruneInterval))
   )
 
 /**
@@ -441,21 +441,8 @@ export const layer = (options: RelayOptions): Layer.Layer<Relay, never, Outbox |
   )
 
 /**
- * `layer` with its settings read from `SyncConfig.relay` (environment variables, documented there) and
- * its signing key from `Signature.signingKeyConfig` (`SYNC_SIGNING_KEY`, `SYNC_SIGNING_KEY_ID`; unset: no
- * signatures).
+ * `layer` with its options from `SyncConfig.relayOptions`: the environment variables documented at
+ * `SyncConfig.relay`, and the signing key (`SYNC_SIGNING_KEY`, `SYNC_SIGNING_KEY_ID`; unset: no signatures).
  */
 export const layerConfig = (options: { readonly producer: string }): Layer.Layer<Relay, Config.ConfigError, Outbox | Broker> =>
-  Layer.unwrap(Effect.map(
-    Effect.all([SyncConfig.relay, Signature.signingKeyConfig]),
-    ([settings, signing]) =>
-      layer({
-        producer: options.producer,
-        batchSize: settings.batchSize,
-        batchesInFlight: settings.batchesInFlight,
-        pollInterval: settings.pollInterval,
-        retention: settings.retention,
-        retry: SyncConfig.backoff({ base: "100 millis", maxDelay: settings.retryMaxDelay }),
-        ...(Option.isSome(signing) ? { signing: signing.value } : {})
-      })
-  ))
+  Layer.unwrap(Effect.map(SyncConfig.relayOptions, (settings) => layer({ ...settings, producer: options.producer })))

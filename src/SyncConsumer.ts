@@ -112,11 +112,13 @@ export interface ConsumerOptions<R> {
   readonly retention?: Duration.Input
 }
 
+const defaults = SyncConfig.consumerDefaults
+
 /** The default dependency retry schedule (R5): 200 ms doubling, at most 5 minutes apart, for 24 hours. */
 export const defaultDependencyRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({
-  base: "200 millis",
-  maxDelay: "5 minutes",
-  budget: "24 hours"
+  base: SyncConfig.consumerDefaults.retryBase,
+  maxDelay: SyncConfig.consumerDefaults.retryMaxDelay,
+  budget: SyncConfig.consumerDefaults.retryBudget
 })
 
 /** The queue of a consuming service and its bindings. */
@@ -244,8 +246,8 @@ export const make = <R>(
     const transactor = yield* Transactor
     const context = yield* Effect.context<R>()
     const schedule = options.dependencyRetry ?? defaultDependencyRetry
-    const inProcessRetries = options.inProcessRetries ?? 3
-    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? "5 seconds")
+    const inProcessRetries = options.inProcessRetries ?? defaults.inProcessRetries
+    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? defaults.pollInterval)
     const withKeys = EntityLock.make()
     /** Deliveries taken and not settled yet, with the time each was taken (insertion order: oldest first). */
     const unsettled = new Map<Delivery, number>()
@@ -257,7 +259,7 @@ export const make = <R>(
       options.subscriptions.map(({ contract: { owner } }) => [owner, new Set(options.producers?.[owner] ?? [owner])])
     )
     const verifyingKeys = options.verifyingKeys ?? {}
-    const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? "10 minutes"))
+    const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? defaults.holdLimit))
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()
 
@@ -934,7 +936,7 @@ export const make = <R>(
         const now = yield* Clock.currentTimeMillis
         const changes = parked.changes
         const due = yield* inbox.due(consumer, now, 100)
-        yield* Effect.forEach(due, retryParked, { concurrency: options.concurrency ?? 16, discard: true })
+        yield* Effect.forEach(due, retryParked, { concurrency: options.concurrency ?? defaults.concurrency, discard: true })
         if (due.length === 100) continue
         const next = yield* inbox.nextDueAt(consumer)
         if (next !== null) parked.maybe = true
@@ -951,11 +953,11 @@ export const make = <R>(
     // Batches of up to `batchSize`. Deliveries that arrived while the previous batch was applied go at once
     // (they have waited already); otherwise the first delivery opens a window of `batchWindow` for more.
     // The subscription ending (the broker adapter stopping) ends the loop; unsettled deliveries are redelivered.
-    const batchSize = Math.max(1, Math.floor(options.batchSize ?? 250))
-    const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? "5 millis")
+    const batchSize = Math.max(1, Math.floor(options.batchSize ?? defaults.batchSize))
+    const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? defaults.batchWindow)
     const queue = queueOf(consumer, options.subscriptions)
     const consume = Effect.scoped(Effect.gen(function*() {
-      const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: options.prefetch ?? 500 }), {
+      const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: options.prefetch ?? defaults.prefetch }), {
         capacity: "unbounded"
       })
       received = deliveries
@@ -1026,7 +1028,7 @@ export const make = <R>(
           Effect.flatMap(pausedByOutage(error), (paused) => paused ? Effect.void : Effect.fail(error)))
       ))
     )
-    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? "7 days"))
+    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention))
     yield* forever(
       "retention clean-up",
       Effect.flatMap(Clock.currentTimeMillis, (now) => inbox.prune(now - retention)).pipe(
@@ -1070,27 +1072,11 @@ export const layer = <R>(
 ): Layer.Layer<SyncConsumer, never, Broker.Broker | Inbox | CopyRepository | Transactor | R> =>
   Layer.effect(SyncConsumer, make(options))
 
-/** `layer` with its settings read from `SyncConfig.consumer` (environment variables, documented there). */
+/**
+ * `layer` with its options from `SyncConfig.consumerOptions` (environment variables, documented at
+ * `SyncConfig.consumer`).
+ */
 export const layerConfig = <R>(
   options: Pick<ConsumerOptions<R>, "service" | "subscriptions">
 ): Layer.Layer<SyncConsumer, Config.ConfigError, Broker.Broker | Inbox | CopyRepository | Transactor | R> =>
-  Layer.unwrap(Effect.map(SyncConfig.consumer, (settings) =>
-    layer({
-      ...options,
-      batchSize: settings.batchSize,
-      batchWindow: settings.batchWindow,
-      prefetch: settings.prefetch,
-      dependencyRetry: SyncConfig.backoff({
-        base: settings.retryBase,
-        maxDelay: settings.retryMaxDelay,
-        budget: settings.retryBudget
-      }),
-      inProcessRetries: settings.inProcessRetries,
-      maxBytes: settings.maxBytes,
-      maxDepth: settings.maxDepth,
-      maxKeys: settings.maxKeys,
-      producers: settings.producers,
-      verifyingKeys: settings.verifyingKeys,
-      holdLimit: settings.holdLimit,
-      retention: settings.retention
-    })))
+  Layer.unwrap(Effect.map(SyncConfig.consumerOptions, (settings) => layer({ ...settings, ...options })))

@@ -40,6 +40,9 @@ export interface AccountsOptions {
   readonly resync?: Partial<Resync.ResponderSettings>
 }
 
+/** The options the service starts its relay with: its settings, with the service as the producer. */
+export const relayOptions = (options: AccountsOptions): Relay.RelayOptions => ({ ...options.relay, producer: name })
+
 /** A failing dependency of the relay, for `/health`: which, since when, what (never driver text). */
 const failingOf = (status: Relay.RelayStatus) => {
   const failing = (["database", "broker"] as const).find((dependency) => !status[dependency].ok)
@@ -60,7 +63,7 @@ export const make = (
     const database = Context.get(stores, ServiceDatabase.ServiceDatabase)
     const accounts = yield* Accounts.make.pipe(Effect.provideContext(stores))
     const background = Layer.mergeAll(
-      Relay.layer({ ...options.relay, producer: name }),
+      Relay.layer(relayOptions(options)),
       Resync.layer({
         owner: name,
         ...options.resync,
@@ -102,23 +105,12 @@ export const make = (
 /**
  * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`), HTTP
  * (`ADMIN_TOKEN`, `HTTP_MAX_BODY_BYTES`), the resync responder (`SYNC_RESYNC_*`, `SYNC_VERIFYING_KEYS`; see
- * `Resync.responderConfig`) and the relay (`SYNC_RELAY_*`, `SYNC_OUTBOX_RETENTION`; see `SyncConfig.relay`).
+ * `Resync.responderConfig`) and the relay (`SYNC_RELAY_*`, `SYNC_OUTBOX_RETENTION`, `SYNC_SIGNING_KEY*`; see
+ * `SyncConfig.relayOptions`).
  */
 export const config: Config.Config<AccountsOptions> = Config.all({
   database: ServiceDatabase.config,
-  relay: SyncConfig.relay,
+  relay: SyncConfig.relayOptions,
   http: HttpApp.config,
   resync: Resync.responderConfig
-}).pipe(
-  Config.map(({ database, http, relay, resync }) => ({
-    database,
-    http,
-    resync,
-    relay: {
-      batchSize: relay.batchSize,
-      pollInterval: relay.pollInterval,
-      retention: relay.retention,
-      retry: SyncConfig.backoff({ base: "100 millis", maxDelay: relay.retryMaxDelay })
-    }
-  }))
-)
+})

@@ -43,6 +43,13 @@ export const subscriptions = [
   SyncConsumer.subscribe(User, { handler: Employees.apply })
 ]
 
+/** The options the service starts its consumer with: its settings, with its name and subscriptions. */
+export const consumerOptions = (options: DirectoryOptions): SyncConsumer.ConsumerOptions<SqlClient.SqlClient> => ({
+  ...options.consumer,
+  service: name,
+  subscriptions
+})
+
 /** What starting the service can fail with. */
 export type StartError = ServiceDatabase.LayerError | Migrator.MigrationError
 
@@ -56,7 +63,7 @@ export const make = (
     const database = Context.get(stores, ServiceDatabase.ServiceDatabase)
     yield* Employees.migrate.pipe(Effect.provideContext(stores))
     const consumer = yield* Layer.build(
-      SyncConsumer.layer({ ...options.consumer, service: name, subscriptions })
+      SyncConsumer.layer(consumerOptions(options))
     ).pipe(Effect.provideContext(stores))
     const directory = yield* Directory.make(name).pipe(Effect.provideContext(Context.merge(stores, consumer)))
     const http = yield* HttpApp.make([
@@ -81,33 +88,11 @@ export const make = (
 
 /**
  * The settings from the environment: the database (`DATABASE_URL`, …; see `ServiceDatabase.config`), HTTP
- * (`ADMIN_TOKEN`, `HTTP_MAX_BODY_BYTES`; see `HttpApp.config`) and the consumer (`SYNC_CONSUMER_*`, `SYNC_PREFETCH`, `SYNC_DEPENDENCY_RETRY_*`, …; see `SyncConfig.consumer`).
+ * (`ADMIN_TOKEN`, `HTTP_MAX_BODY_BYTES`; see `HttpApp.config`) and the consumer (`SYNC_CONSUMER_*`,
+ * `SYNC_PREFETCH`, `SYNC_DEPENDENCY_RETRY_*`, …; see `SyncConfig.consumerOptions`).
  */
 export const config: Config.Config<DirectoryOptions> = Config.all({
   database: ServiceDatabase.config,
-  consumer: SyncConfig.consumer,
+  consumer: SyncConfig.consumerOptions,
   http: HttpApp.config
-}).pipe(
-  Config.map(({ consumer, database, http }) => ({
-    database,
-    http,
-    consumer: {
-      batchSize: consumer.batchSize,
-      batchWindow: consumer.batchWindow,
-      prefetch: consumer.prefetch,
-      dependencyRetry: SyncConfig.backoff({
-        base: consumer.retryBase,
-        maxDelay: consumer.retryMaxDelay,
-        budget: consumer.retryBudget
-      }),
-      inProcessRetries: consumer.inProcessRetries,
-      maxBytes: consumer.maxBytes,
-      maxDepth: consumer.maxDepth,
-      maxKeys: consumer.maxKeys,
-      producers: consumer.producers,
-      verifyingKeys: consumer.verifyingKeys,
-      holdLimit: consumer.holdLimit,
-      retention: consumer.retention
-    }
-  }))
-)
+})

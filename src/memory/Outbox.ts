@@ -7,7 +7,7 @@
 import { Clock, Deferred, Effect, Layer, Ref } from "effect"
 import type { Envelope } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
-import { Outbox, type OutboxRow } from "../Outbox.ts"
+import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
@@ -18,7 +18,7 @@ export interface Options {
 }
 
 /** The default claim lease: 30 seconds. */
-export const defaultLeaseMillis = 30_000
+export { defaultLeaseMillis } from "../Outbox.ts"
 
 interface Stored {
   readonly row: OutboxRow

@@ -14,7 +14,7 @@ import { Array as Arr, Clock, Deferred, Effect, Option, Queue, Ref, Schedule, Sc
 import type { SqlError } from "effect/sql"
 import { Envelope, fromParsedJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
-import { Outbox, type OutboxRow } from "../Outbox.ts"
+import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
@@ -26,7 +26,7 @@ export interface Options {
 }
 
 /** The default claim lease: 30 seconds. */
-export const defaultLeaseMillis = 30_000
+export { defaultLeaseMillis } from "../Outbox.ts"
 
 /** Events per `INSERT` statement of an append. */
 const insertChunk = 1_000
