@@ -8,10 +8,7 @@
  * @since 0.1.0
  */
 import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
-import type { Broker } from "../../src/Broker.ts"
-import * as Relay from "../../src/Relay.ts"
-import * as Resync from "../../src/Resync.ts"
-import * as SyncConfig from "../../src/SyncConfig.ts"
+import { type Broker, Relay, Resync, SyncConfig } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import * as OperatorRoutes from "../http/OperatorRoutes.ts"
@@ -56,7 +53,7 @@ const failingOf = (status: Relay.RelayStatus) => {
 /** Starts the accounts service in the current scope. */
 export const make = (
   options: AccountsOptions
-): Effect.Effect<RunningService, ServiceDatabase.LayerError, Broker | Scope.Scope> => {
+): Effect.Effect<RunningService, ServiceDatabase.LayerError, Broker.Broker | Scope.Scope> => {
   const registry: Metric.MetricRegistry = new Map()
   return Effect.gen(function*() {
     const stores = yield* Layer.build(ServiceDatabase.layer(options.database))

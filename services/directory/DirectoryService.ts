@@ -8,11 +8,8 @@
  * @since 0.1.0
  */
 import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
-import type { SqlClient } from "effect/sql"
-import type { Migrator } from "effect/sql"
-import type { Broker } from "../../src/Broker.ts"
-import * as SyncConfig from "../../src/SyncConfig.ts"
-import * as SyncConsumer from "../../src/SyncConsumer.ts"
+import type { Migrator, SqlClient } from "effect/sql"
+import { type Broker, SyncConfig, SyncConsumer } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import * as OperatorRoutes from "../http/OperatorRoutes.ts"
@@ -56,7 +53,7 @@ export type StartError = ServiceDatabase.LayerError | Migrator.MigrationError
 /** Starts the directory service in the current scope. */
 export const make = (
   options: DirectoryOptions
-): Effect.Effect<RunningService, StartError, Broker | Scope.Scope> => {
+): Effect.Effect<RunningService, StartError, Broker.Broker | Scope.Scope> => {
   const registry: Metric.MetricRegistry = new Map()
   return Effect.gen(function*() {
     const stores = yield* Layer.build(ServiceDatabase.layer(options.database))

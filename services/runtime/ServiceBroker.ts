@@ -7,12 +7,12 @@
  */
 import amqp from "amqplib"
 import { Config, Effect, Layer, Option, Redacted, Schema } from "effect"
-import type { Broker } from "../../src/Broker.ts"
-import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
-import * as MemoryBroker from "../../src/memory/MemoryBroker.ts"
+import type { Broker } from "entity-sync"
+import { RabbitBroker } from "entity-sync/amqp"
+import { MemoryBroker } from "entity-sync/memory"
 
 /** RabbitMQ from the environment when `AMQP_URL` is set; otherwise an in-memory broker (with a warning). */
-export const layerConfig: Layer.Layer<Broker, Config.ConfigError> = Layer.unwrap(
+export const layerConfig: Layer.Layer<Broker.Broker, Config.ConfigError> = Layer.unwrap(
   Effect.gen(function*() {
     const url = yield* Config.option(Config.Redacted("AMQP_URL"))
     if (Option.isSome(url)) return RabbitBroker.layerConfig

@@ -11,8 +11,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Effect, Layer, Option, type Redacted, Schema } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
 import { Embedded } from "entity-sync/embedded"
-import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
-import * as Tables from "../../src/postgres/Tables.ts"
+import { PostgresSync, Tables } from "entity-sync/postgres"
 
 /** Where a service keeps its data. */
 export interface DatabaseOptions {

@@ -40,7 +40,7 @@ import {
 import { HttpServerRequest } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"
 import type { SqlError } from "effect/sql"
-import type { Broker } from "../../src/Broker.ts"
+import type { Broker } from "entity-sync"
 import * as ApiError from "../http/ApiError.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import type { RunningService } from "./RunningService.ts"
@@ -52,7 +52,7 @@ export interface ServiceDefinition<Options, E> {
   readonly name: string
   readonly defaultPort: number
   readonly config: Config.Config<Options>
-  readonly make: (options: Options) => Effect.Effect<RunningService, E, Broker | Scope.Scope>
+  readonly make: (options: Options) => Effect.Effect<RunningService, E, Broker.Broker | Scope.Scope>
 }
 
 /** What a service waits for while it starts. */
