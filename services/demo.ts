@@ -15,7 +15,7 @@
  * @since 0.1.0
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Config, Console, Effect, Exit, Layer, Redacted, References, Runtime } from "effect"
+import { Cause, Config, Console, Data, Effect, Exit, Layer, Redacted, References, Runtime } from "effect"
 import { FetchHttpClient, HttpClient } from "effect/http"
 import { SyncConfig } from "entity-sync"
 import { MemoryBroker } from "entity-sync/memory"
@@ -24,6 +24,9 @@ import * as DirectoryService from "./directory/DirectoryService.ts"
 import * as HttpApp from "./http/HttpApp.ts"
 import { Faults, make as makeFaults } from "./scenario/Faults.ts"
 import * as Scenario from "./scenario/Scenario.ts"
+
+/** Some steps of the scenario did not hold. */
+class StepsFailed extends Data.TaggedError("StepsFailed")<{ readonly message: string }> {}
 
 const serve = process.argv.includes("--serve")
 
@@ -85,7 +88,7 @@ const program = Effect.gen(function*() {
     return yield* Effect.never
   }
   if (failedSteps > 0) {
-    return yield* Effect.fail(new Error(`${failedSteps} step(s) did not hold: ${result.failed.join("; ")}`))
+    return yield* Effect.fail(new StepsFailed({ message: `${failedSteps} step(s) did not hold: ${result.failed.join("; ")}` }))
   }
 }).pipe(
   // the services' own warnings (a dead letter, a retry) show between the steps; routine logs do not
