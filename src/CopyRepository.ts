@@ -25,8 +25,19 @@ export interface CopyRow {
   readonly messageId: string
 }
 
-/** How the version guard compares: `newer` (R4) or `newerOrEqual` for force-sync events (R8). */
+/**
+ * How the version guard compares: `newer` (R4), `newerOrEqual` for force-sync events (R8), `any` for a
+ * reset (the owner repairs a copy that is ahead of it).
+ */
 export type Guard = "newer" | "newerOrEqual" | "any"
+
+/**
+ * The version guard: whether a copy at `version` may replace the current copy at `currentVersion` under
+ * `guard`. Where there is no copy yet, anything may be written. The memory store and the consumer use this;
+ * the PostgreSQL store applies the same rule in its upsert statement.
+ */
+export const passesGuard = (guard: Guard, version: number, currentVersion: number): boolean =>
+  guard === "any" || (guard === "newer" ? version > currentVersion : version >= currentVersion)
 
 /**
  * A row lock taken by `get` inside a transaction: the consumer locks the copy it applies `forUpdate` and

@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Effect, Layer, type Schema } from "effect"
-import { type CopyRow, CopyRepository, type Guard } from "../CopyRepository.ts"
+import { type CopyRow, CopyRepository, type Guard, passesGuard } from "../CopyRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
 const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
@@ -15,10 +15,9 @@ const byId = (a: CopyRow, b: CopyRow) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0
 const isJsonObject = (json: Schema.Json): json is Schema.JsonObject =>
   typeof json === "object" && json !== null && !Array.isArray(json)
 
-/** Whether `row` passes `guard` against the version of the current copy. */
+/** Whether `row` passes `guard` against the current copy (`passesGuard`); anything passes where there is none. */
 const passes = (row: CopyRow, guard: Guard, current: CopyRow | undefined) =>
-  current === undefined || guard === "any" ||
-  (guard === "newer" ? row.version > current.version : row.version >= current.version)
+  current === undefined || passesGuard(guard, row.version, current.version)
 
 /** Makes a memory copy repository on the current `MemoryDatabase`. */
 export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabase> = Effect.gen(function* () {

@@ -37,6 +37,7 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
       `entity, id, version, state, payload, deleted_at AS "deletedAt", synced_at AS "syncedAt", ` +
         `message_id AS "messageId"`
     )
+    // `CopyRepository.passesGuard` in SQL: the conflict's update runs only where the new version passes
     const guards: Record<Guard, ReturnType<typeof sql.literal>> = {
       newer: sql.literal("c.version < EXCLUDED.version"),
       newerOrEqual: sql.literal("c.version <= EXCLUDED.version"),
