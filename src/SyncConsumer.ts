@@ -32,7 +32,7 @@ import {
 import type { SqlError } from "effect/sql"
 import * as Broker from "./Broker.ts"
 import type { Delivery } from "./Broker.ts"
-import { type CopyRow, CopyRepository, type Guard } from "./CopyRepository.ts"
+import { type CopyRow, CopyRepository, type Guard, passesGuard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
 import {
@@ -346,8 +346,7 @@ export const make = <R>(
       })
 
     const isStale = (envelope: Envelope.Envelope, current: CopyRow | null) =>
-      current !== null && envelope.reset !== true &&
-      (envelope.forceSync ? envelope.version < current.version : envelope.version <= current.version)
+      current !== null && !passesGuard(guardOf(envelope), envelope.version, current.version)
 
     const isMissing = (copy: CopyRow | undefined) => copy === undefined || copy.state === "deleted"
 
