@@ -22,7 +22,6 @@ import {
   Option,
   Pull,
   Queue,
-  Ref,
   Result,
   Schedule,
   type Schema,
@@ -45,6 +44,7 @@ import {
   StaleMessage
 } from "./Errors.ts"
 import { type DeadRow, Inbox, maxPageSize, type WaitingRow } from "./Inbox.ts"
+import * as Signal from "./internal/Signal.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Outage from "./Outage.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
@@ -280,18 +280,11 @@ export const make = <R>(
         s.contract.dependencies.filter((d) => d.entity === entity).map((d) => ({ entity: s.contract.name, field: d.field }))
       )
 
-    // A signal is a deferred completed (and replaced) when what its waiters wait for may have happened.
-    const makeSignal = Effect.map(Effect.suspend(() => Ref.make(Deferred.makeUnsafe<void>())), (current) => ({
-      current,
-      fire: Effect.suspend(() => Ref.getAndSet(current, Deferred.makeUnsafe<void>())).pipe(
-        Effect.flatMap((done) => Deferred.succeed(done, undefined))
-      )
-    }))
     // After every commit that applied something: wakes the in-process waiters.
-    const applied = yield* makeSignal
+    const applied = yield* Signal.make()
     // After a commit that parked events or made parked ones due, and after a replay: wakes the parked-event
     // worker, which otherwise looks only when the next parked event is due (or after the poll interval).
-    const parkedChanged = yield* makeSignal
+    const parkedChanged = yield* Signal.make()
 
     /** A metric label for an entity named by a message: only subscribed contracts, `unknown` otherwise (R6). */
     const labelOf = (entity: string | undefined) => entity !== undefined && routes.has(entity) ? entity : "unknown"
@@ -557,7 +550,7 @@ export const make = <R>(
         let attempt = 1
         let waited = false
         while (true) {
-          const wake = yield* Ref.get(applied.current)
+          const wake = yield* applied.current
           const a: Attempt = {
             envelope,
             prepared,
@@ -931,7 +924,7 @@ export const make = <R>(
     const workParked = Effect.gen(function*() {
       while (true) {
         if (outage !== undefined) yield* Deferred.await(outage.recovered)
-        const wake = yield* Ref.get(parkedChanged.current)
+        const wake = yield* parkedChanged.current
         const now = yield* Clock.currentTimeMillis
         const changes = parked.changes
         const due = yield* inbox.due(consumer, now, 100)

@@ -35,6 +35,7 @@ import {
   type SubscribeOptions
 } from "../Broker.ts"
 import { BrokerUnavailable, PublishRejected } from "../Errors.ts"
+import * as Signal from "../internal/Signal.ts"
 import { ensureOutsideTransaction } from "../Outbox.ts"
 import * as SeededRandom from "./SeededRandom.ts"
 
@@ -143,8 +144,8 @@ interface QueueState {
   delayed: Array<DelayedEntry>
   deadLetters: Array<StoredDeadLetter>
   readonly subscriptions: Set<Subscription>
-  /** Completed (and replaced) whenever something a waiting subscriber cares about changes. */
-  changed: Deferred.Deferred<void>
+  /** Fired whenever something a waiting subscriber cares about changes. */
+  readonly changed: Signal.Signal
 }
 
 interface Subscription {
@@ -208,11 +209,7 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
     const chance = (probability: number): boolean =>
       faults !== undefined && probability > 0 && faults.random() < probability
 
-    const notify = (queue: QueueState): void => {
-      const changed = queue.changed
-      queue.changed = Deferred.makeUnsafe<void>()
-      Deferred.doneUnsafe(changed, Effect.void)
-    }
+    const notify = (queue: QueueState): void => queue.changed.fireUnsafe()
 
     const declareQueue = (spec: QueueSpec): QueueState => {
       const existing = queues.get(spec.name)
@@ -223,7 +220,7 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
         delayed: [],
         deadLetters: [],
         subscriptions: new Set(),
-        changed: Deferred.makeUnsafe<void>()
+        changed: Signal.makeUnsafe()
       }
       spec.bindings.forEach((binding) => queue.bindings.add(binding))
       queues.set(spec.name, queue)
@@ -367,7 +364,7 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       const wakeAt = hasRoom && queue.delayed.length > 0
         ? Math.min(...queue.delayed.map((d) => d.dueAt))
         : undefined
-      return { _tag: "Wait", changed: queue.changed, wakeAt }
+      return { _tag: "Wait", changed: queue.changed.currentUnsafe(), wakeAt }
     }
 
     /** The next delivery of `sub`: waits on the queue's change signal (or the next delayed message). */

@@ -4,9 +4,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Deferred, Effect, Layer, Ref } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import type { Envelope } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
+import * as Signal from "../internal/Signal.ts"
 import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
@@ -37,7 +38,8 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
     const table = db.table<Stored>()
     // Like a database sequence, the counter is not rolled back: seqs may have gaps.
     let lastSeq = 0
-    const appended = yield* Ref.make(yield* Deferred.make<void>())
+    // fired after every commit that appended events
+    const appended = yield* Signal.make()
 
     const sorted = () => table.values().slice().sort(bySeq)
     const store = (stored: Stored) => table.set(String(stored.row.seq), stored)
@@ -68,11 +70,6 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
             })
           }
         }))
-
-    const wakeWaiters = Effect.flatMap(Deferred.make<void>(), (next) =>
-      Effect.flatMap(Ref.getAndSet(appended, next), (previous) => Deferred.succeed(previous, undefined))).pipe(
-        Effect.asVoid
-      )
 
     const claim = (limit: number) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -112,8 +109,6 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
             : undefined)
       )
 
-    const awaitAppended = Effect.flatMap(Ref.get(appended), Deferred.await)
-
     const pending = db.run(() => {
       const unpublished = table.values().filter(({ row }) => row.publishedAt === null)
       const oldest = unpublished.reduce<number | null>(
@@ -140,14 +135,14 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
       })
 
     // A transaction's events are written when its body ends; its own reads write them first.
-    const appends = makeBufferedAppends(transactor, append, wakeWaiters)
+    const appends = makeBufferedAppends(transactor, append, appended.fire)
 
     return Outbox.of({
       transaction: appends.transaction,
       claim: (limit) => Effect.andThen(appends.flushPending, claim(limit)),
       markPublished,
       markFailed,
-      awaitAppended,
+      awaitAppended: appended.await,
       pending: Effect.andThen(appends.flushPending, pending),
       rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
       prune

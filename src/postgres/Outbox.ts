@@ -10,10 +10,11 @@
  * @since 0.1.0
  */
 import { PgClient, type PgConnection } from "@effect/sql-pg"
-import { Array as Arr, Clock, Deferred, Effect, Option, Queue, Ref, Schedule, Schema, type Scope } from "effect"
+import { Array as Arr, Clock, Effect, Option, Queue, Schedule, Schema, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
 import { Envelope, fromParsedJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
+import * as Signal from "../internal/Signal.ts"
 import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
@@ -74,15 +75,14 @@ export const make = (
     const decodePending = decodeRows(Pending, "outbox")
     const decodePruned = decodeCount("outbox")
 
-    // Waiters of `awaitAppended` wait on the current deferred; a wake-up completes it and installs a new one.
-    // Commits of this instance wake them after commit (`afterCommit`); commits of other processes through
-    // NOTIFY. The notification payload names the instance, so its own commits do not wake waiters twice.
+    // Waiters of `awaitAppended` wait on a signal. Commits of this instance fire it after commit
+    // (`afterCommit`); commits of other processes through NOTIFY. The notification payload names the
+    // instance, so its own commits do not wake waiters twice. A lost LISTEN connection fails the waiters.
     const instance = crypto.randomUUID()
-    const signal = yield* Ref.make(yield* Deferred.make<void, SqlError.SqlError>())
-    const swap = Effect.flatMap(Deferred.make<void, SqlError.SqlError>(), (next) => Ref.getAndSet(signal, next))
-    const wake = Effect.flatMap(swap, (previous) => Deferred.succeed(previous, undefined)).pipe(Effect.asVoid)
+    const appended = yield* Signal.make<SqlError.SqlError>()
+    const wake = appended.fire
     const failWaiters = (error: SqlError.SqlError) =>
-      Effect.flatMap(swap, (previous) => Deferred.fail(previous, error)).pipe(
+      appended.fail(error).pipe(
         Effect.andThen(
           Effect.logWarning(`entity-sync: the outbox LISTEN connection failed (${error.message}); listening again`)
         )
@@ -185,8 +185,6 @@ export const make = (
             next_attempt_at = ${failure.nextAttemptAt}, claimed_until = NULL
           WHERE seq = ANY(${int8Array(seqs)}) AND published_at IS NULL`.pipe(Effect.asVoid)
 
-    const awaitAppended = Effect.flatMap(Ref.get(signal), Deferred.await)
-
     const pending = sql`SELECT count(*) AS count, min(created_at) AS "oldestCreatedAt"
       FROM ${outbox} WHERE published_at IS NULL`.pipe(
       Effect.flatMap(decodePending),
@@ -216,7 +214,7 @@ export const make = (
       claim: (limit) => Effect.andThen(appends.flushPending, claim(limit)),
       markPublished,
       markFailed,
-      awaitAppended,
+      awaitAppended: appended.await,
       pending: Effect.andThen(appends.flushPending, pending),
       rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
       prune
