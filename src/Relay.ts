@@ -215,20 +215,6 @@ const publishRows = (
   })
 
 /**
- * Claims and publishes one batch; returns how many rows were claimed. Rows the broker did not take (it was
- * unavailable, or nothing is bound to their routing key) are rescheduled on the retry schedule; that is
- * not an error of the relay.
- */
-export const publishBatch = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
-  Effect.gen(function*() {
-    const outbox = yield* Outbox
-    const rows = yield* outbox.claim(options.batchSize ?? SyncConfig.relayDefaults.batchSize)
-    if (rows.length === 0) return 0
-    yield* publishRows(options, rows, untracked)
-    return rows.length
-  })
-
-/**
  * Reschedules rows whose publish failed; gives the delay until they are due again, in milliseconds. An
  * unavailable broker is logged by the status tracker when it starts failing; each batch only at debug level.
  */
