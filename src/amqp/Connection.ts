@@ -35,7 +35,8 @@ export interface Session {
 }
 
 /** Neither the connection nor its confirm channel has closed. */
-const isUsable = (session: Session): boolean => session.status.lost === undefined && session.publisher.closed === undefined
+const isUsable = (session: Session): boolean =>
+  session.status.lost === undefined && session.publisher.closed === undefined
 
 /** Connects, declares the topology and opens the confirm channel. Uninterruptible, so no socket leaks. */
 const openSession = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet<string>>) =>

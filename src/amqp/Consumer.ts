@@ -6,7 +6,15 @@
  */
 import type { Channel, ChannelModel, Message } from "amqplib"
 import { Cause, Clock, Effect, Queue, type Scope } from "effect"
-import { boundBody, boundHeaders, boundReason, type Delivery, type QueueSpec, reasonHeader, truncatedFromHeader } from "../Broker.ts"
+import {
+  boundBody,
+  boundHeaders,
+  boundReason,
+  type Delivery,
+  type QueueSpec,
+  reasonHeader,
+  truncatedFromHeader
+} from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
 import { attempt, closeChannel, openChannel, unavailable } from "./AmqpCall.ts"
 import {
@@ -29,8 +37,8 @@ import {
   settle,
   settleByCopy,
   type Settlements,
-  type Settling,
-  settleNow
+  settleNow,
+  type Settling
 } from "./Settlements.ts"
 import { deadQueueOf } from "./Topology.ts"
 
@@ -125,7 +133,11 @@ const toDelivery = (
           type,
           contentType,
           body,
-          headers: { ...applicationHeaders(headers), [routingKeyHeader]: routingKey, [publishedByHeader]: publisher ?? "" }
+          headers: {
+            ...applicationHeaders(headers),
+            [routingKeyHeader]: routingKey,
+            [publishedByHeader]: publisher ?? ""
+          }
         }),
         {
           requeue: true,

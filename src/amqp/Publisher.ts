@@ -143,82 +143,84 @@ const publishAll = (
   order: SendOrder,
   turn: Turn
 ): Effect.Effect<void, BrokerUnavailable | PublishRejected> =>
-  messages.length === 0 ? Effect.sync(() => endTurn(order, turn)) : Effect.callback<void, BrokerUnavailable | PublishRejected>((resume) => {
-    const ids = new Set(messages.map((m) => m.messageId))
-    const returned = new Set<string>()
-    let next = 0
-    let outstanding = 0
-    let failure: string | undefined
-    let done = false
-    const onReturn = (messageId: string) => {
-      if (ids.has(messageId)) returned.add(messageId)
-    }
-    const stop = () => {
-      done = true
-      publisher.returned.delete(onReturn)
-      publisher.waiting.delete(pump)
-      endTurn(order, turn)
-    }
-    const finishIfComplete = () => {
-      if (done || outstanding > 0 || (failure === undefined && next < messages.length)) return
-      stop()
-      if (failure !== undefined) return resume(Effect.fail(unavailable("publish", failure)))
-      if (returned.size === 0) return resume(Effect.void)
-      const rejected = messages.filter((m) => returned.has(m.messageId))
-      resume(Effect.fail(
-        new PublishRejected({
-          messageIds: Array.from(new Set(rejected.map((m) => m.messageId))),
-          detail: `no queue is bound to ${Array.from(new Set(rejected.map((m) => m.routingKey))).join(", ")}`
-        })
-      ))
-    }
-    function pump(): void {
-      publisher.waiting.delete(pump)
-      if (!done && !isCurrent(order, turn)) {
-        turn.onCurrent = pump
-        return
+  messages.length === 0 ?
+    Effect.sync(() => endTurn(order, turn)) :
+    Effect.callback<void, BrokerUnavailable | PublishRejected>((resume) => {
+      const ids = new Set(messages.map((m) => m.messageId))
+      const returned = new Set<string>()
+      let next = 0
+      let outstanding = 0
+      let failure: string | undefined
+      let done = false
+      const onReturn = (messageId: string) => {
+        if (ids.has(messageId)) returned.add(messageId)
       }
-      while (!done && failure === undefined && next < messages.length) {
-        if (publisher.closed !== undefined) {
-          failure = publisher.closed
-          break
-        }
-        if (publisher.blocked || publisher.inFlight >= publisher.window) {
-          publisher.waiting.add(pump)
+      const stop = () => {
+        done = true
+        publisher.returned.delete(onReturn)
+        publisher.waiting.delete(pump)
+        endTurn(order, turn)
+      }
+      const finishIfComplete = () => {
+        if (done || outstanding > 0 || (failure === undefined && next < messages.length)) return
+        stop()
+        if (failure !== undefined) return resume(Effect.fail(unavailable("publish", failure)))
+        if (returned.size === 0) return resume(Effect.void)
+        const rejected = messages.filter((m) => returned.has(m.messageId))
+        resume(Effect.fail(
+          new PublishRejected({
+            messageIds: Array.from(new Set(rejected.map((m) => m.messageId))),
+            detail: `no queue is bound to ${Array.from(new Set(rejected.map((m) => m.routingKey))).join(", ")}`
+          })
+        ))
+      }
+      function pump(): void {
+        publisher.waiting.delete(pump)
+        if (!done && !isCurrent(order, turn)) {
+          turn.onCurrent = pump
           return
         }
-        const message = messages[next]
-        if (message === undefined) break
-        next++
-        try {
-          const ok = publisher.channel.publish(
-            message.exchange,
-            message.routingKey,
-            bufferOf(message.body),
-            publishOptions(message),
-            (error: unknown) => {
-              publisher.inFlight--
-              outstanding--
-              if (error !== null && error !== undefined) failure ??= messageOf(error)
-              wake(publisher)
-              finishIfComplete()
-            }
-          )
-          publisher.inFlight++
-          outstanding++
-          if (!ok) publisher.blocked = true
-        } catch (cause) {
-          // amqplib throws synchronously on a closed channel; no confirm callback was registered
-          failure = messageOf(cause)
+        while (!done && failure === undefined && next < messages.length) {
+          if (publisher.closed !== undefined) {
+            failure = publisher.closed
+            break
+          }
+          if (publisher.blocked || publisher.inFlight >= publisher.window) {
+            publisher.waiting.add(pump)
+            return
+          }
+          const message = messages[next]
+          if (message === undefined) break
+          next++
+          try {
+            const ok = publisher.channel.publish(
+              message.exchange,
+              message.routingKey,
+              bufferOf(message.body),
+              publishOptions(message),
+              (error: unknown) => {
+                publisher.inFlight--
+                outstanding--
+                if (error !== null && error !== undefined) failure ??= messageOf(error)
+                wake(publisher)
+                finishIfComplete()
+              }
+            )
+            publisher.inFlight++
+            outstanding++
+            if (!ok) publisher.blocked = true
+          } catch (cause) {
+            // amqplib throws synchronously on a closed channel; no confirm callback was registered
+            failure = messageOf(cause)
+          }
         }
+        if (failure !== undefined || next === messages.length) endTurn(order, turn)
+        finishIfComplete()
       }
-      if (failure !== undefined || next === messages.length) endTurn(order, turn)
-      finishIfComplete()
-    }
-    publisher.returned.add(onReturn)
-    pump()
-    return Effect.sync(stop)
-  })
+      publisher.returned.add(onReturn)
+      pump()
+      return Effect.sync(stop)
+    })
 
 /** Waits until no publish awaits its confirm (or the channel closed). */
 export const awaitIdle = (publisher: Publisher): Effect.Effect<void> =>
@@ -234,14 +236,16 @@ export const awaitIdle = (publisher: Publisher): Effect.Effect<void> =>
   })
 
 /** Publishes a batch in the send order of an adapter (see `publishInOrder`). */
-export type PublishInOrder = (messages: ReadonlyArray<Outgoing>) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
+export type PublishInOrder = (
+  messages: ReadonlyArray<Outgoing>
+) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
 
 /**
- * Publishing in the order calls begin, on the publisher of the connection `acquire` gives: a call sends
- * its messages once every earlier call has sent all of its own (or failed), then awaits its confirms while
- * later calls send, so a caller can keep several batches in flight without reordering them. The turn is
- * taken when the effect begins, before connecting; it ends when the call has sent everything, failed or
- * was interrupted.
+ * An adapter's publishing in the order calls begin (one per adapter, over all its connections), on the
+ * publisher of the connection `acquire` gives: a call sends its messages once every earlier call has sent
+ * all of its own (or failed), then awaits its confirms while later calls send, so a caller can keep
+ * several batches in flight without reordering them. The turn is taken when the effect begins, before
+ * connecting; it ends when the call has sent everything, failed or was interrupted.
  */
 export const publishInOrder = (
   acquire: Effect.Effect<{ readonly publisher: Publisher }, BrokerUnavailable>

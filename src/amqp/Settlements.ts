@@ -77,7 +77,11 @@ const ended = (s: Settling, operation: string) =>
   unavailable(operation, `the subscription to ${s.queue} has ended; message ${s.messageId} will be redelivered`)
 
 /** Settles a delivery with `f`, once (later settles are no-ops); fails when its channel has closed. */
-export const settle = (s: Settling, operation: string, f: (s: Settling) => void): Effect.Effect<void, BrokerUnavailable> =>
+export const settle = (
+  s: Settling,
+  operation: string,
+  f: (s: Settling) => void
+): Effect.Effect<void, BrokerUnavailable> =>
   Effect.suspend(() => {
     if (s.settled) return Effect.void
     if (s.state.closed) return Effect.fail(ended(s, operation))

@@ -12,7 +12,15 @@ import type { Channel, ChannelModel } from "amqplib"
 import { Effect, Redacted } from "effect"
 import type { QueueSpec } from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
-import { attempt, closeConnection, connectTimeoutMillis, isNotFound, messageOf, unavailable, withChannel } from "./AmqpCall.ts"
+import {
+  attempt,
+  closeConnection,
+  connectTimeoutMillis,
+  isNotFound,
+  messageOf,
+  unavailable,
+  withChannel
+} from "./AmqpCall.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
 
 /** The dead-letter queue of a queue: `<queue>.dead`. */
@@ -124,7 +132,10 @@ const assertTopology = (channel: Channel, description: Partial<TopologyDescripti
       yield* attempt("assertExchange", () => channel.assertExchange(exchange.name, exchange.type, { durable: true }))
     }
     for (const queue of description.queues ?? []) {
-      yield* attempt("assertQueue", () => channel.assertQueue(queue.name, { durable: true, arguments: queue.arguments }))
+      yield* attempt(
+        "assertQueue",
+        () => channel.assertQueue(queue.name, { durable: true, arguments: queue.arguments })
+      )
     }
     for (const binding of description.bindings ?? []) {
       yield* attempt("bindQueue", () => channel.bindQueue(binding.queue, binding.exchange, binding.routingKey))
@@ -202,8 +213,9 @@ export const declareTopology = (
 ): Effect.Effect<void, BrokerUnavailable> =>
   Effect.acquireUseRelease(
     attempt("connect", () =>
-      amqp.connect(Redacted.value(typeof url === "string" ? Redacted.make(url) : url), { timeout: connectTimeoutMillis })),
+      amqp.connect(Redacted.value(typeof url === "string" ? Redacted.make(url) : url), {
+        timeout: connectTimeoutMillis
+      })),
     (model) => withChannel(model, (channel) => assertTopology(channel, description)),
     closeConnection
   )
-
