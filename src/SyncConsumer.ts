@@ -13,7 +13,6 @@ import {
   type Config,
   Context,
   Data,
-  Deferred,
   Duration,
   Effect,
   Exit,
@@ -24,32 +23,29 @@ import {
   Queue,
   Result,
   Schedule,
-  type Schema,
   type Scope,
   Stream
 } from "effect"
 import type { SqlError } from "effect/sql"
 import * as Broker from "./Broker.ts"
 import type { Delivery } from "./Broker.ts"
-import { type CopyRow, CopyRepository, type Guard, passesGuard } from "./CopyRepository.ts"
+import { type CopyRow, CopyRepository, type Guard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
-import {
-  type BrokerUnavailable,
-  Defect,
-  DependencyMissing,
-  type EntityRef,
-  ForgedProducer,
-  MalformedMessage,
-  StaleMessage
-} from "./Errors.ts"
+import { type BrokerUnavailable, DependencyMissing, type EntityRef, StaleMessage } from "./Errors.ts"
 import { type DeadRow, Inbox, maxPageSize, type WaitingRow } from "./Inbox.ts"
+import * as ConsumptionPause from "./internal/ConsumptionPause.ts"
+import * as Decision from "./internal/Decision.ts"
+import * as DeliveryBatches from "./internal/DeliveryBatches.ts"
+import * as DeliveryDecoder from "./internal/DeliveryDecoder.ts"
+import * as ParkedEvents from "./internal/ParkedEvents.ts"
+import * as ProducerAuthentication from "./internal/ProducerAuthentication.ts"
 import * as Signal from "./internal/Signal.ts"
+import * as Verdict from "./internal/Verdict.ts"
 import * as Metrics from "./Metrics.ts"
-import * as Outage from "./Outage.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
-import { type HandlerError, type Prepared, prepared as preparedOf, type Preparing, type Subscription } from "./Subscription.ts"
-import * as Signature from "./Signature.ts"
+import { type HandlerError, type Prepared, prepared as preparedOf, type Subscription } from "./Subscription.ts"
+import type * as Signature from "./Signature.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
@@ -116,9 +112,9 @@ const defaults = SyncConfig.consumerDefaults
 
 /** The default dependency retry schedule (R5): 200 ms doubling, at most 5 minutes apart, for 24 hours. */
 export const defaultDependencyRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({
-  base: SyncConfig.consumerDefaults.retryBase,
-  maxDelay: SyncConfig.consumerDefaults.retryMaxDelay,
-  budget: SyncConfig.consumerDefaults.retryBudget
+  base: defaults.retryBase,
+  maxDelay: defaults.retryMaxDelay,
+  budget: defaults.retryBudget
 })
 
 /** The queue of a consuming service and its bindings. */
@@ -168,64 +164,8 @@ export class SyncConsumer extends Context.Service<SyncConsumer, {
   readonly status: Effect.Effect<ConsumerStatus>
 }>()("entity-sync/SyncConsumer") {}
 
-type Verdict =
-  /** `wokeParked`: the apply made parked events due (see `Inbox.wake`). */
-  | { readonly _tag: "applied"; readonly wokeParked: boolean }
-  | { readonly _tag: "missing"; readonly error: DependencyMissing }
-  | { readonly _tag: "duplicate" }
-  | { readonly _tag: "stale"; readonly error: StaleMessage }
-  | { readonly _tag: "parked"; readonly error: DependencyMissing }
-  | { readonly _tag: "deadLettered"; readonly error: DependencyMissing | MalformedMessage }
-
-const appliedVerdict: Verdict = { _tag: "applied", wokeParked: false }
-const wokeVerdict: Verdict = { _tag: "applied", wokeParked: true }
-const duplicateVerdict: Verdict = { _tag: "duplicate" }
-
 /** A copy changed under a batch transaction (another consumer instance wrote it): its events go one by one. */
 class BatchConflict extends Data.TaggedError("BatchConflict")<{}> {}
-
-/** The copy an event leaves behind, with its payload as the contract's schema shapes it (R6). */
-const copyOf = (envelope: Envelope.Envelope, payload: Schema.Json | null, syncedAt: number): CopyRow => ({
-  entity: envelope.entity,
-  id: envelope.entityId,
-  version: envelope.version,
-  state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
-  payload,
-  deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted" ? Date.parse(envelope.occurredAt) : null,
-  syncedAt,
-  messageId: envelope.messageId
-})
-
-/**
- * The version guard of an event: force-sync events also replace an equal version (R8); a reset replaces
- * any version (the owner repairs a copy that is ahead of it).
- */
-const guardOf = (envelope: Envelope.Envelope): Guard =>
-  envelope.reset === true ? "any" : envelope.forceSync ? "newerOrEqual" : "newer"
-
-/** Arrival order, except that the events of one entity take that entity's places in version order. */
-const inEntityVersionOrder = <T extends { readonly key: string }>(
-  items: ReadonlyArray<T>,
-  versionOf: (item: T) => number
-): ReadonlyArray<T> => {
-  const byKey = new Map<string, Array<T>>()
-  let repeated = false
-  for (const item of items) {
-    const group = byKey.get(item.key)
-    if (group === undefined) byKey.set(item.key, [item])
-    else {
-      group.push(item)
-      repeated = true
-    }
-  }
-  if (!repeated) return items
-  for (const group of byKey.values()) group.sort((a, b) => versionOf(a) - versionOf(b))
-  return items.map((item) => byKey.get(item.key)!.shift()!)
-}
-
-const refKey = (ref: EntityRef) => `${ref.entity}:${ref.id}`
-const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
-const uniqueRefs = (refs: ReadonlyArray<EntityRef>) => [...new Map(refs.map((r) => [refKey(r), r])).values()]
 
 /**
  * Starts a consumer in the current scope: it subscribes to `<service>.sync` (reconnecting on broker
@@ -247,19 +187,12 @@ export const make = <R>(
     const context = yield* Effect.context<R>()
     const schedule = options.dependencyRetry ?? defaultDependencyRetry
     const inProcessRetries = options.inProcessRetries ?? defaults.inProcessRetries
-    const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? defaults.pollInterval)
     const withKeys = EntityLock.make()
     /** Deliveries taken and not settled yet, with the time each was taken (insertion order: oldest first). */
     const unsettled = new Map<Delivery, number>()
     const settled = (delivery: Delivery) => {
       unsettled.delete(delivery)
     }
-    // R11: the broker logins allowed for each subscribed owner (its own service name unless configured)
-    const producers = new Map(
-      options.subscriptions.map(({ contract: { owner } }) => [owner, new Set(options.producers?.[owner] ?? [owner])])
-    )
-    const verifyingKeys = options.verifyingKeys ?? {}
-    const holdLimit = Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? defaults.holdLimit))
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()
 
@@ -280,44 +213,59 @@ export const make = <R>(
         s.contract.dependencies.filter((d) => d.entity === entity).map((d) => ({ entity: s.contract.name, field: d.field }))
       )
 
+    const decoder = DeliveryDecoder.make<R>({
+      consumer,
+      routes,
+      limits: {
+        ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }),
+        ...(options.maxDepth === undefined ? {} : { maxDepth: options.maxDepth }),
+        ...(options.maxKeys === undefined ? {} : { maxKeys: options.maxKeys })
+      },
+      authenticate: ProducerAuthentication.make({
+        owners: new Map(options.subscriptions.map((s) => [s.contract.name, s.contract.owner])),
+        producers: options.producers,
+        verifyingKeys: options.verifyingKeys ?? {},
+        brokerVouches: broker.vouchesForPublishers
+      })
+    })
+
+    /** The deliveries received and not taken yet, while the delivery loop runs. */
+    let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
+
+    /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
+    const releaseHeld = Effect.gen(function*() {
+      const waiting = received === undefined ? [] : yield* Queue.clear(received).pipe(Effect.orElseSucceed(() => []))
+      const held = [...unsettled.keys(), ...waiting]
+      yield* Effect.forEach(held, (delivery) =>
+        delivery.release.pipe(
+          Effect.catchTag("BrokerUnavailable", () => Effect.void), // its channel is gone: the broker has it back
+          Effect.ensuring(Effect.sync(() => settled(delivery)))
+        ), { concurrency: 16, discard: true })
+      yield* Effect.logInfo(`consumer "${consumer}": gave ${held.length} held deliveries back to the broker`)
+    })
+
+    const pause = ConsumptionPause.make({
+      consumer,
+      transactor,
+      holdLimit: Duration.toMillis(Duration.fromInputUnsafe(options.holdLimit ?? defaults.holdLimit)),
+      heldCount: () => unsettled.size,
+      releaseHeld
+    })
+
     // After every commit that applied something: wakes the in-process waiters.
     const applied = yield* Signal.make()
-    // After a commit that parked events or made parked ones due, and after a replay: wakes the parked-event
-    // worker, which otherwise looks only when the next parked event is due (or after the poll interval).
-    const parkedChanged = yield* Signal.make()
+    const parked = yield* ParkedEvents.make({
+      consumer,
+      inbox,
+      pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? defaults.pollInterval),
+      concurrency: options.concurrency ?? defaults.concurrency,
+      awaitResumed: pause.awaitResumed
+    })
 
     /** A metric label for an entity named by a message: only subscribed contracts, `unknown` otherwise (R6). */
     const labelOf = (entity: string | undefined) => entity !== undefined && routes.has(entity) ? entity : "unknown"
     const count = (entity: string | undefined, outcome: Metrics.Outcome) =>
       Metrics.countOutcome(consumer, labelOf(entity), outcome)
-
-    // Whether parked events may exist for this consumer: set when this instance parks or replays one, and
-    // from what the parked-event worker finds (it looks at least once per poll interval, so the parked
-    // events of other instances of the service are known within that interval). Applies wake parked events
-    // only then, which spares every apply a statement while nothing is parked.
-    const parked = { maybe: true, changes: 0 }
-    const noteParked = () => {
-      parked.maybe = true
-      parked.changes++
-    }
-    const wakeParked = (refs: ReadonlyArray<EntityRef>) =>
-      parked.maybe ? inbox.wake(consumer, refs) : Effect.succeed(0)
-
-    /** The event decoded for its subscription (synchronously when it can be, see `Preparing`). */
-    const route = (envelope: Envelope.Envelope): Preparing<R> => {
-      const subscription = routes.get(envelope.entity)
-      if (subscription !== undefined) return subscription.prepare(envelope)
-      return Result.fail(
-        new MalformedMessage({
-          reason: "UnknownEntity",
-          detail: `consumer "${consumer}" does not subscribe to ${Envelope.bounded(envelope.entity)} (it knows ${
-            [...routes.keys()].join(", ")
-          })`,
-          messageId: envelope.messageId,
-          entity: Envelope.bounded(envelope.entity)
-        })
-      )
-    }
 
     const missingOf = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
       Effect.gen(function*() {
@@ -333,15 +281,10 @@ export const make = <R>(
         const missing: Array<EntityRef> = []
         for (const ref of prepared.references) {
           const copy = yield* copies.get(ref.entity, ref.id, "forShare")
-          if (isMissing(copy ?? undefined)) missing.push(ref)
+          if (Decision.isMissing(copy)) missing.push(ref)
         }
         return missing
       })
-
-    const isStale = (envelope: Envelope.Envelope, current: CopyRow | null) =>
-      current !== null && !passesGuard(guardOf(envelope), envelope.version, current.version)
-
-    const isMissing = (copy: CopyRow | undefined) => copy === undefined || copy.state === "deleted"
 
     const staleError = (envelope: Envelope.Envelope, currentVersion: number) =>
       new StaleMessage({
@@ -387,67 +330,74 @@ export const make = <R>(
           consumer,
           messageId: envelope.messageId,
           envelope,
-          waitingFor: uniqueRefs([...missing, selfRef(envelope)]),
+          waitingFor: Decision.uniqueRefs([...missing, Decision.selfRef(envelope)]),
           attempts: a.attempt,
           firstSeenAt: a.firstSeenAt,
           lastSeenAt: now
         }
         if (Option.isNone(delay)) {
           yield* inbox.deadLetter({ ...row, error: error._tag, reason: Broker.boundReason(error.message) })
-          return { _tag: "deadLettered", error } satisfies Verdict
+          return { _tag: "deadLettered", error } satisfies Verdict.Verdict
         }
-        noteParked()
+        parked.noteParked()
         yield* inbox.park({ ...row, nextAttemptAt: now + Duration.toMillis(delay.value) })
-        return { _tag: "parked", error } satisfies Verdict
+        return { _tag: "parked", error } satisfies Verdict.Verdict
       })
 
     // One attempt, inside the caller's transaction. Reads come first, so a "missing" verdict (when the event
     // may not park yet) has written nothing; the inbox record is taken just before anything is written. A
     // parked event is claimed by deleting its waiting row instead: another instance retrying it at the same
     // time finds none and takes it for a duplicate (R3).
-    const applyInTransaction = (a: Attempt): Effect.Effect<Verdict, HandlerError, R> =>
+    const applyInTransaction = (a: Attempt): Effect.Effect<Verdict.Verdict, HandlerError, R> =>
       Effect.gen(function*() {
         const { envelope } = a
         const fresh = a.parked === null
           ? inbox.record(consumer, envelope.messageId)
           : inbox.release(consumer, envelope.messageId)
-        const current = yield* copies.get(envelope.entity, envelope.entityId, "forUpdate")
-        if (current !== null && isStale(envelope, current)) {
-          if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
-          return { _tag: "stale", error: staleError(envelope, current.version) } satisfies Verdict
+        let facts: Decision.Facts = { current: yield* copies.get(envelope.entity, envelope.entityId, "forUpdate") }
+        let decision = Decision.decide(envelope, facts, !a.mayPark)
+        while (decision._tag === "ask") {
+          facts = decision.question === "fresh"
+            ? { ...facts, fresh: yield* fresh }
+            : { ...facts, missing: a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared) }
+          decision = Decision.decide(envelope, facts, !a.mayPark)
         }
-        const missing = a.reported.length > 0 ? a.reported : yield* missingOf(envelope, a.prepared)
-        if (missing.length > 0) {
-          if (!a.mayPark) return { _tag: "missing", error: missingError(a.envelope, missing, a.attempt) } satisfies Verdict
-          if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
-          return yield* parkOrDeadLetter(a, missing)
+        switch (decision._tag) {
+          case "duplicate":
+            return Verdict.duplicate
+          case "stale":
+            return { _tag: "stale", error: staleError(envelope, decision.currentVersion) } satisfies Verdict.Verdict
+          case "missing":
+            return a.mayPark
+              ? yield* parkOrDeadLetter(a, decision.missing)
+              : { _tag: "missing", error: missingError(envelope, decision.missing, a.attempt) } satisfies Verdict.Verdict
         }
-        if (!(yield* fresh)) return { _tag: "duplicate" } satisfies Verdict
+        const { current } = facts
         const now = yield* Clock.currentTimeMillis
-        const written = yield* copies.upsert(copyOf(envelope, a.prepared.payload, now), guardOf(envelope))
+        const written = yield* copies.upsert(Decision.copyOf(envelope, a.prepared.payload, now), Decision.guardOf(envelope))
         if (!written) {
-          return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict
+          return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict.Verdict
         }
         if (a.prepared.handle !== undefined) yield* a.prepared.handle(current)
-        const woken = yield* wakeParked([selfRef(envelope)])
-        return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict
+        const woken = yield* parked.wake([Decision.selfRef(envelope)])
+        return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict.Verdict
       })
 
     // An attempt, with the handler's own StaleMessage / DependencyMissing / MalformedMessage settled in a
     // second transaction (the first one rolled back).
-    const attemptSettled = (a: Attempt): Effect.Effect<Verdict, SqlError.SqlError, R> =>
+    const attemptSettled = (a: Attempt): Effect.Effect<Verdict.Verdict, SqlError.SqlError, R> =>
       transactor.withTransaction(applyInTransaction(a)).pipe(
         Effect.catchTags({
           StaleMessage: (error) =>
             transactor.withTransaction(Effect.gen(function*() {
               if (a.parked === null) yield* inbox.record(consumer, a.envelope.messageId)
               else yield* inbox.release(consumer, a.envelope.messageId)
-              return { _tag: "stale", error } satisfies Verdict
+              return { _tag: "stale", error } satisfies Verdict.Verdict
             })),
           DependencyMissing: (error) =>
             a.mayPark && a.reported.length === 0
               ? attemptSettled({ ...a, reported: error.missing })
-              : Effect.succeed({ _tag: "missing", error } satisfies Verdict),
+              : Effect.succeed({ _tag: "missing", error } satisfies Verdict.Verdict),
           MalformedMessage: (error) =>
             transactor.withTransaction(Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
@@ -463,7 +413,7 @@ export const make = <R>(
                 firstSeenAt: a.firstSeenAt,
                 lastSeenAt: now
               })
-              return { _tag: "deadLettered", error } satisfies Verdict
+              return { _tag: "deadLettered", error } satisfies Verdict.Verdict
             }))
         })
       )
@@ -476,72 +426,22 @@ export const make = <R>(
       })
 
     /**
-     * Counts and logs the outcomes of settled events (R10), each counter updated once per call; wakes the
-     * in-process waiters if something was applied, and the parked-event worker if parked events changed.
+     * Counts and logs the outcomes of settled events (`Verdict.record`); wakes the in-process waiters if
+     * something was applied, and the parked-event worker if parked events changed.
      */
     const reportAll = (
       envelopes: ReadonlyArray<Envelope.Envelope>,
-      verdicts: ReadonlyArray<Verdict>,
+      verdicts: ReadonlyArray<Verdict.Verdict>,
       woken: boolean
     ) =>
       Effect.gen(function*() {
-        const counts = new Map<string, { entity: string; outcome: Metrics.Outcome; n: number }>()
-        const tally = (entity: string, outcome: Metrics.Outcome) => {
-          const key = `${outcome}:${entity}`
-          const entry = counts.get(key)
-          if (entry === undefined) counts.set(key, { entity, outcome, n: 1 })
-          else entry.n++
-        }
-        const now = yield* Clock.currentTimeMillis
-        const latencies = new Map<string, Array<number>>()
-        let anyApplied = false
-        let anyParkedChange = false
-        for (let i = 0; i < envelopes.length; i++) {
-          const envelope = envelopes[i]!
-          const verdict = verdicts[i]!
-          switch (verdict._tag) {
-            case "missing":
-              break
-            case "applied": {
-              anyApplied = true
-              if (verdict.wokeParked) anyParkedChange = true
-              tally(envelope.entity, "applied")
-              if (woken) tally(envelope.entity, "woken")
-              const latency = Math.max(0, now - Date.parse(envelope.occurredAt))
-              const ofEntity = latencies.get(envelope.entity)
-              if (ofEntity === undefined) latencies.set(envelope.entity, [latency])
-              else ofEntity.push(latency)
-              break
-            }
-            case "duplicate":
-              tally(envelope.entity, "duplicate")
-              break
-            case "parked":
-              anyParkedChange = true
-              tally(envelope.entity, "parked")
-              yield* Effect.logDebug(verdict.error.message)
-              break
-            case "stale":
-              tally(envelope.entity, "stale")
-              yield* Effect.logDebug(verdict.error.message)
-              break
-            case "deadLettered":
-              tally(envelope.entity, "deadLettered")
-              yield* Effect.logWarning(`dead-lettered: ${verdict.error.message}`)
-              break
-          }
-        }
-        for (const { entity, n, outcome } of counts.values()) yield* Metrics.countOutcome(consumer, entity, outcome, n)
-        for (const [entity, millis] of latencies) yield* Metrics.recordApplyLatencies(entity, millis)
-        if (anyApplied) yield* applied.fire
-        if (anyParkedChange) yield* parkedChanged.fire
+        const recorded = yield* Verdict.record(consumer, envelopes, verdicts, woken)
+        if (recorded.applied) yield* applied.fire
+        if (recorded.parkedChanged) yield* parked.changed.fire
       })
 
-    const report = (envelope: Envelope.Envelope, verdict: Verdict, woken: boolean) =>
+    const report = (envelope: Envelope.Envelope, verdict: Verdict.Verdict, woken: boolean) =>
       reportAll([envelope], [verdict], woken)
-
-    const awaitApplied = (deferred: Deferred.Deferred<void>, delay: Duration.Duration) =>
-      Deferred.await(deferred).pipe(Effect.timeoutOption(delay), Effect.asVoid)
 
     // A fresh delivery: in-process retries, then parking.
     const handleEnvelope = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
@@ -560,116 +460,35 @@ export const make = <R>(
             reported: [],
             firstSeenAt
           }
-          const verdict = yield* withKeys([refKey(selfRef(envelope))], attemptSettled(a)).pipe(retryOnSqlError)
+          const verdict = yield* withKeys([Decision.refKey(Decision.selfRef(envelope))], attemptSettled(a)).pipe(
+            retryOnSqlError
+          )
           if (verdict._tag !== "missing") return yield* report(envelope, verdict, waited)
           const delay = yield* RetrySchedule.delayAfter(schedule, attempt, firstSeenAt)
           if (Option.isNone(delay)) {
             // the budget is spent while still in process: park with the schedule's verdict (dead letter)
             return yield* report(
               envelope,
-              yield* withKeys([refKey(selfRef(envelope))], attemptSettled({ ...a, mayPark: true })),
+              yield* withKeys([Decision.refKey(Decision.selfRef(envelope))], attemptSettled({ ...a, mayPark: true })),
               waited
             )
           }
           if (!waited) yield* count(envelope.entity, "waiting")
           waited = true
-          yield* awaitApplied(wake, delay.value)
+          yield* Signal.awaitAtMost(wake, delay.value)
           attempt++
         }
       })
 
-    interface Item {
-      /** The entity's key (`refKey`). */
-      readonly key: string
-      readonly delivery: Delivery
-      readonly envelope: Envelope.Envelope
-      readonly prepared: Prepared<R>
-    }
-
-    /** Why a delivery is dead-lettered as soon as it is read (R6, R11). */
-    type Rejection = MalformedMessage | ForgedProducer | Defect
-
-    const limits: Envelope.Limits = {
-      ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }),
-      ...(options.maxDepth === undefined ? {} : { maxDepth: options.maxDepth }),
-      ...(options.maxKeys === undefined ? {} : { maxKeys: options.maxKeys })
-    }
-
-    /**
-     * R11: `ForgedProducer` unless the event carries a valid signature of its contract's owner (for an owner
-     * with verifying keys), or else the broker vouches that it was published by a login allowed for that
-     * owner. A broker that cannot vouch (in memory) leaves it to signatures.
-     */
-    const authenticate = (delivery: Delivery, envelope: Envelope.Envelope, now: number): ForgedProducer | undefined => {
-      const owner = routes.get(envelope.entity)?.contract.owner
-      if (owner === undefined) return undefined // not subscribed: routing dead-letters it as UnknownEntity
-      if (verifyingKeys[owner] !== undefined) {
-        const verified = Signature.verify(verifyingKeys, owner, delivery.body, delivery.headers, now)
-        return Result.isSuccess(verified) ? undefined : Signature.forgedProducer(verified.failure, { ...envelope, owner })
-      }
-      if (!broker.vouchesForPublishers) return undefined
-      const publisher = delivery.publisher
-      const allowed = producers.get(owner) ?? new Set<string>()
-      if (publisher !== undefined && allowed.has(publisher)) return undefined
-      const logins = [...allowed].map((login) => `"${login}"`).join(", ")
-      return new ForgedProducer({
-        messageId: envelope.messageId,
-        entity: envelope.entity,
-        owner,
-        ...(publisher === undefined ? {} : { publisher: Envelope.bounded(publisher) }),
-        detail: publisher === undefined
-          ? `the broker vouches for no publisher (no user-id); ${owner}'s events may come only from ${logins}`
-          : `published by broker login "${Envelope.bounded(publisher)}"; ${owner}'s events may come only from ${logins}`
-      })
-    }
-
-    /** A defect met while handling one delivery: dead-lettered for it alone (R6). */
-    const defectOf = (delivery: Delivery, defect: unknown, entity?: string) =>
-      new Defect({
-        messageId: Envelope.bounded(delivery.messageId),
-        ...(entity === undefined ? {} : { entity: Envelope.bounded(entity) }),
-        detail: Envelope.bounded(defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect), 500)
-      })
-
-    /** A delivery decoded, authenticated and routed; a `Result` when that was synchronous (see `Preparing`). */
-    const decodeDelivery = (
-      delivery: Delivery,
-      now: number
-    ): Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection> => {
-      const decoded = Envelope.decodeResult(delivery.body, limits)
-      if (Result.isFailure(decoded)) return Result.fail(decoded.failure)
-      const envelope = decoded.success
-      const forged = authenticate(delivery, envelope, now)
-      if (forged !== undefined) return Result.fail(forged)
-      const preparing = route(envelope)
-      const key = refKey(selfRef(envelope))
-      const item = (prepared: Prepared<R>): Item => ({ key, delivery, envelope, prepared })
-      return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
-    }
-
-    /** `decodeDelivery` with its defects caught for the delivery alone. */
-    const decodeOne = (delivery: Delivery, now: number): Effect.Effect<Result.Result<Item, Rejection>> => {
-      let decoding: Result.Result<Item, Rejection> | Effect.Effect<Item, Rejection>
-      try {
-        decoding = decodeDelivery(delivery, now)
-      } catch (defect) {
-        return Effect.succeed(Result.fail(defectOf(delivery, defect)))
-      }
-      return Result.isResult(decoding) ? Effect.succeed(decoding) : Effect.result(decoding).pipe(
-        Effect.catchDefect((defect) => Effect.succeed(Result.fail(defectOf(delivery, defect))))
-      )
-    }
-
-    const outcomeOf = (rejection: Rejection): Metrics.Outcome =>
-      rejection._tag === "ForgedProducer" ? "forged" : rejection._tag === "Defect" ? "defect" : "malformed"
+    type Item = DeliveryDecoder.Item<R>
 
     /**
      * Dead-letters a delivery with a bounded reason (the broker adapter falls back to its own dead-lettering
      * if that fails); a broker that cannot be reached redelivers it.
      */
-    const deadLetter = (delivery: Delivery, rejection: Rejection) =>
+    const deadLetter = (delivery: Delivery, rejection: DeliveryDecoder.Rejection) =>
       Effect.gen(function*() {
-        yield* count(rejection.entity, outcomeOf(rejection))
+        yield* count(rejection.entity, DeliveryDecoder.outcomeOf(rejection))
         yield* Effect.logWarning(`consumer "${consumer}": dead-lettered ${Broker.boundReason(rejection.message)}`)
         yield* delivery.deadLetter(Broker.boundReason(rejection.message)).pipe(
           Effect.catchTag("BrokerUnavailable", (error) =>
@@ -684,59 +503,6 @@ export const make = <R>(
           Effect.logWarning(`consumer: could not settle ${deliveries.length} messages; they will be redelivered`, error)),
         Effect.ensuring(Effect.sync(() => deliveries.forEach(settled)))
       )
-
-    /** The outage consumption is paused by (R12), and how its waiters learn that it is over. */
-    let outage: { readonly paused: Paused; readonly recovered: Deferred.Deferred<void> } | undefined
-    /** The deliveries received and not taken yet, while the delivery loop runs. */
-    let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
-
-    /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
-    const releaseHeld = Effect.gen(function*() {
-      const waiting = received === undefined ? [] : yield* Queue.clear(received).pipe(Effect.orElseSucceed(() => []))
-      const held = [...unsettled.keys(), ...waiting]
-      yield* Effect.forEach(held, (delivery) =>
-        delivery.release.pipe(
-          Effect.catchTag("BrokerUnavailable", () => Effect.void), // its channel is gone: the broker has it back
-          Effect.ensuring(Effect.sync(() => settled(delivery)))
-        ), { concurrency: 16, discard: true })
-      yield* Effect.logInfo(`consumer "${consumer}": gave ${held.length} held deliveries back to the broker`)
-    })
-
-    /**
-     * R12: after a failure, whether the database is down. If it is, consumption pauses: the failing work and
-     * every other delivery are held, unsettled; the parked-event worker waits; the database is probed
-     * (`Outage.awaitDatabase`), and deliveries held for `holdLimit` are given back to the broker without
-     * spending a delivery attempt. Returns true once the database answers again; false at once when it answers.
-     */
-    const pausedByOutage = (problem: unknown): Effect.Effect<boolean> =>
-      Effect.gen(function*() {
-        if (outage === undefined && (yield* Outage.answers(transactor))) return false
-        if (outage !== undefined) {
-          yield* Deferred.await(outage.recovered)
-          return true
-        }
-        const since = yield* Clock.currentTimeMillis
-        const detail = problem instanceof Error ? problem.message : String(problem)
-        const current = {
-          paused: { dependency: "database", since, error: Envelope.bounded(detail, 500) } satisfies Paused,
-          recovered: Deferred.makeUnsafe<void>()
-        }
-        outage = current
-        yield* Effect.logWarning(
-          `consumer "${consumer}": the database does not answer; consumption paused with ${unsettled.size} deliveries held`,
-          current.paused.error
-        )
-        const resumed = Effect.suspend(() => {
-          outage = undefined
-          return Deferred.succeed(current.recovered, undefined)
-        })
-        yield* Outage.awaitDatabase(Option.some(transactor), { hold: { limit: holdLimit, release: releaseHeld } }).pipe(
-          Effect.ensuring(resumed)
-        )
-        const now = yield* Clock.currentTimeMillis
-        yield* Effect.logInfo(`consumer "${consumer}": the database answers again after ${now - since} ms; consumption resumed`)
-        return true
-      })
 
     /** The typed failure of a cause, if any, and the cause squashed to one value (its failure or defect). */
     const problemOf = <E>(cause: Cause.Cause<E>): { readonly error: Option.Option<E>; readonly defect: unknown } => ({
@@ -755,8 +521,10 @@ export const make = <R>(
           if (Exit.isSuccess(exit)) return yield* ackAll([delivery])
           if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
           const { defect, error } = problemOf(exit.cause)
-          if (yield* pausedByOutage(defect)) continue
-          if (Option.isNone(error)) return yield* deadLetter(delivery, defectOf(delivery, defect, envelope.entity))
+          if (yield* pause.pausedBy(defect)) continue
+          if (Option.isNone(error)) {
+            return yield* deadLetter(delivery, DeliveryDecoder.defectOf(delivery, defect, envelope.entity))
+          }
           yield* count(envelope.entity, "failed")
           yield* Effect.logError("consumer: database error; message requeued", error.value)
           return yield* delivery.nack({ requeue: true }).pipe(
@@ -781,13 +549,13 @@ export const make = <R>(
         for (const item of items) {
           if (selfKeys.has(item.key)) continue
           selfKeys.add(item.key)
-          selves.push(selfRef(item.envelope))
+          selves.push(Decision.selfRef(item.envelope))
         }
-        const dependencies = uniqueRefs(items.flatMap((item) => item.prepared.references))
-          .filter((ref) => !selfKeys.has(refKey(ref)))
+        const dependencies = Decision.uniqueRefs(items.flatMap((item) => item.prepared.references))
+          .filter((ref) => !selfKeys.has(Decision.refKey(ref)))
         const state = new Map<string, CopyRow>()
-        for (const row of yield* copies.getMany(selves, "forUpdate")) state.set(refKey(row), row)
-        for (const row of yield* copies.getMany(dependencies, "forShare")) state.set(refKey(row), row)
+        for (const row of yield* copies.getMany(selves, "forUpdate")) state.set(Decision.refKey(row), row)
+        for (const row of yield* copies.getMany(dependencies, "forShare")) state.set(Decision.refKey(row), row)
         const fresh = new Set(yield* inbox.recordMany(consumer, items.map((item) => item.envelope.messageId)))
 
         const writes = new Map<string, { readonly row: CopyRow; readonly guard: Guard }>()
@@ -800,52 +568,59 @@ export const make = <R>(
           for (const handle of handlers.splice(0)) yield* handle
         })
 
-        const verdicts: Array<Verdict> = []
+        const verdicts: Array<Verdict.Verdict> = []
         const appliedRefs: Array<EntityRef> = []
         let pending = items.map((_, i) => i)
         while (pending.length > 0) {
           const waiting: Array<number> = []
           for (const i of pending) {
             const { envelope, key, prepared } = items[i]!
-            const current = state.get(key)
-            if (current !== undefined && isStale(envelope, current)) {
-              verdicts[i] = fresh.delete(envelope.messageId)
-                ? { _tag: "stale", error: staleError(envelope, current.version) }
-                : duplicateVerdict
-              continue
+            // a message stays fresh until its event is settled: one that waits gets another pass
+            let facts: Decision.Facts = { current: state.get(key) ?? null }
+            let decision = Decision.decide(envelope, facts, false)
+            while (decision._tag === "ask") {
+              if (decision.question === "fresh") facts = { ...facts, fresh: fresh.has(envelope.messageId) }
+              else {
+                if (envelope.action === "deleted" && writes.size > 0 && dependents(envelope.entity).length > 0) {
+                  yield* flush
+                }
+                const missing = envelope.action === "deleted"
+                  ? yield* missingOf(envelope, prepared)
+                  : prepared.references.filter((ref) => Decision.isMissing(state.get(Decision.refKey(ref))))
+                facts = { ...facts, missing }
+              }
+              decision = Decision.decide(envelope, facts, false)
             }
-            if (envelope.action === "deleted" && writes.size > 0 && dependents(envelope.entity).length > 0) {
-              yield* flush
-            }
-            const missing = envelope.action === "deleted"
-              ? yield* missingOf(envelope, prepared)
-              : prepared.references.filter((ref) => isMissing(state.get(refKey(ref))))
-            if (missing.length > 0) {
-              if (fresh.has(envelope.messageId)) {
-                verdicts[i] = { _tag: "missing", error: missingError(envelope, missing, 1) }
+            switch (decision._tag) {
+              case "duplicate":
+                verdicts[i] = Verdict.duplicate
+                continue
+              case "stale":
+                fresh.delete(envelope.messageId)
+                verdicts[i] = { _tag: "stale", error: staleError(envelope, decision.currentVersion) }
+                continue
+              case "missing":
+                verdicts[i] = { _tag: "missing", error: missingError(envelope, decision.missing, 1) }
                 waiting.push(i)
-              } else verdicts[i] = duplicateVerdict
-              continue
+                continue
             }
-            if (!fresh.delete(envelope.messageId)) {
-              verdicts[i] = duplicateVerdict
-              continue
-            }
-            const row = copyOf(envelope, prepared.payload, now)
+            fresh.delete(envelope.messageId)
+            const { current } = facts
+            const row = Decision.copyOf(envelope, prepared.payload, now)
             state.set(key, row)
-            writes.set(key, { row, guard: guardOf(envelope) })
-            if (prepared.handle !== undefined) handlers.push(prepared.handle(current ?? null))
-            appliedRefs.push(selfRef(envelope))
-            verdicts[i] = appliedVerdict
+            writes.set(key, { row, guard: Decision.guardOf(envelope) })
+            if (prepared.handle !== undefined) handlers.push(prepared.handle(current))
+            appliedRefs.push(Decision.selfRef(envelope))
+            verdicts[i] = Verdict.applied
           }
           if (waiting.length === pending.length) break
           pending = waiting
         }
         yield* flush
         yield* inbox.forget(consumer, pending.map((i) => items[i]!.envelope.messageId))
-        const woken = yield* wakeParked(uniqueRefs(appliedRefs))
+        const woken = yield* parked.wake(Decision.uniqueRefs(appliedRefs))
         return woken > 0
-          ? verdicts.map((v): Verdict => v._tag === "applied" ? wokeVerdict : v)
+          ? verdicts.map((v): Verdict.Verdict => v._tag === "applied" ? Verdict.appliedWoke : v)
           : verdicts
       })
 
@@ -859,13 +634,13 @@ export const make = <R>(
       Effect.gen(function*() {
         const held = items.filter((item) => unsettled.has(item.delivery))
         if (held.length === 0) return
-        const ordered = inEntityVersionOrder(held, (item) => item.envelope.version)
+        const ordered = Decision.inEntityVersionOrder(held, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
         const keys = [...new Set(held.map((item) => item.key))]
         const exit = yield* Effect.exit(withKeys(keys, transactor.withTransaction(applyAll(ordered, now))))
         if (Exit.isFailure(exit)) {
           if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
-          if (yield* pausedByOutage(problemOf(exit.cause).defect)) return yield* applyBatch(ordered)
+          if (yield* pause.pausedBy(problemOf(exit.cause).defect)) return yield* applyBatch(ordered)
           yield* Effect.logDebug("consumer: batch failed; applying its events one by one", exit.cause)
           return yield* Effect.forEach(ordered, settleOne, { concurrency: "unbounded", discard: true })
         }
@@ -887,7 +662,7 @@ export const make = <R>(
         for (const delivery of deliveries) unsettled.set(delivery, takenAt)
         const items: Array<Item> = []
         for (const delivery of deliveries) {
-          const decoded = yield* decodeOne(delivery, takenAt)
+          const decoded = yield* decoder.decode(delivery, takenAt)
           if (Result.isSuccess(decoded)) items.push(decoded.success)
           else yield* deadLetter(delivery, decoded.failure)
         }
@@ -897,7 +672,7 @@ export const make = <R>(
     // A parked event that is due.
     const retryParked = (row: WaitingRow) =>
       Effect.gen(function*() {
-        const result = yield* Effect.result(preparedOf(route(row.envelope)))
+        const result = yield* Effect.result(preparedOf(decoder.route(row.envelope)))
         if (result._tag === "Failure") {
           const error = result.failure
           const now = yield* Clock.currentTimeMillis
@@ -907,7 +682,7 @@ export const make = <R>(
           return yield* report(row.envelope, { _tag: "deadLettered", error }, true)
         }
         const verdict = yield* withKeys(
-          [refKey(selfRef(row.envelope))],
+          [Decision.refKey(Decision.selfRef(row.envelope))],
           attemptSettled({
             envelope: row.envelope,
             prepared: result.success,
@@ -921,32 +696,11 @@ export const make = <R>(
         yield* report(row.envelope, verdict, true)
       })
 
-    const workParked = Effect.gen(function*() {
-      while (true) {
-        if (outage !== undefined) yield* Deferred.await(outage.recovered)
-        const wake = yield* parkedChanged.current
-        const now = yield* Clock.currentTimeMillis
-        const changes = parked.changes
-        const due = yield* inbox.due(consumer, now, 100)
-        yield* Effect.forEach(due, retryParked, { concurrency: options.concurrency ?? defaults.concurrency, discard: true })
-        if (due.length === 100) continue
-        const next = yield* inbox.nextDueAt(consumer)
-        if (next !== null) parked.maybe = true
-        else if (parked.changes === changes) parked.maybe = false
-        const later = yield* Clock.currentTimeMillis
-        const wait = next === null
-          ? pollInterval
-          : Duration.min(pollInterval, Duration.millis(Math.max(0, next - later)))
-        if (next !== null && next <= later) continue
-        yield* awaitApplied(wake, wait)
-      }
-    })
-
-    // Batches of up to `batchSize`. Deliveries that arrived while the previous batch was applied go at once
-    // (they have waited already); otherwise the first delivery opens a window of `batchWindow` for more.
     // The subscription ending (the broker adapter stopping) ends the loop; unsettled deliveries are redelivered.
-    const batchSize = Math.max(1, Math.floor(options.batchSize ?? defaults.batchSize))
-    const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? defaults.batchWindow)
+    const batches = {
+      batchSize: Math.max(1, Math.floor(options.batchSize ?? defaults.batchSize)),
+      batchWindow: Duration.fromInputUnsafe(options.batchWindow ?? defaults.batchWindow)
+    }
     const queue = queueOf(consumer, options.subscriptions)
     const consume = Effect.scoped(Effect.gen(function*() {
       const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: options.prefetch ?? defaults.prefetch }), {
@@ -958,18 +712,7 @@ export const make = <R>(
           received = undefined
         })
       )
-      const rest = (first: ReadonlyArray<Delivery>) =>
-        Effect.andThen(Effect.sleep(batchWindow), Queue.takeBetween(deliveries, 0, batchSize - first.length)).pipe(
-          Pull.catchDone(() => Effect.succeed([])),
-          Effect.map((later) => later.length === 0 ? first : [...first, ...later])
-        )
-      const batch = Effect.suspend(() => {
-        const take = Queue.takeBetween(deliveries, 1, batchSize)
-        return Queue.sizeUnsafe(deliveries) > 0
-          ? take
-          : Effect.flatMap(take, (first) => first.length < batchSize ? rest(first) : Effect.succeed(first))
-      })
-      return yield* Effect.forever(Effect.flatMap(batch, settleBatch))
+      return yield* Effect.forever(Effect.flatMap(DeliveryBatches.next(deliveries, batches), settleBatch))
     })).pipe(Pull.catchDone(() => Effect.void))
 
     const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
@@ -1015,9 +758,9 @@ export const make = <R>(
     // A database outage pauses the worker until the database answers (R12); other failures restart it.
     yield* forever(
       "parked-event worker",
-      Effect.forever(workParked.pipe(
+      Effect.forever(parked.work(retryParked).pipe(
         Effect.catchTag("SqlError", (error) =>
-          Effect.flatMap(pausedByOutage(error), (paused) => paused ? Effect.void : Effect.fail(error)))
+          Effect.flatMap(pause.pausedBy(error), (paused) => paused ? Effect.void : Effect.fail(error)))
       ))
     )
     const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention))
@@ -1028,6 +771,11 @@ export const make = <R>(
       )
     )
 
+    const lookAtParked = Effect.suspend(() => {
+      parked.noteParked()
+      return parked.changed.fire
+    })
+
     return SyncConsumer.of({
       service: consumer,
       deadLetters: Effect.map(inbox.deadLetterPage(consumer, { limit: maxPageSize }), (page) => page.items),
@@ -1035,22 +783,16 @@ export const make = <R>(
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           const replayed = yield* transactor.withTransaction(inbox.replay(consumer, messageId, now))
-          if (replayed) {
-            noteParked()
-            yield* parkedChanged.fire
-          }
+          if (replayed) yield* lookAtParked
           return replayed
         }),
       waiting: Effect.map(inbox.waitingPage(consumer, { limit: maxPageSize }), (page) => page.items),
-      lookAtParked: Effect.suspend(() => {
-        noteParked()
-        return parkedChanged.fire
-      }),
+      lookAtParked,
       inFlight: Effect.sync(() => unsettled.size),
       status: Effect.sync((): ConsumerStatus => {
         const oldest = unsettled.values().next()
         return {
-          paused: outage?.paused ?? brokerOutage ?? null,
+          paused: pause.paused() ?? brokerOutage ?? null,
           inFlight: unsettled.size,
           oldestUnsettledAt: oldest.done === true ? null : oldest.value
         }

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Deferred, Effect } from "effect"
+import { Deferred, type Duration, Effect } from "effect"
 
 /** A wake-up signal (see the module comment); `E` is what `fail` hands its waiters. */
 export interface Signal<E = never> {
@@ -46,3 +46,7 @@ export const makeUnsafe = <E = never>(): Signal<E> => {
 
 /** A new signal. */
 export const make = <E = never>(): Effect.Effect<Signal<E>> => Effect.sync(() => makeUnsafe<E>())
+
+/** Waits for a wake-up taken from `Signal.current`, at most `timeout`. */
+export const awaitAtMost = <E>(wakeUp: Deferred.Deferred<void, E>, timeout: Duration.Duration): Effect.Effect<void, E> =>
+  Deferred.await(wakeUp).pipe(Effect.timeoutOption(timeout), Effect.asVoid)
