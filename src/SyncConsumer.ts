@@ -50,8 +50,6 @@ import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
 
-export { type HandlerError, subscribe, type Subscription, type SyncEvent } from "./Subscription.ts"
-
 /** Settings of a consumer. */
 export interface ConsumerOptions<R> {
   /** The consuming service; its queue is `<service>.sync`. */

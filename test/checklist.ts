@@ -11,6 +11,7 @@ import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Company, Invoice, User } from "./fixtures.ts"
 import {
@@ -55,10 +56,10 @@ const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(
 
 /** Subscriptions whose Company handler records the message id of every event it applies (a side effect). */
 const recording = (handled: Array<string>) => [
-  SyncConsumer.subscribe(Company, {
+  Subscription.subscribe(Company, {
     handler: ({ envelope }) => Effect.sync(() => void handled.push(envelope.messageId))
   }),
-  SyncConsumer.subscribe(User)
+  Subscription.subscribe(User)
 ]
 
 /** Where the suite keeps its data, and how real I/O is let through between virtual-time steps. */

@@ -17,6 +17,7 @@ import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Signature from "../src/Signature.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
@@ -71,7 +72,7 @@ const consumerLayer = (
 ) =>
   SyncConsumer.layer({
     service: consumerName,
-    subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
+    subscriptions: [Subscription.subscribe(Company), Subscription.subscribe(User)],
     ...options
   }).pipe(Layer.provideMerge(consumerStores), Layer.provideMerge(MemoryBroker.layer()))
 
@@ -135,13 +136,13 @@ describe("SyncConsumer containment", () => {
         SyncConsumer.layer({
           service: consumerName,
           subscriptions: [
-            SyncConsumer.subscribe(Company, {
+            Subscription.subscribe(Company, {
               handler: (e) =>
                 Effect.sync(() => {
                   if (e.envelope.entityId === "c-boom") throw new Error("handler exploded")
                 })
             }),
-            SyncConsumer.subscribe(User)
+            Subscription.subscribe(User)
           ]
         }).pipe(Layer.provideMerge(memoryStores.consumer), Layer.provideMerge(MemoryBroker.layer()))
       ),

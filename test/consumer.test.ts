@@ -11,7 +11,7 @@ import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
-import * as SyncConsumer from "../src/SyncConsumer.ts"
+import * as Subscription from "../src/Subscription.ts"
 import { Company, User } from "./fixtures.ts"
 import { consumerName, copyOf, eventually, memoryStores, relay, sync, systemLayer, tick } from "./harness.ts"
 
@@ -104,11 +104,11 @@ describe("SyncConsumer", () => {
       Effect.gen(function*() {
         const seen: Array<string> = []
         const subscriptions = [
-          SyncConsumer.subscribe(Company, {
+          Subscription.subscribe(Company, {
             handler: ({ envelope, previous }) =>
               Effect.sync(() => seen.push(`${previous?.version ?? "none"}→${envelope.version}`))
           }),
-          SyncConsumer.subscribe(User)
+          Subscription.subscribe(User)
         ]
         yield* Effect.gen(function*() {
           yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
@@ -144,14 +144,14 @@ describe("SyncConsumer", () => {
         const gate = yield* Deferred.make<void>()
         const applied: Array<string> = []
         const subscriptions = [
-          SyncConsumer.subscribe(Company, {
+          Subscription.subscribe(Company, {
             handler: ({ envelope }) =>
               Effect.flatMap(Clock.currentTimeMillis, (at) => {
                 applied.push(`${envelope.entityId}@${at}`)
                 return envelope.entityId === "c-1" ? Deferred.await(gate) : Effect.void
               })
           }),
-          SyncConsumer.subscribe(User)
+          Subscription.subscribe(User)
         ]
         const idleRounds = (n: number) => Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow, { discard: true })
         yield* Effect.gen(function*() {

@@ -30,6 +30,7 @@ import * as Outbox from "../src/Outbox.ts"
 import * as Relay from "../src/Relay.ts"
 import { SourceRepository } from "../src/SourceRepository.ts"
 import * as SyncConfig from "../src/SyncConfig.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
@@ -180,7 +181,7 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
     const signals = yield* Queue.unbounded<Faults.Signal>()
 
     /** The check made inside every apply transaction, for the event's own rows (R4, R5). */
-    const record = (event: SyncConsumer.SyncEvent<unknown>) =>
+    const record = (event: Subscription.SyncEvent<unknown>) =>
       Effect.gen(function*() {
         const { envelope, previous } = event
         const where = `${envelope.entity}:${envelope.entityId} v${envelope.version}`
@@ -222,7 +223,7 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
       })
     const options: SyncConsumer.ConsumerOptions<never> = {
       service: consumerName,
-      subscriptions: [SyncConsumer.subscribe(Company, { handler: record }), SyncConsumer.subscribe(User, { handler: record })],
+      subscriptions: [Subscription.subscribe(Company, { handler: record }), Subscription.subscribe(User, { handler: record })],
       dependencyRetry: SyncConfig.backoff({ base: "100 millis", maxDelay: "5 seconds", budget: "1 minute" }),
       inProcessRetries: 2,
       holdLimit: "3 seconds",

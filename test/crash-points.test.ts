@@ -16,6 +16,7 @@ import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company } from "./fixtures.ts"
@@ -40,7 +41,7 @@ const consumerLayer = (handled: Array<string>) =>
   SyncConsumer.layer({
     service: consumerName,
     subscriptions: [
-      SyncConsumer.subscribe(Company, {
+      Subscription.subscribe(Company, {
         handler: ({ envelope }) => Effect.sync(() => void handled.push(`${envelope.entityId} v${envelope.version}`))
       })
     ]

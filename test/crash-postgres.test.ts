@@ -13,6 +13,7 @@ import * as Outbox from "../src/Outbox.ts"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Company } from "./fixtures.ts"
 import { consumerName, consumerSide, copyOf, ownerSide, Pump, queueName, settle, tick } from "./harness.ts"
@@ -23,7 +24,7 @@ const databaseLayer = database.layer
 const prefix = database.prefix
 
 const companies = Producer.make("accounts").repository(Company)
-const subscriptions = [SyncConsumer.subscribe(Company)]
+const subscriptions = [Subscription.subscribe(Company)]
 const outcome = (name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, "Company", name)
 
 /** A broker whose publishes are confirmed and then the publisher dies, before it can mark anything. */

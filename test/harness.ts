@@ -18,6 +18,7 @@ import * as MemoryOutbox from "../src/memory/Outbox.ts"
 import * as MemorySourceRepository from "../src/memory/SourceRepository.ts"
 import * as Relay from "../src/Relay.ts"
 import type { RetrySchedule } from "../src/RetrySchedule.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Company, User } from "./fixtures.ts"
 
@@ -66,7 +67,7 @@ export interface SystemOptions {
   readonly dependencyRetry?: RetrySchedule
   readonly inProcessRetries?: number
   readonly batchSize?: number
-  readonly subscriptions?: ReadonlyArray<SyncConsumer.Subscription<CopyRepository>>
+  readonly subscriptions?: ReadonlyArray<Subscription.Subscription<CopyRepository>>
 }
 
 /** Owner and consumer in memory, each in its own database. */
@@ -83,7 +84,7 @@ export const memoryStores: Stores = {
 export const systemLayer = (options: SystemOptions = {}) =>
   SyncConsumer.layer({
     service: consumerName,
-    subscriptions: options.subscriptions ?? [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
+    subscriptions: options.subscriptions ?? [Subscription.subscribe(Company), Subscription.subscribe(User)],
     ...(options.dependencyRetry !== undefined ? { dependencyRetry: options.dependencyRetry } : {}),
     ...(options.inProcessRetries !== undefined ? { inProcessRetries: options.inProcessRetries } : {}),
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {})

@@ -23,6 +23,7 @@ import * as Outbox from "../src/Outbox.ts"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
+import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Company, User } from "./fixtures.ts"
 import { consumerName, ownerSide, queueName } from "./harness.ts"
@@ -57,10 +58,10 @@ const consumerOptions = (handlers: {
 }): SyncConsumer.ConsumerOptions<SqlClient.SqlClient> => ({
   service: consumerName,
   subscriptions: [
-    SyncConsumer.subscribe(Company, {
+    Subscription.subscribe(Company, {
       handler: ({ envelope }) => envelope.action === "deleted" ? handlers.companyDeleted(envelope.entityId) : Effect.void
     }),
-    SyncConsumer.subscribe(User, {
+    Subscription.subscribe(User, {
       handler: ({ envelope }) => envelope.action === "created" ? handlers.user(envelope.entityId) : Effect.void
     })
   ],

@@ -9,7 +9,7 @@
  */
 import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
 import type { Migrator, SqlClient } from "effect/sql"
-import { type Broker, SyncConfig, SyncConsumer } from "entity-sync"
+import { type Broker, Subscription, SyncConfig, SyncConsumer } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import * as OperatorRoutes from "../http/OperatorRoutes.ts"
@@ -36,8 +36,8 @@ export interface DirectoryOptions {
 
 /** The subscriptions: Company copies, and User copies with their Employee rows. */
 export const subscriptions = [
-  SyncConsumer.subscribe(Company),
-  SyncConsumer.subscribe(User, { handler: Employees.apply })
+  Subscription.subscribe(Company),
+  Subscription.subscribe(User, { handler: Employees.apply })
 ]
 
 /** The options the service starts its consumer with: its settings, with its name and subscriptions. */

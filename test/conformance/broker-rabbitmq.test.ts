@@ -27,6 +27,7 @@ import type { BrokerUnavailable } from "../../src/Errors.ts"
 import { CopyRepository } from "../../src/CopyRepository.ts"
 import * as Envelope from "../../src/Envelope.ts"
 import * as MemorySync from "../../src/memory/MemorySync.ts"
+import * as Subscription from "../../src/Subscription.ts"
 import * as SyncConsumer from "../../src/SyncConsumer.ts"
 import { Company, User } from "../fixtures.ts"
 import { brokerConformance } from "./broker.ts"
@@ -434,7 +435,7 @@ describe("RabbitMQ broker only", () => {
       Effect.provide(
         SyncConsumer.layer({
           service: `bad-input-${run}`,
-          subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
+          subscriptions: [Subscription.subscribe(Company), Subscription.subscribe(User)],
           maxBytes: 4_096,
           producers: { accounts: ["guest"] } // this file publishes the owner's events as guest
         }).pipe(

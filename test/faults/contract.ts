@@ -6,7 +6,7 @@
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Contract from "../../src/Contract.ts"
-import * as SyncConsumer from "../../src/SyncConsumer.ts"
+import * as Subscription from "../../src/Subscription.ts"
 
 /** The owning service of `Item`. */
 export const owner = "ledger"
@@ -42,7 +42,7 @@ export const createAppliesTable = Effect.flatMap(SqlClient.SqlClient, (sql) =>
  * into the applies table in the apply transaction.
  */
 export const subscriptions = [
-  SyncConsumer.subscribe(Item, {
+  Subscription.subscribe(Item, {
     handler: ({ envelope }) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) =>
         sql`INSERT INTO ${sql(appliesTable)} (message_id, entity_id, version)

@@ -13,6 +13,7 @@ import type { Topology } from "../../src/amqp/RabbitConfig.ts"
 import type { Broker } from "../../src/Broker.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Relay from "../../src/Relay.ts"
+import * as Subscription from "../../src/Subscription.ts"
 import * as SyncConsumer from "../../src/SyncConsumer.ts"
 import { ownerSide } from "../harness.ts"
 import { appliesTable, Item, owner } from "./contract.ts"
@@ -23,7 +24,7 @@ export type Failing = Set<string>
 
 /** The consumer's subscriptions: `Item`, recording every apply; a defect for the ids in `failing`. */
 export const subscriptionsFailing = (failing: Failing) => [
-  SyncConsumer.subscribe(Item, {
+  Subscription.subscribe(Item, {
     handler: ({ envelope }) =>
       failing.has(envelope.entityId)
         ? Effect.die(new Error(`the handler fails for ${envelope.entityId} (injected by the test)`))

@@ -16,6 +16,7 @@ import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Producer from "../../src/Producer.ts"
 import * as Relay from "../../src/Relay.ts"
 import { SourceRepository } from "../../src/SourceRepository.ts"
+import * as Subscription from "../../src/Subscription.ts"
 import * as SyncConsumer from "../../src/SyncConsumer.ts"
 import { Company, User } from "../fixtures.ts"
 import { consumerSide, ownerSide } from "../harness.ts"
@@ -63,7 +64,7 @@ describe("pipeline on PostgreSQL and RabbitMQ", () => {
     Effect.gen(function*() {
       yield* Layer.build(SyncConsumer.layer({
         service,
-        subscriptions: [SyncConsumer.subscribe(Company), SyncConsumer.subscribe(User)],
+        subscriptions: [Subscription.subscribe(Company), Subscription.subscribe(User)],
         producers: { accounts: ["guest"] },
         dependencyRetry: Schedule.spaced("100 millis").pipe(Schedule.upTo({ times: 50 })),
         inProcessRetries: 2

@@ -16,7 +16,7 @@ import * as MemorySourceRepository from "../../src/memory/SourceRepository.ts"
 import * as Outbox from "../../src/Outbox.ts"
 import * as Producer from "../../src/Producer.ts"
 import type { SourceRepository } from "../../src/SourceRepository.ts"
-import * as SyncConsumer from "../../src/SyncConsumer.ts"
+import * as Subscription from "../../src/Subscription.ts"
 import { Company, Invoice, User } from "../fixtures.ts"
 
 const accounts = Producer.make("accounts")
@@ -46,8 +46,8 @@ export const r2 = () => {
 
 export const handlerErrors = () => [
   // @ts-expect-error a handler may fail only with the sync errors and SqlError: Oops must be handled
-  SyncConsumer.subscribe(User, { handler: () => Effect.fail(new Oops()) }),
-  SyncConsumer.subscribe(User, {
+  Subscription.subscribe(User, { handler: () => Effect.fail(new Oops()) }),
+  Subscription.subscribe(User, {
     handler: (event) =>
       Effect.fail(
         new StaleMessage({
@@ -59,10 +59,10 @@ export const handlerErrors = () => [
         })
       )
   }),
-  SyncConsumer.subscribe(User, {
+  Subscription.subscribe(User, {
     handler: () => Effect.fail(new SqlError.SqlError({ reason: new SqlError.UnknownError({ cause: "x" }) }))
   }),
-  SyncConsumer.subscribe(User, { handler: () => Effect.fail(new Oops()).pipe(Effect.catchTag("Oops", () => Effect.void)) })
+  Subscription.subscribe(User, { handler: () => Effect.fail(new Oops()).pipe(Effect.catchTag("Oops", () => Effect.void)) })
 ]
 
 const ownerStores = Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(
