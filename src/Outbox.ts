@@ -3,16 +3,6 @@
  * and the relay later claims, publishes and marks them. Appending is possible only inside
  * `Outbox.transaction`, and the broker is not reachable there — both are compile errors otherwise.
  *
- * What holds R2 besides the types: the `OutboxTransaction` a transaction provides can be made by
- * `Outbox.transaction` alone (its shape carries a brand no code outside the package can write), and it
- * refuses use once its transaction ended — `append` and the owner's row writes die with
- * `OutboxTransactionEnded` before writing anything, so a service leaked out of the transaction cannot save
- * an entity without its event. What the types cannot see: a `Broker` service value taken before the
- * transaction (`const broker = yield* Broker`) and called inside it is a plain value, not a requirement, so
- * `NoBrokerInside` does not catch it — publish before or after `Outbox.transaction`, never from a value
- * captured into it; the relay is the only publisher of entity events. At run time the broker adapters
- * refuse it with `ensureOutsideTransaction` (the transaction's fibers carry its open `OutboxTransaction`).
- *
  * @since 0.1.0
  */
 import { Context, Effect } from "effect"
@@ -68,7 +58,20 @@ export type TransactionFn = <A, E, R>(
 
 /** The outbox of one owner service. */
 export class Outbox extends Context.Service<Outbox, {
-  /** R2: one transaction for entity writes and their events. */
+  /**
+   * R2: one transaction for entity writes and their events.
+   *
+   * What holds R2 besides the types: the `OutboxTransaction` a transaction provides can be made by
+   * `Outbox.transaction` alone (its shape carries a brand no code outside the package can write), and it
+   * refuses use once its transaction ended — `append` and the owner's row writes die with
+   * `OutboxTransactionEnded` before writing anything, so a service leaked out of the transaction cannot
+   * save an entity without its event. What the types cannot see: a `Broker` service value taken before the
+   * transaction (`const broker = yield* Broker`) and called inside it is a plain value, not a requirement,
+   * so `NoBrokerInside` does not catch it — publish before or after `Outbox.transaction`, never from a
+   * value captured into it; the relay is the only publisher of entity events. At run time the broker
+   * adapters refuse it with `ensureOutsideTransaction` (the transaction's fibers carry its open
+   * `OutboxTransaction`).
+   */
   readonly transaction: TransactionFn
   /**
    * Claims up to `limit` unpublished rows that are due, oldest first, for the lease duration: concurrent

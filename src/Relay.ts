@@ -1,25 +1,7 @@
 /**
- * The relay: claims due outbox rows, publishes them as one confirmed batch and marks them published
- * (R3). It wakes when events are committed and polls as a fallback; a failed publish is rescheduled
- * per row on a `Schedule`, so a broker outage backs off and loses nothing.
- *
- * Draining is pipelined: while batches await their confirms, the next ones are claimed and published,
- * up to `batchesInFlight` at once, and each batch is marked as soon as it is confirmed. A batch is claimed
- * only after the previous one was handed to the broker, which sends publish calls in the order they begin
- * (see `Broker.publish`), so one relay's rows reach the broker in `seq` order and the events of an entity
- * keep their order. When the broker is unavailable the relay stops claiming, lets the batches in flight
- * settle and waits until the rescheduled rows are due, so they are retried first and in order. Only rows
- * the broker refused while later batches were already in flight (a nack, an unroutable message) can
- * reach it after those; consumers order events by version (R4), so this costs a stale message at most.
- *
- * R12: while the owner's database is unreachable (a claim, a mark or a wake-up fails with `SqlError`) the
- * relay stops: nothing is lost (unmarked rows stay in the outbox and are published again, which consumers
- * dedupe), it backs off and probes the database with `Transactor.probe` (when the context has a
- * `Transactor`; otherwise it simply tries again after the backoff) and resumes by itself once it answers.
- * It logs once when the database or the broker starts failing and once when it answers again, and the
- * `Relay` service tells since when (`Relay.status`), for health checks.
- *
- * With `RelayOptions.signing`, every message carries an Ed25519 signature of its body (`Signature`, R11).
+ * The relay: claims due outbox rows, publishes them as confirmed batches and marks them published (R3).
+ * It wakes when events are committed and polls as a fallback; a failed publish is rescheduled per row on a
+ * `Schedule`, so a broker outage backs off and loses nothing, and it waits out database outages (R12).
  *
  * @since 0.1.0
  */
@@ -248,9 +230,16 @@ interface DrainOutcome {
 /**
  * Claims and publishes batches until a claim comes back short (nothing more is due) or the broker is
  * unavailable, with up to `batchesInFlight` batches awaiting their confirms at once; returns when every
- * batch is settled (marked published or rescheduled). Each batch's publish begins before the next claim,
- * so the broker receives the rows in claim order. On failure or interruption the batches still in flight
- * are interrupted: their rows stay leased and come back when the lease ends.
+ * batch is settled (marked published or rescheduled). On failure or interruption the batches still in
+ * flight are interrupted: their rows stay leased and come back when the lease ends.
+ *
+ * Order: a batch is claimed only after the previous one was handed to the broker, which sends publish
+ * calls in the order they begin (see `Broker.publish`), so one relay's rows reach the broker in `seq`
+ * order and the events of an entity keep their order. When the broker is unavailable the relay stops
+ * claiming, lets the batches in flight settle and waits until the rescheduled rows are due, so they are
+ * retried first and in order. Only rows the broker refused while later batches were already in flight (a
+ * nack, an unroutable message) can reach it after those; consumers order events by version (R4), so this
+ * costs a stale message at most.
  */
 const pipelined = (
   options: RelayOptions,
@@ -306,8 +295,8 @@ const pipelinedFrom = (
   }))
 
 /**
- * Publishes until no row is due or the broker is unavailable (pipelined, see the module comment). Returns
- * how many rows were claimed in all.
+ * Publishes until no row is due or the broker is unavailable (pipelined, see `pipelined`). Returns how many
+ * rows were claimed in all.
  */
 export const drain = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox | Broker> =>
   Effect.map(pipelined(options, untracked), (outcome) => outcome.claimed)
@@ -344,8 +333,13 @@ const errorText = (error: SqlError.SqlError) => error.message || String(error.re
 /**
  * Runs the relay forever: publish what is due, then wait for a commit or the poll interval. After the
  * broker was unavailable it waits until the rescheduled rows are due instead, so that they go first.
- * When the database fails (`SqlError`) it waits for it (see the module comment) and goes on; `tracker`
- * records how the database and the broker are doing (a new one when not given).
+ * `tracker` records how the database and the broker are doing (a new one when not given).
+ *
+ * R12: while the owner's database is unreachable (a claim, a mark or a wake-up fails with `SqlError`) the
+ * relay stops: nothing is lost (unmarked rows stay in the outbox and are published again, which consumers
+ * dedupe), it backs off and probes the database with `Transactor.probe` (when the context has a
+ * `Transactor`; otherwise it simply tries again after the backoff) and resumes by itself once it answers.
+ * It logs once when the database or the broker starts failing and once when it answers again.
  */
 export const run = (
   options: RelayOptions,

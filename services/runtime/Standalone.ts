@@ -1,23 +1,7 @@
 /**
- * Runs one demo service on its own, configured by the environment — what `npm run start:accounts` and
- * `npm run start:directory` (and the Docker images) do:
- *
- * * `PORT` (the service's default port; 0: any free port), `HOST` (`127.0.0.1`: this machine only; set
- *   `0.0.0.0` to listen on every interface, as docker-compose does inside its containers);
- * * `ADMIN_TOKEN` (the bearer token of the `/admin/*` routes; absent: they are disabled),
- *   `HTTP_MAX_BODY_BYTES` (65536);
- * * `DATABASE_URL` … (`ServiceDatabase.config`; absent: an embedded database);
- * * `AMQP_URL` … (`ServiceBroker`; absent: an in-memory broker, useful only for trying one service alone);
- * * the library's settings (`SyncConfig`, `RabbitConfig`).
- *
- * The service listens at once. Until it has started, `/health` answers 503 naming the dependency it waits
- * for and since when, and every other route 503. Starting probes the database and the broker, then builds
- * the service; a failure (a wrong password, a server that is down) is logged clearly on every attempt, and
- * the service tries again with backoff (0.5 s doubling, at most 10 s apart) until it succeeds.
- *
- * On SIGTERM or SIGINT the service shuts down gracefully: it stops accepting HTTP connections and finishes
- * in-flight requests, stops its background work (unsettled deliveries go back to the broker's queue,
- * unpublished outbox rows stay in the outbox), closes the broker and the database, and exits with 0.
+ * Runs one demo service on its own, configured by the environment: what `npm run start:accounts` and
+ * `npm run start:directory` (and the Docker images) do. It listens at once, starts the service with
+ * backoff until it has started, and shuts down gracefully on SIGTERM or SIGINT.
  *
  * @since 0.1.0
  */
@@ -103,7 +87,23 @@ const classify = (cause: Cause.Cause<unknown>): StartFailed => {
 /** The longest one start-up attempt may take before it is abandoned and tried again. */
 const attemptTimeout = Duration.seconds(60)
 
-/** Starts the service from the environment in the current scope and serves its HTTP app; returns where. */
+/**
+ * Starts the service from the environment in the current scope and serves its HTTP app; returns where. The
+ * environment:
+ *
+ * * `PORT` (the service's default port; 0: any free port), `HOST` (`127.0.0.1`: this machine only; set
+ *   `0.0.0.0` to listen on every interface, as docker-compose does inside its containers);
+ * * `ADMIN_TOKEN` (the bearer token of the `/admin/*` routes; absent: they are disabled),
+ *   `HTTP_MAX_BODY_BYTES` (65536);
+ * * `DATABASE_URL` … (`ServiceDatabase.config`; absent: an embedded database);
+ * * `AMQP_URL` … (`ServiceBroker`; absent: an in-memory broker, useful only for trying one service alone);
+ * * the library's settings (`SyncConfig`, `RabbitConfig`).
+ *
+ * The service listens at once. Until it has started, `/health` answers 503 naming the dependency it waits
+ * for and since when, and every other route 503. Starting probes the database and the broker, then builds
+ * the service; a failure (a wrong password, a server that is down) is logged clearly on every attempt, and
+ * the service tries again with backoff (0.5 s doubling, at most 10 s apart) until it succeeds.
+ */
 export const start = <Options, E>(
   service: ServiceDefinition<Options, E>
 ): Effect.Effect<Started, Config.ConfigError | ServeError, Scope.Scope> =>
@@ -209,6 +209,11 @@ export const start = <Options, E>(
 const teardown: Runtime.Teardown = (exit, onExit) =>
   Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
 
-/** The process's main program: runs the service until SIGTERM / SIGINT. */
+/**
+ * The process's main program: runs the service (see `start`) until SIGTERM or SIGINT, then shuts it down
+ * gracefully: it stops accepting HTTP connections and finishes in-flight requests, stops its background
+ * work (unsettled deliveries go back to the broker's queue, unpublished outbox rows stay in the outbox),
+ * closes the broker and the database, and exits with 0.
+ */
 export const runMain = <Options, E>(service: ServiceDefinition<Options, E>): void =>
   NodeRuntime.runMain(Effect.scoped(Effect.andThen(start(service), Effect.never)), { teardown })

@@ -1,13 +1,15 @@
 /**
- * A wake-up signal: fibers wait for "something may have changed" (a commit, an apply, a new message) and
- * `fire` wakes every one of them at once. A waiter that takes `current` before it looks for work and awaits
- * it after is woken by any fire in between, so no wake-up is lost.
+ * A wake-up signal: fibers wait until something may have changed (a commit, an apply, a new message), and
+ * one `fire` wakes them all.
  *
  * @since 0.1.0
  */
 import { Deferred, type Duration, Effect } from "effect"
 
-/** A wake-up signal (see the module comment); `E` is what `fail` hands its waiters. */
+/**
+ * A wake-up signal; `E` is what `fail` hands its waiters. A waiter that takes `current` before it looks for
+ * work and awaits it after is woken by any fire in between, so no wake-up is lost.
+ */
 export interface Signal<E = never> {
   /** What waiters wait on now: it completes at the next `fire` (or `fail`). */
   readonly current: Effect.Effect<Deferred.Deferred<void, E>>

@@ -1,14 +1,6 @@
 /**
- * A deterministic in-memory broker modelled on a RabbitMQ topic exchange with quorum queues: topic
- * bindings, competing consumers, prefetch, ack / nack / dead-letter / release, redelivery of unsettled
- * messages when a subscription ends, a delivery limit, and seeded fault injection (reorder, duplicate,
- * delay, dropped connections, failing publishes, failing dead-letter moves) for tests. Time is Effect's
- * `Clock`, so `TestClock` drives it.
- *
- * Like the RabbitMQ adapter, a dead letter keeps a reason cut to `maxReasonBytes`, at most
- * `maxDeadLetterBodyBytes` of the body and bounded headers (`boundHeaders`); `release` gives a message
- * back to the tail of its queue without spending a delivery attempt. Nobody vouches for publishers here
- * (`vouchesForPublishers` is false, `publisher` always undefined): R11 rests on signed events.
+ * A deterministic in-memory broker modelled on a RabbitMQ topic exchange with quorum queues, with seeded
+ * fault injection for tests. Time is Effect's `Clock`, so `TestClock` drives it.
  *
  * @since 0.1.0
  */
@@ -180,7 +172,17 @@ const activate = (faults: Faults | undefined): ActiveFaults | undefined =>
     random: SeededRandom.make(faults.seed)
   }
 
-/** Makes a fresh broker: the `Broker` service and its test controls, sharing one state. */
+/**
+ * Makes a fresh broker: the `Broker` service and its test controls, sharing one state. It has topic
+ * bindings, competing consumers, prefetch, ack / nack / dead-letter / release, redelivery of unsettled
+ * messages when a subscription ends, a delivery limit, and the `Faults` it is given (reorder, duplicate,
+ * delay) besides dropped connections, failing publishes and failing dead-letter moves (`MemoryBroker`).
+ *
+ * Like the RabbitMQ adapter, a dead letter keeps a reason cut to `maxReasonBytes`, at most
+ * `maxDeadLetterBodyBytes` of the body and bounded headers (`boundHeaders`); `release` gives a message
+ * back to the tail of its queue without spending a delivery attempt. Nobody vouches for publishers here
+ * (`vouchesForPublishers` is false, `publisher` always undefined): R11 rests on signed events.
+ */
 export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
   readonly broker: Broker["Service"]
   readonly controls: MemoryBroker["Service"]

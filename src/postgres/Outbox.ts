@@ -1,11 +1,6 @@
 /**
- * The PostgreSQL outbox. Appends are inserts in the caller's transaction plus a `NOTIFY <prefix>outbox`,
- * which PostgreSQL delivers only when (and if) that transaction commits. Claims lock due rows with
- * `FOR UPDATE SKIP LOCKED` and lease them, so concurrent relays never share a row and rows committed out
- * of sequence order are still claimed: there is no "last seen seq" cursor anywhere.
- *
- * Every time ("now", leases, retries) comes from Effect's `Clock` and is passed as a parameter, never from
- * the database's `now()`, so the `TestClock` drives the store in tests.
+ * The PostgreSQL outbox: appends are inserts in the caller's transaction with a `NOTIFY` delivered when it
+ * commits; claims lease due rows with `FOR UPDATE SKIP LOCKED`, so concurrent relays never share a row.
  *
  * @since 0.1.0
  */
@@ -54,7 +49,13 @@ const relistenSchedule = Schedule.min([Schedule.exponential("100 millis"), Sched
 
 /**
  * Makes the outbox on `tables`. It opens one dedicated connection (from the pool) that `LISTEN`s on
- * `<prefix>outbox` for as long as the scope is open, and listens again if that connection is lost.
+ * `<prefix>outbox` for as long as the scope is open, and listens again if that connection is lost; an
+ * append's `NOTIFY <prefix>outbox` is delivered only when (and if) its transaction commits. Rows are
+ * claimed by lease, never after a "last seen seq" cursor, so rows committed out of sequence order are
+ * still claimed.
+ *
+ * Every time ("now", leases, retries) comes from Effect's `Clock` and is passed as a parameter, never from
+ * the database's `now()`, so the `TestClock` drives the store in tests.
  */
 export const make = (
   tables: Tables,
