@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import { Context, type Effect } from "effect"
 import type { SqlError } from "effect/sql"
 import type { Broker } from "./Broker.ts"
 import type { Envelope } from "./Envelope.ts"
@@ -25,6 +25,13 @@ export interface OutboxRow {
 
 export {
   /**
+   * Dies with `PublishedInsideTransaction` inside an open outbox transaction: what a publish path calls to
+   * refuse a `Broker` value captured before the transaction and used in it (R2), which the types cannot see.
+   */
+  ensureOutsideTransaction,
+  /** Whether the current fiber runs inside an open outbox transaction. */
+  insideTransaction,
+  /**
    * The transaction-scoped capability to append events; only `Outbox.transaction` provides it (a value
    * made any other way does not compile). Used after its transaction ended it dies (R2) and writes nothing.
    */
@@ -34,14 +41,7 @@ export {
   /** A defect (R2): an `OutboxTransaction` that `Outbox.transaction` did not make; nothing was written. */
   OutboxTransactionForged,
   /** A defect (R2): a publish from inside an open outbox transaction (see `ensureOutsideTransaction`). */
-  PublishedInsideTransaction,
-  /** Whether the current fiber runs inside an open outbox transaction. */
-  insideTransaction,
-  /**
-   * Dies with `PublishedInsideTransaction` inside an open outbox transaction: what a publish path calls to
-   * refuse a `Broker` value captured before the transaction and used in it (R2), which the types cannot see.
-   */
-  ensureOutsideTransaction
+  PublishedInsideTransaction
 } from "./internal/OutboxTransaction.ts"
 
 /** How long a claim keeps rows from other claimers by default, in milliseconds: 30 seconds. */
@@ -88,7 +88,10 @@ export class Outbox extends Context.Service<Outbox, {
   /** Completes when events were committed after the call began (may also complete spuriously). */
   readonly awaitAppended: Effect.Effect<void, SqlError.SqlError>
   /** Unpublished rows: how many, and when the oldest was created (relay lag). */
-  readonly pending: Effect.Effect<{ readonly count: number; readonly oldestCreatedAt: number | null }, SqlError.SqlError>
+  readonly pending: Effect.Effect<
+    { readonly count: number; readonly oldestCreatedAt: number | null },
+    SqlError.SqlError
+  >
   /** Rows in sequence order, for operators and replays (R9). */
   readonly rows: (options?: { readonly afterSeq?: number; readonly limit?: number }) => Effect.Effect<
     ReadonlyArray<OutboxRow>,

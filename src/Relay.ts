@@ -169,7 +169,9 @@ const publishRows = (
     const outbox = yield* Outbox
     const broker = yield* Broker
     const signing = options.signing
-    const messages = signing === undefined ? rows.map((row) => toMessage(row)) : rows.map((row) => toMessage(row, signing))
+    const messages = signing === undefined
+      ? rows.map((row) => toMessage(row))
+      : rows.map((row) => toMessage(row, signing))
     const failure = yield* broker.publish(messages).pipe(
       Effect.as(null),
       Effect.catchTags({
@@ -274,7 +276,9 @@ const pipelinedFrom = (
     let retryAfter: number | undefined
     const publish = (rows: ReadonlyArray<OutboxRow>) =>
       Effect.map(publishRows(options, rows, tracker), (outcome) => {
-        if (outcome.retryAfter !== undefined) retryAfter = Math.min(retryAfter ?? outcome.retryAfter, outcome.retryAfter)
+        if (outcome.retryAfter !== undefined) {
+          retryAfter = Math.min(retryAfter ?? outcome.retryAfter, outcome.retryAfter)
+        }
       })
     const settleOldest = Effect.suspend(() => {
       const oldest = inFlight.shift()
@@ -325,7 +329,8 @@ export const defaultOutageBackoff: RetrySchedule.RetrySchedule = SyncConfig.back
 const awaitDatabase = (options: RelayOptions, failures: number) =>
   Effect.flatMap(
     Effect.serviceOption(Transactor),
-    (transactor) => Outage.awaitDatabase(transactor, { schedule: options.outageBackoff ?? defaultOutageBackoff, failures })
+    (transactor) =>
+      Outage.awaitDatabase(transactor, { schedule: options.outageBackoff ?? defaultOutageBackoff, failures })
   )
 
 const errorText = (error: SqlError.SqlError) => error.message || String(error.reason._tag)
@@ -382,7 +387,9 @@ export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.Sql
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const now = yield* Clock.currentTimeMillis
-    const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? SyncConfig.relayDefaults.retention))
+    const retention = Duration.toMillis(
+      Duration.fromInputUnsafe(options.retention ?? SyncConfig.relayDefaults.retention)
+    )
     return yield* outbox.prune(now - retention)
   })
 
@@ -399,8 +406,7 @@ const pruneForever = (options: RelayOptions) =>
       Effect.logWarning("relay: retention clean-up failed; trying again at the next interval", {
         producer: options.producer,
         error: Signature.quote(errorText(error), maxStatusError)
-      })
-    ),
+      })),
     Effect.repeat(Schedule.spaced(options.pruneInterval ?? SyncConfig.relayDefaults.pruneInterval))
   )
 
@@ -424,5 +430,7 @@ export const layer = (options: RelayOptions): Layer.Layer<Relay, never, Outbox |
  * `layer` with its options from `SyncConfig.relayOptions`: the environment variables documented at
  * `SyncConfig.relay`, and the signing key (`SYNC_SIGNING_KEY`, `SYNC_SIGNING_KEY_ID`; unset: no signatures).
  */
-export const layerConfig = (options: { readonly producer: string }): Layer.Layer<Relay, Config.ConfigError, Outbox | Broker> =>
+export const layerConfig = (
+  options: { readonly producer: string }
+): Layer.Layer<Relay, Config.ConfigError, Outbox | Broker> =>
   Layer.unwrap(Effect.map(SyncConfig.relayOptions, (settings) => layer({ ...settings, producer: options.producer })))

@@ -69,7 +69,12 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
   const encodeNow = Schema.encodeResult(contract.payload)
   const encodeLater = Schema.encodeEffect(contract.payload)
   const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
-    new MalformedMessage({ reason, detail: bounded(detail, 1000), messageId: envelope.messageId, entity: envelope.entity })
+    new MalformedMessage({
+      reason,
+      detail: bounded(detail, 1000),
+      messageId: envelope.messageId,
+      entity: envelope.entity
+    })
   const handler = options?.handler
   const invalid = (envelope: Envelope.Envelope) => (error: Schema.SchemaError) =>
     malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " "))
@@ -107,7 +112,9 @@ export const subscribe = <Name extends string, Owner extends string, A, I extend
         return Result.fail(malformed(
           envelope,
           "InvalidEnvelope",
-          `${contract.name} is owned by "${contract.owner}", but the message was produced by "${bounded(envelope.producer)}"`
+          `${contract.name} is owned by "${contract.owner}", but the message was produced by "${
+            bounded(envelope.producer)
+          }"`
         ))
       }
       if (envelope.payload === null) return withPayload(envelope, null, null)

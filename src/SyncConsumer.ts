@@ -29,7 +29,7 @@ import {
 import type { SqlError } from "effect/sql"
 import * as Broker from "./Broker.ts"
 import type { Delivery } from "./Broker.ts"
-import { type CopyRow, CopyRepository, type Guard } from "./CopyRepository.ts"
+import { CopyRepository, type CopyRow, type Guard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
 import { type BrokerUnavailable, DependencyMissing, type EntityRef, StaleMessage } from "./Errors.ts"
@@ -44,8 +44,8 @@ import * as Signal from "./internal/Signal.ts"
 import * as Verdict from "./internal/Verdict.ts"
 import * as Metrics from "./Metrics.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
-import { type HandlerError, type Prepared, prepared as preparedOf, type Subscription } from "./Subscription.ts"
 import type * as Signature from "./Signature.ts"
+import { type HandlerError, type Prepared, prepared as preparedOf, type Subscription } from "./Subscription.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
@@ -208,7 +208,10 @@ export const make = <R>(
     }
     const dependents = (entity: string) =>
       options.subscriptions.flatMap((s) =>
-        s.contract.dependencies.filter((d) => d.entity === entity).map((d) => ({ entity: s.contract.name, field: d.field }))
+        s.contract.dependencies.filter((d) => d.entity === entity).map((d) => ({
+          entity: s.contract.name,
+          field: d.field
+        }))
       )
 
     const decoder = DeliveryDecoder.make<R>({
@@ -368,13 +371,22 @@ export const make = <R>(
           case "missing":
             return a.mayPark
               ? yield* parkOrDeadLetter(a, decision.missing)
-              : { _tag: "missing", error: missingError(envelope, decision.missing, a.attempt) } satisfies Verdict.Verdict
+              : {
+                _tag: "missing",
+                error: missingError(envelope, decision.missing, a.attempt)
+              } satisfies Verdict.Verdict
         }
         const { current } = facts
         const now = yield* Clock.currentTimeMillis
-        const written = yield* copies.upsert(Decision.copyOf(envelope, a.prepared.payload, now), Decision.guardOf(envelope))
+        const written = yield* copies.upsert(
+          Decision.copyOf(envelope, a.prepared.payload, now),
+          Decision.guardOf(envelope)
+        )
         if (!written) {
-          return { _tag: "stale", error: staleError(envelope, current?.version ?? envelope.version) } satisfies Verdict.Verdict
+          return {
+            _tag: "stale",
+            error: staleError(envelope, current?.version ?? envelope.version)
+          } satisfies Verdict.Verdict
         }
         if (a.prepared.handle !== undefined) yield* a.prepared.handle(current)
         const woken = yield* parked.wake([Decision.selfRef(envelope)])
@@ -489,16 +501,30 @@ export const make = <R>(
         yield* count(rejection.entity, DeliveryDecoder.outcomeOf(rejection))
         yield* Effect.logWarning(`consumer "${consumer}": dead-lettered ${Broker.boundReason(rejection.message)}`)
         yield* delivery.deadLetter(Broker.boundReason(rejection.message)).pipe(
-          Effect.catchTag("BrokerUnavailable", (error) =>
-            Effect.logWarning(`consumer: could not dead-letter message ${Envelope.bounded(delivery.messageId)}; it will be redelivered`, error))
+          Effect.catchTag(
+            "BrokerUnavailable",
+            (error) =>
+              Effect.logWarning(
+                `consumer: could not dead-letter message ${
+                  Envelope.bounded(delivery.messageId)
+                }; it will be redelivered`,
+                error
+              )
+          )
         )
       }).pipe(Effect.ensuring(Effect.sync(() => settled(delivery))))
 
     // Acks the deliveries of a committed batch. When the channel has closed, the broker redelivers them.
     const ackAll = (deliveries: ReadonlyArray<Delivery>) =>
       Effect.forEach(deliveries, (delivery) => delivery.ack, { discard: true }).pipe(
-        Effect.catchTag("BrokerUnavailable", (error) =>
-          Effect.logWarning(`consumer: could not settle ${deliveries.length} messages; they will be redelivered`, error)),
+        Effect.catchTag(
+          "BrokerUnavailable",
+          (error) =>
+            Effect.logWarning(
+              `consumer: could not settle ${deliveries.length} messages; they will be redelivered`,
+              error
+            )
+        ),
         Effect.ensuring(Effect.sync(() => deliveries.forEach(settled)))
       )
 
@@ -701,9 +727,12 @@ export const make = <R>(
     }
     const queue = queueOf(consumer, options.subscriptions)
     const consume = Effect.scoped(Effect.gen(function*() {
-      const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: options.prefetch ?? defaults.prefetch }), {
-        capacity: "unbounded"
-      })
+      const deliveries = yield* Stream.toQueue(
+        broker.subscribe(queue, { prefetch: options.prefetch ?? defaults.prefetch }),
+        {
+          capacity: "unbounded"
+        }
+      )
       received = deliveries
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
@@ -720,7 +749,10 @@ export const make = <R>(
       )
     yield* broker.declare(queue).pipe(
       Effect.tapError((error) =>
-        Effect.logWarning(`consumer "${consumer}": cannot declare its queue ${queue.name}; retrying every second`, error)
+        Effect.logWarning(
+          `consumer "${consumer}": cannot declare its queue ${queue.name}; retrying every second`,
+          error
+        )
       ),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.orDie
@@ -756,10 +788,14 @@ export const make = <R>(
     // A database outage pauses the worker until the database answers (R12); other failures restart it.
     yield* forever(
       "parked-event worker",
-      Effect.forever(parked.work(retryParked).pipe(
-        Effect.catchTag("SqlError", (error) =>
-          Effect.flatMap(pause.pausedBy(error), (paused) => paused ? Effect.void : Effect.fail(error)))
-      ))
+      Effect.forever(
+        parked.work(retryParked).pipe(
+          Effect.catchTag(
+            "SqlError",
+            (error) => Effect.flatMap(pause.pausedBy(error), (paused) => paused ? Effect.void : Effect.fail(error))
+          )
+        )
+      )
     )
     const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention))
     yield* forever(

@@ -8,13 +8,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type Config, ConfigProvider, Duration, Effect, Option } from "effect"
 import { readFileSync } from "node:fs"
+import * as AccountsService from "../services/accounts/AccountsService.ts"
+import * as DirectoryService from "../services/directory/DirectoryService.ts"
 import type { RelayOptions } from "../src/Relay.ts"
 import * as RetrySchedule from "../src/RetrySchedule.ts"
 import * as Signature from "../src/Signature.ts"
 import * as SyncConfig from "../src/SyncConfig.ts"
 import type { ConsumerOptions } from "../src/SyncConsumer.ts"
-import * as AccountsService from "../services/accounts/AccountsService.ts"
-import * as DirectoryService from "../services/directory/DirectoryService.ts"
 
 type Env = Readonly<Record<string, string>>
 type Consumer = Omit<ConsumerOptions<unknown>, "service" | "subscriptions">
@@ -35,9 +35,14 @@ const millis = (duration: Duration.Input | undefined) =>
 
 /** The delays of `schedule` after these numbers of attempts, in milliseconds (null once its budget is spent). */
 const delays = (schedule: RetrySchedule.RetrySchedule | undefined, attempts: ReadonlyArray<number>) =>
-  schedule === undefined ? Effect.succeed(undefined) : Effect.forEach(attempts, (n) =>
-    Effect.map(RetrySchedule.delayAfter(schedule, n), (delay) =>
-      Option.match(delay, { onNone: () => null, onSome: Duration.toMillis })))
+  schedule === undefined ?
+    Effect.succeed(undefined) :
+    Effect.forEach(attempts, (n) =>
+      Effect.map(RetrySchedule.delayAfter(schedule, n), (delay) =>
+        Option.match(delay, {
+          onNone: () => null,
+          onSome: Duration.toMillis
+        })))
 
 const plain = (value: unknown) => Effect.succeed(value)
 
@@ -45,7 +50,12 @@ const signing = Signature.generateKeyPair("accounts-test")
 const verifying = { accounts: [signing.verifying] }
 
 const relayRows: Readonly<Record<string, Row<Omit<RelayOptions, "producer">>>> = {
-  SYNC_RELAY_BATCH_SIZE: { env: { SYNC_RELAY_BATCH_SIZE: "7" }, observe: (o) => plain(o.batchSize), unset: 100, set: 7 },
+  SYNC_RELAY_BATCH_SIZE: {
+    env: { SYNC_RELAY_BATCH_SIZE: "7" },
+    observe: (o) => plain(o.batchSize),
+    unset: 100,
+    set: 7
+  },
   SYNC_RELAY_BATCHES_IN_FLIGHT: {
     env: { SYNC_RELAY_BATCHES_IN_FLIGHT: "3" },
     observe: (o) => plain(o.batchesInFlight),
@@ -168,7 +178,10 @@ const relayReceivers: ReadonlyArray<Receiver<Omit<RelayOptions, "producer">>> = 
 ]
 
 const consumerReceivers: ReadonlyArray<Receiver<Consumer>> = [
-  { name: "SyncConsumer.layerConfig (SyncConfig.consumerOptions)", options: (env) => read(SyncConfig.consumerOptions, env) },
+  {
+    name: "SyncConsumer.layerConfig (SyncConfig.consumerOptions)",
+    options: (env) => read(SyncConfig.consumerOptions, env)
+  },
   {
     name: "the directory service's consumer",
     options: (env) => Effect.map(read(DirectoryService.config, env), DirectoryService.consumerOptions)
@@ -191,9 +204,13 @@ const table = <Options>(rows: Readonly<Record<string, Row<Options>>>, receivers:
   }
 }
 
-describe("every setting reaches the relay", () => table(relayRows, relayReceivers))
+describe("every setting reaches the relay", () => {
+  table(relayRows, relayReceivers)
+})
 
-describe("every setting reaches the consumer", () => table(consumerRows, consumerReceivers))
+describe("every setting reaches the consumer", () => {
+  table(consumerRows, consumerReceivers)
+})
 
 describe("the settings' documentation", () => {
   const variablesIn = (text: string) => new Set(text.match(/\bSYNC_[A-Z_]+[A-Z]\b/g) ?? [])

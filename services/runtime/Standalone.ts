@@ -75,13 +75,25 @@ const classify = (cause: Cause.Cause<unknown>): StartFailed => {
     if (value instanceof StartFailed) return value
     const tag = typeof value === "object" && value !== null ? Reflect.get(value, "_tag") : undefined
     if (tag === "SqlError" || tag === "MigrationError") {
-      return new StartFailed({ dependency: "database", problem: "the database failed while the service started (see the log)", detail: value })
+      return new StartFailed({
+        dependency: "database",
+        problem: "the database failed while the service started (see the log)",
+        detail: value
+      })
     }
     if (tag === "BrokerUnavailable") {
-      return new StartFailed({ dependency: "broker", problem: "the broker failed while the service started (see the log)", detail: value })
+      return new StartFailed({
+        dependency: "broker",
+        problem: "the broker failed while the service started (see the log)",
+        detail: value
+      })
     }
   }
-  return new StartFailed({ dependency: "startup", problem: "the service failed to start (see the log)", detail: Cause.pretty(cause) })
+  return new StartFailed({
+    dependency: "startup",
+    problem: "the service failed to start (see the log)",
+    detail: Cause.pretty(cause)
+  })
 }
 
 /** The longest one start-up attempt may take before it is abandoned and tried again. */
@@ -118,7 +130,12 @@ export const start = <Options, E>(
     const scope = yield* Effect.scope
 
     let running: RunningService | undefined
-    let waiting: Waiting = { dependency: "startup", since: yield* Clock.currentTimeMillis, problem: "starting", attempts: 0 }
+    let waiting: Waiting = {
+      dependency: "startup",
+      since: yield* Clock.currentTimeMillis,
+      problem: "starting",
+      attempts: 0
+    }
     const app: HttpApp.HttpApp = {
       handle: Effect.suspend(() => {
         if (running !== undefined) return running.http.handle
@@ -140,10 +157,14 @@ export const start = <Options, E>(
       })
     }
 
-    yield* Effect.addFinalizer(() => Effect.logInfo(`${service.name}: stopped`))
+    yield* Effect.addFinalizer(() =>
+      Effect.logInfo(`${service.name}: stopped`)
+    )
     const listening = yield* HttpApp.listen(app, { port, host, logRequests: true })
     yield* Effect.addFinalizer(() => Effect.logInfo(`${service.name}: shutting down`))
-    yield* Effect.logInfo(`${service.name}: listening on ${listening.host}:${listening.port} (${listening.url}); starting`)
+    yield* Effect.logInfo(
+      `${service.name}: listening on ${listening.host}:${listening.port} (${listening.url}); starting`
+    )
 
     const probes = Effect.gen(function*() {
       if (database.url !== undefined) {
@@ -151,7 +172,9 @@ export const start = <Options, E>(
       }
       if (Option.isSome(amqpUrl)) {
         yield* ServiceBroker.probe(amqpUrl.value).pipe(
-          Effect.mapError((error) => new StartFailed({ dependency: "broker", problem: error.summary, detail: error.detail }))
+          Effect.mapError((error) =>
+            new StartFailed({ dependency: "broker", problem: error.summary, detail: error.detail })
+          )
         )
       }
     })
@@ -167,12 +190,20 @@ export const start = <Options, E>(
         Effect.timeoutOrElse({
           duration: attemptTimeout,
           orElse: () =>
-            Effect.fail(new StartFailed({ dependency: "startup", problem: "starting took longer than 60 seconds", detail: "timeout" }))
+            Effect.fail(
+              new StartFailed({
+                dependency: "startup",
+                problem: "starting took longer than 60 seconds",
+                detail: "timeout"
+              })
+            )
         }),
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(attemptScope, exit) : Effect.void)
       )
       return built
-    }).pipe(Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.fail(classify(cause))))
+    }).pipe(Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.fail(classify(cause))
+    ))
 
     const ready = yield* Deferred.make<void>()
     const loop = Effect.gen(function*() {

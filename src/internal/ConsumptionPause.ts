@@ -65,7 +65,9 @@ export const make = (options: {
         Effect.ensuring(resumed)
       )
       const now = yield* Clock.currentTimeMillis
-      yield* Effect.logInfo(`consumer "${consumer}": the database answers again after ${now - since} ms; consumption resumed`)
+      yield* Effect.logInfo(
+        `consumer "${consumer}": the database answers again after ${now - since} ms; consumption resumed`
+      )
       return true
     })
 

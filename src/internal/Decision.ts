@@ -32,7 +32,9 @@ export const copyOf = (envelope: Envelope.Envelope, payload: Schema.Json | null,
   version: envelope.version,
   state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
   payload,
-  deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted" ? Date.parse(envelope.occurredAt) : null,
+  deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted"
+    ? Date.parse(envelope.occurredAt)
+    : null,
   syncedAt,
   messageId: envelope.messageId
 })

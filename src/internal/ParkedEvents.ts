@@ -34,7 +34,9 @@ export interface ParkedEvents {
    * waits until the next one is due, `changed` fires or the poll interval passes. While consumption is
    * paused (`awaitResumed`) it waits.
    */
-  readonly work: <E, R>(retry: (row: WaitingRow) => Effect.Effect<void, E, R>) => Effect.Effect<never, E | SqlError.SqlError, R>
+  readonly work: <E, R>(
+    retry: (row: WaitingRow) => Effect.Effect<void, E, R>
+  ) => Effect.Effect<never, E | SqlError.SqlError, R>
 }
 
 /** The parked events of `consumer` in `inbox`. */

@@ -28,7 +28,9 @@ export const make = (options: {
 }): Authenticate => {
   const { brokerVouches, owners, verifyingKeys } = options
   // the broker logins allowed for each subscribed owner (its own service name unless configured)
-  const producers = new Map([...new Set(owners.values())].map((owner) => [owner, new Set(options.producers?.[owner] ?? [owner])]))
+  const producers = new Map(
+    [...new Set(owners.values())].map((owner) => [owner, new Set(options.producers?.[owner] ?? [owner])])
+  )
   return (delivery, envelope, now) => {
     const owner = owners.get(envelope.entity)
     if (owner === undefined) return undefined

@@ -50,5 +50,7 @@ export const makeUnsafe = <E = never>(): Signal<E> => {
 export const make = <E = never>(): Effect.Effect<Signal<E>> => Effect.sync(() => makeUnsafe<E>())
 
 /** Waits for a wake-up taken from `Signal.current`, at most `timeout`. */
-export const awaitAtMost = <E>(wakeUp: Deferred.Deferred<void, E>, timeout: Duration.Duration): Effect.Effect<void, E> =>
-  Deferred.await(wakeUp).pipe(Effect.timeoutOption(timeout), Effect.asVoid)
+export const awaitAtMost = <E>(
+  wakeUp: Deferred.Deferred<void, E>,
+  timeout: Duration.Duration
+): Effect.Effect<void, E> => Deferred.await(wakeUp).pipe(Effect.timeoutOption(timeout), Effect.asVoid)

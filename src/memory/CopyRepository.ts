@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Effect, Layer, type Schema } from "effect"
-import { type CopyRow, CopyRepository, type Guard, passesGuard } from "../CopyRepository.ts"
+import { CopyRepository, type CopyRow, type Guard, passesGuard } from "../CopyRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
 const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
@@ -20,7 +20,7 @@ const passes = (row: CopyRow, guard: Guard, current: CopyRow | undefined) =>
   current === undefined || passesGuard(guard, row.version, current.version)
 
 /** Makes a memory copy repository on the current `MemoryDatabase`. */
-export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabase> = Effect.gen(function* () {
+export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabase> = Effect.gen(function*() {
   const db = yield* MemoryDatabase
   const copies = db.table<CopyRow>()
 
@@ -57,9 +57,7 @@ export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabas
     referencing: (entity, field, id) =>
       db.run(() =>
         copiesOf(entity)
-          .filter((row) =>
-            row.state !== "deleted" && isJsonObject(row.payload) && row.payload[field] === id
-          )
+          .filter((row) => row.state !== "deleted" && isJsonObject(row.payload) && row.payload[field] === id)
           .map((row) => row.id)
       )
   })

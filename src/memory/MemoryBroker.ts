@@ -347,7 +347,9 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
         nack: ({ requeue }) =>
           settle(sub, tag, (e, now) =>
             requeue ? returnToHead(queue, [e], now) : deadLetterEntry(queue, e, rejectedReason, now)),
-        deadLetter: (reason) => settle(sub, tag, (e, now) => moveToDeadLetters(queue, e, reason, now)),
+        deadLetter: (reason) =>
+          settle(sub, tag, (e, now) =>
+            moveToDeadLetters(queue, e, reason, now)),
         release: settle(sub, tag, (e) => releaseEntry(queue, e))
       }
     }
@@ -403,10 +405,16 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
           const touched = new Set<QueueState>()
           const unroutable: Array<OutgoingMessage> = []
           for (const published of batch) {
-            const message: OutgoingMessage = { ...published, body: published.body.slice(), headers: { ...published.headers } }
+            const message: OutgoingMessage = {
+              ...published,
+              body: published.body.slice(),
+              headers: { ...published.headers }
+            }
             stats.published++
             const targets = Array.from(queues.values()).filter((queue) =>
-              Array.from(queue.bindings).some((binding) => matchesBinding(binding, message.routingKey))
+              Array.from(queue.bindings).some((binding) =>
+                matchesBinding(binding, message.routingKey)
+              )
             )
             if (targets.length === 0) {
               stats.unroutable++
@@ -431,7 +439,10 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
           )
         }))
 
-    const subscribe = (spec: QueueSpec, subscribeOptions?: SubscribeOptions): Stream.Stream<Delivery, BrokerUnavailable> =>
+    const subscribe = (
+      spec: QueueSpec,
+      subscribeOptions?: SubscribeOptions
+    ): Stream.Stream<Delivery, BrokerUnavailable> =>
       Stream.unwrap(Effect.gen(function*() {
         const sub = yield* Effect.acquireRelease(
           Effect.sync((): Subscription => {
@@ -446,7 +457,8 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
             queue.subscriptions.add(created)
             return created
           }),
-          (sub) => Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => endSubscription(sub, undefined, now)))
+          (sub) =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => endSubscription(sub, undefined, now)))
         )
         return Stream.fromEffectRepeat(pull(sub))
       }))
@@ -501,9 +513,9 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       dropSubscriptions: (queue) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.sync(() => {
-            const targets = queue === undefined ? Array.from(queues.values()) : Array.from(queues.values()).filter((q) =>
-              q.name === queue
-            )
+            const targets = queue === undefined ?
+              Array.from(queues.values()) :
+              Array.from(queues.values()).filter((q) => q.name === queue)
             for (const q of targets) {
               for (const sub of Array.from(q.subscriptions)) {
                 endSubscription(

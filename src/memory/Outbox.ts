@@ -31,7 +31,7 @@ const bySeq = (a: Stored, b: Stored) => a.row.seq - b.row.seq
 
 /** Makes a memory outbox on the current `MemoryDatabase` and `Transactor`. */
 export const make = (options?: Options): Effect.Effect<Outbox["Service"], never, MemoryDatabase | Transactor> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const db = yield* MemoryDatabase
     const transactor = yield* Transactor
     const leaseMillis = options?.leaseMillis ?? defaultLeaseMillis
@@ -84,11 +84,14 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
         }))
 
     const markPublished = (seqs: ReadonlyArray<number>) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        db.run(() =>
-          update(seqs, ({ row }) =>
-            row.publishedAt === null ? { row: { ...row, publishedAt: now }, leasedUntil: null } : undefined)
-        ))
+      Effect.flatMap(
+        Clock.currentTimeMillis,
+        (now) =>
+          db.run(() =>
+            update(seqs, ({ row }) =>
+              row.publishedAt === null ? { row: { ...row, publishedAt: now }, leasedUntil: null } : undefined)
+          )
+      )
 
     const markFailed = (
       seqs: ReadonlyArray<number>,

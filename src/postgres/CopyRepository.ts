@@ -9,7 +9,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Schema } from "effect"
 import { CopyRepository, type CopyRow, type Guard, type Lock } from "../CopyRepository.ts"
 import type { EntityRef } from "../Errors.ts"
-import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
+import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
 const Copy = Schema.Struct({
@@ -29,7 +29,7 @@ const guardsOrder: ReadonlyArray<Guard> = ["newer", "newerOrEqual", "any"]
 
 /** Makes the copy repository on `tables`. */
 export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], never, PgClient.PgClient> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const pg = yield* PgClient.PgClient
     const sql = pg.withoutTransforms()
     const copies = sql(tables.copies)
@@ -48,7 +48,8 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
     const decodeIds = decodeRows(Id, "copies")
 
     const get = (entity: string, id: string, lock?: Lock) =>
-      sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decodeOne))
+      sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`
+        .pipe(Effect.flatMap(decodeOne))
 
     const columnsOf = (row: CopyRow) => ({
       entity: row.entity,
@@ -73,7 +74,8 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
       )
 
     const getMany = (refs: ReadonlyArray<EntityRef>, lock?: Lock) =>
-      refs.length === 0 ? Effect.succeed([]) :
+      refs.length === 0 ?
+        Effect.succeed([]) :
         sql`SELECT ${columns} FROM ${copies}
           WHERE (entity, id) IN (
             SELECT * FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[])

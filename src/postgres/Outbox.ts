@@ -61,7 +61,7 @@ export const make = (
   tables: Tables,
   options?: Options
 ): Effect.Effect<Outbox["Service"], SqlError.SqlError, PgClient.PgClient | Transactor | Scope.Scope> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const pg = yield* PgClient.PgClient
     const transactor = yield* Transactor
     const sql = pg.withoutTransforms()
@@ -111,7 +111,7 @@ export const make = (
     // array's order); the last chunk carries the transaction's one NOTIFY in the same statement (a
     // data-modifying WITH always runs to completion).
     const append = (envelopes: ReadonlyArray<Envelope>) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         if (envelopes.length === 0) return
         const now = yield* Clock.currentTimeMillis
         const chunks = Arr.chunksOf(envelopes, insertChunk)
@@ -130,7 +130,9 @@ export const make = (
     // Claims are the relay's hot path: claimed rows are read by hand (the envelope with
     // `Envelope.fromParsedJson`). Anything unexpected falls back to the full `Row` decode, which reports it.
     const int8Of = (value: unknown): number | undefined => {
-      const n = typeof value === "bigint" || typeof value === "number" || typeof value === "string" ? Number(value) : NaN
+      const n = typeof value === "bigint" || typeof value === "number" || typeof value === "string"
+        ? Number(value)
+        : NaN
       return Number.isSafeInteger(n) ? n : undefined
     }
     const decodeClaimed = (rows: ReadonlyArray<Readonly<Record<string, unknown>>>) =>
@@ -154,7 +156,7 @@ export const make = (
       })
 
     const claim = (limit: number) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const n = Math.floor(limit)
         if (!(n > 0)) return []
         const now = yield* Clock.currentTimeMillis
@@ -171,7 +173,7 @@ export const make = (
     const asyncCommit = sql.literal("FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c")
     const noClause = sql.literal("")
     const markPublished = (seqs: ReadonlyArray<number>) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         if (seqs.length === 0) return
         const now = yield* Clock.currentTimeMillis
         const inTransaction = Option.isSome(yield* Effect.serviceOption(sql.transactionService))
@@ -180,7 +182,10 @@ export const make = (
           WHERE seq = ANY(${int8Array(seqs)}) AND published_at IS NULL`
       })
 
-    const markFailed = (seqs: ReadonlyArray<number>, failure: { readonly error: string; readonly nextAttemptAt: number }) =>
+    const markFailed = (
+      seqs: ReadonlyArray<number>,
+      failure: { readonly error: string; readonly nextAttemptAt: number }
+    ) =>
       seqs.length === 0 ? Effect.void : sql`UPDATE ${outbox}
           SET attempts = attempts + 1, last_error = ${failure.error},
             next_attempt_at = ${failure.nextAttemptAt}, claimed_until = NULL
