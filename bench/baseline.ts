@@ -43,7 +43,10 @@ const consumerSchema = [
 
 const client = (url: PhaseEnv["ownerUrl"], applicationName: string) =>
   Layer.build(PgClient.layer({ url, applicationName, maxConnections: 10 })).pipe(
-    Effect.map((context) => ({ sql: Context.get(context, SqlClient.SqlClient), pg: Context.get(context, PgClient.PgClient) }))
+    Effect.map((context) => ({
+      sql: Context.get(context, SqlClient.SqlClient),
+      pg: Context.get(context, PgClient.PgClient)
+    }))
   )
 
 const connect = (env: PhaseEnv, role: string) =>
@@ -135,7 +138,11 @@ export const make: MakePipeline = (env) =>
           const events = Arr.makeBy(Math.max(1, Math.min(1_000, count - c * 1_000)), (k) => {
             const item = itemOf(prefix, c * 1_000 + k)
             const messageId = crypto.randomUUID()
-            return { message_id: messageId, routing_key: `${owner}.Item.created`, body: body(item.id, 1, messageId, item) }
+            return {
+              message_id: messageId,
+              routing_key: `${owner}.Item.created`,
+              body: body(item.id, 1, messageId, item)
+            }
           })
           return sql`INSERT INTO outbox ${sql.insert(events)}`
         },
@@ -161,81 +168,81 @@ export const make: MakePipeline = (env) =>
       })
 
     const startConsumer: Pipeline["startConsumer"] = (listener) =>
-        Effect.gen(function*() {
-          const { pg: cpg, sql: csql } = consumerDb
-          const connection = yield* connect(env, "consumer")
-          const channel = yield* Effect.promise(() => connection.createChannel())
-          yield* declare(channel)
-          yield* Effect.promise(() => channel.prefetch(settings.prefetch))
-          const deliveries = yield* Queue.unbounded<ConsumeMessage>()
-          yield* Effect.promise(() =>
-            channel.consume(names.queue, (message) => {
-              if (message !== null) Queue.offerUnsafe(deliveries, message)
-            }, { noAck: false })
-          )
+      Effect.gen(function*() {
+        const { pg: cpg, sql: csql } = consumerDb
+        const connection = yield* connect(env, "consumer")
+        const channel = yield* Effect.promise(() => connection.createChannel())
+        yield* declare(channel)
+        yield* Effect.promise(() => channel.prefetch(settings.prefetch))
+        const deliveries = yield* Queue.unbounded<ConsumeMessage>()
+        yield* Effect.promise(() =>
+          channel.consume(names.queue, (message) => {
+            if (message !== null) Queue.offerUnsafe(deliveries, message)
+          }, { noAck: false })
+        )
 
-          const apply = (messages: ReadonlyArray<ConsumeMessage>) =>
-            Effect.gen(function*() {
-              const events: Array<{ readonly message: ConsumeMessage; readonly event: Event }> = []
-              let rejected = false
-              for (const message of messages) {
-                const event = parse(message.content)
-                if (event === null) {
-                  channel.nack(message, false, false)
-                  rejected = true
-                } else events.push({ message, event })
-              }
-              const ids = [...new Set(events.map((e) => e.event.messageId))]
-              const written = ids.length === 0 ? [] : yield* csql.withTransaction(Effect.gen(function*() {
-                const fresh = new Set(
-                  (yield* csql<{ readonly message_id: string }>`INSERT INTO inbox (message_id)
+        const apply = (messages: ReadonlyArray<ConsumeMessage>) =>
+          Effect.gen(function*() {
+            const events: Array<{ readonly message: ConsumeMessage; readonly event: Event }> = []
+            let rejected = false
+            for (const message of messages) {
+              const event = parse(message.content)
+              if (event === null) {
+                channel.nack(message, false, false)
+                rejected = true
+              } else events.push({ message, event })
+            }
+            const ids = [...new Set(events.map((e) => e.event.messageId))]
+            const written = ids.length === 0 ? [] : yield* csql.withTransaction(Effect.gen(function*() {
+              const fresh = new Set(
+                (yield* csql<{ readonly message_id: string }>`INSERT INTO inbox (message_id)
                     SELECT unnest(${ids}::uuid[]) ON CONFLICT DO NOTHING RETURNING message_id`).map((r) => r.message_id)
-                )
-                const latest = new Map<string, Event>()
-                for (const { event } of events) {
-                  if (!fresh.has(event.messageId)) continue
-                  const seen = latest.get(event.entityId)
-                  if (seen === undefined || seen.version < event.version) latest.set(event.entityId, event)
-                }
-                const now = new Date()
-                const newest = [...latest.values()]
-                if (!Arr.isReadonlyArrayNonEmpty(newest)) return []
-                const copies = Arr.map(newest, (e) => ({
-                  id: e.entityId,
-                  version: e.version,
-                  payload: cpg.json(e.payload),
-                  synced_at: now,
-                  message_id: e.messageId
-                }))
-                return yield* csql<{ readonly id: string }>`INSERT INTO copies ${csql.insert(copies)}
+              )
+              const latest = new Map<string, Event>()
+              for (const { event } of events) {
+                if (!fresh.has(event.messageId)) continue
+                const seen = latest.get(event.entityId)
+                if (seen === undefined || seen.version < event.version) latest.set(event.entityId, event)
+              }
+              const now = new Date()
+              const newest = [...latest.values()]
+              if (!Arr.isReadonlyArrayNonEmpty(newest)) return []
+              const copies = Arr.map(newest, (e) => ({
+                id: e.entityId,
+                version: e.version,
+                payload: cpg.json(e.payload),
+                synced_at: now,
+                message_id: e.messageId
+              }))
+              return yield* csql<{ readonly id: string }>`INSERT INTO copies ${csql.insert(copies)}
                   ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, payload = EXCLUDED.payload,
                     synced_at = EXCLUDED.synced_at, message_id = EXCLUDED.message_id
                   WHERE copies.version < EXCLUDED.version
                   RETURNING id`
-              }))
-              const last = events.at(-1)
-              if (last !== undefined) {
-                if (rejected) for (const { message } of events) channel.ack(message)
-                else channel.ack(last.message, true)
-              }
-              yield* Ref.update(applied, (n) => n + written.length)
-              if (listener !== null) for (const { id } of written) listener.onApplied(id)
-            })
-
-          const loop = Effect.gen(function*() {
-            while (true) {
-              const first = yield* Queue.takeBetween(deliveries, 1, settings.consumerBatch)
-              const rest = first.length < settings.consumerBatch
-                ? yield* Effect.andThen(
-                  Effect.sleep("5 millis"),
-                  Queue.takeBetween(deliveries, 0, settings.consumerBatch - first.length)
-                )
-                : []
-              yield* apply([...first, ...rest])
+            }))
+            const last = events.at(-1)
+            if (last !== undefined) {
+              if (rejected) { for (const { message } of events) channel.ack(message) }
+              else channel.ack(last.message, true)
             }
+            yield* Ref.update(applied, (n) => n + written.length)
+            if (listener !== null) { for (const { id } of written) listener.onApplied(id) }
           })
-          yield* Effect.forkScoped(loop)
+
+        const loop = Effect.gen(function*() {
+          while (true) {
+            const first = yield* Queue.takeBetween(deliveries, 1, settings.consumerBatch)
+            const rest = first.length < settings.consumerBatch
+              ? yield* Effect.andThen(
+                Effect.sleep("5 millis"),
+                Queue.takeBetween(deliveries, 0, settings.consumerBatch - first.length)
+              )
+              : []
+            yield* apply([...first, ...rest])
+          }
         })
+        yield* Effect.forkScoped(loop)
+      })
 
     const startRelay = Effect.gen(function*() {
       const connection = yield* connect(env, "relay")

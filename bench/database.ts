@@ -27,14 +27,21 @@ const admin = <A>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, unknown>) =>
 /** Creates the databases `names` (dropped first if they exist). */
 export const create = (names: ReadonlyArray<string>): Effect.Effect<void, unknown> =>
   admin((sql) =>
-    Effect.forEach(names, (name) =>
-      Effect.andThen(sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`, sql`CREATE DATABASE ${sql(name)}`), {
-      discard: true
-    }))
+    Effect.forEach(
+      names,
+      (name) =>
+        Effect.andThen(sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`, sql`CREATE DATABASE ${sql(name)}`),
+      {
+        discard: true
+      }
+    )
+  )
 
 /** Drops the databases `names`, even with open connections. */
 export const drop = (names: ReadonlyArray<string>): Effect.Effect<void, unknown> =>
-  admin((sql) => Effect.forEach(names, (name) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`, { discard: true }))
+  admin((sql) =>
+    Effect.forEach(names, (name) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`, { discard: true })
+  )
 
 /** Writes every dirty buffer of the server to disk now (`CHECKPOINT`), so that a phase does not pay for the one before. */
 export const checkpoint: Effect.Effect<void, unknown> = admin((sql) => Effect.asVoid(sql`CHECKPOINT`))

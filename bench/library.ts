@@ -7,7 +7,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { Envelope, Metrics, Outbox, Producer, Relay, SyncConsumer } from "entity-sync"
+import { Envelope, Metrics, Outbox, Producer, Relay, Subscription, SyncConsumer } from "entity-sync"
 import { RabbitBroker } from "entity-sync/amqp"
 import { PostgresSync } from "entity-sync/postgres"
 import { amqpUrl, Item, itemOf, owner } from "./contract.ts"
@@ -29,11 +29,13 @@ const broker = (env: PhaseEnv, role: string) =>
 /** The consumer; with a listener, a handler reports each apply once its transaction committed. */
 const consumer = (env: PhaseEnv, listener: ApplyListener | null) => {
   const subscription = listener === null
-    ? SyncConsumer.subscribe(Item)
-    : SyncConsumer.subscribe(Item, {
+    ? Subscription.subscribe(Item)
+    : Subscription.subscribe(Item, {
       handler: ({ envelope }) =>
-        Effect.flatMap(SqlClient.SqlClient, (sql) =>
-          sql.afterCommit(Effect.sync(() => listener.onApplied(envelope.entityId))))
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql.afterCommit(Effect.sync(() => listener.onApplied(envelope.entityId)))
+        )
     })
   return SyncConsumer.layer({
     service: env.names.service,

@@ -36,7 +36,14 @@ const child = (
 ): Effect.Effect<Report, unknown> =>
   Effect.flatMap(
     Effect.callback<string, PhaseFailed>((resume) => {
-      const proc = spawn(process.execPath, [...profile, "--import", "tsx", "bench/phase.ts", phase, ...(step === null ? [] : [step])], {
+      const proc = spawn(process.execPath, [
+        ...profile,
+        "--import",
+        "tsx",
+        "bench/phase.ts",
+        phase,
+        ...(step === null ? [] : [step])
+      ], {
         env: { ...process.env, ...env },
         stdio: ["ignore", "pipe", "inherit"]
       })
@@ -56,7 +63,9 @@ const child = (
         resume(
           code === 0 && result !== undefined
             ? Effect.succeed(result)
-            : Effect.fail(new PhaseFailed({ message: `phase ${phase}${step === null ? "" : ` ${step}`} exited with ${code}` }))
+            : Effect.fail(
+              new PhaseFailed({ message: `phase ${phase}${step === null ? "" : ` ${step}`} exited with ${code}` })
+            )
         )
       })
     }),
@@ -64,7 +73,12 @@ const child = (
   )
 
 /** The environment of a phase process: settings, databases and names. */
-const phaseEnv = (settings: Config.Settings, names: Names, owner: string, consumer: string): Record<string, string> => ({
+const phaseEnv = (
+  settings: Config.Settings,
+  names: Names,
+  owner: string,
+  consumer: string
+): Record<string, string> => ({
   BENCH_OWNER_URL: Database.rawUrlOf(owner),
   BENCH_CONSUMER_URL: Database.rawUrlOf(consumer),
   BENCH_NAMES: JSON.stringify(names),
@@ -122,8 +136,10 @@ const main = Effect.gen(function*() {
     postgres: yield* Database.serverVersion,
     loadAverageAtStart: os.loadavg()
   }
-  console.log(`entity-sync benchmark ${date.toISOString()} — ${machine.cores} cores, node ${machine.node}, ` +
-    `load average ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")}`)
+  console.log(
+    `entity-sync benchmark ${date.toISOString()} — ${machine.cores} cores, node ${machine.node}, ` +
+      `load average ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")}`
+  )
   const reports: Array<Report> = []
   let index = 0
   for (const phase of settings.phases) reports.push(...(yield* runPhase(run, index++, settings, phase)))
@@ -135,7 +151,10 @@ const main = Effect.gen(function*() {
     latency: { library: pick("latency", "library"), baseline: pick("latency", "baseline") },
     backlogFill: { library: pick("backlog-fill", "library"), baseline: pick("backlog-fill", "baseline") },
     backlogDrain: { library: pick("backlog-drain", "library"), baseline: pick("backlog-drain", "baseline") }
-  } satisfies Record<string, Record<"library" | "baseline", Throughput | Latency | BacklogFill | BacklogDrain | undefined>>
+  } satisfies Record<
+    string,
+    Record<"library" | "baseline", Throughput | Latency | BacklogFill | BacklogDrain | undefined>
+  >
   const loadAverageAtEnd = os.loadavg()
   const peakRss = Math.max(...reports.map((r) => r.result.kind === "backlog-fill" ? 0 : r.result.peakRss))
   const rssBoot = Math.min(...reports.map((r) => r.rssBoot))
@@ -147,7 +166,15 @@ const main = Effect.gen(function*() {
     file,
     `${
       JSON.stringify(
-        { date: date.toISOString(), machine: { ...machine, loadAverageAtEnd }, settings, figures, peakRss, rssBoot, reports },
+        {
+          date: date.toISOString(),
+          machine: { ...machine, loadAverageAtEnd },
+          settings,
+          figures,
+          peakRss,
+          rssBoot,
+          reports
+        },
         null,
         2
       )

@@ -13,9 +13,9 @@
  * (`<pipeline>-<stage>.cpuprofile`) into that directory.
  */
 import amqp from "amqplib"
+import { Effect, Redacted, References } from "effect"
 import { writeFileSync } from "node:fs"
 import { Session } from "node:inspector/promises"
-import { Effect, Redacted, References } from "effect"
 import * as Baseline from "./baseline.ts"
 import { read } from "./config.ts"
 import { amqpUrl, makeNames } from "./contract.ts"
@@ -83,8 +83,12 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
     const { system, user } = process.cpuUsage(usage)
     yield* Effect.sync(() =>
       console.log(
-        `${pipeline.padEnd(9)} ${name.padEnd(9)} ${Math.round(events / seconds).toLocaleString("en-US").padStart(7)} ev/s ` +
-          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event (user ${Math.round(user / events)}, system ${Math.round(system / events)})`
+        `${pipeline.padEnd(9)} ${name.padEnd(9)} ${
+          Math.round(events / seconds).toLocaleString("en-US").padStart(7)
+        } ev/s ` +
+          `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event (user ${
+            Math.round(user / events)
+          }, system ${Math.round(system / events)})`
       )
     )
   })
@@ -112,13 +116,24 @@ const runPipeline = (name: string, make: MakePipeline, pass: Pass) =>
       const pipeline: Pipeline = yield* make(env)
       yield* Effect.scoped(pipeline.startConsumer(null))
       const ids = Array.from({ length: events }, (_, i) => i)
-      const chunks = Array.from({ length: Math.ceil(events / batch) }, (_, c) => ids.slice(c * batch, c * batch + batch))
+      const chunks = Array.from(
+        { length: Math.ceil(events / batch) },
+        (_, c) => ids.slice(c * batch, c * batch + batch)
+      )
       if (stages.has("owner")) {
-        yield* timed(pass, "owner", name, Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true }))
+        yield* timed(
+          pass,
+          "owner",
+          name,
+          Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true })
+        )
       } else yield* pipeline.fillOutbox("s", events)
       yield* Effect.scoped(Effect.gen(function*() {
         yield* Effect.sleep("200 millis")
-        const relay = Effect.andThen(pipeline.startRelay, until(Effect.map(queueDepth(names.queue), (n) => n >= events)))
+        const relay = Effect.andThen(
+          pipeline.startRelay,
+          until(Effect.map(queueDepth(names.queue), (n) => n >= events))
+        )
         yield* stages.has("relay") ? timed(pass, "relay", name, relay) : relay
       }))
       const consumer = Effect.scoped(
@@ -135,10 +150,14 @@ const passes: ReadonlyArray<Pass> = [
   { events: timedEvents, timed: true }
 ]
 
-const main = Effect.forEach(passes, (pass) =>
-  Effect.forEach(pipelines, (name) => runPipeline(name, name === "library" ? Library.make : Baseline.make, pass), {
-    discard: true
-  }), { discard: true }).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+const main = Effect.forEach(
+  passes,
+  (pass) =>
+    Effect.forEach(pipelines, (name) => runPipeline(name, name === "library" ? Library.make : Baseline.make, pass), {
+      discard: true
+    }),
+  { discard: true }
+).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
 
 Effect.runPromise(main).then(() => process.exit(0), (error: unknown) => {
   console.error(error)

@@ -5,7 +5,7 @@
  */
 import type { Settings } from "./config.ts"
 import type { BacklogDrain, BacklogFill, Latency, Throughput } from "./results.ts"
-import { int, micros, mib, ms } from "./stats.ts"
+import { int, mib, micros, ms } from "./stats.ts"
 
 type Pair<A> = { readonly library: A | undefined; readonly baseline: A | undefined }
 
@@ -21,7 +21,11 @@ export interface TableInput {
   readonly peakRss: number
   readonly rssBoot: number
   readonly loadAverageAtEnd: ReadonlyArray<number>
-  readonly machine: { readonly cores: number; readonly node: string; readonly loadAverageAtStart: ReadonlyArray<number> }
+  readonly machine: {
+    readonly cores: number
+    readonly node: string
+    readonly loadAverageAtStart: ReadonlyArray<number>
+  }
 }
 
 const row = (label: string, library: string, baseline: string, ratio = "") =>
@@ -95,7 +99,11 @@ export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, s
       opt(fill.library, (f) => `${f.seconds.toFixed(1)} s`),
       opt(fill.baseline, (f) => `${f.seconds.toFixed(1)} s`)
     ),
-    row("Backlog drain RSS: start", opt(drain.library, (d) => mib(d.rssStart)), opt(drain.baseline, (d) => mib(d.rssStart))),
+    row(
+      "Backlog drain RSS: start",
+      opt(drain.library, (d) => mib(d.rssStart)),
+      opt(drain.baseline, (d) => mib(d.rssStart))
+    ),
     row(
       "  at 25 % / 50 % / 75 % of the drain",
       opt(drain.library, (d) => d.rssQuartiles.map((q) => (q / 1024 / 1024).toFixed(0)).join("/")),
@@ -110,7 +118,9 @@ export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, s
     ),
     row("  latency", opt(latency.library, (l) => mib(l.peakRss)), opt(latency.baseline, (l) => mib(l.peakRss))),
     row("  backlog drain", opt(drain.library, (d) => mib(d.peakRss)), opt(drain.baseline, (d) => mib(d.peakRss))),
-    `Peak RSS of any phase process: ${mib(peakRss)} (a phase process right after start-up, node + tsx: ${mib(rssBoot)})`,
+    `Peak RSS of any phase process: ${mib(peakRss)} (a phase process right after start-up, node + tsx: ${
+      mib(rssBoot)
+    })`,
     `Machine: ${machine.cores} cores, node ${machine.node}; load average at start ${
       machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")
     }, at end ${loadAverageAtEnd.map((l) => l.toFixed(2)).join(" ")}`,

@@ -198,7 +198,9 @@ export const backlogDrain = (make: MakePipeline, env: PhaseEnv): Effect.Effect<R
       rssPeak = Math.max(rssPeak, current)
       while (quartiles.length < 3 && applied >= ((quartiles.length + 1) * total) / 4) quartiles.push(current)
       if (applied >= total) break
-      if ((yield* now) - start > 1_800_000) return yield* Effect.die(new Error(`drain: ${applied} of ${total} after 30 min`))
+      if ((yield* now) - start > 1_800_000) {
+        return yield* Effect.die(new Error(`drain: ${applied} of ${total} after 30 min`))
+      }
       yield* Effect.sleep("100 millis")
     }
     const end = yield* now

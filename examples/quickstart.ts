@@ -4,7 +4,9 @@ import { MemoryBroker, MemorySync } from "entity-sync/memory"
 
 // A contract, shared by the owner service and its consumers
 const Company = Contract.make({
-  name: "Company", owner: "accounts", id: "id",
+  name: "Company",
+  owner: "accounts",
+  id: "id",
   payload: Schema.Struct({ id: Schema.String, name: Schema.String })
 })
 

@@ -88,7 +88,9 @@ const program = Effect.gen(function*() {
     return yield* Effect.never
   }
   if (failedSteps > 0) {
-    return yield* Effect.fail(new StepsFailed({ message: `${failedSteps} step(s) did not hold: ${result.failed.join("; ")}` }))
+    return yield* Effect.fail(
+      new StepsFailed({ message: `${failedSteps} step(s) did not hold: ${result.failed.join("; ")}` })
+    )
   }
 }).pipe(
   // the services' own warnings (a dead letter, a retry) show between the steps; routine logs do not

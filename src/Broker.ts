@@ -130,7 +130,8 @@ export const deadLetterPageSize = (options?: { readonly limit?: number }): numbe
 }
 
 const utf8 = new TextEncoder()
-const utf8Length = (text: string): number => text.length > maxDeadLetterHeaderBytes ? text.length : utf8.encode(text).byteLength
+const utf8Length = (text: string): number =>
+  text.length > maxDeadLetterHeaderBytes ? text.length : utf8.encode(text).byteLength
 
 /**
  * The headers of a message as a dead letter keeps them: at most `maxDeadLetterHeaders`, each at most
@@ -169,7 +170,9 @@ const hasReason = (actual: string, reason: string): boolean =>
 
 /** Whether a dead letter meets every condition of a filter (`limit` aside). */
 export const matchesFilter = (filter: DeadLetterFilter, deadLetter: DeadLetter): boolean => {
-  if (filter.reasons !== undefined && !filter.reasons.some((reason) => hasReason(deadLetter.reason, reason))) return false
+  if (filter.reasons !== undefined && !filter.reasons.some((reason) => hasReason(deadLetter.reason, reason))) {
+    return false
+  }
   if (filter.messageIds !== undefined && !filter.messageIds.includes(deadLetter.messageId)) return false
   if (filter.from !== undefined && deadLetter.deadLetteredAt < filter.from) return false
   if (filter.to !== undefined && deadLetter.deadLetteredAt >= filter.to) return false

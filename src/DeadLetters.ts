@@ -119,8 +119,7 @@ const brokerCauses: ReadonlyMap<string, string> = new Map([
 const leadingTag = /^([A-Z][A-Za-z0-9]{0,63})(?=$|[\s:(])/
 
 /** The cause tag of a broker dead letter's reason (see `DeadLetterEntry.error`). */
-export const causeOf = (reason: string): string =>
-  brokerCauses.get(reason) ?? leadingTag.exec(reason)?.[1] ?? "Unknown"
+export const causeOf = (reason: string): string => brokerCauses.get(reason) ?? leadingTag.exec(reason)?.[1] ?? "Unknown"
 
 const decoder = new TextDecoder("utf-8", { fatal: false })
 
@@ -141,7 +140,11 @@ export const describeBody = (
 ): { readonly entity: string | null; readonly entityId: string | null; readonly version: number | null } => {
   const fromRoutingKey = () => {
     const entity = entityOfRoutingKey(routingKey)
-    return { entity: entity === undefined || entity === "" ? null : Envelope.bounded(entity, maxShown), entityId: null, version: null }
+    return {
+      entity: entity === undefined || entity === "" ? null : Envelope.bounded(entity, maxShown),
+      entityId: null,
+      version: null
+    }
   }
   const decoded = Envelope.decodeResult(body)
   if (Result.isSuccess(decoded)) {

@@ -7,7 +7,10 @@
 import { Effect } from "effect"
 
 /** Runs `effect` once no other effect holds any of `keys`, holding them all until it ends. */
-export type EntityLock = <A, E, R>(keys: ReadonlyArray<string>, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+export type EntityLock = <A, E, R>(
+  keys: ReadonlyArray<string>,
+  effect: Effect.Effect<A, E, R>
+) => Effect.Effect<A, E, R>
 
 interface Waiter {
   readonly keys: ReadonlyArray<string>

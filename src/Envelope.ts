@@ -201,14 +201,18 @@ export const decodeResult = (
   }
   const excess = exceedsLimits(json, options?.maxDepth ?? defaultMaxDepth, options?.maxKeys ?? defaultMaxKeys)
   if (excess !== undefined) {
-    return Result.fail(new MalformedMessage({ reason: "TooComplex", detail: `the body is refused: ${excess}`, ...messageIdOf(json) }))
+    return Result.fail(
+      new MalformedMessage({ reason: "TooComplex", detail: `the body is refused: ${excess}`, ...messageIdOf(json) })
+    )
   }
   const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
   if (specVersion !== undefined && specVersion !== 1) {
     return Result.fail(
       new MalformedMessage({
         reason: "UnsupportedSpecVersion",
-        detail: `specVersion ${bounded(JSON.stringify(specVersion))} is not supported; this consumer reads specVersion 1`,
+        detail: `specVersion ${
+          bounded(JSON.stringify(specVersion))
+        } is not supported; this consumer reads specVersion 1`,
         ...messageIdOf(json)
       })
     )

@@ -98,7 +98,9 @@ export class Defect extends Schema.TaggedError<Defect>()("Defect", {
   detail: Schema.String
 }) {
   override get message() {
-    return `Defect (message ${this.messageId}${this.entity === undefined ? "" : `, entity ${this.entity}`}): ${this.detail}`
+    return `Defect (message ${this.messageId}${
+      this.entity === undefined ? "" : `, entity ${this.entity}`
+    }): ${this.detail}`
   }
 }
 

@@ -97,7 +97,9 @@ export const replayBatchSize = 500
 
 /** A requested page size within 0…`maxPageSize` (`defaultPageSize` when absent or not a number). */
 export const pageSize = (limit: number | undefined): number =>
-  limit === undefined || !Number.isFinite(limit) ? defaultPageSize : Math.min(maxPageSize, Math.max(0, Math.floor(limit)))
+  limit === undefined || !Number.isFinite(limit)
+    ? defaultPageSize
+    : Math.min(maxPageSize, Math.max(0, Math.floor(limit)))
 
 /** Whether a dead row matches a filter (the memory inbox's predicate, and the meaning of each field). */
 export const matchesDeadRow = (filter: DeadRowFilter | undefined) => (row: DeadRow): boolean =>
@@ -168,7 +170,11 @@ export class Inbox extends Context.Service<Inbox, {
    * statements of at most `replayBatchSize` rows (each commits on its own unless the call runs in a
    * transaction); returns how many.
    */
-  readonly replayMany: (consumer: string, filter: DeadRowFilter, now: number) => Effect.Effect<number, SqlError.SqlError>
+  readonly replayMany: (
+    consumer: string,
+    filter: DeadRowFilter,
+    now: number
+  ) => Effect.Effect<number, SqlError.SqlError>
   /** Deletes dedupe records received before the given time (retention); returns how many. */
   readonly prune: (receivedBefore: number) => Effect.Effect<number, SqlError.SqlError>
 }>()("entity-sync/Inbox") {}

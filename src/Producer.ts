@@ -62,7 +62,10 @@ export interface EntityRepository<A> {
    * Creates the entity (version 1, or the tombstone's version + 1); fails with `EntityExists` if it is live
    * or soft-deleted.
    */
-  readonly create: (payload: A, options?: WriteOptions) => Effect.Effect<Entity<A>, EntityExists | SqlError.SqlError, Tx>
+  readonly create: (
+    payload: A,
+    options?: WriteOptions
+  ) => Effect.Effect<Entity<A>, EntityExists | SqlError.SqlError, Tx>
   /**
    * Creates several entities with one write of their rows and one append of their events (in `payloads`
    * order), like `create` for each. All or nothing: if one of them is live or soft-deleted, or two payloads
@@ -79,7 +82,10 @@ export interface EntityRepository<A> {
     options?: WriteOptions
   ) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
   /** Hard-deletes the entity, leaving a tombstone with its version. */
-  readonly delete: (id: string, options?: WriteOptions) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
+  readonly delete: (
+    id: string,
+    options?: WriteOptions
+  ) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
   /** Soft-deletes the live entity (R7): the row stays with `deletedAt`. */
   readonly softDelete: (
     id: string,
@@ -310,19 +316,22 @@ const makeRepository = <A, I extends Schema.Json>(
     change: Change<A>,
     writeOptions: WriteOptions | undefined
   ): Effect.Effect<Entity<A>, SqlError.SqlError, Tx> =>
-    whileOpen(`${change.action} ${contract.name}:${row.id}`, Effect.gen(function*() {
-      const source = yield* SourceRepository
-      if (!(yield* source.put(row, previousVersion))) {
-        return yield* Effect.die(
-          new Error(`${contract.name}:${row.id} was written concurrently although it was read with a row lock`)
-        )
-      }
-      if (publishes(change, writeOptions)) {
-        const tx = yield* OutboxTransaction
-        yield* tx.append([yield* envelope(row, change.action, false)])
-      }
-      return toEntity(row, change.after)
-    }))
+    whileOpen(
+      `${change.action} ${contract.name}:${row.id}`,
+      Effect.gen(function*() {
+        const source = yield* SourceRepository
+        if (!(yield* source.put(row, previousVersion))) {
+          return yield* Effect.die(
+            new Error(`${contract.name}:${row.id} was written concurrently although it was read with a row lock`)
+          )
+        }
+        if (publishes(change, writeOptions)) {
+          const tx = yield* OutboxTransaction
+          yield* tx.append([yield* envelope(row, change.action, false)])
+        }
+        return toEntity(row, change.after)
+      })
+    )
 
   // No read first: the store's create tells whether an entity exists (a tombstone does not) and gives the
   // versions, and it writes all the rows or none.
@@ -357,14 +366,16 @@ const makeRepository = <A, I extends Schema.Json>(
       return written.map(([row, payload]) => toEntity(row, payload))
     })
 
-  const existing = (id: string) =>
-    SourceRepository.use((source) => source.get(contract.name, id, "forUpdate"))
+  const existing = (id: string) => SourceRepository.use((source) => source.get(contract.name, id, "forUpdate"))
 
   const live = (id: string, allowSoftDeleted: boolean) =>
-    Effect.flatMap(existing(id), (row) =>
-      row === null || row.state === "deleted" || (!allowSoftDeleted && row.state === "softDeleted")
-        ? Effect.fail(new EntityNotFound({ entity: contract.name, entityId: id }))
-        : Effect.map(decodeStored(row), (payload) => ({ row, payload })))
+    Effect.flatMap(
+      existing(id),
+      (row) =>
+        row === null || row.state === "deleted" || (!allowSoftDeleted && row.state === "softDeleted")
+          ? Effect.fail(new EntityNotFound({ entity: contract.name, entityId: id }))
+          : Effect.map(decodeStored(row), (payload) => ({ row, payload }))
+    )
 
   return {
     create: (payload, writeOptions) =>
@@ -402,12 +413,21 @@ const makeRepository = <A, I extends Schema.Json>(
       Effect.gen(function*() {
         const { payload: before, row } = yield* live(id, false)
         const now = yield* Clock.currentTimeMillis
-        const next: SourceRow = { ...row, version: row.version + 1, state: "softDeleted", updatedAt: now, deletedAt: now }
+        const next: SourceRow = {
+          ...row,
+          version: row.version + 1,
+          state: "softDeleted",
+          updatedAt: now,
+          deletedAt: now
+        }
         return yield* write(next, row.version, { action: "softDeleted", before, after: before }, writeOptions)
       }),
     get: (id) =>
-      Effect.flatMap(existing(id), (row) =>
-        row === null ? Effect.succeed(null) : Effect.map(decodeStored(row), (payload) => toEntity(row, payload))),
+      Effect.flatMap(
+        existing(id),
+        (row) =>
+          row === null ? Effect.succeed(null) : Effect.map(decodeStored(row), (payload) => toEntity(row, payload))
+      ),
     fullSync: (syncOptions) =>
       Effect.gen(function*() {
         const outbox = yield* Outbox

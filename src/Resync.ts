@@ -13,15 +13,31 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Duration, Effect, Exit, Layer, Metric, Option, Pull, Queue, Result, Schedule, Schema, Stream } from "effect"
+import {
+  Cause,
+  Clock,
+  Config,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Metric,
+  Option,
+  Pull,
+  Queue,
+  Result,
+  Schedule,
+  Schema,
+  Stream
+} from "effect"
 import type { SqlError } from "effect/sql"
 import { boundReason, Broker, type Delivery, type QueueSpec } from "./Broker.ts"
 import type * as Contract from "./Contract.ts"
-import * as Outage from "./Outage.ts"
-import * as SyncConfig from "./SyncConfig.ts"
 import { makeMessageId, maxIdLength, maxNameLength } from "./Envelope.ts"
 import type { BrokerUnavailable, PublishRejected } from "./Errors.ts"
+import * as Outage from "./Outage.ts"
 import * as Signature from "./Signature.ts"
+import * as SyncConfig from "./SyncConfig.ts"
 import { Transactor } from "./Transactor.ts"
 
 const NonEmpty = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxNameLength))
@@ -128,7 +144,6 @@ export interface Target<Owner extends string, R> {
     options: { readonly ids?: ReadonlyArray<string>; readonly reset?: boolean }
   ) => Effect.Effect<number, SqlError.SqlError, R>
 }
-
 
 /** Settings of an owner's responder. */
 export interface ResponderOptions<Owner extends string, R> {
@@ -321,13 +336,22 @@ export const serve = <const Owner extends string, R>(
       Effect.forEach(deliveries, (delivery) =>
         how(delivery).pipe(
           Effect.catchTag("BrokerUnavailable", (error) =>
-            Effect.logWarning(`resync: could not settle request ${Signature.quote(delivery.messageId)}; the broker will redeliver it`, error))
+            Effect.logWarning(
+              `resync: could not settle request ${Signature.quote(delivery.messageId)}; the broker will redeliver it`,
+              error
+            ))
         ), { discard: true })
 
     const stateOf = (key: string): KeyState => {
       const found = states.get(key)
       if (found !== undefined) return found
-      const made: KeyState = { wholeAt: undefined, idsServed: undefined, syncs: [], warnedAt: undefined, droppedSinceWarning: 0 }
+      const made: KeyState = {
+        wholeAt: undefined,
+        idsServed: undefined,
+        syncs: [],
+        warnedAt: undefined,
+        droppedSinceWarning: 0
+      }
       states.set(key, made)
       return made
     }
@@ -359,7 +383,10 @@ export const serve = <const Owner extends string, R>(
         }
       }
       const served = state.idsServed
-      if (ids !== undefined && served !== undefined && now - served.at < window && [...ids].every((id) => served.ids.has(id))) {
+      if (
+        ids !== undefined && served !== undefined && now - served.at < window &&
+        [...ids].every((id) => served.ids.has(id))
+      ) {
         return { _tag: "Covered" }
       }
       while (state.syncs.length > 0 && now - state.syncs[0]! >= ratePeriod) state.syncs.shift()
@@ -381,7 +408,10 @@ export const serve = <const Owner extends string, R>(
      * Waits for the database after a sync failed on it (`Outage.awaitDatabase`, at most 10 s between probes;
      * without a `Transactor`, one wait); requests received meanwhile are given back every `holdLimit`.
      */
-    const awaitDatabase = (received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>, error: SqlError.SqlError) =>
+    const awaitDatabase = (
+      received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>,
+      error: SqlError.SqlError
+    ) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         if (outageSince === undefined) {
@@ -434,7 +464,10 @@ export const serve = <const Owner extends string, R>(
         const error = Cause.findErrorOption(exit.cause)
         if (Option.isNone(error)) {
           const detail = Cause.squash(exit.cause)
-          const reason = rejection("Defect", `the full sync of ${entity} failed: ${detail instanceof Error ? detail.message : String(detail)}`)
+          const reason = rejection(
+            "Defect",
+            `the full sync of ${entity} failed: ${detail instanceof Error ? detail.message : String(detail)}`
+          )
           yield* count(entity, "failed", group.length)
           yield* Effect.logError(`resync: ${reason}`, exit.cause)
           yield* settle(deliveries, (delivery) => delivery.deadLetter(reason))
@@ -499,7 +532,9 @@ export const serve = <const Owner extends string, R>(
           }))
           if (Result.isFailure(decoded)) {
             yield* count("unknown", "rejected")
-            yield* Effect.logWarning(`resync: request ${Signature.quote(delivery.messageId)} dead-lettered: ${decoded.failure}`)
+            yield* Effect.logWarning(
+              `resync: request ${Signature.quote(delivery.messageId)} dead-lettered: ${decoded.failure}`
+            )
             yield* settle([delivery], (d) => d.deadLetter(decoded.failure))
             continue
           }
@@ -555,7 +590,10 @@ export const layer = <const Owner extends string, R>(
     yield* broker.declare(queueOf(options.owner)).pipe(
       Effect.retry({ schedule: Schedule.spaced("1 second"), times: 3 }),
       Effect.catchTag("BrokerUnavailable", (error) =>
-        Effect.logWarning(`resync: cannot declare ${queueOf(options.owner).name} yet; the responder keeps trying`, error))
+        Effect.logWarning(
+          `resync: cannot declare ${queueOf(options.owner).name} yet; the responder keeps trying`,
+          error
+        ))
     )
     yield* Effect.forkScoped(serve(options))
   }))
@@ -581,8 +619,8 @@ export const responderConfig: Config.Config<ResponderSettings> = Config.all({
   ).pipe(Config.withDefault({})),
   verifyingKeys: Signature.verifyingKeysConfig,
   window: Config.Duration("SYNC_RESYNC_WINDOW").pipe(Config.withDefault(Duration.fromInputUnsafe(defaultWindow))),
-  syncsPerHour: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), "SYNC_RESYNC_MAX_SYNCS_PER_HOUR").pipe(
-    Config.withDefault(defaultRate.syncs)
-  )
+  syncsPerHour: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), "SYNC_RESYNC_MAX_SYNCS_PER_HOUR")
+    .pipe(
+      Config.withDefault(defaultRate.syncs)
+    )
 }).pipe(Config.map(({ syncsPerHour, ...settings }) => ({ ...settings, rate: { syncs: syncsPerHour, per: "1 hour" } })))
-

@@ -16,8 +16,8 @@
  *
  * @since 0.1.0
  */
-import * as NodeCrypto from "node:crypto"
 import { Config, ConfigProvider, Effect, Option, Redacted, Result, Schema } from "effect"
+import * as NodeCrypto from "node:crypto"
 import { ForgedProducer } from "./Errors.ts"
 
 /** The header that carries the base64 Ed25519 signature of the body. */

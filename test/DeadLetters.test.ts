@@ -51,12 +51,14 @@ const deadRow = (messageId: string, fields: Partial<DeadRow> = {}): DeadRow => (
 })
 
 /** Publishes each message to the queue and dead-letters it with its reason, as a consumer would. */
-const deadLetterOnBroker = (messages: ReadonlyArray<{
-  readonly messageId: string
-  readonly routingKey: string
-  readonly body: Uint8Array
-  readonly reason: string
-}>) =>
+const deadLetterOnBroker = (
+  messages: ReadonlyArray<{
+    readonly messageId: string
+    readonly routingKey: string
+    readonly body: Uint8Array
+    readonly reason: string
+  }>
+) =>
   Effect.gen(function*() {
     const broker = yield* Broker
     yield* broker.declare(queue)
@@ -106,10 +108,30 @@ const suite = <E>(name: string, makeLayer: () => Layer.Layer<Inbox | Broker, E>,
         yield* inbox.deadLetter(deadRow("m-inbox-2", { error: "InvalidPayload", reason: "InvalidPayload: no name" }))
         const before = yield* Clock.currentTimeMillis
         yield* deadLetterOnBroker([
-          { messageId: "m-json", routingKey: "accounts.User.created", body: encoder.encode("{not json"), reason: "NotJson (message m-json): Unexpected token" },
-          { messageId: "m-forged", routingKey: "accounts.Company.created", body: envelopeBody("m-forged", "Company"), reason: "ForgedProducer (message m-forged, entity Company): published by billing" },
-          { messageId: "m-long", routingKey: `accounts.${"E".repeat(200)}.created`, body: encoder.encode(`{"entity":"${"x".repeat(5000)}","version":3`), reason: `InvalidPayload: ${"y".repeat(5000)}` },
-          { messageId: "m-array", routingKey: "accounts", body: encoder.encode("[1,2,3]"), reason: "delivery limit reached" }
+          {
+            messageId: "m-json",
+            routingKey: "accounts.User.created",
+            body: encoder.encode("{not json"),
+            reason: "NotJson (message m-json): Unexpected token"
+          },
+          {
+            messageId: "m-forged",
+            routingKey: "accounts.Company.created",
+            body: envelopeBody("m-forged", "Company"),
+            reason: "ForgedProducer (message m-forged, entity Company): published by billing"
+          },
+          {
+            messageId: "m-long",
+            routingKey: `accounts.${"E".repeat(200)}.created`,
+            body: encoder.encode(`{"entity":"${"x".repeat(5000)}","version":3`),
+            reason: `InvalidPayload: ${"y".repeat(5000)}`
+          },
+          {
+            messageId: "m-array",
+            routingKey: "accounts",
+            body: encoder.encode("[1,2,3]"),
+            reason: "delivery limit reached"
+          }
         ])
         const after = yield* Clock.currentTimeMillis
         asked.length = 0
@@ -141,7 +163,12 @@ const suite = <E>(name: string, makeLayer: () => Layer.Layer<Inbox | Broker, E>,
         assert.isAtLeast(json?.attempts ?? 0, 1)
         assert.isAtLeast(json?.deadLetteredAt ?? 0, before - 1)
         assert.isAtMost(json?.deadLetteredAt ?? 0, after + 1)
-        assert.include(byId.get("m-forged"), { error: "ForgedProducer", entity: "Company", entityId: "Company-m-forged", version: 1 })
+        assert.include(byId.get("m-forged"), {
+          error: "ForgedProducer",
+          entity: "Company",
+          entityId: "Company-m-forged",
+          version: 1
+        })
         const long = byId.get("m-long")
         assert.strictEqual(long?.error, "InvalidPayload")
         assert.isAtMost(encoder.encode(long?.reason ?? "").byteLength, maxReasonBytes)
@@ -153,41 +180,45 @@ const suite = <E>(name: string, makeLayer: () => Layer.Layer<Inbox | Broker, E>,
         assert.deepStrictEqual(asked, [100])
       }).pipe(Effect.provide(makeLayer())), timeout)
 
-    it.live("paged: every dead letter once, at most the limit per page, the broker read one window at a time", () =>
-      Effect.gen(function*() {
-        const inbox = yield* Inbox
-        yield* Effect.forEach(
-          Array.from({ length: 7 }, (_, i) => deadRow(`m-inbox-${i}`, { firstSeenAt: 1_000 + i })),
-          inbox.deadLetter
-        )
-        yield* deadLetterOnBroker(Array.from({ length: 6 }, (_, i) => ({
-          messageId: `m-broker-${i}`,
-          routingKey: "accounts.User.created",
-          body: envelopeBody(`m-broker-${i}`),
-          reason: `InvalidPayload: number ${i}`
-        })))
-        asked.length = 0
-        const pages = yield* allPages(3)
-        const ids = pages.flatMap((page) => page.items.map((entry) => entry.messageId))
-        assert.strictEqual(pages.length, 5)
-        for (const page of pages) assert.isAtMost(page.items.length, 3)
-        assert.deepStrictEqual(ids, [
-          ...Array.from({ length: 7 }, (_, i) => `m-inbox-${i}`),
-          ...Array.from({ length: 6 }, (_, i) => `m-broker-${i}`)
-        ])
-        for (const limit of asked) assert.isAtMost(limit ?? 0, 3 + 6)
-        // a filtered listing pages the same way
-        const broker = (yield* allPages(4, { reasons: ["InvalidPayload"], entities: ["User"] }))
-          .flatMap((page) => page.items.map((entry) => entry.messageId))
-        assert.deepStrictEqual(broker, Array.from({ length: 6 }, (_, i) => `m-broker-${i}`))
-        // limit 0: the totals only
-        const counts = yield* DeadLetters.list({ service }, { limit: 0 })
-        assert.deepStrictEqual([counts.items, counts.next, counts.totals], [[], null, { inbox: 7, broker: 6 }])
-        // a cursor nobody made
-        const bad = yield* DeadLetters.list({ service }, { after: "eyJub3QiOiJhIGN1cnNvciJ9" }).pipe(Effect.flip)
-        assert.strictEqual(bad._tag, "InvalidCursor")
-        assert.isTrue(Result.isFailure(DeadLetters.decodeCursor("%%%")))
-      }).pipe(Effect.provide(makeLayer())), timeout)
+    it.live(
+      "paged: every dead letter once, at most the limit per page, the broker read one window at a time",
+      () =>
+        Effect.gen(function*() {
+          const inbox = yield* Inbox
+          yield* Effect.forEach(
+            Array.from({ length: 7 }, (_, i) => deadRow(`m-inbox-${i}`, { firstSeenAt: 1_000 + i })),
+            inbox.deadLetter
+          )
+          yield* deadLetterOnBroker(Array.from({ length: 6 }, (_, i) => ({
+            messageId: `m-broker-${i}`,
+            routingKey: "accounts.User.created",
+            body: envelopeBody(`m-broker-${i}`),
+            reason: `InvalidPayload: number ${i}`
+          })))
+          asked.length = 0
+          const pages = yield* allPages(3)
+          const ids = pages.flatMap((page) => page.items.map((entry) => entry.messageId))
+          assert.strictEqual(pages.length, 5)
+          for (const page of pages) assert.isAtMost(page.items.length, 3)
+          assert.deepStrictEqual(ids, [
+            ...Array.from({ length: 7 }, (_, i) => `m-inbox-${i}`),
+            ...Array.from({ length: 6 }, (_, i) => `m-broker-${i}`)
+          ])
+          for (const limit of asked) assert.isAtMost(limit ?? 0, 3 + 6)
+          // a filtered listing pages the same way
+          const broker = (yield* allPages(4, { reasons: ["InvalidPayload"], entities: ["User"] }))
+            .flatMap((page) => page.items.map((entry) => entry.messageId))
+          assert.deepStrictEqual(broker, Array.from({ length: 6 }, (_, i) => `m-broker-${i}`))
+          // limit 0: the totals only
+          const counts = yield* DeadLetters.list({ service }, { limit: 0 })
+          assert.deepStrictEqual([counts.items, counts.next, counts.totals], [[], null, { inbox: 7, broker: 6 }])
+          // a cursor nobody made
+          const bad = yield* DeadLetters.list({ service }, { after: "eyJub3QiOiJhIGN1cnNvciJ9" }).pipe(Effect.flip)
+          assert.strictEqual(bad._tag, "InvalidCursor")
+          assert.isTrue(Result.isFailure(DeadLetters.decodeCursor("%%%")))
+        }).pipe(Effect.provide(makeLayer())),
+      timeout
+    )
 
     it.live("bulk replay by reason, entity and time window across both stores", () =>
       Effect.gen(function*() {
@@ -200,9 +231,24 @@ const suite = <E>(name: string, makeLayer: () => Layer.Layer<Inbox | Broker, E>,
           error: "InvalidPayload"
         }))
         yield* deadLetterOnBroker([
-          { messageId: "b-json", routingKey: "accounts.User.created", body: encoder.encode("{"), reason: "NotJson (message b-json): end of input" },
-          { messageId: "b-user", routingKey: "accounts.User.created", body: envelopeBody("b-user"), reason: "DependencyMissing: User:b-user" },
-          { messageId: "b-company", routingKey: "accounts.Company.created", body: envelopeBody("b-company", "Company"), reason: "InvalidPayload: bad" }
+          {
+            messageId: "b-json",
+            routingKey: "accounts.User.created",
+            body: encoder.encode("{"),
+            reason: "NotJson (message b-json): end of input"
+          },
+          {
+            messageId: "b-user",
+            routingKey: "accounts.User.created",
+            body: envelopeBody("b-user"),
+            reason: "DependencyMissing: User:b-user"
+          },
+          {
+            messageId: "b-company",
+            routingKey: "accounts.Company.created",
+            body: envelopeBody("b-company", "Company"),
+            reason: "InvalidPayload: bad"
+          }
         ])
         const remaining = Effect.map(
           DeadLetters.list({ service }),

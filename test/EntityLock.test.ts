@@ -10,7 +10,9 @@ import * as EntityLock from "../src/EntityLock.ts"
 const holder = (lock: EntityLock.EntityLock, keys: ReadonlyArray<string>, name: string, log: Array<string>) =>
   Effect.gen(function*() {
     const done = yield* Deferred.make<void>()
-    const fiber = yield* Effect.forkChild(lock(keys, Effect.andThen(Effect.sync(() => log.push(name)), Deferred.await(done))))
+    const fiber = yield* Effect.forkChild(
+      lock(keys, Effect.andThen(Effect.sync(() => log.push(name)), Deferred.await(done)))
+    )
     yield* Effect.yieldNow
     return { done, fiber }
   })

@@ -204,7 +204,10 @@ describe("MemoryBroker", () => {
       assert.deepStrictEqual(yield* memory.queueDepth("q"), { ready: 3, unsettled: 0, delayed: 0 })
       assert.deepStrictEqual(yield* broker.deadLetters("q"), { total: 0, items: [] })
       const second = yield* drain(queueSpec, 3)
-      assert.deepStrictEqual(second.map((d) => [d.messageId, d.redelivered]), [["m0", true], ["m1", true], ["m2", true]])
+      assert.deepStrictEqual(second.map((d) => [d.messageId, d.redelivered]), [["m0", true], ["m1", true], [
+        "m2",
+        true
+      ]])
       assert.deepStrictEqual(yield* memory.queueDepth("q"), { ready: 0, unsettled: 0, delayed: 0 })
       assert.strictEqual((yield* memory.stats).acked, 4)
     })))

@@ -29,7 +29,9 @@ describe("Signature", () => {
 
   it("a tampered body is rejected", () => {
     const headers = Signature.sign(accounts.signing, body)
-    const tampered = encoder.encode(JSON.stringify({ messageId: "m-1", producer: "accounts", entity: "Company", version: 9 }))
+    const tampered = encoder.encode(
+      JSON.stringify({ messageId: "m-1", producer: "accounts", entity: "Company", version: 9 })
+    )
     const error = rejection(Signature.verify(keys, "accounts", tampered, headers, now))
     assert.strictEqual(error.reason, "BadSignature")
     assert.strictEqual(error.keyId, "accounts-1")
@@ -94,7 +96,9 @@ describe("Signature", () => {
   it("oversized or malformed header values are rejected before decoding, and quoted at most 200 characters", () => {
     const valid = Signature.sign(accounts.signing, body)
     const longKey = "k".repeat(100_000)
-    const byLongKey = rejection(Signature.verify(keys, "accounts", body, { ...valid, [Signature.keyIdHeader]: longKey }, now))
+    const byLongKey = rejection(
+      Signature.verify(keys, "accounts", body, { ...valid, [Signature.keyIdHeader]: longKey }, now)
+    )
     assert.strictEqual(byLongKey.reason, "MalformedSignature")
     assert.match(byLongKey.detail, /100000 characters long; at most 200/)
     assert.isAtMost(byLongKey.keyId!.length, Signature.maxQuotedLength)
@@ -119,7 +123,11 @@ describe("Signature", () => {
 
   it("a rejection becomes a bounded ForgedProducer", () => {
     const error = rejection(Signature.verify(keys, "accounts", body, {}, now))
-    const forged = Signature.forgedProducer(error, { messageId: "m".repeat(5000), entity: "Company", owner: "accounts" })
+    const forged = Signature.forgedProducer(error, {
+      messageId: "m".repeat(5000),
+      entity: "Company",
+      owner: "accounts"
+    })
     assert.strictEqual(forged._tag, "ForgedProducer")
     assert.isAtMost(forged.messageId.length, Signature.maxQuotedLength)
     assert.match(forged.detail, /^Unsigned: /)

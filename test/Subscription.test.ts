@@ -60,7 +60,9 @@ describe("Subscription.prepare", () => {
   it.effect("decodes a payload whose schema is asynchronous", () =>
     Effect.gen(function*() {
       const seen: Array<unknown> = []
-      const slow = Subscription.subscribe(Slow, { handler: ({ payload }) => Effect.sync(() => void seen.push(payload)) })
+      const slow = Subscription.subscribe(Slow, {
+        handler: ({ payload }) => Effect.sync(() => void seen.push(payload))
+      })
       const event = userEvent({ id: "s-1", name: "quiet" }, { entity: "Slow", entityId: "s-1" })
       const preparing = slow.prepare(event)
       assert.isFalse(Result.isResult(preparing), "an asynchronous schema decodes through an Effect")
@@ -74,7 +76,10 @@ describe("Subscription.prepare", () => {
   it.effect("reports a foreign producer, an invalid payload and a payload of another entity", () =>
     Effect.gen(function*() {
       const users = Subscription.subscribe(User)
-      assert.isUndefined((yield* Subscription.prepared(users.prepare(userEvent(ada)))).handle, "no handler, nothing to run")
+      assert.isUndefined(
+        (yield* Subscription.prepared(users.prepare(userEvent(ada)))).handle,
+        "no handler, nothing to run"
+      )
       const foreign = yield* Effect.flip(Subscription.prepared(users.prepare(userEvent(ada, { producer: "billing" }))))
       assert.strictEqual(foreign.reason, "InvalidEnvelope")
       assert.include(foreign.message, `produced by "billing"`)

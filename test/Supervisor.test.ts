@@ -4,8 +4,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Fiber } from "effect"
-import { TestClock } from "effect/testing"
 import { SqlError } from "effect/sql"
+import { TestClock } from "effect/testing"
 import * as Supervisor from "../src/Supervisor.ts"
 
 /** A loop that runs `script[i]` on its i-th start and records when each start happened. */

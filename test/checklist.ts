@@ -24,8 +24,8 @@ import {
   settle,
   type Stores,
   sync,
-  type SystemOptions,
   systemLayer,
+  type SystemOptions,
   tick
 } from "./harness.ts"
 
@@ -329,7 +329,8 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(visibleUsers.create({ ...ann, active: false }))
         yield* Outbox.transaction(visibleUsers.update("u-1", (u) => ({ ...u, name: "still hidden" })))
         const outbox = yield* Outbox.Outbox
-        const types = () => Effect.map(outbox.rows(), (rows) => rows.map((r) => `${r.envelope.entity}.${r.envelope.action}`))
+        const types = () =>
+          Effect.map(outbox.rows(), (rows) => rows.map((r) => `${r.envelope.entity}.${r.envelope.action}`))
         assert.deepStrictEqual(yield* types(), ["Company.created"])
         yield* Outbox.transaction(visibleUsers.delete("u-1"))
         assert.deepStrictEqual(yield* types(), ["Company.created", "User.deleted"])
@@ -446,7 +447,10 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           yield* tick("50 minutes")
           assert.deepStrictEqual(yield* rows, [true])
           yield* tick("20 minutes")
-          assert.deepStrictEqual(yield* eventually(rows, (published) => published.length === 0, { step: "1 minute" }), [])
+          assert.deepStrictEqual(
+            yield* eventually(rows, (published) => published.length === 0, { step: "1 minute" }),
+            []
+          )
         }).pipe(Effect.provide(Relay.layer({ producer: "accounts", retention: "1 hour", pruneInterval: "10 minutes" })))
       ))
 

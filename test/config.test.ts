@@ -15,7 +15,12 @@ describe("SyncConfig", () => {
       const relay = yield* SyncConfig.relay
       const consumer = yield* SyncConfig.consumer
       assert.deepStrictEqual(
-        [relay.batchSize, relay.batchesInFlight, Duration.toMillis(relay.pollInterval), Duration.toHours(relay.retention)],
+        [
+          relay.batchSize,
+          relay.batchesInFlight,
+          Duration.toMillis(relay.pollInterval),
+          Duration.toHours(relay.retention)
+        ],
         [100, 8, 1000, 168]
       )
       assert.deepStrictEqual(
@@ -32,7 +37,9 @@ describe("SyncConfig", () => {
         [consumer.batchSize, Duration.toMillis(consumer.retryBase), consumer.inProcessRetries],
         [10, 50, 0]
       )
-    }).pipe(withEnv({ SYNC_CONSUMER_BATCH_SIZE: "10", SYNC_DEPENDENCY_RETRY_BASE: "50 millis", SYNC_IN_PROCESS_RETRIES: "0" })))
+    }).pipe(
+      withEnv({ SYNC_CONSUMER_BATCH_SIZE: "10", SYNC_DEPENDENCY_RETRY_BASE: "50 millis", SYNC_IN_PROCESS_RETRIES: "0" })
+    ))
 
   it.effect("rejects a bad value with the name of the setting", () =>
     Effect.gen(function*() {

@@ -9,10 +9,10 @@ import { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "../src/Broker.ts"
 import { CopyRepository } from "../src/CopyRepository.ts"
 import * as Envelope from "../src/Envelope.ts"
-import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
-import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
+import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
+import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
@@ -21,7 +21,17 @@ import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
-import { consumerName, copyOf, eventually, memoryStores, queueName, settle, sync, systemLayer, tick } from "./harness.ts"
+import {
+  consumerName,
+  copyOf,
+  eventually,
+  memoryStores,
+  queueName,
+  settle,
+  sync,
+  systemLayer,
+  tick
+} from "./harness.ts"
 
 const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, entity, name)
@@ -108,7 +118,9 @@ describe("SyncConsumer containment", () => {
   it.effect("R6: the copy keeps the payload as the contract's schema shapes it, without unknown keys", () =>
     Effect.gen(function*() {
       const e = company("c-1", 1)
-      yield* publish(message(e, Envelope.encode({ ...e, payload: { id: "c-1", name: "Acme", smuggled: { a: [1, 2] } } })))
+      yield* publish(
+        message(e, Envelope.encode({ ...e, payload: { id: "c-1", name: "Acme", smuggled: { a: [1, 2] } } }))
+      )
       yield* settle()
       assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, { id: "c-1", name: "Acme" })
     }).pipe(Effect.provide(consumerLayer()), freshMetrics))
@@ -218,7 +230,10 @@ describe("SyncConsumer containment", () => {
           signed(byOld, old.signing),
           signed(byNew, rotated.signing),
           message(unsigned, Envelope.encode(unsigned)),
-          { ...tamperedMessage, body: Envelope.encode({ ...tampered, payload: { id: "c-tampered", name: "Changed" } }) },
+          {
+            ...tamperedMessage,
+            body: Envelope.encode({ ...tampered, payload: { id: "c-tampered", name: "Changed" } })
+          },
           signed(wrongKey, intruder.signing)
         )
         yield* settle()

@@ -4,11 +4,11 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Deferred, Effect, Layer, Metric } from "effect"
-import * as Metrics from "../src/Metrics.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
-import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
+import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
+import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Subscription from "../src/Subscription.ts"
@@ -71,9 +71,15 @@ describe("SyncConsumer", () => {
         }
         assert.strictEqual((yield* copyOf("Company", "c-1"))?.version, 21)
         assert.strictEqual(looks.count - before, 0, "no event was parked or woken: the worker kept waiting")
-        assert.strictEqual(wakes.count - wakesBefore, 0, "nothing is parked: the applies did not look for events to wake")
+        assert.strictEqual(
+          wakes.count - wakesBefore,
+          0,
+          "nothing is parked: the applies did not look for events to wake"
+        )
         // a user whose company is missing waits in process, then parks; the company's arrival wakes it
-        yield* Outbox.transaction(users.create({ id: "u-1", companyId: "c-2", email: "ada@example.com", name: "Ada", active: true }))
+        yield* Outbox.transaction(
+          users.create({ id: "u-1", companyId: "c-2", email: "ada@example.com", name: "Ada", active: true })
+        )
         yield* relay
         yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
         assert.isAbove(looks.count, before, "parking an event woke the worker")
@@ -153,7 +159,8 @@ describe("SyncConsumer", () => {
           }),
           Subscription.subscribe(User)
         ]
-        const idleRounds = (n: number) => Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow, { discard: true })
+        const idleRounds = (n: number) =>
+          Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow, { discard: true })
         yield* Effect.gen(function*() {
           const start = yield* Clock.currentTimeMillis
           yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))

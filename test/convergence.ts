@@ -29,8 +29,8 @@ import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Relay from "../src/Relay.ts"
 import { SourceRepository } from "../src/SourceRepository.ts"
-import * as SyncConfig from "../src/SyncConfig.ts"
 import * as Subscription from "../src/Subscription.ts"
+import * as SyncConfig from "../src/SyncConfig.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
@@ -127,7 +127,12 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
     violations.push(detail)
   }
   const model = Owner.makeModel()
-  const db: Faults.DatabaseFaults = { downUntil: 0, failCommits: 0, failStatements: 0, stuck: { key: undefined, remaining: 0 } }
+  const db: Faults.DatabaseFaults = {
+    downUntil: 0,
+    failCommits: 0,
+    failStatements: 0,
+    stuck: { key: undefined, remaining: 0 }
+  }
   const batchSize = [1, 4, 250][int(3)]!
   const relayBatch = [2, 5, 100][int(3)]!
   const twoFromStart = random() < 0.4
@@ -145,9 +150,10 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
     committed: (txLog) => {
       const transaction = ++transactions
       for (const event of txLog.applied) {
-        const how = `${event.kind} t=${event.at} instance ${event.instance} transaction ${transaction} (of ${txLog.applied.length}) over ${
-          event.previousVersion === null ? "no copy" : `v${event.previousVersion}`
-        }`
+        const how =
+          `${event.kind} t=${event.at} instance ${event.instance} transaction ${transaction} (of ${txLog.applied.length}) over ${
+            event.previousVersion === null ? "no copy" : `v${event.previousVersion}`
+          }`
         const before = appliedHow.get(event.messageId)
         if (before !== undefined) {
           violation(
@@ -157,7 +163,10 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         appliedHow.set(event.messageId, how)
         appliedAt.set(event.messageId, ++applyClock)
         const key = `${event.entity}:${event.entityId}`
-        histories.set(key, [...(histories.get(key) ?? []), `t=${event.at} v${event.version} ${event.messageId}`].slice(-8))
+        histories.set(
+          key,
+          [...(histories.get(key) ?? []), `t=${event.at} v${event.version} ${event.messageId}`].slice(-8)
+        )
         if (event.repaired) tally.add("outcomes", "repaired (drift replaced at its version)")
         if (event.regressedByReset) {
           resetKeys.add(`${event.entity}:${event.entityId}`)
@@ -218,12 +227,17 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         const company = envelope.entity === "User" ? companyOf(envelope.payload) : undefined
         if (company !== undefined) {
           const copy = yield* copies.get("Company", company)
-          if (copy === null || copy.state === "deleted") violation(`R5: ${where} applied while Company:${company} is missing`)
+          if (copy === null || copy.state === "deleted") {
+            violation(`R5: ${where} applied while Company:${company} is missing`)
+          }
         }
       })
     const options: SyncConsumer.ConsumerOptions<never> = {
       service: consumerName,
-      subscriptions: [Subscription.subscribe(Company, { handler: record }), Subscription.subscribe(User, { handler: record })],
+      subscriptions: [
+        Subscription.subscribe(Company, { handler: record }),
+        Subscription.subscribe(User, { handler: record })
+      ],
       dependencyRetry: SyncConfig.backoff({ base: "100 millis", maxDelay: "5 seconds", budget: "1 minute" }),
       inProcessRetries: 2,
       holdLimit: "3 seconds",
@@ -308,7 +322,10 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         )
         if (Exit.isSuccess(exit)) return exit.value
         if (Cause.squash(exit.cause) instanceof RelayCrash) {
-          tally.add("faults", crash === "beforeMark" ? "relay crash between publish and mark" : "relay crash while publishing")
+          tally.add(
+            "faults",
+            crash === "beforeMark" ? "relay crash between publish and mark" : "relay crash while publishing"
+          )
           return 0
         }
         return yield* exit
@@ -332,7 +349,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
             `${ref.entity}:${ref.id} copy ${copy === null ? "none" : `v${copy.version} ${copy.state}`}; applied ${
               JSON.stringify(histories.get(`${ref.entity}:${ref.id}`) ?? [])
             }; outbox ${
-              JSON.stringify(events.map((r) => `seq ${r.seq} v${r.envelope.version} created ${r.createdAt} published ${r.publishedAt} attempts ${r.attempts}`))
+              JSON.stringify(events.map((r) =>
+                `seq ${r.seq} v${r.envelope.version} created ${r.createdAt} published ${r.publishedAt} attempts ${r.attempts}`
+              ))
             }`
           )
         }
@@ -365,7 +384,11 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
           if (!done) continue
           n++
           tally.add("outcomes", "replayed")
-          replayed.set(row.messageId, { key: `${row.envelope.entity}:${row.envelope.entityId}`, version: row.envelope.version, at: before })
+          replayed.set(row.messageId, {
+            key: `${row.envelope.entity}:${row.envelope.entityId}`,
+            version: row.envelope.version,
+            at: before
+          })
         }
         return n
       })
@@ -388,7 +411,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
           const usersAfter = new Map((yield* copies.list("User")).map((row) => [row.id, row.version]))
           for (const user of suspects) {
             if (usersAfter.get(user.id) !== user.version) continue
-            violation(`R5 ${where}: User:${user.id} v${user.version} references missing Company:${companyOf(user.payload)}`)
+            violation(
+              `R5 ${where}: User:${user.id} v${user.version} references missing Company:${companyOf(user.payload)}`
+            )
           }
         }
         for (const row of [...companiesCopied.values(), ...usersCopied]) {
@@ -432,7 +457,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         const pending = yield* outbox.pending
         return yield* Effect.die(
           new Error(
-            `${what}: not quiet after 3000 rounds (queue ${JSON.stringify(depth)}, waiting ${stats.waiting}, outbox ${pending.count})`
+            `${what}: not quiet after 3000 rounds (queue ${
+              JSON.stringify(depth)
+            }, waiting ${stats.waiting}, outbox ${pending.count})`
           )
         )
       })
@@ -458,7 +485,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
       })
 
     // the system's operations, with their weights
-    const systemOps: ReadonlyArray<{ readonly name: string; readonly weight: number; readonly run: () => Effect.Effect<unknown, unknown, StepEnv> }> = [
+    const systemOps: ReadonlyArray<
+      { readonly name: string; readonly weight: number; readonly run: () => Effect.Effect<unknown, unknown, StepEnv> }
+    > = [
       { name: "relay", weight: 14, run: () => relay(undefined) },
       { name: "relay, crashing before the mark", weight: 1.2, run: () => relay("beforeMark") },
       { name: "relay, crashing while it publishes", weight: 0.8, run: () => relay("inPublish") },
@@ -567,7 +596,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
         run: () =>
           Effect.gen(function*() {
             tally.add("operations", "full sync")
-            const ids = random() < 0.5 ? undefined : { ids: random() < 0.5 ? Owner.companyIds.slice(0, 2) : Owner.userIds.slice(0, 3) }
+            const ids = random() < 0.5
+              ? undefined
+              : { ids: random() < 0.5 ? Owner.companyIds.slice(0, 2) : Owner.userIds.slice(0, 3) }
             const queued = random() < 0.5
               ? yield* Owner.companies.fullSync({ batchSize: 2, ...(ids?.ids[0]?.startsWith("c") ? ids : {}) })
               : yield* Owner.users.fullSync({ batchSize: 3, ...(ids?.ids[0]?.startsWith("u") ? ids : {}) })
@@ -624,15 +655,19 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
       const outcome = yield* Effect.exit(chosen.run())
       if (Exit.isFailure(outcome)) {
         const error = Cause.findErrorOption(outcome.cause)
-        if (Option.isSome(error) && typeof error.value === "object" && error.value !== null && "_tag" in error.value &&
-          (error.value._tag === "EntityExists" || error.value._tag === "EntityNotFound")) {
+        if (
+          Option.isSome(error) && typeof error.value === "object" && error.value !== null && "_tag" in error.value &&
+          (error.value._tag === "EntityExists" || error.value._tag === "EntityNotFound")
+        ) {
           violation(`the generator's model is wrong at step ${i} (${chosen.name}): ${String(error.value)}`)
         } else return yield* Effect.failCause(outcome.cause)
       }
       if (model.events === eventsBefore && chosen.owner) tally.add("system steps", "owner step without an event")
       yield* tick(1)
       for (const instance of live()) {
-        if ((yield* instance.consumer.status).paused !== null) tally.add("outcomes", "steps with a consumer paused by the outage")
+        if ((yield* instance.consumer.status).paused !== null) {
+          tally.add("outcomes", "steps with a consumer paused by the outage")
+        }
       }
       yield* checkCopies(`after step ${i} (${chosen.name})`)
       if (violations.length > 0) break
@@ -699,8 +734,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
     for (const [messageId, replay] of replayed) {
       const applied = appliedAt.get(messageId)
       if (applied !== undefined && applied > replay.at) tally.add("outcomes", "replayed, then applied")
-      else if ((finalCopies.get(replay.key)?.version ?? 0) >= replay.version) tally.add("outcomes", "replayed, then stale")
-      else violation(`replayed ${replay.key} v${replay.version} (message ${messageId}) was never applied`)
+      else if ((finalCopies.get(replay.key)?.version ?? 0) >= replay.version) {
+        tally.add("outcomes", "replayed, then stale")
+      } else violation(`replayed ${replay.key} v${replay.version} (message ${messageId}) was never applied`)
     }
     // nothing lost (R3): every event the owner committed was published and reached the consumer's inbox —
     // asked by recording them all in a transaction that is rolled back
@@ -720,7 +756,9 @@ const run = (seed: number, kit: PropertyKit): Effect.Effect<RunReport, RunFailur
     }
     const brokerDead = yield* broker.deadLetters(queueName, { limit: 10 })
     if (brokerDead.total > 0) {
-      violation(`the broker dead-lettered ${brokerDead.total} message(s): ${brokerDead.items.map((d) => d.reason).join("; ")}`)
+      violation(
+        `the broker dead-lettered ${brokerDead.total} message(s): ${brokerDead.items.map((d) => d.reason).join("; ")}`
+      )
     }
 
     // what the run exercised
@@ -800,7 +838,10 @@ const required: ReadonlyArray<readonly [string, string]> = [
 const coverageRuns = 50
 
 /** The seeds of this test run: fixed ones, then fresh ones (none when `CONVERGENCE_SEED` replays a run). */
-const seedsOf = (fixedRuns: number, freshRuns: number): { readonly fixed: Array<number>; readonly fresh: Array<number> } => {
+const seedsOf = (
+  fixedRuns: number,
+  freshRuns: number
+): { readonly fixed: Array<number>; readonly fresh: Array<number> } => {
   const replay = process.env["CONVERGENCE_SEED"]
   const runs = process.env["CONVERGENCE_RUNS"]
   if (replay !== undefined) {
@@ -847,9 +888,9 @@ export const convergence = (name: string, kit: PropertyKit, fixedRuns: number, f
             }
             const failure = Cause.findErrorOption(exit.cause)
             const detail = Option.isSome(failure)
-              ? `${failure.value.error instanceof Error ? failure.value.error.message : String(failure.value.error)}\n  last steps:\n    ${
-                failure.value.log.join("\n    ")
-              }`
+              ? `${
+                failure.value.error instanceof Error ? failure.value.error.message : String(failure.value.error)
+              }\n  last steps:\n    ${failure.value.log.join("\n    ")}`
               : Cause.pretty(exit.cause)
             const message = `convergence failed for seed ${seed}\n  replay: ${replayCommand(kit.file, seed)}${
               kit.deterministic ? "" : " (real I/O interleaves differently each time: it may take a few replays)"
@@ -862,7 +903,9 @@ export const convergence = (name: string, kit: PropertyKit, fixedRuns: number, f
             [
               `${name}: ${events.length} runs passed of ${seeds.length} (${
                 fixed.length === 0 ? "no fixed seeds" : `fixed seeds ${fixed[0]} to ${fixed.at(-1)}`
-              }, ${fresh.length === 0 ? "no fresh seeds" : `fresh seeds ${fresh[0]}, ${fresh[0]}+7919, … ${fresh.at(-1)}`})`,
+              }, ${
+                fresh.length === 0 ? "no fresh seeds" : `fresh seeds ${fresh[0]}, ${fresh[0]}+7919, … ${fresh.at(-1)}`
+              })`,
               `  owner events per run: ${spread(events, 5)}`,
               `  steps per run: ${spread(stepsPerRun, 0)}`,
               `  runs without a stale event: ${staleFree}`,

@@ -20,16 +20,7 @@ import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company } from "./fixtures.ts"
-import {
-  consumerName,
-  copyOf,
-  eventually,
-  memoryStores,
-  Pump,
-  settle,
-  type Stores,
-  tick
-} from "./harness.ts"
+import { consumerName, copyOf, eventually, memoryStores, Pump, settle, type Stores, tick } from "./harness.ts"
 import * as TestPostgres from "./postgres.ts"
 
 const companies = Producer.make("accounts").repository(Company)
@@ -108,7 +99,8 @@ const dyingRelayBroker = (point: RelayCrash) =>
       const broker = yield* Broker
       return Broker.of({
         ...broker,
-        publish: (batch) => point === "publish" ? Effect.interrupt : Effect.andThen(broker.publish(batch), Effect.interrupt)
+        publish: (batch) =>
+          point === "publish" ? Effect.interrupt : Effect.andThen(broker.publish(batch), Effect.interrupt)
       })
     })
   )
@@ -123,7 +115,11 @@ const failingWrites = (failures: number) =>
       const fail = <A>(write: Effect.Effect<A, SqlError.SqlError>) =>
         Effect.suspend(() =>
           left-- > 0
-            ? Effect.fail(new SqlError.SqlError({ reason: new SqlError.UnknownError({ cause: "injected", message: "write failed" }) }))
+            ? Effect.fail(
+              new SqlError.SqlError({
+                reason: new SqlError.UnknownError({ cause: "injected", message: "write failed" })
+              })
+            )
             : write
         )
       return CopyRepository.of({

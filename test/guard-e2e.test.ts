@@ -16,16 +16,7 @@ import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
 import type { Transactor } from "../src/Transactor.ts"
 import { Company } from "./fixtures.ts"
-import {
-  consumerName,
-  copyOf,
-  memoryStores,
-  Pump,
-  settle,
-  type Stores,
-  sync,
-  systemLayer
-} from "./harness.ts"
+import { consumerName, copyOf, memoryStores, Pump, settle, type Stores, sync, systemLayer } from "./harness.ts"
 import * as TestPostgres from "./postgres.ts"
 
 const companies = Producer.make("accounts").repository(Company)

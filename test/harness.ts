@@ -7,19 +7,19 @@ import { Context, type Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { CopyRepository, type CopyRow } from "../src/CopyRepository.ts"
 import { Inbox } from "../src/Inbox.ts"
-import { Outbox } from "../src/Outbox.ts"
-import { SourceRepository } from "../src/SourceRepository.ts"
-import { Transactor } from "../src/Transactor.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryOutbox from "../src/memory/Outbox.ts"
 import * as MemorySourceRepository from "../src/memory/SourceRepository.ts"
+import { Outbox } from "../src/Outbox.ts"
 import * as Relay from "../src/Relay.ts"
 import type { RetrySchedule } from "../src/RetrySchedule.ts"
+import { SourceRepository } from "../src/SourceRepository.ts"
 import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
+import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
 
 export const consumerName = "directory"
@@ -44,10 +44,12 @@ export const tick = (duration: Duration.Input) =>
 export const ownerSide = <E, R>(
   layer: Layer.Layer<Outbox | SourceRepository, E, R>
 ): Layer.Layer<Outbox | SourceRepository, E, R> =>
-  Layer.effectContext(Effect.map(Layer.build(layer), (context) =>
-    Context.make(Outbox, Context.get(context, Outbox)).pipe(
-      Context.add(SourceRepository, Context.get(context, SourceRepository))
-    )))
+  Layer.effectContext(
+    Effect.map(Layer.build(layer), (context) =>
+      Context.make(Outbox, Context.get(context, Outbox)).pipe(
+        Context.add(SourceRepository, Context.get(context, SourceRepository))
+      ))
+  )
 
 /** Keeps only the consumer's services of a layer that provides more. */
 export const consumerSide = <E, R>(

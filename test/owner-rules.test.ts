@@ -43,7 +43,12 @@ describe("R1 at run time", () => {
       thrown = error
     }
     assert.instanceOf(thrown, Producer.NotTheOwner)
-    assert.deepStrictEqual({ ...thrown }, { _tag: "NotTheOwner", contract: "Company", owner: "billing", service: "accounts" })
+    assert.deepStrictEqual({ ...thrown }, {
+      _tag: "NotTheOwner",
+      contract: "Company",
+      owner: "billing",
+      service: "accounts"
+    })
     assert.strictEqual(
       thrown.message,
       `R1: service "accounts" cannot produce events of Company, which "billing" owns`
@@ -58,7 +63,10 @@ describe("R1 at run time", () => {
     Effect.gen(function*() {
       assert.strictEqual(yield* Producer.checkConfigured(accounts, "accounts"), "accounts")
       const error = yield* Effect.flip(Producer.checkConfigured(accounts, "billing"))
-      assert.deepStrictEqual(error, new Producer.ConfiguredServiceMismatch({ declared: "accounts", configured: "billing" }))
+      assert.deepStrictEqual(
+        error,
+        new Producer.ConfiguredServiceMismatch({ declared: "accounts", configured: "billing" })
+      )
       assert.match(error.message, /configured service name "billing" is not "accounts"/)
     }))
 })
@@ -170,7 +178,10 @@ const r2Suite = (name: string, makeLayer: () => Layer.Layer<Outbox | SourceRepos
         ))
         const defect = defectOf(exit)
         assert.instanceOf(defect, OutboxTransactionForged)
-        assert.match(defect.message, /^R2: create Company through an OutboxTransaction that Outbox.transaction did not make/)
+        assert.match(
+          defect.message,
+          /^R2: create Company through an OutboxTransaction that Outbox.transaction did not make/
+        )
         assert.deepStrictEqual(yield* stored, { events: [], version: null })
       }))
 
@@ -197,7 +208,13 @@ const r2Suite = (name: string, makeLayer: () => Layer.Layer<Outbox | SourceRepos
         const exit = yield* Effect.exit(Outbox.use((outbox) =>
           outbox.transaction(Effect.andThen(
             companies.create(acme),
-            broker.publish([{ messageId: "m-1", routingKey: "accounts.Company.created", type: "Company.created", body: new Uint8Array(), headers: {} }])
+            broker.publish([{
+              messageId: "m-1",
+              routingKey: "accounts.Company.created",
+              type: "Company.created",
+              body: new Uint8Array(),
+              headers: {}
+            }])
           ))
         ))
         assert.instanceOf(defectOf(exit), PublishedInsideTransaction)
@@ -219,4 +236,7 @@ r2Suite(
 )
 
 const database = TestPostgres.forFile({ maxConnections: 10 })
-r2Suite("PostgreSQL", () => PostgresSync.layer({ prefix: database.prefix("rules") }).pipe(Layer.provide(database.layer)))
+r2Suite(
+  "PostgreSQL",
+  () => PostgresSync.layer({ prefix: database.prefix("rules") }).pipe(Layer.provide(database.layer))
+)

@@ -6,9 +6,9 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, ManagedRuntime, Redacted } from "effect"
+import { SqlClient, type SqlError } from "effect/sql"
 import { TestClock } from "effect/testing"
 import { afterAll, beforeAll } from "vitest"
-import { SqlClient, type SqlError } from "effect/sql"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import { consumerSide, ownerSide, type Stores } from "./harness.ts"
 
@@ -49,7 +49,7 @@ const admin = (statement: (sql: SqlClient.SqlClient) => Effect.Effect<unknown, S
 export const database: Layer.Layer<TestDatabase, SqlError.SqlError> = Layer.effect(
   TestDatabase,
   Effect.acquireRelease(
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const name = uniqueName()
       yield* admin((sql) => sql`CREATE DATABASE ${sql(name)}`)
       return TestDatabase.of({ name, url: Redacted.make(urlOf(name)) })
@@ -63,7 +63,7 @@ export const client = (
   options?: { readonly maxConnections?: number }
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError.SqlError, TestDatabase> =>
   Layer.unwrap(
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const { url } = yield* TestDatabase
       return PgClient.layer({ url, maxConnections: options?.maxConnections ?? 10 })
     })

@@ -26,7 +26,10 @@ describe("Producer on PostgreSQL", () => {
       const final = yield* companies.get("c-1")
       assert.strictEqual(final?.version, 21)
       const events = yield* Outbox.Outbox.use((outbox) => outbox.rows())
-      assert.deepStrictEqual(events.map((e) => e.envelope.version).sort((a, b) => a - b), Array.from({ length: 21 }, (_, i) => i + 1))
+      assert.deepStrictEqual(
+        events.map((e) => e.envelope.version).sort((a, b) => a - b),
+        Array.from({ length: 21 }, (_, i) => i + 1)
+      )
       // each update saw the one before it: the final name holds all 20 suffixes
       assert.strictEqual(String(Reflect.get(final?.payload ?? {}, "name")).split(".").length, 21)
     }).pipe(Effect.provide(stores())))

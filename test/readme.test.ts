@@ -21,6 +21,9 @@ describe("README", () => {
       const fiber = yield* Effect.forkChild(program)
       for (let ms = 0; ms < 100; ms++) yield* TestClock.adjust("1 millis")
       const copy = yield* Fiber.join(fiber)
-      assert.deepStrictEqual(copy && [copy.entity, copy.version, copy.payload], ["Company", 1, { id: "c-1", name: "Acme" }])
+      assert.deepStrictEqual(copy && [copy.entity, copy.version, copy.payload], ["Company", 1, {
+        id: "c-1",
+        name: "Acme"
+      }])
     }))
 })

@@ -243,4 +243,3 @@ describe("Relay", () => {
     }).pipe(Effect.provide(Layer.merge(system, env)))
   })
 })
-

@@ -59,7 +59,8 @@ const consumerOptions = (handlers: {
   service: consumerName,
   subscriptions: [
     Subscription.subscribe(Company, {
-      handler: ({ envelope }) => envelope.action === "deleted" ? handlers.companyDeleted(envelope.entityId) : Effect.void
+      handler: ({ envelope }) =>
+        envelope.action === "deleted" ? handlers.companyDeleted(envelope.entityId) : Effect.void
     }),
     Subscription.subscribe(User, {
       handler: ({ envelope }) => envelope.action === "created" ? handlers.user(envelope.entityId) : Effect.void
@@ -199,10 +200,15 @@ const raceInstances = (path: "batch" | "retry") =>
   )
 
 describe("two consumer instances of one service (PostgreSQL)", () => {
-  it.live("a User applied in a batch holds its Company: a racing hard delete waits for it", () =>
-    raceInstances("batch"), 120_000)
+  it.live(
+    "a User applied in a batch holds its Company: a racing hard delete waits for it",
+    () => raceInstances("batch"),
+    120_000
+  )
 
-  it.live("a User retried after its Company arrived holds it: a racing hard delete waits for it", () =>
-    raceInstances("retry"), 120_000)
+  it.live(
+    "a User retried after its Company arrived holds it: a racing hard delete waits for it",
+    () => raceInstances("retry"),
+    120_000
+  )
 })
-

@@ -92,8 +92,13 @@ export class Accounts extends Context.Service<Accounts, {
     CompanyRow,
     Errors.EntityExists | SqlError.SqlError
   >
-  readonly renameCompany: (id: string, name: string) => Effect.Effect<CompanyRow, Errors.EntityNotFound | SqlError.SqlError>
-  readonly deleteCompany: (id: string) => Effect.Effect<Removal, Errors.EntityNotFound | CompanyInUse | SqlError.SqlError>
+  readonly renameCompany: (
+    id: string,
+    name: string
+  ) => Effect.Effect<CompanyRow, Errors.EntityNotFound | SqlError.SqlError>
+  readonly deleteCompany: (
+    id: string
+  ) => Effect.Effect<Removal, Errors.EntityNotFound | CompanyInUse | SqlError.SqlError>
   readonly createUser: (input: User) => Effect.Effect<UserRow, Errors.EntityExists | UnknownCompany | SqlError.SqlError>
   readonly updateUser: (
     id: string,
@@ -110,7 +115,10 @@ export class Accounts extends Context.Service<Accounts, {
   /** Queues snapshot events of every entity of a contract (or of `ids`); returns how many. */
   readonly fullSync: (entity: EntityName, ids?: ReadonlyArray<string>) => Effect.Effect<number, SqlError.SqlError>
   /** Outbox events not published yet, and the age of the oldest in milliseconds. */
-  readonly outbox: Effect.Effect<{ readonly pending: number; readonly oldestAgeMillis: number | null }, SqlError.SqlError>
+  readonly outbox: Effect.Effect<
+    { readonly pending: number; readonly oldestAgeMillis: number | null },
+    SqlError.SqlError
+  >
 }>()("services/accounts/Accounts") {}
 
 const iso = (millis: number | null) => millis === null ? null : new Date(millis).toISOString()
@@ -158,8 +166,9 @@ export const make: Effect.Effect<
   const sql = yield* SqlClient.SqlClient
   const { tables } = yield* ServiceDatabase
   const source = sql(tables.source)
-  const run = <A, E>(effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient>) =>
-    Effect.provideContext(effect, context)
+  const run = <A, E>(
+    effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient>
+  ) => Effect.provideContext(effect, context)
 
   const companyState = (id: string, lock: "FOR SHARE" | "FOR UPDATE") =>
     Effect.map(
@@ -170,13 +179,18 @@ export const make: Effect.Effect<
 
   // inside the write transaction: the company stays live until the transaction ends
   const requireCompany = (companyId: string) =>
-    Effect.flatMap(companyState(companyId, "FOR SHARE"), (state) =>
-      state === "live" ? Effect.void : Effect.fail(new UnknownCompany({ companyId })))
+    Effect.flatMap(
+      companyState(companyId, "FOR SHARE"),
+      (state) => state === "live" ? Effect.void : Effect.fail(new UnknownCompany({ companyId }))
+    )
 
   const decodeCompany = Schema.decodeUnknownEffect(Company.payload)
   const decodeUser = Schema.decodeUnknownEffect(User.payload)
 
-  const listed = <A, R>(entity: string, toRow: (row: SourceRepository.SourceRow, payload: unknown) => Effect.Effect<A, never, R>) =>
+  const listed = <A, R>(
+    entity: string,
+    toRow: (row: SourceRepository.SourceRow, payload: unknown) => Effect.Effect<A, never, R>
+  ) =>
     Effect.gen(function*() {
       const store = yield* SourceRepository.SourceRepository
       const rows: Array<A> = []
@@ -228,10 +242,19 @@ export const make: Effect.Effect<
       run(Outbox.transaction(options.soft ? users.softDelete(id) : users.delete(id))).pipe(
         Effect.map((written) => removal("User", written))
       ),
-    companies: run(listed("Company", (row, payload) =>
-      Effect.map(Effect.orDie(decodeCompany(payload)), (company) => companyRow(entityOf(row, company), company)))),
-    users: run(listed("User", (row, payload) =>
-      Effect.map(Effect.orDie(decodeUser(payload)), (user) => userRow(entityOf(row, user), user)))),
+    companies: run(
+      listed(
+        "Company",
+        (row, payload) =>
+          Effect.map(Effect.orDie(decodeCompany(payload)), (company) => companyRow(entityOf(row, company), company))
+      )
+    ),
+    users: run(
+      listed(
+        "User",
+        (row, payload) => Effect.map(Effect.orDie(decodeUser(payload)), (user) => userRow(entityOf(row, user), user))
+      )
+    ),
     fullSync: (entity, ids) =>
       run((entity === "Company" ? companies : users).fullSync(ids !== undefined ? { ids } : {})),
     outbox: run(Effect.gen(function*() {

@@ -33,20 +33,23 @@ const toCompany = (row: CopyRepository.CopyRow): Effect.Effect<CompanyCopy | nul
     }))
 
 /** Live and soft-deleted company copies, by id. */
-export const list: Effect.Effect<ReadonlyArray<CompanyCopy>, SqlError.SqlError, CopyRepository.CopyRepository> = Effect.gen(
-  function*() {
-    const copies = yield* CopyRepository.CopyRepository
-    const rows = yield* copies.list(Company.name)
-    const companies: Array<CompanyCopy> = []
-    for (const row of rows) {
-      const company = yield* toCompany(row)
-      if (company !== null) companies.push(company)
+export const list: Effect.Effect<ReadonlyArray<CompanyCopy>, SqlError.SqlError, CopyRepository.CopyRepository> = Effect
+  .gen(
+    function*() {
+      const copies = yield* CopyRepository.CopyRepository
+      const rows = yield* copies.list(Company.name)
+      const companies: Array<CompanyCopy> = []
+      for (const row of rows) {
+        const company = yield* toCompany(row)
+        if (company !== null) companies.push(company)
+      }
+      return companies
     }
-    return companies
-  }
-)
+  )
 
 /** One company copy, or null (never copied, or hard-deleted). */
 export const get = (id: string): Effect.Effect<CompanyCopy | null, SqlError.SqlError, CopyRepository.CopyRepository> =>
-  Effect.flatMap(CopyRepository.CopyRepository.use((copies) => copies.get(Company.name, id)), (row) =>
-    row === null ? Effect.succeed(null) : toCompany(row))
+  Effect.flatMap(
+    CopyRepository.CopyRepository.use((copies) => copies.get(Company.name, id)),
+    (row) => row === null ? Effect.succeed(null) : toCompany(row)
+  )

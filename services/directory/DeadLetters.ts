@@ -87,16 +87,26 @@ export const list = (
 export const replayMatching = (
   service: string,
   filter: DeadLetters.Filter
-): Effect.Effect<DeadLetters.Replayed, SqlError.SqlError | Errors.BrokerUnavailable, Inbox.Inbox | Broker.Broker | SyncConsumer.SyncConsumer> =>
+): Effect.Effect<
+  DeadLetters.Replayed,
+  SqlError.SqlError | Errors.BrokerUnavailable,
+  Inbox.Inbox | Broker.Broker | SyncConsumer.SyncConsumer
+> =>
   DeadLetters.replay({ service }, filter).pipe(
-    Effect.tap((replayed) => replayed.inbox > 0 ? SyncConsumer.SyncConsumer.use((consumer) => consumer.lookAtParked) : Effect.void)
+    Effect.tap((replayed) =>
+      replayed.inbox > 0 ? SyncConsumer.SyncConsumer.use((consumer) => consumer.lookAtParked) : Effect.void
+    )
   )
 
 /** Replays a dead letter; tells from which store, or null when there is no such dead letter. */
 export const replay = (
   service: string,
   messageId: string
-): Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | Errors.BrokerUnavailable, SyncConsumer.SyncConsumer | Broker.Broker> =>
+): Effect.Effect<
+  "inbox" | "broker" | null,
+  SqlError.SqlError | Errors.BrokerUnavailable,
+  SyncConsumer.SyncConsumer | Broker.Broker
+> =>
   Effect.gen(function*() {
     const consumer = yield* SyncConsumer.SyncConsumer
     if (yield* consumer.replay(messageId)) return "inbox"

@@ -44,7 +44,9 @@ export class Directory extends Context.Service<Directory, {
     SqlError.SqlError | Errors.BrokerUnavailable | LibraryDeadLetters.InvalidCursor
   >
   /** Replays a dead letter; from which store, or null when there is none with this id. */
-  readonly replay: (messageId: string) => Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | Errors.BrokerUnavailable>
+  readonly replay: (
+    messageId: string
+  ) => Effect.Effect<"inbox" | "broker" | null, SqlError.SqlError | Errors.BrokerUnavailable>
   /** Replays every dead letter matching the filter, in both stores; the counts per store. */
   readonly replayMatching: (
     filter: LibraryDeadLetters.Filter
@@ -87,9 +89,18 @@ const checkTimeout = Duration.seconds(3)
 /** Makes the directory's operations for the consumer `service` (its queue is `<service>.sync`). */
 export const make = (
   service: string
-): Effect.Effect<Directory["Service"], never, CopyRepository.CopyRepository | SqlClient.SqlClient | SyncConsumer.SyncConsumer | Broker.Broker | Inbox.Inbox> =>
+): Effect.Effect<
+  Directory["Service"],
+  never,
+  CopyRepository.CopyRepository | SqlClient.SqlClient | SyncConsumer.SyncConsumer | Broker.Broker | Inbox.Inbox
+> =>
   Effect.gen(function*() {
-    type Needs = CopyRepository.CopyRepository | SqlClient.SqlClient | SyncConsumer.SyncConsumer | Broker.Broker | Inbox.Inbox
+    type Needs =
+      | CopyRepository.CopyRepository
+      | SqlClient.SqlClient
+      | SyncConsumer.SyncConsumer
+      | Broker.Broker
+      | Inbox.Inbox
     const context = yield* Effect.context<Needs>()
     const consumer = yield* SyncConsumer.SyncConsumer
     const inbox = yield* Inbox.Inbox
@@ -142,7 +153,11 @@ export const make = (
             problem: "the database does not answer"
           }
           : failingSince.broker !== null
-          ? { dependency: "broker", since: new Date(failingSince.broker).toISOString(), problem: "the broker does not answer" }
+          ? {
+            dependency: "broker",
+            since: new Date(failingSince.broker).toISOString(),
+            problem: "the broker does not answer"
+          }
           : null
         return {
           consumer: {

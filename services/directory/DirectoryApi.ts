@@ -160,7 +160,9 @@ export const routes = (directory: Directory["Service"]): ReadonlyArray<Route> =>
     "/admin/dead-letters/replay",
     ApiError.respond(Effect.gen(function*() {
       const body = yield* Decode.body(ReplayBody)
-      if (body.reasons === undefined && body.entities === undefined && body.from === undefined && body.to === undefined) {
+      if (
+        body.reasons === undefined && body.entities === undefined && body.from === undefined && body.to === undefined
+      ) {
         return yield* ApiError.unprocessable("give at least one of reasons, entities, from, to")
       }
       const replayed = yield* directory.replayMatching(filterOf(body)).pipe(Effect.catch(failed))

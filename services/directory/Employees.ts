@@ -54,7 +54,9 @@ export const migrate: Effect.Effect<
  * The User subscription's handler: mirrors the event into `employees` in the apply transaction. It runs
  * only for events the version guard let through, so it never regresses a row.
  */
-export const apply = (event: Subscription.SyncEvent<User>): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+export const apply = (
+  event: Subscription.SyncEvent<User>
+): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const { envelope, payload } = event
@@ -119,5 +121,7 @@ export const list = (
 
 /** One employee, or null. */
 export const get = (id: string): Effect.Effect<EmployeeRow | null, SqlError.SqlError, SqlClient.SqlClient> =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.map(read(sql`SELECT * FROM employees WHERE id = ${id}`), (rows) => rows[0] ?? null))
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => Effect.map(read(sql`SELECT * FROM employees WHERE id = ${id}`), (rows) => rows[0] ?? null)
+  )

@@ -106,7 +106,9 @@ export const fromSqlError = (error: SqlError.SqlError): Effect.Effect<never, Api
   logged("request failed: database error", error, unavailable("the database is unavailable; try again later"))
 
 /** A broker error as a 503 with an error id (its detail is logged, not sent). */
-export const fromBrokerError = (error: Errors.BrokerUnavailable | Errors.PublishRejected): Effect.Effect<never, ApiError> =>
+export const fromBrokerError = (
+  error: Errors.BrokerUnavailable | Errors.PublishRejected
+): Effect.Effect<never, ApiError> =>
   logged(
     "request failed: broker error",
     error,

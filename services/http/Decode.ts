@@ -48,7 +48,10 @@ const decodeWith = <A>(schema: Schema.Decoder<A>, what: string) => {
     decode(input).pipe(
       Effect.mapError((error) => {
         const issues = issuesOf(error)
-        const listed = issues.slice(0, maxIssues).map((issue) => ({ path: cut(issue.path), message: cut(issue.message) }))
+        const listed = issues.slice(0, maxIssues).map((issue) => ({
+          path: cut(issue.path),
+          message: cut(issue.message)
+        }))
         const omitted = issues.length - listed.length
         const invalid = ApiError.unprocessable(
           omitted > 0
@@ -124,5 +127,7 @@ export const query = <A>(
 export const param = (name: string): Effect.Effect<string, ApiError.ApiError, HttpRouter.RouteContext> =>
   Effect.flatMap(HttpRouter.params, (params) => {
     const value = params[name]
-    return value === undefined ? Effect.fail(ApiError.notFound(`missing path parameter ${name}`)) : Effect.succeed(value)
+    return value === undefined
+      ? Effect.fail(ApiError.notFound(`missing path parameter ${name}`))
+      : Effect.succeed(value)
   })

@@ -49,7 +49,10 @@ export interface HttpOptions {
 /** The HTTP settings from the environment: `ADMIN_TOKEN` (absent: admin routes disabled), `HTTP_MAX_BODY_BYTES`. */
 export const config: Config.Config<HttpOptions> = Config.all({
   adminToken: Config.option(Config.Redacted("ADMIN_TOKEN")),
-  maxBodyBytes: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 64 * 1024 * 1024 })), "HTTP_MAX_BODY_BYTES")
+  maxBodyBytes: Config.schema(
+    Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 64 * 1024 * 1024 })),
+    "HTTP_MAX_BODY_BYTES"
+  )
     .pipe(Config.withDefault(Decode.defaultMaxBodyBytes))
 }).pipe(
   Config.map(({ adminToken, maxBodyBytes }) => ({

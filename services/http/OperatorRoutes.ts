@@ -55,8 +55,6 @@ export const metrics = (registry: Metric.MetricRegistry): Route =>
     "/metrics",
     PrometheusMetrics.format().pipe(
       Effect.provideService(Metric.MetricRegistry, registry),
-      Effect.map((text) =>
-        HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
-      )
+      Effect.map((text) => HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" }))
     )
   )

@@ -34,7 +34,9 @@ export class Faults extends Context.Service<Faults, {
     write: Effect.Effect<A, E, Outbox.OutboxTransaction | SourceRepository.SourceRepository>
   ) => Effect.Effect<ReadonlyArray<Envelope.Envelope>, E | SqlError.SqlError>
   /** Publishes events to the bus in this order (repeats allowed), as the owner's relay would. */
-  readonly deliver: (events: ReadonlyArray<Envelope.Envelope>) => Effect.Effect<void, Errors.BrokerUnavailable | Errors.PublishRejected>
+  readonly deliver: (
+    events: ReadonlyArray<Envelope.Envelope>
+  ) => Effect.Effect<void, Errors.BrokerUnavailable | Errors.PublishRejected>
   /** Overwrites the consumer's copy of an entity in place, keeping its version. */
   readonly driftCopy: (entity: string, id: string, payload: Schema.Json) => Effect.Effect<void, SqlError.SqlError>
 }>()("services/scenario/Faults") {}

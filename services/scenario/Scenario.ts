@@ -117,20 +117,24 @@ export const run = (
           body: decoded
         })))
     const list = <A>(schema: Schema.Decoder<A>, url: string) =>
-      Effect.map(fetch(Schema.Array(schema), "GET", url), (reply) => reply.body)
+      Effect.map(fetch(Schema.Array(schema), "GET", url), (reply) =>
+        reply.body)
 
     const report = (name: string, expected: unknown, saw: unknown) =>
       Effect.gen(function*() {
         steps++
         const held = JSON.stringify(saw) === JSON.stringify(expected)
-        if (!held) failed.push(name)
+        if (!held) {
+          failed.push(name)
+        }
         yield* print(`${held ? "ok  " : "FAIL"} ${name}`)
         yield* print(`       expected ${JSON.stringify(expected)}`)
         yield* print(`       saw      ${JSON.stringify(saw)}`)
       })
     /** A step that looks once (its `see` may change things: a write, a request that must be refused). */
     const check = <A>(name: string, expected: A, see: Effect.Effect<A>) =>
-      Effect.flatMap(see, (saw) => report(name, expected, saw))
+      Effect.flatMap(see, (saw) =>
+        report(name, expected, saw))
     /** A step that looks until it sees what it expects, or its patience runs out. */
     const eventually = <A>(name: string, expected: A, see: Effect.Effect<A>) =>
       Effect.gen(function*() {
@@ -200,7 +204,13 @@ export const run = (
         return {
           status: reply.status,
           error: e.error,
-          ...(issues._tag === "Some" ? { paths: issues.value.map((d) => d.path).sort() } : {})
+          ...(issues._tag === "Some"
+            ? {
+              paths: issues.value.map((d) =>
+                d.path
+              ).sort()
+            }
+            : {})
         }
       })
     yield* check(
@@ -275,7 +285,9 @@ export const run = (
         companies.update("c-1", (c) => ({ ...c, name: "Acme v5" }))
       )
     ).pipe(Effect.orDie)
-    if (v4 === undefined || v5 === undefined) return yield* Effect.die(new Error("the owner raised no events for c-1"))
+    if (v4 === undefined || v5 === undefined) {
+      return yield* Effect.die(new Error("the owner raised no events for c-1"))
+    }
     yield* print("       (the bus delivers v5, then v4, then v5 again)")
     yield* faults.deliver([v5]).pipe(Effect.orDie)
     yield* eventually("v5 arrives first and is applied", copied("Acme v5", 5), companyCopy("c-1"))
@@ -293,13 +305,17 @@ export const run = (
       [{ entity: "Company", id: "c-2" }, { entity: "User", id: "u-5" }],
       Effect.andThen(companies.create({ id: "c-2", name: "Beta" }), users.create(user("u-5", "c-2", "Eve")))
     ).pipe(Effect.orDie)
-    yield* faults.deliver(later.filter((e) => e.entity === "User")).pipe(Effect.orDie)
+    yield* faults.deliver(later.filter((e) =>
+      e.entity === "User"
+    )).pipe(Effect.orDie)
     yield* eventually(
       "the User waits for its Company: no Employee points to a missing Company",
       { waiting: waiting + 1, employee: 404 },
       Effect.all({ waiting: consumerCount("User", "waiting"), employee: employee("u-5") })
     )
-    yield* faults.deliver(later.filter((e) => e.entity === "Company")).pipe(Effect.orDie)
+    yield* faults.deliver(later.filter((e) =>
+      e.entity === "Company"
+    )).pipe(Effect.orDie)
     yield* eventually(
       "…and is applied as soon as the Company arrives",
       employed("c-2", "Eve", 1),
@@ -312,9 +328,13 @@ export const run = (
       Effect.andThen(companies.create({ id: "c-3", name: "Gamma" }), users.create(user("u-6", "c-3", "Finn")))
     ).pipe(Effect.orDie)
     yield* print("       (the bus loses Company c-3's event)")
-    yield* faults.deliver(lost.filter((e) => e.entity === "User")).pipe(Effect.orDie)
+    yield* faults.deliver(lost.filter((e) =>
+      e.entity === "User"
+    )).pipe(Effect.orDie)
     const inboxDead = Effect.map(deadLetters, (rows) =>
-      rows.filter((d) => d.store === "inbox").map((d) => ({ error: d.error, entity: d.entity, id: d.id })))
+      rows.filter((d) =>
+        d.store === "inbox"
+      ).map((d) => ({ error: d.error, entity: d.entity, id: d.id })))
     yield* eventually(
       "the User is dead-lettered as DependencyMissing when its retry budget is spent",
       [{ error: "DependencyMissing", entity: "User", id: "u-6" }],
@@ -329,7 +349,9 @@ export const run = (
       )
     )
     yield* eventually("Company c-3 is copied", copied("Gamma", 1), companyCopy("c-3"))
-    const dead = (yield* deadLetters).find((d) => d.id === "u-6")
+    const dead = (yield* deadLetters).find((d) =>
+      d.id === "u-6"
+    )
     yield* check(
       "…and replays the dead letter",
       { status: 202, store: "inbox" },

@@ -139,18 +139,10 @@ const withDeadQueue = <A>(
     openChannel(model),
     (channel) =>
       Effect.gen(function*() {
-        const checked = yield* Effect.tryPromise({
-          try: () => channel.checkQueue(deadQueueOf(queue)),
-          catch: (cause) => cause
-        })
-          .pipe(
-            Effect.map((ok) => ok.messageCount),
-            Effect.catch((cause) =>
-              isNotFound(cause)
-                ? Effect.succeed(undefined)
-                : Effect.fail(unavailable("checkQueue", messageOf(cause), cause))
-            )
-          )
+        const checked = yield* attempt("checkQueue", () => channel.checkQueue(deadQueueOf(queue))).pipe(
+          Effect.map((ok): number | undefined => ok.messageCount),
+          Effect.catchIf((error) => isNotFound(error.cause), () => Effect.succeed(undefined))
+        )
         return checked === undefined ? whenAbsent : yield* f(channel, checked)
       }),
     (channel) =>

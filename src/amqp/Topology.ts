@@ -12,15 +12,7 @@ import type { Channel, ChannelModel } from "amqplib"
 import { Effect, Redacted } from "effect"
 import type { QueueSpec } from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
-import {
-  attempt,
-  closeConnection,
-  connectTimeoutMillis,
-  isNotFound,
-  messageOf,
-  unavailable,
-  withChannel
-} from "./AmqpCall.ts"
+import { attempt, closeConnection, connectTimeoutMillis, isNotFound, unavailable, withChannel } from "./AmqpCall.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
 
 /** The dead-letter queue of a queue: `<queue>.dead`. */
@@ -154,13 +146,11 @@ const checkTopology = (model: ChannelModel, description: Partial<TopologyDescrip
   withChannel(model, (channel) =>
     Effect.gen(function*() {
       const check = (operation: string, what: string, f: () => PromiseLike<unknown>) =>
-        Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
-          Effect.catch((cause) =>
-            Effect.fail(
-              isNotFound(cause)
-                ? unavailable(operation, `${what} does not exist; ${passiveHint}`, cause)
-                : unavailable(operation, `cannot check ${what}: ${messageOf(cause)}`, cause)
-            )
+        attempt(operation, f).pipe(
+          Effect.mapError((error) =>
+            isNotFound(error.cause)
+              ? unavailable(operation, `${what} does not exist; ${passiveHint}`, error.cause)
+              : unavailable(operation, `cannot check ${what}: ${error.detail}`, error.cause)
           )
         )
       for (const exchange of description.exchanges ?? []) {

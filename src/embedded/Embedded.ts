@@ -13,9 +13,9 @@
  *
  * @since 0.1.0
  */
+import { PgClient } from "@effect/sql-pg"
 import { type ExecProtocolOptionsStream, PGlite } from "@electric-sql/pglite"
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
-import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import * as PostgresSync from "../postgres/PostgresSync.ts"
@@ -103,7 +103,9 @@ const isSpace = (byte: number) => byte === 0x20 || (byte >= 0x09 && byte <= 0x0d
 
 /** A PostgreSQL identifier as the backend stores it: quoted ones verbatim, others folded to lower case. */
 const identifier = (token: string) =>
-  token.startsWith("\"") ? token.slice(1, -1).replaceAll("\"\"", "\"") : token.replace(/[A-Z]+/g, (s) => s.toLowerCase())
+  token.startsWith("\"")
+    ? token.slice(1, -1).replaceAll("\"\"", "\"")
+    : token.replace(/[A-Z]+/g, (s) => s.toLowerCase())
 
 /**
  * The channel of a `LISTEN <channel>` statement sent as a simple `Query` or as a `Parse`; `undefined` for
@@ -295,9 +297,7 @@ class MultiplexedPGlite extends PGlite {
   /** Runs protocol messages of this module's own; their output is dropped, except notifications. */
   private internal(message: Uint8Array): Promise<void> {
     const scanner = new OutputScanner(() => {}, notificationsOnly, (held) => this.route(held))
-    return super.execProtocolRawStream(message, { onRawData: (chunk) => scanner.feed(chunk) }).then(() =>
-      scanner.end()
-    )
+    return super.execProtocolRawStream(message, { onRawData: (chunk) => scanner.feed(chunk) }).then(() => scanner.end())
   }
 
   private relisten(): Promise<void> {
@@ -317,7 +317,7 @@ const validPoolSize = (maxConnections: number | undefined, minimum: number) => {
 }
 
 const make = (options: Options | undefined, minimumPool: number) =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const maxConnections = yield* validPoolSize(options?.maxConnections, minimumPool)
     const dataDir = options?.dataDir
     const where = dataDir === undefined ? "in memory" : `in ${dataDir}`
@@ -368,7 +368,7 @@ const embedded = (
   minimumPool: number
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | EmbeddedPostgres, EmbeddedPostgresError | SqlError.SqlError> =>
   Layer.unwrap(
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const database = yield* EmbeddedPostgres
       return PgClient.layer({
         url: database.url,

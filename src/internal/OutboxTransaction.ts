@@ -197,5 +197,8 @@ export const makeBufferedAppends = (
         : Effect.andThen(write(parent), run)
     })
 
-  return { transaction, flushPending: Effect.flatMap(current, (open) => (open === undefined ? Effect.void : write(open))) }
+  return {
+    transaction,
+    flushPending: Effect.flatMap(current, (open) => (open === undefined ? Effect.void : write(open)))
+  }
 }

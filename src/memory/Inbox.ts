@@ -56,7 +56,7 @@ const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
 const sameRef = (a: EntityRef, b: EntityRef) => a.entity === b.entity && a.id === b.id
 
 /** Makes a memory inbox on the current `MemoryDatabase`. */
-export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effect.gen(function* () {
+export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effect.gen(function*() {
   const db = yield* MemoryDatabase
   const received = db.table<Received>()
   const waitingRows = db.table<WaitingRow>()

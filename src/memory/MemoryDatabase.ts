@@ -36,7 +36,7 @@ export class MemoryDatabase extends Context.Service<MemoryDatabase, {
 }>()("entity-sync/memory/MemoryDatabase") {}
 
 /** Makes a new, empty database. */
-export const make: Effect.Effect<MemoryDatabase["Service"]> = Effect.gen(function* () {
+export const make: Effect.Effect<MemoryDatabase["Service"]> = Effect.gen(function*() {
   const lock = yield* Semaphore.make(1)
   const tables: Array<Snapshotable> = []
   const id = {}
@@ -68,7 +68,7 @@ export const make: Effect.Effect<MemoryDatabase["Service"]> = Effect.gen(functio
     Effect.flatMap(InTransaction, (open): Effect.Effect<A, E, R> => {
       if (open.has(id)) return effect
       return Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const rollbacks = tables.map((t) => t.snapshot())
           const exit = yield* Effect.exit(
             restore(effect).pipe(Effect.provideService(InTransaction, new Set([...open, id])))

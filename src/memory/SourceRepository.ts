@@ -16,49 +16,55 @@ const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
 const byId = (a: SourceRow, b: SourceRow) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 
 /** Makes a memory source repository on the current `MemoryDatabase`. */
-export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatabase> = Effect.gen(function* () {
+export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatabase> = Effect.gen(function*() {
   const db = yield* MemoryDatabase
   const rows = db.table<SourceRow>()
 
   // Checks every row before writing any, in one step of the database (one writer at a time).
   const create = (created: ReadonlyArray<NewSourceRow>) =>
-    whileOpen("create", Effect.flatMap(
-      db.run((): ReadonlyArray<SourceRow> | EntityExists => {
-        const written: Array<SourceRow> = []
-        const seen = new Set<string>()
-        for (const row of created) {
-          const key = keyOf(row.entity, row.id)
-          const current = rows.get(key)
-          if (seen.has(key) || (current !== undefined && current.state !== "deleted")) {
-            return new EntityExists({ entity: row.entity, entityId: row.id })
+    whileOpen(
+      "create",
+      Effect.flatMap(
+        db.run((): ReadonlyArray<SourceRow> | EntityExists => {
+          const written: Array<SourceRow> = []
+          const seen = new Set<string>()
+          for (const row of created) {
+            const key = keyOf(row.entity, row.id)
+            const current = rows.get(key)
+            if (seen.has(key) || (current !== undefined && current.state !== "deleted")) {
+              return new EntityExists({ entity: row.entity, entityId: row.id })
+            }
+            seen.add(key)
+            written.push({
+              entity: row.entity,
+              id: row.id,
+              version: (current?.version ?? 0) + 1,
+              state: "live",
+              payload: row.payload,
+              updatedAt: row.updatedAt,
+              deletedAt: null
+            })
           }
-          seen.add(key)
-          written.push({
-            entity: row.entity,
-            id: row.id,
-            version: (current?.version ?? 0) + 1,
-            state: "live",
-            payload: row.payload,
-            updatedAt: row.updatedAt,
-            deletedAt: null
-          })
-        }
-        for (const row of written) rows.set(keyOf(row.entity, row.id), row)
-        return written
-      }),
-      (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
-    ))
+          for (const row of written) rows.set(keyOf(row.entity, row.id), row)
+          return written
+        }),
+        (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
+      )
+    )
 
   return SourceRepository.of({
     create,
     get: (entity, id) => db.run(() => rows.get(keyOf(entity, id)) ?? null),
     put: (row, previousVersion) =>
-      whileOpen("put", db.run(() => {
-        const key = keyOf(row.entity, row.id)
-        if ((rows.get(key)?.version ?? null) !== previousVersion) return false
-        rows.set(key, row)
-        return true
-      })),
+      whileOpen(
+        "put",
+        db.run(() => {
+          const key = keyOf(row.entity, row.id)
+          if ((rows.get(key)?.version ?? null) !== previousVersion) return false
+          rows.set(key, row)
+          return true
+        })
+      ),
     page: (entity, { afterId, ids, limit }) =>
       db.run(() => {
         const only = ids === undefined ? undefined : new Set(ids)

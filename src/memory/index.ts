@@ -4,10 +4,10 @@
  *
  * @since 0.2.0
  */
-export * as MemoryBroker from "./MemoryBroker.ts"
 export * as MemoryCopyRepository from "./CopyRepository.ts"
-export * as MemoryDatabase from "./MemoryDatabase.ts"
 export * as MemoryInbox from "./Inbox.ts"
+export * as MemoryBroker from "./MemoryBroker.ts"
+export * as MemoryDatabase from "./MemoryDatabase.ts"
+export * as MemorySync from "./MemorySync.ts"
 export * as MemoryOutbox from "./Outbox.ts"
 export * as MemorySourceRepository from "./SourceRepository.ts"
-export * as MemorySync from "./MemorySync.ts"

@@ -5,9 +5,9 @@
  *
  * @since 0.1.0
  */
-import type { Lock } from "../CopyRepository.ts"
 import { Effect, Result, Schema, SchemaGetter } from "effect"
 import { SqlError } from "effect/sql"
+import type { Lock } from "../CopyRepository.ts"
 
 /**
  * A `bigint` (int8) column read as a JavaScript number: the driver gives a `bigint` (or a string in text

@@ -74,7 +74,7 @@ const refsJson = (refs: ReadonlyArray<EntityRef>) => refs.map(({ entity, id }) =
 
 /** Makes the inbox on `tables`. */
 export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgClient.PgClient> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const pg = yield* PgClient.PgClient
     const sql = pg.withoutTransforms()
     const inbox = sql(tables.inbox)
@@ -104,23 +104,29 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
     const decodeRecorded = decodeRows(Recorded, "inbox")
 
     const record = (consumer: string, messageId: string) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        sql`INSERT INTO ${inbox} (consumer, message_id, received_at) VALUES (${consumer}, ${messageId}, ${now})
-          ON CONFLICT DO NOTHING RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0)))
+      Effect.flatMap(
+        Clock.currentTimeMillis,
+        (now) =>
+          sql`INSERT INTO ${inbox} (consumer, message_id, received_at) VALUES (${consumer}, ${messageId}, ${now})
+          ON CONFLICT DO NOTHING RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
+      )
 
     // Inserted in message id order, so two transactions recording overlapping sets cannot deadlock.
     const recordMany = (consumer: string, messageIds: ReadonlyArray<string>) =>
-      messageIds.length === 0 ? Effect.succeed(new Set<string>()) : Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        sql`INSERT INTO ${inbox} (consumer, message_id, received_at)
+      messageIds.length === 0 ?
+        Effect.succeed(new Set<string>()) :
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          sql`INSERT INTO ${inbox} (consumer, message_id, received_at)
           SELECT ${consumer}, m.id, ${now} FROM unnest(${[...new Set(messageIds)].sort()}::text[]) AS m(id)
           ORDER BY m.id
           ON CONFLICT DO NOTHING RETURNING message_id AS "messageId"`.pipe(
-          Effect.flatMap(decodeRecorded),
-          Effect.map((rows) => new Set(rows.map((row) => row.messageId)))
-        ))
+            Effect.flatMap(decodeRecorded),
+            Effect.map((rows) => new Set(rows.map((row) => row.messageId)))
+          ))
 
     const forget = (consumer: string, messageIds: ReadonlyArray<string>) =>
-      messageIds.length === 0 ? Effect.void :
+      messageIds.length === 0 ?
+        Effect.void :
         sql`DELETE FROM ${inbox} WHERE consumer = ${consumer} AND message_id = ANY(${messageIds}::text[])`.pipe(
           Effect.asVoid
         )
@@ -164,7 +170,10 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
         Effect.flatMap(decodeWaiting)
       )
 
-    const waitingPage = (consumer: string, options?: { readonly limit?: number; readonly after?: WaitingRowCursor }) => {
+    const waitingPage = (
+      consumer: string,
+      options?: { readonly limit?: number; readonly after?: WaitingRowCursor }
+    ) => {
       const limit = pageSize(options?.limit)
       const after = options?.after
       const from = after === undefined
@@ -247,10 +256,13 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
     const stats = (consumer: string) =>
       sql`SELECT w.count AS waiting, w.oldest AS "oldestWaitingSince", d.count AS dead, d.oldest AS "oldestDeadAt"
         FROM (SELECT count(*) AS count, min(first_seen_at) AS oldest FROM ${waitingTable} WHERE consumer = ${consumer}) w,
-          (SELECT count(*) AS count, min(last_seen_at) AS oldest FROM ${deadTable} WHERE consumer = ${consumer}) d`.pipe(
-        Effect.flatMap(decodeStats),
-        Effect.map((rows): InboxStats => rows[0] ?? { waiting: 0, dead: 0, oldestWaitingSince: null, oldestDeadAt: null })
-      )
+          (SELECT count(*) AS count, min(last_seen_at) AS oldest FROM ${deadTable} WHERE consumer = ${consumer}) d`
+        .pipe(
+          Effect.flatMap(decodeStats),
+          Effect.map((rows): InboxStats =>
+            rows[0] ?? { waiting: 0, dead: 0, oldestWaitingSince: null, oldestDeadAt: null }
+          )
+        )
 
     /** Moves at most `replayBatchSize` matching dead rows back to waiting; how many it moved. */
     const replayBatch = (consumer: string, filter: DeadRowFilter, now: number) =>
@@ -269,7 +281,7 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
         RETURNING 1`.pipe(Effect.map((rows) => rows.length))
 
     const replayMany = (consumer: string, filter: DeadRowFilter, now: number) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         let total = 0
         while (true) {
           const moved = yield* replayBatch(consumer, filter, now)

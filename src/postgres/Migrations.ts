@@ -31,7 +31,7 @@ const stateCheck = "state IN ('live', 'softDeleted', 'deleted')"
  * * `copies`: the consumer's copies, by (entity, id), tombstones included.
  */
 const createSyncTables = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const state = sql.literal(stateCheck)
 
@@ -138,7 +138,7 @@ const createSyncTables = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlErr
  *   published twice, and consumers drop the duplicate (R3).
  */
 const createClaimFunction = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     yield* sql`CREATE FUNCTION ${sql(t.claimDue)}(now_millis bigint, lease_until bigint, max_rows integer)
       RETURNS SETOF ${sql(t.outbox)}
@@ -181,8 +181,11 @@ export const migrations = (
  */
 export const run = (
   tables: Tables.Tables
-): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, Migrator.MigrationError | SqlError.SqlError, SqlClient.SqlClient> =>
-  Migrator.make({})({ table: tables.migrations, loader: Migrator.fromRecord(migrations(tables)) })
+): Effect.Effect<
+  ReadonlyArray<readonly [id: number, name: string]>,
+  Migrator.MigrationError | SqlError.SqlError,
+  SqlClient.SqlClient
+> => Migrator.make({})({ table: tables.migrations, loader: Migrator.fromRecord(migrations(tables)) })
 
 /**
  * Validates `prefix` (default `sync_`, see `Tables.make`) and applies the pending migrations for it.

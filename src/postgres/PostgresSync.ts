@@ -61,7 +61,7 @@ export const layer = (
   options?: Options
 ): Layer.Layer<Stores, LayerError, SqlClient.SqlClient | PgClient.PgClient> =>
   Layer.effectContext(
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const tables = yield* Tables.make(options?.prefix)
       yield* Migrations.run(tables)
       const transactor = yield* PgTransactor.make

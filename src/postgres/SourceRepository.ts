@@ -10,7 +10,7 @@ import type { Lock } from "../CopyRepository.ts"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
-import { decodeFirst, decodeRows, lockClause, Int8, NullableInt8, State } from "./Columns.ts"
+import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
 const Source = Schema.Struct({
@@ -47,7 +47,7 @@ const firstRepeated = (rows: ReadonlyArray<NewSourceRow>): NewSourceRow | undefi
 
 /** Makes the source repository on `tables`. */
 export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"], never, PgClient.PgClient> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const pg = yield* PgClient.PgClient
     const sql = pg.withoutTransforms()
     const source = sql(tables.source)
@@ -58,7 +58,8 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     const decodeOne = decodeFirst(Source, "source")
 
     const get = (entity: string, id: string, lock?: Lock) =>
-      sql`SELECT ${columns} FROM ${source} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`.pipe(Effect.flatMap(decodeOne))
+      sql`SELECT ${columns} FROM ${source} WHERE entity = ${entity} AND id = ${id} ${sql.literal(lockClause(lock))}`
+        .pipe(Effect.flatMap(decodeOne))
 
     // One statement: the version the writer read is checked where the row is written.
     const put = (row: SourceRow, previousVersion: number | null) =>
@@ -102,7 +103,9 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     const create = (rows: ReadonlyArray<NewSourceRow>) => {
       if (!Arr.isReadonlyArrayNonEmpty(rows)) return Effect.succeed([])
       const repeated = firstRepeated(rows)
-      if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
+      if (repeated !== undefined) {
+        return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
+      }
       const attempt = Effect.flatMap(insertNew(rows), (created) => {
         const versions = new Map(created.map((row) => [keyOf(row.entity, row.id), row.version]))
         const written: Array<SourceRow> = []

@@ -370,7 +370,9 @@ export const brokerConformance = <R>(
         const published: Array<OutgoingMessage> = []
         for (let seq = 0; seq < 30; seq++) {
           for (const key of keys) {
-            published.push(message(`${key}-v${seq}`, `${q.prefix}.User.updated`, { "x-key": key, "x-seq": String(seq) }))
+            published.push(
+              message(`${key}-v${seq}`, `${q.prefix}.User.updated`, { "x-key": key, "x-seq": String(seq) })
+            )
           }
         }
         for (let i = 0; i < published.length; i += 25) yield* broker.publish(published.slice(i, i + 25))
@@ -390,7 +392,10 @@ export const brokerConformance = <R>(
         yield* broker.declare(spec)
         const published = range(1_500, "p").map((id) => message(id, `${q.prefix}.User.updated`))
         // one call larger than a confirm window, then 20 calls of 15, all in flight at once
-        const calls = [published.slice(0, 1_200), ...Array.from({ length: 20 }, (_, i) => published.slice(1_200 + i * 15, 1_215 + i * 15))]
+        const calls = [
+          published.slice(0, 1_200),
+          ...Array.from({ length: 20 }, (_, i) => published.slice(1_200 + i * 15, 1_215 + i * 15))
+        ]
         const fibers: Array<Fiber.Fiber<void, unknown>> = []
         for (const call of calls) fibers.push(yield* Effect.forkChild(broker.publish(call), { startImmediately: true }))
         yield* Fiber.joinAll(fibers)
@@ -557,7 +562,10 @@ export const brokerConformance = <R>(
         }
         const rest = yield* drain(spec, `${q.prefix}.end.created`)
         assert.deepStrictEqual(unique(rest.map((d) => d.messageId)), ["s3", "s4"])
-        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).items.map((d) => [d.messageId, d.reason]), [["s2", "once"]])
+        assert.deepStrictEqual((yield* broker.deadLetters(q.name)).items.map((d) => [d.messageId, d.reason]), [[
+          "s2",
+          "once"
+        ]])
       }))
 
     test("unroutable publish fails with PublishRejected naming exactly the unroutable ids; the others arrive", () =>
@@ -725,7 +733,9 @@ export const brokerConformance = <R>(
         const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
         yield* broker.declare(spec)
         const big = new Uint8Array(defaultMaxDeadLetterBodyBytes + 40_000).fill(0x61)
-        const manyHeaders = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`x-h${String(i).padStart(2, "0")}`, `v${i}`]))
+        const manyHeaders = Object.fromEntries(
+          Array.from({ length: 40 }, (_, i) => [`x-h${String(i).padStart(2, "0")}`, `v${i}`])
+        )
         yield* broker.publish([
           message("long-reason", key),
           { ...message("big-body", key), body: big },
@@ -806,8 +816,11 @@ export const brokerConformance = <R>(
         const boundary = yield* Clock.currentTimeMillis
         yield* options.elapse
         yield* broker.publish([...late.map((id) => message(id, keyOf(id))), message("n1", keyOf("n1"))])
-        yield* take(spec, late.length + 1, (d) =>
-          d.messageId === "n1" ? d.nack({ requeue: false }) : d.deadLetter(reasons[d.messageId] ?? "?"))
+        yield* take(
+          spec,
+          late.length + 1,
+          (d) => d.messageId === "n1" ? d.nack({ requeue: false }) : d.deadLetter(reasons[d.messageId] ?? "?")
+        )
         yield* deadCount(q.name, 6)
         const dead = (yield* broker.deadLetters(q.name)).items
         assert.isTrue(dead.filter((d) => early.includes(d.messageId)).every((d) => d.deadLetteredAt < boundary))
@@ -865,14 +878,23 @@ export const brokerConformance = <R>(
         const spec: QueueSpec = { name: q.name, bindings: [`${q.prefix}.#`] }
         yield* broker.declare(spec)
         yield* broker.publish([message("moved", key), message("rejected", key)])
-        const first = yield* take(spec, 2, (d) => d.messageId === "moved" ? d.deadLetter("why") : d.nack({ requeue: false }))
+        const first = yield* take(spec, 2, (d) =>
+          d.messageId === "moved" ? d.deadLetter("why") : d.nack({ requeue: false }))
         const dead = (yield* deadCount(q.name, 2)).items
         const publisher = first[0]?.publisher
         assert.strictEqual(typeof publisher, broker.vouchesForPublishers ? "string" : "undefined")
-        assert.deepStrictEqual(dead.map((d: DeadLetter) => d.publisher), [publisher, publisher])
+        assert.deepStrictEqual(
+          dead.map((d: DeadLetter) =>
+            d.publisher
+          ),
+          [publisher, publisher]
+        )
         assert.strictEqual(yield* broker.replayDeadLetters(q.name, {}), 2)
         const again = yield* drain(spec, `${q.prefix}.end.created`)
-        assert.deepStrictEqual(again.map((d) => [d.messageId, d.publisher]), [["moved", publisher], ["rejected", publisher]])
+        assert.deepStrictEqual(again.map((d) => [d.messageId, d.publisher]), [["moved", publisher], [
+          "rejected",
+          publisher
+        ]])
       }))
 
     if (options.failDeadLetterMoves !== undefined) {

@@ -26,7 +26,6 @@ class Boom extends Data.TaggedError("Boom")<{}> {}
 /** The TestClock time every test starts at: 2026-01-01T00:00:00Z. */
 const T0 = 1_767_225_600_000
 
-
 const envelopes = (prefix: string, count: number) =>
   Array.from({ length: count }, (_, i) => createdEnvelope(`${prefix}-${String(i).padStart(5, "0")}`))
 
@@ -35,7 +34,12 @@ const append = (...appended: ReadonlyArray<Envelope>) => OutboxTransaction.use((
 /** Message ids of the outbox rows, in seq order. */
 const outboxIds = Effect.map(Outbox.use((outbox) => outbox.rows()), (rows) => rows.map((row) => row.envelope.messageId))
 
-const newRow = (id: string, entity = "Company"): NewSourceRow => ({ entity, id, payload: { id, name: id }, updatedAt: T0 })
+const newRow = (id: string, entity = "Company"): NewSourceRow => ({
+  entity,
+  id,
+  payload: { id, name: id },
+  updatedAt: T0
+})
 
 const sourceRow = (id: string, version: number, state: SourceRow["state"] = "live"): SourceRow => ({
   entity: "Company",
@@ -76,7 +80,10 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
             yield* append(createdEnvelope("single"))
             yield* append(...second)
           }))
-          assert.deepStrictEqual(yield* outboxIds, [...first, createdEnvelope("single"), ...second].map((e) => e.messageId))
+          assert.deepStrictEqual(
+            yield* outboxIds,
+            [...first, createdEnvelope("single"), ...second].map((e) => e.messageId)
+          )
           assert.strictEqual((yield* outbox.pending).count, 2_201)
         }))
 
@@ -103,7 +110,11 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
             yield* append(createdEnvelope("m-2"))
             assert.deepStrictEqual((yield* outbox.rows()).map((row) => row.envelope.messageId), ["m-1", "m-2"])
             yield* append(createdEnvelope("m-3"))
-            assert.deepStrictEqual((yield* outbox.claim(10)).map((row) => row.envelope.messageId), ["m-1", "m-2", "m-3"])
+            assert.deepStrictEqual((yield* outbox.claim(10)).map((row) => row.envelope.messageId), [
+              "m-1",
+              "m-2",
+              "m-3"
+            ])
             yield* append(createdEnvelope("m-4"))
           }))
           assert.deepStrictEqual(yield* outboxIds, ["m-1", "m-2", "m-3", "m-4"])
@@ -143,9 +154,10 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           const outbox = yield* Outbox
           yield* outbox.transaction(Effect.gen(function*() {
             yield* append(createdEnvelope("m-1"))
-            const error = yield* outbox.transaction(Effect.andThen(append(createdEnvelope("dropped")), new Boom())).pipe(
-              Effect.flip
-            )
+            const error = yield* outbox.transaction(Effect.andThen(append(createdEnvelope("dropped")), new Boom()))
+              .pipe(
+                Effect.flip
+              )
             assert.instanceOf(error, Boom)
             yield* append(createdEnvelope("m-2"))
           }))
@@ -273,7 +285,12 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
             ["c-5", 3, "live", "name of c-5"],
             ["c-3", 1, "live", "name of c-3"]
           ])
-          assert.deepStrictEqual((yield* events).slice(2), ["c-9.created.v1", "c-1.created.v1", "c-5.created.v3", "c-3.created.v1"])
+          assert.deepStrictEqual((yield* events).slice(2), [
+            "c-9.created.v1",
+            "c-1.created.v1",
+            "c-5.created.v3",
+            "c-3.created.v1"
+          ])
           assert.deepStrictEqual(yield* companies.get("c-5"), created[2] ?? null)
           assert.deepStrictEqual(yield* outbox.transaction(companies.createMany([])), [])
         }))
@@ -326,10 +343,11 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
         Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* outbox.transaction(companies.create(company("c-1")))
-          const span = yield* outbox.transaction(Effect.andThen(companies.create(company("c-2")), Effect.currentSpan)).pipe(
-            Effect.withSpan("signup"),
-            Effect.provideService(Producer.RequestContext, { tenant: "t-1" })
-          )
+          const span = yield* outbox.transaction(Effect.andThen(companies.create(company("c-2")), Effect.currentSpan))
+            .pipe(
+              Effect.withSpan("signup"),
+              Effect.provideService(Producer.RequestContext, { tenant: "t-1" })
+            )
           const [plain, traced] = yield* Effect.map(outbox.rows(), (rows) => rows.map((row) => row.envelope))
           assert.isUndefined(plain?.context)
           // the span of the write itself, or one inside it (a store's transaction span): the same trace

@@ -7,7 +7,20 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Clock, ConfigProvider, Data, Deferred, Effect, Exit, Fiber, Layer, ManagedRuntime, Redacted, Ref, Schedule } from "effect"
+import {
+  Clock,
+  ConfigProvider,
+  Data,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  ManagedRuntime,
+  Redacted,
+  Ref,
+  Schedule
+} from "effect"
 import { SqlClient } from "effect/sql"
 import type { Envelope } from "../../src/Envelope.ts"
 import type { EntityRef } from "../../src/Errors.ts"
@@ -17,9 +30,9 @@ import * as Migrations from "../../src/postgres/Migrations.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Tables from "../../src/postgres/Tables.ts"
 import { SourceRepository } from "../../src/SourceRepository.ts"
+import { createdEnvelope } from "../fixtures.ts"
 import * as TestPostgres from "../postgres.ts"
 import { storeConformance } from "./stores.ts"
-import { createdEnvelope } from "../fixtures.ts"
 
 const leaseMillis = 10_000
 
@@ -42,13 +55,12 @@ storeConformance("postgres stores", () => stores(), { leaseMillis })
 
 class Boom extends Data.TaggedError("Boom")<{}> {}
 
-
 const appendIn = (outbox: Outbox["Service"], envelopes: ReadonlyArray<Envelope>) =>
   outbox.transaction(OutboxTransaction.use((tx) => tx.append(envelopes)))
 
 /** Claims and marks published until nothing is left; returns the message ids in claim order. */
 const drain = (outbox: Outbox["Service"], batch: number) =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const ids: Array<string> = []
     while (true) {
       const rows = yield* outbox.claim(batch)
@@ -69,7 +81,7 @@ const countRows = (table: string) =>
 describe("postgres stores, PostgreSQL only", () => {
   it.live("out-of-order commits lose nothing: every committed row is claimed once, no rolled-back one", () => {
     const prefix = freshPrefix()
-    return Effect.gen(function* () {
+    return Effect.gen(function*() {
       const outbox = yield* Outbox
       const n = 50
       const rollsBack = (i: number) => i % 5 === 2
@@ -79,7 +91,7 @@ describe("postgres stores, PostgreSQL only", () => {
       const allAppended = yield* Deferred.make<void>()
 
       const transaction = (i: number) =>
-        outbox.transaction(Effect.gen(function* () {
+        outbox.transaction(Effect.gen(function*() {
           const messageId = `m-${i}`
           yield* OutboxTransaction.use((tx) => tx.append([createdEnvelope(messageId)]))
           // the transaction sees its own uncommitted row, and its seq
@@ -120,12 +132,12 @@ describe("postgres stores, PostgreSQL only", () => {
   }, 60_000)
 
   it.live("concurrent claimers never get the same row", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const outbox = yield* Outbox
       const total = 300
       const ids = Array.from({ length: total }, (_, i) => `m-${i}`)
       for (let i = 0; i < total; i += 100) yield* appendIn(outbox, ids.slice(i, i + 100).map(createdEnvelope))
-      const claimer = Effect.gen(function* () {
+      const claimer = Effect.gen(function*() {
         const mine: Array<string> = []
         while (true) {
           const rows = yield* outbox.claim(5)
@@ -144,11 +156,11 @@ describe("postgres stores, PostgreSQL only", () => {
 
   it.live("a rolled-back Outbox.transaction leaves neither a source row nor an outbox row", () => {
     const prefix = freshPrefix()
-    return Effect.gen(function* () {
+    return Effect.gen(function*() {
       const outbox = yield* Outbox
       const sources = yield* SourceRepository
       const write = (id: string) =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           yield* sources.put({
             entity: "User",
             id,
@@ -179,7 +191,7 @@ describe("postgres stores, PostgreSQL only", () => {
 
   it.live("a claimed row that is not an envelope fails the claim with a message naming what is wrong", () => {
     const prefix = freshPrefix()
-    return Effect.gen(function* () {
+    return Effect.gen(function*() {
       const outbox = yield* Outbox
       const sql = yield* SqlClient.SqlClient
       yield* outbox.transaction(OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-1")])))
@@ -194,10 +206,12 @@ describe("postgres stores, PostgreSQL only", () => {
 
   it.live("a mark inside a caller's transaction leaves that transaction's commit durable", () => {
     const prefix = freshPrefix()
-    return Effect.gen(function* () {
+    return Effect.gen(function*() {
       const outbox = yield* Outbox
       const sql = yield* SqlClient.SqlClient
-      yield* outbox.transaction(OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-1"), createdEnvelope("m-2")])))
+      yield* outbox.transaction(
+        OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-1"), createdEnvelope("m-2")]))
+      )
       const [first, second] = yield* outbox.claim(10)
       assert.isDefined(first)
       assert.isDefined(second)
@@ -216,7 +230,7 @@ describe("postgres stores, PostgreSQL only", () => {
 
   it.live("awaitAppended wakes on a commit from another connection", () => {
     const prefix = freshPrefix()
-    return Effect.gen(function* () {
+    return Effect.gen(function*() {
       const outbox = yield* Outbox
       const { url } = yield* TestPostgres.TestDatabase
       // another process: its own client (pool) and its own stores on the same tables
@@ -236,7 +250,7 @@ describe("postgres stores, PostgreSQL only", () => {
 
   it.live("awaitAppended listens again when its connection is lost", () => {
     const prefix = freshPrefix()
-    return Effect.gen(function* () {
+    return Effect.gen(function*() {
       const outbox = yield* Outbox
       const sql = yield* SqlClient.SqlClient
       const { url } = yield* TestPostgres.TestDatabase
@@ -265,7 +279,7 @@ describe("postgres stores, PostgreSQL only", () => {
   }, 30_000)
 
   it.live("wake matches refs exactly, whatever characters entity names and ids contain", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const inbox = yield* Inbox
       const now = yield* Clock.currentTimeMillis
       const later = now + 3_600_000
@@ -289,7 +303,7 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(stores())), 30_000)
 
   it.live("migrations are idempotent, also when run concurrently", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const prefix = freshPrefix()
       const applied = yield* Effect.all([Migrations.migrate({ prefix }), Migrations.migrate({ prefix })], {
         concurrency: "unbounded"
@@ -305,7 +319,7 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(databaseLayer)), 30_000)
 
   it.live("a bad prefix fails with a clear error", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       for (const prefix of ["Sync_", "1sync_", "sync-", "", "x".repeat(Tables.maxPrefixLength + 1)]) {
         const error = yield* Effect.flip(Layer.build(PostgresSync.layer({ prefix })).pipe(Effect.scoped))
         assert.strictEqual(error._tag, "InvalidTablePrefix", prefix)
@@ -317,13 +331,13 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(databaseLayer)), 30_000)
 
   it.live("layerConfig reads DATABASE_URL, DATABASE_POOL_SIZE and SYNC_TABLE_PREFIX", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const { url } = yield* TestPostgres.TestDatabase
       const prefix = freshPrefix()
       const withEnv = (env: Record<string, string>) =>
         Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env }))
       const env = { DATABASE_URL: Redacted.value(url), DATABASE_POOL_SIZE: "3", SYNC_TABLE_PREFIX: prefix }
-      yield* Effect.gen(function* () {
+      yield* Effect.gen(function*() {
         const outbox = yield* Outbox
         yield* appendIn(outbox, [createdEnvelope("m-1")])
         const sql = yield* SqlClient.SqlClient

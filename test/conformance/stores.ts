@@ -134,11 +134,11 @@ export const storeConformance = <E>(
   describe(name, () => {
     describe("Outbox", () => {
       test("an append in a failed transaction leaves no rows, nor the entity write", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           const sources = yield* SourceRepository
           const error = yield* outbox.transaction(
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               yield* sources.put(source("u-1", 1), null)
               yield* OutboxTransaction.use((tx) => tx.append([envelope("m-1")]))
               return yield* new Boom()
@@ -152,11 +152,11 @@ export const storeConformance = <E>(
         }))
 
       test("a committed append is claimable, with the entity write", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           const sources = yield* SourceRepository
           yield* outbox.transaction(
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               yield* sources.put(source("u-1", 1), null)
               yield* OutboxTransaction.use((tx) => tx.append([envelope("m-1"), envelope("m-2", "u-2")]))
             })
@@ -179,7 +179,7 @@ export const storeConformance = <E>(
         }))
 
       test("claims in sequence order, at most `limit`, skipping claimed rows", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1"))
           yield* append(envelope("m-2"))
@@ -194,7 +194,7 @@ export const storeConformance = <E>(
         }))
 
       test("a claimed row is claimable again only when its lease ends", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1"))
           const [row] = yield* outbox.claim(10)
@@ -211,7 +211,7 @@ export const storeConformance = <E>(
         }))
 
       test("markPublished removes rows from claims and pending", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1"))
           yield* TestClock.adjust(1_000)
@@ -233,7 +233,7 @@ export const storeConformance = <E>(
         }))
 
       test("markFailed records the error and delays the row until nextAttemptAt", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1"))
           const seqs = seqsOf(yield* outbox.claim(10))
@@ -258,7 +258,7 @@ export const storeConformance = <E>(
         }))
 
       test("awaitAppended completes after a later commit", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1")) // committed before the wait began: does not count
           const done = yield* Ref.make(false)
@@ -271,7 +271,7 @@ export const storeConformance = <E>(
         }))
 
       test("rows pages in sequence order after `afterSeq`", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1"), envelope("m-2"))
           yield* append(envelope("m-3"))
@@ -285,7 +285,7 @@ export const storeConformance = <E>(
         }))
 
       test("prune deletes rows published before the given time, never unpublished ones", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const outbox = yield* Outbox
           yield* append(envelope("m-1"), envelope("m-2"), envelope("m-3"))
           const [s1, s2, s3] = seqsOf(yield* outbox.claim(10))
@@ -304,7 +304,7 @@ export const storeConformance = <E>(
 
     describe("Inbox", () => {
       test("record dedupes by (consumer, messageId)", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           assert.isTrue(yield* inbox.record("directory", "m-1"))
           assert.isFalse(yield* inbox.record("directory", "m-1"))
@@ -314,7 +314,7 @@ export const storeConformance = <E>(
         }))
 
       test("recordMany records many at once and returns the new ones; forget removes records", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const transactor = yield* Transactor
           assert.isTrue(yield* inbox.record("directory", "m-2"))
@@ -335,11 +335,11 @@ export const storeConformance = <E>(
         }))
 
       test("writes in a failed transaction are rolled back, committed ones stay", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const transactor = yield* Transactor
           const error = yield* transactor.withTransaction(
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               assert.isTrue(yield* inbox.record("directory", "m-1"))
               yield* inbox.park(waitingRow("directory", "m-1", { nextAttemptAt: T0 }))
               yield* inbox.deadLetter(deadRow("directory", "m-2", T0))
@@ -354,7 +354,7 @@ export const storeConformance = <E>(
         }))
 
       test("park, due, nextDueAt and waiting order by next attempt, then first seen", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           assert.isNull(yield* inbox.nextDueAt("directory"))
           assert.deepStrictEqual(yield* inbox.due("directory", T0 + 1_000_000, 10), [])
@@ -378,7 +378,7 @@ export const storeConformance = <E>(
         }))
 
       test("wake makes rows waiting for one of the refs due now", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const later = T0 + 60_000
           const a = waitingRow("directory", "m-a", { nextAttemptAt: later, firstSeenAt: T0 }, [
@@ -411,7 +411,7 @@ export const storeConformance = <E>(
         }))
 
       test("release removes one waiting row of one consumer", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const w1 = waitingRow("directory", "m-1", { nextAttemptAt: T0 })
           const w2 = waitingRow("directory", "m-2", { nextAttemptAt: T0 + 1 })
@@ -424,7 +424,7 @@ export const storeConformance = <E>(
         }))
 
       test("deadLetter moves a row to the dead rows; replay moves it back, due now", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           yield* inbox.park(waitingRow("directory", "m-1", { nextAttemptAt: T0 + 1_000 }))
           const d1 = deadRow("directory", "m-1", T0 + 100)
@@ -456,7 +456,7 @@ export const storeConformance = <E>(
         }))
 
       test("stats counts waiting and dead rows of one consumer and tells the oldest of each", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           assert.deepStrictEqual(yield* inbox.stats("directory"), {
             waiting: 0,
@@ -485,7 +485,7 @@ export const storeConformance = <E>(
         }))
 
       test("deadLetterPage pages oldest first with a stable cursor, at most the limit", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const rows = Array.from({ length: 7 }, (_, i) => deadRow("directory", `m-${i}`, T0 + 10 * (i % 4)))
           yield* Effect.forEach(rows, inbox.deadLetter)
@@ -498,10 +498,16 @@ export const storeConformance = <E>(
           // rows dead-lettered before the cursor, or replayed, change nothing after it
           yield* inbox.deadLetter(deadRow("directory", "m-early", T0 - 1))
           assert.isTrue(yield* inbox.replay("directory", "m-0", T0))
-          const second = yield* inbox.deadLetterPage("directory", { limit: 3, ...(first.next ? { after: first.next } : {}) })
+          const second = yield* inbox.deadLetterPage("directory", {
+            limit: 3,
+            ...(first.next ? { after: first.next } : {})
+          })
           assert.deepStrictEqual(idsOf(second.items), ["m-5", "m-2", "m-6"])
           assert.isNotNull(second.next)
-          const last = yield* inbox.deadLetterPage("directory", { limit: 3, ...(second.next ? { after: second.next } : {}) })
+          const last = yield* inbox.deadLetterPage("directory", {
+            limit: 3,
+            ...(second.next ? { after: second.next } : {})
+          })
           assert.deepStrictEqual(idsOf(last.items), ["m-3"])
           assert.isNull(last.next)
           // exactly the limit left: no next page
@@ -516,7 +522,7 @@ export const storeConformance = <E>(
         }))
 
       test("a large dead-row set is paged in bounded pages, never more than the largest page", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const total = maxPageSize + 150
           yield* Effect.forEach(
@@ -545,7 +551,7 @@ export const storeConformance = <E>(
         }))
 
       test("deadLetterPage filters by error, entity, time window and message ids", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const company = (messageId: string): DeadRow => ({
             ...deadRow("directory", messageId, T0 + 5),
@@ -553,12 +559,22 @@ export const storeConformance = <E>(
             error: "InvalidPayload",
             lastSeenAt: T0 + 2_000
           })
-          const rows = [deadRow("directory", "m-1", T0), deadRow("directory", "m-2", T0 + 10), company("m-3"), company("m-4")]
+          const rows = [
+            deadRow("directory", "m-1", T0),
+            deadRow("directory", "m-2", T0 + 10),
+            company("m-3"),
+            company("m-4")
+          ]
           yield* Effect.forEach(rows, inbox.deadLetter)
           const ids = (filter: DeadRowFilter) =>
             Effect.map(inbox.deadLetterPage("directory", { filter }), (page) => idsOf(page.items))
           assert.deepStrictEqual(yield* ids({ errors: ["InvalidPayload"] }), ["m-3", "m-4"])
-          assert.deepStrictEqual(yield* ids({ errors: ["DependencyMissing", "InvalidPayload"] }), ["m-1", "m-3", "m-4", "m-2"])
+          assert.deepStrictEqual(yield* ids({ errors: ["DependencyMissing", "InvalidPayload"] }), [
+            "m-1",
+            "m-3",
+            "m-4",
+            "m-2"
+          ])
           assert.deepStrictEqual(yield* ids({ errors: [] }), [])
           assert.deepStrictEqual(yield* ids({ entities: ["User"] }), ["m-1", "m-2"])
           // lastSeenAt: m-1 at T0+1000, m-2 at T0+1010, m-3 and m-4 at T0+2000
@@ -579,7 +595,7 @@ export const storeConformance = <E>(
         }))
 
       test("waitingPage pages waiting rows earliest due first", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const rows = [
             waitingRow("directory", "m-1", { nextAttemptAt: T0 + 3_000 }),
@@ -591,14 +607,17 @@ export const storeConformance = <E>(
           const first = yield* inbox.waitingPage("directory", { limit: 2 })
           assert.deepStrictEqual(idsOf(first.items), ["m-3", "m-2"])
           assert.deepStrictEqual(first.next, { nextAttemptAt: T0 + 1_000, firstSeenAt: T0 + 100, messageId: "m-2" })
-          const second = yield* inbox.waitingPage("directory", { limit: 2, ...(first.next ? { after: first.next } : {}) })
+          const second = yield* inbox.waitingPage("directory", {
+            limit: 2,
+            ...(first.next ? { after: first.next } : {})
+          })
           assert.deepStrictEqual(idsOf(second.items), ["m-1"])
           assert.isNull(second.next)
           assert.deepStrictEqual(idsOf((yield* inbox.waitingPage("directory")).items), ["m-3", "m-2", "m-1"])
         }))
 
       test("replayMany moves every matching dead row back to waiting, due now, attempts reset", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           const transactor = yield* Transactor
           const many = Array.from(
@@ -606,7 +625,9 @@ export const storeConformance = <E>(
             (_, i) => deadRow("directory", `m-${String(i).padStart(5, "0")}`, T0 + i)
           )
           const other: DeadRow = { ...deadRow("directory", "m-other", T0), error: "InvalidPayload" }
-          yield* Effect.forEach([...many, other, deadRow("billing", "m-00000", T0)], inbox.deadLetter, { concurrency: 8 })
+          yield* Effect.forEach([...many, other, deadRow("billing", "m-00000", T0)], inbox.deadLetter, {
+            concurrency: 8
+          })
           yield* TestClock.adjust(5_000)
           const now = T0 + 5_000
           assert.strictEqual(yield* inbox.replayMany("directory", { errors: ["NoSuchError"] }, now), 0)
@@ -642,12 +663,15 @@ export const storeConformance = <E>(
             firstSeenAt: T0,
             lastSeenAt: T0 + 1_000
           })
-          assert.strictEqual(yield* inbox.replayMany("directory", { entities: ["User"], messageIds: ["m-other"] }, now), 1)
+          assert.strictEqual(
+            yield* inbox.replayMany("directory", { entities: ["User"], messageIds: ["m-other"] }, now),
+            1
+          )
           assert.strictEqual((yield* inbox.stats("directory")).dead, 0)
         }))
 
       test("prune deletes dedupe records received before the given time", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const inbox = yield* Inbox
           assert.isTrue(yield* inbox.record("directory", "m-1"))
           yield* TestClock.adjust(1_000)
@@ -661,7 +685,7 @@ export const storeConformance = <E>(
 
     describe("CopyRepository", () => {
       test("the `newer` guard takes only higher versions; `newerOrEqual` also equal ones", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           assert.isNull(yield* copies.get("User", "u-1"))
           assert.isTrue(yield* copies.upsert(copy("u-1", 1), "newer"))
@@ -681,7 +705,7 @@ export const storeConformance = <E>(
         }))
 
       test("getMany gives the existing copies of refs in (entity, id) order, under any lock", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           const transactor = yield* Transactor
           const rows = [copy("u-2", 1), copy("u-1", 3, { state: "deleted" }), copy("c-1", 1, { entity: "Company" })]
@@ -701,7 +725,7 @@ export const storeConformance = <E>(
         }))
 
       test("upsertMany writes each row that passes its own guard and counts them", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           const existing = [copy("u-1", 2), copy("u-2", 2), copy("u-3", 2), copy("u-5", 2)]
           yield* Effect.forEach(existing, (row) => copies.upsert(row, "newer"))
@@ -725,7 +749,7 @@ export const storeConformance = <E>(
         }))
 
       test("a tombstone keeps older events out and a newer one re-creates", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           assert.isTrue(yield* copies.upsert(copy("u-1", 1), "newer"))
           const tombstone = copy("u-1", 3, { state: "deleted" })
@@ -740,7 +764,7 @@ export const storeConformance = <E>(
         }))
 
       test("list gives the copies of one entity by id, tombstones included", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           const rows = [copy("u-3", 1), copy("u-1", 2, { state: "deleted" }), copy("u-2", 1, { state: "softDeleted" })]
           yield* Effect.forEach(rows, (row) => copies.upsert(row, "newer"))
@@ -754,7 +778,7 @@ export const storeConformance = <E>(
         }))
 
       test("referencing finds non-tombstone copies whose payload field equals the id", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           const rows = [
             copy("u-1", 1, { payload: { companyId: "c-1" } }),
@@ -779,12 +803,12 @@ export const storeConformance = <E>(
         }))
 
       test("a failed transaction undoes its upserts", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const copies = yield* CopyRepository
           const transactor = yield* Transactor
           assert.isTrue(yield* copies.upsert(copy("u-1", 1), "newer"))
           const error = yield* transactor.withTransaction(
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               assert.isTrue(yield* copies.upsert(copy("u-1", 2), "newer"))
               assert.isTrue(yield* copies.upsert(copy("u-2", 1), "newer"))
               assert.deepStrictEqual(yield* copies.get("User", "u-1"), copy("u-1", 2))
@@ -800,7 +824,7 @@ export const storeConformance = <E>(
 
     describe("SourceRepository", () => {
       test("put inserts or replaces, get reads by entity and id", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const sources = yield* SourceRepository
           const outbox = yield* Outbox
           assert.isNull(yield* sources.get("User", "u-1"))
@@ -812,7 +836,7 @@ export const storeConformance = <E>(
         }))
 
       test("put writes only over the version it read: of two writers that read the same version, one wins", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const sources = yield* SourceRepository
           const outbox = yield* Outbox
           assert.isTrue(yield* outbox.transaction(sources.put(source("u-1", 1), null)))
@@ -823,7 +847,7 @@ export const storeConformance = <E>(
         }))
 
       test("page is keyset-paginated by id, tombstones included, optionally restricted to ids", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const sources = yield* SourceRepository
           const outbox = yield* Outbox
           const rows = [
@@ -854,12 +878,12 @@ export const storeConformance = <E>(
         }))
 
       test("a put in a failed transaction is rolled back", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const sources = yield* SourceRepository
           const outbox = yield* Outbox
           yield* outbox.transaction(sources.put(source("u-1", 1), null))
           const error = yield* outbox.transaction(
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               yield* sources.put(source("u-1", 2), 1)
               yield* sources.put(source("u-2", 1), null)
               return yield* new Boom()

@@ -78,8 +78,14 @@ describe("faults: adversarial messages", () => {
           () => batch("deep", 1, (id) => deepBody(id, 10_000)),
           ...Array.from({ length: 10 }, (_, tick) => () => [
             ...batch("longName", 50, (id, i) => longNameBody(id, 100_000 + ((tick * 50 + i) % 100) * 1_000)),
-            ...batch("label", 20, (id) => labelBody(id, `Label${Math.random().toString(36).slice(2)}${"y".repeat(200)}`)),
-            ...(tick % 3 === 0 ? batch("huge", 1, (id) => hugeBody(id, ([5, 10, 20, 8][tick / 3] ?? 5) * 1024 * 1024)) : [])
+            ...batch(
+              "label",
+              20,
+              (id) => labelBody(id, `Label${Math.random().toString(36).slice(2)}${"y".repeat(200)}`)
+            ),
+            ...(tick % 3 === 0
+              ? batch("huge", 1, (id) => hugeBody(id, ([5, 10, 20, 8][tick / 3] ?? 5) * 1024 * 1024))
+              : [])
           ]),
           () => batch("deep", 1, (id) => deepBody(id, 3_000))
         ]
@@ -105,12 +111,16 @@ describe("faults: adversarial messages", () => {
         const huge = byKind("huge")
         const outcome = (entity: string, o: Metrics.Outcome) => Metrics.outcomeCount(names.service, entity, o)
         console.log(
-          `[adversarial] sent ${sent.length} bad messages (${(["deep", "longName", "huge", "label"] as const).map((k) =>
-            `${k} ${sent.filter((s) => s.kind === k).length}`
-          ).join(", ")}; ${mib(sent.reduce((sum, s) => sum + s.bytes, 0))}); dead letters ${page.total}, ` +
+          `[adversarial] sent ${sent.length} bad messages (${
+            (["deep", "longName", "huge", "label"] as const).map((k) =>
+              `${k} ${sent.filter((s) => s.kind === k).length}`
+            ).join(", ")
+          }; ${mib(sent.reduce((sum, s) => sum + s.bytes, 0))}); dead letters ${page.total}, ` +
             `listed ${letters.length}; longest reason ${Math.max(0, ...reasonBytes)} B; ` +
             `restarts ${watch.restarts.length}; warnings ${watch.warnings}, longest log line ${watch.longestLine} chars; ` +
-            `RSS ${mib(rssBefore)} → peak ${mib(watch.peakRss)} → ${mib(rssAfter)}; metric series ${seriesBefore.size} → ` +
+            `RSS ${mib(rssBefore)} → peak ${mib(watch.peakRss)} → ${
+              mib(rssAfter)
+            }; metric series ${seriesBefore.size} → ` +
             `${seriesAfter.length} (new: ${newSeries.join(" ") || "none"}); outcomes unknown/malformed ` +
             `${yield* outcome("unknown", "malformed")}, Item/malformed ${yield* outcome("Item", "malformed")}, ` +
             `Item/defect ${yield* outcome("Item", "defect")}`
@@ -124,13 +134,22 @@ describe("faults: adversarial messages", () => {
               `${letter.body.byteLength} B (truncatedFrom ${letter.truncatedFrom})`
           )
         }
-        yield* judge("adversarial messages", t, {
-          injected: sent.length,
-          detail: `${sent.length} adversarial messages, ${page.total} dead letters`
-        }, { ...written, events: written.events + warm.events }, names)
+        yield* judge(
+          "adversarial messages",
+          t,
+          {
+            injected: sent.length,
+            detail: `${sent.length} adversarial messages, ${page.total} dead letters`
+          },
+          { ...written, events: written.events + warm.events },
+          names
+        )
         assert.deepStrictEqual(watch.restarts, [], "a loop restarted")
-        assert.deepStrictEqual(sent.filter((s) => counts.get(s.messageId) !== 1).map((s) => s.messageId), [],
-          "bad messages not dead-lettered exactly once")
+        assert.deepStrictEqual(
+          sent.filter((s) => counts.get(s.messageId) !== 1).map((s) => s.messageId),
+          [],
+          "bad messages not dead-lettered exactly once"
+        )
         assert.strictEqual(page.total, sent.length, "dead letters besides the bad messages")
         assert.isAtMost(Math.max(0, ...reasonBytes), maxReasonBytes)
         for (const letter of huge) {
@@ -151,68 +170,93 @@ describe("faults: adversarial messages", () => {
     )
   }, 180_000)
 
-  it.live("a dead-letter copy RabbitMQ refuses goes to RabbitMQ's own dead-lettering, never left unacknowledged", () => {
-    const watch = makeWatch()
-    return watched(
-      watch,
-      Effect.gen(function*() {
-        const fixture = yield* setup("dlfail")
-        const { names } = fixture
-        const vhost = yield* makeVhost("dlfail")
-        const run = names.service.slice(-6)
-        const queue = SyncConsumer.queueOf(names.service, subscriptionsFailing(new Set()))
-        const ownerLogin = `${owner}-${run}`
-        // the consumer's passive matrix without write access to the dead-letter exchange
-        const matrix = Permissions.matrix({ service: names.service, queues: [queue] }, { topology: "passive" })
-        yield* vhost.addUser(names.service, {
-          ...matrix,
-          permissions: { ...matrix.permissions, write: `^${Permissions.escape("sync.replay")}$` }
-        })
-        yield* vhost.addUser(ownerLogin, Permissions.matrix({ service: owner, publishesEvents: true }, { topology: "passive" }))
-        yield* RabbitBroker.declareTopology(vhost.adminUrl, RabbitBroker.topology({ queues: [queue] }))
-        yield* Layer.build(consumerWith(fixture.url, names, {
-          broker: brokerOf(vhost.urlOf(names.service), "passive", `${names.connectionPrefix}-consumer`),
-          ownerLogins: [ownerLogin]
-        }))
-        yield* Layer.build(relayWith(fixture.url, names, brokerOf(vhost.urlOf(ownerLogin), "passive", `${names.connectionPrefix}-relay`)))
-        const writer = yield* writeStream({ events: 600, ratePerSecond: 300 }).pipe(
-          Effect.provide(fixture.writer),
-          Effect.forkChild
-        )
-        const bad: Array<string> = []
-        for (let i = 0; i < 3; i++) {
-          yield* Effect.sleep("500 millis")
-          const messageId = `bad-refused-${i}`
-          const outcomes = yield* publishRaw(vhost.urlOf(ownerLogin), [{
-            exchange: "sync.events",
-            routingKey: `${owner}.Item.created`,
-            body: `{"specVersion":1,"messageId":"${messageId}",`,
-            options: { persistent: true, messageId, type: "Item.created", userId: ownerLogin }
-          }])
-          assert.deepStrictEqual(outcomes, [{ _tag: "Confirmed" }])
-          bad.push(messageId)
-        }
-        const written = yield* Fiber.join(writer)
-        const t = yield* awaitQuiescence(fixture.sql, names, { amqpUrl: vhost.adminUrl })
-        const admin = Context.get(yield* Layer.build(brokerOf(vhost.adminUrl, "passive", `${names.connectionPrefix}-admin`)), Broker)
-        const dead = (yield* admin.deadLetters(queue.name)).items
-        const unacked = yield* rabbitmqctl("list_queues", "-p", vhost.name, "name", "messages_unacknowledged", "messages_ready")
-        console.log(
-          `[adversarial] refused dead-letter copies: ${bad.length} bad messages → dead letters ` +
-            `${dead.map((d) => `${d.messageId} (${d.reason}, publisher ${d.publisher})`).join(", ")}; ` +
-            `loop restarts ${watch.restarts.length}${watch.restarts.length === 0 ? "" : ` (${watch.restarts[0]})`}; ` +
-            `queues: ${unacked.trim().split("\n").join(" | ")}; warnings: ${[...watch.samples].join(" / ")}`
-        )
-        yield* judge("refused dead-letter copies", t, { injected: bad.length }, written, names)
-        assert.deepStrictEqual(
-          dead.map((d) => [d.messageId, d.reason]).sort(),
-          bad.map((id) => [id, rejectedReason])
-        )
-        for (const line of unacked.trim().split("\n")) {
-          const [name, unacknowledged] = line.split("\t")
-          if (name === queue.name) assert.strictEqual(unacknowledged, "0", "deliveries left unacknowledged")
-        }
-      }).pipe(Effect.scoped)
-    )
-  }, 150_000)
+  it.live(
+    "a dead-letter copy RabbitMQ refuses goes to RabbitMQ's own dead-lettering, never left unacknowledged",
+    () => {
+      const watch = makeWatch()
+      return watched(
+        watch,
+        Effect.gen(function*() {
+          const fixture = yield* setup("dlfail")
+          const { names } = fixture
+          const vhost = yield* makeVhost("dlfail")
+          const run = names.service.slice(-6)
+          const queue = SyncConsumer.queueOf(names.service, subscriptionsFailing(new Set()))
+          const ownerLogin = `${owner}-${run}`
+          // the consumer's passive matrix without write access to the dead-letter exchange
+          const matrix = Permissions.matrix({ service: names.service, queues: [queue] }, { topology: "passive" })
+          yield* vhost.addUser(names.service, {
+            ...matrix,
+            permissions: { ...matrix.permissions, write: `^${Permissions.escape("sync.replay")}$` }
+          })
+          yield* vhost.addUser(
+            ownerLogin,
+            Permissions.matrix({ service: owner, publishesEvents: true }, { topology: "passive" })
+          )
+          yield* RabbitBroker.declareTopology(vhost.adminUrl, RabbitBroker.topology({ queues: [queue] }))
+          yield* Layer.build(consumerWith(fixture.url, names, {
+            broker: brokerOf(vhost.urlOf(names.service), "passive", `${names.connectionPrefix}-consumer`),
+            ownerLogins: [ownerLogin]
+          }))
+          yield* Layer.build(
+            relayWith(
+              fixture.url,
+              names,
+              brokerOf(vhost.urlOf(ownerLogin), "passive", `${names.connectionPrefix}-relay`)
+            )
+          )
+          const writer = yield* writeStream({ events: 600, ratePerSecond: 300 }).pipe(
+            Effect.provide(fixture.writer),
+            Effect.forkChild
+          )
+          const bad: Array<string> = []
+          for (let i = 0; i < 3; i++) {
+            yield* Effect.sleep("500 millis")
+            const messageId = `bad-refused-${i}`
+            const outcomes = yield* publishRaw(vhost.urlOf(ownerLogin), [{
+              exchange: "sync.events",
+              routingKey: `${owner}.Item.created`,
+              body: `{"specVersion":1,"messageId":"${messageId}",`,
+              options: { persistent: true, messageId, type: "Item.created", userId: ownerLogin }
+            }])
+            assert.deepStrictEqual(outcomes, [{ _tag: "Confirmed" }])
+            bad.push(messageId)
+          }
+          const written = yield* Fiber.join(writer)
+          const t = yield* awaitQuiescence(fixture.sql, names, { amqpUrl: vhost.adminUrl })
+          const admin = Context.get(
+            yield* Layer.build(brokerOf(vhost.adminUrl, "passive", `${names.connectionPrefix}-admin`)),
+            Broker
+          )
+          const dead = (yield* admin.deadLetters(queue.name)).items
+          const unacked = yield* rabbitmqctl(
+            "list_queues",
+            "-p",
+            vhost.name,
+            "name",
+            "messages_unacknowledged",
+            "messages_ready"
+          )
+          console.log(
+            `[adversarial] refused dead-letter copies: ${bad.length} bad messages → dead letters ` +
+              `${dead.map((d) => `${d.messageId} (${d.reason}, publisher ${d.publisher})`).join(", ")}; ` +
+              `loop restarts ${watch.restarts.length}${
+                watch.restarts.length === 0 ? "" : ` (${watch.restarts[0]})`
+              }; ` +
+              `queues: ${unacked.trim().split("\n").join(" | ")}; warnings: ${[...watch.samples].join(" / ")}`
+          )
+          yield* judge("refused dead-letter copies", t, { injected: bad.length }, written, names)
+          assert.deepStrictEqual(
+            dead.map((d) => [d.messageId, d.reason]).sort(),
+            bad.map((id) => [id, rejectedReason])
+          )
+          for (const line of unacked.trim().split("\n")) {
+            const [name, unacknowledged] = line.split("\t")
+            if (name === queue.name) assert.strictEqual(unacknowledged, "0", "deliveries left unacknowledged")
+          }
+        }).pipe(Effect.scoped)
+      )
+    },
+    150_000
+  )
 })

@@ -29,13 +29,16 @@ export type Item = Contract.Payload<typeof Item>
 export const appliesTable = "faults_applies"
 
 /** Creates the applies table (idempotent). */
-export const createAppliesTable = Effect.flatMap(SqlClient.SqlClient, (sql) =>
-  sql`CREATE TABLE IF NOT EXISTS ${sql(appliesTable)} (
+export const createAppliesTable = Effect.flatMap(
+  SqlClient.SqlClient,
+  (sql) =>
+    sql`CREATE TABLE IF NOT EXISTS ${sql(appliesTable)} (
     message_id text NOT NULL,
     entity_id text NOT NULL,
     version bigint NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
-  )`.pipe(Effect.asVoid))
+  )`.pipe(Effect.asVoid)
+)
 
 /**
  * The consumer's subscriptions: `Item`, with a handler that inserts `(message_id, entity_id, version)`

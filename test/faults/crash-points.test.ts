@@ -43,37 +43,51 @@ const crashRepeatedly = <A, B, E1, E2>(
   })
 
 describe("faults: crashes between the two sides of a handover", () => {
-  it.live("a relay interrupted between publish and mark-published, repeatedly: nothing lost, nothing applied twice", () =>
-    Effect.gen(function*() {
-      const fixture = yield* setup("relay-crash")
-      const { crashes, written } = yield* crashRepeatedly(
-        fixture,
-        (wrap) => relay(fixture.url, fixture.names, { wrap }),
-        dyingAfterPublish,
-        consumer(fixture.url, fixture.names)
-      )
-      yield* Layer.build(relay(fixture.url, fixture.names))
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names)
-      yield* judge("relay interrupted between publish and mark-published", t, { injected: crashes }, written, fixture.names)
-    }).pipe(quiet), 120_000)
+  it.live(
+    "a relay interrupted between publish and mark-published, repeatedly: nothing lost, nothing applied twice",
+    () =>
+      Effect.gen(function*() {
+        const fixture = yield* setup("relay-crash")
+        const { crashes, written } = yield* crashRepeatedly(
+          fixture,
+          (wrap) => relay(fixture.url, fixture.names, { wrap }),
+          dyingAfterPublish,
+          consumer(fixture.url, fixture.names)
+        )
+        yield* Layer.build(relay(fixture.url, fixture.names))
+        const t = yield* awaitQuiescence(fixture.sql, fixture.names)
+        yield* judge(
+          "relay interrupted between publish and mark-published",
+          t,
+          { injected: crashes },
+          written,
+          fixture.names
+        )
+      }).pipe(quiet),
+    120_000
+  )
 
   const consumerCrashes = [
     { test: "consumer-crash", point: "between apply and ack", wrapper: dyingAtAck },
     { test: "consumer-receive-crash", point: "between receive and apply", wrapper: dyingAtReceive }
   ]
   for (const { point, test, wrapper } of consumerCrashes) {
-    it.live(`a consumer interrupted ${point}, repeatedly: nothing lost, nothing applied twice`, () =>
-      Effect.gen(function*() {
-        const fixture = yield* setup(test)
-        const { crashes, written } = yield* crashRepeatedly(
-          fixture,
-          (wrap) => consumer(fixture.url, fixture.names, { wrap }),
-          wrapper,
-          relay(fixture.url, fixture.names)
-        )
-        yield* Layer.build(consumer(fixture.url, fixture.names))
-        const t = yield* awaitQuiescence(fixture.sql, fixture.names)
-        yield* judge(`consumer interrupted ${point}`, t, { injected: crashes }, written, fixture.names)
-      }).pipe(quiet), 120_000)
+    it.live(
+      `a consumer interrupted ${point}, repeatedly: nothing lost, nothing applied twice`,
+      () =>
+        Effect.gen(function*() {
+          const fixture = yield* setup(test)
+          const { crashes, written } = yield* crashRepeatedly(
+            fixture,
+            (wrap) => consumer(fixture.url, fixture.names, { wrap }),
+            wrapper,
+            relay(fixture.url, fixture.names)
+          )
+          yield* Layer.build(consumer(fixture.url, fixture.names))
+          const t = yield* awaitQuiescence(fixture.sql, fixture.names)
+          yield* judge(`consumer interrupted ${point}`, t, { injected: crashes }, written, fixture.names)
+        }).pipe(quiet),
+      120_000
+    )
   }
 })

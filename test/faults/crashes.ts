@@ -24,8 +24,10 @@ export const makeCrashPoint: Effect.Effect<CrashPoint> = Effect.gen(function*() 
   return {
     arm: Ref.set(armed, true),
     died,
-    fire: Effect.flatMap(Ref.get(armed), (isArmed) =>
-      isArmed ? Effect.andThen(Deferred.succeed(died, undefined), Effect.interrupt) : Effect.void)
+    fire: Effect.flatMap(
+      Ref.get(armed),
+      (isArmed) => isArmed ? Effect.andThen(Deferred.succeed(died, undefined), Effect.interrupt) : Effect.void
+    )
   }
 })
 
@@ -40,7 +42,9 @@ export const dyingAfterPublish = (crash: CrashPoint): BrokerWrapper =>
   )
 
 /** A consumer's broker whose deliveries pass through `f`. */
-const withDeliveries = (f: (deliveries: Stream.Stream<Delivery, BrokerUnavailable>) => Stream.Stream<Delivery, BrokerUnavailable>): BrokerWrapper =>
+const withDeliveries = (
+  f: (deliveries: Stream.Stream<Delivery, BrokerUnavailable>) => Stream.Stream<Delivery, BrokerUnavailable>
+): BrokerWrapper =>
   Layer.effect(
     Broker,
     Effect.map(Broker, (broker) =>

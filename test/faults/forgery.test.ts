@@ -65,7 +65,9 @@ const startServices = (fixture: Fixture, vhost: TestVhost, topology: Topology, f
       ownerLogins: [s.ownerLogin],
       failing
     }))
-    yield* Layer.build(relayWith(fixture.url, fixture.names, brokerOf(vhost.urlOf(s.ownerLogin), topology, `${prefix}-relay`)))
+    yield* Layer.build(
+      relayWith(fixture.url, fixture.names, brokerOf(vhost.urlOf(s.ownerLogin), topology, `${prefix}-relay`))
+    )
     /** The consumer's own login, as an operator uses it (the demo's admin routes run in the consumer). */
     const operator = Context.get(
       yield* Layer.build(brokerOf(vhost.urlOf(s.consumerLogin), topology, `${prefix}-operator`)),
@@ -112,167 +114,200 @@ const reasonsById = (dead: ReadonlyArray<DeadLetter>) => {
 }
 
 describe("faults: forged events on per-service RabbitMQ users", () => {
-  it.live("RabbitMQ refuses what the matrix does not allow; the consumer dead-letters every other forgery", () =>
-    Effect.gen(function*() {
-      const fixture = yield* setup("forgery")
-      const vhost = yield* makeVhost("forgery")
-      const failing: Failing = new Set()
-      const s = yield* startServices(fixture, vhost, "declare", failing)
-      const queue = s.queue.name
+  it.live(
+    "RabbitMQ refuses what the matrix does not allow; the consumer dead-letters every other forgery",
+    () =>
+      Effect.gen(function*() {
+        const fixture = yield* setup("forgery")
+        const vhost = yield* makeVhost("forgery")
+        const failing: Failing = new Set()
+        const s = yield* startServices(fixture, vhost, "declare", failing)
+        const queue = s.queue.name
 
-      const realMessageId = yield* create(fixture, "target-1")
-      yield* create(fixture, "target-2")
-      yield* eventually("the owner's first events", 30, copyOf(fixture, "target-2"))
-      const writer = yield* writeStream({ events: 1_500, ratePerSecond: 400, idPrefix: "item-" }).pipe(
-        Effect.provide(fixture.writer),
-        Effect.forkChild
-      )
+        const realMessageId = yield* create(fixture, "target-1")
+        yield* create(fixture, "target-2")
+        yield* eventually("the owner's first events", 30, copyOf(fixture, "target-2"))
+        const writer = yield* writeStream({ events: 1_500, ratePerSecond: 400, idPrefix: "item-" }).pipe(
+          Effect.provide(fixture.writer),
+          Effect.forkChild
+        )
 
-      // the intruder, through every path
-      const tried = attempts({
-        queue,
-        intruderLogin: s.intruderLogin,
-        intruderService: s.intruderService,
-        ownerLogin: s.ownerLogin,
-        entityId: "target-1",
-        realMessageId,
-        otherEntityId: "target-2"
-      }, fixture.names.service.slice(-6))
-      const outcomes = yield* publishRaw(vhost.urlOf(s.intruderLogin), tried.map((a) => a.publish))
-      const table = tried.map((a, i) => {
-        const outcome = outcomes[i]
-        const got = outcome === undefined
-          ? "missing"
-          : outcome._tag === "Confirmed"
-          ? "confirmed"
-          : outcome.reason.includes("ACCESS_REFUSED")
-          ? "ACCESS_REFUSED"
-          : outcome.reason.includes("PRECONDITION_FAILED")
-          ? "PRECONDITION_FAILED"
-          : outcome.reason
-        return { name: a.name, expected: a.expected, got, messageId: a.messageId }
-      })
-      for (const row of table) console.log(`[forgery] ${row.name}: expected ${row.expected}, RabbitMQ: ${row.got}`)
-      assert.deepStrictEqual(
-        table.filter((row) =>
-          row.expected === "reaches" || row.expected === "confirmedElsewhere" ? row.got !== "confirmed" : row.got !== row.expected
-        ),
-        [],
-        "RabbitMQ did not do what the permission matrix says"
-      )
-      const reaching = tried.filter((a) => a.expected === "reaches")
-
-      // a legitimate event dead-lettered for a transient cause (a defect of the handler), replayed below
-      failing.add("special-1")
-      const special = yield* create(fixture, "special-1")
-      const deadLetters = Effect.map(s.operator.deadLetters(queue, { limit: maxDeadLetterPage }), (page) => page.items)
-      yield* eventually(
-        "the dead letters of the forgeries and of the failing event",
-        60,
-        Effect.map(deadLetters, (dead) => {
-          const byId = reasonsById(dead)
-          const forgedDone = reaching.every((a) => (byId.get(a.messageId) ?? []).length > 0)
-          return forgedDone && (byId.get(special)?.[0] ?? "").startsWith("Defect") ? dead : undefined
+        // the intruder, through every path
+        const tried = attempts({
+          queue,
+          intruderLogin: s.intruderLogin,
+          intruderService: s.intruderService,
+          ownerLogin: s.ownerLogin,
+          entityId: "target-1",
+          realMessageId,
+          otherEntityId: "target-2"
+        }, fixture.names.service.slice(-6))
+        const outcomes = yield* publishRaw(vhost.urlOf(s.intruderLogin), tried.map((a) => a.publish))
+        const table = tried.map((a, i) => {
+          const outcome = outcomes[i]
+          const got = outcome === undefined
+            ? "missing"
+            : outcome._tag === "Confirmed"
+            ? "confirmed"
+            : outcome.reason.includes("ACCESS_REFUSED")
+            ? "ACCESS_REFUSED"
+            : outcome.reason.includes("PRECONDITION_FAILED")
+            ? "PRECONDITION_FAILED"
+            : outcome.reason
+          return { name: a.name, expected: a.expected, got, messageId: a.messageId }
         })
-      )
-      failing.delete("special-1")
-      const written = yield* Fiber.join(writer)
+        for (const row of table) console.log(`[forgery] ${row.name}: expected ${row.expected}, RabbitMQ: ${row.got}`)
+        assert.deepStrictEqual(
+          table.filter((row) =>
+            row.expected === "reaches" || row.expected === "confirmedElsewhere"
+              ? row.got !== "confirmed"
+              : row.got !== row.expected
+          ),
+          [],
+          "RabbitMQ did not do what the permission matrix says"
+        )
+        const reaching = tried.filter((a) => a.expected === "reaches")
 
-      // the operator replays every dead letter: the failing event applies, the forgeries come back rejected
-      const replayed = yield* s.operator.replayDeadLetters(queue, {})
-      const dead = yield* eventually(
-        "the replayed forgeries to be dead-lettered again",
-        60,
-        Effect.map(deadLetters, (dead) => {
-          const byId = reasonsById(dead)
-          return reaching.every((a) => (byId.get(a.messageId)?.[0] ?? "").startsWith("ForgedProducer")) ? dead : undefined
-        })
-      )
-      const first = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
-      assert.isFalse(first.stalled, "the consumer stopped")
+        // a legitimate event dead-lettered for a transient cause (a defect of the handler), replayed below
+        failing.add("special-1")
+        const special = yield* create(fixture, "special-1")
+        const deadLetters = Effect.map(
+          s.operator.deadLetters(queue, { limit: maxDeadLetterPage }),
+          (page) => page.items
+        )
+        yield* eventually(
+          "the dead letters of the forgeries and of the failing event",
+          60,
+          Effect.map(deadLetters, (dead) => {
+            const byId = reasonsById(dead)
+            const forgedDone = reaching.every((a) => (byId.get(a.messageId) ?? []).length > 0)
+            return forgedDone && (byId.get(special)?.[0] ?? "").startsWith("Defect") ? dead : undefined
+          })
+        )
+        failing.delete("special-1")
+        const written = yield* Fiber.join(writer)
 
-      // a full sync still applies (snapshots at the copies' versions)
-      const snapshots = yield* items.fullSync().pipe(Effect.provide(fixture.writer))
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
-      const forged = yield* Metrics.outcomeCount(fixture.names.service, "Item", "forged")
-      const byId = reasonsById(dead)
-      const target = yield* copyOf(fixture, "target-1")
-      const other = yield* copyOf(fixture, "target-2")
-      const specialCopy = yield* copyOf(fixture, "special-1")
-      console.log(
-        `[forgery] ${tried.length} attempts: ${reaching.length} reached the consumer (all dead-lettered ` +
-          `${reaching.filter((a) => (byId.get(a.messageId)?.[0] ?? "").startsWith("ForgedProducer")).length}× ForgedProducer), ` +
-          `${table.filter((r) => r.got === "ACCESS_REFUSED").length} refused ACCESS_REFUSED, ` +
-          `${table.filter((r) => r.got === "PRECONDITION_FAILED").length} refused PRECONDITION_FAILED, ` +
-          `${table.filter((r) => r.expected === "confirmedElsewhere").length} confirmed elsewhere; forged outcomes ${forged}; ` +
-          `operator replayed ${replayed}; full sync ${snapshots} snapshots (applies ${first.applies} → ${t.applies}); ` +
-          `target-1 copy v${target?.version} ${target?.state}, target-2 v${other?.version} ${other?.state}, ` +
-          `special-1 v${specialCopy?.version}`
-      )
-      for (const letter of dead) console.log(`[forgery] dead letter ${letter.messageId}: ${letter.reason.slice(0, 160)}`)
-      yield* judge("forgery", t, {
-        injected: tried.length,
-        detail: `${reaching.length} forgeries reached the consumer, ${tried.length - reaching.length} stopped by RabbitMQ`
-      }, written, fixture.names)
-      // every forgery that reached the consumer is dead-lettered once, as ForgedProducer; nothing else is
-      assert.deepStrictEqual(
-        reaching.map((a) => [a.name, (byId.get(a.messageId) ?? []).length, (byId.get(a.messageId)?.[0] ?? "").split(" ")[0]]),
-        reaching.map((a) => [a.name, 1, "ForgedProducer"])
-      )
-      assert.strictEqual(dead.length, reaching.length, "dead letters other than the forgeries")
-      assert.isAtLeast(forged, reaching.length + 2, "forgeries counted (and again after the operator's replay)")
-      assert.strictEqual(replayed, reaching.length + 1, "the operator's replay: the forgeries and the failing event")
-      // the copies are the owner's: no forged version, no forged delete
-      assert.isDefined(target)
-      assert.isDefined(other)
-      assert.isBelow(target?.version ?? forgedVersion, forgedVersion)
-      assert.isBelow(other?.version ?? forgedVersion, forgedVersion)
-      assert.strictEqual(target?.state, "live")
-      assert.strictEqual(other?.state, "live")
-      // the replayed legitimate event and the full sync applied
-      assert.deepStrictEqual(specialCopy, { version: 1, state: "live" })
-      assert.isAbove(snapshots, 0)
-      assert.strictEqual(t.applies - first.applies, snapshots, "every snapshot of the full sync applied")
-      const tallied = yield* tally(fixture.sql, fixture.names)
-      assert.strictEqual(tallied.foreign, 0, "applies of forged message ids")
-    }).pipe(quiet), 180_000)
+        // the operator replays every dead letter: the failing event applies, the forgeries come back rejected
+        const replayed = yield* s.operator.replayDeadLetters(queue, {})
+        const dead = yield* eventually(
+          "the replayed forgeries to be dead-lettered again",
+          60,
+          Effect.map(deadLetters, (dead) => {
+            const byId = reasonsById(dead)
+            return reaching.every((a) => (byId.get(a.messageId)?.[0] ?? "").startsWith("ForgedProducer"))
+              ? dead
+              : undefined
+          })
+        )
+        const first = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
+        assert.isFalse(first.stalled, "the consumer stopped")
 
-  it.live("the consumer and the relay work with exactly the passive matrix on a topology an administrator declared", () =>
-    Effect.gen(function*() {
-      const fixture = yield* setup("passive")
-      const vhost = yield* makeVhost("passive")
-      const s = services(fixture, "passive")
-      // with the passive matrix, declaring is refused
-      yield* vhost.addUser(s.consumerLogin, s.consumer)
-      const refused = yield* Effect.scoped(Effect.gen(function*() {
-        const broker = yield* RabbitBroker.make({ url: vhost.urlOf(s.consumerLogin), topology: "declare" })
-        return yield* Effect.flip(broker.declare(s.queue))
-      }))
-      // the administrator declares the topology
-      yield* RabbitBroker.declareTopology(vhost.adminUrl, RabbitBroker.topology({ queues: [s.queue] }))
-      const failing: Failing = new Set(["special-1"])
-      const running = yield* startServices(fixture, vhost, "passive", failing)
-      const written = yield* writeStream({ events: 500, ratePerSecond: 400 }).pipe(Effect.provide(fixture.writer))
-      const special = yield* create(fixture, "special-1")
-      yield* eventually(
-        "the failing event's dead letter",
-        30,
-        Effect.map(running.operator.deadLetters(s.queue.name), (page) =>
-          page.items.some((d) => d.messageId === special) ? page : undefined)
-      )
-      failing.delete("special-1")
-      const replayed = yield* running.operator.replayDeadLetters(s.queue.name, {})
-      const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
-      const remaining = yield* running.operator.deadLetters(s.queue.name)
-      console.log(
-        `[forgery] passive matrix: configure ${s.consumer.permissions.configure}, write ${s.consumer.permissions.write}, ` +
-          `read ${s.consumer.permissions.read}; declaring refused: ${refused.detail.slice(0, 120)}; ` +
-          `replayed ${replayed}, dead letters left ${remaining.total}`
-      )
-      assert.include(refused.detail, "ACCESS_REFUSED")
-      yield* judge("passive topology", t, { injected: 1, detail: "one dead letter replayed" }, written, fixture.names)
-      assert.strictEqual(replayed, 1)
-      assert.strictEqual(remaining.total, 0)
-      assert.deepStrictEqual(yield* copyOf(fixture, "special-1"), { version: 1, state: "live" })
-    }).pipe(quiet), 120_000)
+        // a full sync still applies (snapshots at the copies' versions)
+        const snapshots = yield* items.fullSync().pipe(Effect.provide(fixture.writer))
+        const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
+        const forged = yield* Metrics.outcomeCount(fixture.names.service, "Item", "forged")
+        const byId = reasonsById(dead)
+        const target = yield* copyOf(fixture, "target-1")
+        const other = yield* copyOf(fixture, "target-2")
+        const specialCopy = yield* copyOf(fixture, "special-1")
+        console.log(
+          `[forgery] ${tried.length} attempts: ${reaching.length} reached the consumer (all dead-lettered ` +
+            `${
+              reaching.filter((a) => (byId.get(a.messageId)?.[0] ?? "").startsWith("ForgedProducer")).length
+            }× ForgedProducer), ` +
+            `${table.filter((r) => r.got === "ACCESS_REFUSED").length} refused ACCESS_REFUSED, ` +
+            `${table.filter((r) => r.got === "PRECONDITION_FAILED").length} refused PRECONDITION_FAILED, ` +
+            `${
+              table.filter((r) => r.expected === "confirmedElsewhere").length
+            } confirmed elsewhere; forged outcomes ${forged}; ` +
+            `operator replayed ${replayed}; full sync ${snapshots} snapshots (applies ${first.applies} → ${t.applies}); ` +
+            `target-1 copy v${target?.version} ${target?.state}, target-2 v${other?.version} ${other?.state}, ` +
+            `special-1 v${specialCopy?.version}`
+        )
+        for (const letter of dead) {
+          console.log(`[forgery] dead letter ${letter.messageId}: ${letter.reason.slice(0, 160)}`)
+        }
+        yield* judge(
+          "forgery",
+          t,
+          {
+            injected: tried.length,
+            detail: `${reaching.length} forgeries reached the consumer, ${
+              tried.length - reaching.length
+            } stopped by RabbitMQ`
+          },
+          written,
+          fixture.names
+        )
+        // every forgery that reached the consumer is dead-lettered once, as ForgedProducer; nothing else is
+        assert.deepStrictEqual(
+          reaching.map((
+            a
+          ) => [a.name, (byId.get(a.messageId) ?? []).length, (byId.get(a.messageId)?.[0] ?? "").split(" ")[0]]),
+          reaching.map((a) => [a.name, 1, "ForgedProducer"])
+        )
+        assert.strictEqual(dead.length, reaching.length, "dead letters other than the forgeries")
+        assert.isAtLeast(forged, reaching.length + 2, "forgeries counted (and again after the operator's replay)")
+        assert.strictEqual(replayed, reaching.length + 1, "the operator's replay: the forgeries and the failing event")
+        // the copies are the owner's: no forged version, no forged delete
+        assert.isDefined(target)
+        assert.isDefined(other)
+        assert.isBelow(target?.version ?? forgedVersion, forgedVersion)
+        assert.isBelow(other?.version ?? forgedVersion, forgedVersion)
+        assert.strictEqual(target?.state, "live")
+        assert.strictEqual(other?.state, "live")
+        // the replayed legitimate event and the full sync applied
+        assert.deepStrictEqual(specialCopy, { version: 1, state: "live" })
+        assert.isAbove(snapshots, 0)
+        assert.strictEqual(t.applies - first.applies, snapshots, "every snapshot of the full sync applied")
+        const tallied = yield* tally(fixture.sql, fixture.names)
+        assert.strictEqual(tallied.foreign, 0, "applies of forged message ids")
+      }).pipe(quiet),
+    180_000
+  )
+
+  it.live(
+    "the consumer and the relay work with exactly the passive matrix on a topology an administrator declared",
+    () =>
+      Effect.gen(function*() {
+        const fixture = yield* setup("passive")
+        const vhost = yield* makeVhost("passive")
+        const s = services(fixture, "passive")
+        // with the passive matrix, declaring is refused
+        yield* vhost.addUser(s.consumerLogin, s.consumer)
+        const refused = yield* Effect.scoped(Effect.gen(function*() {
+          const broker = yield* RabbitBroker.make({ url: vhost.urlOf(s.consumerLogin), topology: "declare" })
+          return yield* Effect.flip(broker.declare(s.queue))
+        }))
+        // the administrator declares the topology
+        yield* RabbitBroker.declareTopology(vhost.adminUrl, RabbitBroker.topology({ queues: [s.queue] }))
+        const failing: Failing = new Set(["special-1"])
+        const running = yield* startServices(fixture, vhost, "passive", failing)
+        const written = yield* writeStream({ events: 500, ratePerSecond: 400 }).pipe(Effect.provide(fixture.writer))
+        const special = yield* create(fixture, "special-1")
+        yield* eventually(
+          "the failing event's dead letter",
+          30,
+          Effect.map(
+            running.operator.deadLetters(s.queue.name),
+            (page) => page.items.some((d) => d.messageId === special) ? page : undefined
+          )
+        )
+        failing.delete("special-1")
+        const replayed = yield* running.operator.replayDeadLetters(s.queue.name, {})
+        const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: vhost.adminUrl })
+        const remaining = yield* running.operator.deadLetters(s.queue.name)
+        console.log(
+          `[forgery] passive matrix: configure ${s.consumer.permissions.configure}, write ${s.consumer.permissions.write}, ` +
+            `read ${s.consumer.permissions.read}; declaring refused: ${refused.detail.slice(0, 120)}; ` +
+            `replayed ${replayed}, dead letters left ${remaining.total}`
+        )
+        assert.include(refused.detail, "ACCESS_REFUSED")
+        yield* judge("passive topology", t, { injected: 1, detail: "one dead letter replayed" }, written, fixture.names)
+        assert.strictEqual(replayed, 1)
+        assert.strictEqual(remaining.total, 0)
+        assert.deepStrictEqual(yield* copyOf(fixture, "special-1"), { version: 1, state: "live" })
+      }).pipe(quiet),
+    120_000
+  )
 })

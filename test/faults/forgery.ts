@@ -112,7 +112,14 @@ export const attempts = (t: Targets, run: string): ReadonlyArray<Attempt> => {
     attempt("dead-delete", "reaches", "sync.dead", t.queue, "deleted", undefined, { entityId: t.otherEntityId }),
     // its own events and resync requests are allowed, and reach no queue of the consumer
     attempt("events-own-key", "confirmedElsewhere", "sync.events", ownKey, "updated", t.intruderLogin),
-    attempt("events-resync-key", "confirmedElsewhere", "sync.events", `${owner}.resync.Item`, "updated", t.intruderLogin),
+    attempt(
+      "events-resync-key",
+      "confirmedElsewhere",
+      "sync.events",
+      `${owner}.resync.Item`,
+      "updated",
+      t.intruderLogin
+    ),
     // the owner's routing keys: refused by its topic permission
     attempt("events-owner-key", "ACCESS_REFUSED", "sync.events", `${owner}.Item.updated`, "updated", t.intruderLogin),
     attempt("events-owner-delete", "ACCESS_REFUSED", "sync.events", `${owner}.Item.deleted`, "deleted", undefined),

@@ -65,9 +65,15 @@ describe("faults: PostgreSQL backends terminated", () => {
       }
       const written = yield* Fiber.join(writer)
       const t = yield* awaitQuiescence(fixture.sql, fixture.names)
-      yield* judge("PostgreSQL backends terminated", t, {
-        injected: rounds,
-        detail: `${terminated} backends terminated in ${rounds} rounds, ${inTransaction} of them mid-transaction`
-      }, written, fixture.names)
+      yield* judge(
+        "PostgreSQL backends terminated",
+        t,
+        {
+          injected: rounds,
+          detail: `${terminated} backends terminated in ${rounds} rounds, ${inTransaction} of them mid-transaction`
+        },
+        written,
+        fixture.names
+      )
     }).pipe(quiet), 120_000)
 })

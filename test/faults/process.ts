@@ -2,8 +2,8 @@
  * Child consumer processes for the SIGKILL test: started with `node --import tsx`, ready once they print
  * `ready`, killed with SIGKILL (and, at the latest, when the test's scope closes).
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { Data, Deferred, Effect, type Redacted, Redacted as R, type Scope } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
 import type { Names } from "./stack.ts"
 
 /** The consumer process exited or did not say it was ready in time. */
@@ -48,7 +48,10 @@ export const startConsumerProcess = (
       if (chunk.toString("utf8").includes("ready")) Deferred.doneUnsafe(ready, Effect.void)
     })
     child.once("exit", (code, signal) =>
-      Deferred.doneUnsafe(ready, Effect.fail(new ProcessNotReady({ message: `consumer process exited early (${code ?? signal})` }))))
+      Deferred.doneUnsafe(
+        ready,
+        Effect.fail(new ProcessNotReady({ message: `consumer process exited early (${code ?? signal})` }))
+      ))
     yield* Deferred.await(ready).pipe(
       Effect.timeoutOrElse({
         duration: "60 seconds",

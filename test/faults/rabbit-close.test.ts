@@ -27,9 +27,15 @@ describe("faults: RabbitMQ connections force-closed", () => {
       }
       const written = yield* Fiber.join(writer)
       const t = yield* awaitQuiescence(fixture.sql, fixture.names)
-      yield* judge("RabbitMQ connections force-closed", t, {
-        injected: rounds,
-        detail: `${closed} connections closed in ${rounds} rounds`
-      }, written, fixture.names)
+      yield* judge(
+        "RabbitMQ connections force-closed",
+        t,
+        {
+          injected: rounds,
+          detail: `${closed} connections closed in ${rounds} rounds`
+        },
+        written,
+        fixture.names
+      )
     }).pipe(quiet), 120_000)
 })

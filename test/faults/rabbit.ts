@@ -35,7 +35,10 @@ export const closeConnections = (names: Names): Effect.Effect<number> =>
   })
 
 /** Runs `f` on a raw amqplib confirm channel of a connection of its own (to `url`, default the guest login on `/`). */
-export const withChannel = <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>, url: string = amqpUrl): Effect.Effect<A> =>
+export const withChannel = <A>(
+  f: (channel: amqp.ConfirmChannel) => Promise<A>,
+  url: string = amqpUrl
+): Effect.Effect<A> =>
   Effect.promise(() =>
     amqp.connect(url).then((connection) =>
       connection.createConfirmChannel().then((channel) => {

@@ -6,8 +6,8 @@
  * entity ids (a transient defect: its deliveries are dead-lettered, and apply once replayed).
  */
 import { Effect, Layer } from "effect"
-import { SqlClient } from "effect/sql"
 import type { Redacted } from "effect"
+import { SqlClient } from "effect/sql"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import type { Topology } from "../../src/amqp/RabbitConfig.ts"
 import type { Broker } from "../../src/Broker.ts"
@@ -64,6 +64,8 @@ export const consumerWith = (url: Redacted.Redacted, names: Names, options: Cons
     subscriptions: subscriptionsFailing(options.failing ?? new Set()),
     producers: { [owner]: options.ownerLogins }
   }).pipe(
-    Layer.provide(PostgresSync.layer({ prefix: names.consumerPrefix }).pipe(Layer.provideMerge(pool(url, roles.consumer, 6)))),
+    Layer.provide(
+      PostgresSync.layer({ prefix: names.consumerPrefix }).pipe(Layer.provideMerge(pool(url, roles.consumer, 6)))
+    ),
     Layer.provide(options.broker)
   )

@@ -9,8 +9,8 @@ import type { SqlClient } from "effect/sql"
 import * as Metrics from "../../src/Metrics.ts"
 import { appliesTable } from "./contract.ts"
 import { queueState } from "./rabbit.ts"
-import type { WriteStreamResult } from "./writer.ts"
 import { type Names, tables } from "./stack.ts"
+import type { WriteStreamResult } from "./writer.ts"
 
 /** The counts a test is judged on. */
 export const Tally = Schema.Struct({
@@ -132,7 +132,9 @@ export const judge = (
       `[faults] ${name}: events ${t.events}, faults injected ${faults.injected}` +
         `${faults.detail === undefined ? "" : ` (${faults.detail})`}, events lost ${lost}` +
         ` (unreceived ${t.unreceived}, differing entities ${t.differing}), duplicates applied ${t.duplicates}` +
-        ` | entities ${t.owned}/${t.copied}, applies ${t.applies}${redelivered}, written in ${writer.seconds.toFixed(1)} s` +
+        ` | entities ${t.owned}/${t.copied}, applies ${t.applies}${redelivered}, written in ${
+          writer.seconds.toFixed(1)
+        } s` +
         ` (${writer.transactions} transactions, ${writer.retries} retried), ` +
         (t.stalled
           ? `STALLED ${t.settleSeconds.toFixed(1)} s after the stream: no progress, ${t.ready} messages ready, ` +

@@ -95,9 +95,15 @@ export const publishRaw = (
         const outcome = await new Promise<PublishOutcome>((resolve) => {
           channel.once("close", () => resolve({ _tag: "Refused", reason: closedWith || "the channel closed" }))
           try {
-            channel.publish(message.exchange, message.routingKey, Buffer.from(message.body), message.options, (error) => {
-              if (error === null || error === undefined) resolve({ _tag: "Confirmed" })
-            })
+            channel.publish(
+              message.exchange,
+              message.routingKey,
+              Buffer.from(message.body),
+              message.options,
+              (error) => {
+                if (error === null || error === undefined) resolve({ _tag: "Confirmed" })
+              }
+            )
           } catch (error) {
             resolve({ _tag: "Refused", reason: error instanceof Error ? error.message : String(error) })
           }

@@ -7,12 +7,12 @@
 import { Clock, Effect, Schedule } from "effect"
 import type { SqlError } from "effect/sql"
 import type { EntityExists, EntityNotFound } from "../../src/Errors.ts"
+import * as SeededRandom from "../../src/memory/SeededRandom.ts"
 import type { OutboxTransaction } from "../../src/Outbox.ts"
 import * as Outbox from "../../src/Outbox.ts"
 import * as Producer from "../../src/Producer.ts"
 import type { SourceRepository } from "../../src/SourceRepository.ts"
 import { Item, owner } from "./contract.ts"
-import * as SeededRandom from "../../src/memory/SeededRandom.ts"
 
 /** Options of a write stream. */
 export interface WriteStreamOptions {

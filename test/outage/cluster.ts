@@ -167,20 +167,21 @@ export const make: Effect.Effect<PrivateCluster, ClusterCommandFailed, Scope.Sco
 })
 
 /** The uid and gid of the `postgres` OS user (from /etc/passwd). */
-const postgresUser: Effect.Effect<{ readonly uid: number; readonly gid: number }, ClusterCommandFailed> = Effect.suspend(
-  () => {
-    const line = readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.startsWith("postgres:"))
-    const fields = line?.split(":") ?? []
-    const uid = Number(fields[2])
-    const gid = Number(fields[3])
-    return Number.isInteger(uid) && Number.isInteger(gid)
-      ? Effect.succeed({ uid, gid })
-      : Effect.fail(
-        new ClusterCommandFailed({
-          command: "runuser -u postgres",
-          output: "",
-          message: "PostgreSQL refuses to run as root and there is no `postgres` OS user to run it as"
-        })
-      )
-  }
-)
+const postgresUser: Effect.Effect<{ readonly uid: number; readonly gid: number }, ClusterCommandFailed> = Effect
+  .suspend(
+    () => {
+      const line = readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.startsWith("postgres:"))
+      const fields = line?.split(":") ?? []
+      const uid = Number(fields[2])
+      const gid = Number(fields[3])
+      return Number.isInteger(uid) && Number.isInteger(gid)
+        ? Effect.succeed({ uid, gid })
+        : Effect.fail(
+          new ClusterCommandFailed({
+            command: "runuser -u postgres",
+            output: "",
+            message: "PostgreSQL refuses to run as root and there is no `postgres` OS user to run it as"
+          })
+        )
+    }
+  )

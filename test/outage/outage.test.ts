@@ -17,9 +17,15 @@ import { quiet } from "../faults/quiet.ts"
 import { runOutage, testTimeout } from "./outage.ts"
 
 describe.concurrent("outage: a database stopped under load", () => {
-  it.live("the consumer's database: the consumer pauses and resumes, no dead letter, nothing lost or applied twice", () =>
-    runOutage("consumer-outage", "consumer").pipe(quiet), testTimeout)
+  it.live(
+    "the consumer's database: the consumer pauses and resumes, no dead letter, nothing lost or applied twice",
+    () => runOutage("consumer-outage", "consumer").pipe(quiet),
+    testTimeout
+  )
 
-  it.live("the owner's database: the relay pauses and resumes, no dead letter, nothing lost or applied twice", () =>
-    runOutage("owner-outage", "owner").pipe(quiet), testTimeout)
+  it.live(
+    "the owner's database: the relay pauses and resumes, no dead letter, nothing lost or applied twice",
+    () => runOutage("owner-outage", "owner").pipe(quiet),
+    testTimeout
+  )
 })

@@ -50,7 +50,9 @@ const behindAsOf = (sql: SqlClient.SqlClient, names: Names, asOf: number) => {
   const t = tables(names)
   return sql`SELECT
       (SELECT count(*) FROM ${sql(t.outbox)} o WHERE o.created_at <= ${asOf} AND (o.published_at IS NULL OR
-        NOT EXISTS (SELECT 1 FROM ${sql(t.inbox)} i WHERE i.consumer = ${names.service} AND i.message_id = o.message_id)))::int
+        NOT EXISTS (SELECT 1 FROM ${
+    sql(t.inbox)
+  } i WHERE i.consumer = ${names.service} AND i.message_id = o.message_id)))::int
         AS behind,
       (SELECT count(*) FROM ${sql(t.source)} s LEFT JOIN ${sql(t.copies)} c ON c.entity = s.entity AND c.id = s.id
         WHERE s.updated_at <= ${asOf} AND (c.id IS NULL OR s.version <> c.version OR s.state <> c.state
@@ -83,10 +85,11 @@ const brokerDeadLetters = (names: Names) =>
 const deadLetters = (sql: SqlClient.SqlClient, names: Names) =>
   Effect.gen(function*() {
     const broker = yield* brokerDeadLetters(names)
-    const inbox = yield* sql`SELECT count(*)::int AS n FROM ${sql(deadTable(names))} WHERE consumer = ${names.service}`.pipe(
-      Effect.flatMap(decodeCount),
-      Effect.map(firstCount)
-    )
+    const inbox = yield* sql`SELECT count(*)::int AS n FROM ${sql(deadTable(names))} WHERE consumer = ${names.service}`
+      .pipe(
+        Effect.flatMap(decodeCount),
+        Effect.map(firstCount)
+      )
     return { broker, inbox }
   })
 
@@ -105,7 +108,10 @@ export const runOutage = (test: string, down: Side): Effect.Effect<void, unknown
     ).pipe(Effect.forkChild)
 
     yield* Effect.sleep(`${settings.beforeSeconds} seconds`)
-    const applies = sql`SELECT count(*)::int AS n FROM ${sql(appliesTable)}`.pipe(Effect.flatMap(decodeCount), Effect.map(firstCount))
+    const applies = sql`SELECT count(*)::int AS n FROM ${sql(appliesTable)}`.pipe(
+      Effect.flatMap(decodeCount),
+      Effect.map(firstCount)
+    )
     const appliedBefore = yield* applies
     assert.isAbove(appliedBefore, 0, "nothing was applied before the outage: the stack does not work at all")
 

@@ -11,11 +11,11 @@
 import { Context, Effect, Layer, type Redacted, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import type { Outbox } from "../../src/Outbox.ts"
+import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import type { SourceRepository } from "../../src/SourceRepository.ts"
 import { appliesTable, createAppliesTable } from "../faults/contract.ts"
 import { deleteTopology } from "../faults/rabbit.ts"
 import { makeNames, type Names, pool, roles, tables, writerStores } from "../faults/stack.ts"
-import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as TestPostgres from "../postgres.ts"
 import * as Cluster from "./cluster.ts"
 
@@ -49,7 +49,9 @@ const tablesOf = (names: Names, side: Side): ReadonlyArray<string> => {
 
 /** Runs one side's migrations on its database. */
 const migrateSide = (url: Redacted.Redacted, prefix: string): Effect.Effect<void, PostgresSync.LayerError> =>
-  Effect.scoped(Effect.asVoid(Layer.build(PostgresSync.layer({ prefix }).pipe(Layer.provide(pool(url, roles.admin, 2))))))
+  Effect.scoped(
+    Effect.asVoid(Layer.build(PostgresSync.layer({ prefix }).pipe(Layer.provide(pool(url, roles.admin, 2)))))
+  )
 
 /** Makes the private cluster's tables of `side` readable from the shared database (`postgres_fdw`). */
 const importForeignTables = (

@@ -5,11 +5,11 @@
  * rules R1, R2 and the handler error rule.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { Schema } from "effect"
 import { execFile } from "node:child_process"
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Schema } from "effect"
 
 const root = join(import.meta.dirname, "..", "..")
 const fixture = join(import.meta.dirname, "consumer")
@@ -78,7 +78,12 @@ describe("the packed package", () => {
       ], scratch)
       const entries = JSON.parse(lastLine(await ok("node", ["entries.mjs"], scratch)))
       assert.includeMembers(entries.modules["entity-sync"], ["Contract", "Outbox", "Producer", "Relay", "SyncConsumer"])
-      assert.deepStrictEqual(entries.modules["entity-sync/postgres"], ["Columns", "Migrations", "PostgresSync", "Tables"])
+      assert.deepStrictEqual(entries.modules["entity-sync/postgres"], [
+        "Columns",
+        "Migrations",
+        "PostgresSync",
+        "Tables"
+      ])
       assert.deepStrictEqual(entries.modules["entity-sync/amqp"], ["Permissions", "RabbitBroker", "RabbitConfig"])
       assert.deepStrictEqual(entries.modules["entity-sync/embedded"], ["Embedded"])
       assert.includeMembers(entries.modules["entity-sync/memory"], ["MemoryBroker", "MemoryDatabase", "MemorySync"])

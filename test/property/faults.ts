@@ -97,7 +97,9 @@ const unreachable = () =>
   })
 
 const failedStatement = (what: string) =>
-  new SqlError.SqlError({ reason: new SqlError.UnknownError({ message: `${what} failed (property fault)`, cause: undefined }) })
+  new SqlError.SqlError({
+    reason: new SqlError.UnknownError({ message: `${what} failed (property fault)`, cause: undefined })
+  })
 
 /** Fails while the database is down. */
 const whileDown = (db: DatabaseFaults): Effect.Effect<void, SqlError.SqlError> =>
@@ -195,9 +197,13 @@ export const copies = (inner: CopyRepository["Service"], wiring: Wiring): CopyRe
   const keyOf = (row: { readonly entity: string; readonly id: string }) => `${row.entity}:${row.id}`
   return CopyRepository.of({
     ...inner,
-    upsert: (row, guard) => Effect.andThen(Effect.andThen(failStatement, failStuck([keyOf(row)])), inner.upsert(row, guard)),
+    upsert: (row, guard) =>
+      Effect.andThen(Effect.andThen(failStatement, failStuck([keyOf(row)])), inner.upsert(row, guard)),
     upsertMany: (rows) =>
-      Effect.andThen(Effect.andThen(failStatement, failStuck(rows.map(({ row }) => keyOf(row)))), inner.upsertMany(rows)),
+      Effect.andThen(
+        Effect.andThen(failStatement, failStuck(rows.map(({ row }) => keyOf(row)))),
+        inner.upsertMany(rows)
+      ),
     referencing: (entity, field, id) =>
       Effect.tap(inner.referencing(entity, field, id), (ids) =>
         Effect.sync(() => {

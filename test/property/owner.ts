@@ -93,7 +93,8 @@ export const candidates = (model: OwnerModel, random: () => number): ReadonlyArr
   const hotU = userIds.slice(0, hotUsers)
   const companiesIn = (...states: ReadonlyArray<OwnerState>) =>
     companyIds.filter((id) => states.includes(model.companies.get(id)!))
-  const usersIn = (...states: ReadonlyArray<OwnerState>) => userIds.filter((id) => states.includes(model.users.get(id)!.state))
+  const usersIn = (...states: ReadonlyArray<OwnerState>) =>
+    userIds.filter((id) => states.includes(model.users.get(id)!.state))
   const liveCompanies = companiesIn("live")
   const creatableCompanies = companiesIn("absent", "deleted")
   const liveUsers = usersIn("live")
@@ -131,13 +132,19 @@ export const candidates = (model: OwnerModel, random: () => number): ReadonlyArr
   const companyFor = (except?: string): string | undefined => {
     const choices = liveCompanies.filter((c) => c !== except)
     if (choices.length === 0) return undefined
-    if (model.lastCompany !== undefined && choices.includes(model.lastCompany) && random() < 0.5) return model.lastCompany
+    if (model.lastCompany !== undefined && choices.includes(model.lastCompany) && random() < 0.5) {
+      return model.lastCompany
+    }
     return pickHot(random, choices, hotC)
   }
 
   const list: Array<Candidate> = []
   if (creatableCompanies.length > 0) {
-    list.push({ name: "create Company", weight: 5, write: () => createCompany(pickHot(random, creatableCompanies, hotC)) })
+    list.push({
+      name: "create Company",
+      weight: 5,
+      write: () => createCompany(pickHot(random, creatableCompanies, hotC))
+    })
     if (creatableUsers.length > 0) {
       list.push({
         name: "create Company and its Users",
@@ -223,7 +230,9 @@ export const candidates = (model: OwnerModel, random: () => number): ReadonlyArr
       weight: 4,
       write: () =>
         Effect.gen(function*() {
-          yield* Outbox.transaction(users.update(pickHot(random, liveUsers, hotU), (u) => ({ ...u, active: !u.active })))
+          yield* Outbox.transaction(
+            users.update(pickHot(random, liveUsers, hotU), (u) => ({ ...u, active: !u.active }))
+          )
           model.events++
         })
     })
@@ -261,7 +270,11 @@ export const candidates = (model: OwnerModel, random: () => number): ReadonlyArr
         Effect.gen(function*() {
           const k = model.orphans.length
           const company = `c-x${k}`
-          const orphan: Orphan = { company, users: [`u-x${k}a`, `u-x${k}b`].slice(0, 1 + Math.floor(random() * 2)), published: false }
+          const orphan: Orphan = {
+            company,
+            users: [`u-x${k}a`, `u-x${k}b`].slice(0, 1 + Math.floor(random() * 2)),
+            published: false
+          }
           yield* Outbox.transaction(companies.create({ id: company, name: name(company) }, { dismissSendEvent: true }))
           model.orphans.push(orphan)
           for (const user of orphan.users) {

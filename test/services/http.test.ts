@@ -10,17 +10,21 @@ import { Effect, Redacted, References, Schema } from "effect"
 import { HttpClient, HttpRouter } from "effect/http"
 import { SqlError } from "effect/sql"
 import { request as httpRequest } from "node:http"
-import { BrokerUnavailable } from "../../src/Errors.ts"
 import * as ApiError from "../../services/http/ApiError.ts"
 import * as Decode from "../../services/http/Decode.ts"
 import * as HttpApp from "../../services/http/HttpApp.ts"
 import * as ApiClient from "../../services/scenario/ApiClient.ts"
+import { BrokerUnavailable } from "../../src/Errors.ts"
 
 const Body = Schema.Struct({ name: Schema.String.check(Schema.isMaxLength(10)) })
 const secret = "password authentication failed for user \"secret-user\""
 
 const routes: ReadonlyArray<HttpApp.Route> = [
-  HttpRouter.route("POST", "/things", ApiError.respond(Effect.map(Decode.body(Body), (body) => ApiError.json(body, 201)))),
+  HttpRouter.route(
+    "POST",
+    "/things",
+    ApiError.respond(Effect.map(Decode.body(Body), (body) => ApiError.json(body, 201)))
+  ),
   HttpRouter.route("GET", "/admin/things", ApiError.respond(Effect.succeed(ApiError.json({ admin: true })))),
   HttpRouter.route(
     "GET",
@@ -32,7 +36,9 @@ const routes: ReadonlyArray<HttpApp.Route> = [
   HttpRouter.route(
     "GET",
     "/broker",
-    ApiError.respond(ApiError.fromBrokerError(new BrokerUnavailable({ operation: "publish", detail: "ACCESS_REFUSED guest" })))
+    ApiError.respond(
+      ApiError.fromBrokerError(new BrokerUnavailable({ operation: "publish", detail: "ACCESS_REFUSED guest" }))
+    )
   ),
   HttpRouter.route("GET", "/defect", Effect.die(new Error(secret)))
 ]
@@ -82,7 +88,12 @@ describe("demo services' HTTP", () => {
       const reply = yield* call("POST", "/things", { json: { name: "far too long a name", ...keys } })
       assert.strictEqual(reply.status, 422)
       const body = yield* ApiClient.decodeBody(
-        Schema.Struct({ error: Schema.String, message: Schema.String, details: Schema.Array(Schema.Unknown), omittedIssues: Schema.Number }),
+        Schema.Struct({
+          error: Schema.String,
+          message: Schema.String,
+          details: Schema.Array(Schema.Unknown),
+          omittedIssues: Schema.Number
+        }),
         "422"
       )(reply)
       assert.strictEqual(body.error, "UnprocessableEntity")
@@ -93,7 +104,10 @@ describe("demo services' HTTP", () => {
       const few = yield* call("POST", "/things", { json: { name: 1 } })
       assert.deepInclude(few.body, { error: "UnprocessableEntity", message: "the request body is invalid" })
       assert.isFalse("omittedIssues" in Object(few.body))
-      const paths = yield* ApiClient.decodeBody(Schema.Struct({ details: Schema.Array(Schema.Struct({ path: Schema.String })) }), "422")(few)
+      const paths = yield* ApiClient.decodeBody(
+        Schema.Struct({ details: Schema.Array(Schema.Struct({ path: Schema.String })) }),
+        "422"
+      )(few)
       assert.deepStrictEqual(paths.details.map((issue) => issue.path), ["name"])
     }))
 
@@ -106,7 +120,10 @@ describe("demo services' HTTP", () => {
         message: "this admin route needs Authorization: Bearer <ADMIN_TOKEN>"
       }])
       const wrong = yield* call("GET", "/admin/things", undefined, { authorization: "Bearer s3cret-tokeN" })
-      assert.deepStrictEqual([wrong.status, wrong.body], [401, { error: "Unauthorized", message: "the admin token is wrong" }])
+      assert.deepStrictEqual([wrong.status, wrong.body], [401, {
+        error: "Unauthorized",
+        message: "the admin token is wrong"
+      }])
       const basic = yield* call("GET", "/admin/things", undefined, { authorization: `Basic ${token}` })
       assert.strictEqual(basic.status, 401)
       const right = yield* call("GET", "/admin/things", undefined, ApiClient.adminHeaders(token))
@@ -128,10 +145,12 @@ describe("demo services' HTTP", () => {
   it.effect("failures carry an error id, never the database's or the broker's own text", () =>
     Effect.gen(function*() {
       const call = yield* callWith()
-      for (const [path, status, message] of [
-        ["/sql", 503, "the database is unavailable; try again later"],
-        ["/broker", 503, "the message broker is unavailable; try again later"]
-      ] as const) {
+      for (
+        const [path, status, message] of [
+          ["/sql", 503, "the database is unavailable; try again later"],
+          ["/broker", 503, "the message broker is unavailable; try again later"]
+        ] as const
+      ) {
         const reply = yield* call("GET", path)
         assert.strictEqual(reply.status, status)
         assert.deepInclude(reply.body, { error: "ServiceUnavailable", message })

@@ -139,7 +139,11 @@ describe("Resync", () => {
       yield* broker.declare(Resync.queueOf("accounts"))
       yield* broker.publish([
         message("unsigned", body("unsigned", "directory"), {}),
-        message("other-key", body("other-key", "directory"), Signature.sign(billingKey.signing, body("other-key", "directory"))),
+        message(
+          "other-key",
+          body("other-key", "directory"),
+          Signature.sign(billingKey.signing, body("other-key", "directory"))
+        ),
         message("tampered", body("tampered", "directory"), headers),
         message("long-key", body("long-key", "directory"), { ...headers, [Signature.keyIdHeader]: "k".repeat(70_000) })
       ])
@@ -150,7 +154,10 @@ describe("Resync", () => {
       const reasons = Object.fromEntries(dead.map((d) => [d.messageId, d.reason]))
       assert.match(reasons["unsigned"]!, /^ForgedProducer: .*"directory".*Unsigned/)
       assert.match(reasons["other-key"]!, /^ForgedProducer: .*UnknownKey: key "billing-1" is not a key of "directory"/)
-      assert.match(reasons["tampered"]!, /^ForgedProducer: .*BadSignature: the signature by key "directory-1" does not match/)
+      assert.match(
+        reasons["tampered"]!,
+        /^ForgedProducer: .*BadSignature: the signature by key "directory-1" does not match/
+      )
       assert.match(reasons["long-key"]!, /^ForgedProducer: .*MalformedSignature/)
       for (const d of dead) assert.isAtMost(new TextEncoder().encode(d.reason).byteLength, 1024)
       const rows = yield* Effect.orDie(snapshots)
@@ -168,11 +175,18 @@ describe("Resync", () => {
     }
     const body = encoder.encode(JSON.stringify(request))
     const now = Date.parse("2026-11-22T00:00:00.000Z")
-    const vouched = (publisher: string | undefined, headers: Record<string, string> = {}) => ({ publisher, body, headers })
+    const vouched = (publisher: string | undefined, headers: Record<string, string> = {}) => ({
+      publisher,
+      body,
+      headers
+    })
 
     it("a broker that vouches: the requester's own login by default, or the logins configured for it", () => {
       const options = { vouchesForPublishers: true, now }
-      assert.deepStrictEqual(Resync.authenticate(request, vouched("directory"), options), Result.succeed("login directory"))
+      assert.deepStrictEqual(
+        Resync.authenticate(request, vouched("directory"), options),
+        Result.succeed("login directory")
+      )
       const other = Resync.authenticate(request, vouched("billing"), options)
       assert.deepStrictEqual(
         other,
@@ -199,9 +213,17 @@ describe("Resync", () => {
       }
       // signed, but not validly: rejected even when the login would be allowed
       const bad = { ...headers, [Signature.keyIdHeader]: "other" }
-      assert.isTrue(Result.isFailure(Resync.authenticate(request, vouched("billing", bad), { vouchesForPublishers: true, verifyingKeys, now })))
+      assert.isTrue(
+        Result.isFailure(
+          Resync.authenticate(request, vouched("billing", bad), { vouchesForPublishers: true, verifyingKeys, now })
+        )
+      )
       // a requester with keys must sign, whatever login the broker names
-      assert.isTrue(Result.isFailure(Resync.authenticate(request, vouched("directory"), { vouchesForPublishers: true, verifyingKeys, now })))
+      assert.isTrue(
+        Result.isFailure(
+          Resync.authenticate(request, vouched("directory"), { vouchesForPublishers: true, verifyingKeys, now })
+        )
+      )
       // a broker that cannot vouch, for a requester without keys: left to the broker's own access control
       assert.deepStrictEqual(
         Resync.authenticate(request, vouched(undefined), { vouchesForPublishers: false, now }),
@@ -231,4 +253,3 @@ describe("Resync", () => {
       assert.strictEqual(bad._tag, "ConfigError")
     }))
 })
-

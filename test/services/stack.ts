@@ -9,8 +9,8 @@ import { ConfigProvider, Context, Effect, Layer, Redacted, Schedule, type Scope 
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { createServer } from "node:net"
 import { promisify } from "node:util"
-import * as Postgres from "../postgres.ts"
 import * as Standalone from "../../services/runtime/Standalone.ts"
+import * as Postgres from "../postgres.ts"
 
 const execFileAsync = promisify(execFile)
 /** Runs `rabbitmqctl`, retried for a while (the node may be restarting its app, e.g. for another test). */
@@ -23,8 +23,8 @@ const rabbitmqctl = (...args: ReadonlyArray<string>) =>
 let counter = 0
 
 /** A RabbitMQ virtual host of its own (guest has every permission on it); deleted when the scope closes. */
-export const virtualHost: Effect.Effect<{ readonly name: string; readonly url: string }, never, Scope.Scope> =
-  Effect.acquireRelease(
+export const virtualHost: Effect.Effect<{ readonly name: string; readonly url: string }, never, Scope.Scope> = Effect
+  .acquireRelease(
     Effect.gen(function*() {
       const name = `entity-sync-services-${process.pid}-${Date.now().toString(36)}-${counter++}`
       yield* rabbitmqctl("add_vhost", name)

@@ -62,7 +62,9 @@ export const handlerErrors = () => [
   Subscription.subscribe(User, {
     handler: () => Effect.fail(new SqlError.SqlError({ reason: new SqlError.UnknownError({ cause: "x" }) }))
   }),
-  Subscription.subscribe(User, { handler: () => Effect.fail(new Oops()).pipe(Effect.catchTag("Oops", () => Effect.void)) })
+  Subscription.subscribe(User, {
+    handler: () => Effect.fail(new Oops()).pipe(Effect.catchTag("Oops", () => Effect.void))
+  })
 ]
 
 const ownerStores = Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(
@@ -80,5 +82,4 @@ describe("type-level rules: the allowed programs run", () => {
       ])
       assert.strictEqual((yield* companies.get(acme.id))?.version, 1)
     }).pipe(Effect.provide(ownerStores)))
-
 })

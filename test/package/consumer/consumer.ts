@@ -79,8 +79,9 @@ export const forbidden = [
   Producer.make(fromConfig),
   // @ts-expect-error R1: "accounts" does not own Invoice
   accounts.repository(Invoice),
-  // @ts-expect-error R2: a write outside the outbox transaction still needs OutboxTransaction
-  ((): Effect.Effect<unknown, unknown, SourceRepository.SourceRepository> => companies.create({ id: "c-2", name: "B" }))(),
+  ((): Effect.Effect<unknown, unknown, SourceRepository.SourceRepository> =>
+    // @ts-expect-error R2: a write outside the outbox transaction still needs OutboxTransaction
+    companies.create({ id: "c-2", name: "B" }))(),
   // @ts-expect-error R2: the broker is not reachable inside an outbox transaction
   Outbox.transaction(Effect.andThen(Broker.Broker.use(() => Effect.void), companies.create({ id: "c-3", name: "C" }))),
   // @ts-expect-error a handler may fail only with the sync errors and SqlError: Oops must be handled
