@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Context, type Effect, type Schema } from "effect"
+import { Array as Arr, Context, Effect, type Schema } from "effect"
 import type { SqlError } from "effect/sql"
 import type { CopyState, Lock } from "./CopyRepository.ts"
 import type { EntityExists } from "./Errors.ts"
@@ -65,3 +65,36 @@ export class SourceRepository extends Context.Service<SourceRepository, {
     options: { readonly afterId: string | null; readonly limit: number; readonly ids?: ReadonlyArray<string> }
   ) => Effect.Effect<ReadonlyArray<SourceRow>, SqlError.SqlError>
 }>()("entity-sync/SourceRepository") {}
+
+/**
+ * One source repository over several stores: the entities of each owner table (`stores`, by entity name)
+ * in their own table, every other entity in `documents`, the library's document table. The stores layers
+ * build it from their `ownerTables` option. A `create` of rows of several entities creates them store by
+ * store; all or nothing holds within each store (and for the transaction as a whole when the failure is
+ * not caught inside it).
+ */
+export const routed = (
+  documents: SourceRepository["Service"],
+  stores: ReadonlyMap<string, SourceRepository["Service"]>
+): SourceRepository["Service"] => {
+  if (stores.size === 0) return documents
+  const storeOf = (entity: string) => stores.get(entity) ?? documents
+  return SourceRepository.of({
+    get: (entity, id, lock) => storeOf(entity).get(entity, id, lock),
+    put: (row, previousVersion) => storeOf(row.entity).put(row, previousVersion),
+    create: (rows) => {
+      const first = rows[0]
+      if (first === undefined) return Effect.succeed([])
+      if (rows.every((row) => row.entity === first.entity)) return storeOf(first.entity).create(rows)
+      const byEntity = Arr.groupBy(rows, (row) => row.entity)
+      return Effect.map(
+        Effect.forEach(Object.entries(byEntity), ([entity, group]) => storeOf(entity).create(group)),
+        (created) => {
+          const written = new Map(created.flat().map((row) => [`${row.entity.length}:${row.entity}:${row.id}`, row]))
+          return rows.flatMap((row) => written.get(`${row.entity.length}:${row.entity}:${row.id}`) ?? [])
+        }
+      )
+    },
+    page: (entity, options) => storeOf(entity).page(entity, options)
+  })
+}

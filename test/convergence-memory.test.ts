@@ -12,7 +12,7 @@ convergence(
   "convergence (memory stores)",
   {
     stores: () => ({
-      owner: Layer.mergeAll(MemoryOutbox.layer({ leaseMillis }), MemorySourceRepository.layer).pipe(
+      owner: Layer.mergeAll(MemoryOutbox.layer({ leaseMillis }), MemorySourceRepository.layer()).pipe(
         Layer.provide(Layer.fresh(MemoryDatabase.layer))
       ),
       consumer: Layer.mergeAll(MemoryInbox.layer, MemoryCopyRepository.layer).pipe(

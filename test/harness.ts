@@ -74,7 +74,7 @@ export interface SystemOptions {
 
 /** Owner and consumer in memory, each in its own database. */
 export const memoryStores: Stores = {
-  owner: Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(
+  owner: Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer()).pipe(
     Layer.provide(Layer.fresh(MemoryDatabase.layer))
   ),
   consumer: Layer.mergeAll(MemoryInbox.layer, MemoryCopyRepository.layer).pipe(

@@ -232,7 +232,7 @@ const r2Suite = (name: string, makeLayer: () => Layer.Layer<Outbox | SourceRepos
 
 r2Suite(
   "memory",
-  () => Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(Layer.provide(MemoryDatabase.layer))
+  () => Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer()).pipe(Layer.provide(MemoryDatabase.layer))
 )
 
 const database = TestPostgres.forFile({ maxConnections: 10 })

@@ -417,7 +417,8 @@ export const layer = (
  * All the library's PostgreSQL stores (`PostgresSync.layer`: migrations applied, then `Outbox | Inbox |
  * CopyRepository | SourceRepository | Transactor`) on an embedded database (`layer`), which is also
  * provided (`PgClient`, `SqlClient`, `EmbeddedPostgres`) for the application's own tables: what a demo
- * service uses when no `DATABASE_URL` is set. `prefix` and `leaseMillis` are as in `PostgresSync.layer`;
+ * service uses when no `DATABASE_URL` is set. `prefix`, `leaseMillis`, `ownerTables` and `migrations` are as
+ * in `PostgresSync.layer`;
  * `maxConnections` must be at least 2 (the outbox holds one connection for `LISTEN`).
  * Its limits are those of `layer`.
  */
@@ -429,7 +430,9 @@ export const layerSync = (
 > =>
   PostgresSync.layer({
     ...(options?.prefix === undefined ? {} : { prefix: options.prefix }),
-    ...(options?.leaseMillis === undefined ? {} : { leaseMillis: options.leaseMillis })
+    ...(options?.leaseMillis === undefined ? {} : { leaseMillis: options.leaseMillis }),
+    ...(options?.ownerTables === undefined ? {} : { ownerTables: options.ownerTables }),
+    ...(options?.migrations === undefined ? {} : { migrations: options.migrations })
   }).pipe(
     Layer.provideMerge(
       embedded({

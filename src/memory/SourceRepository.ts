@@ -8,8 +8,10 @@
 import { Effect, Layer } from "effect"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
-import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
+import type { OwnerTable } from "../OwnerTable.ts"
+import { type NewSourceRow, routed, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
+import * as OwnerTableStore from "./OwnerTableStore.ts"
 
 const keyOf = (entity: string, id: string) => JSON.stringify([entity, id])
 
@@ -79,5 +81,21 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
   })
 })
 
-/** The memory `SourceRepository`, keeping its rows in the service's `MemoryDatabase`. */
-export const layer: Layer.Layer<SourceRepository, never, MemoryDatabase> = Layer.effect(SourceRepository, make)
+/**
+ * The memory `SourceRepository`, keeping its rows in the service's `MemoryDatabase`: the entities of each
+ * of `ownerTables` column by column as their table holds them (see `OwnerTable`), the others as documents.
+ */
+export const layer = (
+  ownerTables: ReadonlyArray<OwnerTable> = []
+): Layer.Layer<SourceRepository, never, MemoryDatabase> =>
+  Layer.effect(
+    SourceRepository,
+    Effect.gen(function*() {
+      const documents = yield* make
+      const owned = yield* Effect.forEach(
+        ownerTables,
+        (table) => Effect.map(OwnerTableStore.make(table), (store) => [table.entity, store] as const)
+      )
+      return routed(documents, new Map(owned))
+    })
+  )

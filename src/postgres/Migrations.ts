@@ -164,6 +164,23 @@ const createClaimFunction = (t: Tables.Tables): Effect.Effect<void, SqlError.Sql
   })
 
 /**
+ * Migration 3: `tombstones`, the version and time of each hard-deleted entity of an owner table (see
+ * `OwnerTable`): the owner's row is gone, the tombstone lets a re-create continue the version (R4) and a
+ * full sync republish the deletion.
+ */
+const createTombstones = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql`CREATE TABLE ${sql(t.tombstones)} (
+      entity text COLLATE "C" NOT NULL,
+      id text COLLATE "C" NOT NULL,
+      version bigint NOT NULL,
+      deleted_at bigint NOT NULL,
+      PRIMARY KEY (entity, id)
+    )`
+  })
+
+/**
  * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
  * Append new entries for schema changes; never edit or renumber released ones.
  */
@@ -171,7 +188,8 @@ export const migrations = (
   tables: Tables.Tables
 ): Record<string, Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient>> => ({
   "1_create_sync_tables": createSyncTables(tables),
-  "2_create_claim_function": createClaimFunction(tables)
+  "2_create_claim_function": createClaimFunction(tables),
+  "3_create_tombstones": createTombstones(tables)
 })
 
 /**

@@ -24,12 +24,14 @@ import type { Migrator, SqlClient, SqlError } from "effect/sql"
 import { CopyRepository } from "../CopyRepository.ts"
 import { Inbox } from "../Inbox.ts"
 import { Outbox } from "../Outbox.ts"
-import { SourceRepository } from "../SourceRepository.ts"
+import type { InvalidOwnerTable, OwnerTable } from "../OwnerTable.ts"
+import { routed, SourceRepository } from "../SourceRepository.ts"
 import { Transactor } from "../Transactor.ts"
 import * as PgCopyRepository from "./CopyRepository.ts"
 import * as PgInbox from "./Inbox.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgOutbox from "./Outbox.ts"
+import * as OwnerTableStore from "./OwnerTableStore.ts"
 import * as PgSourceRepository from "./SourceRepository.ts"
 import * as Tables from "./Tables.ts"
 import * as PgTransactor from "./Transactor.ts"
@@ -46,10 +48,24 @@ export interface Options {
   readonly prefix?: string
   /** How long an outbox claim keeps rows from other relays, in milliseconds (default 30 000). */
   readonly leaseMillis?: number
+  /**
+   * The owner tables of the service (see `OwnerTable`): the entities of their contracts are read and
+   * written in the service's own tables, which must exist when the layer is built (run the service's
+   * migrations first). Other contracts keep their entities in the library's document table.
+   */
+  readonly ownerTables?: ReadonlyArray<OwnerTable>
+  /**
+   * The service's own migrations (e.g. `Migrator.make({})({ loader, table })` of `effect/sql`), run after
+   * the library's and before the owner tables are checked, so one layer brings up a database from empty.
+   */
+  readonly migrations?: Effect.Effect<unknown, Migrator.MigrationError | SqlError.SqlError, SqlClient.SqlClient>
 }
 
-/** What building the layer can fail with: a bad prefix, a failed migration, or the database. */
-export type LayerError = Tables.InvalidTablePrefix | Migrator.MigrationError | SqlError.SqlError
+/**
+ * What building the layer can fail with: a bad prefix, a failed migration, an owner table that does not
+ * match its declaration, or the database.
+ */
+export type LayerError = Tables.InvalidTablePrefix | Migrator.MigrationError | InvalidOwnerTable | SqlError.SqlError
 
 /**
  * The PostgreSQL stores on the current `PgClient`: validates the prefix (default `sync_`), applies the
@@ -64,6 +80,7 @@ export const layer = (
     Effect.gen(function*() {
       const tables = yield* Tables.make(options?.prefix)
       yield* Migrations.run(tables)
+      if (options?.migrations !== undefined) yield* options.migrations
       const transactor = yield* PgTransactor.make
       const outbox = yield* PgOutbox.make(
         tables,
@@ -71,7 +88,12 @@ export const layer = (
       ).pipe(Effect.provideService(Transactor, transactor))
       const inbox = yield* PgInbox.make(tables)
       const copies = yield* PgCopyRepository.make(tables)
-      const sources = yield* PgSourceRepository.make(tables)
+      const documents = yield* PgSourceRepository.make(tables)
+      const owned = yield* Effect.forEach(
+        options?.ownerTables ?? [],
+        (table) => Effect.map(OwnerTableStore.make(tables, table), (store) => [table.entity, store] as const)
+      )
+      const sources = routed(documents, new Map(owned))
       return Context.make(Transactor, transactor).pipe(
         Context.add(Outbox, outbox),
         Context.add(Inbox, inbox),
@@ -102,14 +124,14 @@ export const config = Config.all({
 /**
  * The PostgreSQL stores and their `PgClient` (also provided, as `PgClient` and `SqlClient`, for the
  * application's own queries), configured from `config`: `DATABASE_URL`, `DATABASE_POOL_SIZE` (default 10)
- * and `SYNC_TABLE_PREFIX` (default `sync_`). `leaseMillis` is as in `layer` (default 30 000 ms).
+ * and `SYNC_TABLE_PREFIX` (default `sync_`). `leaseMillis` and `ownerTables` are as in `layer`.
  */
 export const layerConfig = (
-  options?: Pick<Options, "leaseMillis">
+  options?: Omit<Options, "prefix">
 ): Layer.Layer<Stores | PgClient.PgClient | SqlClient.SqlClient, LayerError | Config.ConfigError> =>
   Layer.unwrap(
     Effect.map(config, ({ poolSize, prefix, url }) =>
-      layer({ prefix, ...(options?.leaseMillis === undefined ? {} : { leaseMillis: options.leaseMillis }) }).pipe(
+      layer({ ...options, prefix }).pipe(
         Layer.provideMerge(PgClient.layer({ url, maxConnections: poolSize }))
       ))
   )

@@ -32,6 +32,8 @@ export interface Tables {
   readonly migrations: string
   readonly outbox: string
   readonly source: string
+  /** The tombstones of hard-deleted entities of owner tables (see `OwnerTable`). */
+  readonly tombstones: string
   readonly inbox: string
   readonly waiting: string
   readonly dead: string
@@ -52,6 +54,7 @@ const names = (prefix: string): Tables => ({
   migrations: `${prefix}migrations`,
   outbox: `${prefix}outbox`,
   source: `${prefix}source`,
+  tombstones: `${prefix}tombstones`,
   inbox: `${prefix}inbox`,
   waiting: `${prefix}waiting`,
   dead: `${prefix}dead`,

@@ -7,5 +7,5 @@ import { ownerWriteConformance } from "./owner-writes.ts"
 
 ownerWriteConformance(
   "memory owner writes",
-  () => Layer.mergeAll(Outbox.layer(), SourceRepository.layer).pipe(Layer.provideMerge(MemoryDatabase.layer))
+  () => Layer.mergeAll(Outbox.layer(), SourceRepository.layer()).pipe(Layer.provideMerge(MemoryDatabase.layer))
 )

@@ -10,7 +10,7 @@ import { storeConformance } from "./stores.ts"
 const leaseMillis = 10_000
 
 const makeLayer = () =>
-  Layer.mergeAll(Outbox.layer({ leaseMillis }), Inbox.layer, CopyRepository.layer, SourceRepository.layer).pipe(
+  Layer.mergeAll(Outbox.layer({ leaseMillis }), Inbox.layer, CopyRepository.layer, SourceRepository.layer()).pipe(
     Layer.provideMerge(MemoryDatabase.layer)
   )
 

@@ -67,7 +67,7 @@ export const handlerErrors = () => [
   })
 ]
 
-const ownerStores = Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer).pipe(
+const ownerStores = Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer()).pipe(
   Layer.provide(MemoryDatabase.layer)
 )
 

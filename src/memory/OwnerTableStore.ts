@@ -1,0 +1,132 @@
+/**
+ * The memory store of one owner table (see `OwnerTable`): rows held column by column, as the owner's table
+ * holds them, with tombstones for hard-deleted entities, in the service's `MemoryDatabase`, so they commit
+ * or roll back with the outbox. It behaves as the PostgreSQL store does; writes run only inside an open
+ * outbox transaction (R2).
+ *
+ * @since 0.2.0
+ */
+import { Effect, type Schema } from "effect"
+import { EntityExists } from "../Errors.ts"
+import { whileOpen } from "../internal/OutboxTransaction.ts"
+import type { OwnerTable } from "../OwnerTable.ts"
+import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
+import { MemoryDatabase } from "./MemoryDatabase.ts"
+
+/** A row of the owner table: its columns, and the times the memory store keeps beside them. */
+interface StoredRow {
+  readonly columns: Readonly<Record<string, Schema.Json>>
+  readonly updatedAt: number
+}
+
+interface Tombstone {
+  readonly id: string
+  readonly version: number
+  readonly deletedAt: number
+}
+
+const byId = (a: SourceRow, b: SourceRow) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+
+/** Makes the memory store of `table` on the current `MemoryDatabase`. */
+export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service"], never, MemoryDatabase> =>
+  Effect.gen(function*() {
+    const db = yield* MemoryDatabase
+    const rows = db.table<StoredRow>()
+    const tombstones = db.table<Tombstone>()
+
+    const columnsOf = (payload: Schema.Json | null, version: number, deletedAt: number | null) => {
+      const fields = new Map(payload !== null && typeof payload === "object" ? Object.entries(payload) : [])
+      const columns: Record<string, Schema.Json> = {}
+      for (const [field, column] of table.columns) columns[column] = fields.get(field) ?? null
+      columns[table.versionColumn] = version
+      if (table.softDeleteColumn !== undefined) columns[table.softDeleteColumn] = deletedAt
+      return columns
+    }
+
+    const toSourceRow = (id: string, stored: StoredRow): SourceRow => {
+      const payload: Record<string, Schema.Json> = {}
+      for (const [field, column] of table.columns) payload[field] = stored.columns[column] ?? null
+      const version = stored.columns[table.versionColumn]
+      const deletedAt = table.softDeleteColumn === undefined ? null : stored.columns[table.softDeleteColumn]
+      return {
+        entity: table.entity,
+        id,
+        version: typeof version === "number" ? version : 0,
+        state: typeof deletedAt === "number" ? "softDeleted" : "live",
+        payload,
+        updatedAt: stored.updatedAt,
+        deletedAt: typeof deletedAt === "number" ? deletedAt : null
+      }
+    }
+
+    const tombstoneRow = (tombstone: Tombstone): SourceRow => ({
+      entity: table.entity,
+      id: tombstone.id,
+      version: tombstone.version,
+      state: "deleted",
+      payload: null,
+      updatedAt: tombstone.deletedAt,
+      deletedAt: tombstone.deletedAt
+    })
+
+    const read = (id: string): SourceRow | null => {
+      const stored = rows.get(id)
+      if (stored !== undefined) return toSourceRow(id, stored)
+      const tombstone = tombstones.get(id)
+      return tombstone === undefined ? null : tombstoneRow(tombstone)
+    }
+
+    const put = (row: SourceRow, previousVersion: number | null) =>
+      db.run(() => {
+        if ((read(row.id)?.version ?? null) !== previousVersion) return false
+        if (row.state === "deleted") {
+          rows.delete(row.id)
+          tombstones.set(row.id, { id: row.id, version: row.version, deletedAt: row.deletedAt ?? row.updatedAt })
+        } else {
+          tombstones.delete(row.id)
+          rows.set(row.id, { columns: columnsOf(row.payload, row.version, row.deletedAt), updatedAt: row.updatedAt })
+        }
+        return true
+      })
+
+    const create = (created: ReadonlyArray<NewSourceRow>) =>
+      Effect.flatMap(
+        db.run((): ReadonlyArray<SourceRow> | EntityExists => {
+          const written: Array<SourceRow> = []
+          const seen = new Set<string>()
+          for (const row of created) {
+            if (seen.has(row.id) || rows.get(row.id) !== undefined) {
+              return new EntityExists({ entity: table.entity, entityId: row.id })
+            }
+            seen.add(row.id)
+            const version = (tombstones.get(row.id)?.version ?? 0) + 1
+            written.push({ ...row, entity: table.entity, version, state: "live", deletedAt: null })
+          }
+          for (const row of written) {
+            tombstones.delete(row.id)
+            rows.set(row.id, { columns: columnsOf(row.payload, row.version, null), updatedAt: row.updatedAt })
+          }
+          return written
+        }),
+        (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
+      )
+
+    return {
+      get: (_entity, id) => db.run(() => read(id)),
+      put: (row, previousVersion) => whileOpen("put", put(row, previousVersion)),
+      create: (created) => whileOpen("create", create(created)),
+      page: (_entity, { afterId, ids, limit }) =>
+        db.run(() => {
+          const only = ids === undefined ? undefined : new Set(ids)
+          const keep = (id: string) => (afterId === null || id > afterId) && (only === undefined || only.has(id))
+          const live = Array.from(rows.values(), (stored) => {
+            const id = stored.columns[table.idColumn]
+            return toSourceRow(typeof id === "string" ? id : String(id), stored)
+          })
+          return [...live, ...tombstones.values().map(tombstoneRow)]
+            .filter((row) => keep(row.id))
+            .sort(byId)
+            .slice(0, Math.max(0, limit))
+        })
+    }
+  })

@@ -1,0 +1,276 @@
+/**
+ * The PostgreSQL store of one owner table (see `OwnerTable`): the owner's own rows, read and written
+ * column by column, with the library's tombstones for hard-deleted entities. PostgreSQL converts between
+ * the encoded payload and the columns (`jsonb_build_object` to read, `jsonb_populate_record` to write), so
+ * a column may have any type its field's JSON value converts to. Writes run only inside an open outbox
+ * transaction (R2).
+ *
+ * @since 0.2.0
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Array as Arr, Effect, Schema } from "effect"
+import type { SqlError } from "effect/sql"
+import type { Lock } from "../CopyRepository.ts"
+import { EntityExists } from "../Errors.ts"
+import { whileOpen } from "../internal/OutboxTransaction.ts"
+import { InvalidOwnerTable, type OwnerTable } from "../OwnerTable.ts"
+import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
+import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
+import type { Tables } from "./Tables.ts"
+
+/** How a time column holds a time: epoch milliseconds in an integer, or a timestamp. */
+type TimeKind = "millis" | "timestamp"
+
+const Described = Schema.Struct({ column: Schema.String, type: Schema.String })
+
+const Row = Schema.Struct({
+  entity: Schema.String,
+  id: Schema.String,
+  version: Int8,
+  state: State,
+  payload: Schema.NullOr(Schema.Json),
+  updatedAt: Int8,
+  deletedAt: NullableInt8
+})
+
+const Created = Schema.Struct({ id: Schema.String, version: Int8 })
+
+const integerTypes = new Set(["smallint", "integer", "bigint"])
+const textTypes = new Set(["text", "character varying", "character"])
+const timestampTypes = new Set(["timestamp with time zone", "timestamp without time zone"])
+
+/** `jsonb_build_object` takes at most 100 arguments: 50 fields per call, concatenated. */
+const fieldsPerCall = 50
+
+/** Makes the store of `table`; fails with `InvalidOwnerTable` when the table does not match its declaration. */
+export const make = (
+  tables: Tables,
+  table: OwnerTable
+): Effect.Effect<SourceRepository["Service"], InvalidOwnerTable | SqlError.SqlError, PgClient.PgClient> =>
+  Effect.gen(function*() {
+    const sql = (yield* PgClient.PgClient).withoutTransforms()
+    const invalid = (message: string) =>
+      new InvalidOwnerTable({
+        entity: table.entity,
+        tableName: table.tableName,
+        message: `${table.entity} (${table.tableName}): ${message}`
+      })
+
+    // What the database says about the table: its columns and their types, and a unique index on the id.
+    const [schemaName, tableName] = table.tableName.includes(".")
+      ? table.tableName.split(".") as [string, string]
+      : [null, table.tableName]
+    const described = yield* sql`SELECT column_name AS column, data_type AS type FROM information_schema.columns
+      WHERE table_name = ${tableName} AND table_schema = ${schemaName === null ? sql`current_schema()` : schemaName}`
+      .pipe(Effect.flatMap(decodeRows(Described, "information_schema.columns")))
+    if (described.length === 0) return yield* invalid("the table does not exist (create it with a migration first)")
+    const types = new Map(described.map(({ column, type }) => [column, type]))
+    const typeOf = (column: string) => {
+      const type = types.get(column)
+      return type === undefined ? Effect.fail(invalid(`the table has no column "${column}"`)) : Effect.succeed(type)
+    }
+    for (const [, column] of table.columns) yield* typeOf(column)
+    if (!textTypes.has(yield* typeOf(table.idColumn))) {
+      return yield* invalid(`the id column "${table.idColumn}" must be a text column (text or varchar)`)
+    }
+    if (!integerTypes.has(yield* typeOf(table.versionColumn))) {
+      return yield* invalid(`the version column "${table.versionColumn}" must be an integer column`)
+    }
+    const timeKind = (column: string) =>
+      Effect.flatMap(typeOf(column), (type): Effect.Effect<TimeKind, InvalidOwnerTable> =>
+        integerTypes.has(type)
+          ? Effect.succeed("millis")
+          : timestampTypes.has(type)
+          ? Effect.succeed("timestamp")
+          : Effect.fail(invalid(`column "${column}" must be a timestamp or a bigint of epoch milliseconds`)))
+    const softDelete = table.softDeleteColumn === undefined
+      ? undefined
+      : { column: table.softDeleteColumn, kind: yield* timeKind(table.softDeleteColumn) }
+    const updatedAt = table.updatedAtColumn === undefined
+      ? undefined
+      : { column: table.updatedAtColumn, kind: yield* timeKind(table.updatedAtColumn) }
+    const unique = yield* sql`SELECT 1 FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+      WHERE i.indrelid = ${table.tableName}::regclass AND i.indisunique AND i.indnkeyatts = 1
+        AND i.indpred IS NULL AND a.attname = ${table.idColumn}`
+    if (unique.length === 0) {
+      return yield* invalid(`the id column "${table.idColumn}" needs a primary key or a unique index of its own`)
+    }
+
+    const owner = sql(table.tableName)
+    const tombstones = sql(tables.tombstones)
+    const col = (column: string) => `t.${escape(column)}`
+    const millisOf = (time: { readonly column: string; readonly kind: TimeKind }) =>
+      time.kind === "millis" ? col(time.column) : `(extract(epoch from ${col(time.column)}) * 1000)::int8`
+    const timeValue = (kind: TimeKind, millis: number | null) =>
+      millis === null ? null : kind === "millis" ? millis : new Date(millis).toISOString()
+    const payloadExpression = Arr.chunksOf(table.columns, fieldsPerCall)
+      .map((chunk) =>
+        `jsonb_build_object(${chunk.map(([field, column]) => `${quoteLiteral(field)}, ${col(column)}`).join(", ")})`
+      )
+      .join(" || ")
+    const idText = `${col(table.idColumn)}::text`
+    const selected = sql.literal([
+      `${quoteLiteral(table.entity)} AS entity`,
+      `${idText} AS id`,
+      `${col(table.versionColumn)}::int8 AS version`,
+      softDelete === undefined
+        ? `'live' AS state`
+        : `CASE WHEN ${col(softDelete.column)} IS NULL THEN 'live' ELSE 'softDeleted' END AS state`,
+      `${payloadExpression} AS payload`,
+      `${updatedAt === undefined ? "(extract(epoch from now()) * 1000)::int8" : millisOf(updatedAt)} AS "updatedAt"`,
+      `${softDelete === undefined ? "NULL::int8" : millisOf(softDelete)} AS "deletedAt"`
+    ].join(", "))
+    const tombstoneSelected = sql.literal(
+      `entity, id, version, 'deleted' AS state, NULL::jsonb AS payload, deleted_at AS "updatedAt", deleted_at AS "deletedAt"`
+    )
+    const decode = decodeRows(Row, table.tableName)
+    const decodeOne = decodeFirst(Row, table.tableName)
+    const decodeCreated = decodeRows(Created, table.tableName)
+
+    /** The columns entity-sync writes for a row, by column name, as `jsonb_populate_record` reads them. */
+    const record = (row: { readonly payload: Schema.Json | null; readonly version?: number }, at: number) => {
+      const columns: Record<string, Schema.Json> = {}
+      const fields = new Map(row.payload !== null && typeof row.payload === "object" ? Object.entries(row.payload) : [])
+      for (const [field, column] of table.columns) columns[column] = fields.get(field) ?? null
+      if (row.version !== undefined) columns[table.versionColumn] = row.version
+      if (updatedAt !== undefined) columns[updatedAt.column] = timeValue(updatedAt.kind, at)
+      return columns
+    }
+    const writtenColumns = [
+      ...table.columns.map(([, column]) => column),
+      table.versionColumn,
+      ...(updatedAt === undefined ? [] : [updatedAt.column]),
+      ...(softDelete === undefined ? [] : [softDelete.column])
+    ]
+    const columnList = sql.literal(writtenColumns.map(escape).join(", "))
+    const fromRecord = sql.literal(writtenColumns.map((column) => `r.${escape(column)}`).join(", "))
+    const setFromRecord = sql.literal(writtenColumns.map((column) => `${escape(column)} = r.${escape(column)}`).join(", "))
+    const rowType = sql.literal(`NULL::${escapeQualified(table.tableName)}`)
+    const idColumn = sql(table.idColumn)
+    const versionColumn = sql(table.versionColumn)
+
+    const get = (_entity: string, id: string, lock?: Lock) =>
+      sql`WITH o AS (SELECT ${selected} FROM ${owner} t WHERE ${sql.literal(idText)} = ${id} ${
+        sql.literal(lockClause(lock))
+      }),
+        d AS (SELECT ${tombstoneSelected} FROM ${tombstones}
+          WHERE entity = ${table.entity} AND id = ${id} AND NOT EXISTS (SELECT 1 FROM o) ${sql.literal(lockClause(lock))})
+        SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decodeOne))
+
+    const putLive = (row: SourceRow, previousVersion: number | null) => {
+      const values = record(row, row.updatedAt)
+      if (softDelete !== undefined) values[softDelete.column] = timeValue(softDelete.kind, row.deletedAt)
+      const json = JSON.stringify(values)
+      // An existing row is updated where its version is still the one the writer read; a new row (or one
+      // re-created over a tombstone) is inserted and its tombstone removed.
+      return previousVersion !== null
+        ? sql`UPDATE ${owner} AS t SET ${setFromRecord}
+            FROM jsonb_populate_record(${rowType}, ${json}::jsonb) AS r
+            WHERE t.${idColumn} = ${row.id} AND t.${versionColumn} = ${previousVersion}
+            RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
+        : sql`INSERT INTO ${owner} (${columnList})
+            SELECT ${fromRecord} FROM jsonb_populate_record(${rowType}, ${json}::jsonb) AS r
+            WHERE NOT EXISTS (SELECT 1 FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${row.id})
+            ON CONFLICT (${idColumn}) DO NOTHING
+            RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
+    }
+
+    // The owner's row goes; the tombstone keeps its version (R4). The row was read under a lock by this
+    // transaction, or already removed by the owner's own statement in it (`track`).
+    const putDeleted = (row: SourceRow, previousVersion: number | null) =>
+      sql`WITH gone AS (DELETE FROM ${owner} AS t
+          WHERE t.${idColumn} = ${row.id} AND t.${versionColumn} = ${previousVersion ?? 0} RETURNING 1)
+        INSERT INTO ${tombstones} (entity, id, version, deleted_at)
+        SELECT ${table.entity}, ${row.id}, ${row.version}, ${row.deletedAt ?? row.updatedAt}
+        WHERE EXISTS (SELECT 1 FROM gone) OR NOT EXISTS (SELECT 1 FROM ${owner} AS t WHERE t.${idColumn} = ${row.id})
+        ON CONFLICT (entity, id) DO NOTHING
+        RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
+
+    // One statement: rows re-created over a tombstone continue its version; a live or soft-deleted row is
+    // left as it is and missing from RETURNING.
+    const insertNew = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
+      const records = Arr.sort(rows, byId).map((row) => record({ payload: row.payload }, row.updatedAt))
+      const ids = rows.map((row) => row.id)
+      return sql`WITH gone AS (DELETE FROM ${tombstones}
+          WHERE entity = ${table.entity} AND id = ANY(${ids}) RETURNING id, version)
+        INSERT INTO ${owner} AS t (${columnList})
+        SELECT ${
+        sql.literal(
+          writtenColumns.map((column) =>
+            column === table.versionColumn
+              ? `coalesce(gone.version, 0) + 1`
+              : softDelete !== undefined && column === softDelete.column
+              ? "NULL"
+              : `r.${escape(column)}`
+          ).join(", ")
+        )
+      }
+        FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(records)}::jsonb) WITH ORDINALITY AS r
+        LEFT JOIN gone ON gone.id = r.${idColumn}::text
+        ORDER BY r.ordinality
+        ON CONFLICT (${idColumn}) DO NOTHING
+        RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version`.pipe(Effect.flatMap(decodeCreated))
+    }
+
+    const create = (rows: ReadonlyArray<NewSourceRow>) => {
+      if (!Arr.isReadonlyArrayNonEmpty(rows)) return Effect.succeed([])
+      const seen = new Set<string>()
+      const repeated = rows.find((row) => seen.size === seen.add(row.id).size)
+      if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: repeated.id }))
+      const attempt = Effect.flatMap(insertNew(rows), (created) => {
+        const versions = new Map(created.map((row) => [row.id, row.version]))
+        const written: Array<SourceRow> = []
+        for (const row of rows) {
+          const version = versions.get(row.id)
+          if (version === undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: row.id }))
+          written.push({ ...row, version, state: "live", deletedAt: null })
+        }
+        return Effect.succeed(written)
+      })
+      // A savepoint, so that nothing is written when one of the rows exists.
+      return sql.withTransaction(attempt)
+    }
+
+    const page = (
+      _entity: string,
+      options: { readonly afterId: string | null; readonly limit: number; readonly ids?: ReadonlyArray<string> }
+    ) => {
+      const { afterId, ids, limit } = options
+      if (ids !== undefined && ids.length === 0) return Effect.succeed([])
+      const ownerWhere = [
+        ...(afterId === null ? [] : [sql`${sql.literal(idText)} COLLATE "C" > ${afterId}`]),
+        ...(ids === undefined ? [] : [sql`${sql.literal(idText)} = ANY(${ids})`])
+      ]
+      return sql`SELECT * FROM (
+          SELECT ${selected} FROM ${owner} t ${ownerWhere.length === 0 ? sql.literal("") : sql`WHERE ${sql.and(ownerWhere)}`}
+          UNION ALL
+          SELECT ${tombstoneSelected} FROM ${tombstones} WHERE ${
+        sql.and([
+          sql`entity = ${table.entity}`,
+          ...(afterId === null ? [] : [sql`id > ${afterId}`]),
+          ...(ids === undefined ? [] : [sql`id = ANY(${ids})`])
+        ])
+      }
+        ) AS r ORDER BY r.id COLLATE "C" LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decode))
+    }
+
+    return {
+      get,
+      put: (row, previousVersion) =>
+        whileOpen("put", row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion)),
+      create: (rows) => whileOpen("create", create(rows)),
+      page
+    }
+  })
+
+const byId = (a: NewSourceRow, b: NewSourceRow) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+
+/** A double-quoted identifier (the declaration's names are already checked to be identifiers). */
+const escape = (name: string) => `"${name.replaceAll(`"`, `""`)}"`
+
+/** A possibly schema-qualified identifier, each part quoted. */
+const escapeQualified = (name: string) => name.split(".").map(escape).join(".")
+
+/** A string literal for SQL text the library builds (payload field names). */
+const quoteLiteral = (text: string) => `'${text.replaceAll(`'`, `''`)}'`
