@@ -71,9 +71,7 @@ export interface Options<I> {
 const encodedFields = (payload: Schema.Top): ReadonlyArray<string> | undefined => {
   const encoded = SchemaAST.toEncoded(payload.ast)
   return SchemaAST.isObjects(encoded) && encoded.indexSignatures.length === 0
-    ? encoded.propertySignatures.flatMap((signature) =>
-      typeof signature.name === "string" ? [signature.name] : []
-    )
+    ? encoded.propertySignatures.flatMap((signature) => typeof signature.name === "string" ? [signature.name] : [])
     : undefined
 }
 
@@ -105,7 +103,11 @@ export const make = <Name extends string, Owner extends string, A, I extends Sch
   const columns = fields.map((field) => [field, renamed[field] ?? field] as const)
   const idColumn = options.idColumn ?? columns.find(([field]) => field === contract.idField)?.[1]
   if (idColumn === undefined) {
-    throw invalid(contract.name, options.tableName, `its id field "${contract.idField}" is not an encoded field; set idColumn`)
+    throw invalid(
+      contract.name,
+      options.tableName,
+      `its id field "${contract.idField}" is not an encoded field; set idColumn`
+    )
   }
   const table: OwnerTable<Name, Owner> = {
     entity: contract.name,
@@ -123,7 +125,11 @@ export const make = <Name extends string, Owner extends string, A, I extends Sch
 
 const check = (table: OwnerTable) => {
   if (!identifierPattern.test(table.tableName)) {
-    throw invalid(table.entity, table.tableName, "the table name must be an SQL identifier, optionally schema-qualified")
+    throw invalid(
+      table.entity,
+      table.tableName,
+      "the table name must be an SQL identifier, optionally schema-qualified"
+    )
   }
   const special = [table.idColumn, table.versionColumn, table.softDeleteColumn, table.updatedAtColumn]
   const named = [...special.filter((column) => column !== undefined), ...table.columns.map(([, column]) => column)]
@@ -131,7 +137,9 @@ const check = (table: OwnerTable) => {
   if (bad !== undefined) throw invalid(table.entity, table.tableName, `column "${bad}" is not an SQL identifier`)
   const payloadColumns = table.columns.map(([, column]) => column)
   const twice = payloadColumns.find((column, i) => payloadColumns.indexOf(column) !== i)
-  if (twice !== undefined) throw invalid(table.entity, table.tableName, `two payload fields are held in column "${twice}"`)
+  if (twice !== undefined) {
+    throw invalid(table.entity, table.tableName, `two payload fields are held in column "${twice}"`)
+  }
   const clash = special.slice(1).find((column) => column !== undefined && payloadColumns.includes(column))
   if (clash !== undefined) {
     throw invalid(table.entity, table.tableName, `column "${clash}" is entity-sync's and cannot hold a payload field`)
@@ -198,3 +206,10 @@ export const fromModel = <M extends ModelLike, Name extends string, Owner extend
   }
   return table
 }
+
+/** The defect of a soft delete (R7) of an entity whose owner table declares no soft-delete column. */
+export const noSoftDelete = (table: OwnerTable, id: string): Error =>
+  new Error(
+    `${table.entity}:${id} cannot be soft-deleted: its owner table ${table.tableName} has no soft-delete column ` +
+      `(declare softDeleteColumn)`
+  )

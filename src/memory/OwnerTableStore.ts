@@ -9,7 +9,7 @@
 import { Effect, type Schema } from "effect"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
-import type { OwnerTable } from "../OwnerTable.ts"
+import { noSoftDelete, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
@@ -113,7 +113,10 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
 
     return {
       get: (_entity, id) => db.run(() => read(id)),
-      put: (row, previousVersion) => whileOpen("put", put(row, previousVersion)),
+      put: (row, previousVersion) =>
+        row.state === "softDeleted" && table.softDeleteColumn === undefined
+          ? Effect.die(noSoftDelete(table, row.id))
+          : whileOpen("put", put(row, previousVersion)),
       create: (created) => whileOpen("create", create(created)),
       page: (_entity, { afterId, ids, limit }) =>
         db.run(() => {

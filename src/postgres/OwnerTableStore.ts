@@ -13,7 +13,7 @@ import type { SqlError } from "effect/sql"
 import type { Lock } from "../CopyRepository.ts"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
-import { InvalidOwnerTable, type OwnerTable } from "../OwnerTable.ts"
+import { InvalidOwnerTable, noSoftDelete, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
@@ -145,7 +145,9 @@ export const make = (
     ]
     const columnList = sql.literal(writtenColumns.map(escape).join(", "))
     const fromRecord = sql.literal(writtenColumns.map((column) => `r.${escape(column)}`).join(", "))
-    const setFromRecord = sql.literal(writtenColumns.map((column) => `${escape(column)} = r.${escape(column)}`).join(", "))
+    const setFromRecord = sql.literal(
+      writtenColumns.map((column) => `${escape(column)} = r.${escape(column)}`).join(", ")
+    )
     const rowType = sql.literal(`NULL::${escapeQualified(table.tableName)}`)
     const idColumn = sql(table.idColumn)
     const versionColumn = sql(table.versionColumn)
@@ -155,7 +157,9 @@ export const make = (
         sql.literal(lockClause(lock))
       }),
         d AS (SELECT ${tombstoneSelected} FROM ${tombstones}
-          WHERE entity = ${table.entity} AND id = ${id} AND NOT EXISTS (SELECT 1 FROM o) ${sql.literal(lockClause(lock))})
+          WHERE entity = ${table.entity} AND id = ${id} AND NOT EXISTS (SELECT 1 FROM o) ${
+        sql.literal(lockClause(lock))
+      })
         SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decodeOne))
 
     const putLive = (row: SourceRow, previousVersion: number | null) => {
@@ -243,7 +247,9 @@ export const make = (
         ...(ids === undefined ? [] : [sql`${sql.literal(idText)} = ANY(${ids})`])
       ]
       return sql`SELECT * FROM (
-          SELECT ${selected} FROM ${owner} t ${ownerWhere.length === 0 ? sql.literal("") : sql`WHERE ${sql.and(ownerWhere)}`}
+          SELECT ${selected} FROM ${owner} t ${
+        ownerWhere.length === 0 ? sql.literal("") : sql`WHERE ${sql.and(ownerWhere)}`
+      }
           UNION ALL
           SELECT ${tombstoneSelected} FROM ${tombstones} WHERE ${
         sql.and([
@@ -258,7 +264,12 @@ export const make = (
     return {
       get,
       put: (row, previousVersion) =>
-        whileOpen("put", row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion)),
+        row.state === "softDeleted" && softDelete === undefined
+          ? Effect.die(noSoftDelete(table, row.id))
+          : whileOpen(
+            "put",
+            row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion)
+          ),
       create: (rows) => whileOpen("create", create(rows)),
       page
     }

@@ -9,6 +9,7 @@ import * as Outbox from "../../src/Outbox.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Producer from "../../src/Producer.ts"
 import { Company } from "../fixtures.ts"
+import { migrations, ownerTables } from "../owner-tables.ts"
 import * as TestPostgres from "../postgres.ts"
 import { ownerWriteConformance } from "./owner-writes.ts"
 
@@ -50,4 +51,11 @@ describe("postgres owner writes, PostgreSQL only", () => {
       const rows = yield* Outbox.Outbox.use((outbox) => outbox.rows())
       assert.deepStrictEqual(rows.map((row) => row.envelope.entityId), ["x-1", "x-5", "b-1"])
     }).pipe(Effect.provide(stores())))
+})
+
+ownerWriteConformance("postgres owner writes, on owner tables", () => {
+  const prefix = database.prefix("t")
+  return PostgresSync.layer({ prefix, ownerTables: ownerTables(prefix), migrations: migrations(prefix) }).pipe(
+    Layer.provideMerge(database.layer)
+  )
 })
