@@ -3,6 +3,7 @@ import { afterAll, beforeAll } from "@effect/vitest"
 import { Effect, Layer, ManagedRuntime } from "effect"
 import * as Embedded from "../../src/embedded/Embedded.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
+import { migrations, ownerTables } from "../owner-tables.ts"
 import { ownerWriteConformance } from "./owner-writes.ts"
 
 const database = ManagedRuntime.make(Embedded.layer())
@@ -18,3 +19,10 @@ ownerWriteConformance(
   "embedded postgres owner writes",
   () => PostgresSync.layer({ prefix: freshPrefix() }).pipe(Layer.provideMerge(databaseLayer))
 )
+
+ownerWriteConformance("embedded postgres owner writes, on owner tables", () => {
+  const prefix = freshPrefix()
+  return PostgresSync.layer({ prefix, ownerTables: ownerTables(prefix), migrations: migrations(prefix) }).pipe(
+    Layer.provideMerge(databaseLayer)
+  )
+})
