@@ -91,6 +91,24 @@ export interface EntityRepository<A> {
     id: string,
     options?: WriteOptions
   ) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
+  /**
+   * The lower-level form, for an owner table written by the owner's own SQL: locks and reads the entity's
+   * row, runs `statement` (which changes that row in the same transaction, and leaves its version column
+   * alone), reads the row again, bumps the version and appends the event the change amounts to — `updated`,
+   * `softDeleted` (the soft-delete column was set) or `deleted` (the row is gone; a tombstone keeps its
+   * version). A statement that changed nothing writes nothing and raises no event. The entity must exist
+   * and be live (`EntityNotFound` otherwise, before the statement runs); creating or restoring an entity
+   * goes through `create`. Returns the entity as written.
+   *
+   * ```ts
+   * users.track(id, sql`UPDATE users SET email = ${email} WHERE id = ${id}`)
+   * ```
+   */
+  readonly track: <X, E, R>(
+    id: string,
+    statement: Effect.Effect<X, E, R>,
+    options?: WriteOptions
+  ) => Effect.Effect<Entity<A>, E | EntityNotFound | SqlError.SqlError, Tx | R>
   /** The entity, tombstones included; null if it never existed. */
   readonly get: (id: string) => Effect.Effect<Entity<A> | null, SqlError.SqlError, SourceRepository>
   /**
@@ -421,6 +439,36 @@ const makeRepository = <A, I extends Schema.Json>(
           deletedAt: now
         }
         return yield* write(next, row.version, { action: "softDeleted", before, after: before }, writeOptions)
+      }),
+    track: (id, statement, writeOptions) =>
+      Effect.gen(function*() {
+        const { payload: before, row } = yield* live(id, false)
+        yield* statement
+        const source = yield* SourceRepository
+        const after = yield* source.get(contract.name, id)
+        const now = yield* Clock.currentTimeMillis
+        const version = row.version + 1
+        if (after === null || after.state === "deleted") {
+          const next: SourceRow = { ...row, version, state: "deleted", payload: null, updatedAt: now, deletedAt: now }
+          return yield* write(next, row.version, { action: "deleted", before, after: null }, writeOptions)
+        }
+        if (after.version !== row.version || after.state === "live" && row.state !== "live") {
+          return yield* Effect.die(
+            new Error(
+              `${contract.name}:${id}: the tracked statement changed the ${
+                after.version !== row.version ? "version column" : "entity's state back to live"
+              }; leave the version to entity-sync and restore entities with create`
+            )
+          )
+        }
+        const payload = yield* decodeStored(after)
+        if (after.state === "softDeleted") {
+          const next: SourceRow = { ...after, version, updatedAt: now, deletedAt: after.deletedAt ?? now }
+          return yield* write(next, row.version, { action: "softDeleted", before, after: payload }, writeOptions)
+        }
+        if (JSON.stringify(after.payload) === JSON.stringify(row.payload)) return toEntity(row, before)
+        const next: SourceRow = { ...after, version, updatedAt: now }
+        return yield* write(next, row.version, { action: "updated", before, after: payload }, writeOptions)
       }),
     get: (id) =>
       Effect.flatMap(
