@@ -5,7 +5,7 @@
  * its fields, does not compile. Compiled by `tsc.test.ts` with the rest of `test/types`.
  */
 // @effect-diagnostics missingEffectContext:off missingEffectError:off -- the forbidden programs below are errors on purpose
-import { Effect, Schema } from "effect"
+import { type Effect, Schema } from "effect"
 import { Model } from "effect/schema"
 import { SqlClient } from "effect/sql"
 import * as Outbox from "../../src/Outbox.ts"
