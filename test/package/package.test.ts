@@ -77,7 +77,14 @@ describe("the packed package", () => {
         pinned("@types/node")
       ], scratch)
       const entries = JSON.parse(lastLine(await ok("node", ["entries.mjs"], scratch)))
-      assert.includeMembers(entries.modules["entity-sync"], ["Contract", "Outbox", "Producer", "Relay", "SyncConsumer"])
+      assert.includeMembers(entries.modules["entity-sync"], [
+        "Contract",
+        "Outbox",
+        "OwnerTable",
+        "Producer",
+        "Relay",
+        "SyncConsumer"
+      ])
       assert.deepStrictEqual(entries.modules["entity-sync/postgres"], [
         "Columns",
         "Migrations",

@@ -10,6 +10,7 @@ import {
   CopyRepository,
   Errors,
   Outbox,
+  OwnerTable,
   Producer,
   Relay,
   type SourceRepository,
@@ -71,6 +72,10 @@ export const inMemory = Layer.mergeAll(Relay.layer({ producer: "accounts" }), di
 export const copy = CopyRepository.CopyRepository.use((copies) => copies.get("Company", "c-1"))
 export const onServers = [PostgresSync.layerConfig(), RabbitBroker.layerConfig, Embedded.layerSync()] as const
 
+/** The owner's own table of Companies: the same repository writes it. */
+export const companiesTable = OwnerTable.make(Company, { tableName: "companies", updatedAtColumn: "updated_at" })
+export const onOwnTables = PostgresSync.layerConfig({ ownerTables: [companiesTable] })
+
 class Oops extends Data.TaggedError("Oops")<{}> {}
 declare const fromConfig: string
 
@@ -84,6 +89,8 @@ export const forbidden = [
     companies.create({ id: "c-2", name: "B" }))(),
   // @ts-expect-error R2: the broker is not reachable inside an outbox transaction
   Outbox.transaction(Effect.andThen(Broker.Broker.use(() => Effect.void), companies.create({ id: "c-3", name: "C" }))),
+  // @ts-expect-error a row mapping must fit the contract: Company has no field "title"
+  OwnerTable.make(Company, { tableName: "companies", columns: { title: "name" } }),
   // @ts-expect-error a handler may fail only with the sync errors and SqlError: Oops must be handled
   Subscription.subscribe(Company, { handler: () => Effect.fail(new Oops()) })
 ]
