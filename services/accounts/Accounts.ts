@@ -1,8 +1,12 @@
 /**
- * The accounts service's domain: it owns Companies and Users (R1). Every write runs in one outbox
- * transaction with its event (R2). Referential rules are kept at the owner: a User needs a live Company,
- * and a Company cannot be deleted while users (live or soft-deleted) reference it — both checks lock the
- * Company's row (`FOR SHARE` / `FOR UPDATE`), so a concurrent user write and company delete cannot both pass.
+ * The accounts service's domain: it owns Companies and Users (R1), kept in its own tables `companies` and
+ * `users` (see `AccountsTables`). Every write changes those rows and appends its event in one outbox
+ * transaction (R2). Referential rules are kept at the owner, by queries and constraints on its tables: a
+ * User needs a live Company (not soft-deleted; the foreign key on `users.company_id` backs this up), a
+ * Company cannot be deleted while users (live or soft-deleted) reference it (the same foreign key), and an
+ * e-mail address belongs to one user (a unique constraint). The checks lock the Company's row
+ * (`FOR SHARE` / `FOR UPDATE`), so a concurrent user write and company delete cannot both pass; a violated
+ * constraint is answered with the same error as the check.
  *
  * Writes to one entity are serialized by the library (`Producer` reads the entity's row with a row lock),
  * so each event's version is the one after the version the previous write committed (R4 at the owner).
@@ -12,11 +16,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Schema } from "effect"
+import { Clock, Context, Effect, Option, Schema } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
-import { type Errors, Outbox, Producer, SourceRepository } from "entity-sync"
+import { type Errors, Outbox, Producer, type SourceRepository } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
-import { ServiceDatabase } from "../runtime/ServiceDatabase.ts"
+import { userCompanyConstraint, userEmailConstraint } from "./AccountsTables.ts"
 
 /** The producer of the accounts service. */
 export const producer = Producer.make("accounts")
@@ -50,6 +54,15 @@ export class CompanyInUse extends Schema.TaggedError<CompanyInUse>()("CompanyInU
 }) {
   override get message() {
     return `Company ${this.companyId} is referenced by users (${this.userIds.join(", ")}); move or delete them first`
+  }
+}
+
+/** A user write gave an e-mail address another user (live or soft-deleted) already has. */
+export class EmailInUse extends Schema.TaggedError<EmailInUse>()("EmailInUse", {
+  email: Schema.String
+}) {
+  override get message() {
+    return `The e-mail address ${this.email} belongs to another user`
   }
 }
 
@@ -99,11 +112,13 @@ export class Accounts extends Context.Service<Accounts, {
   readonly deleteCompany: (
     id: string
   ) => Effect.Effect<Removal, Errors.EntityNotFound | CompanyInUse | SqlError.SqlError>
-  readonly createUser: (input: User) => Effect.Effect<UserRow, Errors.EntityExists | UnknownCompany | SqlError.SqlError>
+  readonly createUser: (
+    input: User
+  ) => Effect.Effect<UserRow, Errors.EntityExists | UnknownCompany | EmailInUse | SqlError.SqlError>
   readonly updateUser: (
     id: string,
     patch: Partial<Omit<User, "id">>
-  ) => Effect.Effect<UserRow, Errors.EntityNotFound | UnknownCompany | SqlError.SqlError>
+  ) => Effect.Effect<UserRow, Errors.EntityNotFound | UnknownCompany | EmailInUse | SqlError.SqlError>
   readonly deleteUser: (id: string, options: { readonly soft: boolean }) => Effect.Effect<
     Removal,
     Errors.EntityNotFound | SqlError.SqlError
@@ -142,6 +157,44 @@ const userRow = (entity: Producer.Entity<User>, payload: User): UserRow => ({
   deletedAt: iso(entity.deletedAt)
 })
 
+/** The version and times (epoch milliseconds) the listings select. */
+const Listed = {
+  version: Schema.Number,
+  updatedAt: Schema.Number,
+  deletedAt: Schema.NullOr(Schema.Number)
+}
+
+/** A row of `companies` as the listing selects it. */
+const CompanyRecord = Schema.Struct({ id: Schema.String, name: Schema.String, ...Listed })
+
+/** A row of `users` as the listing selects it. */
+const UserRecord = Schema.Struct({
+  id: Schema.String,
+  companyId: Schema.String,
+  email: Schema.String,
+  name: Schema.String,
+  active: Schema.Boolean,
+  ...Listed
+})
+
+const decodeCompanies = Schema.decodeUnknownEffect(Schema.Array(CompanyRecord))
+const decodeUsers = Schema.decodeUnknownEffect(Schema.Array(UserRecord))
+const decodeLive = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ live: Schema.Boolean })))
+const decodeIds = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ id: Schema.String })))
+
+/** What PostgreSQL says about a violated constraint (the fields of the driver's error). */
+const Violation = Schema.Struct({ code: Schema.String, constraint: Schema.String })
+const decodeViolation = Schema.decodeUnknownOption(Violation)
+
+/** The name of the constraint a statement violated, if that is why it failed. */
+const violatedConstraint = (error: SqlError.SqlError): string | null => {
+  const reason = error.reason
+  if (reason._tag === "UniqueViolation") return reason.constraint
+  if (reason._tag !== "ConstraintError") return null
+  const fields = decodeViolation(reason.cause)
+  return Option.isSome(fields) ? fields.value.constraint : null
+}
+
 const removal = (entity: "Company" | "User", written: Producer.Entity<unknown>): Removal => ({
   entity,
   id: written.id,
@@ -156,103 +209,115 @@ const payloadOf = <A>(entity: Producer.Entity<A>): Effect.Effect<A> =>
     ? Effect.die(new Error(`${entity.id} v${entity.version} has no payload`))
     : Effect.succeed(entity.payload)
 
-/** Makes the accounts domain on the service's stores and database. */
+/** Makes the accounts domain on the service's stores and its tables (`AccountsTables.migrations` applied). */
 export const make: Effect.Effect<
   Accounts["Service"],
   never,
-  Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient | ServiceDatabase
+  Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient
 > = Effect.gen(function*() {
   const context = yield* Effect.context<Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient>()
   const sql = yield* SqlClient.SqlClient
-  const { tables } = yield* ServiceDatabase
-  const source = sql(tables.source)
   const run = <A, E>(
     effect: Effect.Effect<A, E, Outbox.Outbox | SourceRepository.SourceRepository | SqlClient.SqlClient>
   ) => Effect.provideContext(effect, context)
 
-  const companyState = (id: string, lock: "FOR SHARE" | "FOR UPDATE") =>
-    Effect.map(
-      sql<{ readonly state: string }>`SELECT state FROM ${source}
-        WHERE entity = ${Company.name} AND id = ${id} ${sql.literal(lock)}`,
-      (rows) => rows[0]?.state ?? null
-    )
-
   // inside the write transaction: the company stays live until the transaction ends
   const requireCompany = (companyId: string) =>
-    Effect.flatMap(
-      companyState(companyId, "FOR SHARE"),
-      (state) => state === "live" ? Effect.void : Effect.fail(new UnknownCompany({ companyId }))
+    sql`SELECT deleted_at IS NULL AS live FROM companies WHERE id = ${companyId} FOR SHARE`.pipe(
+      Effect.flatMap((rows) => Effect.orDie(decodeLive(rows))),
+      Effect.flatMap((rows) => rows[0]?.live === true ? Effect.void : Effect.fail(new UnknownCompany({ companyId })))
     )
 
-  const decodeCompany = Schema.decodeUnknownEffect(Company.payload)
-  const decodeUser = Schema.decodeUnknownEffect(User.payload)
+  /** The first users (live or soft-deleted) of a company, by id. */
+  const usersOf = (companyId: string) =>
+    sql`SELECT id FROM users WHERE company_id = ${companyId} ORDER BY id COLLATE "C" LIMIT 10`.pipe(
+      Effect.flatMap((rows) => Effect.orDie(decodeIds(rows))),
+      Effect.map((rows) => rows.map((row) => row.id))
+    )
 
-  const listed = <A, R>(
-    entity: string,
-    toRow: (row: SourceRepository.SourceRow, payload: unknown) => Effect.Effect<A, never, R>
-  ) =>
-    Effect.gen(function*() {
-      const store = yield* SourceRepository.SourceRepository
-      const rows: Array<A> = []
-      let afterId: string | null = null
-      while (true) {
-        const page: ReadonlyArray<SourceRepository.SourceRow> = yield* store.page(entity, { afterId, limit: 500 })
-        for (const row of page) {
-          if (row.state !== "deleted" && row.payload !== null) rows.push(yield* toRow(row, row.payload))
-        }
-        const last = page.at(-1)
-        if (last === undefined || page.length < 500) return rows
-        afterId = last.id
-      }
-    })
+  /** A user write that broke a constraint of `users`, as the error its check answers. */
+  const userViolation = (input: { readonly companyId?: string | undefined; readonly email?: string | undefined }) =>
+  (
+    error: SqlError.SqlError
+  ): Effect.Effect<never, UnknownCompany | EmailInUse | SqlError.SqlError> => {
+    const constraint = violatedConstraint(error)
+    return constraint === userCompanyConstraint && input.companyId !== undefined
+      ? Effect.fail(new UnknownCompany({ companyId: input.companyId }))
+      : constraint === userEmailConstraint && input.email !== undefined
+      ? Effect.fail(new EmailInUse({ email: input.email }))
+      : Effect.fail(error)
+  }
 
-  const entityOf = <A>(row: SourceRepository.SourceRow, payload: A): Producer.Entity<A> => ({ ...row, payload })
-
+  const companyWritten = (written: Producer.Entity<Company>) =>
+    Effect.map(payloadOf(written), (payload) => companyRow(written, payload))
+  const userWritten = (written: Producer.Entity<User>) =>
+    Effect.map(payloadOf(written), (payload) => userRow(written, payload))
   return Accounts.of({
     createCompany: (input) =>
       run(Outbox.transaction(companies.create({ id: input.id, name: input.name }))).pipe(
-        Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => companyRow(written, payload)))
+        Effect.flatMap(companyWritten)
       ),
     renameCompany: (id, name) =>
       run(Outbox.transaction(companies.update(id, (company) => ({ ...company, name })))).pipe(
-        Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => companyRow(written, payload)))
+        Effect.flatMap(companyWritten)
       ),
     deleteCompany: (id) =>
       run(Outbox.transaction(Effect.gen(function*() {
-        yield* companyState(id, "FOR UPDATE")
-        const referencing = yield* sql<{ readonly id: string }>`SELECT id FROM ${source}
-          WHERE entity = ${User.name} AND state <> 'deleted' AND payload ->> 'companyId' = ${id}
-          ORDER BY id LIMIT 10`
-        if (referencing.length > 0) {
-          return yield* new CompanyInUse({ companyId: id, userIds: referencing.map((r) => r.id) })
-        }
+        yield* sql`SELECT 1 FROM companies WHERE id = ${id} FOR UPDATE`
+        const referencing = yield* usersOf(id)
+        if (referencing.length > 0) return yield* new CompanyInUse({ companyId: id, userIds: referencing })
         return removal("Company", yield* companies.delete(id))
-      }))),
+      }))).pipe(
+        Effect.catchTag("SqlError", (error) =>
+          violatedConstraint(error) === userCompanyConstraint
+            ? Effect.flatMap(run(usersOf(id)), (userIds) => Effect.fail(new CompanyInUse({ companyId: id, userIds })))
+            : Effect.fail(error))
+      ),
     createUser: (input) =>
       run(Outbox.transaction(Effect.gen(function*() {
         yield* requireCompany(input.companyId)
         return yield* users.create(input)
-      }))).pipe(Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => userRow(written, payload)))),
+      }))).pipe(Effect.catchTag("SqlError", userViolation(input)), Effect.flatMap(userWritten)),
     updateUser: (id, patch) =>
       run(Outbox.transaction(Effect.gen(function*() {
         if (patch.companyId !== undefined) yield* requireCompany(patch.companyId)
         return yield* users.update(id, (user) => ({ ...user, ...patch }))
-      }))).pipe(Effect.flatMap((written) => Effect.map(payloadOf(written), (payload) => userRow(written, payload)))),
+      }))).pipe(Effect.catchTag("SqlError", userViolation(patch)), Effect.flatMap(userWritten)),
     deleteUser: (id, options) =>
       run(Outbox.transaction(options.soft ? users.softDelete(id) : users.delete(id))).pipe(
         Effect.map((written) => removal("User", written))
       ),
-    companies: run(
-      listed(
-        "Company",
-        (row, payload) =>
-          Effect.map(Effect.orDie(decodeCompany(payload)), (company) => companyRow(entityOf(row, company), company))
+    companies: sql`SELECT id, name, version,
+        (extract(epoch FROM updated_at) * 1000)::float8 AS "updatedAt",
+        (extract(epoch FROM deleted_at) * 1000)::float8 AS "deletedAt"
+      FROM companies ORDER BY id COLLATE "C"`.pipe(
+      Effect.flatMap((rows) => Effect.orDie(decodeCompanies(rows))),
+      Effect.map((rows) =>
+        rows.map((row): CompanyRow => ({
+          id: row.id,
+          name: row.name,
+          version: row.version,
+          updatedAt: new Date(row.updatedAt).toISOString(),
+          deletedAt: iso(row.deletedAt)
+        }))
       )
     ),
-    users: run(
-      listed(
-        "User",
-        (row, payload) => Effect.map(Effect.orDie(decodeUser(payload)), (user) => userRow(entityOf(row, user), user))
+    users: sql`SELECT id, company_id AS "companyId", email, name, active, version,
+        (extract(epoch FROM updated_at) * 1000)::float8 AS "updatedAt",
+        (extract(epoch FROM deleted_at) * 1000)::float8 AS "deletedAt"
+      FROM users ORDER BY id COLLATE "C"`.pipe(
+      Effect.flatMap((rows) => Effect.orDie(decodeUsers(rows))),
+      Effect.map((rows) =>
+        rows.map((row): UserRow => ({
+          id: row.id,
+          companyId: row.companyId,
+          email: row.email,
+          name: row.name,
+          active: row.active,
+          version: row.version,
+          updatedAt: new Date(row.updatedAt).toISOString(),
+          deletedAt: iso(row.deletedAt)
+        }))
       )
     ),
     fullSync: (entity, ids) =>

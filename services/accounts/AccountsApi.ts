@@ -7,8 +7,8 @@
  * | `POST /companies {id?, name}` | 201 the company · 409 the id exists · 422 invalid body |
  * | `PATCH /companies/:id {name}` | 200 the company · 404 |
  * | `DELETE /companies/:id` | 200 `{entity, id, version, state, deletedAt}` · 404 · 409 while users reference it |
- * | `POST /users {id?, companyId, email, name, active?}` | 201 the user · 404 unknown company · 409 · 422 |
- * | `PATCH /users/:id {companyId?, email?, name?, active?}` | 200 the user · 404 (user or company) · 422 |
+ * | `POST /users {id?, companyId, email, name, active?}` | 201 the user · 404 unknown company · 409 the id or the e-mail exists · 422 |
+ * | `PATCH /users/:id {companyId?, email?, name?, active?}` | 200 the user · 404 (user or company) · 409 the e-mail belongs to another user · 422 |
  * | `DELETE /users/:id` (hard), `?soft=true` (soft) | 200 `{entity, id, version, state, deletedAt}` · 404 |
  * | `GET /companies`, `GET /users` | 200 live and soft-deleted rows with `version`, `updatedAt`, `deletedAt` |
  * | `POST /admin/full-sync {entity, ids?}` | 202 `{entity, queued}`: snapshot events queued in the outbox |
@@ -24,7 +24,7 @@ import { Email, EntityId, Name } from "../contracts/index.ts"
 import * as ApiError from "../http/ApiError.ts"
 import * as Decode from "../http/Decode.ts"
 import type { Route } from "../http/HttpApp.ts"
-import type { Accounts, CompanyInUse, UnknownCompany } from "./Accounts.ts"
+import type { Accounts, CompanyInUse, EmailInUse, UnknownCompany } from "./Accounts.ts"
 
 /** `POST /companies` body. */
 export const CreateCompany = Schema.Struct({ id: Schema.optionalKey(EntityId), name: Name })
@@ -62,9 +62,11 @@ const newId = (prefix: string) => `${prefix}-${crypto.randomUUID()}`
 
 /** The domain's errors as HTTP errors. */
 const failed = (
-  error: Errors.EntityExists | Errors.EntityNotFound | UnknownCompany | CompanyInUse | SqlError.SqlError
+  error: Errors.EntityExists | Errors.EntityNotFound | UnknownCompany | CompanyInUse | EmailInUse | SqlError.SqlError
 ): Effect.Effect<never, ApiError.ApiError> => {
   switch (error._tag) {
+    case "EmailInUse":
+      return Effect.fail(ApiError.conflict(error.message, { email: error.email }))
     case "EntityExists":
     case "CompanyInUse":
       return Effect.fail(

@@ -1,5 +1,6 @@
 /**
- * The accounts service, assembled: its database (PostgreSQL or embedded) with the library's stores, the
+ * The accounts service, assembled: its database (PostgreSQL or embedded) with the library's stores and its
+ * own tables (`AccountsTables`: migrated when it starts, the owner tables of Company and User), the
  * `Accounts` domain, the relay publishing its outbox, the responder answering resync requests from the
  * bus with full syncs, and its HTTP app. Its metrics go to a registry of its own, which `GET /metrics`
  * reports. It needs a `Broker`; it runs until its scope closes (HTTP first, then the background work,
@@ -16,6 +17,7 @@ import type { RunningService } from "../runtime/RunningService.ts"
 import * as ServiceDatabase from "../runtime/ServiceDatabase.ts"
 import * as Accounts from "./Accounts.ts"
 import * as AccountsApi from "./AccountsApi.ts"
+import * as AccountsTables from "./AccountsTables.ts"
 
 /** The service's name: the owner of Company and User. */
 export const name = "accounts"
@@ -56,7 +58,10 @@ export const make = (
 ): Effect.Effect<RunningService, ServiceDatabase.LayerError, Broker.Broker | Scope.Scope> => {
   const registry: Metric.MetricRegistry = new Map()
   return Effect.gen(function*() {
-    const stores = yield* Layer.build(ServiceDatabase.layer(options.database))
+    const stores = yield* Layer.build(ServiceDatabase.layer(options.database, {
+      migrations: AccountsTables.migrations,
+      ownerTables: AccountsTables.ownerTables
+    }))
     const database = Context.get(stores, ServiceDatabase.ServiceDatabase)
     const accounts = yield* Accounts.make.pipe(Effect.provideContext(stores))
     const background = Layer.mergeAll(

@@ -3,13 +3,16 @@
  * `DATABASE_URL` when one is configured, otherwise an embedded PGlite database in this process (DESIGN
  * §6: the embedded default — same SQL, same wire protocol, no server to install). Either way the service
  * gets `Outbox | Inbox | CopyRepository | SourceRepository | Transactor` plus `PgClient`/`SqlClient` for its
- * own queries, and `ServiceDatabase` tells where the data is.
+ * own queries, and `ServiceDatabase` tells where the data is. A service with tables of its own passes its
+ * `ServiceSchema`: its migrations run after the library's, then its owner tables are checked, so the service
+ * comes up from an empty database.
  *
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Effect, Layer, Option, type Redacted, Schema } from "effect"
-import { SqlClient, type SqlError } from "effect/sql"
+import { type Migrator, SqlClient, type SqlError } from "effect/sql"
+import type { OwnerTable } from "entity-sync"
 import { Embedded } from "entity-sync/embedded"
 import { PostgresSync, Tables } from "entity-sync/postgres"
 
@@ -23,6 +26,14 @@ export interface DatabaseOptions {
   readonly prefix?: string
   /** Embedded only: keep the database in this directory (default: in memory, gone at exit). */
   readonly dataDir?: string
+}
+
+/** A service's own tables: the migrations that create them, and those that hold its contracts' entities. */
+export interface ServiceSchema {
+  /** The service's migrations (e.g. an effect/sql `Migrator` with its own table), run after the library's. */
+  readonly migrations: Effect.Effect<unknown, Migrator.MigrationError | SqlError.SqlError, SqlClient.SqlClient>
+  /** The owner tables of the contracts the service owns (the others stay in the library's document table). */
+  readonly ownerTables: ReadonlyArray<OwnerTable.OwnerTable>
 }
 
 /** The database a service runs on. */
@@ -40,10 +51,14 @@ export type Provided = PostgresSync.Stores | PgClient.PgClient | SqlClient.SqlCl
 /** What building the layer can fail with. */
 export type LayerError = PostgresSync.LayerError | Embedded.EmbeddedPostgresError
 
-/** The stores on the configured database (migrations applied), its client, and `ServiceDatabase`. */
-export const layer = (options: DatabaseOptions): Layer.Layer<Provided, LayerError> => {
+/**
+ * The stores on the configured database (the library's migrations applied, then the service's own, from
+ * `schema`), its client, and `ServiceDatabase`.
+ */
+export const layer = (options: DatabaseOptions, schema?: ServiceSchema): Layer.Layer<Provided, LayerError> => {
   const prefix = options.prefix ?? Tables.defaultPrefix
   const poolSize = Math.max(2, options.poolSize ?? 10)
+  const own = schema === undefined ? {} : { migrations: schema.migrations, ownerTables: schema.ownerTables }
   const describe = <R>(kind: "embedded" | "postgres", url: Effect.Effect<Redacted.Redacted, never, R>) =>
     Layer.effect(
       ServiceDatabase,
@@ -56,6 +71,7 @@ export const layer = (options: DatabaseOptions): Layer.Layer<Provided, LayerErro
       Layer.provideMerge(
         Embedded.layerSync({
           prefix,
+          ...own,
           maxConnections: poolSize,
           ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {})
         })
@@ -63,7 +79,7 @@ export const layer = (options: DatabaseOptions): Layer.Layer<Provided, LayerErro
     )
   }
   return describe("postgres", Effect.succeed(options.url)).pipe(
-    Layer.provideMerge(PostgresSync.layer({ prefix })),
+    Layer.provideMerge(PostgresSync.layer({ prefix, ...own })),
     Layer.provideMerge(PgClient.layer({ url: options.url, maxConnections: poolSize }))
   )
 }

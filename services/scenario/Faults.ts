@@ -3,8 +3,8 @@
  * from outside, the way a broken component or an operator mistake would — through the services'
  * databases and the broker, never through their code:
  *
- * * `withhold` writes as the owner (in the owner's database, through the library) and takes the resulting
- *   events away from the owner's relay, as a misbehaving relay would; `deliver` then publishes any of them,
+ * * `withhold` writes as the owner (in the owner's database, through the library, on the owner's tables —
+ *   `companies` and `users` of the accounts service) and takes the resulting events away from the owner's relay, as a misbehaving relay would; `deliver` then publishes any of them,
  *   in any order, any number of times — or never (lost on the bus).
  * * `driftCopy` overwrites a consumer's copy in place, at the same version (a copy that drifted).
  *
@@ -15,6 +15,7 @@ import { Clock, Context, Effect, Layer, type Redacted, type Schema, type Scope }
 import type { SqlError } from "effect/sql"
 import { Broker, CopyRepository, Envelope, type Errors, Outbox, type SourceRepository } from "entity-sync"
 import { PostgresSync } from "entity-sync/postgres"
+import { ownerTables } from "../accounts/AccountsTables.ts"
 
 /** An entity a withheld write touches. */
 export interface Ref {
@@ -49,9 +50,10 @@ export interface FaultsOptions {
   readonly prefix?: string
 }
 
-const stores = (url: Redacted.Redacted, prefix: string | undefined) =>
+/** The stores on a service's database; the owner's with the accounts' owner tables (created by the service). */
+const stores = (url: Redacted.Redacted, options: PostgresSync.Options) =>
   Layer.build(
-    PostgresSync.layer(prefix !== undefined ? { prefix } : {}).pipe(
+    PostgresSync.layer(options).pipe(
       Layer.provide(PgClient.layer({ url, maxConnections: 3 }))
     )
   )
@@ -62,8 +64,9 @@ export const make = (
 ): Effect.Effect<Faults["Service"], PostgresSync.LayerError, Broker.Broker | Scope.Scope> =>
   Effect.gen(function*() {
     const broker = yield* Broker.Broker
-    const owner = yield* stores(options.ownerDatabase, options.prefix)
-    const consumer = yield* stores(options.consumerDatabase, options.prefix)
+    const prefix = options.prefix !== undefined ? { prefix: options.prefix } : {}
+    const owner = yield* stores(options.ownerDatabase, { ...prefix, ownerTables })
+    const consumer = yield* stores(options.consumerDatabase, prefix)
     const outbox = Context.get(owner, Outbox.Outbox)
     const copies = Context.get(consumer, CopyRepository.CopyRepository)
     const touches = (refs: ReadonlyArray<Ref>) => (envelope: Envelope.Envelope) =>
