@@ -408,7 +408,7 @@ const makeRepository = <A, I extends Schema.Json>(
         if (before === null) return yield* new EntityNotFound({ entity: contract.name, entityId: id })
         const after = f(before)
         const encoded = yield* encodePayload(after)
-        if (JSON.stringify(encoded) === JSON.stringify(row.payload)) return toEntity(row, before)
+        if (sameJson(encoded, row.payload)) return toEntity(row, before)
         const now = yield* Clock.currentTimeMillis
         const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
         return yield* write(next, row.version, { action: "updated", before, after }, writeOptions)
@@ -466,7 +466,7 @@ const makeRepository = <A, I extends Schema.Json>(
           const next: SourceRow = { ...after, version, updatedAt: now, deletedAt: after.deletedAt ?? now }
           return yield* write(next, row.version, { action: "softDeleted", before, after: payload }, writeOptions)
         }
-        if (JSON.stringify(after.payload) === JSON.stringify(row.payload)) return toEntity(row, before)
+        if (sameJson(after.payload, row.payload)) return toEntity(row, before)
         const next: SourceRow = { ...after, version, updatedAt: now }
         return yield* write(next, row.version, { action: "updated", before, after: payload }, writeOptions)
       }),
@@ -511,6 +511,30 @@ const makeRepository = <A, I extends Schema.Json>(
         }
       })
   }
+}
+
+/**
+ * Whether two JSON values are equal, whatever the order of their objects' keys (a store may give them in
+ * another order than the payload's schema encodes them, e.g. PostgreSQL's `jsonb`): a no-op update is
+ * recognized on every store.
+ */
+const sameJson = (a: Schema.Json, b: Schema.Json): boolean => {
+  if (a === b) return true
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false
+    return a.every((item, i) => {
+      const other = b[i]
+      return other !== undefined && sameJson(item, other)
+    })
+  }
+  const keys = Object.keys(a)
+  if (keys.length !== Object.keys(b).length) return false
+  const right = new Map(Object.entries(b))
+  return Object.entries(a).every(([key, value]) => {
+    const other = right.get(key)
+    return other !== undefined && sameJson(value, other)
+  })
 }
 
 const snapshotAction: Record<CopyState, Envelope.Action> = {

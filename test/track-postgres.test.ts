@@ -1,7 +1,8 @@
 /**
  * The lower-level form of owner writes on PostgreSQL: the owner's own statement on its table, tracked by
  * `track` — the version bumped and the event appended in the same transaction, nothing for a no-op, a
- * soft delete and a hard delete recognized from what the statement did, a rollback leaving no trace.
+ * soft delete and a hard delete recognized from what the statement did, a rollback leaving no trace; and a
+ * no-op update recognized on an owner table.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, Layer } from "effect"
@@ -117,6 +118,18 @@ describe("track (PostgreSQL owner tables)", () => {
         assert.deepStrictEqual(missing, new EntityNotFound({ entity: "User", entityId: "u-9" }))
         assert.isFalse(ran)
         assert.deepStrictEqual(yield* events, ["u-1.created.v1"])
+      })
+    ))
+
+  it.live("an update to the same payload is a no-op on an owner table, whatever order its columns come back in", () =>
+    withTables(() =>
+      Effect.gen(function*() {
+        yield* Outbox.transaction(users.create(ada))
+        const same = yield* Outbox.transaction(users.update("u-1", (user) => ({ ...user })))
+        assert.strictEqual(same.version, 1)
+        const renamed = yield* Outbox.transaction(users.update("u-1", (user) => ({ ...user, active: false })))
+        assert.strictEqual(renamed.version, 2)
+        assert.deepStrictEqual(yield* events, ["u-1.created.v1", "u-1.updated.v2"])
       })
     ))
 })
