@@ -21,6 +21,7 @@ import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
+import { ownerTables } from "./owner-tables.ts"
 
 export const consumerName = "directory"
 export const queueName = `${consumerName}.sync`
@@ -72,15 +73,30 @@ export interface SystemOptions {
   readonly subscriptions?: ReadonlyArray<Subscription.Subscription<CopyRepository>>
 }
 
-/** Owner and consumer in memory, each in its own database. */
-export const memoryStores: Stores = {
-  owner: Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer()).pipe(
-    Layer.provide(Layer.fresh(MemoryDatabase.layer))
-  ),
+/** Settings of the memory stores. */
+export interface MemoryStoresOptions {
+  /** Where the owner keeps Company and User: the document store (default) or owner tables (`owner-tables.ts`). */
+  readonly ownerTables?: boolean
+  /** How long the owner's outbox leases claimed rows. */
+  readonly leaseMillis?: number
+}
+
+/** Owner and consumer in memory, each in its own database (built fresh each time the layers are used). */
+export const memoryStoresWith = (options: MemoryStoresOptions = {}): Stores => ({
+  owner: Layer.mergeAll(
+    MemoryOutbox.layer(options.leaseMillis === undefined ? {} : { leaseMillis: options.leaseMillis }),
+    MemorySourceRepository.layer(options.ownerTables === true ? ownerTables() : [])
+  ).pipe(Layer.provide(Layer.fresh(MemoryDatabase.layer))),
   consumer: Layer.mergeAll(MemoryInbox.layer, MemoryCopyRepository.layer).pipe(
     Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
   )
-}
+})
+
+/** Owner and consumer in memory, each in its own database; the owner's entities in the document store. */
+export const memoryStores: Stores = memoryStoresWith()
+
+/** Owner and consumer in memory, each in its own database; the owner's Company and User in owner tables. */
+export const memoryOwnerTableStores: Stores = memoryStoresWith({ ownerTables: true })
 
 /** Owner, broker and a running consumer of Company and User. */
 export const systemLayer = (options: SystemOptions = {}) =>

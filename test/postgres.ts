@@ -11,6 +11,7 @@ import { TestClock } from "effect/testing"
 import { afterAll, beforeAll } from "vitest"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import { consumerSide, ownerSide, type Stores } from "./harness.ts"
+import { migrations, ownerTables } from "./owner-tables.ts"
 
 /** Lets real PostgreSQL I/O progress between steps of virtual time (the harness's `Pump` on PostgreSQL). */
 export const pump: Effect.Effect<void> = TestClock.withLive(Effect.sleep("3 millis"))
@@ -89,13 +90,31 @@ export const forFile = (options?: { readonly maxConnections?: number }) => {
   let prefixes = 0
   const databaseLayer = Layer.unwrap(Effect.map(runtime.contextEffect, Layer.succeedContext))
   const prefix = (side: string) => `${side}${prefixes++}_${Math.floor(Math.random() * 1e6).toString(36)}_`
+  /**
+   * The owner's ("accounts") and the consumer's ("directory") stores, each on fresh tables; with
+   * `ownerTables`, the owner keeps Company and User in owner tables of its own (`owner-tables.ts`), created
+   * by the service's migration when the layer is built.
+   */
+  const storesWith = (options: { readonly ownerTables?: boolean; readonly leaseMillis?: number } = {}): Stores => {
+    const owner = prefix("owner")
+    return {
+      owner: ownerSide(
+        PostgresSync.layer({
+          prefix: owner,
+          ...(options.leaseMillis === undefined ? {} : { leaseMillis: options.leaseMillis }),
+          ...(options.ownerTables === true ? { ownerTables: ownerTables(owner), migrations: migrations(owner) } : {})
+        }).pipe(Layer.provide(databaseLayer))
+      ),
+      consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(databaseLayer)))
+    }
+  }
   return {
     layer: databaseLayer,
     prefix,
+    storesWith,
     /** The owner's ("accounts") and the consumer's ("directory") stores, each on fresh tables. */
-    stores: (): Stores => ({
-      owner: ownerSide(PostgresSync.layer({ prefix: prefix("owner") }).pipe(Layer.provide(databaseLayer))),
-      consumer: consumerSide(PostgresSync.layer({ prefix: prefix("directory") }).pipe(Layer.provide(databaseLayer)))
-    })
+    stores: (): Stores => storesWith(),
+    /** As `stores`, with the owner's Company and User in owner tables. */
+    ownerTableStores: (): Stores => storesWith({ ownerTables: true })
   }
 }
