@@ -1,6 +1,7 @@
 /**
  * The consumer-side copies of entities: a guarded upsert by version in one step (R4, R8), tombstones for
- * hard deletes, soft deletes kept with `deletedAt` (R7). It has no way to emit events.
+ * hard deletes, soft deletes kept with `deletedAt` (R7). It has no way to emit events. A copy of a
+ * ledger-only subscription (`keepPayload: false`) keeps no payload, only what the sync rules need.
  *
  * @since 0.1.0
  */
@@ -17,12 +18,26 @@ export interface CopyRow {
   readonly id: string
   readonly version: number
   readonly state: CopyState
-  /** The encoded payload; null for a tombstone. */
+  /**
+   * The encoded payload; null for a tombstone, and for every copy of a ledger-only subscription
+   * (`Subscription.subscribe(contract, { keepPayload: false })`), whose handler keeps the data itself.
+   */
   readonly payload: Schema.Json | null
+  /**
+   * A copy that keeps no payload (a ledger row) keeps the ids its dependency fields hold instead, by field
+   * (`{ companyId: "c-1" }`; fields holding no id are left out), so that a hard delete of an entity it
+   * references still waits for it (`referencing`, R5). Absent when the payload is kept (it holds them).
+   */
+  readonly references?: Readonly<Record<string, string>>
   readonly deletedAt: number | null
   readonly syncedAt: number
   /** The message that produced this version. */
   readonly messageId: string
+}
+
+/** A copy of a ledger-only subscription: entity, id, version, state and times, no payload. */
+export interface LedgerRow extends CopyRow {
+  readonly payload: null
 }
 
 /**
@@ -71,7 +86,10 @@ export class CopyRepository extends Context.Service<CopyRepository, {
   ) => Effect.Effect<number, SqlError.SqlError>
   /** Copies of an entity (tombstones included), by id. */
   readonly list: (entity: string) => Effect.Effect<ReadonlyArray<CopyRow>, SqlError.SqlError>
-  /** Ids of the copies of `entity` that are not tombstones and whose payload `field` equals `id`. */
+  /**
+   * Ids of the copies of `entity` that are not tombstones and whose payload `field` equals `id` (for a copy
+   * without payload: whose `references` hold `id` at `field`).
+   */
   readonly referencing: (entity: string, field: string, id: string) => Effect.Effect<
     ReadonlyArray<string>,
     SqlError.SqlError

@@ -379,7 +379,7 @@ export const make = <R>(
         const { current } = facts
         const now = yield* Clock.currentTimeMillis
         const written = yield* copies.upsert(
-          Decision.copyOf(envelope, a.prepared.payload, now),
+          Decision.copyOf(envelope, a.prepared, now),
           Decision.guardOf(envelope)
         )
         if (!written) {
@@ -630,7 +630,7 @@ export const make = <R>(
             }
             fresh.delete(envelope.messageId)
             const { current } = facts
-            const row = Decision.copyOf(envelope, prepared.payload, now)
+            const row = Decision.copyOf(envelope, prepared, now)
             state.set(key, row)
             writes.set(key, { row, guard: Decision.guardOf(envelope) })
             if (prepared.handle !== undefined) handlers.push(prepared.handle(current))

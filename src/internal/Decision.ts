@@ -25,13 +25,21 @@ export const isStale = (envelope: Envelope.Envelope, current: CopyRow): boolean 
 export const isMissing = (copy: CopyRow | null | undefined): boolean =>
   copy === null || copy === undefined || copy.state === "deleted"
 
-/** The copy an event leaves behind, with its payload as the contract's schema shapes it (R6). */
-export const copyOf = (envelope: Envelope.Envelope, payload: Schema.Json | null, syncedAt: number): CopyRow => ({
+/**
+ * The copy an event leaves behind, with its payload as the contract's schema shapes it (R6) — or, for a
+ * ledger-only subscription, no payload and the `references` its dependency fields hold.
+ */
+export const copyOf = (
+  envelope: Envelope.Envelope,
+  kept: { readonly payload: Schema.Json | null; readonly ledgerReferences?: Readonly<Record<string, string>> },
+  syncedAt: number
+): CopyRow => ({
   entity: envelope.entity,
   id: envelope.entityId,
   version: envelope.version,
   state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
-  payload,
+  payload: kept.payload,
+  ...(kept.ledgerReferences === undefined ? {} : { references: kept.ledgerReferences }),
   deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted"
     ? Date.parse(envelope.occurredAt)
     : null,

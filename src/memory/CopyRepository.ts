@@ -1,6 +1,6 @@
 /**
  * The memory copy store: copies in a `MemoryDatabase` table with the version guard applied atomically,
- * tombstones kept as rows.
+ * tombstones kept as rows; ledger rows (no payload) as they are given.
  *
  * @since 0.1.0
  */
@@ -57,7 +57,10 @@ export const make: Effect.Effect<CopyRepository["Service"], never, MemoryDatabas
     referencing: (entity, field, id) =>
       db.run(() =>
         copiesOf(entity)
-          .filter((row) => row.state !== "deleted" && isJsonObject(row.payload) && row.payload[field] === id)
+          .filter((row) =>
+            row.state !== "deleted" &&
+            ((isJsonObject(row.payload) && row.payload[field] === id) || row.references?.[field] === id)
+          )
           .map((row) => row.id)
       )
   })

@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL copy store: the version guard is part of the upsert statement itself
  * (`INSERT … ON CONFLICT … DO UPDATE … WHERE copies.version < EXCLUDED.version`), so concurrent applies of
- * the same entity cannot interleave a read and a write (R4, R8). Tombstones stay as rows (R7).
+ * the same entity cannot interleave a read and a write (R4, R8). Tombstones stay as rows (R7). A ledger
+ * row (no payload) keeps its dependency fields in `refs` (migration 4) for the reverse dependency check.
  *
  * @since 0.1.0
  */
@@ -18,12 +19,17 @@ const Copy = Schema.Struct({
   version: Int8,
   state: State,
   payload: Schema.Json,
+  references: Schema.NullOr(Schema.Record(Schema.String, Schema.String)),
   deletedAt: NullableInt8,
   syncedAt: Int8,
   messageId: Schema.String
 })
 
 const Id = Schema.Struct({ id: Schema.String })
+
+/** A decoded row as a `CopyRow`: `references` only where the row keeps them (a ledger row). */
+const toCopyRow = ({ references, ...row }: typeof Copy.Type): CopyRow =>
+  references === null ? row : { ...row, references }
 
 const guardsOrder: ReadonlyArray<Guard> = ["newer", "newerOrEqual", "any"]
 
@@ -34,8 +40,8 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
     const sql = pg.withoutTransforms()
     const copies = sql(tables.copies)
     const columns = sql.literal(
-      `entity, id, version, state, payload, deleted_at AS "deletedAt", synced_at AS "syncedAt", ` +
-        `message_id AS "messageId"`
+      `entity, id, version, state, payload, refs AS "references", deleted_at AS "deletedAt", ` +
+        `synced_at AS "syncedAt", message_id AS "messageId"`
     )
     // `CopyRepository.passesGuard` in SQL: the conflict's update runs only where the new version passes
     const guards: Record<Guard, ReturnType<typeof sql.literal>> = {
@@ -43,8 +49,12 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
       newerOrEqual: sql.literal("c.version <= EXCLUDED.version"),
       any: sql.literal("TRUE")
     }
-    const decode = decodeRows(Copy, "copies")
-    const decodeOne = decodeFirst(Copy, "copies")
+    const decodeAll = decodeRows(Copy, "copies")
+    const decode = (rows: ReadonlyArray<unknown>) =>
+      Effect.map(decodeAll(rows), (decoded): ReadonlyArray<CopyRow> => decoded.map(toCopyRow))
+    const decodeFirstRow = decodeFirst(Copy, "copies")
+    const decodeOne = (rows: ReadonlyArray<unknown>) =>
+      Effect.map(decodeFirstRow(rows), (row) => (row === null ? null : toCopyRow(row)))
     const decodeIds = decodeRows(Id, "copies")
 
     const get = (entity: string, id: string, lock?: Lock) =>
@@ -57,13 +67,15 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
       version: row.version,
       state: row.state,
       payload: row.payload === null ? null : pg.json(row.payload),
+      refs: row.references === undefined ? null : pg.json(row.references),
       deleted_at: row.deletedAt,
       synced_at: row.syncedAt,
       message_id: row.messageId
     })
     const upsertTail = (guard: Guard) =>
       sql`ON CONFLICT (entity, id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
-          payload = EXCLUDED.payload, deleted_at = EXCLUDED.deleted_at, synced_at = EXCLUDED.synced_at,
+          payload = EXCLUDED.payload, refs = EXCLUDED.refs, deleted_at = EXCLUDED.deleted_at,
+          synced_at = EXCLUDED.synced_at,
           message_id = EXCLUDED.message_id
         WHERE ${guards[guard]}
         RETURNING 1`
@@ -89,12 +101,14 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
       version: row.version,
       state: row.state,
       payload: row.payload,
+      refs: row.references ?? null,
       deleted_at: row.deletedAt,
       synced_at: row.syncedAt,
       message_id: row.messageId
     })
     const recordColumns = sql.literal(
-      "entity text, id text, version bigint, state text, payload jsonb, deleted_at bigint, synced_at bigint, message_id text"
+      "entity text, id text, version bigint, state text, payload jsonb, refs jsonb, deleted_at bigint, synced_at bigint, " +
+        "message_id text"
     )
 
     // One statement per guard: a row that fails its guard is skipped, the others are written.
@@ -105,7 +119,8 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
           (guard) => {
             const batch = rows.filter((r) => r.guard === guard)
             return batch.length > 0
-              ? sql`INSERT INTO ${copies} AS c (entity, id, version, state, payload, deleted_at, synced_at, message_id)
+              ? sql`INSERT INTO ${copies} AS c
+                  (entity, id, version, state, payload, refs, deleted_at, synced_at, message_id)
                   SELECT * FROM jsonb_to_recordset(${JSON.stringify(batch.map((r) => recordOf(r.row)))}::jsonb)
                     AS r(${recordColumns})
                   ${upsertTail(guard)}`.pipe(Effect.map((written) => written.length))
@@ -119,9 +134,11 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
       sql`SELECT ${columns} FROM ${copies} WHERE entity = ${entity} ORDER BY id`.pipe(Effect.flatMap(decode))
 
     // Strict JSON equality: only a string field equal to `id` matches (not a number, an array, a nested field).
+    // A ledger row has no payload: its `refs` hold its dependency fields.
     const referencing = (entity: string, field: string, id: string) =>
       sql`SELECT id FROM ${copies}
-        WHERE entity = ${entity} AND state <> 'deleted' AND payload -> ${field}::text = to_jsonb(${id}::text)
+        WHERE entity = ${entity} AND state <> 'deleted'
+          AND coalesce(payload, refs) -> ${field}::text = to_jsonb(${id}::text)
         ORDER BY id`.pipe(
         Effect.flatMap(decodeIds),
         Effect.map((rows) => rows.map((row) => row.id))

@@ -181,6 +181,18 @@ const createTombstones = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlErr
   })
 
 /**
+ * Migration 4: `copies.refs`, the dependency fields of a copy that keeps no payload (a ledger row of a
+ * subscription with `keepPayload: false`), e.g. `{"companyId": "c-1"}`, so that a hard delete of an entity
+ * it references still waits for it (R5). Null where the payload is kept (it holds them). The payload column
+ * already takes null on any row.
+ */
+const addCopyReferences = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql`ALTER TABLE ${sql(t.copies)} ADD COLUMN refs jsonb`
+  })
+
+/**
  * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
  * Append new entries for schema changes; never edit or renumber released ones.
  */
@@ -189,7 +201,8 @@ export const migrations = (
 ): Record<string, Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient>> => ({
   "1_create_sync_tables": createSyncTables(tables),
   "2_create_claim_function": createClaimFunction(tables),
-  "3_create_tombstones": createTombstones(tables)
+  "3_create_tombstones": createTombstones(tables),
+  "4_add_copy_references": addCopyReferences(tables)
 })
 
 /**
