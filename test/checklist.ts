@@ -1,11 +1,13 @@
 /**
  * The pattern's checklist, one test each, with the TestClock: one suite, run on the memory stores and on
- * PostgreSQL.
+ * PostgreSQL — with copies that keep their payloads, and with ledger-only subscriptions
+ * (`keepPayload: false`) whose handlers keep the data in a table of the consumer's own.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Metric, Schedule } from "effect"
+import { Context, Effect, Metric, Schedule, type Schema } from "effect"
 import { Broker } from "../src/Broker.ts"
 import { CopyRepository, type CopyRow } from "../src/CopyRepository.ts"
+import type { Envelope } from "../src/Envelope.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
@@ -54,13 +56,24 @@ const publishInWaves = (waves: (n: number) => ReadonlyArray<ReadonlyArray<number
 
 const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, entity, name)
 
-/** Subscriptions whose Company handler records the message id of every event it applies (a side effect). */
-const recording = (handled: Array<string>) => [
-  Subscription.subscribe(Company, {
-    handler: ({ envelope }) => Effect.sync(() => void handled.push(envelope.messageId))
-  }),
-  Subscription.subscribe(User)
-]
+/**
+ * The consumer's own table of a ledger-only run: the payload of each entity its handlers were given, by
+ * `entity:id` (a soft-deleted entity keeps its row, a hard-deleted one has none). In memory, also on
+ * PostgreSQL: nothing in the checklist rolls a transaction back after its handlers ran.
+ */
+const OwnTable = Context.Reference<Map<string, Schema.Json>>("test/checklist/OwnTable", {
+  defaultValue: () => new Map()
+})
+
+/** A ledger-only handler: keeps the event's data in the consumer's own table, as a real one would in SQL. */
+const keepIn =
+  (own: Map<string, Schema.Json>) =>
+  ({ envelope, payload }: { readonly envelope: Envelope; readonly payload: Schema.Json | null }) =>
+    Effect.sync(() => {
+      const key = `${envelope.entity}:${envelope.entityId}`
+      if (payload === null) own.delete(key)
+      else own.set(key, payload)
+    })
 
 /** Where the suite keeps its data, and how real I/O is let through between virtual-time steps. */
 export interface ChecklistStores {
@@ -69,15 +82,92 @@ export interface ChecklistStores {
   readonly pump: Effect.Effect<void>
 }
 
+/** How the checklist's consumer keeps its copies. */
+export interface ChecklistOptions {
+  /**
+   * Whether the subscriptions keep payloads in their copies (default true). With false, they keep a ledger
+   * only (`keepPayload: false`) and their handlers keep the data in the consumer's own table: every
+   * assertion on a copy's payload reads that table instead, after checking the copy keeps none.
+   */
+  readonly keepPayload?: boolean
+}
+
 /** The checklist, on the given stores. */
-export const checklist = (name: string, kit: ChecklistStores) => {
-  /** Runs a test on a fresh system with its own metrics. */
-  const inSystem = <A, E, R>(effect: Effect.Effect<A, E, R>, options?: Omit<SystemOptions, "stores">) =>
-    effect.pipe(
-      Effect.provide(systemLayer({ ...options, stores: kit.stores() })),
+export const checklist = (name: string, kit: ChecklistStores, checklistOptions: ChecklistOptions = {}) => {
+  const keepPayload = checklistOptions.keepPayload !== false
+
+  /**
+   * The consumer's subscriptions to Company and User; with `handled`, the Company handler records the
+   * message id of every event it applies (a side effect).
+   */
+  const subscriptions = (own: Map<string, Schema.Json>, handled?: Array<string>) => {
+    const record = (envelope: Envelope) =>
+      Effect.sync(() => {
+        if (handled !== undefined) handled.push(envelope.messageId)
+      })
+    if (keepPayload) {
+      return [
+        handled === undefined ?
+          Subscription.subscribe(Company) :
+          Subscription.subscribe(Company, { handler: ({ envelope }) => record(envelope) }),
+        Subscription.subscribe(User)
+      ]
+    }
+    const keep = keepIn(own)
+    return [
+      Subscription.subscribe(Company, {
+        keepPayload: false,
+        handler: (event) => Effect.andThen(record(event.envelope), keep(event))
+      }),
+      Subscription.subscribe(User, { keepPayload: false, handler: keep })
+    ]
+  }
+
+  /** Runs a test on a fresh system with its own metrics (`handled`: see `subscriptions`). */
+  const inSystem = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    options?: Omit<SystemOptions, "stores" | "subscriptions"> & { readonly handled?: Array<string> }
+  ) => {
+    const own = new Map<string, Schema.Json>()
+    const { handled, ...systemOptions } = options ?? {}
+    const layer = systemLayer({
+      ...systemOptions,
+      stores: kit.stores(),
+      ...(keepPayload && handled === undefined ? {} : { subscriptions: subscriptions(own, handled) })
+    })
+    return effect.pipe(
+      Effect.provide(layer),
+      Effect.provideService(OwnTable, own),
       Effect.provideService(Metric.MetricRegistry, new Map()),
       Effect.provideService(Pump, kit.pump)
     )
+  }
+
+  /**
+   * The consumer's copy of an entity with the payload it holds: the copy's own, or — ledger only — the one
+   * in the consumer's table, once it is checked that the copy keeps no payload.
+   */
+  const viewOf = (entity: string, id: string): Effect.Effect<CopyRow | null, never, CopyRepository> =>
+    Effect.gen(function*() {
+      const copy = yield* copyOf(entity, id)
+      if (keepPayload || copy === null) return copy
+      assert.isNull(copy.payload, `the ledger row of ${entity}:${id} keeps no payload`)
+      const own = yield* OwnTable
+      return { ...copy, payload: own.get(`${entity}:${id}`) ?? null }
+    })
+
+  /**
+   * Makes a copy drift from the owner: its payload becomes `payload` (ledger only: the consumer's table
+   * does), and its version `version` when given.
+   */
+  const drift = (copy: CopyRow, payload: Schema.Json, version?: number) =>
+    Effect.gen(function*() {
+      const copies = yield* CopyRepository
+      const changed = { ...copy, version: version ?? copy.version }
+      if (keepPayload) return yield* copies.upsert({ ...changed, payload }, "any")
+      ;(yield* OwnTable).set(`${copy.entity}:${copy.id}`, payload)
+      return yield* copies.upsert({ ...changed, payload: null }, "any")
+    })
 
   const deadLetterPolicy = {
     dependencyRetry: Schedule.spaced("1 second").pipe(Schedule.upTo({ times: 4 })),
@@ -89,7 +179,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
       inSystem(Effect.gen(function*() {
         yield* Outbox.transaction(companies.create(acme))
         yield* sync
-        const copy = yield* copyOf("Company", "c-1")
+        const copy = yield* viewOf("Company", "c-1")
         assert.deepStrictEqual(copy && [copy.version, copy.state, copy.payload], [1, "live", acme])
         assert.strictEqual(yield* outcome("Company", "applied"), 1)
       })))
@@ -99,7 +189,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(companies.create(acme))
         yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "Acme Corp" })))
         yield* sync
-        const copy = yield* copyOf("Company", "c-1")
+        const copy = yield* viewOf("Company", "c-1")
         assert.deepStrictEqual(copy && [copy.version, copy.state, copy.payload], [2, "live", {
           id: "c-1",
           name: "Acme Corp"
@@ -122,7 +212,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(companies.delete("c-1"))
         // created and deleted, then the older update
         yield* publishInWaves(() => [[0, 2], [1]])
-        const copy = yield* copyOf("Company", "c-1")
+        const copy = yield* viewOf("Company", "c-1")
         assert.deepStrictEqual(copy && [copy.version, copy.state, copy.payload], [3, "deleted", null])
         assert.strictEqual(yield* outcome("Company", "stale"), 1)
       })))
@@ -133,7 +223,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* tick("1 minute")
         const deleted = yield* Outbox.transaction(companies.softDelete("c-1"))
         yield* sync
-        const copy = yield* copyOf("Company", "c-1")
+        const copy = yield* viewOf("Company", "c-1")
         assert.deepStrictEqual(copy && [copy.version, copy.state, copy.payload, copy.deletedAt], [
           2,
           "softDeleted",
@@ -150,7 +240,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v2" })))
         yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v3" })))
         yield* publishInWaves((n) => [[n - 1], [n - 2]])
-        const copy = yield* copyOf("Company", "c-1")
+        const copy = yield* viewOf("Company", "c-1")
         assert.deepStrictEqual(copy && [copy.version, copy.payload], [3, { id: "c-1", name: "v3" }])
         assert.strictEqual(yield* outcome("Company", "stale"), 1)
         assert.strictEqual(yield* outcome("Company", "applied"), 2)
@@ -162,7 +252,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v2" })))
         yield* Outbox.transaction(companies.update("c-1", (c) => ({ ...c, name: "v3" })))
         yield* publishInWaves(() => [[2, 1, 0]])
-        const copy = yield* copyOf("Company", "c-1")
+        const copy = yield* viewOf("Company", "c-1")
         assert.deepStrictEqual(copy && [copy.version, copy.payload], [3, { id: "c-1", name: "v3" }])
         assert.strictEqual(yield* outcome("Company", "applied"), 3)
         assert.strictEqual(yield* outcome("Company", "stale"), 0)
@@ -181,10 +271,10 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           assert.strictEqual(yield* outcome("Company", "applied"), 2)
           assert.strictEqual(yield* outcome("Company", "duplicate"), 5)
           assert.strictEqual(yield* outcome("Company", "stale"), 0)
-          const copy = yield* copyOf("Company", "c-1")
+          const copy = yield* viewOf("Company", "c-1")
           assert.deepStrictEqual(copy && [copy.version, copy.payload], [2, { id: "c-1", name: "v2" }])
         }),
-        { subscriptions: recording(handled) }
+        { handled }
       )
     })
 
@@ -198,17 +288,17 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           // R8 applies a snapshot at an equal version; only the inbox keeps its redelivery from applying again
           const syncedAt = (copy: CopyRow | null) => copy && [copy.version, copy.syncedAt, copy.messageId]
           const [snapshot] = yield* publishInWaves(() => [[0]])
-          const repaired = syncedAt(yield* copyOf("Company", "c-1"))
+          const repaired = syncedAt(yield* viewOf("Company", "c-1"))
           assert.deepStrictEqual(repaired?.[2], snapshot!.envelope.messageId)
           yield* tick("1 minute")
           yield* (yield* Broker).publish([Relay.toMessage(snapshot!)])
           yield* settle()
-          assert.deepStrictEqual(syncedAt(yield* copyOf("Company", "c-1")), repaired)
+          assert.deepStrictEqual(syncedAt(yield* viewOf("Company", "c-1")), repaired)
           assert.strictEqual(handled.length, 2) // the create, then the snapshot once
           assert.strictEqual(yield* outcome("Company", "applied"), 2)
           assert.strictEqual(yield* outcome("Company", "duplicate"), 1)
         }),
-        { subscriptions: recording(handled) }
+        { handled }
       )
     })
 
@@ -224,10 +314,10 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         // in process, then parked: still no copy that references the missing Company
         for (let i = 0; i < 20; i++) {
           yield* tick("100 millis")
-          assert.isNull(yield* copyOf("User", "u-1"))
+          assert.isNull(yield* viewOf("User", "u-1"))
         }
         yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis" })
-        assert.isNull(yield* copyOf("User", "u-1"))
+        assert.isNull(yield* viewOf("User", "u-1"))
         assert.strictEqual(yield* outcome("User", "waiting"), 1)
         const consumer = yield* SyncConsumer.SyncConsumer
         const waiting = yield* consumer.waiting
@@ -239,7 +329,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* broker.publish([Relay.toMessage(companyRow!)])
         yield* settle()
         assert.strictEqual(yield* eventually(outcome("User", "woken"), (n) => n === 1), 1)
-        const user = yield* copyOf("User", "u-1")
+        const user = yield* viewOf("User", "u-1")
         assert.deepStrictEqual(user && [user.version, user.payload], [1, ann])
         assert.lengthOf(yield* consumer.waiting, 0)
       })))
@@ -263,13 +353,13 @@ export const checklist = (name: string, kit: ChecklistStores) => {
           assert.match(dead[0]!.reason, /User:u-1 v1 .* waits for Company:c-1 after 5 attempt/)
           assert.strictEqual(yield* outcome("User", "deadLettered"), 1)
           assert.lengthOf(yield* consumer.waiting, 0)
-          assert.isNull(yield* copyOf("User", "u-1"))
+          assert.isNull(yield* viewOf("User", "u-1"))
           // the operator fixes the cause and replays
           yield* broker.publish([Relay.toMessage(companyRow!)])
           yield* settle()
           assert.isTrue(yield* consumer.replay(userRow!.envelope.messageId))
           assert.isFalse(yield* consumer.replay("no-such-message"))
-          const user = yield* eventually(copyOf("User", "u-1"), (copy) => copy !== null)
+          const user = yield* eventually(viewOf("User", "u-1"), (copy) => copy !== null)
           assert.deepStrictEqual(user && user.payload, ann)
           assert.lengthOf(yield* consumer.deadLetters, 0)
         }),
@@ -291,13 +381,13 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* broker.publish([Relay.toMessage(remove!)])
         for (let i = 0; i < 10; i++) {
           yield* tick("100 millis")
-          assert.strictEqual((yield* copyOf("Company", "c-1"))?.state, "live")
+          assert.strictEqual((yield* viewOf("Company", "c-1"))?.state, "live")
         }
         // the move arrives: nothing references c-1 any more, the delete is woken and applies
         yield* broker.publish([Relay.toMessage(move!)])
         yield* settle()
-        yield* eventually(copyOf("Company", "c-1"), (copy) => copy?.state === "deleted")
-        assert.deepStrictEqual((yield* copyOf("User", "u-1"))?.payload, { ...ann, companyId: "c-2" })
+        yield* eventually(viewOf("Company", "c-1"), (copy) => copy?.state === "deleted")
+        assert.deepStrictEqual((yield* viewOf("User", "u-1"))?.payload, { ...ann, companyId: "c-2" })
         assert.strictEqual(yield* outcome("Company", "woken"), 1)
       })))
 
@@ -306,16 +396,13 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(companies.create(acme))
         yield* Outbox.transaction(companies.create({ id: "c-2", name: "Beta" }))
         yield* sync
-        const copies = yield* CopyRepository
-        const drifted = (yield* copyOf("Company", "c-1"))!
-        yield* copies.upsert({ ...drifted, payload: { id: "c-1", name: "drifted" } }, "newerOrEqual")
-        const ahead = (yield* copyOf("Company", "c-2"))!
-        yield* copies.upsert({ ...ahead, version: 9, payload: { id: "c-2", name: "newer" } }, "newer")
+        yield* drift((yield* copyOf("Company", "c-1"))!, { id: "c-1", name: "drifted" })
+        yield* drift((yield* copyOf("Company", "c-2"))!, { id: "c-2", name: "newer" }, 9)
         const queued = yield* companies.fullSync({ batchSize: 1 })
         assert.strictEqual(queued, 2)
         yield* sync
-        assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
-        assert.deepStrictEqual((yield* copyOf("Company", "c-2"))?.payload, { id: "c-2", name: "newer" })
+        assert.deepStrictEqual((yield* viewOf("Company", "c-1"))?.payload, acme)
+        assert.deepStrictEqual((yield* viewOf("Company", "c-2"))?.payload, { id: "c-2", name: "newer" })
         assert.strictEqual(yield* outcome("Company", "stale"), 1)
       })))
 
@@ -335,7 +422,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         yield* Outbox.transaction(visibleUsers.delete("u-1"))
         assert.deepStrictEqual(yield* types(), ["Company.created", "User.deleted"])
         yield* sync
-        assert.strictEqual((yield* copyOf("User", "u-1"))?.state, "deleted")
+        assert.strictEqual((yield* viewOf("User", "u-1"))?.state, "deleted")
       })))
 
     it.effect("dismissSendEvent: the write happens, no event is raised", () =>
@@ -396,7 +483,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         assert.match(reasons["p-5"]!, /^InvalidPayload .*name/)
         assert.match(reasons["p-6"]!, /owned by "accounts", but the message was produced by "billing"/)
         assert.lengthOf(dead, 6)
-        assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
+        assert.deepStrictEqual((yield* viewOf("Company", "c-1"))?.payload, acme)
       })))
 
     it.effect("the relay backs off on broker failures and loses nothing", () =>
@@ -412,7 +499,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         assert.strictEqual(yield* relay, 0)
         yield* tick("1 millis")
         yield* sync
-        assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
+        assert.deepStrictEqual((yield* viewOf("Company", "c-1"))?.payload, acme)
         const outbox = yield* Outbox.Outbox
         assert.deepStrictEqual((yield* outbox.pending).count, 0)
       })))
@@ -434,7 +521,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
         assert.strictEqual(yield* relay, 1)
         assert.strictEqual((yield* outbox.pending).count, 0)
         yield* settle()
-        assert.deepStrictEqual((yield* copyOf("Company", "c-1"))?.payload, acme)
+        assert.deepStrictEqual((yield* viewOf("Company", "c-1"))?.payload, acme)
       })))
 
     it.effect("R9: published events stay for the retention window, then the relay deletes them", () =>
@@ -458,7 +545,7 @@ export const checklist = (name: string, kit: ChecklistStores) => {
       inSystem(
         Effect.gen(function*() {
           yield* Outbox.transaction(companies.create(acme))
-          const copy = yield* eventually(copyOf("Company", "c-1"), (c) => c !== null)
+          const copy = yield* eventually(viewOf("Company", "c-1"), (c) => c !== null)
           assert.deepStrictEqual(copy?.payload, acme)
         }).pipe(Effect.provide(Relay.layer({ producer: "accounts", pollInterval: "1 hour" })))
       ))
