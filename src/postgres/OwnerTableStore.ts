@@ -21,7 +21,7 @@ import type { Tables } from "./Tables.ts"
 /** How a time column holds a time: epoch milliseconds in an integer, or a timestamp. */
 type TimeKind = "millis" | "timestamp"
 
-const Described = Schema.Struct({ column: Schema.String, type: Schema.String })
+const Described = Schema.Struct({ column: Schema.String, type: Schema.String, collation: Schema.NullOr(Schema.String) })
 
 const Row = Schema.Struct({
   entity: Schema.String,
@@ -60,7 +60,10 @@ export const make = (
     const [schemaName, tableName] = table.tableName.includes(".")
       ? table.tableName.split(".") as [string, string]
       : [null, table.tableName]
-    const described = yield* sql`SELECT column_name AS column, data_type AS type FROM information_schema.columns
+    const described = yield* sql`SELECT column_name AS column, data_type AS type,
+        CASE WHEN collation_name IS NULL THEN NULL
+          ELSE quote_ident(collation_schema) || '.' || quote_ident(collation_name) END AS collation
+      FROM information_schema.columns
       WHERE table_name = ${tableName} AND table_schema = ${schemaName === null ? sql`current_schema()` : schemaName}`
       .pipe(Effect.flatMap(decodeRows(Described, "information_schema.columns")))
     if (described.length === 0) return yield* invalid("the table does not exist (create it with a migration first)")
@@ -97,6 +100,9 @@ export const make = (
       return yield* invalid(`the id column "${table.idColumn}" needs a primary key or a unique index of its own`)
     }
 
+    // The id column's collation, for comparing a tombstone's id (bytewise, "C") with the owner's ids by the
+    // column's own collation, so that its unique index serves the comparison.
+    const idCollation = described.find(({ column }) => column === table.idColumn)?.collation ?? `"default"`
     const owner = sql(table.tableName)
     const tombstones = sql(tables.tombstones)
     const col = (column: string) => `t.${escape(column)}`
@@ -211,11 +217,15 @@ export const make = (
         )
       }
         FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(records)}::jsonb) WITH ORDINALITY AS r
-        LEFT JOIN gone ON gone.id = r.${idColumn}::text
+        LEFT JOIN gone ON gone.id = r.${idColumn}::text COLLATE "C"
         ORDER BY r.ordinality
         ON CONFLICT (${idColumn}) DO NOTHING
         RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version`.pipe(Effect.flatMap(decodeCreated))
     }
+
+    const lockExisting = (ids: ReadonlyArray<string>) =>
+      sql`SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids})
+        ORDER BY ${sql.literal(idText)} COLLATE "C" FOR UPDATE`
 
     const create = (rows: ReadonlyArray<NewSourceRow>) => {
       if (!Arr.isReadonlyArrayNonEmpty(rows)) return Effect.succeed([])
@@ -232,8 +242,11 @@ export const make = (
         }
         return Effect.succeed(written)
       })
-      // A savepoint, so that nothing is written when one of the rows exists.
-      return sql.withTransaction(attempt)
+      // The existing rows of the ids are locked first: a create that waits on a concurrent hard delete then
+      // reads the tombstone it leaves in a statement of its own (a later snapshot), and continues its
+      // version (R4) instead of starting again at 1. A savepoint, so that nothing is written when one of
+      // the rows exists.
+      return sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt))
     }
 
     const page = (
@@ -246,19 +259,23 @@ export const make = (
         ...(afterId === null ? [] : [sql`${sql.literal(idText)} COLLATE "C" > ${afterId}`]),
         ...(ids === undefined ? [] : [sql`${sql.literal(idText)} = ANY(${ids})`])
       ]
+      // Each side is ordered by id bytewise ("C", as the tombstones' ids) and limited before the union; a
+      // tombstone of an id the owner's table holds again (a row the owner inserted itself) is not sent.
+      const n = Math.max(0, Math.floor(limit))
       return sql`SELECT * FROM (
-          SELECT ${selected} FROM ${owner} t ${
+          (SELECT ${selected} FROM ${owner} t ${
         ownerWhere.length === 0 ? sql.literal("") : sql`WHERE ${sql.and(ownerWhere)}`
-      }
+      } ORDER BY ${sql.literal(idText)} COLLATE "C" LIMIT ${n})
           UNION ALL
-          SELECT ${tombstoneSelected} FROM ${tombstones} WHERE ${
+          (SELECT ${tombstoneSelected} FROM ${tombstones} d WHERE ${
         sql.and([
-          sql`entity = ${table.entity}`,
-          ...(afterId === null ? [] : [sql`id > ${afterId}`]),
-          ...(ids === undefined ? [] : [sql`id = ANY(${ids})`])
+          sql`d.entity = ${table.entity}`,
+          ...(afterId === null ? [] : [sql`d.id > ${afterId}`]),
+          ...(ids === undefined ? [] : [sql`d.id = ANY(${ids})`]),
+          sql`NOT EXISTS (SELECT 1 FROM ${owner} t WHERE t.${idColumn} = d.id COLLATE ${sql.literal(idCollation)})`
         ])
-      }
-        ) AS r ORDER BY r.id COLLATE "C" LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decode))
+      } ORDER BY d.id LIMIT ${n})
+        ) AS r ORDER BY r.id COLLATE "C" LIMIT ${n}`.pipe(Effect.flatMap(decode))
     }
 
     return {
