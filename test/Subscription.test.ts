@@ -5,6 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Result, Schema, SchemaGetter } from "effect"
 import * as Contract from "../src/Contract.ts"
+import type { CopyRow } from "../src/CopyRepository.ts"
 import type { Envelope } from "../src/Envelope.ts"
 import * as Subscription from "../src/Subscription.ts"
 import { User } from "./fixtures.ts"
@@ -90,5 +91,44 @@ describe("Subscription.prepare", () => {
       const other = yield* Effect.flip(Subscription.prepared(users.prepare(userEvent({ ...ada, id: "u-2" }))))
       assert.strictEqual(other.reason, "InvalidPayload")
       assert.include(other.message, `"u-2"`)
+    }))
+
+  it.effect("ledger only: no payload to keep, the dependency fields as references, a previous copy without payload", () =>
+    Effect.gen(function*() {
+      const seen: Array<Subscription.LedgerEvent<User>> = []
+      const users = Subscription.subscribe(User, {
+        keepPayload: false,
+        handler: (event) => Effect.sync(() => void seen.push(event))
+      })
+      assert.isFalse(users.keepPayload)
+      assert.isTrue(Subscription.subscribe(User).keepPayload)
+      const prepared = yield* Subscription.prepared(users.prepare(userEvent(ada, { version: 2 })))
+      assert.isNull(prepared.payload)
+      assert.deepStrictEqual(prepared.ledgerReferences, { companyId: "c-1" })
+      assert.deepStrictEqual(prepared.references, [{ entity: "Company", id: "c-1" }])
+      // a copy written while the subscription still kept payloads: the handler is not shown its payload
+      const previous: CopyRow = {
+        entity: "User",
+        id: "u-1",
+        version: 1,
+        state: "live",
+        payload: ada,
+        deletedAt: null,
+        syncedAt: 0,
+        messageId: "m-1"
+      }
+      yield* prepared.handle?.(previous) ?? Effect.void
+      assert.deepStrictEqual(seen.map((e) => [e.payload, e.previous]), [[ada, { ...previous, payload: null }]])
+      const deleted = yield* Subscription.prepared(users.prepare(userEvent(null, { action: "deleted", version: 3 })))
+      assert.deepStrictEqual([deleted.payload, deleted.ledgerReferences, deleted.references], [null, undefined, []])
+      // invalid payloads are still refused, synchronous or not
+      const invalid = yield* Effect.flip(Subscription.prepared(users.prepare(userEvent({ ...ada, active: "yes" }))))
+      assert.strictEqual(invalid.reason, "InvalidPayload")
+      const slow = Subscription.subscribe(Slow, { keepPayload: false })
+      const event = userEvent({ id: "s-1", name: "quiet" }, { entity: "Slow", entityId: "s-1" })
+      const later = yield* Subscription.prepared(slow.prepare(event))
+      assert.deepStrictEqual([later.payload, later.ledgerReferences], [null, undefined])
+      const bad = yield* Effect.flip(Subscription.prepared(slow.prepare({ ...event, payload: { id: "s-1", name: 7 } })))
+      assert.strictEqual(bad.reason, "InvalidPayload")
     }))
 })
