@@ -1,10 +1,11 @@
 /**
  * The README's adoption path, on the real servers: an existing service's `users` table with 10,000 rows
- * and no version column; the adoption migration adds and backfills `version`, the table is declared as the
- * owner table of the User contract, and the first full sync publishes every row through the relay and
- * RabbitMQ to a consumer that starts empty, in a database of its own. The consumer's copies converge to
- * exactly the owner's rows (version 1, payloads equal, the service's earlier soft deletes included); then
- * ordinary writes through the repository (update, soft delete, hard delete, re-create, create) reach it too.
+ * and no version column; the adoption migration adds and backfills `version` (and an index in byte order
+ * of the ids, for full sync's pages), the table is declared as the owner table of the User contract, and
+ * the first full sync publishes every row through the relay and RabbitMQ to a consumer that starts empty,
+ * in a database of its own. The consumer's copies converge to exactly the owner's rows (version 1, payloads
+ * equal, the service's earlier soft deletes included); then ordinary writes through the repository
+ * (update, soft delete, hard delete, re-create, create) reach it too.
  */
 import { assert, describe, it } from "@effect/vitest"
 import amqp from "amqplib"
@@ -79,6 +80,7 @@ const fillUsers = Effect.gen(function*() {
 const addUsersVersion = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   yield* sql`ALTER TABLE users ADD COLUMN version bigint NOT NULL DEFAULT 1`
+  yield* sql`CREATE INDEX users_id_bytewise ON users (id COLLATE "C")`
 })
 
 const serviceMigrations = (loader: Record<string, Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient>>) =>
