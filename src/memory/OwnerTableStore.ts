@@ -13,8 +13,9 @@ import { noSoftDelete, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
-/** A row of the owner table: its columns, and the times the memory store keeps beside them. */
+/** A row of the owner table: its id (the key it is stored under), its columns, and its time of writing. */
 interface StoredRow {
+  readonly id: string
   readonly columns: Readonly<Record<string, Schema.Json>>
   readonly updatedAt: number
 }
@@ -34,23 +35,25 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
     const rows = db.table<StoredRow>()
     const tombstones = db.table<Tombstone>()
 
-    const columnsOf = (payload: Schema.Json | null, version: number, deletedAt: number | null) => {
+    const columnsOf = (id: string, payload: Schema.Json | null, version: number, deletedAt: number | null) => {
       const fields = new Map(payload !== null && typeof payload === "object" ? Object.entries(payload) : [])
       const columns: Record<string, Schema.Json> = {}
       for (const [field, column] of table.columns) columns[column] = fields.get(field) ?? null
+      // the row's id is the entity's, whatever the payload holds (as on PostgreSQL)
+      columns[table.idColumn] = id
       columns[table.versionColumn] = version
       if (table.softDeleteColumn !== undefined) columns[table.softDeleteColumn] = deletedAt
       return columns
     }
 
-    const toSourceRow = (id: string, stored: StoredRow): SourceRow => {
+    const toSourceRow = (stored: StoredRow): SourceRow => {
       const payload: Record<string, Schema.Json> = {}
       for (const [field, column] of table.columns) payload[field] = stored.columns[column] ?? null
       const version = stored.columns[table.versionColumn]
       const deletedAt = table.softDeleteColumn === undefined ? null : stored.columns[table.softDeleteColumn]
       return {
         entity: table.entity,
-        id,
+        id: stored.id,
         version: typeof version === "number" ? version : 0,
         state: typeof deletedAt === "number" ? "softDeleted" : "live",
         payload,
@@ -71,7 +74,7 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
 
     const read = (id: string): SourceRow | null => {
       const stored = rows.get(id)
-      if (stored !== undefined) return toSourceRow(id, stored)
+      if (stored !== undefined) return toSourceRow(stored)
       const tombstone = tombstones.get(id)
       return tombstone === undefined ? null : tombstoneRow(tombstone)
     }
@@ -84,7 +87,11 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
           tombstones.set(row.id, { id: row.id, version: row.version, deletedAt: row.deletedAt ?? row.updatedAt })
         } else {
           tombstones.delete(row.id)
-          rows.set(row.id, { columns: columnsOf(row.payload, row.version, row.deletedAt), updatedAt: row.updatedAt })
+          rows.set(row.id, {
+            id: row.id,
+            columns: columnsOf(row.id, row.payload, row.version, row.deletedAt),
+            updatedAt: row.updatedAt
+          })
         }
         return true
       })
@@ -104,7 +111,11 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
           }
           for (const row of written) {
             tombstones.delete(row.id)
-            rows.set(row.id, { columns: columnsOf(row.payload, row.version, null), updatedAt: row.updatedAt })
+            rows.set(row.id, {
+              id: row.id,
+              columns: columnsOf(row.id, row.payload, row.version, null),
+              updatedAt: row.updatedAt
+            })
           }
           return written
         }),
@@ -122,11 +133,8 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
         db.run(() => {
           const only = ids === undefined ? undefined : new Set(ids)
           const keep = (id: string) => (afterId === null || id > afterId) && (only === undefined || only.has(id))
-          const live = Array.from(rows.values(), (stored) => {
-            const id = stored.columns[table.idColumn]
-            return toSourceRow(typeof id === "string" ? id : String(id), stored)
-          })
-          return [...live, ...tombstones.values().map(tombstoneRow)]
+          // by the id each row is stored under, as `get` reads it
+          return [...rows.values().map(toSourceRow), ...tombstones.values().map(tombstoneRow)]
             .filter((row) => keep(row.id))
             .sort(byId)
             .slice(0, Math.max(0, limit))

@@ -135,10 +135,15 @@ export const make = (
     const decodeCreated = decodeRows(Created, table.tableName)
 
     /** The columns entity-sync writes for a row, by column name, as `jsonb_populate_record` reads them. */
-    const record = (row: { readonly payload: Schema.Json | null; readonly version?: number }, at: number) => {
+    const record = (
+      row: { readonly id: string; readonly payload: Schema.Json | null; readonly version?: number },
+      at: number
+    ) => {
       const columns: Record<string, Schema.Json> = {}
       const fields = new Map(row.payload !== null && typeof row.payload === "object" ? Object.entries(row.payload) : [])
       for (const [field, column] of table.columns) columns[column] = fields.get(field) ?? null
+      // the row's id is the entity's, whatever the payload holds (the stores read and write by it)
+      columns[table.idColumn] = row.id
       if (row.version !== undefined) columns[table.versionColumn] = row.version
       if (updatedAt !== undefined) columns[updatedAt.column] = timeValue(updatedAt.kind, at)
       return columns
@@ -200,7 +205,7 @@ export const make = (
     // One statement: rows re-created over a tombstone continue its version; a live or soft-deleted row is
     // left as it is and missing from RETURNING.
     const insertNew = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
-      const records = Arr.sort(rows, byId).map((row) => record({ payload: row.payload }, row.updatedAt))
+      const records = Arr.sort(rows, byId).map((row) => record({ id: row.id, payload: row.payload }, row.updatedAt))
       const ids = rows.map((row) => row.id)
       return sql`WITH gone AS (DELETE FROM ${tombstones}
           WHERE entity = ${table.entity} AND id = ANY(${ids}) RETURNING id, version)
