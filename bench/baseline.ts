@@ -2,8 +2,10 @@
  * The hand-written baseline: the same durable steps as the library, written directly against
  * `@effect/sql-pg` and amqplib, the way a careful engineer would for this one entity.
  *
- * * owner: one transaction upserts the items (version bumped in SQL), inserts their events into the
- *   outbox in one multi-row statement and `NOTIFY`s;
+ * * owner: the items in a table with a column per field (the library's owner table, `items`); one
+ *   transaction upserts the items from one JSON parameter — a new one at version 1, an existing one
+ *   updated with its version bumped in SQL unless nothing changed — inserts their events into the outbox
+ *   in one multi-row statement and `NOTIFY`s: three statements for creates and updates alike;
  * * relay: one transaction claims up to a batch with `FOR UPDATE SKIP LOCKED`, publishes it on a confirm
  *   channel (persistent messages), waits for every confirm, marks the rows published and commits; it waits
  *   on `LISTEN` (1 s poll as a fallback) when the outbox is empty;
@@ -20,14 +22,13 @@ import amqp from "amqplib"
 import type { ConsumeMessage } from "amqplib"
 import { Array as Arr, Context, Effect, Layer, Queue, Ref } from "effect"
 import { SqlClient } from "effect/sql"
-import { amqpUrl, itemOf, owner } from "./contract.ts"
+import { amqpUrl, type Item, itemOf, itemsTable, owner } from "./contract.ts"
 import type { MakePipeline, PhaseEnv, Pipeline } from "./workloads.ts"
 
 const channelName = "bench_outbox"
 
 const ownerSchema = [
-  `CREATE TABLE IF NOT EXISTS items (
-    id text PRIMARY KEY, version bigint NOT NULL, payload jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
+  itemsTable,
   `CREATE TABLE IF NOT EXISTS outbox (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, message_id uuid NOT NULL UNIQUE, routing_key text NOT NULL,
     body text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)`,
@@ -108,15 +109,21 @@ export const make: MakePipeline = (env) =>
     const { names, settings } = env
     const { pg, sql } = ownerDb
 
-    const write = (prefix: string, ids: ReadonlyArray<number>) =>
+    // Creates and updates alike: one upsert of every item from one JSON parameter; an item whose columns
+    // would not change is left alone and raises no event.
+    const upsert = (rows: ReadonlyArray<Item>) =>
       sql.withTransaction(Effect.gen(function*() {
-        if (!Arr.isReadonlyArrayNonEmpty(ids)) return
-        const rows = Arr.map(ids, (i) => itemOf(prefix, i))
+        if (!Arr.isReadonlyArrayNonEmpty(rows)) return
         const payloads = new Map(rows.map((row) => [row.id, row]))
-        const items = Arr.map(rows, (row) => ({ id: row.id, version: 1, payload: pg.json(row) }))
         const versions = yield* sql<{ readonly id: string; readonly version: bigint | number | string }>`
-          INSERT INTO items ${sql.insert(items)}
-          ON CONFLICT (id) DO UPDATE SET version = items.version + 1, payload = EXCLUDED.payload, updated_at = now()
+          INSERT INTO items AS t (id, name, n, tags, note, version, updated_at)
+          SELECT r.id, r.name, r.n, r.tags, r.note, 1, now()
+          FROM jsonb_to_recordset(${
+          JSON.stringify(rows)
+        }::jsonb) AS r(id text, name text, n integer, tags text[], note text)
+          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, n = EXCLUDED.n, tags = EXCLUDED.tags,
+            note = EXCLUDED.note, version = t.version + 1, updated_at = now()
+          WHERE (t.name, t.n, t.tags, t.note) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.n, EXCLUDED.tags, EXCLUDED.note)
           RETURNING id, version`
         if (!Arr.isReadonlyArrayNonEmpty(versions)) return
         const events = Arr.map(versions, ({ id, version }) => {
@@ -130,6 +137,10 @@ export const make: MakePipeline = (env) =>
         yield* sql`INSERT INTO outbox ${sql.insert(events)}`
         yield* sql`SELECT pg_notify(${channelName}, '')`
       }))
+
+    const write = (prefix: string, ids: ReadonlyArray<number>) => upsert(ids.map((i) => itemOf(prefix, i)))
+    const update = (prefix: string, ids: ReadonlyArray<number>, revision: number) =>
+      upsert(ids.map((i) => itemOf(prefix, i, revision)))
 
     const fillOutbox = (prefix: string, count: number) =>
       Effect.forEach(
@@ -283,6 +294,7 @@ export const make: MakePipeline = (env) =>
     return {
       name: "baseline",
       write,
+      update,
       fillOutbox,
       startConsumer,
       startRelay,

@@ -3,9 +3,9 @@
  *
  * | argument | variable | default | meaning |
  * |---|---|---|---|
- * | `--events` | `BENCH_EVENTS` | 20 000 | events of the batched end-to-end workload (per pipeline) |
- * | `--batch` | `BENCH_WRITE_BATCH` | 100 | entities per owner transaction in that workload |
- * | `--writers` | `BENCH_WRITERS` | 4 | concurrent owner transactions in that workload |
+ * | `--events` | `BENCH_EVENTS` | 20 000 | events of the owner-writes and batched end-to-end workloads (per pipeline) |
+ * | `--batch` | `BENCH_WRITE_BATCH` | 100 | entities per owner transaction in those workloads |
+ * | `--writers` | `BENCH_WRITERS` | 4 | concurrent owner transactions in those workloads |
  * | `--rate` | `BENCH_LATENCY_RATE` | 500 | single-entity transactions per second of the latency workload |
  * | `--latency-seconds` | `BENCH_LATENCY_SECONDS` | 10 | how long the latency workload runs |
  * | `--backlog` | `BENCH_BACKLOG` | 200 000 (1 000 000 with `BENCH_BACKLOG_1M=1`) | outbox backlog drained in the memory phase |
@@ -20,6 +20,8 @@ import { Schema } from "effect"
 
 /** Every phase, in the order they run. */
 export const phases = [
+  "library-writes",
+  "baseline-writes",
   "library-throughput",
   "baseline-throughput",
   "library-latency",

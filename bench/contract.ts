@@ -1,9 +1,11 @@
 /**
  * The entity both pipelines of the benchmark carry: an `Item` owned by the service "bench", about 200
- * bytes of JSON per event, and the names (RabbitMQ, consumer service) of one benchmark phase.
+ * bytes of JSON per event, held at the owner in a table of its own (`items`, one typed column per field,
+ * created by the same statement for both pipelines); and the names (RabbitMQ, consumer service) of one
+ * benchmark phase.
  */
 import { Schema } from "effect"
-import { Contract } from "entity-sync"
+import { Contract, OwnerTable } from "entity-sync"
 
 /** The owning service. */
 export const owner = "bench"
@@ -23,11 +25,28 @@ export const Item = Contract.make({
 })
 export type Item = Contract.Payload<typeof Item>
 
-/** The payload of the `i`-th item of a workload (ids are unique per `prefix`). */
-export const itemOf = (prefix: string, i: number): Item => ({
+/** The owner's table of items, the same for both pipelines: typed columns, a version, an update time. */
+export const itemsTable = `CREATE TABLE IF NOT EXISTS items (
+  id text PRIMARY KEY,
+  name text NOT NULL,
+  n integer NOT NULL,
+  tags text[] NOT NULL,
+  note text NOT NULL,
+  version bigint NOT NULL,
+  updated_at timestamptz NOT NULL
+)`
+
+/** The library's declaration of that table. */
+export const ItemsTable = OwnerTable.make(Item, { tableName: "items", updatedAtColumn: "updated_at" })
+
+/**
+ * The payload of the `i`-th item of a workload (ids are unique per `prefix`); `revision` 0 is the item as
+ * created, each later revision changes its name and number (an update).
+ */
+export const itemOf = (prefix: string, i: number, revision = 0): Item => ({
   id: `${prefix}-${i}`,
-  name: `item ${i}`,
-  n: i,
+  name: revision === 0 ? `item ${i}` : `item ${i} (revision ${revision})`,
+  n: i + revision,
   tags: ["bench", i % 2 === 0 ? "even" : "odd"],
   note: "the quick brown fox jumps over the lazy dog, twice: the quick brown fox jumps over the lazy dog"
 })

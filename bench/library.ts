@@ -1,6 +1,7 @@
 /**
  * The library's pipeline, in production mode: `Producer` repositories in `Outbox.transaction` on the
- * owner's database, `Relay.layer`, `RabbitBroker` (quorum queue, confirms) and `SyncConsumer` with its
+ * owner's database, its items in an owner table (`OwnerTable`, created by the layer's `migrations`),
+ * `Relay.layer`, `RabbitBroker` (quorum queue, confirms) and `SyncConsumer` with its
  * inbox and copies on the consumer's database (`PostgresSync.layer`). Owner and consumer each have their
  * own pool and their own RabbitMQ connection, as two services would.
  */
@@ -10,13 +11,24 @@ import { SqlClient } from "effect/sql"
 import { Envelope, Metrics, Outbox, Producer, Relay, Subscription, SyncConsumer } from "entity-sync"
 import { RabbitBroker } from "entity-sync/amqp"
 import { PostgresSync } from "entity-sync/postgres"
-import { amqpUrl, Item, itemOf, owner } from "./contract.ts"
+import { amqpUrl, Item, itemOf, ItemsTable, itemsTable, owner } from "./contract.ts"
 import type { ApplyListener, MakePipeline, PhaseEnv } from "./workloads.ts"
 
 const items = Producer.make(owner).repository(Item)
 
-const stores = (url: PhaseEnv["ownerUrl"], applicationName: string) =>
-  PostgresSync.layer().pipe(Layer.provideMerge(PgClient.layer({ url, applicationName, maxConnections: 10 })))
+const pool = (url: PhaseEnv["ownerUrl"], applicationName: string) =>
+  PgClient.layer({ url, applicationName, maxConnections: 10 })
+
+/** The owner's stores: the items in their owner table, created by the service's migration. */
+const ownerStores = (url: PhaseEnv["ownerUrl"]) =>
+  PostgresSync.layer({
+    ownerTables: [ItemsTable],
+    migrations: SqlClient.SqlClient.use((sql) => sql.unsafe(itemsTable))
+  }).pipe(Layer.provideMerge(pool(url, "bench-library-owner")))
+
+/** The consumer's stores: inbox and copies. */
+const consumerStores = (url: PhaseEnv["consumerUrl"]) =>
+  PostgresSync.layer().pipe(Layer.provideMerge(pool(url, "bench-library-consumer")))
 
 const broker = (env: PhaseEnv, role: string) =>
   RabbitBroker.layer({
@@ -44,7 +56,7 @@ const consumer = (env: PhaseEnv, listener: ApplyListener | null) => {
     batchSize: env.settings.consumerBatch,
     prefetch: env.settings.prefetch
   }).pipe(
-    Layer.provide(stores(env.consumerUrl, "bench-library-consumer")),
+    Layer.provide(consumerStores(env.consumerUrl)),
     Layer.provide(broker(env, "consumer"))
   )
 }
@@ -69,12 +81,19 @@ const envelopeOf = (prefix: string, i: number) =>
 /** The library pipeline of a phase. */
 export const make: MakePipeline = (env) =>
   Effect.gen(function*() {
-    const ownerContext = yield* Layer.build(stores(env.ownerUrl, "bench-library-owner"))
+    const ownerContext = yield* Layer.build(ownerStores(env.ownerUrl))
     const withOwner = Effect.provideContext(ownerContext)
     return {
       name: "library",
       write: (prefix, ids) =>
         Outbox.transaction(items.createMany(ids.map((i) => itemOf(prefix, i)))).pipe(Effect.asVoid, withOwner),
+      // The repository updates one entity at a time: one `update` per item, in one transaction.
+      update: (prefix, ids, revision) =>
+        Outbox.transaction(
+          Effect.forEach(ids, (i) => items.update(`${prefix}-${i}`, () => itemOf(prefix, i, revision)), {
+            discard: true
+          })
+        ).pipe(withOwner),
       fillOutbox: (prefix, count) =>
         Effect.forEach(
           Array.from({ length: Math.ceil(count / 1_000) }, (_, c) => c),

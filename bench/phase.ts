@@ -19,6 +19,7 @@ const isPhase = Schema.is(Schema.Literals(phases))
 
 const run = (phase: Phase, step: string | undefined, env: Workloads.PhaseEnv): Effect.Effect<Result, unknown> => {
   const make = phase.startsWith("library") ? Library.make : Baseline.make
+  if (phase.endsWith("writes")) return Workloads.writes(make, env)
   if (phase.endsWith("throughput")) return Workloads.throughput(make, env)
   if (phase.endsWith("latency")) return Workloads.latency(make, env)
   return step === "fill" ? Workloads.backlogFill(make, env) : Workloads.backlogDrain(make, env)

@@ -23,6 +23,27 @@ export const Throughput = Schema.Struct({
 })
 export type Throughput = typeof Throughput.Type
 
+/** How long one half of the owner-writes workload took, its rate and the process CPU per event. */
+export const Timed = Schema.Struct({
+  seconds: Schema.Number,
+  eventsPerSecond: Schema.Number,
+  /** CPU time of the phase process (user + system) per event, in microseconds. */
+  cpuMicrosPerEvent: Schema.Number
+})
+
+/** The owner's writes alone: creates, then updates of the same items. */
+export const Writes = Schema.Struct({
+  kind: Schema.Literal("writes"),
+  pipeline: Pipeline,
+  events: Schema.Number,
+  creates: Timed,
+  updates: Timed,
+  /** The machine's load average (1, 5, 15 min) when the timed writes started. */
+  loadAverage: Schema.Array(Schema.Number),
+  peakRss: Schema.Number
+})
+export type Writes = typeof Writes.Type
+
 /** The steady single-entity workload: commit → applied latency. */
 export const Latency = Schema.Struct({
   kind: Schema.Literal("latency"),
@@ -71,7 +92,7 @@ export const BacklogDrain = Schema.Struct({
 export type BacklogDrain = typeof BacklogDrain.Type
 
 /** Any phase result. */
-export const Result = Schema.Union([Throughput, Latency, BacklogFill, BacklogDrain])
+export const Result = Schema.Union([Writes, Throughput, Latency, BacklogFill, BacklogDrain])
 export type Result = typeof Result.Type
 
 /** The line prefix of a result. */

@@ -4,6 +4,7 @@
  * and writes every figure to `bench/results/<date>.json`. It prints figures and never asserts timing.
  *
  *     npm run bench                                  # defaults: about two minutes
+ *     npm run bench -- --phases=library-writes,baseline-writes   # the owner's writes alone
  *     npm run bench -- --events=50000 --phases=library-throughput,baseline-throughput
  *     BENCH_BACKLOG_1M=1 npm run bench -- --phases=library-backlog
  *     BENCH_CPU_PROF=/tmp/profiles npm run bench -- --phases=library-backlog   # a CPU profile per phase
@@ -15,7 +16,15 @@ import os from "node:os"
 import * as Config from "./config.ts"
 import { makeNames, type Names } from "./contract.ts"
 import * as Database from "./database.ts"
-import { type BacklogDrain, type BacklogFill, type Latency, prefix, Report, type Throughput } from "./results.ts"
+import {
+  type BacklogDrain,
+  type BacklogFill,
+  type Latency,
+  prefix,
+  Report,
+  type Throughput,
+  type Writes
+} from "./results.ts"
 import { render } from "./table.ts"
 
 /** A phase's process exited without its report. */
@@ -28,6 +37,19 @@ const profile = process.env.BENCH_CPU_PROF === undefined || process.env.BENCH_CP
   ? []
   : ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
 
+/**
+ * The `--conditions` the orchestrator runs with (`npm run bench` passes `entity-sync-source`), passed on
+ * to every phase process so that it imports the same code as the orchestrator: the package's sources
+ * rather than a build in `dist/` that may be older.
+ */
+const conditions = process.execArgv.flatMap((arg, i, all) =>
+  arg.startsWith("--conditions=") || arg.startsWith("-C=")
+    ? [arg]
+    : (arg === "--conditions" || arg === "-C") && all[i + 1] !== undefined
+    ? [`--conditions=${all[i + 1]}`]
+    : []
+)
+
 /** Runs `bench/phase.ts` in a child process; gives its report. */
 const child = (
   phase: Config.Phase,
@@ -37,6 +59,7 @@ const child = (
   Effect.flatMap(
     Effect.callback<string, PhaseFailed>((resume) => {
       const proc = spawn(process.execPath, [
+        ...conditions,
         ...profile,
         "--import",
         "tsx",
@@ -107,7 +130,7 @@ const runPhase = (run: string, index: number, settings: Config.Settings, phase: 
     yield* Database.checkpoint
     yield* Effect.sleep(settlePause)
     const env = phaseEnv(settings, names, owner, consumer)
-    console.log(`- ${phase} …`)
+    console.log(`- ${phase} … (load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")})`)
     const started = performance.now()
     const reports = phase.endsWith("backlog")
       ? [yield* child(phase, "fill", env), yield* child(phase, "drain", env)]
@@ -147,13 +170,14 @@ const main = Effect.gen(function*() {
   const pick = <K extends Report["result"]["kind"]>(kind: K, pipeline: "library" | "baseline") =>
     results.find((r): r is Extract<Report["result"], { kind: K }> => r.kind === kind && r.pipeline === pipeline)
   const figures = {
+    writes: { library: pick("writes", "library"), baseline: pick("writes", "baseline") },
     throughput: { library: pick("throughput", "library"), baseline: pick("throughput", "baseline") },
     latency: { library: pick("latency", "library"), baseline: pick("latency", "baseline") },
     backlogFill: { library: pick("backlog-fill", "library"), baseline: pick("backlog-fill", "baseline") },
     backlogDrain: { library: pick("backlog-drain", "library"), baseline: pick("backlog-drain", "baseline") }
   } satisfies Record<
     string,
-    Record<"library" | "baseline", Throughput | Latency | BacklogFill | BacklogDrain | undefined>
+    Record<"library" | "baseline", Writes | Throughput | Latency | BacklogFill | BacklogDrain | undefined>
   >
   const loadAverageAtEnd = os.loadavg()
   const peakRss = Math.max(...reports.map((r) => r.result.kind === "backlog-fill" ? 0 : r.result.peakRss))

@@ -4,7 +4,7 @@
  * while a backlog drains, peak RSS, and the DESIGN §7 targets (reported, never asserted).
  */
 import type { Settings } from "./config.ts"
-import type { BacklogDrain, BacklogFill, Latency, Throughput } from "./results.ts"
+import type { BacklogDrain, BacklogFill, Latency, Throughput, Writes } from "./results.ts"
 import { int, mib, micros, ms } from "./stats.ts"
 
 type Pair<A> = { readonly library: A | undefined; readonly baseline: A | undefined }
@@ -13,6 +13,7 @@ type Pair<A> = { readonly library: A | undefined; readonly baseline: A | undefin
 export interface TableInput {
   readonly settings: Settings
   readonly figures: {
+    readonly writes: Pair<Writes>
     readonly throughput: Pair<Throughput>
     readonly latency: Pair<Latency>
     readonly backlogFill: Pair<BacklogFill>
@@ -41,9 +42,38 @@ const verdict = (ok: boolean | undefined) => ok === undefined ? "not measured" :
 
 /** Renders the table. */
 export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, settings }: TableInput): string => {
-  const { backlogDrain: drain, backlogFill: fill, latency, throughput } = figures
+  const { backlogDrain: drain, backlogFill: fill, latency, throughput, writes } = figures
   const lines = [
     row("", "library", "baseline", "lib/base"),
+    row(
+      `Owner writes alone (${int(settings.events)}, ${settings.writeBatch}/tx): creates`,
+      rate(writes.library?.creates.eventsPerSecond),
+      rate(writes.baseline?.creates.eventsPerSecond),
+      ratio(writes.library?.creates.eventsPerSecond, writes.baseline?.creates.eventsPerSecond)
+    ),
+    row(
+      "  updates",
+      rate(writes.library?.updates.eventsPerSecond),
+      rate(writes.baseline?.updates.eventsPerSecond),
+      ratio(writes.library?.updates.eventsPerSecond, writes.baseline?.updates.eventsPerSecond)
+    ),
+    row(
+      "  CPU of the phase process per event: creates",
+      opt(writes.library, (w) => micros(w.creates.cpuMicrosPerEvent)),
+      opt(writes.baseline, (w) => micros(w.creates.cpuMicrosPerEvent)),
+      ratio(writes.library?.creates.cpuMicrosPerEvent, writes.baseline?.creates.cpuMicrosPerEvent)
+    ),
+    row(
+      "  updates",
+      opt(writes.library, (w) => micros(w.updates.cpuMicrosPerEvent)),
+      opt(writes.baseline, (w) => micros(w.updates.cpuMicrosPerEvent)),
+      ratio(writes.library?.updates.cpuMicrosPerEvent, writes.baseline?.updates.cpuMicrosPerEvent)
+    ),
+    row(
+      "  load average (1 min) when timed",
+      opt(writes.library, (w) => (w.loadAverage[0] ?? Number.NaN).toFixed(2)),
+      opt(writes.baseline, (w) => (w.loadAverage[0] ?? Number.NaN).toFixed(2))
+    ),
     row(
       `Batched end-to-end (${int(settings.events)} events, ${settings.writeBatch}/tx)`,
       rate(throughput.library?.eventsPerSecond),
@@ -51,7 +81,7 @@ export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, s
       ratio(throughput.library?.eventsPerSecond, throughput.baseline?.eventsPerSecond)
     ),
     row(
-      "  owner writes alone (same run)",
+      "  owner writes (creates) during it",
       rate(throughput.library?.writeEventsPerSecond),
       rate(throughput.baseline?.writeEventsPerSecond),
       ratio(throughput.library?.writeEventsPerSecond, throughput.baseline?.writeEventsPerSecond)

@@ -1,9 +1,11 @@
 /**
  * The workloads of the benchmark, written once against a small `Pipeline` interface that both the library
- * and the hand-written baseline implement: batched end-to-end throughput, steady-rate commit → applied
- * latency, and draining an outbox backlog while the memory is watched.
+ * and the hand-written baseline implement: the owner's writes alone (creates, then updates), batched
+ * end-to-end throughput, steady-rate commit → applied latency, and draining an outbox backlog while the
+ * memory is watched.
  */
 import { Clock, Effect, Fiber, type Redacted, type Scope } from "effect"
+import os from "node:os"
 import type { Settings } from "./config.ts"
 import type { Names } from "./contract.ts"
 import type * as Results from "./results.ts"
@@ -27,6 +29,8 @@ export interface Pipeline {
   readonly name: "library" | "baseline"
   /** Commits `ids.length` new items in one owner transaction (with their events). */
   readonly write: (prefix: string, ids: ReadonlyArray<number>) => Effect.Effect<void, unknown>
+  /** Commits a change of `ids.length` existing items (to their `revision`) in one owner transaction. */
+  readonly update: (prefix: string, ids: ReadonlyArray<number>, revision: number) => Effect.Effect<void, unknown>
   /** Appends `count` events straight to the outbox, 1 000 per transaction (for the backlog). */
   readonly fillOutbox: (prefix: string, count: number) => Effect.Effect<void, unknown>
   /** Starts the consumer (declares its queue) in the current scope. */
@@ -56,15 +60,59 @@ const awaitApplied = (pipeline: Pipeline, count: number, timeoutSeconds: number)
 
 /** Writes `total` items in transactions of `batch`, `writers` transactions at a time. */
 const writeAll = (pipeline: Pipeline, prefix: string, total: number, batch: number, writers: number) =>
+  inBatches(total, batch, writers, (ids) => pipeline.write(prefix, ids))
+
+/** Runs `f` on the numbers 0 … `total` - 1 in slices of `batch`, `writers` slices at a time. */
+const inBatches = (
+  total: number,
+  batch: number,
+  writers: number,
+  f: (ids: ReadonlyArray<number>) => Effect.Effect<void, unknown>
+) =>
   Effect.forEach(
     Array.from({ length: Math.ceil(total / batch) }, (_, t) => t),
-    (t) =>
-      pipeline.write(
-        prefix,
-        Array.from({ length: Math.min(batch, total - t * batch) }, (_, i) => t * batch + i)
-      ),
+    (t) => f(Array.from({ length: Math.min(batch, total - t * batch) }, (_, i) => t * batch + i)),
     { concurrency: writers, discard: true }
   )
+
+/** Times `effect` over `events` events: wall time, rate and the process CPU per event. */
+const timed = (events: number, effect: Effect.Effect<void, unknown>) =>
+  Effect.gen(function*() {
+    const start = yield* now
+    const cpuStart = cpuMicros()
+    yield* effect
+    const seconds = ((yield* now) - start) / 1000
+    return { seconds, eventsPerSecond: events / seconds, cpuMicrosPerEvent: (cpuMicros() - cpuStart) / events }
+  })
+
+/**
+ * The owner's writes alone (no relay, no consumer): after a warm-up of 1 000 creates and their updates,
+ * `events` new items created in transactions of `writeBatch` by `writers` concurrent writers, then each of
+ * them updated once, in the same transactions; each half timed on its own.
+ */
+export const writes = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Results.Writes, unknown> =>
+  Effect.scoped(Effect.gen(function*() {
+    const { events, writeBatch, writers } = env.settings
+    const pipeline = yield* make(env)
+    const warmUp = 1_000
+    yield* inBatches(warmUp, writeBatch, writers, (ids) => pipeline.write("warm", ids))
+    yield* inBatches(warmUp, writeBatch, writers, (ids) => pipeline.update("warm", ids, 1))
+    const loadAverage = os.loadavg()
+    const creates = yield* timed(events, inBatches(events, writeBatch, writers, (ids) => pipeline.write("w", ids)))
+    const updates = yield* timed(
+      events,
+      inBatches(events, writeBatch, writers, (ids) => pipeline.update("w", ids, 1))
+    )
+    return {
+      kind: "writes",
+      pipeline: pipeline.name,
+      events,
+      creates,
+      updates,
+      loadAverage,
+      peakRss: peakRss()
+    } satisfies Results.Writes
+  }))
 
 /**
  * Batched end-to-end throughput: 1 000 warm-up events, then `events` new items written in transactions
