@@ -186,8 +186,8 @@ const decodeIds = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ id: Sc
 const Violation = Schema.Struct({ code: Schema.String, constraint: Schema.String })
 const decodeViolation = Schema.decodeUnknownOption(Violation)
 
-/** The name of the constraint a statement violated, if that is why it failed. */
-const violatedConstraint = (error: SqlError.SqlError): string | null => {
+/** The name of the constraint a statement violated, if that is why it failed (null otherwise). */
+export const violatedConstraint = (error: SqlError.SqlError): string | null => {
   const reason = error.reason
   if (reason._tag === "UniqueViolation") return reason.constraint
   if (reason._tag !== "ConstraintError") return null

@@ -4,8 +4,9 @@
  * databases and the broker, never through their code:
  *
  * * `withhold` writes as the owner (in the owner's database, through the library, on the owner's tables —
- *   `companies` and `users` of the accounts service) and takes the resulting events away from the owner's relay, as a misbehaving relay would; `deliver` then publishes any of them,
- *   in any order, any number of times — or never (lost on the bus).
+ *   `companies` and `users` of the accounts service) and takes the resulting events away from the owner's
+ *   relay, as a misbehaving relay would; `deliver` then publishes any of them, in any order, any number of
+ *   times — or never (lost on the bus).
  * * `driftCopy` overwrites a consumer's copy in place, at the same version (a copy that drifted).
  *
  * @since 0.1.0

@@ -42,7 +42,12 @@ const accountsOn = (database: ServiceDatabase.DatabaseOptions) =>
     /** Soft-deletes a company through the library (the API has no route for it). */
     const softDeleteCompany = (id: string) =>
       Outbox.transaction(Accounts.companies.softDelete(id)).pipe(Effect.provideContext(stores), Effect.orDie)
-    return { call, sql, query, softDeleteCompany }
+    /** Creates a user through the library alone, without the domain's check of its company. */
+    const createUserUnchecked = (id: string, companyId: string) =>
+      Outbox.transaction(Accounts.users.create({ ...user(id, companyId), active: true })).pipe(
+        Effect.provideContext(stores)
+      )
+    return { call, sql, query, softDeleteCompany, createUserUnchecked }
   })
 
 const user = (id: string, companyId: string, email = `${id}@example.test`) => ({
@@ -114,11 +119,17 @@ const suite = (
 
     it.live("a user needs a live company; a company with users, soft-deleted ones too, cannot be deleted", () =>
       Effect.gen(function*() {
-        const { call, softDeleteCompany } = yield* accountsOn(yield* database)
+        const { call, createUserUnchecked, softDeleteCompany } = yield* accountsOn(yield* database)
         assert.strictEqual((yield* call("POST", "/companies", { id: "c-1", name: "Acme" })).status, 201)
         assert.strictEqual((yield* call("POST", "/companies", { id: "c-2", name: "Beta" })).status, 201)
         assert.strictEqual((yield* call("POST", "/companies", { id: "c-3", name: "Gone" })).status, 201)
 
+        // the foreign key stands behind the check
+        const unchecked = yield* Effect.flip(createUserUnchecked("u-0", "c-404"))
+        assert.strictEqual(
+          unchecked._tag === "SqlError" ? Accounts.violatedConstraint(unchecked) : unchecked._tag,
+          AccountsTables.userCompanyConstraint
+        )
         const unknown = yield* call("POST", "/users", user("u-1", "c-404"))
         assert.strictEqual(unknown.status, 404)
         assert.deepInclude(unknown.body, { error: "NotFound", message: "Company c-404 does not exist" })
