@@ -308,7 +308,12 @@ describe("postgres stores, PostgreSQL only", () => {
       const applied = yield* Effect.all([Migrations.migrate({ prefix }), Migrations.migrate({ prefix })], {
         concurrency: "unbounded"
       })
-      assert.deepStrictEqual(applied.flat(), [[1, "create_sync_tables"], [2, "create_claim_function"]])
+      assert.deepStrictEqual(applied.flat(), [
+        [1, "create_sync_tables"],
+        [2, "create_claim_function"],
+        [3, "create_tombstones"],
+        [4, "add_copy_references"]
+      ])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays
       yield* Effect.flatMap(Outbox, (outbox) => appendIn(outbox, [createdEnvelope("m-1")])).pipe(
