@@ -116,6 +116,9 @@ export const make = (
       )
       .join(" || ")
     const idText = `${col(table.idColumn)}::text`
+    /** The owner's ids, and the tombstones' ids, in the id column's collation: the order full sync pages in. */
+    const idOrdered = `${idText} COLLATE ${idCollation}`
+    const tombstoneIdOrdered = `d.id COLLATE ${idCollation}`
     const selected = sql.literal([
       `${quoteLiteral(table.entity)} AS entity`,
       `${idText} AS id`,
@@ -261,26 +264,27 @@ export const make = (
       const { afterId, ids, limit } = options
       if (ids !== undefined && ids.length === 0) return Effect.succeed([])
       const ownerWhere = [
-        ...(afterId === null ? [] : [sql`${sql.literal(idText)} COLLATE "C" > ${afterId}`]),
+        ...(afterId === null ? [] : [sql`${sql.literal(idOrdered)} > ${afterId}`]),
         ...(ids === undefined ? [] : [sql`${sql.literal(idText)} = ANY(${ids})`])
       ]
-      // Each side is ordered by id bytewise ("C", as the tombstones' ids) and limited before the union; a
-      // tombstone of an id the owner's table holds again (a row the owner inserted itself) is not sent.
+      // Both sides are ordered by id in the id column's collation, so that its index serves the owner's side
+      // (a table of any size pages in index order), and limited before the union; a tombstone of an id the
+      // owner's table holds again (a row the owner inserted itself) is not sent.
       const n = Math.max(0, Math.floor(limit))
       return sql`SELECT * FROM (
           (SELECT ${selected} FROM ${owner} t ${
         ownerWhere.length === 0 ? sql.literal("") : sql`WHERE ${sql.and(ownerWhere)}`
-      } ORDER BY ${sql.literal(idText)} COLLATE "C" LIMIT ${n})
+      } ORDER BY ${sql.literal(idOrdered)} LIMIT ${n})
           UNION ALL
           (SELECT ${tombstoneSelected} FROM ${tombstones} d WHERE ${
         sql.and([
           sql`d.entity = ${table.entity}`,
-          ...(afterId === null ? [] : [sql`d.id > ${afterId}`]),
+          ...(afterId === null ? [] : [sql`${sql.literal(tombstoneIdOrdered)} > ${afterId}`]),
           ...(ids === undefined ? [] : [sql`d.id = ANY(${ids})`]),
           sql`NOT EXISTS (SELECT 1 FROM ${owner} t WHERE t.${idColumn} = d.id COLLATE ${sql.literal(idCollation)})`
         ])
-      } ORDER BY d.id LIMIT ${n})
-        ) AS r ORDER BY r.id COLLATE "C" LIMIT ${n}`.pipe(Effect.flatMap(decode))
+      } ORDER BY ${sql.literal(tombstoneIdOrdered)} LIMIT ${n})
+        ) AS r ORDER BY r.id COLLATE ${sql.literal(idCollation)} LIMIT ${n}`.pipe(Effect.flatMap(decode))
     }
 
     return {
