@@ -80,7 +80,6 @@ const fillUsers = Effect.gen(function*() {
 const addUsersVersion = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   yield* sql`ALTER TABLE users ADD COLUMN version bigint NOT NULL DEFAULT 1`
-  yield* sql`CREATE INDEX users_id_bytewise ON users (id COLLATE "C")`
 })
 
 const serviceMigrations = (loader: Record<string, Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient>>) =>
