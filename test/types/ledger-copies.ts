@@ -3,6 +3,7 @@
  * previous copy keeps no payload, while the event's own payload is the decoded contract type. Each
  * `@ts-expect-error` is a program that must not compile (`tsc.test.ts`). Nothing here runs.
  */
+// @effect-diagnostics missingEffectError:off globalErrorInEffectFailure:off -- the forbidden program below fails with a plain Error on purpose
 import { Effect } from "effect"
 import { type CopyRepository, Subscription } from "../../src/index.ts"
 import { Company, User } from "../fixtures.ts"
