@@ -81,6 +81,17 @@ export interface EntityRepository<A> {
     f: (current: A) => A,
     options?: WriteOptions
   ) => Effect.Effect<Entity<A>, EntityNotFound | SqlError.SqlError, Tx>
+  /**
+   * Replaces each live entity of `ids` with `f(current)`, like `update` for each, with one locked read of
+   * their rows, one write and one append of their events (in `ids` order; an id given twice is updated
+   * once). All or nothing: if one of them is not live, it fails with `EntityNotFound` for the first such id
+   * and writes nothing. No-op changes write nothing and raise no event. Returns the entities in `ids` order.
+   */
+  readonly updateMany: (
+    ids: ReadonlyArray<string>,
+    f: (current: A) => A,
+    options?: WriteOptions
+  ) => Effect.Effect<ReadonlyArray<Entity<A>>, EntityNotFound | SqlError.SqlError, Tx>
   /** Hard-deletes the entity, leaving a tombstone with its version. */
   readonly delete: (
     id: string,
@@ -412,6 +423,58 @@ const makeRepository = <A, I extends Schema.Json>(
         const now = yield* Clock.currentTimeMillis
         const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
         return yield* write(next, row.version, { action: "updated", before, after }, writeOptions)
+      }),
+    updateMany: (ids, f, writeOptions) =>
+      Effect.gen(function*() {
+        const unique = Array.from(new Set(ids))
+        if (unique.length === 0) return []
+        const source = yield* SourceRepository
+        const stored = new Map(
+          (yield* source.getMany(contract.name, unique, "forUpdate")).map((row) => [row.id, row])
+        )
+        const now = yield* Clock.currentTimeMillis
+        const entities: Array<Entity<A>> = []
+        const changed: Array<{ readonly row: SourceRow; readonly change: Change<A> }> = []
+        for (const id of unique) {
+          const row = stored.get(id)
+          const before = row === undefined || row.state !== "live" ? null : yield* decodeStored(row)
+          if (row === undefined || before === null) {
+            return yield* new EntityNotFound({ entity: contract.name, entityId: id })
+          }
+          const after = f(before)
+          const encoded = yield* encodePayload(after)
+          if (sameJson(encoded, row.payload)) {
+            entities.push(toEntity(row, before))
+            continue
+          }
+          const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
+          changed.push({ row: next, change: { action: "updated", before, after } })
+          entities.push(toEntity(next, after))
+        }
+        if (changed.length === 0) return entities
+        yield* whileOpen(
+          `update ${contract.name}`,
+          Effect.gen(function*() {
+            const written = yield* source.updateMany(changed.map(({ row }) => row))
+            if (written !== changed.length) {
+              return yield* Effect.die(
+                new Error(`${contract.name}: rows read with a row lock were written concurrently`)
+              )
+            }
+            const shared = yield* eventContext
+            const occurredAt = new Date(now).toISOString()
+            const events = changed.flatMap(({ change, row }) =>
+              publishes(change, writeOptions)
+                ? [envelopeOf(shared, Envelope.messageIdAt(now), row, "updated", false, occurredAt)]
+                : []
+            )
+            if (events.length > 0) {
+              const tx = yield* OutboxTransaction
+              yield* tx.append(events)
+            }
+          })
+        )
+        return entities
       }),
     delete: (id, writeOptions) =>
       Effect.gen(function*() {

@@ -47,6 +47,23 @@ export class SourceRepository extends Context.Service<SourceRepository, {
     previousVersion: number | null
   ) => Effect.Effect<boolean, SqlError.SqlError, OutboxTransaction>
   /**
+   * Reads the rows of `ids` that exist, tombstones included, in id order; inside a transaction, `lock` locks
+   * them as `get` does, in id order, so two writers of overlapping sets do not deadlock.
+   */
+  readonly getMany: (
+    entity: string,
+    ids: ReadonlyArray<string>,
+    lock?: Lock
+  ) => Effect.Effect<ReadonlyArray<SourceRow>, SqlError.SqlError>
+  /**
+   * Writes changed live or soft-deleted rows of one entity type, each over the stored version one below its
+   * own (the version its writer read under a lock), in one step; returns how many it wrote: fewer than
+   * `rows` means that a row was written concurrently. Only inside an open outbox transaction, like `put`.
+   */
+  readonly updateMany: (
+    rows: ReadonlyArray<SourceRow>
+  ) => Effect.Effect<number, SqlError.SqlError, OutboxTransaction>
+  /**
    * Creates live rows without reading them first: a new entity gets version 1, a tombstone (`deleted`) is
    * re-created with its version + 1. All or nothing: when a row of one of them is live or soft-deleted
    * (including one written concurrently), or an entity appears twice in `rows`, it fails with
@@ -93,6 +110,19 @@ export const routed = (
           const written = new Map(created.flat().map((row) => [`${row.entity.length}:${row.entity}:${row.id}`, row]))
           return rows.flatMap((row) => written.get(`${row.entity.length}:${row.entity}:${row.id}`) ?? [])
         }
+      )
+    },
+    getMany: (entity, ids, lock) => storeOf(entity).getMany(entity, ids, lock),
+    updateMany: (rows) => {
+      const first = rows[0]
+      if (first === undefined) return Effect.succeed(0)
+      if (rows.every((row) => row.entity === first.entity)) return storeOf(first.entity).updateMany(rows)
+      return Effect.map(
+        Effect.forEach(
+          Object.entries(Arr.groupBy(rows, (row) => row.entity)),
+          ([entity, group]) => storeOf(entity).updateMany(group)
+        ),
+        (written) => written.reduce((sum, n) => sum + n, 0)
       )
     },
     page: (entity, options) => storeOf(entity).page(entity, options)

@@ -122,8 +122,32 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
         (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
       )
 
+    const updateMany = (updated: ReadonlyArray<SourceRow>) =>
+      db.run(() => {
+        const current = updated.filter((row) => read(row.id)?.version === row.version - 1)
+        for (const row of current) {
+          rows.set(row.id, {
+            id: row.id,
+            columns: columnsOf(row.id, row.payload, row.version, row.deletedAt),
+            updatedAt: row.updatedAt
+          })
+        }
+        return current.length
+      })
+
     return {
       get: (_entity, id) => db.run(() => read(id)),
+      getMany: (_entity, ids) =>
+        db.run(() =>
+          ids.flatMap((id) => {
+            const row = read(id)
+            return row === null ? [] : [row]
+          }).sort(byId)
+        ),
+      updateMany: (updated) =>
+        updated.some((row) => row.state === "softDeleted") && table.softDeleteColumn === undefined
+          ? Effect.die(noSoftDelete(table, updated.find((row) => row.state === "softDeleted")?.id ?? ""))
+          : whileOpen("updateMany", updateMany(updated)),
       put: (row, previousVersion) =>
         row.state === "softDeleted" && table.softDeleteColumn === undefined
           ? Effect.die(noSoftDelete(table, row.id))

@@ -57,6 +57,22 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
   return SourceRepository.of({
     create,
     get: (entity, id) => db.run(() => rows.get(keyOf(entity, id)) ?? null),
+    getMany: (entity, ids) =>
+      db.run(() =>
+        ids.flatMap((id) => {
+          const row = rows.get(keyOf(entity, id))
+          return row === undefined ? [] : [row]
+        }).sort(byId)
+      ),
+    updateMany: (updated) =>
+      whileOpen(
+        "updateMany",
+        db.run(() => {
+          const current = updated.filter((row) => rows.get(keyOf(row.entity, row.id))?.version === row.version - 1)
+          for (const row of current) rows.set(keyOf(row.entity, row.id), row)
+          return current.length
+        })
+      ),
     put: (row, previousVersion) =>
       whileOpen(
         "put",

@@ -176,10 +176,33 @@ export const make = (
       })
         SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decodeOne))
 
-    const putLive = (row: SourceRow, previousVersion: number | null) => {
+    const getMany = (_entity: string, ids: ReadonlyArray<string>, lock?: Lock) =>
+      ids.length === 0 ? Effect.succeed([]) : sql`WITH o AS (SELECT ${selected} FROM ${owner} t
+          WHERE ${sql.literal(idText)} = ANY(${ids}) ORDER BY ${sql.literal(idOrdered)} ${
+        sql.literal(lockClause(lock))
+      }),
+        d AS (SELECT ${tombstoneSelected} FROM ${tombstones} d
+          WHERE entity = ${table.entity} AND id = ANY(${ids})
+            AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = ${sql.literal(tombstoneIdOrdered)})
+          ORDER BY id ${sql.literal(lockClause(lock))})
+        SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decode))
+
+    /** A live or soft-deleted row's columns, as written by an update. */
+    const liveRecord = (row: SourceRow) => {
       const values = record(row, row.updatedAt)
       if (softDelete !== undefined) values[softDelete.column] = timeValue(softDelete.kind, row.deletedAt)
-      const json = JSON.stringify(values)
+      return values
+    }
+
+    // One statement for all the rows, each over the version one below its own.
+    const updateMany = (rows: ReadonlyArray<SourceRow>) =>
+      rows.length === 0 ? Effect.succeed(0) : sql`UPDATE ${owner} AS t SET ${setFromRecord}
+        FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(rows.map(liveRecord))}::jsonb) AS r
+        WHERE t.${idColumn} = r.${idColumn} AND t.${versionColumn} = r.${versionColumn} - 1
+        RETURNING 1`.pipe(Effect.map((written) => written.length))
+
+    const putLive = (row: SourceRow, previousVersion: number | null) => {
+      const json = JSON.stringify(liveRecord(row))
       // An existing row is updated where its version is still the one the writer read; a new row (or one
       // re-created over a tombstone) is inserted and its tombstone removed.
       return previousVersion !== null
@@ -297,6 +320,11 @@ export const make = (
             row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion)
           ),
       create: (rows) => whileOpen("create", create(rows)),
+      getMany,
+      updateMany: (rows) =>
+        rows.some((row) => row.state === "softDeleted") && softDelete === undefined
+          ? Effect.die(noSoftDelete(table, rows.find((row) => row.state === "softDeleted")?.id ?? ""))
+          : whileOpen("updateMany", updateMany(rows)),
       page
     }
   })

@@ -146,8 +146,34 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         ORDER BY id LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decode))
     }
 
+    const getMany = (entity: string, ids: ReadonlyArray<string>, lock?: Lock) =>
+      ids.length === 0 ? Effect.succeed([]) : sql`SELECT ${columns} FROM ${source}
+        WHERE entity = ${entity} AND id = ANY(${ids}) ORDER BY id ${sql.literal(lockClause(lock))}`.pipe(
+        Effect.flatMap(decode)
+      )
+
+    // One statement for all the rows, each over the version one below its own.
+    const updateMany = (rows: ReadonlyArray<SourceRow>) =>
+      rows.length === 0 ? Effect.succeed(0) : sql`UPDATE ${source} AS s SET version = r.version, state = r.state,
+          payload = r.payload, updated_at = r.updated_at, deleted_at = r.deleted_at
+        FROM jsonb_to_recordset(${
+        JSON.stringify(rows.map((row) => ({
+          entity: row.entity,
+          id: row.id,
+          version: row.version,
+          state: row.state,
+          payload: row.payload,
+          updated_at: row.updatedAt,
+          deleted_at: row.deletedAt
+        })))
+      }::jsonb) AS r(entity text, id text, version bigint, state text, payload jsonb, updated_at bigint, deleted_at bigint)
+        WHERE s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C" AND s.version = r.version - 1
+        RETURNING 1`.pipe(Effect.map((written) => written.length))
+
     return SourceRepository.of({
       get,
+      getMany,
+      updateMany: (rows) => whileOpen("updateMany", updateMany(rows)),
       put: (row, previousVersion) => whileOpen("put", put(row, previousVersion)),
       create: (rows) => whileOpen("create", create(rows)),
       page

@@ -10,7 +10,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, type Layer, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import type { Envelope } from "../../src/Envelope.ts"
-import { EntityExists } from "../../src/Errors.ts"
+import { EntityExists, EntityNotFound } from "../../src/Errors.ts"
 import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import * as Producer from "../../src/Producer.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
@@ -367,6 +367,52 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           assert.deepStrictEqual(yield* events, [])
           assert.isNull(yield* companies.get("c-1"))
           assert.isNull(yield* companies.get("c-3"))
+        }))
+    })
+
+    describe("Producer updateMany", () => {
+      test("updates every entity in one write, skips no-ops, and appends their events in id order", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* outbox.transaction(companies.createMany(["c-1", "c-2", "c-3"].map(company)))
+          const updated = yield* outbox.transaction(
+            companies.updateMany(
+              ["c-3", "c-1", "c-2", "c-3"],
+              (current) => current.id === "c-2" ? current : { ...current, name: `${current.id} renamed` }
+            )
+          )
+          assert.deepStrictEqual(updated.map((entity) => [entity.id, entity.version, entity.payload?.name]), [
+            ["c-3", 2, "c-3 renamed"],
+            ["c-1", 2, "c-1 renamed"],
+            ["c-2", 1, "name of c-2"]
+          ])
+          assert.deepStrictEqual(yield* events, [
+            "c-1.created.v1",
+            "c-2.created.v1",
+            "c-3.created.v1",
+            "c-3.updated.v2",
+            "c-1.updated.v2"
+          ])
+          assert.deepStrictEqual((yield* companies.get("c-1"))?.payload, { id: "c-1", name: "c-1 renamed" })
+          assert.deepStrictEqual(
+            yield* outbox.transaction(companies.updateMany(["c-1"], (current) => ({ ...current, name: "again" }))),
+            [yield* companies.get("c-1")].flatMap((entity) => (entity === null ? [] : [entity]))
+          )
+        }))
+
+      test("fails with EntityNotFound for the first id that is not live and writes nothing", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* outbox.transaction(companies.createMany(["c-1", "c-2", "c-3"].map(company)))
+          yield* outbox.transaction(Effect.andThen(companies.softDelete("c-2"), companies.delete("c-3")))
+          for (const missing of ["c-2", "c-3", "c-9"]) {
+            const error = yield* outbox.transaction(
+              companies.updateMany(["c-1", missing], (current) => ({ ...current, name: "x" }))
+            ).pipe(Effect.flip)
+            assert.deepStrictEqual(error, new EntityNotFound({ entity: "Company", entityId: missing }))
+          }
+          assert.strictEqual((yield* companies.get("c-1"))?.version, 1)
+          assert.deepStrictEqual((yield* events).filter((event) => event.startsWith("c-1")), ["c-1.created.v1"])
         }))
     })
   })
