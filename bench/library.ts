@@ -87,13 +87,14 @@ export const make: MakePipeline = (env) =>
       name: "library",
       write: (prefix, ids) =>
         Outbox.transaction(items.createMany(ids.map((i) => itemOf(prefix, i)))).pipe(Effect.asVoid, withOwner),
-      // The repository updates one entity at a time: one `update` per item, in one transaction.
+      // One `updateMany` per transaction: one locked read, one write and one append for all its items.
       update: (prefix, ids, revision) =>
         Outbox.transaction(
-          Effect.forEach(ids, (i) => items.update(`${prefix}-${i}`, () => itemOf(prefix, i, revision)), {
-            discard: true
-          })
-        ).pipe(withOwner),
+          items.updateMany(
+            ids.map((i) => `${prefix}-${i}`),
+            (current) => itemOf(prefix, Number(current.id.slice(prefix.length + 1)), revision)
+          )
+        ).pipe(Effect.asVoid, withOwner),
       fillOutbox: (prefix, count) =>
         Effect.forEach(
           Array.from({ length: Math.ceil(count / 1_000) }, (_, c) => c),
