@@ -24,7 +24,7 @@ const columnPattern = /^[A-Za-z_][A-Za-z0-9_]*$/
 export interface OwnerTable<Name extends string = string, Owner extends string = string> {
   /** The contract's entity name. */
   readonly entity: Name
-  /** The contract's owner (R1): only this service's stores accept the table. */
+  /** The contract's owner (R1): only its producer has a repository of the contract. */
   readonly owner: Owner
   /** The table, optionally schema-qualified. */
   readonly tableName: string
