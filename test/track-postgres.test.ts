@@ -2,13 +2,14 @@
  * The lower-level form of owner writes on PostgreSQL: the owner's own statement on its table, tracked by
  * `track` — the version bumped and the event appended in the same transaction, nothing for a no-op, a
  * soft delete and a hard delete recognized from what the statement did, a rollback leaving no trace; and a
- * no-op update recognized on an owner table.
+ * no-op update recognized on an owner table; a schema-qualified owner table.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { EntityNotFound } from "../src/Errors.ts"
 import * as Outbox from "../src/Outbox.ts"
+import * as OwnerTable from "../src/OwnerTable.ts"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import { Company, User } from "./fixtures.ts"
@@ -132,4 +133,32 @@ describe("track (PostgreSQL owner tables)", () => {
         assert.deepStrictEqual(yield* events, ["u-1.created.v1", "u-1.updated.v2"])
       })
     ))
+
+  it.live("a schema-qualified owner table is checked and written in its schema", () => {
+    const prefix = database.prefix("q")
+    const schema = `${prefix}accounts`
+    const migration = SqlClient.SqlClient.use((sql) =>
+      Effect.andThen(
+        sql`CREATE SCHEMA ${sql(schema)}`,
+        sql`CREATE TABLE ${
+          sql(`${schema}.companies`)
+        } (id text PRIMARY KEY, name text NOT NULL, version bigint NOT NULL)`
+      )
+    )
+    const table = OwnerTable.make(Company, { tableName: `${schema}.companies` })
+    return Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+      yield* Outbox.transaction(companies.update("c-1", (company) => ({ ...company, name: "Acme 2" })))
+      const rows = yield* sql<{ readonly name: string }>`SELECT name FROM ${sql(`${schema}.companies`)}`
+      assert.deepStrictEqual(rows.map((row) => row.name), ["Acme 2"])
+      assert.strictEqual((yield* companies.get("c-1"))?.version, 2)
+    }).pipe(
+      Effect.provide(
+        PostgresSync.layer({ prefix, ownerTables: [table], migrations: migration }).pipe(
+          Layer.provideMerge(database.layer)
+        )
+      )
+    )
+  })
 })

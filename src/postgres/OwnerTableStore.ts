@@ -57,9 +57,9 @@ export const make = (
       })
 
     // What the database says about the table: its columns and their types, and a unique index on the id.
-    const [schemaName, tableName] = table.tableName.includes(".")
-      ? table.tableName.split(".") as [string, string]
-      : [null, table.tableName]
+    const dot = table.tableName.indexOf(".")
+    const schemaName = dot < 0 ? null : table.tableName.slice(0, dot)
+    const tableName = table.tableName.slice(dot + 1)
     const described = yield* sql`SELECT column_name AS column, data_type AS type,
         CASE WHEN collation_name IS NULL THEN NULL
           ELSE quote_ident(collation_schema) || '.' || quote_ident(collation_name) END AS collation
