@@ -13,7 +13,7 @@
  * `rabbitmqctl eval 'application:set_env(rabbit, max_message_size, 16777216).'` — no restart needed.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Fiber, Layer } from "effect"
+import { Context, Effect, Fiber, Layer, Schedule } from "effect"
 import * as Permissions from "../../src/amqp/Permissions.ts"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import { Broker, maxDeadLetterPage, maxReasonBytes, rejectedReason } from "../../src/Broker.ts"
@@ -229,13 +229,24 @@ describe("faults: adversarial messages", () => {
             Broker
           )
           const dead = (yield* admin.deadLetters(queue.name)).items
-          const unacked = yield* rabbitmqctl(
+          // Settlements of the last deliveries may still be on their way when the copies have converged:
+          // the queue is read until nothing is unacknowledged, for at most 20 s.
+          const listQueues = rabbitmqctl(
             "list_queues",
             "-p",
             vhost.name,
             "name",
             "messages_unacknowledged",
             "messages_ready"
+          )
+          const unacknowledgedOf = (listing: string) =>
+            listing.trim().split("\n").map((line) => line.split("\t")).find(([name]) => name === queue.name)?.[1]
+          const unacked = yield* listQueues.pipe(
+            Effect.repeat({
+              until: (listing) => unacknowledgedOf(listing) === "0",
+              schedule: Schedule.spaced("250 millis"),
+              times: 80
+            })
           )
           console.log(
             `[adversarial] refused dead-letter copies: ${bad.length} bad messages → dead letters ` +
@@ -250,10 +261,7 @@ describe("faults: adversarial messages", () => {
             dead.map((d) => [d.messageId, d.reason]).sort(),
             bad.map((id) => [id, rejectedReason])
           )
-          for (const line of unacked.trim().split("\n")) {
-            const [name, unacknowledged] = line.split("\t")
-            if (name === queue.name) assert.strictEqual(unacknowledged, "0", "deliveries left unacknowledged")
-          }
+          assert.strictEqual(unacknowledgedOf(unacked), "0", "deliveries left unacknowledged")
         }).pipe(Effect.scoped)
       )
     },
