@@ -138,7 +138,10 @@ export class Accounts extends Context.Service<Accounts, {
 
 const iso = (millis: number | null) => millis === null ? null : new Date(millis).toISOString()
 
-const companyRow = (entity: Producer.Entity<Company>, payload: Company): CompanyRow => ({
+/** What a listed row takes from the entity: its id, version and times (epoch milliseconds). */
+type Stamped = Pick<Producer.Entity<unknown>, "id" | "version" | "updatedAt" | "deletedAt">
+
+const companyRow = (entity: Stamped, payload: Company): CompanyRow => ({
   id: entity.id,
   name: payload.name,
   version: entity.version,
@@ -146,7 +149,7 @@ const companyRow = (entity: Producer.Entity<Company>, payload: Company): Company
   deletedAt: iso(entity.deletedAt)
 })
 
-const userRow = (entity: Producer.Entity<User>, payload: User): UserRow => ({
+const userRow = (entity: Stamped, payload: User): UserRow => ({
   id: entity.id,
   companyId: payload.companyId,
   email: payload.email,
@@ -252,6 +255,12 @@ export const make: Effect.Effect<
     Effect.map(payloadOf(written), (payload) => companyRow(written, payload))
   const userWritten = (written: Producer.Entity<User>) =>
     Effect.map(payloadOf(written), (payload) => userRow(written, payload))
+  // the times of a listed row, in epoch milliseconds
+  const listedTimes = sql.literal(
+    `(extract(epoch FROM updated_at) * 1000)::float8 AS "updatedAt", ` +
+      `(extract(epoch FROM deleted_at) * 1000)::float8 AS "deletedAt"`
+  )
+
   return Accounts.of({
     createCompany: (input) =>
       run(Outbox.transaction(companies.create({ id: input.id, name: input.name }))).pipe(
@@ -287,38 +296,15 @@ export const make: Effect.Effect<
       run(Outbox.transaction(options.soft ? users.softDelete(id) : users.delete(id))).pipe(
         Effect.map((written) => removal("User", written))
       ),
-    companies: sql`SELECT id, name, version,
-        (extract(epoch FROM updated_at) * 1000)::float8 AS "updatedAt",
-        (extract(epoch FROM deleted_at) * 1000)::float8 AS "deletedAt"
+    companies: sql`SELECT id, name, version, ${listedTimes}
       FROM companies ORDER BY id COLLATE "C"`.pipe(
       Effect.flatMap((rows) => Effect.orDie(decodeCompanies(rows))),
-      Effect.map((rows) =>
-        rows.map((row): CompanyRow => ({
-          id: row.id,
-          name: row.name,
-          version: row.version,
-          updatedAt: new Date(row.updatedAt).toISOString(),
-          deletedAt: iso(row.deletedAt)
-        }))
-      )
+      Effect.map((rows) => rows.map((row) => companyRow(row, row)))
     ),
-    users: sql`SELECT id, company_id AS "companyId", email, name, active, version,
-        (extract(epoch FROM updated_at) * 1000)::float8 AS "updatedAt",
-        (extract(epoch FROM deleted_at) * 1000)::float8 AS "deletedAt"
+    users: sql`SELECT id, company_id AS "companyId", email, name, active, version, ${listedTimes}
       FROM users ORDER BY id COLLATE "C"`.pipe(
       Effect.flatMap((rows) => Effect.orDie(decodeUsers(rows))),
-      Effect.map((rows) =>
-        rows.map((row): UserRow => ({
-          id: row.id,
-          companyId: row.companyId,
-          email: row.email,
-          name: row.name,
-          active: row.active,
-          version: row.version,
-          updatedAt: new Date(row.updatedAt).toISOString(),
-          deletedAt: iso(row.deletedAt)
-        }))
-      )
+      Effect.map((rows) => rows.map((row) => userRow(row, row)))
     ),
     fullSync: (entity, ids) =>
       run((entity === "Company" ? companies : users).fullSync(ids !== undefined ? { ids } : {})),
