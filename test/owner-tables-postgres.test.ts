@@ -356,37 +356,26 @@ describe("owner tables on PostgreSQL", () => {
       })
     })
 
-    it.live("a missing column", () => {
-      const prefix = database.prefix("x")
-      return Effect.gen(function*() {
-        assert.deepStrictEqual(
-          yield* failure(
-            prefix,
-            createCompanies(
-              prefix,
-              "id text PRIMARY KEY, version integer NOT NULL, updated_at timestamptz, deleted_at bigint"
-            )
-          ),
-          company(prefix, `the table has no column "name"`)
-        )
+    const mismatches = [
+      {
+        title: "a missing column",
+        columns: "id text PRIMARY KEY, version integer NOT NULL, updated_at timestamptz, deleted_at bigint",
+        message: `the table has no column "name"`
+      },
+      {
+        title: "a version column that is not an integer",
+        columns: "id text PRIMARY KEY, name text, version numeric NOT NULL, updated_at timestamptz, deleted_at bigint",
+        message: `the version column "version" must be an integer column`
+      }
+    ]
+    for (const { columns, message, title } of mismatches) {
+      it.live(title, () => {
+        const prefix = database.prefix("x")
+        return Effect.gen(function*() {
+          assert.deepStrictEqual(yield* failure(prefix, createCompanies(prefix, columns)), company(prefix, message))
+        })
       })
-    })
-
-    it.live("a version column that is not an integer", () => {
-      const prefix = database.prefix("x")
-      return Effect.gen(function*() {
-        assert.deepStrictEqual(
-          yield* failure(
-            prefix,
-            createCompanies(
-              prefix,
-              "id text PRIMARY KEY, name text, version numeric NOT NULL, updated_at timestamptz, deleted_at bigint"
-            )
-          ),
-          company(prefix, `the version column "version" must be an integer column`)
-        )
-      })
-    })
+    }
 
     it.live("an id without a unique index of its own", () => {
       const unique = `the id column "id" needs a primary key or a unique index of its own`
