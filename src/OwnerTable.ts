@@ -206,10 +206,3 @@ export const fromModel = <M extends ModelLike, Name extends string, Owner extend
   }
   return table
 }
-
-/** The defect of a soft delete (R7) of an entity whose owner table declares no soft-delete column. */
-export const noSoftDelete = (table: OwnerTable, id: string): Error =>
-  new Error(
-    `${table.entity}:${id} cannot be soft-deleted: its owner table ${table.tableName} has no soft-delete column ` +
-      `(declare softDeleteColumn)`
-  )

@@ -1,9 +1,12 @@
 /** Owner table declarations: defaults, renamed columns, and the mistakes found when a declaration runs. */
 import { assert, describe, it } from "@effect/vitest"
-import { Schema } from "effect"
+import { Cause, Effect, Schema } from "effect"
 import { Model } from "effect/schema"
 import * as Contract from "../src/Contract.ts"
+import * as MemorySync from "../src/memory/MemorySync.ts"
+import * as Outbox from "../src/Outbox.ts"
 import * as OwnerTable from "../src/OwnerTable.ts"
+import * as Producer from "../src/Producer.ts"
 import { Company, User } from "./fixtures.ts"
 
 const message = (declare: () => unknown): string => {
@@ -87,4 +90,16 @@ describe("OwnerTable", () => {
     assert.deepStrictEqual(table.columns, [["id", "id"], ["name", "name"]])
     assert.strictEqual(table.updatedAtColumn, "updated_at")
   })
+
+  it.effect("a soft delete on a table without a soft-delete column is a defect naming the missing declaration", () =>
+    Effect.gen(function*() {
+      const companies = Producer.make("accounts").repository(Company)
+      yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+      const cause = yield* Outbox.transaction(companies.softDelete("c-1")).pipe(Effect.sandbox, Effect.flip)
+      assert.isTrue(Cause.hasDies(cause))
+      assert.include(Cause.pretty(cause), "declare softDeleteColumn")
+      assert.strictEqual((yield* companies.get("c-1"))?.state, "live")
+    }).pipe(
+      Effect.provide(MemorySync.layer({ ownerTables: [OwnerTable.make(Company, { tableName: "companies" })] }))
+    ))
 })

@@ -9,7 +9,8 @@
 import { Effect, type Schema } from "effect"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
-import { noSoftDelete, type OwnerTable } from "../OwnerTable.ts"
+import { requireSoftDeleteColumn } from "../internal/SoftDeleteColumn.ts"
+import type { OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
@@ -144,14 +145,8 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
             return row === null ? [] : [row]
           }).sort(byId)
         ),
-      updateMany: (updated) =>
-        updated.some((row) => row.state === "softDeleted") && table.softDeleteColumn === undefined
-          ? Effect.die(noSoftDelete(table, updated.find((row) => row.state === "softDeleted")?.id ?? ""))
-          : whileOpen("updateMany", updateMany(updated)),
-      put: (row, previousVersion) =>
-        row.state === "softDeleted" && table.softDeleteColumn === undefined
-          ? Effect.die(noSoftDelete(table, row.id))
-          : whileOpen("put", put(row, previousVersion)),
+      updateMany: (updated) => requireSoftDeleteColumn(table, updated, whileOpen("updateMany", updateMany(updated))),
+      put: (row, previousVersion) => requireSoftDeleteColumn(table, [row], whileOpen("put", put(row, previousVersion))),
       create: (created) => whileOpen("create", create(created)),
       page: (_entity, { afterId, ids, limit }) =>
         db.run(() => {

@@ -13,7 +13,8 @@ import type { SqlError } from "effect/sql"
 import type { Lock } from "../CopyRepository.ts"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
-import { InvalidOwnerTable, noSoftDelete, type OwnerTable } from "../OwnerTable.ts"
+import { requireSoftDeleteColumn } from "../internal/SoftDeleteColumn.ts"
+import { InvalidOwnerTable, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
@@ -313,18 +314,14 @@ export const make = (
     return {
       get,
       put: (row, previousVersion) =>
-        row.state === "softDeleted" && softDelete === undefined
-          ? Effect.die(noSoftDelete(table, row.id))
-          : whileOpen(
-            "put",
-            row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion)
-          ),
+        requireSoftDeleteColumn(
+          table,
+          [row],
+          whileOpen("put", row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion))
+        ),
       create: (rows) => whileOpen("create", create(rows)),
       getMany,
-      updateMany: (rows) =>
-        rows.some((row) => row.state === "softDeleted") && softDelete === undefined
-          ? Effect.die(noSoftDelete(table, rows.find((row) => row.state === "softDeleted")?.id ?? ""))
-          : whileOpen("updateMany", updateMany(rows)),
+      updateMany: (rows) => requireSoftDeleteColumn(table, rows, whileOpen("updateMany", updateMany(rows))),
       page
     }
   })
