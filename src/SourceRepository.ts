@@ -96,35 +96,36 @@ export const routed = (
 ): SourceRepository["Service"] => {
   if (stores.size === 0) return documents
   const storeOf = (entity: string) => stores.get(entity) ?? documents
+  // Writes rows store by store: one call when they are all of one entity (the repositories' case).
+  const byStore = <Row extends { readonly entity: string }, A, E, R>(
+    rows: ReadonlyArray<Row>,
+    write: (store: SourceRepository["Service"], rows: ReadonlyArray<Row>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<ReadonlyArray<A>, E, R> => {
+    const entity = rows[0]?.entity
+    return entity !== undefined && rows.every((row) => row.entity === entity)
+      ? Effect.map(write(storeOf(entity), rows), (written) => [written])
+      : Effect.forEach(
+        Object.entries(Arr.groupBy(rows, (row) => row.entity)),
+        ([entity, group]) => write(storeOf(entity), group)
+      )
+  }
+  const keyOf = (row: { readonly entity: string; readonly id: string }) =>
+    `${row.entity.length}:${row.entity}:${row.id}`
   return SourceRepository.of({
     get: (entity, id, lock) => storeOf(entity).get(entity, id, lock),
     put: (row, previousVersion) => storeOf(row.entity).put(row, previousVersion),
-    create: (rows) => {
-      const first = rows[0]
-      if (first === undefined) return Effect.succeed([])
-      if (rows.every((row) => row.entity === first.entity)) return storeOf(first.entity).create(rows)
-      const byEntity = Arr.groupBy(rows, (row) => row.entity)
-      return Effect.map(
-        Effect.forEach(Object.entries(byEntity), ([entity, group]) => storeOf(entity).create(group)),
-        (created) => {
-          const written = new Map(created.flat().map((row) => [`${row.entity.length}:${row.entity}:${row.id}`, row]))
-          return rows.flatMap((row) => written.get(`${row.entity.length}:${row.entity}:${row.id}`) ?? [])
-        }
-      )
-    },
+    create: (rows) =>
+      Effect.map(byStore(rows, (store, group) => store.create(group)), (created) => {
+        if (created.length === 1) return created[0] ?? []
+        const written = new Map(created.flat().map((row) => [keyOf(row), row]))
+        return rows.flatMap((row) => written.get(keyOf(row)) ?? [])
+      }),
     getMany: (entity, ids, lock) => storeOf(entity).getMany(entity, ids, lock),
-    updateMany: (rows) => {
-      const first = rows[0]
-      if (first === undefined) return Effect.succeed(0)
-      if (rows.every((row) => row.entity === first.entity)) return storeOf(first.entity).updateMany(rows)
-      return Effect.map(
-        Effect.forEach(
-          Object.entries(Arr.groupBy(rows, (row) => row.entity)),
-          ([entity, group]) => storeOf(entity).updateMany(group)
-        ),
-        (written) => written.reduce((sum, n) => sum + n, 0)
-      )
-    },
+    updateMany: (rows) =>
+      Effect.map(
+        byStore(rows, (store, group) => store.updateMany(group)),
+        (written) => written.reduce((a, n) => a + n, 0)
+      ),
     page: (entity, options) => storeOf(entity).page(entity, options)
   })
 }
