@@ -16,7 +16,7 @@ import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { requireSoftDeleteColumn } from "../internal/SoftDeleteColumn.ts"
 import { InvalidOwnerTable, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
-import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
+import { decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
 
 /** How a time column holds a time: epoch milliseconds in an integer, or a timestamp. */
@@ -135,7 +135,6 @@ export const make = (
       `entity, id, version, 'deleted' AS state, NULL::jsonb AS payload, deleted_at AS "updatedAt", deleted_at AS "deletedAt"`
     )
     const decode = decodeRows(Row, table.tableName)
-    const decodeOne = decodeFirst(Row, table.tableName)
     const decodeCreated = decodeRows(Created, table.tableName)
 
     /** The columns entity-sync writes for a row, by column name, as `jsonb_populate_record` reads them. */
@@ -167,16 +166,6 @@ export const make = (
     const idColumn = sql(table.idColumn)
     const versionColumn = sql(table.versionColumn)
 
-    const get = (_entity: string, id: string, lock?: Lock) =>
-      sql`WITH o AS (SELECT ${selected} FROM ${owner} t WHERE ${sql.literal(idText)} = ${id} ${
-        sql.literal(lockClause(lock))
-      }),
-        d AS (SELECT ${tombstoneSelected} FROM ${tombstones}
-          WHERE entity = ${table.entity} AND id = ${id} AND NOT EXISTS (SELECT 1 FROM o) ${
-        sql.literal(lockClause(lock))
-      })
-        SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decodeOne))
-
     const getMany = (_entity: string, ids: ReadonlyArray<string>, lock?: Lock) =>
       ids.length === 0 ? Effect.succeed([]) : sql`WITH o AS (SELECT ${selected} FROM ${owner} t
           WHERE ${sql.literal(idText)} = ANY(${ids}) ORDER BY ${sql.literal(idOrdered)} ${
@@ -187,6 +176,9 @@ export const make = (
             AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = ${sql.literal(tombstoneIdOrdered)})
           ORDER BY id ${sql.literal(lockClause(lock))})
         SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decode))
+
+    const get = (entity: string, id: string, lock?: Lock) =>
+      Effect.map(getMany(entity, [id], lock), (rows) => rows[0] ?? null)
 
     /** A live or soft-deleted row's columns, as written by an update. */
     const liveRecord = (row: SourceRow) => {
