@@ -65,7 +65,7 @@ const envelopeOf = (prefix: string, i: number) =>
   Effect.map(Envelope.makeMessageId, (messageId): Envelope.Envelope => {
     const item = itemOf(prefix, i)
     return {
-      specVersion: 1,
+      contractVersion: 1,
       messageId,
       entity: Item.name,
       entityId: item.id,

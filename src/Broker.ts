@@ -12,8 +12,10 @@ export interface OutgoingMessage {
   readonly messageId: string
   /** `<producer>.<Entity>.<action>` for entity events. */
   readonly routingKey: string
-  /** `<Entity>.<action>` for entity events. */
+  /** The CloudEvents type (`entitysync.<Entity>.<action>`) for entity events. */
   readonly type: string
+  /** The body's media type (default `application/json`; `Envelope.contentType` for entity events). */
+  readonly contentType?: string
   readonly body: Uint8Array
   readonly headers: Readonly<Record<string, string>>
 }

@@ -1,6 +1,7 @@
 /**
- * The wire format (DESIGN §3, specVersion 1): the envelope every entity event travels in, its decoding
- * from untrusted bytes (R6) and its encoding.
+ * The entity event and its wire format (DESIGN §3, wire format 2): a CloudEvents 1.0 event in structured
+ * mode. `Envelope` is the event as the library keeps it (outbox, inbox); `encode` writes it as a CloudEvent
+ * and `decode` reads one from untrusted bytes (R6).
  *
  * @since 0.1.0
  */
@@ -11,6 +12,18 @@ import { MalformedMessage } from "./Errors.ts"
 export const Action = Schema.Literals(["created", "updated", "deleted", "softDeleted", "snapshot"])
 export type Action = typeof Action.Type
 
+/** The wire format's number: 2, CloudEvents 1.0 in structured mode (format 1, a JSON envelope of its own, is retired). */
+export const specVersion = 2
+
+/** The AMQP content type of a message in the wire format. */
+export const contentType = "application/cloudevents+json; charset=utf-8"
+
+/** The `datacontenttype` of every event: its `data` is the contract's payload as JSON. */
+export const dataContentType = "application/json"
+
+/** The prefix of every event's CloudEvents `type`: `entitysync.<Entity>.<action>`. */
+export const typePrefix = "entitysync."
+
 /** The longest message id, entity name and producer name accepted, in characters (R6). */
 export const maxNameLength = 255
 
@@ -19,19 +32,24 @@ export const maxIdLength = 1024
 
 const NonEmpty = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxNameLength))
 const EntityId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(maxIdLength))
+const Version = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 
 const IsoTimestamp = Schema.String.check(
   Schema.makeFilter((s: string) => !Number.isNaN(Date.parse(s)) || "an ISO-8601 timestamp")
 )
 
-/** The envelope schema, as it is on the wire. */
+/**
+ * The event as the library keeps it (the outbox's and the inbox's rows): what happened to which entity at
+ * which version, by which owner, with the payload as the contract version `contractVersion` shapes it.
+ */
 export const Envelope = Schema.Struct({
-  specVersion: Schema.Literal(1),
   messageId: NonEmpty,
   entity: NonEmpty,
   entityId: EntityId,
   action: Action,
-  version: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  version: Version,
+  /** The contract version `payload` follows (rows kept before contracts had versions read as 1). */
+  contractVersion: Version.pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
   occurredAt: IsoTimestamp,
   producer: NonEmpty,
   forceSync: Schema.Boolean,
@@ -42,6 +60,8 @@ export const Envelope = Schema.Struct({
   reset: Schema.optionalKey(Schema.Boolean),
   payload: Schema.Json,
   traceparent: Schema.optionalKey(Schema.String),
+  tracestate: Schema.optionalKey(Schema.String),
+  /** The request context (`Producer.RequestContext`): CloudEvents extension attributes on the wire. */
   context: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
 }).check(
   Schema.makeFilter((e) =>
@@ -108,74 +128,245 @@ export const exceedsLimits = (json: unknown, maxDepth: number, maxKeys: number):
   return undefined
 }
 
-/** The AMQP routing key of an envelope: `<producer>.<Entity>.<action>`. */
+/** The AMQP routing key of an event: `<producer>.<Entity>.<action>`. */
 export const routingKey = (e: Pick<Envelope, "producer" | "entity" | "action">): string =>
   `${e.producer}.${e.entity}.${e.action}`
 
-/** The AMQP `type` property of an envelope: `<Entity>.<action>`. */
-export const messageType = (e: Pick<Envelope, "entity" | "action">): string => `${e.entity}.${e.action}`
-
-const decoder = new TextDecoder("utf-8", { fatal: true })
-const encoder = new TextEncoder()
-const decodeEnvelope = Schema.decodeUnknownResult(Envelope, { errors: "all" })
-
-const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => {
-  if (typeof json !== "object" || json === null) return {}
-  const messageId = Reflect.get(json, "messageId")
-  const entity = Reflect.get(json, "entity")
-  return {
-    ...(typeof messageId === "string" ? { messageId: bounded(messageId) } : {}),
-    ...(typeof entity === "string" ? { entity: bounded(entity) } : {})
-  }
-}
+/** The CloudEvents `type` of an event, also its AMQP `type` property: `entitysync.<Entity>.<action>`. */
+export const messageType = (e: Pick<Envelope, "entity" | "action">): string =>
+  `${typePrefix}${e.entity}.${e.action}`
 
 const actions: ReadonlySet<unknown> = new Set(Action.literals)
 const isAction = (u: unknown): u is Action => actions.has(u)
 const isNonEmpty = (u: unknown): u is string => typeof u === "string" && u.length > 0 && u.length <= maxNameLength
+const isVersion = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 1
 const isStringRecord = (u: unknown): u is Record<string, string> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
 
 /**
- * The envelope in a value parsed from JSON, when every field is as the `Envelope` schema requires, with the
- * schema's output (only the envelope's fields); undefined otherwise — decode it with the schema to learn
- * what is wrong. The checks are the schema's, written out: the hot paths (relay, consumer) use it.
+ * The event in a value parsed from a kept row's JSON (the `Envelope` schema's form), when every field is as
+ * the schema requires, with the schema's output; undefined otherwise — decode it with the schema to learn
+ * what is wrong. The checks are the schema's, written out: the relay's hot path uses it.
  */
-export const fromParsedJson = (json: unknown): Envelope | undefined => {
+export const fromStoredJson = (json: unknown): Envelope | undefined => {
   if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined
   const e: Record<string, unknown> = { ...json }
-  const { action, payload, traceparent, context, version, occurredAt, reset } = e
+  const { action, context, contractVersion, occurredAt, payload, reset, traceparent, tracestate, version } = e
   if (
-    e.specVersion !== 1 || !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) ||
+    !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) ||
     typeof e.entityId !== "string" || e.entityId.length === 0 || e.entityId.length > maxIdLength ||
-    !isNonEmpty(e.producer) || typeof e.forceSync !== "boolean" || !isAction(action) ||
-    typeof version !== "number" || !Number.isSafeInteger(version) || version < 1 ||
+    !isNonEmpty(e.producer) || typeof e.forceSync !== "boolean" || !isAction(action) || !isVersion(version) ||
+    (contractVersion !== undefined && !isVersion(contractVersion)) ||
     typeof occurredAt !== "string" || Number.isNaN(Date.parse(occurredAt)) ||
     payload === undefined || (action === "deleted") !== (payload === null) ||
     (traceparent !== undefined && typeof traceparent !== "string") ||
+    (tracestate !== undefined && typeof tracestate !== "string") ||
     (reset !== undefined && (typeof reset !== "boolean" || (reset && e.forceSync !== true))) ||
     (context !== undefined && !isStringRecord(context))
   ) return undefined
   return {
-    specVersion: 1,
     messageId: e.messageId,
     entity: e.entity,
     entityId: e.entityId,
     action,
     version,
+    contractVersion: contractVersion ?? 1,
     occurredAt,
     producer: e.producer,
     forceSync: e.forceSync,
     ...(reset === undefined ? {} : { reset }),
     payload: payload as Schema.Json, // from JSON.parse
     ...(traceparent === undefined ? {} : { traceparent }),
+    ...(tracestate === undefined ? {} : { tracestate }),
     ...(context === undefined ? {} : { context })
   }
 }
 
+// --- the wire: CloudEvents 1.0, structured mode ---
+
+/** The attributes of the wire format; any other attribute of an event is an extension (the request context). */
+const attributes: ReadonlySet<string> = new Set([
+  "specversion",
+  "id",
+  "source",
+  "type",
+  "subject",
+  "time",
+  "datacontenttype",
+  "dataschema",
+  "data",
+  "data_base64",
+  "entityversion",
+  "contractversion",
+  "forcesync",
+  "reset",
+  "traceparent",
+  "tracestate"
+])
+
+/** What CloudEvents allows as an attribute name: lower-case ASCII letters and digits. */
+const attributeName = /^[a-z0-9]+$/
+
+/** The longest extension attribute name carried as request context (CloudEvents: at most 20 characters). */
+export const maxExtensionNameLength = 20
+
+/**
+ * Whether a request context key travels as a CloudEvents extension attribute: 1–20 lower-case letters and
+ * digits, and not an attribute of the format itself. Other keys are not sent.
+ */
+export const isContextKey = (key: string): boolean =>
+  key.length <= maxExtensionNameLength && attributeName.test(key) && !attributes.has(key)
+
+// RFC 3339 `date-time`, as the CloudEvents `time` attribute requires.
+const rfc3339 =
+  /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$/
+const isTime = (u: unknown): u is string => typeof u === "string" && rfc3339.test(u) && !Number.isNaN(Date.parse(u))
+
+// A URI-reference of unreserved and sub-delimiter characters, `:`, `@`, `/` and percent-escapes: what a
+// service name may be as the CloudEvents `source`.
+const uriReference = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})+$/
+const isSource = (u: unknown): u is string => isNonEmpty(u) && uriReference.test(u)
+
+const isDataContentType = (u: unknown): boolean =>
+  typeof u === "string" && (u === dataContentType || u.startsWith(`${dataContentType};`))
+
+/** The entity and action of a CloudEvents `type`, when it is `entitysync.<Entity>.<action>`. */
+const parseType = (type: unknown): { readonly entity: string; readonly action: Action } | undefined => {
+  if (typeof type !== "string" || !type.startsWith(typePrefix)) return undefined
+  const dot = type.lastIndexOf(".")
+  const entity = type.slice(typePrefix.length, dot)
+  const action = type.slice(dot + 1)
+  return isNonEmpty(entity) && isAction(action) ? { entity, action } : undefined
+}
+
+/** The schema of an event on the wire (CloudEvents 1.0, structured mode), for its error messages. */
+export const CloudEvent = Schema.StructWithRest(
+  Schema.Struct({
+    specversion: Schema.Literal("1.0"),
+    id: NonEmpty,
+    source: NonEmpty.check(Schema.makeFilter((s: string) => uriReference.test(s) || "a URI-reference")),
+    type: Schema.String.check(
+      Schema.makeFilter((s: string) =>
+        parseType(s) !== undefined ||
+        `"${typePrefix}<Entity>.<action>" with an action of ${Action.literals.join(", ")}`
+      )
+    ),
+    subject: EntityId,
+    time: Schema.String.check(Schema.makeFilter((s: string) => isTime(s) || "an RFC 3339 timestamp")),
+    datacontenttype: Schema.String.check(
+      Schema.makeFilter((s: string) => isDataContentType(s) || `"${dataContentType}"`)
+    ),
+    data: Schema.Json,
+    entityversion: Version,
+    contractversion: Version,
+    forcesync: Schema.Boolean,
+    reset: Schema.optionalKey(Schema.Boolean),
+    traceparent: Schema.optionalKey(Schema.String),
+    tracestate: Schema.optionalKey(Schema.String)
+  }),
+  [Schema.Record(Schema.String, Schema.Json)]
+).check(
+  Schema.makeFilter((e) => {
+    const bad = Object.keys(e).find((key) => !attributeName.test(key))
+    return bad === undefined ||
+      `attribute names are lower-case letters and digits (CloudEvents); "${bounded(bad, 40)}" is not`
+  }),
+  Schema.makeFilter((e) =>
+    (parseType(e.type)?.action === "deleted") === (e.data === null) ||
+    "data must be null for \"deleted\" and only for \"deleted\""
+  ),
+  Schema.makeFilter((e) => e.reset !== true || e.forcesync || "reset is only allowed with forcesync")
+)
+export type CloudEvent = typeof CloudEvent.Type
+
+/** An event as a CloudEvent (structured mode), attributes in the order of DESIGN §3. */
+export const toCloudEvent = (e: Envelope): Record<string, Schema.Json> => {
+  const event: Record<string, Schema.Json> = {
+    specversion: "1.0",
+    id: e.messageId,
+    source: e.producer,
+    type: messageType(e),
+    subject: e.entityId,
+    time: e.occurredAt,
+    datacontenttype: dataContentType,
+    data: e.payload,
+    entityversion: e.version,
+    contractversion: e.contractVersion,
+    forcesync: e.forceSync
+  }
+  if (e.reset !== undefined) event.reset = e.reset
+  if (e.traceparent !== undefined) event.traceparent = e.traceparent
+  if (e.tracestate !== undefined) event.tracestate = e.tracestate
+  if (e.context !== undefined) {
+    for (const key in e.context) if (isContextKey(key)) event[key] = e.context[key]!
+  }
+  return event
+}
+
+/**
+ * The event in a value parsed from a message body, when it is a CloudEvent of the wire format; undefined
+ * otherwise — decode it with `CloudEvent` to learn what is wrong. Extension attributes with string values
+ * become the request context. The checks are the schema's, written out: the consumer's hot path uses it.
+ */
+export const fromCloudEvent = (json: unknown): Envelope | undefined => {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined
+  const e: Record<string, unknown> = { ...json }
+  const parsed = parseType(e.type)
+  const { contractversion, data, entityversion, forcesync, reset, subject, time, traceparent, tracestate } = e
+  if (
+    e.specversion !== "1.0" || parsed === undefined || !isNonEmpty(e.id) || !isSource(e.source) ||
+    typeof subject !== "string" || subject.length === 0 || subject.length > maxIdLength || !isTime(time) ||
+    !isDataContentType(e.datacontenttype) || !isVersion(entityversion) || !isVersion(contractversion) ||
+    typeof forcesync !== "boolean" || data === undefined || (parsed.action === "deleted") !== (data === null) ||
+    (reset !== undefined && (typeof reset !== "boolean" || (reset && !forcesync))) ||
+    (traceparent !== undefined && typeof traceparent !== "string") ||
+    (tracestate !== undefined && typeof tracestate !== "string")
+  ) return undefined
+  let context: Record<string, string> | undefined
+  for (const key in e) {
+    if (!attributeName.test(key)) return undefined
+    const value = e[key]
+    if (typeof value === "string" && isContextKey(key)) (context ??= {})[key] = value
+  }
+  return {
+    messageId: e.id,
+    entity: parsed.entity,
+    entityId: subject,
+    action: parsed.action,
+    version: entityversion,
+    contractVersion: contractversion,
+    occurredAt: time,
+    producer: e.source,
+    forceSync: forcesync,
+    ...(reset === undefined ? {} : { reset }),
+    payload: data as Schema.Json, // from JSON.parse
+    ...(traceparent === undefined ? {} : { traceparent }),
+    ...(tracestate === undefined ? {} : { tracestate }),
+    ...(context === undefined ? {} : { context })
+  }
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true })
+const encoder = new TextEncoder()
+const decodeCloudEvent = Schema.decodeUnknownResult(CloudEvent, { errors: "all" })
+
+const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => {
+  if (typeof json !== "object" || json === null) return {}
+  const messageId = Reflect.get(json, "id")
+  const entity = parseType(Reflect.get(json, "type"))?.entity
+  return {
+    ...(typeof messageId === "string" ? { messageId: bounded(messageId) } : {}),
+    ...(entity === undefined ? {} : { entity: bounded(entity) })
+  }
+}
+
+const invalid = (json: unknown, detail: string) =>
+  new MalformedMessage({ reason: "InvalidEnvelope", detail: bounded(detail, 1000), ...messageIdOf(json) })
+
 /**
  * Decodes an untrusted message body, synchronously. Every way it can be wrong ends in a `MalformedMessage`
- * with a reason a person can act on: too large, not UTF-8 JSON, too deep or too many keys, unsupported spec
- * version, or not an envelope.
+ * with a reason a person can act on: too large, not UTF-8 JSON, too deep or too many keys, or not a
+ * CloudEvent of the wire format (`InvalidEnvelope`: a body of the retired format 1 included).
  */
 export const decodeResult = (
   body: Uint8Array | string,
@@ -205,26 +396,24 @@ export const decodeResult = (
       new MalformedMessage({ reason: "TooComplex", detail: `the body is refused: ${excess}`, ...messageIdOf(json) })
     )
   }
-  const specVersion = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
-  if (specVersion !== undefined && specVersion !== 1) {
-    return Result.fail(
-      new MalformedMessage({
-        reason: "UnsupportedSpecVersion",
-        detail: `specVersion ${
-          bounded(JSON.stringify(specVersion))
-        } is not supported; this consumer reads specVersion 1`,
-        ...messageIdOf(json)
-      })
-    )
+  const event = fromCloudEvent(json)
+  if (event !== undefined) return Result.succeed(event)
+  const retired = typeof json === "object" && json !== null ? Reflect.get(json, "specVersion") : undefined
+  if (retired !== undefined) {
+    return Result.fail(invalid(
+      json,
+      `wire format ${
+        bounded(JSON.stringify(retired), 20)
+      } (a "specVersion" envelope) is retired: this consumer reads CloudEvents 1.0 (wire format ${specVersion}); upgrade the producer`
+    ))
   }
-  const checked = fromParsedJson(json)
-  if (checked !== undefined) return Result.succeed(checked)
-  return Result.mapError(decodeEnvelope(json), (error) =>
-    new MalformedMessage({
-      reason: "InvalidEnvelope",
-      detail: bounded(error.message.replace(/\n\s*/g, " "), 1000),
-      ...messageIdOf(json)
-    }))
+  const checked = decodeCloudEvent(json)
+  return Result.fail(invalid(
+    json,
+    Result.isFailure(checked)
+      ? checked.failure.message.replace(/\n\s*/g, " ")
+      : `it is not a CloudEvent of wire format ${specVersion}`
+  ))
 }
 
 /** `decodeResult` as an Effect. */
@@ -233,8 +422,8 @@ export const decode = (
   options?: Limits
 ): Effect.Effect<Envelope, MalformedMessage> => Effect.suspend(() => Effect.fromResult(decodeResult(body, options)))
 
-/** Encodes an envelope as the UTF-8 JSON body of a message. */
-export const encode = (envelope: Envelope): Uint8Array => encoder.encode(JSON.stringify(envelope))
+/** Encodes an event as the UTF-8 JSON body of a message: a CloudEvent in structured mode. */
+export const encode = (envelope: Envelope): Uint8Array => encoder.encode(JSON.stringify(toCloudEvent(envelope)))
 
 const hexOfByte = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"))
 

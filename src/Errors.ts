@@ -51,11 +51,15 @@ export const MalformedReason = Schema.Literals([
   "InvalidEnvelope",
   "UnknownEntity",
   "InvalidPayload",
-  "UnsupportedSpecVersion"
+  "UnsupportedContractVersion"
 ])
 export type MalformedReason = typeof MalformedReason.Type
 
-/** R6: a message that cannot be read or routed; dead-lettered with its reason, never retried as is. */
+/**
+ * R6: a message that cannot be read or routed; dead-lettered with its reason, never retried as is. An event
+ * of a contract version newer than the consumer knows is `UnsupportedContractVersion`: replay it once the
+ * consumer is upgraded.
+ */
 export class MalformedMessage extends Schema.TaggedError<MalformedMessage>()("MalformedMessage", {
   reason: MalformedReason,
   detail: Schema.String,

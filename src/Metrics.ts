@@ -16,6 +16,7 @@ export type Outcome =
   | "woken"
   | "deadLettered"
   | "malformed"
+  | "unsupportedVersion"
   | "forged"
   | "defect"
   | "failed"

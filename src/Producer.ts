@@ -314,7 +314,7 @@ const makeRepository = <A, I extends Schema.Json>(
     forceSync: boolean,
     occurredAt = new Date(row.updatedAt).toISOString()
   ): Envelope.Envelope => ({
-    specVersion: 1,
+    contractVersion: contract.version,
     messageId,
     entity: contract.name,
     entityId: row.id,

@@ -142,6 +142,7 @@ export const toMessage = (row: OutboxRow, signing?: Signature.SigningKey): Outgo
     messageId: row.envelope.messageId,
     routingKey: Envelope.routingKey(row.envelope),
     type: Envelope.messageType(row.envelope),
+    contentType: Envelope.contentType,
     body,
     headers
   }

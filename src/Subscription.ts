@@ -131,9 +131,17 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
   contract: Contract.Contract<Name, Owner, A, I>,
   options?: LedgerOptions<A, R> | SubscribeOptions<A, R>
 ): Subscription<R> {
-  // Decoded synchronously when the schema allows it (any schema without asynchronous transformations).
-  const decodeNow = Schema.decodeUnknownResult(contract.payload, { errors: "all" })
-  const decodeLater = Schema.decodeUnknownEffect(contract.payload, { errors: "all" })
+  // Decoded synchronously when the schema allows it (any schema without asynchronous transformations), from
+  // the current contract version or upcast from an earlier one.
+  const decoders = new Map(
+    [{ version: contract.version, upcast: contract.payload }, ...contract.earlier].map(({ upcast, version }) => [
+      version,
+      {
+        now: Schema.decodeUnknownResult(upcast, { errors: "all" }),
+        later: Schema.decodeUnknownEffect(upcast, { errors: "all" })
+      }
+    ])
+  )
   const encodeNow = Schema.encodeResult(contract.payload)
   const encodeLater = Schema.encodeEffect(contract.payload)
   const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
@@ -156,7 +164,13 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
     return references
   }
   const invalid = (envelope: Envelope.Envelope) => (error: Schema.SchemaError) =>
-    malformed(envelope, "InvalidPayload", error.message.replace(/\n\s*/g, " "))
+    malformed(
+      envelope,
+      "InvalidPayload",
+      `${
+        envelope.contractVersion === contract.version ? "" : `(contract version ${envelope.contractVersion}) `
+      }${error.message.replace(/\n\s*/g, " ")}`
+    )
   const withPayload = (
     envelope: Envelope.Envelope,
     payload: A | null,
@@ -193,7 +207,11 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
   }
   // The payload decoded and encoded again, asynchronously: for schemas with asynchronous transformations.
   // A ledger-only copy keeps no payload: nothing to encode.
-  const prepareLater = (envelope: Envelope.Envelope, raw: Schema.Json) =>
+  const prepareLater = (
+    envelope: Envelope.Envelope,
+    raw: Schema.Json,
+    decodeLater: (raw: unknown) => Effect.Effect<A, Schema.SchemaError>
+  ) =>
     decodeLater(raw).pipe(
       Effect.flatMap((payload): Effect.Effect<
         { readonly payload: A; readonly shaped: Schema.Json | null },
@@ -219,16 +237,24 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
           }"`
         ))
       }
+      const decoder = decoders.get(envelope.contractVersion)
+      if (decoder === undefined) {
+        return Result.fail(malformed(
+          envelope,
+          "UnsupportedContractVersion",
+          `${contract.name} version ${envelope.contractVersion} is newer than this consumer knows (version ${contract.version}): upgrade the consumer's contract, then replay this dead letter`
+        ))
+      }
       if (envelope.payload === null) return withPayload(envelope, null, null)
       let decoded: Result.Result<A, Schema.SchemaError>
       let shaped: Result.Result<Schema.Json, Schema.SchemaError>
       try {
-        decoded = decodeNow(envelope.payload)
+        decoded = decoder.now(envelope.payload)
         if (Result.isFailure(decoded)) return Result.fail(invalid(envelope)(decoded.failure))
         if (!keepPayload) return withPayload(envelope, decoded.success, null)
         shaped = encodeNow(decoded.success)
       } catch {
-        return prepareLater(envelope, envelope.payload)
+        return prepareLater(envelope, envelope.payload, decoder.later)
       }
       return Result.isSuccess(shaped)
         ? withPayload(envelope, decoded.success, shaped.success)

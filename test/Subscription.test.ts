@@ -11,7 +11,7 @@ import * as Subscription from "../src/Subscription.ts"
 import { User } from "./fixtures.ts"
 
 const userEvent = (payload: Envelope["payload"], overrides: Partial<Envelope> = {}): Envelope => ({
-  specVersion: 1,
+  contractVersion: 1,
   messageId: "0190a000-0000-7000-8000-000000000001",
   entity: "User",
   entityId: "u-1",

@@ -44,7 +44,7 @@ const event = (
   version: number,
   payload: Envelope.Envelope["payload"]
 ): Envelope.Envelope => ({
-  specVersion: 1,
+  contractVersion: 1,
   messageId: `m-${++sequence}`,
   entity,
   entityId,

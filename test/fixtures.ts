@@ -38,7 +38,7 @@ export const Invoice = Contract.make({
 
 /** A User "created" event at version 1 whose entity id is its message id, for tests of the stores. */
 export const createdEnvelope = (messageId: string): Envelope => ({
-  specVersion: 1,
+  contractVersion: 1,
   messageId,
   entity: "User",
   entityId: messageId,

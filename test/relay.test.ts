@@ -22,7 +22,7 @@ import { Transactor } from "../src/Transactor.ts"
 const queue = { name: "relay-test.sync", bindings: ["accounts.#"] }
 
 const envelope = (i: number): Envelope.Envelope => ({
-  specVersion: 1,
+  contractVersion: 1,
   messageId: `m-${String(i).padStart(4, "0")}`,
   entity: "Company",
   entityId: `c-${i % 7}`,

@@ -96,6 +96,7 @@ export const make = (
           messageId: envelope.messageId,
           routingKey: Envelope.routingKey(envelope),
           type: Envelope.messageType(envelope),
+          contentType: Envelope.contentType,
           body: Envelope.encode(envelope),
           headers: envelope.traceparent !== undefined ? { traceparent: envelope.traceparent } : {}
         }))),

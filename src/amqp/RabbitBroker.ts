@@ -74,7 +74,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
             routingKey: m.routingKey,
             messageId: m.messageId,
             type: m.type,
-            contentType: "application/json",
+            contentType: m.contentType ?? "application/json",
             body: m.body,
             headers: m.headers,
             userId: settings.login

@@ -28,7 +28,13 @@ export type Rejection = MalformedMessage | ForgedProducer | Defect
 
 /** The outcome a rejection is counted as (R10). */
 export const outcomeOf = (rejection: Rejection): Metrics.Outcome =>
-  rejection._tag === "ForgedProducer" ? "forged" : rejection._tag === "Defect" ? "defect" : "malformed"
+  rejection._tag === "ForgedProducer"
+    ? "forged"
+    : rejection._tag === "Defect"
+    ? "defect"
+    : rejection.reason === "UnsupportedContractVersion"
+    ? "unsupportedVersion"
+    : "malformed"
 
 /** A defect met while handling one delivery: dead-lettered for it alone (R6). */
 export const defectOf = (delivery: Delivery, defect: unknown, entity?: string): Defect =>

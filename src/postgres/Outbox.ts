@@ -7,7 +7,7 @@
 import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { Array as Arr, Clock, Effect, Option, Queue, Schedule, Schema, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
-import { Envelope, fromParsedJson } from "../Envelope.ts"
+import { Envelope, fromStoredJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
 import * as Signal from "../internal/Signal.ts"
 import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
@@ -128,7 +128,7 @@ export const make = (
       })
 
     // Claims are the relay's hot path: claimed rows are read by hand (the envelope with
-    // `Envelope.fromParsedJson`). Anything unexpected falls back to the full `Row` decode, which reports it.
+    // `Envelope.fromStoredJson`). Anything unexpected falls back to the full `Row` decode, which reports it.
     const int8Of = (value: unknown): number | undefined => {
       const n = typeof value === "bigint" || typeof value === "number" || typeof value === "string"
         ? Number(value)
@@ -139,7 +139,7 @@ export const make = (
       Effect.suspend((): Effect.Effect<ReadonlyArray<OutboxRow>, SqlError.SqlError> => {
         const claimed: Array<OutboxRow> = []
         for (const row of rows) {
-          const envelope = fromParsedJson(row.envelope)
+          const envelope = fromStoredJson(row.envelope)
           const seq = int8Of(row.seq)
           const createdAt = int8Of(row.createdAt)
           const nextAttemptAt = int8Of(row.nextAttemptAt)

@@ -392,7 +392,7 @@ describe("RabbitMQ broker only", () => {
         const queue = `${service}.sync`
         created.add(queue)
         const company = (id: string, entity = "Company"): Envelope.Envelope => ({
-          specVersion: 1,
+          contractVersion: 1,
           messageId: `good-${id}`,
           entity,
           entityId: id,
@@ -412,7 +412,7 @@ describe("RabbitMQ broker only", () => {
           { id: "bad-not-json", body: "this is { not json", reason: "NotJson" },
           {
             id: "bad-envelope",
-            body: JSON.stringify({ specVersion: 1, messageId: "bad-envelope", entity: "Company" }),
+            body: JSON.stringify({ contractVersion: 1, messageId: "bad-envelope", entity: "Company" }),
             reason: "InvalidEnvelope"
           },
           {

@@ -43,7 +43,7 @@ class Boom extends Data.TaggedError("Boom")<{}> {}
 const T0 = 1_767_225_600_000
 
 const envelope = (messageId: string, entityId = "u-1", version = 1): Envelope => ({
-  specVersion: 1,
+  contractVersion: 1,
   messageId,
   entity: "User",
   entityId,
