@@ -350,10 +350,13 @@ const decoder = new TextDecoder("utf-8", { fatal: true })
 const encoder = new TextEncoder()
 const decodeCloudEvent = Schema.decodeUnknownResult(CloudEvent, { errors: "all" })
 
+// The message id and entity of a refused body, as far as they can be read (a body of the retired format 1 too).
 const messageIdOf = (json: unknown): { messageId?: string; entity?: string } => {
   if (typeof json !== "object" || json === null) return {}
-  const messageId = Reflect.get(json, "id")
-  const entity = parseType(Reflect.get(json, "type"))?.entity
+  const messageId: unknown = Reflect.get(json, "id") ?? Reflect.get(json, "messageId")
+  const legacyEntity: unknown = Reflect.get(json, "entity")
+  const entity = parseType(Reflect.get(json, "type"))?.entity ??
+    (typeof legacyEntity === "string" ? legacyEntity : undefined)
   return {
     ...(typeof messageId === "string" ? { messageId: bounded(messageId) } : {}),
     ...(entity === undefined ? {} : { entity: bounded(entity) })

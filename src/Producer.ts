@@ -48,7 +48,11 @@ export interface WriteOptions {
   readonly dismissSendEvent?: boolean
 }
 
-/** Request context carried in the `context` field of the events written under it. */
+/**
+ * Request context carried by the events written under it, as CloudEvents extension attributes (e.g.
+ * `{ correlationid: "…", tenant: "…" }`). A key must be 1–20 lower-case letters and digits and not an
+ * attribute of the wire format (`Envelope.isContextKey`); other keys are kept in the outbox but not sent.
+ */
 export const RequestContext = Context.Reference<Readonly<Record<string, string>> | undefined>(
   "entity-sync/RequestContext",
   { defaultValue: () => undefined }

@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Metric, Schedule, type Schema } from "effect"
 import { Broker } from "../src/Broker.ts"
 import { CopyRepository, type CopyRow } from "../src/CopyRepository.ts"
-import type { Envelope } from "../src/Envelope.ts"
+import * as Envelope from "../src/Envelope.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
@@ -68,7 +68,7 @@ const OwnTable = Context.Reference<Map<string, Schema.Json>>("test/checklist/Own
 /** A ledger-only handler: keeps the event's data in the consumer's own table, as a real one would in SQL. */
 const keepIn =
   (own: Map<string, Schema.Json>) =>
-  ({ envelope, payload }: { readonly envelope: Envelope; readonly payload: Schema.Json | null }) =>
+  ({ envelope, payload }: { readonly envelope: Envelope.Envelope; readonly payload: Schema.Json | null }) =>
     Effect.sync(() => {
       const key = `${envelope.entity}:${envelope.entityId}`
       if (payload === null) own.delete(key)
@@ -101,7 +101,7 @@ export const checklist = (name: string, kit: ChecklistStores, checklistOptions: 
    * message id of every event it applies (a side effect).
    */
   const subscriptions = (own: Map<string, Schema.Json>, handled?: Array<string>) => {
-    const record = (envelope: Envelope) =>
+    const record = (envelope: Envelope.Envelope) =>
       Effect.sync(() => {
         if (handled !== undefined) handled.push(envelope.messageId)
       })
@@ -449,40 +449,44 @@ export const checklist = (name: string, kit: ChecklistStores, checklistOptions: 
         assert.strictEqual(yield* relay, 0)
       })))
 
-    it.effect("malformed, oversized and unknown-entity messages are dead-lettered with reasons; the consumer goes on", () =>
+    it.effect("malformed, oversized, retired, too-new and unknown-entity messages are dead-lettered with reasons; the consumer goes on", () =>
       inSystem(Effect.gen(function*() {
         const broker = yield* Broker
         const text = (s: string) => new TextEncoder().encode(s)
         const poison = (messageId: string, body: Uint8Array) => ({
           messageId,
           routingKey: "accounts.Company.created",
-          type: "Company.created",
+          type: "entitysync.Company.created",
           body,
           headers: {}
         })
         yield* Outbox.transaction(companies.create(acme))
         const [good] = yield* (yield* Outbox.Outbox).claim(10)
-        const envelope = good!.envelope
+        const event = Envelope.toCloudEvent(good!.envelope)
         const json = (value: unknown) => text(JSON.stringify(value))
         yield* broker.publish([
           poison("p-1", text("{not json")),
-          poison("p-2", json({ ...envelope, messageId: "p-2", version: "seven" })),
-          poison("p-3", json({ ...envelope, messageId: "p-3", payload: { id: "c-1", name: "x".repeat(300_000) } })),
-          poison("p-4", json({ ...envelope, messageId: "p-4", entity: "Unknown" })),
-          poison("p-5", json({ ...envelope, messageId: "p-5", payload: { id: "c-1" } })),
-          poison("p-6", json({ ...envelope, messageId: "p-6", producer: "billing" })),
+          poison("p-2", json({ ...event, id: "p-2", entityversion: "seven" })),
+          poison("p-3", json({ ...event, id: "p-3", data: { id: "c-1", name: "x".repeat(300_000) } })),
+          poison("p-4", json({ ...event, id: "p-4", type: "entitysync.Unknown.created" })),
+          poison("p-5", json({ ...event, id: "p-5", data: { id: "c-1" } })),
+          poison("p-6", json({ ...event, id: "p-6", source: "billing" })),
+          poison("p-7", json({ specVersion: 1, messageId: "p-7", entity: "Company", entityId: "c-1", version: 1 })),
+          poison("p-8", json({ ...event, id: "p-8", contractversion: 2 })),
           Relay.toMessage(good!)
         ])
         yield* settle()
         const dead = (yield* broker.deadLetters(queueName)).items
         const reasons = Object.fromEntries(dead.map((d) => [d.messageId, d.reason]))
         assert.match(reasons["p-1"]!, /^NotJson: /)
-        assert.match(reasons["p-2"]!, /^InvalidEnvelope \(message p-2, entity Company\): .*version/)
+        assert.match(reasons["p-2"]!, /^InvalidEnvelope \(message p-2, entity Company\): .*entityversion/)
         assert.match(reasons["p-3"]!, /^TooLarge: the body is \d+ bytes; the limit is 262144/)
         assert.match(reasons["p-4"]!, /^UnknownEntity .*does not subscribe to Unknown/)
         assert.match(reasons["p-5"]!, /^InvalidPayload .*name/)
         assert.match(reasons["p-6"]!, /owned by "accounts", but the message was produced by "billing"/)
-        assert.lengthOf(dead, 6)
+        assert.match(reasons["p-7"]!, /^InvalidEnvelope \(message p-7, entity Company\): wire format 1 .* is retired/)
+        assert.match(reasons["p-8"]!, /^UnsupportedContractVersion .*Company version 2 is newer than this consumer knows/)
+        assert.lengthOf(dead, 8)
         assert.deepStrictEqual((yield* viewOf("Company", "c-1"))?.payload, acme)
       })))
 

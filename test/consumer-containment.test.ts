@@ -99,9 +99,11 @@ describe("SyncConsumer containment", () => {
         message(good[0]!, Envelope.encode(good[0]!)),
         message(
           tooDeep,
-          new TextEncoder().encode(JSON.stringify({ ...tooDeep, payload: "DEEP" }).replace("\"DEEP\"", deep))
+          new TextEncoder().encode(
+            JSON.stringify({ ...Envelope.toCloudEvent(tooDeep), data: "DEEP" }).replace("\"DEEP\"", deep)
+          )
         ),
-        message(tooMany, new TextEncoder().encode(JSON.stringify({ ...tooMany, payload: manyKeys }))),
+        message(tooMany, Envelope.encode({ ...tooMany, payload: manyKeys })),
         message(good[1]!, Envelope.encode(good[1]!))
       )
       yield* settle()
