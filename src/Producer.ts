@@ -297,8 +297,26 @@ const makeRepository = <A, I extends Schema.Json>(
     }
     return Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.die(result.failure)
   }
-  const decodeStored = (row: SourceRow): Effect.Effect<A | null> =>
-    row.payload === null ? Effect.succeed(null) : Effect.orDie(decode(row.payload))
+  // A row written before the contract's current version (in the document store, which keeps payloads as
+  // they were written) is read through the newest earlier version its payload fits, and reshaped.
+  const upcasts = [...contract.earlier].reverse().map((earlier) => Schema.decodeUnknownEffect(earlier.upcast))
+  type Stored = { readonly row: SourceRow; readonly payload: A | null }
+  const decodeStored = (row: SourceRow): Effect.Effect<Stored> => {
+    const stored = row.payload
+    if (stored === null) return Effect.succeed({ row, payload: null })
+    if (upcasts.length === 0) return Effect.orDie(Effect.map(decode(stored), (payload): Stored => ({ row, payload })))
+    const upcast = (i: number, error: Schema.SchemaError): Effect.Effect<Stored, Schema.SchemaError> =>
+      i === upcasts.length ? Effect.fail(error) : upcasts[i]!(stored).pipe(
+        Effect.flatMap((payload: A) =>
+          Effect.map(encode(payload), (encoded): Stored => ({ row: { ...row, payload: encoded }, payload }))
+        ),
+        Effect.catch(() => upcast(i + 1, error))
+      )
+    return Effect.orDie(decode(stored).pipe(
+      Effect.map((payload): Stored => ({ row, payload })),
+      Effect.catch((error) => upcast(0, error))
+    ))
+  }
   const handleWhen = options.handleWhen ?? (() => true)
 
   const toEntity = (row: SourceRow, payload: A | null): Entity<A> => ({
@@ -407,7 +425,7 @@ const makeRepository = <A, I extends Schema.Json>(
       (row) =>
         row === null || row.state === "deleted" || (!allowSoftDeleted && row.state === "softDeleted")
           ? Effect.fail(new EntityNotFound({ entity: contract.name, entityId: id }))
-          : Effect.map(decodeStored(row), (payload) => ({ row, payload }))
+          : decodeStored(row)
     )
 
   return {
@@ -441,7 +459,7 @@ const makeRepository = <A, I extends Schema.Json>(
         const changed: Array<{ readonly row: SourceRow; readonly change: Change<A> }> = []
         for (const id of unique) {
           const row = stored.get(id)
-          const before = row === undefined || row.state !== "live" ? null : yield* decodeStored(row)
+          const before = row === undefined || row.state !== "live" ? null : (yield* decodeStored(row)).payload
           if (row === undefined || before === null) {
             return yield* new EntityNotFound({ entity: contract.name, entityId: id })
           }
@@ -528,7 +546,7 @@ const makeRepository = <A, I extends Schema.Json>(
             )
           )
         }
-        const payload = yield* decodeStored(after)
+        const { payload } = yield* decodeStored(after)
         if (after.state === "softDeleted") {
           const next: SourceRow = { ...after, version, updatedAt: now, deletedAt: after.deletedAt ?? now }
           return yield* write(next, row.version, { action: "softDeleted", before, after: payload }, writeOptions)
@@ -541,7 +559,7 @@ const makeRepository = <A, I extends Schema.Json>(
       Effect.flatMap(
         existing(id),
         (row) =>
-          row === null ? Effect.succeed(null) : Effect.map(decodeStored(row), (payload) => toEntity(row, payload))
+          row === null ? Effect.succeed(null) : Effect.map(decodeStored(row), ({ payload }) => toEntity(row, payload))
       ),
     fullSync: (syncOptions) =>
       Effect.gen(function*() {
@@ -558,8 +576,8 @@ const makeRepository = <A, I extends Schema.Json>(
               ...(syncOptions?.ids !== undefined ? { ids: syncOptions.ids } : {})
             })
             const events: Array<Envelope.Envelope> = []
-            for (const row of rows) {
-              const payload = yield* decodeStored(row)
+            for (const stored of rows) {
+              const { payload, row } = yield* decodeStored(stored)
               const action = snapshotAction[row.state]
               if (handleWhen({ action, before: payload, after: payload })) {
                 const event = yield* envelope(row, action, true)

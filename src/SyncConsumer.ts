@@ -29,6 +29,7 @@ import {
 import type { SqlError } from "effect/sql"
 import * as Broker from "./Broker.ts"
 import type { Delivery } from "./Broker.ts"
+import * as Contract from "./Contract.ts"
 import { CopyRepository, type CopyRow, type Guard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
@@ -196,6 +197,7 @@ export const make = <R>(
 
     const routes = new Map(options.subscriptions.map((s) => [s.contract.name, s]))
     for (const s of options.subscriptions) {
+      yield* Effect.orDie(Contract.check(s.contract))
       for (const dep of s.contract.dependencies) {
         if (!routes.has(dep.entity)) {
           return yield* Effect.die(

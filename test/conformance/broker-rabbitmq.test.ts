@@ -406,23 +406,23 @@ describe("RabbitMQ broker only", () => {
         const key = "accounts.Company.created"
         const good = (id: string) => ({
           ...outgoing(`good-${id}`, key, Envelope.encode(company(id))),
-          type: "Company.created"
+          type: "entitysync.Company.created"
         })
         const raw: ReadonlyArray<{ readonly id: string; readonly body: string; readonly reason: string }> = [
           { id: "bad-not-json", body: "this is { not json", reason: "NotJson" },
           {
             id: "bad-envelope",
-            body: JSON.stringify({ contractVersion: 1, messageId: "bad-envelope", entity: "Company" }),
+            body: JSON.stringify({ specversion: "1.0", id: "bad-envelope", type: "entitysync.Company.created" }),
             reason: "InvalidEnvelope"
           },
           {
             id: "bad-too-large",
-            body: JSON.stringify({ ...company("c-big"), padding: "x".repeat(8_000) }),
+            body: JSON.stringify({ ...Envelope.toCloudEvent(company("c-big")), padding: "x".repeat(8_000) }),
             reason: "TooLarge"
           },
           {
             id: "bad-unknown",
-            body: JSON.stringify({ ...company("i-1", "Invoice"), messageId: "bad-unknown" }),
+            body: JSON.stringify({ ...Envelope.toCloudEvent(company("i-1", "Invoice")), id: "bad-unknown" }),
             reason: "UnknownEntity"
           }
         ]

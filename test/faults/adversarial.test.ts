@@ -216,8 +216,8 @@ describe("faults: adversarial messages", () => {
             const outcomes = yield* publishRaw(vhost.urlOf(ownerLogin), [{
               exchange: "sync.events",
               routingKey: `${owner}.Item.created`,
-              body: `{"specVersion":1,"messageId":"${messageId}",`,
-              options: { persistent: true, messageId, type: "Item.created", userId: ownerLogin }
+              body: `{"specversion":"1.0","id":"${messageId}",`,
+              options: { persistent: true, messageId, type: "entitysync.Item.created", userId: ownerLogin }
             }])
             assert.deepStrictEqual(outcomes, [{ _tag: "Confirmed" }])
             bad.push(messageId)

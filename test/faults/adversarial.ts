@@ -21,25 +21,26 @@ export interface Sent {
 }
 
 const header = (messageId: string, entity: string) =>
-  `{"specVersion":1,"messageId":"${messageId}","entity":"${entity}","entityId":"bad","action":"created",` +
-  `"version":1,"occurredAt":"${new Date().toISOString()}","producer":"${owner}","forceSync":false,`
+  `{"specversion":"1.0","id":"${messageId}","source":"${owner}","type":"entitysync.${entity}.created",` +
+  `"subject":"bad","time":"${new Date().toISOString()}","datacontenttype":"application/json",` +
+  `"entityversion":1,"contractversion":1,"forcesync":false,`
 
 /** A valid-looking event whose payload nests `depth` arrays in an extra key (about `2 × depth` bytes). */
 export const deepBody = (messageId: string, depth: number): string =>
-  `${header(messageId, "Item")}"payload":{"id":"bad","name":"deep","n":0,"tags":[],"extra":` +
+  `${header(messageId, "Item")}"data":{"id":"bad","name":"deep","n":0,"tags":[],"extra":` +
   `${"[".repeat(depth)}${"]".repeat(depth)}}}`
 
 /** An event whose entity name is `length` characters long. */
 export const longNameBody = (messageId: string, length: number): string =>
-  `${header(messageId, `E${"x".repeat(length - 1)}`)}"payload":{"id":"bad","name":"n","n":0,"tags":[]}}`
+  `${header(messageId, `E${"x".repeat(length - 1)}`)}"data":{"id":"bad","name":"n","n":0,"tags":[]}}`
 
 /** A valid event whose payload carries `bytes` of text. */
 export const hugeBody = (messageId: string, bytes: number): string =>
-  `${header(messageId, "Item")}"payload":{"id":"bad","name":"${"h".repeat(bytes)}","n":0,"tags":[]}}`
+  `${header(messageId, "Item")}"data":{"id":"bad","name":"${"h".repeat(bytes)}","n":0,"tags":[]}}`
 
 /** An event of an entity nobody subscribes to, with a fresh name each time (a would-be metric label). */
 export const labelBody = (messageId: string, entity: string): string =>
-  `${header(messageId, entity)}"payload":{"id":"bad","name":"n","n":0,"tags":[]}}`
+  `${header(messageId, entity)}"data":{"id":"bad","name":"n","n":0,"tags":[]}}`
 
 /** Publishes `bodies` to the test's exchange under the owner's routing key, as `guest`; confirmed. */
 export const publishBad = (
@@ -51,7 +52,7 @@ export const publishBad = (
       channel.publish(names.exchange, `${owner}.Item.created`, Buffer.from(body), {
         persistent: true,
         messageId,
-        type: "Item.created",
+        type: "entitysync.Item.created",
         contentType: "application/json",
         userId: "guest"
       })

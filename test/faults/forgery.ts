@@ -5,6 +5,7 @@
  */
 import { deadQueueOf, publishedByHeader, routingKeyHeader } from "../../src/amqp/RabbitBroker.ts"
 import { reasonHeader } from "../../src/Broker.ts"
+import * as Envelope from "../../src/Envelope.ts"
 import { owner } from "./contract.ts"
 import type { RawPublish } from "./vhost.ts"
 
@@ -13,18 +14,18 @@ export const forgedVersion = Number.MAX_SAFE_INTEGER
 
 /** The body of a forged event about an `Item`: an update to `forgedVersion`, or a delete. */
 export const forgedBody = (messageId: string, entityId: string, action: "updated" | "deleted"): string =>
-  JSON.stringify({
-    specVersion: 1,
+  new TextDecoder().decode(Envelope.encode({
     messageId,
     entity: "Item",
     entityId,
     action,
     version: forgedVersion,
+    contractVersion: 1,
     occurredAt: new Date().toISOString(),
     producer: owner,
     forceSync: false,
     payload: action === "deleted" ? null : { id: entityId, name: "forged", n: -1, tags: ["forged"] }
-  })
+  }))
 
 /** What RabbitMQ must do with an attempt. */
 export type Expected =
@@ -89,7 +90,7 @@ export const attempts = (t: Targets, run: string): ReadonlyArray<Attempt> => {
         exchange,
         routingKey,
         body: forgedBody(messageId, options.entityId ?? t.entityId, action),
-        options: base(messageId, `Item.${action}`, userId, options.headers)
+        options: base(messageId, `entitysync.Item.${action}`, userId, options.headers)
       }
     }
   }

@@ -4,6 +4,7 @@
  * the consumer must dead-letter it with.
  */
 import type { Effect } from "effect"
+import * as Envelope from "../../src/Envelope.ts"
 import { owner } from "./contract.ts"
 import { withChannel } from "./rabbit.ts"
 import type { Names } from "./stack.ts"
@@ -15,41 +16,53 @@ export interface PoisonKind {
   readonly body: (messageId: string) => string
 }
 
-const envelope = (messageId: string, fields: Record<string, unknown>) =>
+const event = (messageId: string, fields: Record<string, unknown>) =>
   JSON.stringify({
-    specVersion: 1,
-    messageId,
-    entity: "Item",
-    entityId: "poison",
-    action: "created",
-    version: 1,
-    occurredAt: new Date().toISOString(),
-    producer: owner,
-    forceSync: false,
-    payload: { id: "poison", name: "poison", n: 0, tags: [] },
+    ...Envelope.toCloudEvent({
+      messageId,
+      entity: "Item",
+      entityId: "poison",
+      action: "created",
+      version: 1,
+      contractVersion: 1,
+      occurredAt: new Date().toISOString(),
+      producer: owner,
+      forceSync: false,
+      payload: { id: "poison", name: "poison", n: 0, tags: [] }
+    }),
     ...fields
   })
 
 /** Every kind of poison message the test sends. */
 export const kinds: ReadonlyArray<PoisonKind> = [
-  { kind: "bad JSON", reason: "NotJson", body: (id) => `{"specVersion":1,"messageId":"${id}",` },
+  { kind: "bad JSON", reason: "NotJson", body: (id) => `{"specversion":"1.0","id":"${id}",` },
   {
     kind: "bad envelope schema",
     reason: "InvalidEnvelope",
-    body: (id) => JSON.stringify({ specVersion: 1, messageId: id, entity: "Item", version: "one" })
+    body: (id) => JSON.stringify({ specversion: "1.0", id, type: "entitysync.Item.created", entityversion: "one" })
+  },
+  {
+    kind: "retired wire format 1",
+    reason: "InvalidEnvelope",
+    body: (id) => JSON.stringify({ specVersion: 1, messageId: id, entity: "Item", entityId: "poison", version: 1 })
   },
   {
     kind: "oversized",
     reason: "TooLarge",
-    body: (id) => envelope(id, { payload: { id: "poison", name: "x".repeat(300 * 1024), n: 0, tags: [] } })
+    body: (id) => event(id, { data: { id: "poison", name: "x".repeat(300 * 1024), n: 0, tags: [] } })
   },
-  { kind: "unknown entity", reason: "UnknownEntity", body: (id) => envelope(id, { entity: "Ghost" }) },
+  { kind: "unknown entity", reason: "UnknownEntity", body: (id) => event(id, { type: "entitysync.Ghost.created" }) },
   {
     kind: "bad payload schema",
     reason: "InvalidPayload",
-    body: (id) => envelope(id, { payload: { id: "poison", name: 7, n: "zero" } })
+    body: (id) => event(id, { data: { id: "poison", name: 7, n: "zero" } })
   },
-  { kind: "wrong producer", reason: "InvalidEnvelope", body: (id) => envelope(id, { producer: "intruder" }) }
+  {
+    kind: "newer contract version",
+    reason: "UnsupportedContractVersion",
+    body: (id) => event(id, { contractversion: 99 })
+  },
+  { kind: "wrong producer", reason: "InvalidEnvelope", body: (id) => event(id, { source: "intruder" }) }
 ]
 
 /** A poison message that was published. */
@@ -68,7 +81,7 @@ export const publishBurst = (names: Names, burst: number, perKind: number): Effe
         channel.publish(names.exchange, `${owner}.Item.created`, Buffer.from(kind.body(messageId)), {
           persistent: true,
           messageId,
-          type: "Item.created",
+          type: "entitysync.Item.created",
           contentType: "application/json",
           userId: "guest"
         })
