@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+export * as AsyncApi from "./AsyncApi.ts"
 export * as Broker from "./Broker.ts"
 export * as Contract from "./Contract.ts"
 export * as CopyRepository from "./CopyRepository.ts"
