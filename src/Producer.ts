@@ -518,6 +518,8 @@ const makeRepository = <A, I extends Schema.Json>(
         const now = yield* Clock.currentTimeMillis
         const next: SourceRow = {
           ...row,
+          // as this contract shapes it: a row written by another version may hold fields it does not know
+          payload: before === null ? null : yield* encodePayload(before),
           version: row.version + 1,
           state: "softDeleted",
           updatedAt: now,
@@ -577,7 +579,9 @@ const makeRepository = <A, I extends Schema.Json>(
             })
             const events: Array<Envelope.Envelope> = []
             for (const stored of rows) {
-              const { payload, row } = yield* decodeStored(stored)
+              const { payload } = yield* decodeStored(stored)
+              // as this contract shapes it: a row written by another version may hold fields it does not know
+              const row = { ...stored, payload: payload === null ? null : yield* encodePayload(payload) }
               const action = snapshotAction[row.state]
               if (handleWhen({ action, before: payload, after: payload })) {
                 const event = yield* envelope(row, action, true)

@@ -1,6 +1,6 @@
 /**
  * Contracts shared by the tests: a Company owned by "accounts", and a User of "accounts" that depends on
- * its Company; plus a Invoice owned by "billing" for R1's negative cases.
+ * its Company (and its version 2); plus a Invoice owned by "billing" for R1's negative cases.
  */
 import { Schema } from "effect"
 import * as Contract from "../src/Contract.ts"
@@ -14,20 +14,35 @@ export const Company = Contract.make({
 })
 export type Company = Contract.Payload<typeof Company>
 
+const UserPayload = Schema.Struct({
+  id: Schema.String,
+  companyId: Schema.String,
+  email: Schema.String,
+  name: Schema.String,
+  active: Schema.Boolean
+})
+
 export const User = Contract.make({
   name: "User",
   owner: "accounts",
-  payload: Schema.Struct({
-    id: Schema.String,
-    companyId: Schema.String,
-    email: Schema.String,
-    name: Schema.String,
-    active: Schema.Boolean
-  }),
+  payload: UserPayload,
   id: "id",
   dependencies: { companyId: Company }
 })
 export type User = Contract.Payload<typeof User>
+
+/** Version 2 of User: a nickname, null for the Users of version 1. */
+export const UserV2 = Contract.make({
+  name: "User",
+  owner: "accounts",
+  payload: Contract.versions(UserPayload).next(
+    2,
+    Schema.Struct({ ...UserPayload.fields, nickname: Schema.NullOr(Schema.String) }),
+    (v1) => ({ ...v1, nickname: null })
+  ),
+  id: "id",
+  dependencies: { companyId: Company }
+})
 
 export const Invoice = Contract.make({
   name: "Invoice",

@@ -11,13 +11,15 @@ import type { EntityExists, EntityNotFound } from "../../src/Errors.ts"
 import * as Outbox from "../../src/Outbox.ts"
 import * as Producer from "../../src/Producer.ts"
 import type { SourceRepository } from "../../src/SourceRepository.ts"
-import { Company, User } from "../fixtures.ts"
+import { Company, User, UserV2 } from "../fixtures.ts"
 
 const accounts = Producer.make("accounts")
 /** The owner's Company repository. */
 export const companies = accounts.repository(Company)
 /** The owner's User repository. */
 export const users = accounts.repository(User)
+/** The User repository of an instance of the owner already upgraded to version 2 (mixed-version runs). */
+export const usersV2 = accounts.repository(UserV2)
 
 /** The state of an entity at the owner; `absent` when it never existed. */
 export type OwnerState = "absent" | "live" | "softDeleted" | "deleted"
@@ -88,7 +90,11 @@ const pickHot = (random: () => number, ids: ReadonlyArray<string>, hot: Readonly
 const pick = <A>(random: () => number, items: ReadonlyArray<A>): A => items[Math.floor(random() * items.length)]!
 
 /** The owner operations possible in the current state, with their weights. */
-export const candidates = (model: OwnerModel, random: () => number): ReadonlyArray<Candidate> => {
+export const candidates = (
+  model: OwnerModel,
+  random: () => number,
+  mixedVersions = false
+): ReadonlyArray<Candidate> => {
   const hotC = companyIds.slice(0, hotCompanies)
   const hotU = userIds.slice(0, hotUsers)
   const companiesIn = (...states: ReadonlyArray<OwnerState>) =>
@@ -225,6 +231,19 @@ export const candidates = (model: OwnerModel, random: () => number): ReadonlyArr
           model.events++
         })
     })
+    if (mixedVersions) {
+      list.push({
+        name: "rename User at version 2 (an upgraded instance)",
+        weight: 4,
+        write: () =>
+          Effect.gen(function*() {
+            const id = pickHot(random, liveUsers, hotU)
+            const nickname = random() < 0.7 ? `nick#${++model.counter}` : null
+            yield* Outbox.transaction(usersV2.update(id, (u) => ({ ...u, name: name(id), nickname })))
+            model.events++
+          })
+      })
+    }
     list.push({
       name: "toggle User",
       weight: 4,
