@@ -107,13 +107,13 @@ export interface Child {
 }
 
 /**
- * Runs `node --import tsx <entry>` from the repository root with `env` added to this process's; the
+ * Runs `node --conditions=entity-sync-source --import tsx <entry>` from the repository root with `env` added to this process's; the
  * child is killed (SIGKILL) when the scope closes, if it is still running.
  */
 export const spawnService = (entry: string, env: Record<string, string>): Effect.Effect<Child, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(process.execPath, ["--import", "tsx", entry], {
+      const child = spawn(process.execPath, ["--conditions=entity-sync-source", "--import", "tsx", entry], {
         cwd: new URL("../../", import.meta.url).pathname,
         env: { ...process.env, ...env },
         stdio: ["ignore", "pipe", "pipe"]
