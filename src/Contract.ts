@@ -97,7 +97,9 @@ const migration = (from: number, migrate: (previous: unknown) => unknown) =>
       try: () => migrate(previous),
       catch: (cause) =>
         new SchemaIssue.InvalidValue({
-          message: `the migration from version ${from} failed: ${cause instanceof Error ? cause.message : String(cause)}`
+          message: `the migration from version ${from} failed: ${
+            cause instanceof Error ? cause.message : String(cause)
+          }`
         })
     })
   )
@@ -229,18 +231,22 @@ export const check = (contract: Any): Effect.Effect<void, InvalidContract> =>
     for (const earlier of contract.earlier) {
       for (const example of examplesOf(earlier.payload)) {
         const encoded = yield* Schema.encodeUnknownEffect(earlier.payload)(example).pipe(
-          Effect.mapError((error) => new InvalidContract({
-            entity: contract.name,
-            detail: `an example of version ${earlier.version} does not fit its schema: ${error.message}`
-          }))
+          Effect.mapError((error) =>
+            new InvalidContract({
+              entity: contract.name,
+              detail: `an example of version ${earlier.version} does not fit its schema: ${error.message}`
+            })
+          )
         )
         yield* Schema.decodeUnknownEffect(earlier.upcast)(encoded).pipe(
-          Effect.mapError((error) => new InvalidContract({
-            entity: contract.name,
-            detail: `an example of version ${earlier.version} does not upcast to version ${contract.version}: ${
-              error.message.replace(/\n\s*/g, " ")
-            }`
-          }))
+          Effect.mapError((error) =>
+            new InvalidContract({
+              entity: contract.name,
+              detail: `an example of version ${earlier.version} does not upcast to version ${contract.version}: ${
+                error.message.replace(/\n\s*/g, " ")
+              }`
+            })
+          )
         )
       }
     }

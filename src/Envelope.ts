@@ -133,8 +133,7 @@ export const routingKey = (e: Pick<Envelope, "producer" | "entity" | "action">):
   `${e.producer}.${e.entity}.${e.action}`
 
 /** The CloudEvents `type` of an event, also its AMQP `type` property: `entitysync.<Entity>.<action>`. */
-export const messageType = (e: Pick<Envelope, "entity" | "action">): string =>
-  `${typePrefix}${e.entity}.${e.action}`
+export const messageType = (e: Pick<Envelope, "entity" | "action">): string => `${typePrefix}${e.entity}.${e.action}`
 
 const actions: ReadonlySet<unknown> = new Set(Action.literals)
 const isAction = (u: unknown): u is Action => actions.has(u)
@@ -220,7 +219,23 @@ export const isContextKey = (key: string): boolean =>
 // RFC 3339 `date-time`, as the CloudEvents `time` attribute requires.
 const rfc3339 =
   /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$/
-const isTime = (u: unknown): u is string => typeof u === "string" && rfc3339.test(u) && !Number.isNaN(Date.parse(u))
+const daysIn = (year: number, month: number): number => new Date(Date.UTC(year, month, 0)).getUTCDate()
+const isTime = (u: unknown): u is string =>
+  typeof u === "string" && rfc3339.test(u) && !Number.isNaN(Date.parse(u)) &&
+  Number(u.slice(8, 10)) <= daysIn(Number(u.slice(0, 4)), Number(u.slice(5, 7)))
+
+// An absolute URI (scheme ":" then no white space), as the CloudEvents `dataschema` attribute requires.
+const absoluteUri = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$/
+
+/**
+ * Whether a value may stand as an attribute the format does not read: `dataschema` an absolute URI, no
+ * `schemaurl` (CloudEvents 0.3), and an extension's value of the CloudEvents type system (no fractional or
+ * non-finite numbers).
+ */
+const isOtherAttribute = (key: string, value: unknown): boolean =>
+  key === "dataschema"
+    ? typeof value === "string" && absoluteUri.test(value)
+    : key !== "schemaurl" && (typeof value !== "number" || Number.isInteger(value))
 
 // A URI-reference of unreserved and sub-delimiter characters, `:`, `@`, `/` and percent-escapes: what a
 // service name may be as the CloudEvents `source`.
@@ -270,6 +285,15 @@ export const CloudEvent = Schema.StructWithRest(
     const bad = Object.keys(e).find((key) => !attributeName.test(key))
     return bad === undefined ||
       `attribute names are lower-case letters and digits (CloudEvents); "${bounded(bad, 40)}" is not`
+  }),
+  Schema.makeFilter((e) => {
+    const bad = Object.entries(e).find(([key, value]) => !isOtherAttribute(key, value))?.[0]
+    return bad === undefined ||
+      (bad === "schemaurl"
+        ? "schemaurl is not a CloudEvents 1.0 attribute (use dataschema)"
+        : bad === "dataschema"
+        ? "dataschema must be an absolute URI"
+        : `the extension ${bounded(bad, 40)} must be a string, a boolean or an integer`)
   }),
   Schema.makeFilter((e) =>
     (parseType(e.type)?.action === "deleted") === (e.data === null) ||
@@ -324,8 +348,8 @@ export const fromCloudEvent = (json: unknown): Envelope | undefined => {
   ) return undefined
   let context: Record<string, string> | undefined
   for (const key in e) {
-    if (!attributeName.test(key)) return undefined
     const value = e[key]
+    if (!attributeName.test(key) || !isOtherAttribute(key, value)) return undefined
     if (typeof value === "string" && isContextKey(key)) (context ??= {})[key] = value
   }
   return {

@@ -312,10 +312,12 @@ const makeRepository = <A, I extends Schema.Json>(
         ),
         Effect.catch(() => upcast(i + 1, error))
       )
-    return Effect.orDie(decode(stored).pipe(
-      Effect.map((payload): Stored => ({ row, payload })),
-      Effect.catch((error) => upcast(0, error))
-    ))
+    return Effect.orDie(
+      decode(stored).pipe(
+        Effect.map((payload): Stored => ({ row, payload })),
+        Effect.catch((error) => upcast(0, error))
+      )
+    )
   }
   const handleWhen = options.handleWhen ?? (() => true)
 

@@ -167,9 +167,9 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
     malformed(
       envelope,
       "InvalidPayload",
-      `${
-        envelope.contractVersion === contract.version ? "" : `(contract version ${envelope.contractVersion}) `
-      }${error.message.replace(/\n\s*/g, " ")}`
+      `${envelope.contractVersion === contract.version ? "" : `(contract version ${envelope.contractVersion}) `}${
+        error.message.replace(/\n\s*/g, " ")
+      }`
     )
   const withPayload = (
     envelope: Envelope.Envelope,

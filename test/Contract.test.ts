@@ -73,7 +73,9 @@ describe("Contract versions", () => {
         return splitName(v1)
       })
       const contract = Contract.make({ name: "Fragile", owner: "accounts", id: "id", payload: fragile })
-      const error = yield* Effect.flip(Schema.decodeUnknownEffect(Contract.decoderOf(contract, 1)!)({ id: "f", name: "" }))
+      const error = yield* Effect.flip(
+        Schema.decodeUnknownEffect(Contract.decoderOf(contract, 1)!)({ id: "f", name: "" })
+      )
       assert.match(error.message, /the migration from version 1 failed: a name is needed/)
     }))
 
@@ -87,9 +89,15 @@ describe("Contract versions", () => {
       assert.match(gapError.message, /contract Gap: version 3 needs the earlier versions 1, 2 in order; it has 1/)
       // an untyped migration (as from JavaScript) whose output misses a field of version 2, caught on the
       // examples version 1 declares
-      const untyped = (v1: typeof V1.Type): typeof V2.Encoded => JSON.parse(JSON.stringify({ id: v1.id, first: v1.name }))
+      const untyped = (v1: typeof V1.Type): typeof V2.Encoded =>
+        JSON.parse(JSON.stringify({ id: v1.id, first: v1.name }))
       const withExamples = Contract.versions(V1.annotate({ examples: [{ id: "e", name: "Ex Ample" }] }))
-      const misfit = Contract.make({ name: "Misfit", owner: "accounts", id: "id", payload: withExamples.next(2, V2, untyped) })
+      const misfit = Contract.make({
+        name: "Misfit",
+        owner: "accounts",
+        id: "id",
+        payload: withExamples.next(2, V2, untyped)
+      })
       const misfitError = yield* Effect.flip(Contract.check(misfit))
       assert.match(misfitError.message, /contract Misfit: an example of version 1 does not upcast to version 2: .*last/)
       yield* Contract.check(PersonV3)
@@ -107,7 +115,9 @@ describe("Contract versions", () => {
         )
       ))
       assert.isTrue(Exit.isFailure(exit))
-      if (Exit.isFailure(exit)) assert.match(Cause.pretty(exit.cause), /InvalidContract.*version 3 needs the earlier versions 1, 2/)
+      if (Exit.isFailure(exit)) {
+        assert.match(Cause.pretty(exit.cause), /InvalidContract.*version 3 needs the earlier versions 1, 2/)
+      }
     }).pipe(Effect.scoped))
 })
 
@@ -148,34 +158,37 @@ describe("Contract versions between an owner and a consumer", () => {
       })
       yield* Outbox.transaction(v3.update("p-2", (p) => ({ ...p, tags: ["enigma"], companyId: "c-1" })))
       yield* Outbox.transaction(v3.softDelete("p-3"))
-      yield* deployed([Subscription.subscribe(Company), Subscription.subscribe(PersonV3)], Effect.gen(function*() {
-        yield* relay
-        yield* settle()
-        assert.deepStrictEqual((yield* copy("p-1"))?.payload, {
-          id: "p-1",
-          first: "Ada",
-          last: "Lovelace",
-          tags: [],
-          companyId: null
+      yield* deployed(
+        [Subscription.subscribe(Company), Subscription.subscribe(PersonV3)],
+        Effect.gen(function*() {
+          yield* relay
+          yield* settle()
+          assert.deepStrictEqual((yield* copy("p-1"))?.payload, {
+            id: "p-1",
+            first: "Ada",
+            last: "Lovelace",
+            tags: [],
+            companyId: null
+          })
+          assert.deepStrictEqual((yield* copy("p-2"))?.payload, {
+            id: "p-2",
+            first: "Alan",
+            last: "Turing",
+            tags: ["enigma"],
+            companyId: "c-1"
+          })
+          const p3 = yield* copy("p-3")
+          assert.strictEqual(p3?.state, "softDeleted")
+          // the soft delete of a version-2 row is published at version 3, in the version-3 shape
+          assert.deepStrictEqual(p3?.payload, { id: "p-3", first: "Grace", last: "Hopper", tags: [], companyId: null })
+          assert.strictEqual(yield* Metrics.outcomeCount(consumerName, "Person", "applied"), 5)
+          // a full sync of the upgraded owner republishes every row at version 3
+          assert.strictEqual(yield* v3.fullSync(), 3)
+          yield* relay
+          yield* settle()
+          assert.strictEqual(yield* Metrics.outcomeCount(consumerName, "Person", "applied"), 8)
         })
-        assert.deepStrictEqual((yield* copy("p-2"))?.payload, {
-          id: "p-2",
-          first: "Alan",
-          last: "Turing",
-          tags: ["enigma"],
-          companyId: "c-1"
-        })
-        const p3 = yield* copy("p-3")
-        assert.strictEqual(p3?.state, "softDeleted")
-        // the soft delete of a version-2 row is published at version 3, in the version-3 shape
-        assert.deepStrictEqual(p3?.payload, { id: "p-3", first: "Grace", last: "Hopper", tags: [], companyId: null })
-        assert.strictEqual(yield* Metrics.outcomeCount(consumerName, "Person", "applied"), 5)
-        // a full sync of the upgraded owner republishes every row at version 3
-        assert.strictEqual(yield* v3.fullSync(), 3)
-        yield* relay
-        yield* settle()
-        assert.strictEqual(yield* Metrics.outcomeCount(consumerName, "Person", "applied"), 8)
-      }))
+      )
     }).pipe(Effect.provide(shared), freshMetrics))
 
   it.effect("an event newer than the consumer knows is dead-lettered, blocks nothing, and is applied after the upgrade and a replay", () =>
@@ -185,38 +198,44 @@ describe("Contract versions between an owner and a consumer", () => {
       yield* Outbox.transaction(v1.create({ id: "p-1", name: "Ada Lovelace" }))
       yield* Outbox.transaction(v1.create({ id: "p-2", name: "Alan Turing" }))
       const subscriptionsV1 = [Subscription.subscribe(Company), Subscription.subscribe(PersonV1)]
-      yield* deployed(subscriptionsV1, Effect.gen(function*() {
-        yield* relay
-        yield* settle()
-        // the owner is upgraded first (the wrong order): its version-2 events reach a consumer at version 1
-        yield* Outbox.transaction(v2.update("p-1", (p) => ({ ...p, last: "King" })))
-        yield* Outbox.transaction(v2.create({ id: "p-3", first: "Grace", last: "Hopper" }))
-        yield* Outbox.transaction(accounts.repository(Company).create(acme))
-        yield* relay
-        yield* settle()
-        const listing = yield* DeadLetters.list({ service: consumerName }, {
-          filter: { reasons: ["UnsupportedContractVersion"] }
+      yield* deployed(
+        subscriptionsV1,
+        Effect.gen(function*() {
+          yield* relay
+          yield* settle()
+          // the owner is upgraded first (the wrong order): its version-2 events reach a consumer at version 1
+          yield* Outbox.transaction(v2.update("p-1", (p) => ({ ...p, last: "King" })))
+          yield* Outbox.transaction(v2.create({ id: "p-3", first: "Grace", last: "Hopper" }))
+          yield* Outbox.transaction(accounts.repository(Company).create(acme))
+          yield* relay
+          yield* settle()
+          const listing = yield* DeadLetters.list({ service: consumerName }, {
+            filter: { reasons: ["UnsupportedContractVersion"] }
+          })
+          assert.deepStrictEqual(listing.items.map((d) => [d.entityId, d.version]), [["p-1", 2], ["p-3", 1]])
+          assert.match(listing.items[0]!.reason, /Person version 2 is newer than this consumer knows \(version 1\)/)
+          assert.strictEqual(yield* Metrics.outcomeCount(consumerName, "Person", "unsupportedVersion"), 2)
+          // nothing else was blocked: the Company written after them is applied, p-1 keeps version 1
+          assert.deepStrictEqual((yield* CopyRepository.use((c) => c.get("Company", "c-1")))?.payload, acme)
+          assert.deepStrictEqual((yield* copy("p-1"))?.payload, { id: "p-1", name: "Ada Lovelace" })
         })
-        assert.deepStrictEqual(listing.items.map((d) => [d.entityId, d.version]), [["p-1", 2], ["p-3", 1]])
-        assert.match(listing.items[0]!.reason, /Person version 2 is newer than this consumer knows \(version 1\)/)
-        assert.strictEqual(yield* Metrics.outcomeCount(consumerName, "Person", "unsupportedVersion"), 2)
-        // nothing else was blocked: the Company written after them is applied, p-1 keeps version 1
-        assert.deepStrictEqual((yield* CopyRepository.use((c) => c.get("Company", "c-1")))?.payload, acme)
-        assert.deepStrictEqual((yield* copy("p-1"))?.payload, { id: "p-1", name: "Ada Lovelace" })
-      }))
-      yield* deployed([Subscription.subscribe(Company), Subscription.subscribe(PersonV2)], Effect.gen(function*() {
-        const replayed = yield* DeadLetters.replay({ service: consumerName }, {
-          reasons: ["UnsupportedContractVersion"]
+      )
+      yield* deployed(
+        [Subscription.subscribe(Company), Subscription.subscribe(PersonV2)],
+        Effect.gen(function*() {
+          const replayed = yield* DeadLetters.replay({ service: consumerName }, {
+            reasons: ["UnsupportedContractVersion"]
+          })
+          assert.strictEqual(replayed.broker, 2)
+          yield* settle()
+          assert.deepStrictEqual((yield* copy("p-1"))?.payload, { id: "p-1", first: "Ada", last: "King" })
+          assert.strictEqual((yield* copy("p-1"))?.version, 2)
+          assert.deepStrictEqual((yield* copy("p-3"))?.payload, { id: "p-3", first: "Grace", last: "Hopper" })
+          // p-2 is still held at version 1's shape until its next event or a full sync
+          assert.deepStrictEqual((yield* copy("p-2"))?.payload, { id: "p-2", name: "Alan Turing" })
+          const after = yield* DeadLetters.list({ service: consumerName }, {})
+          assert.strictEqual(after.items.length, 0)
         })
-        assert.strictEqual(replayed.broker, 2)
-        yield* settle()
-        assert.deepStrictEqual((yield* copy("p-1"))?.payload, { id: "p-1", first: "Ada", last: "King" })
-        assert.strictEqual((yield* copy("p-1"))?.version, 2)
-        assert.deepStrictEqual((yield* copy("p-3"))?.payload, { id: "p-3", first: "Grace", last: "Hopper" })
-        // p-2 is still held at version 1's shape until its next event or a full sync
-        assert.deepStrictEqual((yield* copy("p-2"))?.payload, { id: "p-2", name: "Alan Turing" })
-        const after = yield* DeadLetters.list({ service: consumerName }, {})
-        assert.strictEqual(after.items.length, 0)
-      }))
+      )
     }).pipe(Effect.provide(shared), freshMetrics))
 })

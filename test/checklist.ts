@@ -485,7 +485,10 @@ export const checklist = (name: string, kit: ChecklistStores, checklistOptions: 
         assert.match(reasons["p-5"]!, /^InvalidPayload .*name/)
         assert.match(reasons["p-6"]!, /owned by "accounts", but the message was produced by "billing"/)
         assert.match(reasons["p-7"]!, /^InvalidEnvelope \(message p-7, entity Company\): wire format 1 .* is retired/)
-        assert.match(reasons["p-8"]!, /^UnsupportedContractVersion .*Company version 2 is newer than this consumer knows/)
+        assert.match(
+          reasons["p-8"]!,
+          /^UnsupportedContractVersion .*Company version 2 is newer than this consumer knows/
+        )
         assert.lengthOf(dead, 8)
         assert.deepStrictEqual((yield* viewOf("Company", "c-1"))?.payload, acme)
       })))

@@ -9,7 +9,12 @@ import { Contract } from "../../src/index.ts"
 
 const V1 = Schema.Struct({ id: Schema.String, name: Schema.String })
 const V2 = Schema.Struct({ id: Schema.String, first: Schema.String, last: Schema.String })
-const V3 = Schema.Struct({ id: Schema.String, first: Schema.String, last: Schema.String, tags: Schema.Array(Schema.String) })
+const V3 = Schema.Struct({
+  id: Schema.String,
+  first: Schema.String,
+  last: Schema.String,
+  tags: Schema.Array(Schema.String)
+})
 const split = (v1: typeof V1.Type) => ({ id: v1.id, first: v1.name, last: "" })
 
 /** The allowed chains: 1 → 2 → 3, each migration giving the next version's payload. */
