@@ -395,6 +395,20 @@ export const document = (options: Options): Document => {
   const contracts = distinct(options.contracts)
   const known = new Set(contracts.map((c) => c.name))
   const exchange = options.exchange ?? defaultExchange
+  // a channel: one routing key on the topic exchange, carrying one message
+  const channelOf = (address: string, title: string, message: string): JsonObject => ({
+    address,
+    title,
+    description: `Routing key \`${address}\` on the topic exchange \`${exchange}\`.`,
+    messages: { [message]: ref("components", "messages", message) },
+    bindings: {
+      amqp: {
+        is: "routingKey",
+        exchange: { name: exchange, type: "topic", durable: true, autoDelete: false },
+        bindingVersion: amqpBindingVersion
+      }
+    }
+  })
   const consumers = Object.entries(options.consumers ?? {}).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map((
     [service, subscriptions]
   ) => {
@@ -494,19 +508,7 @@ export const document = (options: Options): Document => {
         payload: schemaRef(id),
         bindings: { amqp: { messageType: type, bindingVersion: amqpBindingVersion } }
       }
-      channels[address] = {
-        address,
-        title: `${title} events`,
-        description: `Routing key \`${address}\` on the topic exchange \`${exchange}\`.`,
-        messages: { [id]: ref("components", "messages", id) },
-        bindings: {
-          amqp: {
-            is: "routingKey",
-            exchange: { name: exchange, type: "topic", durable: true, autoDelete: false },
-            bindingVersion: amqpBindingVersion
-          }
-        }
-      }
+      channels[address] = channelOf(address, `${title} events`, id)
       const channel = ref("channels", address)
       const message = [ref("channels", address, "messages", id)]
       operations[`${contract.owner}.send.${id}`] = {
@@ -553,19 +555,7 @@ export const document = (options: Options): Document => {
       payload: schemaRef(id),
       bindings: { amqp: { messageType: `resync.${entity}`, bindingVersion: amqpBindingVersion } }
     }
-    channels[address] = {
-      address,
-      title: `${title}s`,
-      description: `Routing key \`${address}\` on the topic exchange \`${exchange}\`.`,
-      messages: { [id]: ref("components", "messages", id) },
-      bindings: {
-        amqp: {
-          is: "routingKey",
-          exchange: { name: exchange, type: "topic", durable: true, autoDelete: false },
-          bindingVersion: amqpBindingVersion
-        }
-      }
-    }
+    channels[address] = channelOf(address, `${title}s`, id)
     const channel = ref("channels", address)
     const message = [ref("channels", address, "messages", id)]
     operations[`${contract.owner}.receive.${id}`] = {
