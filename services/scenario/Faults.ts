@@ -8,6 +8,8 @@
  *   relay, as a misbehaving relay would; `deliver` then publishes any of them, in any order, any number of
  *   times — or never (lost on the bus).
  * * `driftCopy` overwrites a consumer's copy in place, at the same version (a copy that drifted).
+ * * `poison` publishes bodies no consumer can apply under an owner's routing key, as a buggy or outdated
+ *   producer would.
  *
  * @since 0.1.0
  */
@@ -38,6 +40,12 @@ export class Faults extends Context.Service<Faults, {
   /** Publishes events to the bus in this order (repeats allowed), as the owner's relay would. */
   readonly deliver: (
     events: ReadonlyArray<Envelope.Envelope>
+  ) => Effect.Effect<void, Errors.BrokerUnavailable | Errors.PublishRejected>
+  /** Publishes `body` as message `messageId` under the routing key of `event` (its producer, entity, action). */
+  readonly poison: (
+    event: Pick<Envelope.Envelope, "producer" | "entity" | "action">,
+    messageId: string,
+    body: string
   ) => Effect.Effect<void, Errors.BrokerUnavailable | Errors.PublishRejected>
   /** Overwrites the consumer's copy of an entity in place, keeping its version. */
   readonly driftCopy: (entity: string, id: string, payload: Schema.Json) => Effect.Effect<void, SqlError.SqlError>
@@ -100,6 +108,15 @@ export const make = (
           body: Envelope.encode(envelope),
           headers: envelope.traceparent !== undefined ? { traceparent: envelope.traceparent } : {}
         }))),
+      poison: (event, messageId, body) =>
+        broker.publish([{
+          messageId,
+          routingKey: Envelope.routingKey(event),
+          type: Envelope.messageType(event),
+          contentType: Envelope.contentType,
+          body: new TextEncoder().encode(body),
+          headers: {}
+        }]),
       driftCopy: (entity, id, payload) =>
         Effect.gen(function*() {
           const copy = yield* copies.get(entity, id)

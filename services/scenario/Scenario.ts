@@ -2,7 +2,9 @@
  * The pattern's checklist as a scenario played against the two demo services over HTTP: create, update,
  * soft and hard delete, a deactivated user and an inactive one kept private, an out-of-order pair and a
  * duplicate, a User whose Company arrives later, a dependency that never arrives (dead-lettered, then
- * replayed once its Company was full-synced), and a drifted copy repaired by full sync. The faults come
+ * replayed once its Company was full-synced), poison on the bus (the retired wire format, a contract version
+ * the consumer does not know, a payload that does not fit) dead-lettered beside a good event, and a drifted
+ * copy repaired by full sync. The faults come
  * from `Faults`; everything else goes through the services' HTTP APIs. Each step reports what it expected
  * and what it saw; `npm run demo` and the services' tests play it.
  *
@@ -10,6 +12,7 @@
  */
 import { Console, Duration, Effect, Schedule, Schema } from "effect"
 import { HttpClient } from "effect/http"
+import { Envelope } from "entity-sync"
 import { companies, users } from "../accounts/Accounts.ts"
 import * as ApiClient from "./ApiClient.ts"
 import { Faults } from "./Faults.ts"
@@ -368,6 +371,40 @@ export const run = (
       employee("u-6")
     )
     yield* eventually("no dead letter is left", [], inboxDead)
+
+    yield* section("poison on the bus")
+    const [good] = yield* faults.withhold(
+      [{ entity: "Company", id: "c-4" }],
+      companies.create({ id: "c-4", name: "Delta" })
+    ).pipe(Effect.orDie)
+    if (good !== undefined) {
+      const event = Envelope.toCloudEvent(good)
+      const poisons = [
+        // the retired wire format 1, from a producer that was not upgraded
+        ["p-format-1", JSON.stringify({ specVersion: 1, messageId: "p-format-1", entity: "Company", entityId: "c-4" })],
+        // a contract version the directory does not know yet
+        ["p-version-9", JSON.stringify({ ...event, id: "p-version-9", contractversion: 9 })],
+        // a payload that does not fit the contract
+        ["p-payload", JSON.stringify({ ...event, id: "p-payload", data: { id: "c-4", name: 7 } })]
+      ] as const
+      for (const [id, body] of poisons) yield* faults.poison(good, id, body).pipe(Effect.orDie)
+      yield* faults.deliver([good]).pipe(Effect.orDie)
+      yield* eventually(
+        "each is dead-lettered with its reason; the good event beside them is applied",
+        {
+          dead: [["p-format-1", "InvalidEnvelope"], ["p-payload", "InvalidPayload"], [
+            "p-version-9",
+            "UnsupportedContractVersion"
+          ]],
+          copy: copied("Delta", 1)
+        },
+        Effect.all({
+          dead: Effect.map(deadLetters, (rows) =>
+            rows.filter((d) => d.messageId.startsWith("p-")).map((d) => [d.messageId, d.error]).sort()),
+          copy: companyCopy("c-4")
+        })
+      )
+    }
 
     yield* section("a drifted copy")
     yield* faults.driftCopy("Company", "c-1", { id: "c-1", name: "drifted" }).pipe(Effect.orDie)
