@@ -39,15 +39,15 @@ export const relayFailures = Metric.counter("entity_sync_relay_publish_failures_
   incremental: true
 })
 
-/** Age in milliseconds of the oldest unpublished outbox event, by `producer`. */
-export const relayLag = Metric.gauge("entity_sync_relay_lag_ms", {
-  description: "age of the oldest unpublished outbox event"
+/** Age in seconds of the oldest unpublished outbox event, by `producer` (0 when none waits). */
+export const relayLag = Metric.gauge("entity_sync_relay_lag_seconds", {
+  description: "age of the oldest unpublished outbox event, in seconds"
 })
 
-/** Milliseconds from the owner's commit (occurredAt) to the consumer's apply, by `entity`. */
-export const applyLatency = Metric.histogram("entity_sync_apply_latency_ms", {
-  description: "time from an event's occurrence at the owner to its apply at the consumer",
-  boundaries: Metric.exponentialBoundaries({ start: 1, factor: 2, count: 16 })
+/** Seconds from the owner's commit (occurredAt) to the consumer's apply, by `entity`. */
+export const applyLatency = Metric.histogram("entity_sync_apply_latency_seconds", {
+  description: "time from an event's occurrence at the owner to its apply at the consumer, in seconds",
+  boundaries: Metric.exponentialBoundaries({ start: 0.001, factor: 2, count: 16 })
 })
 
 // The attributed metrics of the hot paths, made once per attribute set: a metric computes its series key
@@ -79,15 +79,19 @@ export const countOutcome = (consumer: string, entity: string, outcome: Outcome,
 export const countPublished = (producer: string, n: number): Effect.Effect<void> =>
   Metric.update(cached(publishedCounters, producer, () => Metric.withAttributes(relayPublished, { producer })), n)
 
-/** Records the apply latencies of events of `entity`. */
+/** Records the apply latencies of events of `entity`, given in milliseconds (`applyLatency` is in seconds). */
 export const recordApplyLatencies = (entity: string, millis: ReadonlyArray<number>): Effect.Effect<void> => {
   const histogram = cached(applyLatencies, entity, () => Metric.withAttributes(applyLatency, { entity }))
   return Effect.contextWith((context) =>
     Effect.sync(() => {
-      for (const value of millis) histogram.updateUnsafe(value, context)
+      for (const value of millis) histogram.updateUnsafe(value / 1_000, context)
     })
   )
 }
+
+/** Records the relay lag of `producer`, given in milliseconds (`relayLag` is in seconds). */
+export const recordRelayLag = (producer: string, millis: number): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(relayLag, { producer }), millis / 1_000)
 
 /** The count of one consumer outcome so far. */
 export const outcomeCount = (consumer: string, entity: string, outcome: Outcome): Effect.Effect<number> =>

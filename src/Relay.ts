@@ -311,10 +311,7 @@ const recordLag = (producer: string) =>
     const outbox = yield* Outbox
     const { oldestCreatedAt } = yield* outbox.pending
     const now = yield* Clock.currentTimeMillis
-    yield* Metric.update(
-      Metric.withAttributes(Metrics.relayLag, { producer }),
-      oldestCreatedAt === null ? 0 : now - oldestCreatedAt
-    )
+    yield* Metrics.recordRelayLag(producer, oldestCreatedAt === null ? 0 : now - oldestCreatedAt)
   })
 
 /** How often at most the relay measures its lag (`Metrics.relayLag`), a count over the unpublished rows. */
