@@ -44,6 +44,33 @@ export {
   PublishedInsideTransaction
 } from "./internal/OutboxTransaction.ts"
 
+/**
+ * Which published rows `Outbox.republish` makes due again: rows created at or after `from` and before `to`
+ * (epoch milliseconds), optionally of one entity and one producer, after `afterSeq`, at most `limit`.
+ */
+export interface RepublishRange {
+  /** Rows created at or after this time (epoch milliseconds). */
+  readonly from: number
+  /** Rows created before this time (epoch milliseconds). */
+  readonly to: number
+  /** Only events of this entity. */
+  readonly entity?: string
+  /** Only events of this producer (the envelope's `producer`). */
+  readonly producer?: string
+  /** Only rows after this sequence number: the `lastSeq` of the previous step. */
+  readonly afterSeq?: number
+  /** At most this many rows, the lowest sequence numbers first (default: every row in the range). */
+  readonly limit?: number
+}
+
+/** What one `Outbox.republish` step did. */
+export interface Republished {
+  /** How many published rows became due again. */
+  readonly count: number
+  /** The highest sequence number among them (pass it as `afterSeq` to continue); null when none. */
+  readonly lastSeq: number | null
+}
+
 /** How long a claim keeps rows from other claimers by default, in milliseconds: 30 seconds. */
 export const defaultLeaseMillis = 30_000
 
@@ -97,6 +124,14 @@ export class Outbox extends Context.Service<Outbox, {
     ReadonlyArray<OutboxRow>,
     SqlError.SqlError
   >
+  /**
+   * Replays a range (R9): marks the published rows of `range` that retention kept as unpublished and due
+   * now (attempts reset), in one statement, so the relay publishes them again with their message ids.
+   * Safe by R3/R4: a consumer that still holds a message's dedupe record drops it, one whose copy is at
+   * that version or newer skips it. Unpublished rows are left alone. Step through a large range with
+   * `limit` and `afterSeq` (each step commits on its own).
+   */
+  readonly republish: (range: RepublishRange) => Effect.Effect<Republished, SqlError.SqlError>
   /** Deletes rows published before the given time (retention, R9); returns how many. */
   readonly prune: (publishedBefore: number) => Effect.Effect<number, SqlError.SqlError>
 }>()("entity-sync/Outbox") {}

@@ -8,7 +8,7 @@ import { Clock, Effect, Layer } from "effect"
 import type { Envelope } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
 import * as Signal from "../internal/Signal.ts"
-import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
+import { defaultLeaseMillis, Outbox, type OutboxRow, type RepublishRange } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
@@ -130,6 +130,26 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
         return options?.limit === undefined ? after : after.slice(0, Math.max(0, options.limit))
       })
 
+    const republish = (range: RepublishRange) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        db.run(() => {
+          const { afterSeq, entity, from, limit, producer, to } = range
+          const matching = sorted().filter(({ row }) =>
+            row.publishedAt !== null && row.createdAt >= from && row.createdAt < to &&
+            (afterSeq === undefined || row.seq > afterSeq) &&
+            (entity === undefined || row.envelope.entity === entity) &&
+            (producer === undefined || row.envelope.producer === producer)
+          )
+          const taken = limit === undefined ? matching : matching.slice(0, Math.max(0, Math.floor(limit)))
+          taken.forEach(({ row }) =>
+            store({
+              row: { ...row, publishedAt: null, attempts: 0, lastError: null, nextAttemptAt: now },
+              leasedUntil: null
+            })
+          )
+          return { count: taken.length, lastSeq: taken.at(-1)?.row.seq ?? null }
+        }))
+
     const prune = (publishedBefore: number) =>
       db.run(() => {
         const old = table.values().filter(({ row }) => row.publishedAt !== null && row.publishedAt < publishedBefore)
@@ -148,6 +168,7 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
       awaitAppended: appended.await,
       pending: Effect.andThen(appends.flushPending, pending),
       rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
+      republish: (range) => Effect.andThen(appends.flushPending, republish(range)),
       prune
     })
   })

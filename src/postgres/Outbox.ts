@@ -10,7 +10,7 @@ import type { SqlError } from "effect/sql"
 import { Envelope, fromStoredJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
 import * as Signal from "../internal/Signal.ts"
-import { defaultLeaseMillis, Outbox, type OutboxRow } from "../Outbox.ts"
+import { defaultLeaseMillis, Outbox, type OutboxRow, type RepublishRange } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
 import type { Tables } from "./Tables.ts"
@@ -38,6 +38,8 @@ const Row = Schema.Struct({
 })
 
 const Pending = Schema.Struct({ count: Int8, oldestCreatedAt: NullableInt8 })
+
+const RepublishedRow = Schema.Struct({ count: Int8, lastSeq: NullableInt8 })
 
 const bySeq = (a: OutboxRow, b: OutboxRow) => a.seq - b.seq
 
@@ -75,6 +77,7 @@ export const make = (
     const decode = decodeRows(Row, "outbox")
     const decodePending = decodeRows(Pending, "outbox")
     const decodePruned = decodeCount("outbox")
+    const decodeRepublished = decodeRows(RepublishedRow, "outbox")
 
     // Waiters of `awaitAppended` wait on a signal. Commits of this instance fire it after commit
     // (`afterCommit`); commits of other processes through NOTIFY. The notification payload names the
@@ -208,6 +211,34 @@ export const make = (
       )
     }
 
+    // The rows are picked in seq order (the primary key) and locked, skipping rows a claim holds; a
+    // republished row leaves the partial indexes' "published" side, so the relay's claims find it.
+    const republish = (range: RepublishRange) =>
+      Effect.gen(function*() {
+        const limit = range.limit === undefined ? undefined : Math.max(0, Math.floor(range.limit))
+        if (limit === 0) return { count: 0, lastSeq: null }
+        const now = yield* Clock.currentTimeMillis
+        const rows = yield* sql`WITH picked AS (
+            SELECT seq FROM ${outbox}
+            WHERE published_at IS NOT NULL
+              AND created_at >= ${range.from}::bigint AND created_at < ${range.to}::bigint
+              ${range.afterSeq === undefined ? noClause : sql`AND seq > ${range.afterSeq}::bigint`}
+              ${range.entity === undefined ? noClause : sql`AND envelope ->> 'entity' = ${range.entity}`}
+              ${range.producer === undefined ? noClause : sql`AND envelope ->> 'producer' = ${range.producer}`}
+            ORDER BY seq
+            ${limit === undefined ? noClause : sql`LIMIT ${limit}`}
+            FOR UPDATE SKIP LOCKED
+          ), republished AS (
+            UPDATE ${outbox} AS o
+            SET published_at = NULL, attempts = 0, last_error = NULL, next_attempt_at = ${now}, claimed_until = NULL
+            FROM picked WHERE o.seq = picked.seq
+            RETURNING o.seq
+          )
+          SELECT count(*) AS count, max(seq) AS "lastSeq" FROM republished`.pipe(Effect.flatMap(decodeRepublished))
+        const row = rows[0]
+        return { count: row?.count ?? 0, lastSeq: row === undefined || row.count === 0 ? null : row.lastSeq }
+      })
+
     const prune = (publishedBefore: number) =>
       sql`WITH pruned AS (DELETE FROM ${outbox} WHERE published_at < ${publishedBefore} RETURNING 1)
         SELECT count(*) AS count FROM pruned`.pipe(Effect.flatMap(decodePruned))
@@ -223,6 +254,7 @@ export const make = (
       awaitAppended: appended.await,
       pending: Effect.andThen(appends.flushPending, pending),
       rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
+      republish: (range) => Effect.andThen(appends.flushPending, republish(range)),
       prune
     })
   })

@@ -300,6 +300,63 @@ export const storeConformance = <E>(
           assert.deepStrictEqual(seqsOf(yield* outbox.rows()), [s3])
           assert.deepStrictEqual(yield* outbox.pending, { count: 1, oldestCreatedAt: T0 })
         }))
+      test("republish makes the published rows of a range due again, in steps, and leaves others alone", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          const company = (messageId: string): Envelope => ({ ...envelope(messageId, "c-1"), entity: "Company" })
+          yield* append(envelope("m-1", "u-1"), company("m-2"))
+          yield* TestClock.adjust(1_000)
+          yield* append(envelope("m-3", "u-2"), envelope("m-4", "u-3"))
+          yield* TestClock.adjust(1_000)
+          yield* append(envelope("m-5", "u-4"))
+          const [s1, s2, s3, s4, s5] = seqsOf(yield* outbox.claim(10))
+          yield* outbox.markPublished([s1, s2, s3, s4].filter((seq) => seq !== undefined))
+          yield* TestClock.adjust(1_000)
+
+          // nothing outside the range, nor unpublished rows (m-5), nor other entities or producers
+          assert.deepStrictEqual(yield* outbox.republish({ from: T0 + 5_000, to: T0 + 9_000 }), {
+            count: 0,
+            lastSeq: null
+          })
+          assert.deepStrictEqual(
+            yield* outbox.republish({ from: T0, to: T0 + 1_000, entity: "Order" }),
+            { count: 0, lastSeq: null }
+          )
+          assert.strictEqual((yield* outbox.republish({ from: T0, to: T0 + 9_000, producer: "billing" })).count, 0)
+
+          // one entity of the first second
+          assert.deepStrictEqual(yield* outbox.republish({ from: T0, to: T0 + 1_000, entity: "Company" }), {
+            count: 1,
+            lastSeq: s2 ?? null
+          })
+          // the second second, one row per step
+          const first = yield* outbox.republish({ from: T0 + 1_000, to: T0 + 2_000, limit: 1 })
+          assert.deepStrictEqual(first, { count: 1, lastSeq: s3 ?? null })
+          const second = yield* outbox.republish({
+            from: T0 + 1_000,
+            to: T0 + 2_000,
+            limit: 1,
+            ...(first.lastSeq === null ? {} : { afterSeq: first.lastSeq })
+          })
+          assert.deepStrictEqual(second, { count: 1, lastSeq: s4 ?? null })
+          assert.strictEqual((yield* outbox.republish({ from: T0 + 1_000, to: T0 + 2_000, limit: 0 })).count, 0)
+
+          const rows = yield* outbox.rows()
+          assert.deepStrictEqual(
+            rows.map((row) => [row.envelope.messageId, row.publishedAt, row.attempts, row.nextAttemptAt]),
+            [
+              ["m-1", T0 + 2_000, 0, T0],
+              ["m-2", null, 0, T0 + 3_000],
+              ["m-3", null, 0, T0 + 3_000],
+              ["m-4", null, 0, T0 + 3_000],
+              ["m-5", null, 0, T0 + 2_000]
+            ]
+          )
+          assert.deepStrictEqual(yield* outbox.pending, { count: 4, oldestCreatedAt: T0 })
+          // the relay claims them again, in sequence order (m-5 is still leased by the first claim)
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(10)), [s2, s3, s4])
+          assert.isDefined(s5)
+        }))
     })
 
     describe("Inbox", () => {
