@@ -18,6 +18,7 @@ import { type EntityExists, EntityNotFound } from "./Errors.ts"
 import { whileOpen } from "./internal/OutboxTransaction.ts"
 import { Outbox, OutboxTransaction } from "./Outbox.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "./SourceRepository.ts"
+import * as Tracing from "./Tracing.ts"
 
 /** An entity as the owner holds it. A deleted entity (tombstone) has no payload. */
 export interface Entity<A> {
@@ -173,6 +174,23 @@ const eventContext: Effect.Effect<EventContext> = Effect.contextWith((services: 
   })
 })
 
+/**
+ * Notes on the write's span (when spans are recorded) which events it appended: the message id, action and
+ * version of a single event, the count of several.
+ */
+const annotateEvents = (events: ReadonlyArray<Envelope.Envelope>): Effect.Effect<void> =>
+  Effect.withFiber((fiber) => {
+    if (!Tracing.isTracing(fiber)) return Effect.void
+    const only = events.length === 1 ? events[0] : undefined
+    return only === undefined
+      ? Effect.annotateCurrentSpan(Tracing.attributes.batchMessageCount, events.length)
+      : Effect.annotateCurrentSpan({
+        [Tracing.attributes.messageId]: only.messageId,
+        [Tracing.attributes.action]: only.action,
+        [Tracing.attributes.version]: only.version
+      })
+  })
+
 /** The key of `ServiceNameError`'s brand: no value has this type, so no argument satisfies the error. */
 declare const serviceNameError: unique symbol
 
@@ -321,6 +339,26 @@ const makeRepository = <A, I extends Schema.Json>(
   }
   const handleWhen = options.handleWhen ?? (() => true)
 
+  // R10: each write runs in a producer span (when spans are recorded): its events carry it as traceparent.
+  const writeSpan = Tracing.spanNames.write(contract.name)
+  const traced = <X, E, R>(
+    operation: string,
+    id: string | undefined,
+    effect: Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E, R> =>
+    Tracing.span(writeSpan, () => ({
+      kind: "producer",
+      attributes: {
+        [Tracing.attributes.messagingSystem]: Tracing.messagingSystem,
+        [Tracing.attributes.operationType]: Tracing.operationTypes.create,
+        [Tracing.attributes.operationName]: operation,
+        [Tracing.attributes.operation]: operation,
+        [Tracing.attributes.entity]: contract.name,
+        [Tracing.attributes.producer]: service,
+        ...(id === undefined ? {} : { [Tracing.attributes.entityId]: Envelope.bounded(id) })
+      }
+    }), () => effect)
+
   const toEntity = (row: SourceRow, payload: A | null): Entity<A> => ({
     id: row.id,
     version: row.version,
@@ -380,7 +418,9 @@ const makeRepository = <A, I extends Schema.Json>(
         }
         if (publishes(change, writeOptions)) {
           const tx = yield* OutboxTransaction
-          yield* tx.append([yield* envelope(row, change.action, false)])
+          const event = yield* envelope(row, change.action, false)
+          yield* tx.append([event])
+          yield* annotateEvents([event])
         }
         return toEntity(row, change.after)
       })
@@ -415,6 +455,7 @@ const makeRepository = <A, I extends Schema.Json>(
       if (events.length > 0) {
         const tx = yield* OutboxTransaction
         yield* tx.append(events)
+        yield* annotateEvents(events)
       }
       return written.map(([row, payload]) => toEntity(row, payload))
     })
@@ -432,133 +473,158 @@ const makeRepository = <A, I extends Schema.Json>(
 
   return {
     create: (payload, writeOptions) =>
-      Effect.flatMap(createAll([payload], writeOptions), (created) =>
-        created[0] === undefined
-          ? Effect.die(new Error(`${contract.name}: a create wrote no row`))
-          : Effect.succeed(created[0])),
-    createMany: createAll,
+      traced(
+        "create",
+        contract.idOf(payload),
+        Effect.flatMap(createAll([payload], writeOptions), (created) =>
+          created[0] === undefined
+            ? Effect.die(new Error(`${contract.name}: a create wrote no row`))
+            : Effect.succeed(created[0]))
+      ),
+    createMany: (payloads, writeOptions) => traced("createMany", undefined, createAll(payloads, writeOptions)),
     update: (id, f, writeOptions) =>
-      Effect.gen(function*() {
-        const { payload: before, row } = yield* live(id, false)
-        if (before === null) return yield* new EntityNotFound({ entity: contract.name, entityId: id })
-        const after = f(before)
-        const encoded = yield* encodePayload(after)
-        if (sameJson(encoded, row.payload)) return toEntity(row, before)
-        const now = yield* Clock.currentTimeMillis
-        const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
-        return yield* write(next, row.version, { action: "updated", before, after }, writeOptions)
-      }),
-    updateMany: (ids, f, writeOptions) =>
-      Effect.gen(function*() {
-        const unique = Array.from(new Set(ids))
-        if (unique.length === 0) return []
-        const source = yield* SourceRepository
-        const stored = new Map(
-          (yield* source.getMany(contract.name, unique, "forUpdate")).map((row) => [row.id, row])
-        )
-        const now = yield* Clock.currentTimeMillis
-        const entities: Array<Entity<A>> = []
-        const changed: Array<{ readonly row: SourceRow; readonly change: Change<A> }> = []
-        for (const id of unique) {
-          const row = stored.get(id)
-          const before = row === undefined || row.state !== "live" ? null : (yield* decodeStored(row)).payload
-          if (row === undefined || before === null) {
-            return yield* new EntityNotFound({ entity: contract.name, entityId: id })
-          }
+      traced(
+        "update",
+        id,
+        Effect.gen(function*() {
+          const { payload: before, row } = yield* live(id, false)
+          if (before === null) return yield* new EntityNotFound({ entity: contract.name, entityId: id })
           const after = f(before)
           const encoded = yield* encodePayload(after)
-          if (sameJson(encoded, row.payload)) {
-            entities.push(toEntity(row, before))
-            continue
-          }
+          if (sameJson(encoded, row.payload)) return toEntity(row, before)
+          const now = yield* Clock.currentTimeMillis
           const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
-          changed.push({ row: next, change: { action: "updated", before, after } })
-          entities.push(toEntity(next, after))
-        }
-        if (changed.length === 0) return entities
-        yield* whileOpen(
-          `update ${contract.name}`,
-          Effect.gen(function*() {
-            const written = yield* source.updateMany(changed.map(({ row }) => row))
-            if (written !== changed.length) {
-              return yield* Effect.die(
-                new Error(`${contract.name}: rows read with a row lock were written concurrently`)
-              )
-            }
-            const shared = yield* eventContext
-            const occurredAt = new Date(now).toISOString()
-            const events = changed.flatMap(({ change, row }) =>
-              publishes(change, writeOptions)
-                ? [envelopeOf(shared, Envelope.messageIdAt(now), row, "updated", false, occurredAt)]
-                : []
-            )
-            if (events.length > 0) {
-              const tx = yield* OutboxTransaction
-              yield* tx.append(events)
-            }
-          })
-        )
-        return entities
-      }),
-    delete: (id, writeOptions) =>
-      Effect.gen(function*() {
-        const { payload: before, row } = yield* live(id, true)
-        const now = yield* Clock.currentTimeMillis
-        const next: SourceRow = {
-          ...row,
-          version: row.version + 1,
-          state: "deleted",
-          payload: null,
-          updatedAt: now,
-          deletedAt: now
-        }
-        return yield* write(next, row.version, { action: "deleted", before, after: null }, writeOptions)
-      }),
-    softDelete: (id, writeOptions) =>
-      Effect.gen(function*() {
-        const { payload: before, row } = yield* live(id, false)
-        const now = yield* Clock.currentTimeMillis
-        const next: SourceRow = {
-          ...row,
-          // as this contract shapes it: a row written by another version may hold fields it does not know
-          payload: before === null ? null : yield* encodePayload(before),
-          version: row.version + 1,
-          state: "softDeleted",
-          updatedAt: now,
-          deletedAt: now
-        }
-        return yield* write(next, row.version, { action: "softDeleted", before, after: before }, writeOptions)
-      }),
-    track: (id, statement, writeOptions) =>
-      Effect.gen(function*() {
-        const { payload: before, row } = yield* live(id, false)
-        yield* statement
-        const source = yield* SourceRepository
-        const after = yield* source.get(contract.name, id)
-        const now = yield* Clock.currentTimeMillis
-        const version = row.version + 1
-        if (after === null || after.state === "deleted") {
-          const next: SourceRow = { ...row, version, state: "deleted", payload: null, updatedAt: now, deletedAt: now }
-          return yield* write(next, row.version, { action: "deleted", before, after: null }, writeOptions)
-        }
-        if (after.version !== row.version || after.state === "live" && row.state !== "live") {
-          return yield* Effect.die(
-            new Error(
-              `${contract.name}:${id}: the tracked statement changed the ${
-                after.version !== row.version ? "version column" : "entity's state back to live"
-              }; leave the version to entity-sync and restore entities with create`
-            )
+          return yield* write(next, row.version, { action: "updated", before, after }, writeOptions)
+        })
+      ),
+    updateMany: (ids, f, writeOptions) =>
+      traced(
+        "updateMany",
+        undefined,
+        Effect.gen(function*() {
+          const unique = Array.from(new Set(ids))
+          if (unique.length === 0) return []
+          const source = yield* SourceRepository
+          const stored = new Map(
+            (yield* source.getMany(contract.name, unique, "forUpdate")).map((row) => [row.id, row])
           )
-        }
-        const { payload } = yield* decodeStored(after)
-        if (after.state === "softDeleted") {
-          const next: SourceRow = { ...after, version, updatedAt: now, deletedAt: after.deletedAt ?? now }
-          return yield* write(next, row.version, { action: "softDeleted", before, after: payload }, writeOptions)
-        }
-        if (sameJson(after.payload, row.payload)) return toEntity(row, before)
-        const next: SourceRow = { ...after, version, updatedAt: now }
-        return yield* write(next, row.version, { action: "updated", before, after: payload }, writeOptions)
-      }),
+          const now = yield* Clock.currentTimeMillis
+          const entities: Array<Entity<A>> = []
+          const changed: Array<{ readonly row: SourceRow; readonly change: Change<A> }> = []
+          for (const id of unique) {
+            const row = stored.get(id)
+            const before = row === undefined || row.state !== "live" ? null : (yield* decodeStored(row)).payload
+            if (row === undefined || before === null) {
+              return yield* new EntityNotFound({ entity: contract.name, entityId: id })
+            }
+            const after = f(before)
+            const encoded = yield* encodePayload(after)
+            if (sameJson(encoded, row.payload)) {
+              entities.push(toEntity(row, before))
+              continue
+            }
+            const next: SourceRow = { ...row, version: row.version + 1, payload: encoded, updatedAt: now }
+            changed.push({ row: next, change: { action: "updated", before, after } })
+            entities.push(toEntity(next, after))
+          }
+          if (changed.length === 0) return entities
+          yield* whileOpen(
+            `update ${contract.name}`,
+            Effect.gen(function*() {
+              const written = yield* source.updateMany(changed.map(({ row }) => row))
+              if (written !== changed.length) {
+                return yield* Effect.die(
+                  new Error(`${contract.name}: rows read with a row lock were written concurrently`)
+                )
+              }
+              const shared = yield* eventContext
+              const occurredAt = new Date(now).toISOString()
+              const events = changed.flatMap(({ change, row }) =>
+                publishes(change, writeOptions)
+                  ? [envelopeOf(shared, Envelope.messageIdAt(now), row, "updated", false, occurredAt)]
+                  : []
+              )
+              if (events.length > 0) {
+                const tx = yield* OutboxTransaction
+                yield* tx.append(events)
+                yield* annotateEvents(events)
+              }
+            })
+          )
+          return entities
+        })
+      ),
+    delete: (id, writeOptions) =>
+      traced(
+        "delete",
+        id,
+        Effect.gen(function*() {
+          const { payload: before, row } = yield* live(id, true)
+          const now = yield* Clock.currentTimeMillis
+          const next: SourceRow = {
+            ...row,
+            version: row.version + 1,
+            state: "deleted",
+            payload: null,
+            updatedAt: now,
+            deletedAt: now
+          }
+          return yield* write(next, row.version, { action: "deleted", before, after: null }, writeOptions)
+        })
+      ),
+    softDelete: (id, writeOptions) =>
+      traced(
+        "softDelete",
+        id,
+        Effect.gen(function*() {
+          const { payload: before, row } = yield* live(id, false)
+          const now = yield* Clock.currentTimeMillis
+          const next: SourceRow = {
+            ...row,
+            // as this contract shapes it: a row written by another version may hold fields it does not know
+            payload: before === null ? null : yield* encodePayload(before),
+            version: row.version + 1,
+            state: "softDeleted",
+            updatedAt: now,
+            deletedAt: now
+          }
+          return yield* write(next, row.version, { action: "softDeleted", before, after: before }, writeOptions)
+        })
+      ),
+    track: (id, statement, writeOptions) =>
+      traced(
+        "track",
+        id,
+        Effect.gen(function*() {
+          const { payload: before, row } = yield* live(id, false)
+          yield* statement
+          const source = yield* SourceRepository
+          const after = yield* source.get(contract.name, id)
+          const now = yield* Clock.currentTimeMillis
+          const version = row.version + 1
+          if (after === null || after.state === "deleted") {
+            const next: SourceRow = { ...row, version, state: "deleted", payload: null, updatedAt: now, deletedAt: now }
+            return yield* write(next, row.version, { action: "deleted", before, after: null }, writeOptions)
+          }
+          if (after.version !== row.version || after.state === "live" && row.state !== "live") {
+            return yield* Effect.die(
+              new Error(
+                `${contract.name}:${id}: the tracked statement changed the ${
+                  after.version !== row.version ? "version column" : "entity's state back to live"
+                }; leave the version to entity-sync and restore entities with create`
+              )
+            )
+          }
+          const { payload } = yield* decodeStored(after)
+          if (after.state === "softDeleted") {
+            const next: SourceRow = { ...after, version, updatedAt: now, deletedAt: after.deletedAt ?? now }
+            return yield* write(next, row.version, { action: "softDeleted", before, after: payload }, writeOptions)
+          }
+          if (sameJson(after.payload, row.payload)) return toEntity(row, before)
+          const next: SourceRow = { ...after, version, updatedAt: now }
+          return yield* write(next, row.version, { action: "updated", before, after: payload }, writeOptions)
+        })
+      ),
     get: (id) =>
       Effect.flatMap(
         existing(id),
@@ -572,29 +638,32 @@ const makeRepository = <A, I extends Schema.Json>(
         let afterId: string | null = null
         let queued = 0
         while (true) {
-          const page: ReadonlyArray<SourceRow> = yield* outbox.transaction(Effect.gen(function*() {
-            const source = yield* SourceRepository
-            const rows = yield* source.page(contract.name, {
-              afterId,
-              limit: batchSize,
-              ...(syncOptions?.ids !== undefined ? { ids: syncOptions.ids } : {})
-            })
-            const events: Array<Envelope.Envelope> = []
-            for (const stored of rows) {
-              const { payload } = yield* decodeStored(stored)
-              // as this contract shapes it: a row written by another version may hold fields it does not know
-              const row = { ...stored, payload: payload === null ? null : yield* encodePayload(payload) }
-              const action = snapshotAction[row.state]
-              if (handleWhen({ action, before: payload, after: payload })) {
-                const event = yield* envelope(row, action, true)
-                events.push(syncOptions?.reset === true ? { ...event, reset: true } : event)
+          const page: ReadonlyArray<SourceRow> = yield* outbox.transaction(
+            Effect.gen(function*() {
+              const source = yield* SourceRepository
+              const rows = yield* source.page(contract.name, {
+                afterId,
+                limit: batchSize,
+                ...(syncOptions?.ids !== undefined ? { ids: syncOptions.ids } : {})
+              })
+              const events: Array<Envelope.Envelope> = []
+              for (const stored of rows) {
+                const { payload } = yield* decodeStored(stored)
+                // as this contract shapes it: a row written by another version may hold fields it does not know
+                const row = { ...stored, payload: payload === null ? null : yield* encodePayload(payload) }
+                const action = snapshotAction[row.state]
+                if (handleWhen({ action, before: payload, after: payload })) {
+                  const event = yield* envelope(row, action, true)
+                  events.push(syncOptions?.reset === true ? { ...event, reset: true } : event)
+                }
               }
-            }
-            const tx = yield* OutboxTransaction
-            yield* tx.append(events)
-            queued += events.length
-            return rows
-          }))
+              const tx = yield* OutboxTransaction
+              yield* tx.append(events)
+              yield* annotateEvents(events)
+              queued += events.length
+              return rows
+            }).pipe((page) => traced("fullSync", undefined, page))
+          )
           const last = page.at(-1)
           if (last === undefined || page.length < batchSize) return queued
           afterId = last.id

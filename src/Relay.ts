@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, type Config, Context, Duration, Effect, Fiber, Layer, Metric, Option, Schedule } from "effect"
+import { Clock, Config, Context, Duration, Effect, Fiber, Layer, Metric, Option, Schedule, type Tracer } from "effect"
 import type { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
@@ -16,6 +16,7 @@ import * as RetrySchedule from "./RetrySchedule.ts"
 import * as Signature from "./Signature.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
+import * as Tracing from "./Tracing.ts"
 import { Transactor } from "./Transactor.ts"
 
 /** Relay settings. */
@@ -41,6 +42,8 @@ export interface RelayOptions {
    * 100 ms, at most 10 s); between waits it probes with `Transactor.probe`.
    */
   readonly outageBackoff?: RetrySchedule.RetrySchedule
+  /** The exchange the broker publishes to, named by the publish spans (default `sync.events`; R10). */
+  readonly exchange?: string
 }
 
 /** How one dependency of the relay is doing. */
@@ -162,6 +165,40 @@ interface BatchOutcome {
  * others on the retry schedule (the broker was unavailable, or nothing is bound to their routing key).
  */
 const publishRows = (
+  options: RelayOptions,
+  rows: ReadonlyArray<OutboxRow>,
+  tracker: StatusTracker
+): Effect.Effect<BatchOutcome, SqlError.SqlError, Outbox | Broker> =>
+  Tracing.span(Tracing.spanNames.publish, () => publishSpan(options, rows), () => publishBatch(options, rows, tracker))
+
+/**
+ * The publish span of a batch (R10): a root span of its own, linked to the trace of every event in it, with
+ * the messaging attributes (the message id when the batch holds one event).
+ */
+const publishSpan = (options: RelayOptions, rows: ReadonlyArray<OutboxRow>): Tracer.SpanOptionsNoTrace => {
+  const only = rows.length === 1 ? rows[0] : undefined
+  return {
+    kind: "producer",
+    root: true,
+    links: Tracing.linksOf(rows.map((row) => row.envelope.traceparent)),
+    attributes: {
+      [Tracing.attributes.messagingSystem]: Tracing.messagingSystem,
+      [Tracing.attributes.operationType]: Tracing.operationTypes.publish,
+      [Tracing.attributes.operationName]: Tracing.operationTypes.publish,
+      [Tracing.attributes.destinationName]: options.exchange ?? Tracing.defaultExchange,
+      [Tracing.attributes.producer]: options.producer,
+      ...(only === undefined
+        ? { [Tracing.attributes.batchMessageCount]: rows.length }
+        : {
+          [Tracing.attributes.messageId]: only.envelope.messageId,
+          [Tracing.attributes.routingKey]: Envelope.routingKey(only.envelope),
+          [Tracing.attributes.entity]: only.envelope.entity
+        })
+    }
+  }
+}
+
+const publishBatch = (
   options: RelayOptions,
   rows: ReadonlyArray<OutboxRow>,
   tracker: StatusTracker
@@ -426,9 +463,14 @@ export const layer = (options: RelayOptions): Layer.Layer<Relay, never, Outbox |
 
 /**
  * `layer` with its options from `SyncConfig.relayOptions`: the environment variables documented at
- * `SyncConfig.relay`, and the signing key (`SYNC_SIGNING_KEY`, `SYNC_SIGNING_KEY_ID`; unset: no signatures).
+ * `SyncConfig.relay`, the signing key (`SYNC_SIGNING_KEY`, `SYNC_SIGNING_KEY_ID`; unset: no signatures) and
+ * the exchange the publish spans name (`SYNC_EXCHANGE`, default `sync.events`).
  */
 export const layerConfig = (
   options: { readonly producer: string }
 ): Layer.Layer<Relay, Config.ConfigError, Outbox | Broker> =>
-  Layer.unwrap(Effect.map(SyncConfig.relayOptions, (settings) => layer({ ...settings, producer: options.producer })))
+  Layer.unwrap(Effect.gen(function*() {
+    const settings = yield* SyncConfig.relayOptions
+    const exchange = yield* Config.String("SYNC_EXCHANGE").pipe(Config.withDefault(Tracing.defaultExchange))
+    return layer({ ...settings, exchange, producer: options.producer })
+  }))

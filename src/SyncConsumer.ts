@@ -24,7 +24,8 @@ import {
   Result,
   Schedule,
   type Scope,
-  Stream
+  Stream,
+  type Tracer
 } from "effect"
 import type { SqlError } from "effect/sql"
 import * as Broker from "./Broker.ts"
@@ -49,6 +50,7 @@ import type * as Signature from "./Signature.ts"
 import { type HandlerError, type Prepared, prepared as preparedOf, type Subscription } from "./Subscription.ts"
 import * as Supervisor from "./Supervisor.ts"
 import * as SyncConfig from "./SyncConfig.ts"
+import * as Tracing from "./Tracing.ts"
 import { Transactor } from "./Transactor.ts"
 
 /** Settings of a consumer. */
@@ -270,6 +272,54 @@ export const make = <R>(
     const count = (entity: string | undefined, outcome: Metrics.Outcome) =>
       Metrics.countOutcome(consumer, labelOf(entity), outcome)
 
+    // R10: the consumer's spans, made only while spans are recorded (`Tracing.span`). Names and attributes
+    // hold only subscribed entity names and bounded strings from the message.
+    const queueName = `${consumer}.sync`
+    const applySpanNames = new Map<string, string>()
+    const applySpanName = (entity: string) => {
+      const label = labelOf(entity)
+      let name = applySpanNames.get(label)
+      if (name === undefined) {
+        name = Tracing.spanNames.apply(label)
+        applySpanNames.set(label, name)
+      }
+      return name
+    }
+    const messagingAttributes = (operation: string) => ({
+      [Tracing.attributes.messagingSystem]: Tracing.messagingSystem,
+      [Tracing.attributes.operationType]: operation,
+      [Tracing.attributes.operationName]: operation,
+      [Tracing.attributes.destinationName]: queueName,
+      [Tracing.attributes.consumerGroup]: consumer
+    })
+    const receiveSpan = (deliveries: number): Tracer.SpanOptionsNoTrace => ({
+      kind: "consumer",
+      root: true,
+      attributes: {
+        ...messagingAttributes(Tracing.operationTypes.receive),
+        [Tracing.attributes.batchMessageCount]: deliveries
+      }
+    })
+    const applyAttributes = (envelope: Envelope.Envelope) => ({
+      ...messagingAttributes(Tracing.operationTypes.process),
+      [Tracing.attributes.messageId]: Envelope.bounded(envelope.messageId),
+      [Tracing.attributes.entity]: labelOf(envelope.entity),
+      [Tracing.attributes.entityId]: Envelope.bounded(envelope.entityId),
+      [Tracing.attributes.action]: envelope.action,
+      [Tracing.attributes.version]: envelope.version,
+      [Tracing.attributes.producer]: Envelope.bounded(envelope.producer)
+    })
+    /** An event's span: a child of its traceparent (a root without one), linked to its batch's span. */
+    const applySpan = (envelope: Envelope.Envelope, batch: Tracer.Span | undefined): Tracer.SpanOptionsNoTrace => {
+      const parent = Tracing.parentOf(envelope.traceparent)
+      return {
+        kind: "consumer",
+        ...(parent === undefined ? { root: true } : { parent }),
+        ...(batch === undefined ? {} : { links: [{ span: batch, attributes: {} }] }),
+        attributes: applyAttributes(envelope)
+      }
+    }
+
     const missingOf = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
       Effect.gen(function*() {
         if (envelope.action === "deleted") {
@@ -455,8 +505,8 @@ export const make = <R>(
     const report = (envelope: Envelope.Envelope, verdict: Verdict.Verdict, woken: boolean) =>
       reportAll([envelope], [verdict], woken)
 
-    // A fresh delivery: in-process retries, then parking.
-    const handleEnvelope = (envelope: Envelope.Envelope, prepared: Prepared<R>) =>
+    // A fresh delivery: in-process retries, then parking. Its verdict ends the event's span, if any.
+    const handleEnvelope = (envelope: Envelope.Envelope, prepared: Prepared<R>, span: Tracer.Span | undefined) =>
       Effect.gen(function*() {
         const firstSeenAt = yield* Clock.currentTimeMillis
         let attempt = 1
@@ -475,17 +525,24 @@ export const make = <R>(
           const verdict = yield* withKeys([Decision.refKey(Decision.selfRef(envelope))], attemptSettled(a)).pipe(
             retryOnSqlError
           )
-          if (verdict._tag !== "missing") return yield* report(envelope, verdict, waited)
+          if (verdict._tag !== "missing") {
+            yield* Verdict.endSpan(span, verdict, waited)
+            return yield* report(envelope, verdict, waited)
+          }
           const delay = yield* RetrySchedule.delayAfter(schedule, attempt, firstSeenAt)
           if (Option.isNone(delay)) {
             // the budget is spent while still in process: park with the schedule's verdict (dead letter)
-            return yield* report(
-              envelope,
-              yield* withKeys([Decision.refKey(Decision.selfRef(envelope))], attemptSettled({ ...a, mayPark: true })),
-              waited
+            const final = yield* withKeys(
+              [Decision.refKey(Decision.selfRef(envelope))],
+              attemptSettled({ ...a, mayPark: true })
             )
+            yield* Verdict.endSpan(span, final, waited)
+            return yield* report(envelope, final, waited)
           }
-          if (!waited) yield* count(envelope.entity, "waiting")
+          if (!waited) {
+            yield* count(envelope.entity, "waiting")
+            if (span !== undefined) Verdict.annotate(span, verdict, false, yield* Clock.currentTimeNanos)
+          }
           waited = true
           yield* Signal.awaitAtMost(wake, delay.value)
           attempt++
@@ -498,9 +555,16 @@ export const make = <R>(
      * Dead-letters a delivery with a bounded reason (the broker adapter falls back to its own dead-lettering
      * if that fails); a broker that cannot be reached redelivers it.
      */
-    const deadLetter = (delivery: Delivery, rejection: DeliveryDecoder.Rejection) =>
+    const deadLetter = (delivery: Delivery, rejection: DeliveryDecoder.Rejection, span?: Tracer.Span) =>
       Effect.gen(function*() {
         yield* count(rejection.entity, DeliveryDecoder.outcomeOf(rejection))
+        if (span !== undefined) {
+          span.event(Tracing.events.deadLettered, yield* Clock.currentTimeNanos, {
+            [Tracing.attributes.messageId]: Envelope.bounded(delivery.messageId),
+            [Tracing.attributes.outcome]: DeliveryDecoder.outcomeOf(rejection),
+            [Tracing.attributes.reason]: Envelope.bounded(rejection.message, 500)
+          })
+        }
         yield* Effect.logWarning(`consumer "${consumer}": dead-lettered ${Broker.boundReason(rejection.message)}`)
         yield* delivery.deadLetter(Broker.boundReason(rejection.message)).pipe(
           Effect.catchTag(
@@ -539,18 +603,21 @@ export const make = <R>(
     // One event on its own: in-process retries, then parking; acked after its commit. A database outage
     // pauses it and retries it after (R12); a defect dead-letters it alone (R6); a database error while the
     // database answers gives it back to the broker, which counts a delivery attempt.
-    const settleOne = (item: Item): Effect.Effect<void, never, R> =>
+    const settleOne = (item: Item, span?: Tracer.Span): Effect.Effect<void, never, R> =>
       Effect.gen(function*() {
         const { delivery, envelope } = item
         while (unsettled.has(delivery)) {
-          const exit = yield* Effect.exit(handleEnvelope(envelope, item.prepared))
+          const exit = yield* Effect.exit(handleEnvelope(envelope, item.prepared, span))
           if (Exit.isSuccess(exit)) return yield* ackAll([delivery])
           if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
           const { defect, error } = problemOf(exit.cause)
           if (yield* pause.pausedBy(defect)) continue
           if (Option.isNone(error)) {
-            return yield* deadLetter(delivery, DeliveryDecoder.defectOf(delivery, defect, envelope.entity))
+            const rejection = DeliveryDecoder.defectOf(delivery, defect, envelope.entity)
+            yield* Verdict.endSpan(span, { outcome: "defect", reason: rejection.message }, false)
+            return yield* deadLetter(delivery, rejection)
           }
+          yield* Verdict.endSpan(span, { outcome: "failed" }, false)
           yield* count(envelope.entity, "failed")
           yield* Effect.logError("consumer: database error; message requeued", error.value)
           return yield* delivery.nack({ requeue: true }).pipe(
@@ -558,7 +625,10 @@ export const make = <R>(
             Effect.ensuring(Effect.sync(() => settled(delivery)))
           )
         }
-      })
+      }).pipe(
+        // given back to the broker (R12) or interrupted: ends the span if no verdict did
+        Effect.ensuring(Verdict.endSpan(span, { outcome: "released" }, false))
+      )
 
     /**
      * Applies a batch of fresh deliveries set-based, in one transaction: the copies it touches are locked and
@@ -656,9 +726,17 @@ export const make = <R>(
      * the batch waits for it (R12); if the transaction fails otherwise, every event is retried on its own,
      * so that a failure or a defect of one event touches no other (R6).
      */
-    const applyBatch = (items: ReadonlyArray<Item>): Effect.Effect<void, never, R> =>
+    const applyBatch = (
+      items: ReadonlyArray<Item>,
+      spans: ReadonlyMap<Item, Tracer.Span> | undefined
+    ): Effect.Effect<void, never, R> =>
       Effect.gen(function*() {
         const held = items.filter((item) => unsettled.has(item.delivery))
+        if (spans !== undefined && held.length < items.length) {
+          for (const item of items) {
+            if (!unsettled.has(item.delivery)) yield* Verdict.endSpan(spans.get(item), { outcome: "released" }, false)
+          }
+        }
         if (held.length === 0) return
         const ordered = Decision.inEntityVersionOrder(held, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
@@ -666,37 +744,72 @@ export const make = <R>(
         const exit = yield* Effect.exit(withKeys(keys, transactor.withTransaction(applyAll(ordered, now))))
         if (Exit.isFailure(exit)) {
           if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
-          if (yield* pause.pausedBy(problemOf(exit.cause).defect)) return yield* applyBatch(ordered)
+          if (yield* pause.pausedBy(problemOf(exit.cause).defect)) return yield* applyBatch(ordered, spans)
           yield* Effect.logDebug("consumer: batch failed; applying its events one by one", exit.cause)
-          return yield* Effect.forEach(ordered, settleOne, { concurrency: "unbounded", discard: true })
+          return yield* Effect.forEach(ordered, (item) => settleOne(item, spans?.get(item)), {
+            concurrency: "unbounded",
+            discard: true
+          })
         }
         const verdicts = exit.value
         yield* reportAll(ordered.map((item) => item.envelope), verdicts, false)
         const done: Array<Delivery> = []
         for (let i = 0; i < ordered.length; i++) {
           const item = ordered[i]!
-          if (verdicts[i]!._tag === "missing") yield* FiberSet.run(waiters, settleOne(item))
-          else done.push(item.delivery)
+          const verdict = verdicts[i]!
+          const span = spans?.get(item)
+          if (verdict._tag === "missing") {
+            if (span !== undefined) Verdict.annotate(span, verdict, false, yield* Clock.currentTimeNanos)
+            yield* FiberSet.run(waiters, settleOne(item, span))
+          } else {
+            yield* Verdict.endSpan(span, verdict, false)
+            done.push(item.delivery)
+          }
         }
         yield* ackAll(done)
       })
 
-    /** Deliveries as they come: each decoded on its own (a bad one is dead-lettered alone), then applied. */
+    /**
+     * Deliveries as they come: each decoded on its own (a bad one is dead-lettered alone), then applied. When
+     * spans are recorded (R10) the batch runs in a receive span linked to every event's trace, and each event
+     * in a span of its own whose parent is the event's `traceparent`.
+     */
     const settleBatch = (deliveries: ReadonlyArray<Delivery>) =>
-      Effect.gen(function*() {
-        const takenAt = yield* Clock.currentTimeMillis
-        for (const delivery of deliveries) unsettled.set(delivery, takenAt)
-        const items: Array<Item> = []
-        for (const delivery of deliveries) {
-          const decoded = yield* decoder.decode(delivery, takenAt)
-          if (Result.isSuccess(decoded)) items.push(decoded.success)
-          else yield* deadLetter(delivery, decoded.failure)
-        }
-        yield* applyBatch(items)
-      })
+      Tracing.span(Tracing.spanNames.receive, () => receiveSpan(deliveries.length), (batchSpan) =>
+        Effect.gen(function*() {
+          const takenAt = yield* Clock.currentTimeMillis
+          for (const delivery of deliveries) unsettled.set(delivery, takenAt)
+          const items: Array<Item> = []
+          for (const delivery of deliveries) {
+            const decoded = yield* decoder.decode(delivery, takenAt)
+            if (Result.isSuccess(decoded)) items.push(decoded.success)
+            else yield* deadLetter(delivery, decoded.failure, batchSpan)
+          }
+          if (batchSpan === undefined) return yield* applyBatch(items, undefined)
+          batchSpan.addLinks(Tracing.linksOf(items.map((item) => item.envelope.traceparent)))
+          const spans = new Map<Item, Tracer.Span>()
+          for (const item of items) {
+            spans.set(
+              item,
+              yield* Effect.makeSpan(applySpanName(item.envelope.entity), applySpan(item.envelope, batchSpan))
+            )
+          }
+          yield* applyBatch(items, spans).pipe(
+            Effect.onInterrupt(() =>
+              Effect.forEach(spans.values(), (span) => Verdict.endSpan(span, { outcome: "interrupted" }, false))
+            )
+          )
+        }))
 
-    // A parked event that is due.
+    // A parked event that is due, in a span of its own (when spans are recorded) child of its traceparent.
     const retryParked = (row: WaitingRow) =>
+      Tracing.span(applySpanName(row.envelope.entity), () => ({
+        ...applySpan(row.envelope, undefined),
+        attributes: { ...applyAttributes(row.envelope), [Tracing.attributes.attempt]: row.attempts + 1 }
+      }), (span) =>
+        retryParkedIn(row, span))
+
+    const retryParkedIn = (row: WaitingRow, span: Tracer.Span | undefined) =>
       Effect.gen(function*() {
         const result = yield* Effect.result(preparedOf(decoder.route(row.envelope)))
         if (result._tag === "Failure") {
@@ -705,7 +818,9 @@ export const make = <R>(
           yield* transactor.withTransaction(
             inbox.deadLetter({ ...row, error: error._tag, reason: Broker.boundReason(error.message), lastSeenAt: now })
           )
-          return yield* report(row.envelope, { _tag: "deadLettered", error }, true)
+          const deadLettered: Verdict.Verdict = { _tag: "deadLettered", error }
+          if (span !== undefined) Verdict.annotate(span, deadLettered, true, yield* Clock.currentTimeNanos)
+          return yield* report(row.envelope, deadLettered, true)
         }
         const verdict = yield* withKeys(
           [Decision.refKey(Decision.selfRef(row.envelope))],
@@ -719,6 +834,7 @@ export const make = <R>(
             firstSeenAt: row.firstSeenAt
           })
         ).pipe(retryOnSqlError)
+        if (span !== undefined) Verdict.annotate(span, verdict, true, yield* Clock.currentTimeNanos)
         yield* report(row.envelope, verdict, true)
       })
 

@@ -3,10 +3,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect } from "effect"
-import type * as Envelope from "../Envelope.ts"
+import { Clock, Effect, Exit, type Tracer } from "effect"
+import * as Envelope from "../Envelope.ts"
 import type { DependencyMissing, MalformedMessage, StaleMessage } from "../Errors.ts"
 import * as Metrics from "../Metrics.ts"
+import * as Tracing from "../Tracing.ts"
 
 /** What became of an event. */
 export type Verdict =
@@ -97,4 +98,65 @@ export const record = (
     for (const { entity, n, outcome } of counts.values()) yield* Metrics.countOutcome(consumer, entity, outcome, n)
     for (const [entity, millis] of latencies) yield* Metrics.recordApplyLatencies(entity, millis)
     return { applied: anyApplied, parkedChanged: anyParkedChange }
+  })
+
+/** The outcome a verdict is traced as (`Tracing.attributes.outcome`). */
+const outcomeOf = (verdict: Verdict): string => verdict._tag === "missing" ? "waiting" : verdict._tag
+
+/** The longest reason a span event carries. */
+const maxTracedReason = 500
+
+/**
+ * Notes a verdict on the event's span (R10): its outcome, and a span event when it waits, is parked, is
+ * dead-lettered, was woken (`woken`: it had waited) or made parked events due. Reasons are bounded.
+ */
+export const annotate = (span: Tracer.Span, verdict: Verdict, woken: boolean, now: bigint): void => {
+  span.attribute(Tracing.attributes.outcome, outcomeOf(verdict))
+  switch (verdict._tag) {
+    case "applied":
+      if (woken) span.event(Tracing.events.woken, now)
+      if (verdict.wokeParked) span.event(Tracing.events.wokeParked, now)
+      return
+    case "missing":
+      span.event(Tracing.events.waiting, now, {
+        [Tracing.attributes.reason]: Envelope.bounded(verdict.error.message, maxTracedReason)
+      })
+      return
+    case "parked":
+    case "deadLettered":
+      span.event(verdict._tag === "parked" ? Tracing.events.parked : Tracing.events.deadLettered, now, {
+        [Tracing.attributes.reason]: Envelope.bounded(verdict.error.message, maxTracedReason)
+      })
+      return
+    case "duplicate":
+    case "stale":
+      return
+  }
+}
+
+/** Spans ended here: an event's span is ended once, whichever path settles it first. */
+const ended = new WeakSet<Tracer.Span>()
+
+/**
+ * Ends the event's span (when there is one and it is not ended yet) with its verdict (see `annotate`); `verdict` undefined: with
+ * `outcome` only (e.g. dead-lettered for a defect, requeued after a database error).
+ */
+export const endSpan = (
+  span: Tracer.Span | undefined,
+  verdict: Verdict | { readonly outcome: string; readonly reason?: string },
+  woken: boolean
+): Effect.Effect<void> =>
+  span === undefined ? Effect.void : Effect.map(Clock.currentTimeNanos, (now) => {
+    if (ended.has(span)) return
+    ended.add(span)
+    if ("_tag" in verdict) annotate(span, verdict, woken, now)
+    else {
+      span.attribute(Tracing.attributes.outcome, verdict.outcome)
+      if (verdict.reason !== undefined) {
+        span.event(Tracing.events.deadLettered, now, {
+          [Tracing.attributes.reason]: Envelope.bounded(verdict.reason, maxTracedReason)
+        })
+      }
+    }
+    span.end(now, Exit.void)
   })
