@@ -2,14 +2,15 @@
  * The accounts service, assembled: its database (PostgreSQL or embedded) with the library's stores and its
  * own tables (`AccountsTables`: migrated when it starts, the owner tables of Company and User), the
  * `Accounts` domain, the relay publishing its outbox, the responder answering resync requests from the
- * bus with full syncs, and its HTTP app. Its metrics go to a registry of its own, which `GET /metrics`
- * reports. It needs a `Broker`; it runs until its scope closes (HTTP first, then the background work,
+ * bus with full syncs, the gauges of its outbox backlog (`Gauges`), and its HTTP app with the library's
+ * health checks (`Health`: database, broker, relay) at `GET /health`. Its metrics go to a registry of its
+ * own, which `GET /metrics` reports (`PrometheusEndpoint`). It needs a `Broker`; it runs until its scope closes (HTTP first, then the background work,
  * then the database).
  *
  * @since 0.1.0
  */
 import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
-import { type Broker, Relay, Resync, SyncConfig } from "entity-sync"
+import { type Broker, Gauges, Health, PrometheusEndpoint, Relay, Resync, SyncConfig } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import * as OperatorRoutes from "../http/OperatorRoutes.ts"
@@ -42,16 +43,6 @@ export interface AccountsOptions {
 /** The options the service starts its relay with: its settings, with the service as the producer. */
 export const relayOptions = (options: AccountsOptions): Relay.RelayOptions => ({ ...options.relay, producer: name })
 
-/** A failing dependency of the relay, for `/health`: which, since when, what (never driver text). */
-const failingOf = (status: Relay.RelayStatus) => {
-  const failing = (["database", "broker"] as const).find((dependency) => !status[dependency].ok)
-  return failing === undefined ? null : {
-    dependency: failing,
-    since: new Date(status[failing].since).toISOString(),
-    problem: `the ${failing} does not answer; the relay waits for it`
-  }
-}
-
 /** Starts the accounts service in the current scope. */
 export const make = (
   options: AccountsOptions
@@ -66,6 +57,7 @@ export const make = (
     const accounts = yield* Accounts.make.pipe(Effect.provideContext(stores))
     const background = Layer.mergeAll(
       Relay.layer(relayOptions(options)),
+      Gauges.layer({ producer: name }),
       Resync.layer({
         owner: name,
         ...options.resync,
@@ -76,29 +68,21 @@ export const make = (
       })
     )
     const running = yield* Layer.build(background).pipe(Effect.provideContext(stores))
-    const relay = Context.get(running, Relay.Relay)
+    const checks = yield* Health.make().pipe(Effect.provideContext(Context.merge(stores, running)))
     const http = yield* HttpApp.make([
       ...AccountsApi.routes(accounts),
-      OperatorRoutes.health(
+      ...OperatorRoutes.health(
         name,
-        Effect.gen(function*() {
-          const failing = failingOf(yield* relay.status)
-          const outbox = yield* accounts.outbox.pipe(Effect.timeoutOption("3 seconds"), Effect.option)
-          const counted = outbox._tag === "Some" && outbox.value._tag === "Some" ? outbox.value.value : null
-          const problem = failing ?? (counted === null
-            ? { dependency: "database", since: new Date().toISOString(), problem: "the database does not answer" }
-            : null)
-          return {
-            ok: problem === null,
-            details: {
-              database: database.kind,
-              ...(counted !== null ? { outbox: counted } : {}),
-              ...(problem !== null ? { failing: problem } : {})
-            }
-          }
-        })
+        checks,
+        Effect.map(
+          accounts.outbox.pipe(Effect.timeoutOption("3 seconds"), Effect.option),
+          (outbox) => ({
+            database: database.kind,
+            ...(outbox._tag === "Some" && outbox.value._tag === "Some" ? { outbox: outbox.value.value } : {})
+          })
+        )
       ),
-      OperatorRoutes.metrics(registry)
+      PrometheusEndpoint.route({ registry })
     ], options.http)
     return { name, http, database }
   }).pipe(Effect.provideService(Metric.MetricRegistry, registry))

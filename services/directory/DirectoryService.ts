@@ -1,15 +1,17 @@
 /**
  * The directory service, assembled: its database (PostgreSQL or embedded) with the library's stores and
  * its `employees` table, the sync consumer of Company and User (a User's handler writes its Employee in
- * the apply transaction), its operations and its HTTP app. Its metrics go to a registry of its own, which
- * `GET /metrics` reports. It needs a `Broker`; it runs until its scope closes (HTTP first, then the
+ * the apply transaction), its operations, the gauges of its backlog (`Gauges`: parked events, dead letters,
+ * in-flight deliveries) and its HTTP app with the library's health checks (`Health`: database, broker,
+ * consumer) at `GET /health`. Its metrics go to a registry of its own, which `GET /metrics` reports
+ * (`PrometheusEndpoint`). It needs a `Broker`; it runs until its scope closes (HTTP first, then the
  * consumer — unsettled deliveries go back to the queue — then the database).
  *
  * @since 0.1.0
  */
 import { Config, Context, Effect, Layer, Metric, type Scope } from "effect"
 import type { Migrator, SqlClient } from "effect/sql"
-import { type Broker, Subscription, SyncConfig, SyncConsumer } from "entity-sync"
+import { type Broker, Gauges, Health, PrometheusEndpoint, Subscription, SyncConfig, SyncConsumer } from "entity-sync"
 import { Company, User } from "../contracts/index.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import * as OperatorRoutes from "../http/OperatorRoutes.ts"
@@ -63,21 +65,20 @@ export const make = (
       SyncConsumer.layer(consumerOptions(options))
     ).pipe(Effect.provideContext(stores))
     const directory = yield* Directory.make(name).pipe(Effect.provideContext(Context.merge(stores, consumer)))
+    yield* Layer.build(Gauges.layer({ consumer: name })).pipe(Effect.provideContext(Context.merge(stores, consumer)))
+    const checks = yield* Health.make().pipe(Effect.provideContext(Context.merge(stores, consumer)))
     const http = yield* HttpApp.make([
       ...DirectoryApi.routes(directory),
-      OperatorRoutes.health(
+      ...OperatorRoutes.health(
         name,
-        Effect.map(directory.status, (status): OperatorRoutes.Health => ({
-          ok: status.failing === null,
-          details: {
-            database: database.kind,
-            consumer: { ...status.consumer },
-            broker: { ...status.broker },
-            ...(status.failing !== null ? { failing: { ...status.failing } } : {})
-          }
+        checks,
+        Effect.map(directory.status, (status) => ({
+          database: database.kind,
+          consumer: { ...status.consumer },
+          broker: { ...status.broker }
         }))
       ),
-      OperatorRoutes.metrics(registry)
+      PrometheusEndpoint.route({ registry })
     ], options.http)
     return { name, http, database }
   }).pipe(Effect.provideService(Metric.MetricRegistry, registry))
