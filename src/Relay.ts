@@ -288,7 +288,7 @@ const pipelined = (
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? SyncConfig.relayDefaults.batchSize))
-    const rows = yield* outbox.claim(batchSize)
+    const rows = yield* Tracing.untraced(outbox.claim(batchSize))
     if (rows.length === 0) return { claimed: 0, retryAfter: undefined }
     // a short first claim is all that is due: one batch, published here
     if (rows.length < batchSize) {
@@ -329,7 +329,7 @@ const pipelinedFrom = (
       if (rows.length < batchSize) break
       while (inFlight.length >= depth && retryAfter === undefined) yield* settleOldest
       if (retryAfter !== undefined) break
-      rows = yield* outbox.claim(batchSize)
+      rows = yield* Tracing.untraced(outbox.claim(batchSize))
       if (rows.length === 0) break
     }
     while (inFlight.length > 0) yield* settleOldest
@@ -391,13 +391,13 @@ export const run = (
     const pollInterval = Duration.fromInputUnsafe(options.pollInterval ?? SyncConfig.relayDefaults.pollInterval)
     let lagRecordedAt = -Infinity
     const round = Effect.gen(function*() {
-      const woken = yield* Effect.forkChild(outbox.awaitAppended, { startImmediately: true })
+      const woken = yield* Effect.forkChild(Tracing.untraced(outbox.awaitAppended), { startImmediately: true })
       yield* Effect.gen(function*() {
         const { retryAfter } = yield* pipelined(options, status)
         yield* status.report("database", { ok: true })
         const now = yield* Clock.currentTimeMillis
         if (now - lagRecordedAt >= lagInterval) {
-          yield* recordLag(options.producer)
+          yield* Tracing.untraced(recordLag(options.producer))
           lagRecordedAt = now
         }
         if (retryAfter === undefined) yield* Fiber.join(woken).pipe(Effect.timeoutOption(pollInterval))
@@ -436,7 +436,7 @@ const restartable = <R>(name: string, effect: Effect.Effect<unknown, never, R>) 
  * logged and left to the next interval (R12: the relay's status already tells about the outage).
  */
 const pruneForever = (options: RelayOptions) =>
-  prune(options).pipe(
+  Tracing.untraced(prune(options)).pipe(
     Effect.catchTag("SqlError", (error) =>
       Effect.logWarning("relay: retention clean-up failed; trying again at the next interval", {
         producer: options.producer,

@@ -758,10 +758,8 @@ export const make = <R>(
           const item = ordered[i]!
           const verdict = verdicts[i]!
           const span = spans?.get(item)
-          if (verdict._tag === "missing") {
-            if (span !== undefined) Verdict.annotate(span, verdict, false, yield* Clock.currentTimeNanos)
-            yield* FiberSet.run(waiters, settleOne(item, span))
-          } else {
+          if (verdict._tag === "missing") yield* FiberSet.run(waiters, settleOne(item, span))
+          else {
             yield* Verdict.endSpan(span, verdict, false)
             done.push(item.delivery)
           }
@@ -918,7 +916,7 @@ export const make = <R>(
     const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention))
     yield* forever(
       "retention clean-up",
-      Effect.flatMap(Clock.currentTimeMillis, (now) => inbox.prune(now - retention)).pipe(
+      Effect.flatMap(Clock.currentTimeMillis, (now) => Tracing.untraced(inbox.prune(now - retention))).pipe(
         Effect.repeat(Schedule.spaced("1 hour"))
       )
     )

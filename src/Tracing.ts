@@ -97,6 +97,13 @@ export const isTracing = (fiber: Fiber.Fiber<unknown, unknown>): boolean =>
   fiber.getRef(References.TracerEnabled) && fiber.getRef(Tracer.Tracer) !== Tracer.nativeTracer
 
 /**
+ * Runs `effect` without spans: for background polls (a relay's claims, a consumer's look at parked events,
+ * clean-ups), which would otherwise export a trace of their queries every poll interval.
+ */
+export const untraced = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withTracerEnabled(effect, false)
+
+/**
  * Runs `body` in a span named `name` that becomes the current span, when the fiber records spans
  * (`isTracing`); otherwise runs `body(undefined)` and makes nothing (the options are not even built).
  */

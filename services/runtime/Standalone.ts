@@ -24,7 +24,7 @@ import {
 import { HttpServerRequest } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"
 import type { SqlError } from "effect/sql"
-import type { Broker } from "entity-sync"
+import { type Broker, Tracing } from "entity-sync"
 import * as ApiError from "../http/ApiError.ts"
 import * as HttpApp from "../http/HttpApp.ts"
 import type { RunningService } from "./RunningService.ts"
@@ -109,7 +109,11 @@ const attemptTimeout = Duration.seconds(60)
  *   `HTTP_MAX_BODY_BYTES` (65536);
  * * `DATABASE_URL` … (`ServiceDatabase.config`; absent: an embedded database);
  * * `AMQP_URL` … (`ServiceBroker`; absent: an in-memory broker, useful only for trying one service alone);
- * * the library's settings (`SyncConfig`, `RabbitConfig`).
+ * * the library's settings (`SyncConfig`, `RabbitConfig`);
+ * * `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME` (default: the service's name) … (`Tracing.otlpConfig`;
+ *   absent: no tracing): spans are exported over OTLP/HTTP — each HTTP request's span (a child of the
+ *   request's `traceparent` header), the owner's writes under it, the relay's publishes and the consumer's
+ *   applies (R10).
  *
  * The service listens at once. Until it has started, `/health` answers 503 naming the dependency it waits
  * for and since when, and every other route 503. Starting probes the database and the broker, then builds
@@ -117,6 +121,15 @@ const attemptTimeout = Duration.seconds(60)
  * the service tries again with backoff (0.5 s doubling, at most 10 s apart) until it succeeds.
  */
 export const start = <Options, E>(
+  service: ServiceDefinition<Options, E>
+): Effect.Effect<Started, Config.ConfigError | ServeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    // built first, so it is closed last: the spans of the shutdown are exported too
+    const tracing = yield* Layer.build(Tracing.layerOtlpFromEnv({ serviceName: service.name }))
+    return yield* serve(service).pipe(Effect.provideContext(tracing))
+  })
+
+const serve = <Options, E>(
   service: ServiceDefinition<Options, E>
 ): Effect.Effect<Started, Config.ConfigError | ServeError, Scope.Scope> =>
   Effect.gen(function*() {

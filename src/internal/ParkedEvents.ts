@@ -8,6 +8,7 @@ import { Clock, Duration, Effect } from "effect"
 import type { SqlError } from "effect/sql"
 import type { EntityRef } from "../Errors.ts"
 import type { Inbox, WaitingRow } from "../Inbox.ts"
+import * as Tracing from "../Tracing.ts"
 import * as Signal from "./Signal.ts"
 
 /** Waiting rows taken per look. */
@@ -62,10 +63,10 @@ export const make = (options: {
           const wake = yield* changed.current
           const now = yield* Clock.currentTimeMillis
           const changes = parked.changes
-          const due = yield* inbox.due(consumer, now, pageSize)
+          const due = yield* Tracing.untraced(inbox.due(consumer, now, pageSize))
           yield* Effect.forEach(due, retry, { concurrency: options.concurrency, discard: true })
           if (due.length === pageSize) continue
-          const next = yield* inbox.nextDueAt(consumer)
+          const next = yield* Tracing.untraced(inbox.nextDueAt(consumer))
           if (next !== null) parked.maybe = true
           else if (parked.changes === changes) parked.maybe = false
           const later = yield* Clock.currentTimeMillis
