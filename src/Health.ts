@@ -3,8 +3,8 @@
  * its database answers, its broker is connected, its consumer is subscribed (not paused by an outage), its
  * relay makes progress; liveness says whether a restart would help — it fails only when something is stuck
  * (a delivery unsettled far longer than any outage hold), never because a dependency is down (an outage
- * pauses, it is waited out). Every check names its cause while it fails and since when it has been in its
- * state. `Health.layer` finds the parts in the context it is built in (`Transactor`, `Relay` with its
+ * pauses, it is waited out). Every check names its cause while it fails (never a driver's error text, which
+ * is in the parts' logs) and since when it has been in its state. `Health.layer` finds the parts in the context it is built in (`Transactor`, `Relay` with its
  * `Outbox`, `SyncConsumer`) and checks each one it finds; `toJson` is the body of `/health`.
  *
  * @since 0.2.0
@@ -116,16 +116,14 @@ const readinessProbes = (options: HealthOptions) =>
         if (Option.isSome(relayStatus)) {
           const status = (yield* relayStatus.value)[dependency]
           if (!status.ok) {
-            observations.push(
-              failing(`the relay cannot reach the ${dependency}: ${status.error ?? "no answer"}`, status.since)
-            )
+            observations.push(failing(`the relay cannot reach the ${dependency}`, status.since))
           }
         }
         if (Option.isSome(consumerStatus)) {
           const paused = (yield* consumerStatus.value).paused
           if (paused !== null && paused.dependency === dependency) {
             observations.push(
-              failing(`the consumer is paused: the ${dependency} does not answer (${paused.error})`, paused.since)
+              failing(`the consumer is paused: the ${dependency} does not answer`, paused.since)
             )
           }
         }
@@ -138,9 +136,7 @@ const readinessProbes = (options: HealthOptions) =>
         observe: Effect.gen(function*() {
           const probed: Observation = Option.isNone(transactor) ? fine : yield* transactor.value.probe.pipe(
             Effect.as<Observation>({ ok: true }),
-            Effect.catch((error) =>
-              Effect.succeed(failing(`the database does not answer: ${error.reason._tag}: ${error.message}`))
-            )
+            Effect.catch((error) => Effect.succeed(failing(`the database does not answer (${error.reason._tag})`)))
           )
           return firstFailing([probed, ...(yield* reported("database"))])
         })
@@ -177,9 +173,7 @@ const readinessProbes = (options: HealthOptions) =>
             oldestCreatedAt + maxRelayLag
           )
         }).pipe(
-          Effect.catch((error) =>
-            Effect.succeed(failing(`cannot read the outbox: ${error.reason._tag}: ${error.message}`))
-          )
+          Effect.catch((error) => Effect.succeed(failing(`cannot read the outbox (${error.reason._tag})`)))
         )
       })
     }
@@ -227,7 +221,12 @@ const reporter = (probes: ReadonlyArray<Probe>, timeout: Duration.Duration, star
       Effect.map((observed) =>
         Option.getOrElse(observed, () => failing(`${probe.name}: no answer within ${Duration.format(timeout)}`))
       ),
-      Effect.catchCause(() => Effect.succeed(failing(`${probe.name}: the check itself failed`)))
+      Effect.catchCause((cause) =>
+        Effect.as(
+          Effect.logWarning(`health: the ${probe.name} check failed`, cause),
+          failing(`${probe.name}: the check itself failed (see the log)`)
+        )
+      )
     )
   return Effect.gen(function*() {
     const observations = yield* Effect.forEach(probes, observe, { concurrency: "unbounded" })

@@ -61,7 +61,7 @@ describe("Health", () => {
       const failing = checkOf(down, "database")
       assert.isFalse(failing.ok)
       assert.strictEqual(failing.since, 10_000)
-      assert.match(failing.cause ?? "", /the database does not answer: ConnectionError/)
+      assert.match(failing.cause ?? "", /the database does not answer \(ConnectionError\)/)
       const json = Health.toJson(down, yield* health.liveness)
       assert.strictEqual(json.status, "unavailable")
       assert.deepStrictEqual(json.readiness["database"], {
@@ -135,7 +135,7 @@ describe("Health", () => {
       pending.current = { count: 42, oldestCreatedAt: 30_000 }
       const stalled = yield* health.readiness
       assert.deepInclude(checkOf(stalled, "broker"), { ok: false, since: 90_000 })
-      assert.match(checkOf(stalled, "broker").cause ?? "", /the relay cannot reach the broker: BrokerUnavailable/)
+      assert.match(checkOf(stalled, "broker").cause ?? "", /the relay cannot reach the broker/)
       assert.deepInclude(checkOf(stalled, "relay"), { ok: false, since: 90_000 })
       assert.match(checkOf(stalled, "relay").cause ?? "", /the oldest of 42 unpublished events is 90 s old/)
 
