@@ -3,13 +3,15 @@
  * consumer did a bit of everything (applies, a parked event, an unroutable event, unreadable messages),
  * every documented series is served by `PrometheusEndpoint` with exactly its labels and type, and the
  * backlog gauges kept by `Gauges.layer` say what the stores hold; 10,000 distinct entity ids and a burst of
- * malformed messages leave the number of series unchanged (no label takes an id). On PostgreSQL and
+ * malformed messages leave the number of series unchanged (no label takes an id); a failing read of a store
+ * is logged when it starts failing and when it answers again, and stops nothing. On PostgreSQL and
  * RabbitMQ: `promtool check metrics` is clean on the `/metrics` body of each demo service. `promtool` comes
  * with Debian's `prometheus` package (`.ci/run` installs it); without it that test fails, saying so.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Metric, References, Schedule } from "effect"
+import { Effect, Layer, Logger, Metric, References, Schedule } from "effect"
 import { FetchHttpClient, HttpClient } from "effect/http"
+import { SqlError } from "effect/sql"
 import { TestClock } from "effect/testing"
 import { spawnSync } from "node:child_process"
 import * as AccountsService from "../services/accounts/AccountsService.ts"
@@ -17,10 +19,15 @@ import * as DirectoryService from "../services/directory/DirectoryService.ts"
 import * as ApiClient from "../services/scenario/ApiClient.ts"
 import { Broker, type OutgoingMessage } from "../src/Broker.ts"
 import * as Gauges from "../src/Gauges.ts"
+import { Inbox } from "../src/Inbox.ts"
+import * as MemoryInbox from "../src/memory/Inbox.ts"
+import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
+import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
+import * as MemoryOutbox from "../src/memory/Outbox.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as PrometheusEndpoint from "../src/PrometheusEndpoint.ts"
-import { Company, Invoice, User } from "./fixtures.ts"
+import { Company, createdEnvelope, Invoice, User } from "./fixtures.ts"
 import * as Harness from "./harness.ts"
 import * as Stack from "./services/stack.ts"
 
@@ -208,6 +215,67 @@ describe("metrics", () => {
       assert.deepStrictEqual(series(text).sort(), before.sort(), "the same series, only their values changed")
     }).pipe(Effect.provide(system), withRegistry(registry))
   }, 120_000)
+
+  it.effect("a failing read is logged when it starts failing and when it answers again; nothing else stops", () => {
+    const registry: Metric.MetricRegistry = new Map()
+    const logs: Array<string> = []
+    const state = { down: false }
+    const failingInbox = Layer.effect(
+      Inbox,
+      Effect.map(MemoryInbox.make, (memory) =>
+        Inbox.of({
+          ...memory,
+          stats: (consumer) =>
+            state.down
+              ? Effect.fail(new SqlError.SqlError({ reason: new SqlError.ConnectionError({ cause: "refused" }) }))
+              : memory.stats(consumer)
+        }))
+    )
+    const stores = Layer.mergeAll(failingInbox, MemoryOutbox.layer()).pipe(Layer.provideMerge(MemoryDatabase.layer))
+    const logger = Logger.layer([
+      Logger.make((options) => {
+        if (options.logLevel !== "Warn" && options.logLevel !== "Info") return
+        const message = Array.isArray(options.message) ? options.message[0] : options.message
+        logs.push(`${options.logLevel}: ${String(message)}`)
+      })
+    ])
+    return Effect.gen(function*() {
+      const sample = (name: string, labels: Readonly<Record<string, string>>) =>
+        Effect.map(PrometheusEndpoint.format(registry), (text) => valueOf(samplesOf(text), name, labels))
+      const directory = { consumer: "directory", store: "inbox" }
+      yield* Outbox.transaction(Outbox.OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-1")])))
+      yield* TestClock.adjust("5 seconds")
+      assert.strictEqual(yield* sample("entity_sync_dead_letters", directory), 0)
+      state.down = true
+      yield* TestClock.adjust("5 seconds")
+      yield* Outbox.transaction(Outbox.OutboxTransaction.use((tx) => tx.append([createdEnvelope("m-2")])))
+      yield* TestClock.adjust("5 seconds")
+      assert.deepStrictEqual(logs, [
+        "Warn: metrics: cannot read the inbox of directory; its gauges keep their last value"
+      ])
+      assert.strictEqual(yield* sample("entity_sync_dead_letters", directory), 0, "the last value")
+      assert.strictEqual(
+        yield* sample("entity_sync_outbox_unpublished_events", { producer: "accounts" }),
+        2,
+        "the other reads go on"
+      )
+      assert.strictEqual(yield* sample("entity_sync_relay_lag_seconds", { producer: "accounts" }), 15)
+      state.down = false
+      yield* TestClock.adjust("5 seconds")
+      assert.deepStrictEqual(logs, [
+        "Warn: metrics: cannot read the inbox of directory; its gauges keep their last value",
+        "Info: metrics: the inbox of directory answers again; its gauges are fresh"
+      ])
+    }).pipe(
+      Effect.provide(
+        Gauges.layer({ producer: "accounts", consumer: "directory" }).pipe(
+          Layer.provideMerge(Layer.mergeAll(stores, MemoryBroker.layer()))
+        )
+      ),
+      Effect.provide(logger),
+      Effect.provideService(Metric.MetricRegistry, registry)
+    )
+  })
 
   it.live(
     "promtool check metrics is clean on the /metrics body of each demo service",
