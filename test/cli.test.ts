@@ -20,6 +20,7 @@ import * as Outbox from "../src/Outbox.ts"
 import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
+import * as Resync from "../src/Resync.ts"
 import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
 import { Company, createdEnvelope } from "./fixtures.ts"
@@ -235,6 +236,29 @@ describe("the admin CLI", () => {
           )
           const text = yield* cli(["status"], env)
           assert.match(text.stdout, /directory\s+30\s+\S+( \S+)?\s+50\s+20/)
+
+          // a resync request reaches the owner's queue, with the ids asked for
+          const resyncQueue = Resync.queueOf("accounts")
+          yield* broker.declare(resyncQueue)
+          const asked = yield* cli(
+            ["resync", "--consumer", consumer, "--entity", "Company", "--ids", "c-1,c-2", "--owner", "accounts"],
+            env
+          )
+          assert.strictEqual(asked.code, 0, asked.stderr)
+          assert.include(asked.stdout, "asked accounts for a resync of Company (2 ids) for directory")
+          const [request] = yield* broker.subscribe(resyncQueue).pipe(
+            Stream.take(1),
+            Stream.mapEffect((delivery) =>
+              Effect.as(delivery.ack, JSON.parse(new TextDecoder().decode(delivery.body)))
+            ),
+            Stream.runCollect
+          )
+          assert.deepInclude(request, {
+            owner: "accounts",
+            entity: "Company",
+            ids: ["c-1", "c-2"],
+            requester: consumer
+          })
         }).pipe(Effect.provide(consumerStores(infra, "cli_")))
       }),
     180_000
@@ -335,6 +359,14 @@ describe("the admin CLI", () => {
         assert.deepStrictEqual(JSON.parse(status.stdout).producers.map((p: Record<string, unknown>) => p.producer), [
           "accounts"
         ])
+
+        // retention applied now: the consumer's 21 dedupe records
+        const pruned = yield* cli(["prune", "--outbox-retention", "0ms", "--inbox-retention", "0ms"], {
+          ...infra.env("owner_"),
+          SYNC_TABLE_PREFIX: "directory_"
+        })
+        assert.strictEqual(pruned.code, 0, pruned.stderr)
+        assert.include(pruned.stdout, "inbox: deleted 21 dedupe records")
       }).pipe(Effect.provide(system), Effect.provideService(Metric.MetricRegistry, new Map()))
     }), 180_000)
 

@@ -210,8 +210,15 @@ const collect = (selected: Selection) =>
     return { targets, brokerUnread: Math.max(0, window.total - maxDeadLetterPage) }
   })
 
-/** Replays one step's dead letters: one statement for the inbox's, one move for the broker's. Not interruptible. */
-const replayStep = (selected: Selection, step: ReadonlyArray<Target>) =>
+/**
+ * Replays one step's dead letters: one statement for the inbox's, one move for the broker's, then counts
+ * them with `done`. Not interruptible: an interrupt waits for the step and its count.
+ */
+const replayStep = (
+  selected: Selection,
+  step: ReadonlyArray<Target>,
+  done: (moved: { readonly inbox: number; readonly broker: number }) => void
+) =>
   Effect.gen(function*() {
     const inbox = yield* Inbox
     const brokerService = yield* Broker
@@ -226,7 +233,7 @@ const replayStep = (selected: Selection, step: ReadonlyArray<Target>) =>
       "replay the dead letters",
       brokerService.replayDeadLetters(selected.queue, { messageIds: brokerIds })
     )
-    return { inbox: fromInbox, broker: fromBroker }
+    done({ inbox: fromInbox, broker: fromBroker })
   }).pipe(Effect.uninterruptible)
 
 const MessageIdRow = Schema.Struct({ messageId: Schema.String, place: Schema.Literals(["waiting", "dead", "inbox"]) })
@@ -388,7 +395,7 @@ const replayAll = (
       const canaries = targets.slice(0, canary)
       rest = targets.slice(canary)
       yield* line(`canary: replaying ${canaries.length} dead letters first (${counts(canaries)})`)
-      add(yield* replayStep(selected, canaries))
+      yield* replayStep(selected, canaries, add)
       yield* awaitCanaries(selected, canaries, canaryTimeout)
       yield* line(`canary: all ${canaries.length} applied; replaying the other ${rest.length}`)
     }
@@ -401,7 +408,7 @@ const replayAll = (
     )
     yield* Effect.gen(function*() {
       for (let i = 0; i < rest.length; i += stepSize) {
-        add(yield* replayStep(selected, rest.slice(i, i + stepSize)))
+        yield* replayStep(selected, rest.slice(i, i + stepSize), add)
         yield* bar.step(targets.length - rest.length + Math.min(rest.length, i + stepSize))
       }
     }).pipe(Effect.ensuring(bar.end), Effect.onInterrupt(() => report))

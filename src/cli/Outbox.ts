@@ -114,8 +114,7 @@ const republishRange = (range: {
             ...(entity === undefined ? {} : { entity }),
             ...(afterSeq === undefined ? {} : { afterSeq })
           })
-        ).pipe(Effect.uninterruptible)
-        done += step.count
+        ).pipe(Effect.tap((step) => Effect.sync(() => void (done += step.count))), Effect.uninterruptible)
         yield* bar.step(Math.min(done, Math.max(total, done)))
         if (step.lastSeq === null || step.count < stepSize) break
         afterSeq = step.lastSeq

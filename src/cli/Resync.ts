@@ -11,7 +11,7 @@ import { Command, Flag } from "effect/cli"
 import { decodeRows } from "../postgres/Columns.ts"
 import * as Resync from "../Resync.ts"
 import * as Signature from "../Signature.ts"
-import { broker, Database, database, onBroker, onDatabase } from "./Connect.ts"
+import { broker, brokerTimeout, Database, database, onBroker, onDatabase } from "./Connect.ts"
 import { OperationFailed, UsageError } from "./Errors.ts"
 import * as Inputs from "./Inputs.ts"
 import { line, shown } from "./Output.ts"
@@ -87,14 +87,23 @@ const ask = (request: {
     const signing = yield* Signature.signingKeyConfig.pipe(
       Effect.mapError((error) => new OperationFailed({ message: `SYNC_SIGNING_KEY: ${shown(error.message, 300)}` }))
     )
-    const sent = yield* onBroker(
-      "publish the resync request",
-      Resync.request({
-        contract: { name: entity, owner },
-        requester: consumer,
-        ...(ids.length > 0 ? { ids } : {}),
-        ...(flags.reset ? { reset: true } : {}),
-        ...(Option.isSome(signing) ? { signing: signing.value } : {})
+    const noQueue = new OperationFailed({
+      message: `no queue takes resync requests for ${shown(owner, 255)} (${shown(Resync.queueOf(owner).name, 300)}): ` +
+        `the owner's resync responder declares it when it starts; is ${shown(owner, 255)} running with one, ` +
+        "and is --owner right?"
+    })
+    const sent = yield* Resync.request({
+      contract: { name: entity, owner },
+      requester: consumer,
+      ...(ids.length > 0 ? { ids } : {}),
+      ...(flags.reset ? { reset: true } : {}),
+      ...(Option.isSome(signing) ? { signing: signing.value } : {})
+    }).pipe(
+      Effect.catchTag("PublishRejected", () => Effect.fail(noQueue)),
+      Effect.catchTag("BrokerUnavailable", (error) => onBroker("publish the resync request", Effect.fail(error))),
+      Effect.timeoutOrElse({
+        duration: brokerTimeout,
+        orElse: () => onBroker("publish the resync request", Effect.never)
       })
     )
     yield* line(

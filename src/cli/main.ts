@@ -7,7 +7,7 @@
  *
  * @since 0.2.0
  */
-import { Cause, Effect, Exit, Fiber, FileSystem, Layer, Path, Sink, Stdio, Stream, Terminal } from "effect"
+import { Cause, Effect, Exit, Fiber, FileSystem, Layer, Path, References, Sink, Stdio, Stream, Terminal } from "effect"
 import { CliError, Command } from "effect/cli"
 import { ChildProcessSpawner } from "effect/process"
 import * as Dead from "./Dead.ts"
@@ -100,7 +100,13 @@ export const exitCodeOf = (exit: Exit.Exit<void, unknown>): number => {
 export const main = (): Promise<number> =>
   new Promise((resolve) => {
     const fiber = Effect.runFork(
-      Command.run(root, { version }).pipe(Effect.provide(environment), Effect.exit)
+      Command.run(root, { version }).pipe(
+        Effect.provide(environment),
+        // the library's own warnings (a reconnect, a retry) are noise here: failures are reported as messages;
+        // `--log-level warn` shows them
+        Effect.provideService(References.MinimumLogLevel, "Error"),
+        Effect.exit
+      )
     )
     const interrupt = () => {
       process.stderr.write("\nentity-sync: stopping after the current step…\n")
@@ -111,7 +117,7 @@ export const main = (): Promise<number> =>
     fiber.addObserver((exit) => {
       process.removeListener("SIGINT", interrupt)
       process.removeListener("SIGTERM", interrupt)
-      resolve(Exit.isSuccess(exit) ? exitCodeOf(exit.value) : exitCodes.interrupted)
+      resolve(exitCodeOf(Exit.isSuccess(exit) ? exit.value : exit))
     })
   })
 
