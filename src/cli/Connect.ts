@@ -9,7 +9,6 @@
 import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
-import * as RabbitBroker from "../amqp/RabbitBroker.ts"
 import * as RabbitConfig from "../amqp/RabbitConfig.ts"
 import { Broker } from "../Broker.ts"
 import type { BrokerUnavailable, PublishRejected } from "../Errors.ts"
@@ -160,6 +159,15 @@ export const broker: Layer.Layer<Broker | BrokerTarget, OperationFailed> = Layer
       Effect.mapError(configFailure("AMQP_URL", "amqp://user:password@127.0.0.1:5672/vhost"))
     )
     const url = typeof options.url === "string" ? options.url : Redacted.value(options.url)
+    // loaded here, not at start: amqplib is an optional peer, and only the broker commands need it
+    const RabbitBroker = yield* Effect.tryPromise({
+      try: () => import("../amqp/RabbitBroker.ts"),
+      catch: (error) =>
+        new OperationFailed({
+          message: `this command needs the broker, and amqplib cannot be loaded (${describeFailure(error)}): ` +
+            "install it next to entity-sync (npm install amqplib)"
+        })
+    })
     const made = yield* RabbitBroker.make(options)
     return Context.make(Broker, made).pipe(Context.add(BrokerTarget, BrokerTarget.of({ where: whereOf(url, 5672) })))
   })

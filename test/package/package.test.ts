@@ -2,7 +2,7 @@
  * The package as a user installs it: `npm pack` (which builds `dist/`), the tarball installed into a
  * scratch project outside the repository, then plain `node` (no loader) on the entry points and `tsc`
  * (NodeNext, strict, no `skipLibCheck`) on a consumer file whose `@ts-expect-error` lines are the sync
- * rules R1, R2 and the handler error rule.
+ * rules R1, R2 and the handler error rule; the bin `entity-sync` (the admin CLI) runs.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Schema } from "effect"
@@ -67,6 +67,13 @@ describe("the packed package", () => {
       })
       assert.strictEqual(core.postgresLayer, "function")
       assert.match(core.amqpWithoutAmqplib, /^ERR_MODULE_NOT_FOUND: .*amqplib/)
+
+      // the bin `entity-sync` (the admin CLI) runs without amqplib too, and says what is wrong
+      const bin = join(scratch, "node_modules", ".bin", "entity-sync")
+      assert.include(await ok(bin, ["--help"], scratch), "outbox")
+      const usage = await run(bin, ["prune", "--inbox-retention", "a week"], scratch)
+      assert.strictEqual(usage.code, 2)
+      assert.include(usage.stderr, "--inbox-retention: expected a duration")
 
       // (b) with the optional peers: every entry point, and nothing internal
       await ok("npm", [
