@@ -76,7 +76,6 @@ const ask = (request: {
 }) =>
   Effect.gen(function*() {
     const { consumer, entity, ids } = request
-    const flags = { reset: request.reset }
     const owner = request.givenOwner ?? (yield* ownerOf(consumer, entity))
     if (owner === undefined) {
       return yield* new UsageError({
@@ -96,7 +95,7 @@ const ask = (request: {
       contract: { name: entity, owner },
       requester: consumer,
       ...(ids.length > 0 ? { ids } : {}),
-      ...(flags.reset ? { reset: true } : {}),
+      ...(request.reset ? { reset: true } : {}),
       ...(Option.isSome(signing) ? { signing: signing.value } : {})
     }).pipe(
       Effect.catchTag("PublishRejected", () => Effect.fail(noQueue)),
@@ -107,7 +106,7 @@ const ask = (request: {
       })
     )
     yield* line(
-      `asked ${shown(owner, 255)} for a ${flags.reset ? "reset " : ""}resync of ${shown(entity, 255)} ` +
+      `asked ${shown(owner, 255)} for a ${request.reset ? "reset " : ""}resync of ${shown(entity, 255)} ` +
         `(${ids.length === 0 ? "every entity" : `${ids.length} ids`}) for ${shown(consumer, 255)}: ` +
         `request ${sent.requestId}`
     )
