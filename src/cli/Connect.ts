@@ -7,13 +7,14 @@
  * @since 0.2.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Config, Context, Duration, Effect, Layer, Redacted } from "effect"
+import { Config, Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import * as RabbitConfig from "../amqp/RabbitConfig.ts"
 import { Broker } from "../Broker.ts"
 import type { BrokerUnavailable, PublishRejected } from "../Errors.ts"
 import { Inbox } from "../Inbox.ts"
 import { Outbox } from "../Outbox.ts"
+import { decodeRows } from "../postgres/Columns.ts"
 import * as PgInbox from "../postgres/Inbox.ts"
 import * as PgOutbox from "../postgres/Outbox.ts"
 import * as PostgresSync from "../postgres/PostgresSync.ts"
@@ -37,6 +38,8 @@ export class BrokerTarget extends Context.Service<BrokerTarget, {
   /** `host:port/vhost`, without credentials. */
   readonly where: string
 }>()("entity-sync/cli/BrokerTarget") {}
+
+const NameRow = Schema.Struct({ name: Schema.String })
 
 /** How long one broker operation may take before the CLI gives up on it. */
 export const brokerTimeout = Duration.seconds(30)
@@ -123,11 +126,14 @@ export const database: Layer.Layer<Database | Outbox | Inbox, OperationFailed> =
     )
     const pg = Context.get(client, PgClient.PgClient)
     const sql = pg.withoutTransforms()
-    const missing = yield* sql<{ readonly name: string }>`SELECT name FROM unnest(${[
+    const missing = yield* sql`SELECT name FROM unnest(${[
       tables.outbox,
       tables.inbox
     ]}::text[]) AS name
-      WHERE to_regclass(quote_ident(name)) IS NULL`.pipe(Effect.mapError(fail))
+      WHERE to_regclass(quote_ident(name)) IS NULL`.pipe(
+      Effect.flatMap(decodeRows(NameRow, "tables")),
+      Effect.mapError(fail)
+    )
     if (missing.length > 0) {
       return yield* new OperationFailed({
         message: `no entity-sync tables with prefix "${tables.prefix}" in ${where} (missing: ${
