@@ -269,10 +269,10 @@ describe("metrics", () => {
     }).pipe(
       Effect.provide(
         Gauges.layer({ producer: "accounts", consumer: "directory" }).pipe(
-          Layer.provideMerge(Layer.mergeAll(stores, MemoryBroker.layer()))
+          Layer.provideMerge(Layer.mergeAll(stores, MemoryBroker.layer())),
+          Layer.provideMerge(logger)
         )
       ),
-      Effect.provide(logger),
       Effect.provideService(Metric.MetricRegistry, registry)
     )
   })
