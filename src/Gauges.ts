@@ -13,6 +13,7 @@ import { Inbox } from "./Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 import { Outbox } from "./Outbox.ts"
 import { SyncConsumer } from "./SyncConsumer.ts"
+import * as Tracing from "./Tracing.ts"
 
 /** Which gauges to keep fresh: a producer's, a consumer's (or both), and how often. */
 export interface GaugeOptions {
@@ -134,5 +135,6 @@ export function layer(
 export function layer(options: ProducerGaugeOptions): Layer.Layer<never, never, Outbox>
 export function layer(options: ConsumerGaugeOptions): Layer.Layer<never, never, Inbox | Broker>
 export function layer(options: GaugeOptions): Layer.Layer<never, never, Outbox | Inbox | Broker> {
-  return Layer.effectDiscard(Effect.forkScoped(poll(readsOf(options), options)))
+  // background reads: no trace of their queries (see `Tracing.untraced`)
+  return Layer.effectDiscard(Effect.forkScoped(Tracing.untraced(poll(readsOf(options), options))))
 }

@@ -455,6 +455,9 @@ export const layer = (options: RelayOptions): Layer.Layer<Relay, never, Outbox |
     Relay,
     Effect.gen(function*() {
       const tracker = yield* makeStatusTracker(options.producer)
+      // the counters exist from the first scrape, so that `rate()` and absence alerts work at once
+      yield* Metrics.countPublished(options.producer, 0)
+      yield* Metric.update(Metric.withAttributes(Metrics.relayFailures, { producer: options.producer }), 0)
       yield* restartable("publishing", run(options, tracker))
       yield* restartable("retention clean-up", pruneForever(options))
       return Relay.of({ status: tracker.status })
