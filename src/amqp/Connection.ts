@@ -1,13 +1,14 @@
 /**
  * The adapter's connection to RabbitMQ (internal: not exported by the package): opened lazily by the
  * first operation, with its confirm channel; replaced after a loss no sooner than the reconnect schedule
- * allows; closed once, after the in-flight confirms, at shutdown.
+ * allows, on the next node of the cluster when several are configured; closed once, after the in-flight
+ * confirms, at shutdown.
  *
  * @since 0.1.0
  */
 import amqp from "amqplib"
 import type { ChannelModel } from "amqplib"
-import { Clock, Duration, Effect, Option, Schedule, Semaphore } from "effect"
+import { Clock, Duration, Effect, Option, type Redacted, Schedule, Semaphore } from "effect"
 import type { BrokerUnavailable } from "../Errors.ts"
 import * as RetrySchedule from "../RetrySchedule.ts"
 import { attempt, closeChannel, closeConnection, connectTimeoutMillis, unavailable } from "./AmqpCall.ts"
@@ -29,6 +30,8 @@ type Settings = RabbitConfig.ResolvedRabbitOptions
 /** An open connection with its confirm channel. */
 export interface Session {
   readonly model: ChannelModel
+  /** The node it is connected to, `host:port`. */
+  readonly node: string
   readonly publisher: Publisher
   /** Why the connection ended; undefined while it is open. */
   readonly status: { lost: string | undefined }
@@ -39,10 +42,14 @@ const isUsable = (session: Session): boolean =>
   session.status.lost === undefined && session.publisher.closed === undefined
 
 /** Connects, declares the topology and opens the confirm channel. Uninterruptible, so no socket leaks. */
-const openSession = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet<string>>) =>
+const openSession = (
+  settings: Settings,
+  queues: ReadonlyMap<string, ReadonlySet<string>>,
+  nodeUrl: Redacted.Redacted<string>
+) =>
   Effect.uninterruptible(Effect.gen(function*() {
     const model = yield* attempt("connect", () =>
-      amqp.connect(RabbitConfig.connectUrl(settings), {
+      amqp.connect(RabbitConfig.connectUrl(settings, nodeUrl), {
         timeout: connectTimeoutMillis,
         clientProperties: { connection_name: settings.connectionName }
       }))
@@ -59,7 +66,7 @@ const openSession = (settings: Settings, queues: ReadonlyMap<string, ReadonlySet
       const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
       return makePublisher(channel, settings.publishWindow)
     }).pipe(Effect.onError(() => attempt("close", () => model.close()).pipe(Effect.ignore)))
-    return { model, publisher, status } satisfies Session
+    return { model, node: RabbitConfig.addressOf(nodeUrl), publisher, status } satisfies Session
   }))
 
 /** The adapter's connection: `acquire` gives the open one or reconnects; `close` shuts down for good. */
@@ -76,6 +83,10 @@ export interface Connection {
  * their callers (the relay, the consumer) back off on their own schedules. Every failed attempt is logged
  * as a warning with the broker's reason (e.g. `ACCESS_REFUSED` for a wrong password) and the time of the
  * next one. A new connection declares (or checks) the exchanges and every queue in `queues` again.
+ *
+ * With several node URLs (`settings.urls`), a lost connection or a failed attempt moves the next attempt to
+ * the next URL in turn (round robin): the first attempt after a node goes away goes at once to the next
+ * node, and the schedule's delays apply only while attempts keep failing.
  */
 export const makeConnection = (
   settings: Settings,
@@ -89,7 +100,11 @@ export const makeConnection = (
       retryAt: number
       lastError: string
       closing: boolean
-    } = { session: undefined, failures: 0, retryAt: 0, lastError: "", closing: false }
+      /** The index in `settings.urls` of the node the next attempt goes to. */
+      node: number
+    } = { session: undefined, failures: 0, retryAt: 0, lastError: "", closing: false, node: 0 }
+    const nodeCount = settings.urls.length
+    const nodeUrl = () => settings.urls[state.node] ?? settings.url
 
     const reconnect = Effect.gen(function*() {
       const current = state.session
@@ -104,16 +119,21 @@ export const makeConnection = (
       }
       if (current !== undefined) {
         state.session = undefined
+        // the node went away: the next attempt goes to the next one (the same one when there is only one)
+        if (current.status.lost !== undefined) state.node = RabbitConfig.nextUrlIndex(state.node, nodeCount)
         yield* Effect.logWarning("RabbitMQ connection lost; reconnecting", {
-          reason: current.status.lost ?? current.publisher.closed
+          reason: current.status.lost ?? current.publisher.closed,
+          ...(nodeCount > 1 ? { node: current.node, nextNode: RabbitConfig.addressOf(nodeUrl()) } : {})
         })
         // only the confirm channel died (e.g. its exchange was deleted): replace the whole connection
         if (current.status.lost === undefined) {
           yield* closeConnection(current.model)
         }
       }
-      const opened = yield* Effect.result(openSession(settings, queues))
+      const triedUrl = nodeUrl()
+      const opened = yield* Effect.result(openSession(settings, queues, triedUrl))
       if (opened._tag === "Failure") {
+        state.node = RabbitConfig.nextUrlIndex(state.node, nodeCount)
         state.failures++
         state.lastError = opened.failure.detail
         const delay = yield* RetrySchedule.delayAfter(reconnectSchedule, state.failures)
@@ -123,13 +143,21 @@ export const makeConnection = (
           operation: opened.failure.operation,
           reason: opened.failure.detail,
           login: settings.login,
+          ...(nodeCount > 1 ?
+            { node: RabbitConfig.addressOf(triedUrl), nextNode: RabbitConfig.addressOf(nodeUrl()) } :
+            {}),
           failedAttempts: state.failures,
           retryInMillis,
           retryAt: new Date(state.retryAt).toISOString()
         })
         return yield* opened.failure
       }
-      if (state.failures > 0) yield* Effect.logInfo("RabbitMQ connection restored", { failedAttempts: state.failures })
+      if (state.failures > 0 || (nodeCount > 1 && current !== undefined)) {
+        yield* Effect.logInfo("RabbitMQ connection restored", {
+          failedAttempts: state.failures,
+          ...(nodeCount > 1 ? { node: opened.success.node } : {})
+        })
+      }
       state.failures = 0
       state.retryAt = 0
       state.session = opened.success

@@ -4,7 +4,7 @@
  *
  * | key | default | meaning |
  * |---|---|---|
- * | `AMQP_URL` | (required) | `amqp://` or `amqps://` URL, `Redacted` |
+ * | `AMQP_URL` | (required) | `amqp://` or `amqps://` URL, `Redacted`; several nodes of one cluster as comma-separated URLs |
  * | `SYNC_EXCHANGE` | `sync.events` | durable topic exchange the events are published to |
  * | `SYNC_DEAD_EXCHANGE` | `sync.dead` | durable direct exchange dead letters go through, by queue name, to `<queue>.dead` |
  * | `SYNC_REPLAY_EXCHANGE` | `sync.replay` | durable direct exchange released and replayed messages go back through, by queue name |
@@ -29,6 +29,12 @@
  * Never the default exchange (`amq.default`). With `passive`, an administrator declares the topology
  * (`RabbitBroker.topology` describes it, `RabbitBroker.declareTopology` declares it).
  *
+ * Several nodes (a RabbitMQ cluster): `AMQP_URL=amqp://u:p@rabbit-1:5672,amqp://u:p@rabbit-2:5672,…` or
+ * `urls: [...]`. The adapter connects to the first; when its connection is lost or an attempt fails, the next
+ * attempt goes to the next URL in turn (round robin), on the same reconnect schedule, declaring the topology
+ * again and resuming as on any reconnect. The URLs must use the same login (the `user-id` of the messages
+ * is the first URL's login); a comma inside a URL must be percent-encoded (`%2C`).
+ *
  * RabbitMQ's own bound on a message body is its `max_message_size` setting (`rabbitmq.conf`; 128 MiB by
  * default in 3.10). Set it to what the largest legitimate event needs, e.g. `max_message_size = 16777216`
  * (16 MiB): a larger publish is refused by the broker before any consumer buffers it. Below that bound a
@@ -41,8 +47,13 @@ import { Config, Redacted } from "effect"
 
 /** Settings of the RabbitMQ broker adapter; everything but `url` has a default. */
 export interface RabbitOptions {
-  /** `amqp://user:pass@host:5672/vhost` or `amqps://…`. */
+  /**
+   * `amqp://user:pass@host:5672/vhost` or `amqps://…`; for a cluster, several URLs separated by commas,
+   * tried in turn (see the module comment).
+   */
   readonly url: string | Redacted.Redacted<string>
+  /** More nodes of the same cluster, tried after those of `url`, in this order (each may hold commas too). */
+  readonly urls?: ReadonlyArray<string | Redacted.Redacted<string>>
   /** The topic exchange events are published to (default `sync.events`). */
   readonly exchange?: string
   /** The direct exchange dead letters go through, routed by queue name to `<queue>.dead` (default `sync.dead`). */
@@ -73,7 +84,10 @@ export type Topology = "declare" | "passive"
 
 /** The settings with every default filled in. */
 export interface ResolvedRabbitOptions {
+  /** The first node's URL. */
   readonly url: Redacted.Redacted<string>
+  /** Every node's URL, `url` first, in the order reconnects go round them. */
+  readonly urls: readonly [Redacted.Redacted<string>, ...Array<Redacted.Redacted<string>>]
   readonly exchange: string
   readonly deadLetterExchange: string
   readonly replayExchange: string
@@ -100,7 +114,7 @@ export const defaults = {
   connectionName: "entity-sync",
   maxDeadLetterBodyBytes: 64 * 1024,
   topology: "declare"
-} as const satisfies Omit<ResolvedRabbitOptions, "url" | "login">
+} as const satisfies Omit<ResolvedRabbitOptions, "url" | "urls" | "login">
 
 /** The login amqplib uses for a URL: its user name, `guest` when it names neither user nor password. */
 export const loginOf = (url: Redacted.Redacted<string>): string => {
@@ -113,11 +127,46 @@ export const loginOf = (url: Redacted.Redacted<string>): string => {
   }
 }
 
+/**
+ * The URLs of a comma-separated list, trimmed, empty entries dropped (`"a, b,"` → `["a", "b"]`). A list with
+ * no URL at all stays one (empty) entry, for amqplib to report when it connects.
+ */
+export const splitUrls = (list: string): readonly [string, ...Array<string>] => {
+  const [first, ...rest] = list.split(",").map((url) => url.trim()).filter((url) => url !== "")
+  return first === undefined ? [list.trim()] : [first, ...rest]
+}
+
+/** Every node's URL of `url` and `urls`, in order, each list split at its commas. */
+export const urlsOf = (
+  options: Pick<RabbitOptions, "url" | "urls">
+): readonly [Redacted.Redacted<string>, ...Array<Redacted.Redacted<string>>] => {
+  const split = (url: string | Redacted.Redacted<string>) =>
+    splitUrls(typeof url === "string" ? url : Redacted.value(url)).map((one) => Redacted.make(one))
+  const [first, ...rest] = splitUrls(typeof options.url === "string" ? options.url : Redacted.value(options.url))
+  return [Redacted.make(first), ...rest.map((one) => Redacted.make(one)), ...(options.urls ?? []).flatMap(split)]
+}
+
+/** The index of the URL a reconnect tries after the one at `index`, going round `count` URLs. */
+export const nextUrlIndex = (index: number, count: number): number => count <= 1 ? 0 : (index + 1) % count
+
+/** Where a URL points, `host:port` with amqplib's default port, without login or password (for logs). */
+export const addressOf = (url: Redacted.Redacted<string>): string => {
+  try {
+    const parsed = new URL(Redacted.value(url))
+    const port = parsed.port !== "" ? parsed.port : parsed.protocol === "amqps:" ? "5671" : "5672"
+    return `${parsed.hostname}:${port}`
+  } catch {
+    return "(a URL that does not parse)"
+  }
+}
+
 /** Fills in the defaults (counts below 1 become 1). */
 export const resolve = (options: RabbitOptions): ResolvedRabbitOptions => {
-  const url = typeof options.url === "string" ? Redacted.make(options.url) : options.url
+  const urls = urlsOf(options)
+  const url = urls[0]
   return {
     url,
+    urls,
     exchange: options.exchange ?? defaults.exchange,
     deadLetterExchange: options.deadLetterExchange ?? defaults.deadLetterExchange,
     replayExchange: options.replayExchange ?? defaults.replayExchange,
@@ -149,9 +198,15 @@ export const config: Config.Config<RabbitOptions> = Config.all({
   topology: Config.Literals(["declare", "passive"], "AMQP_TOPOLOGY").pipe(Config.withDefault(defaults.topology))
 })
 
-/** The URL amqplib connects to: `url` with `heartbeat` added unless it already has one. */
-export const connectUrl = (options: ResolvedRabbitOptions): string => {
-  const raw = Redacted.value(options.url)
+/**
+ * The URL amqplib connects to: the node's URL (`options.url`, or the one given) with `heartbeat` added
+ * unless it already has one.
+ */
+export const connectUrl = (
+  options: ResolvedRabbitOptions,
+  node: Redacted.Redacted<string> = options.url
+): string => {
+  const raw = Redacted.value(node)
   try {
     const url = new URL(raw)
     if (!url.searchParams.has("heartbeat")) url.searchParams.set("heartbeat", String(options.heartbeatSeconds))
