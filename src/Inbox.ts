@@ -92,6 +92,12 @@ export const defaultPageSize = 100
 /** The largest page one call returns. */
 export const maxPageSize = 1000
 
+/** Records one retention statement deletes at most (`Inbox.pruneBatch`): 10 000. */
+export { pruneBatchSize } from "./Outbox.ts"
+
+/** How long a claim of parked events (`Inbox.claimDue`) keeps them from other instances by default: 30 s. */
+export const defaultClaimLeaseMillis = 30_000
+
 /** How many dead rows one statement of `replayMany` moves back. */
 export const replayBatchSize = 500
 
@@ -130,7 +136,17 @@ export class Inbox extends Context.Service<Inbox, {
     ReadonlyArray<WaitingRow>,
     SqlError.SqlError
   >
-  /** When the earliest waiting row is due, if any. */
+  /**
+   * Claims up to `limit` waiting rows due at `now` that no other claim holds, earliest first, until
+   * `now + leaseMillis`: concurrent claimers (the instances of a consumer) never get the same row while its
+   * lease lasts. Parking a row again, releasing it or dead-lettering it ends its claim; the rows of an
+   * instance that died become claimable when their lease ends.
+   */
+  readonly claimDue: (consumer: string, now: number, limit: number, leaseMillis: number) => Effect.Effect<
+    ReadonlyArray<WaitingRow>,
+    SqlError.SqlError
+  >
+  /** When the earliest waiting row is due and not held by a claim, if any. */
   readonly nextDueAt: (consumer: string) => Effect.Effect<number | null, SqlError.SqlError>
   /** All waiting rows, earliest due first. Loads every row: operators use `waitingPage` and `stats`. */
   readonly waiting: (consumer: string) => Effect.Effect<ReadonlyArray<WaitingRow>, SqlError.SqlError>
@@ -175,6 +191,20 @@ export class Inbox extends Context.Service<Inbox, {
     filter: DeadRowFilter,
     now: number
   ) => Effect.Effect<number, SqlError.SqlError>
-  /** Deletes dedupe records received before the given time (retention); returns how many. */
+  /**
+   * Deletes dedupe records received before the given time (retention) in statements of at most
+   * `pruneBatchSize` records, each committing on its own, until none is left; returns how many.
+   */
   readonly prune: (receivedBefore: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * Deletes at most `limit` dedupe records received before the given time, oldest first, in one statement;
+   * returns how many.
+   */
+  readonly pruneBatch: (receivedBefore: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * Takes the turn of a periodic task the instances of the service share (e.g. the retention clean-up of
+   * a consumer): true for at most one caller per `intervalMillis` (from the `Clock`'s now), false while
+   * another call took it within the interval.
+   */
+  readonly takeTurn: (task: string, intervalMillis: number) => Effect.Effect<boolean, SqlError.SqlError>
 }>()("entity-sync/Inbox") {}

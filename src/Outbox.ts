@@ -74,6 +74,9 @@ export interface Republished {
 /** How long a claim keeps rows from other claimers by default, in milliseconds: 30 seconds. */
 export const defaultLeaseMillis = 30_000
 
+/** Rows one retention statement deletes at most (`Outbox.pruneBatch`, `Inbox.pruneBatch`): 10 000. */
+export const pruneBatchSize = 10_000
+
 /** Fails to type-check when `R` needs the broker (R2: nothing is published from inside a transaction). */
 export type NoBrokerInside<R> = [Extract<R, Broker>] extends [never] ? unknown
   : { readonly "R2: the broker is not reachable inside an outbox transaction": never }
@@ -132,8 +135,22 @@ export class Outbox extends Context.Service<Outbox, {
    * `limit` and `afterSeq` (each step commits on its own).
    */
   readonly republish: (range: RepublishRange) => Effect.Effect<Republished, SqlError.SqlError>
-  /** Deletes rows published before the given time (retention, R9); returns how many. */
+  /**
+   * Deletes rows published before the given time (retention, R9) in statements of at most
+   * `pruneBatchSize` rows, each committing on its own, until none is left; returns how many.
+   */
   readonly prune: (publishedBefore: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * Deletes at most `limit` rows published before the given time, oldest first, in one statement; returns
+   * how many (fewer than `limit`: none is left, or the rest are locked by another statement).
+   */
+  readonly pruneBatch: (publishedBefore: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * Takes the turn of a periodic task the instances of the service share (e.g. `"outbox prune"`): true
+   * for at most one caller per `intervalMillis` (from the `Clock`'s now), whatever the number of instances;
+   * false while another call took it within the interval.
+   */
+  readonly takeTurn: (task: string, intervalMillis: number) => Effect.Effect<boolean, SqlError.SqlError>
 }>()("entity-sync/Outbox") {}
 
 /** Runs `effect` in an outbox transaction of the current service (see `Outbox.transaction`). */

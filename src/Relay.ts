@@ -9,9 +9,10 @@ import { Clock, Config, Context, Duration, Effect, Fiber, Layer, Metric, Option,
 import type { SqlError } from "effect/sql"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
+import * as Retention from "./internal/Retention.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Outage from "./Outage.ts"
-import { Outbox, type OutboxRow } from "./Outbox.ts"
+import { Outbox, type OutboxRow, pruneBatchSize } from "./Outbox.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import * as Signature from "./Signature.ts"
 import * as Supervisor from "./Supervisor.ts"
@@ -33,8 +34,13 @@ export interface RelayOptions {
   readonly retry?: RetrySchedule.RetrySchedule
   /** How long published rows stay in the outbox for replays (R9; default 7 days). */
   readonly retention?: Duration.Input
-  /** How often published rows past the retention are deleted (default 1 hour). */
+  /**
+   * How often published rows past the retention are deleted (default 1 hour): once per interval across
+   * the relays of the outbox (`Outbox.takeTurn`), whatever their number.
+   */
   readonly pruneInterval?: Duration.Input
+  /** Rows one retention statement deletes at most (default `Outbox.pruneBatchSize`, 10 000). */
+  readonly pruneBatchSize?: number
   /** When set, every published message carries a signature of its body by this key (R11, `Signature`). */
   readonly signing?: Signature.SigningKey
   /**
@@ -417,26 +423,62 @@ export const run = (
     }
   })
 
-/** Deletes published rows older than the retention (R9); returns how many. */
-export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox> =>
+/** What one retention clean-up did: rows deleted, and in how many statements. */
+export type PruneRound = Retention.PruneRound
+
+/**
+ * Deletes published rows older than the retention (R9), in statements of at most `pruneBatchSize` rows
+ * that each commit on their own; returns how many and in how many statements.
+ */
+export const pruneRound = (options: RelayOptions): Effect.Effect<PruneRound, SqlError.SqlError, Outbox> =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const now = yield* Clock.currentTimeMillis
     const retention = Duration.toMillis(
       Duration.fromInputUnsafe(options.retention ?? SyncConfig.relayDefaults.retention)
     )
-    return yield* outbox.prune(now - retention)
+    return yield* Retention.inBatches(
+      (limit) => outbox.pruneBatch(now - retention, limit),
+      options.pruneBatchSize ?? pruneBatchSize
+    )
   })
+
+/** Deletes published rows older than the retention (R9) in bounded statements; returns how many. */
+export const prune = (options: RelayOptions): Effect.Effect<number, SqlError.SqlError, Outbox> =>
+  Effect.map(pruneRound(options), (round) => round.deleted)
+
+/** The task name of the outbox's retention clean-up in `Outbox.takeTurn`. */
+export const pruneTask = "outbox prune"
+
+/**
+ * The retention clean-up of one interval: runs `pruneRound` when this relay takes the interval's turn
+ * (`Outbox.takeTurn`), so that it runs once per `pruneInterval` across the relays of the outbox;
+ * `undefined` when another relay took it.
+ */
+export const pruneTurn = (
+  options: RelayOptions
+): Effect.Effect<PruneRound | undefined, SqlError.SqlError, Outbox> =>
+  Effect.flatMap(Outbox, (outbox) =>
+    Retention.onTurn(
+      outbox.takeTurn(
+        pruneTask,
+        Duration.toMillis(
+          Duration.fromInputUnsafe(options.pruneInterval ?? SyncConfig.relayDefaults.pruneInterval)
+        )
+      ),
+      pruneRound(options)
+    ))
 
 const restartable = <R>(name: string, effect: Effect.Effect<unknown, never, R>) =>
   Effect.forkScoped(Supervisor.restarting(`relay: ${name}`, effect))
 
 /**
- * Deletes published rows past the retention every `pruneInterval`; a clean-up the database fails is
- * logged and left to the next interval (R12: the relay's status already tells about the outage).
+ * Deletes published rows past the retention once per `pruneInterval` across the relays (`pruneTurn`); a
+ * clean-up the database fails is logged and left to the next interval (R12: the relay's status already
+ * tells about the outage).
  */
 const pruneForever = (options: RelayOptions) =>
-  Tracing.untraced(prune(options)).pipe(
+  Tracing.untraced(pruneTurn(options)).pipe(
     Effect.catchTag("SqlError", (error) =>
       Effect.logWarning("relay: retention clean-up failed; trying again at the next interval", {
         producer: options.producer,

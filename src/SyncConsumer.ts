@@ -35,13 +35,14 @@ import { CopyRepository, type CopyRow, type Guard } from "./CopyRepository.ts"
 import * as EntityLock from "./EntityLock.ts"
 import * as Envelope from "./Envelope.ts"
 import { type BrokerUnavailable, DependencyMissing, type EntityRef, StaleMessage } from "./Errors.ts"
-import { type DeadRow, Inbox, maxPageSize, type WaitingRow } from "./Inbox.ts"
+import { type DeadRow, defaultClaimLeaseMillis, Inbox, maxPageSize, pruneBatchSize, type WaitingRow } from "./Inbox.ts"
 import * as ConsumptionPause from "./internal/ConsumptionPause.ts"
 import * as Decision from "./internal/Decision.ts"
 import * as DeliveryBatches from "./internal/DeliveryBatches.ts"
 import * as DeliveryDecoder from "./internal/DeliveryDecoder.ts"
 import * as ParkedEvents from "./internal/ParkedEvents.ts"
 import * as ProducerAuthentication from "./internal/ProducerAuthentication.ts"
+import * as Retention from "./internal/Retention.ts"
 import * as Signal from "./internal/Signal.ts"
 import * as Verdict from "./internal/Verdict.ts"
 import * as Metrics from "./Metrics.ts"
@@ -103,6 +104,18 @@ export interface ConsumerOptions<R> {
   /** How often parked events are looked at when nothing woke the consumer (default 5 seconds). */
   readonly pollInterval?: Duration.Input
   /**
+   * How often dedupe records past the retention are deleted (default 1 hour): once per interval across the
+   * instances of the consumer (`Inbox.takeTurn`).
+   */
+  readonly pruneInterval?: Duration.Input
+  /** Dedupe records one retention statement deletes at most (default `Inbox.pruneBatchSize`, 10 000). */
+  readonly pruneBatchSize?: number
+  /**
+   * How long a claim of parked events keeps them from the other instances (default 30 seconds): the
+   * parked events of an instance that died are retried by another once it ends.
+   */
+  readonly parkedLease?: Duration.Input
+  /**
    * How long dedupe records are kept (default 7 days). A duplicate arriving later is still never applied
    * twice: the version guard classifies it as stale.
    */
@@ -110,6 +123,31 @@ export interface ConsumerOptions<R> {
 }
 
 const defaults = SyncConfig.consumerDefaults
+
+/** How often dedupe records past the retention are deleted by default: 1 hour. */
+export const defaultPruneInterval: Duration.Input = "1 hour"
+
+/** The task name of a consumer's retention clean-up in `Inbox.takeTurn`. */
+export const pruneTask = (consumer: string): string => `inbox prune: ${consumer}`
+
+/**
+ * The retention clean-up of one interval of a consumer: when this instance takes the interval's turn
+ * (`Inbox.takeTurn`), deletes the dedupe records older than `retention` (milliseconds) in statements of at
+ * most `pruneBatchSize` records; `undefined` when another instance took the turn.
+ */
+export const pruneTurn = (
+  inbox: Inbox["Service"],
+  consumer: string,
+  options: { readonly retention: number; readonly pruneInterval: Duration.Input; readonly pruneBatchSize: number }
+): Effect.Effect<Retention.PruneRound | undefined, SqlError.SqlError> =>
+  Retention.onTurn(
+    inbox.takeTurn(pruneTask(consumer), Duration.toMillis(Duration.fromInputUnsafe(options.pruneInterval))),
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Retention.inBatches(
+        (limit) => inbox.pruneBatch(now - options.retention, limit),
+        options.pruneBatchSize
+      ))
+  )
 
 /** The default dependency retry schedule (R5): 200 ms doubling, at most 5 minutes apart, for 24 hours. */
 export const defaultDependencyRetry: RetrySchedule.RetrySchedule = SyncConfig.backoff({
@@ -264,6 +302,9 @@ export const make = <R>(
       inbox,
       pollInterval: Duration.fromInputUnsafe(options.pollInterval ?? defaults.pollInterval),
       concurrency: options.concurrency ?? defaults.concurrency,
+      leaseMillis: options.parkedLease === undefined
+        ? defaultClaimLeaseMillis
+        : Duration.toMillis(Duration.fromInputUnsafe(options.parkedLease)),
       awaitResumed: pause.awaitResumed
     })
 
@@ -913,11 +954,17 @@ export const make = <R>(
         )
       )
     )
+    // Once per interval across the instances of the consumer (`Inbox.takeTurn`), in bounded statements.
     const retention = Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention))
+    const pruneInterval = Duration.fromInputUnsafe(options.pruneInterval ?? defaultPruneInterval)
     yield* forever(
       "retention clean-up",
-      Effect.flatMap(Clock.currentTimeMillis, (now) => Tracing.untraced(inbox.prune(now - retention))).pipe(
-        Effect.repeat(Schedule.spaced("1 hour"))
+      Tracing.untraced(pruneTurn(inbox, consumer, {
+        retention,
+        pruneInterval,
+        pruneBatchSize: options.pruneBatchSize ?? pruneBatchSize
+      })).pipe(
+        Effect.repeat(Schedule.spaced(pruneInterval))
       )
     )
 

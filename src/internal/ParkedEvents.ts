@@ -31,7 +31,8 @@ export interface ParkedEvents {
    */
   readonly changed: Signal.Signal
   /**
-   * The worker, forever: retries the parked events that are due with `retry` (`concurrency` at once), then
+   * The worker, forever: claims the parked events that are due (`Inbox.claimDue`, so that the instances of
+   * the consumer never retry one at the same time) and retries them with `retry` (`concurrency` at once), then
    * waits until the next one is due, `changed` fires or the poll interval passes. While consumption is
    * paused (`awaitResumed`) it waits.
    */
@@ -46,6 +47,8 @@ export const make = (options: {
   readonly inbox: Inbox["Service"]
   readonly pollInterval: Duration.Duration
   readonly concurrency: number
+  /** How long a claim keeps the claimed events from the other instances, in milliseconds. */
+  readonly leaseMillis: number
   readonly awaitResumed: Effect.Effect<void>
 }): Effect.Effect<ParkedEvents> =>
   Effect.map(Signal.make(), (changed) => {
@@ -63,7 +66,8 @@ export const make = (options: {
           const wake = yield* changed.current
           const now = yield* Clock.currentTimeMillis
           const changes = parked.changes
-          const due = yield* Tracing.untraced(inbox.due(consumer, now, pageSize))
+          // claimed, so that each due event is retried by one instance at a time
+          const due = yield* Tracing.untraced(inbox.claimDue(consumer, now, pageSize, options.leaseMillis))
           yield* Effect.forEach(due, retry, { concurrency: options.concurrency, discard: true })
           if (due.length === pageSize) continue
           const next = yield* Tracing.untraced(inbox.nextDueAt(consumer))

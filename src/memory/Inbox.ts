@@ -14,10 +14,13 @@ import {
   matchesDeadRow,
   type Page,
   pageSize,
+  pruneBatchSize,
   type WaitingRow,
   type WaitingRowCursor
 } from "../Inbox.ts"
+import * as Retention from "../internal/Retention.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
+import { makeTakeTurn } from "./Outbox.ts"
 
 interface Received {
   readonly consumer: string
@@ -61,6 +64,9 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
   const received = db.table<Received>()
   const waitingRows = db.table<WaitingRow>()
   const deadRows = db.table<DeadRow>()
+  // until when a claim (`claimDue`) holds a waiting row, by its key; no entry: no claim holds it
+  const claims = db.table<number>()
+  const turns = db.table<number>()
 
   const waitingOf = (consumer: string) => waitingRows.values().filter((row) => row.consumer === consumer).sort(byDue)
 
@@ -89,7 +95,12 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
   const forget = (consumer: string, messageIds: ReadonlyArray<string>) =>
     db.run(() => messageIds.forEach((messageId) => received.delete(keyOf(consumer, messageId))))
 
-  const park = (row: WaitingRow) => db.run(() => waitingRows.set(keyOf(row.consumer, row.messageId), row))
+  const park = (row: WaitingRow) =>
+    db.run(() => {
+      const key = keyOf(row.consumer, row.messageId)
+      waitingRows.set(key, row)
+      claims.delete(key)
+    })
 
   const wake = (consumer: string, refs: ReadonlyArray<EntityRef>) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -108,7 +119,27 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
   const due = (consumer: string, now: number, limit: number) =>
     db.run(() => waitingOf(consumer).filter((row) => row.nextAttemptAt <= now).slice(0, Math.max(0, limit)))
 
-  const nextDueAt = (consumer: string) => db.run(() => waitingOf(consumer)[0]?.nextAttemptAt ?? null)
+  const claimDue = (consumer: string, now: number, limit: number, leaseMillis: number) =>
+    db.run(() => {
+      const free = (row: WaitingRow) => {
+        const heldUntil = claims.get(keyOf(row.consumer, row.messageId))
+        return heldUntil === undefined || heldUntil <= now
+      }
+      const claimed = waitingOf(consumer)
+        .filter((row) => row.nextAttemptAt <= now && free(row))
+        .slice(0, Math.max(0, Math.floor(limit)))
+      claimed.forEach((row) => claims.set(keyOf(row.consumer, row.messageId), now + Math.max(0, leaseMillis)))
+      return claimed
+    })
+
+  // A claimed row is due for the others when its lease ends.
+  const nextDueAt = (consumer: string) =>
+    db.run(() =>
+      waitingOf(consumer).reduce<number | null>((min, row) => {
+        const at = Math.max(row.nextAttemptAt, claims.get(keyOf(row.consumer, row.messageId)) ?? row.nextAttemptAt)
+        return min === null || at < min ? at : min
+      }, null)
+    )
 
   const waiting = (consumer: string) => db.run(() => waitingOf(consumer))
 
@@ -130,6 +161,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
       const key = keyOf(consumer, messageId)
       const held = waitingRows.get(key) !== undefined
       waitingRows.delete(key)
+      claims.delete(key)
       return held
     })
 
@@ -137,6 +169,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
     db.run(() => {
       const key = keyOf(row.consumer, row.messageId)
       waitingRows.delete(key)
+      claims.delete(key)
       deadRows.set(key, row)
     })
 
@@ -174,6 +207,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
   const revive = (dead: DeadRow, now: number) => {
     const key = keyOf(dead.consumer, dead.messageId)
     deadRows.delete(key)
+    claims.delete(key)
     waitingRows.set(key, {
       consumer: dead.consumer,
       messageId: dead.messageId,
@@ -202,12 +236,21 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
       return true
     })
 
-  const prune = (receivedBefore: number) =>
+  const pruneBatch = (receivedBefore: number, limit: number) =>
     db.run(() => {
-      const old = received.values().filter((r) => r.receivedAt < receivedBefore)
+      const old = received.values()
+        .filter((r) => r.receivedAt < receivedBefore)
+        .sort((a, b) => a.receivedAt - b.receivedAt)
+        .slice(0, Math.max(0, Math.floor(limit)))
       old.forEach((r) => received.delete(keyOf(r.consumer, r.messageId)))
       return old.length
     })
+
+  const prune = (receivedBefore: number) =>
+    Effect.map(
+      Retention.inBatches((limit) => pruneBatch(receivedBefore, limit), pruneBatchSize),
+      (round) => round.deleted
+    )
 
   return Inbox.of({
     record,
@@ -216,6 +259,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
     park,
     wake,
     due,
+    claimDue,
     nextDueAt,
     waiting,
     waitingPage,
@@ -226,7 +270,9 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
     stats,
     replay,
     replayMany,
-    prune
+    prune,
+    pruneBatch,
+    takeTurn: makeTakeTurn(db, turns)
   })
 })
 

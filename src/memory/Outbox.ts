@@ -7,10 +7,11 @@
 import { Clock, Effect, Layer } from "effect"
 import type { Envelope } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
+import * as Retention from "../internal/Retention.ts"
 import * as Signal from "../internal/Signal.ts"
-import { defaultLeaseMillis, Outbox, type OutboxRow, type RepublishRange } from "../Outbox.ts"
+import { defaultLeaseMillis, Outbox, type OutboxRow, pruneBatchSize, type RepublishRange } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
-import { MemoryDatabase } from "./MemoryDatabase.ts"
+import { MemoryDatabase, type MemoryTable } from "./MemoryDatabase.ts"
 
 /** Options of the memory outbox. */
 export interface Options {
@@ -28,6 +29,21 @@ interface Stored {
 }
 
 const bySeq = (a: Stored, b: Stored) => a.row.seq - b.row.seq
+
+/**
+ * The turn of a periodic task in `turns` (until when it is held, by task): true for the one caller that
+ * finds it free and takes it until `now + intervalMillis`.
+ */
+export const makeTakeTurn =
+  (db: MemoryDatabase["Service"], turns: MemoryTable<number>) =>
+  (task: string, intervalMillis: number): Effect.Effect<boolean> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      db.run(() => {
+        const heldUntil = turns.get(task)
+        if (heldUntil !== undefined && heldUntil > now) return false
+        turns.set(task, now + Math.max(0, Math.floor(intervalMillis)))
+        return true
+      }))
 
 /** Makes a memory outbox on the current `MemoryDatabase` and `Transactor`. */
 export const make = (options?: Options): Effect.Effect<Outbox["Service"], never, MemoryDatabase | Transactor> =>
@@ -150,12 +166,23 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
           return { count: taken.length, lastSeq: taken.at(-1)?.row.seq ?? null }
         }))
 
-    const prune = (publishedBefore: number) =>
+    const pruneBatch = (publishedBefore: number, limit: number) =>
       db.run(() => {
-        const old = table.values().filter(({ row }) => row.publishedAt !== null && row.publishedAt < publishedBefore)
+        const old = sorted()
+          .filter(({ row }) => row.publishedAt !== null && row.publishedAt < publishedBefore)
+          .slice(0, Math.max(0, Math.floor(limit)))
         old.forEach(({ row }) => table.delete(String(row.seq)))
         return old.length
       })
+
+    const prune = (publishedBefore: number) =>
+      Effect.map(
+        Retention.inBatches((limit) => pruneBatch(publishedBefore, limit), pruneBatchSize),
+        (round) => round.deleted
+      )
+
+    const turns = db.table<number>()
+    const takeTurn = (task: string, intervalMillis: number) => makeTakeTurn(db, turns)(task, intervalMillis)
 
     // A transaction's events are written when its body ends; its own reads write them first.
     const appends = makeBufferedAppends(transactor, append, appended.fire)
@@ -169,7 +196,9 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
       pending: Effect.andThen(appends.flushPending, pending),
       rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
       republish: (range) => Effect.andThen(appends.flushPending, republish(range)),
-      prune
+      prune,
+      pruneBatch,
+      takeTurn
     })
   })
 

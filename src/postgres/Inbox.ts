@@ -19,11 +19,15 @@ import {
   type InboxStats,
   type Page,
   pageSize,
+  pruneBatchSize,
   replayBatchSize,
   type WaitingRow,
   type WaitingRowCursor
 } from "../Inbox.ts"
+import * as Retention from "../internal/Retention.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
+import { turnsTable } from "./Migrations.ts"
+import { makeTakeTurn } from "./Outbox.ts"
 import type { Tables } from "./Tables.ts"
 
 const WaitingFor = Schema.Array(EntityRef)
@@ -92,7 +96,7 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       `ON CONFLICT (consumer, message_id) DO UPDATE SET envelope = EXCLUDED.envelope, ` +
         `waiting_for = EXCLUDED.waiting_for, attempts = EXCLUDED.attempts, ` +
         `next_attempt_at = EXCLUDED.next_attempt_at, first_seen_at = EXCLUDED.first_seen_at, ` +
-        `last_seen_at = EXCLUDED.last_seen_at`
+        `last_seen_at = EXCLUDED.last_seen_at, claimed_until = NULL`
     )
     const dueOrder = sql.literal("ORDER BY next_attempt_at, first_seen_at, message_id")
     const decodeWaiting = decodeRows(Waiting, "waiting")
@@ -159,8 +163,27 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
         WHERE consumer = ${consumer} AND next_attempt_at <= ${now}
         ${dueOrder} LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decodeWaiting))
 
+    // The rows are picked in due order and locked, skipping rows another claim or an apply holds; a claim
+    // whose lease ended is taken over (its instance died or was too slow: `release` still lets only one
+    // apply win).
+    const claimDue = (consumer: string, now: number, limit: number, leaseMillis: number) =>
+      sql`WITH picked AS (
+          SELECT message_id FROM ${waitingTable}
+          WHERE consumer = ${consumer} AND next_attempt_at <= ${now}::bigint
+            AND (claimed_until IS NULL OR claimed_until <= ${now}::bigint)
+          ${dueOrder} LIMIT ${Math.max(0, Math.floor(limit))}
+          FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+          UPDATE ${waitingTable} AS w SET claimed_until = ${now + Math.max(0, Math.floor(leaseMillis))}::bigint
+          FROM picked WHERE w.consumer = ${consumer} AND w.message_id = picked.message_id
+          RETURNING w.*
+        )
+        SELECT ${waitingColumns} FROM claimed ${dueOrder}`.pipe(Effect.flatMap(decodeWaiting))
+
+    // A claimed row is due for the others when its lease ends.
     const nextDueAt = (consumer: string) =>
-      sql`SELECT min(next_attempt_at) AS "nextDueAt" FROM ${waitingTable} WHERE consumer = ${consumer}`.pipe(
+      sql`SELECT min(greatest(next_attempt_at, coalesce(claimed_until, next_attempt_at))) AS "nextDueAt"
+        FROM ${waitingTable} WHERE consumer = ${consumer}`.pipe(
         Effect.flatMap(decodeNextDue),
         Effect.map((rows) => rows[0]?.nextDueAt ?? null)
       )
@@ -301,9 +324,24 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
         ${replaceWaiting}
         RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
 
-    const prune = (receivedBefore: number) =>
-      sql`WITH pruned AS (DELETE FROM ${inbox} WHERE received_at < ${receivedBefore} RETURNING 1)
+    // Oldest first through the `received_at` index; records another statement locks are left for later.
+    const pruneBatch = (receivedBefore: number, limit: number) =>
+      sql`WITH picked AS (
+          SELECT consumer, message_id FROM ${inbox} WHERE received_at < ${receivedBefore}::bigint
+          ORDER BY received_at LIMIT ${Math.max(0, Math.floor(limit))}
+          FOR UPDATE SKIP LOCKED
+        ), pruned AS (
+          DELETE FROM ${inbox} AS i USING picked
+          WHERE i.consumer = picked.consumer AND i.message_id = picked.message_id
+          RETURNING 1
+        )
         SELECT count(*) AS count FROM pruned`.pipe(Effect.flatMap(decodePruned))
+
+    const prune = (receivedBefore: number) =>
+      Effect.map(
+        Retention.inBatches((limit) => pruneBatch(receivedBefore, limit), pruneBatchSize),
+        (round) => round.deleted
+      )
 
     return Inbox.of({
       record,
@@ -312,6 +350,7 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       park,
       wake,
       due,
+      claimDue,
       nextDueAt,
       waiting,
       waitingPage,
@@ -322,6 +361,8 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       stats,
       replay,
       replayMany,
-      prune
+      prune,
+      pruneBatch,
+      takeTurn: makeTakeTurn(sql, turnsTable(tables))
     })
   })

@@ -192,6 +192,27 @@ const addCopyReferences = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlEr
     yield* sql`ALTER TABLE ${sql(t.copies)} ADD COLUMN refs jsonb`
   })
 
+/** The table of the turns of periodic tasks shared by a service's instances (migration 5): `<prefix>turns`. */
+export const turnsTable = (t: Tables.Tables): string => `${t.prefix}turns`
+
+/**
+ * Migration 5: what lets several instances of a part share one database.
+ *
+ * * `waiting.claimed_until`: until when an instance's claim (`Inbox.claimDue`) holds a parked event, so
+ *   that one instance at a time retries it; null when no claim holds it.
+ * * `turns`: one row per periodic task (the retention clean-ups) with the time until which the instance
+ *   that last took its turn holds it, so that the task runs once per interval across instances.
+ */
+const scaleOut = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql`ALTER TABLE ${sql(t.waiting)} ADD COLUMN claimed_until bigint`
+    yield* sql`CREATE TABLE ${sql(turnsTable(t))} (
+      task text COLLATE "C" PRIMARY KEY,
+      held_until bigint NOT NULL
+    )`
+  })
+
 /**
  * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
  * Append new entries for schema changes; never edit or renumber released ones.
@@ -202,7 +223,8 @@ export const migrations = (
   "1_create_sync_tables": createSyncTables(tables),
   "2_create_claim_function": createClaimFunction(tables),
   "3_create_tombstones": createTombstones(tables),
-  "4_add_copy_references": addCopyReferences(tables)
+  "4_add_copy_references": addCopyReferences(tables),
+  "5_scale_out": scaleOut(tables)
 })
 
 /**

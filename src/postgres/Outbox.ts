@@ -6,13 +6,15 @@
  */
 import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { Array as Arr, Clock, Effect, Option, Queue, Schedule, Schema, type Scope } from "effect"
-import type { SqlError } from "effect/sql"
+import type { SqlClient, SqlError } from "effect/sql"
 import { Envelope, fromStoredJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
+import * as Retention from "../internal/Retention.ts"
 import * as Signal from "../internal/Signal.ts"
-import { defaultLeaseMillis, Outbox, type OutboxRow, type RepublishRange } from "../Outbox.ts"
+import { defaultLeaseMillis, Outbox, type OutboxRow, pruneBatchSize, type RepublishRange } from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
+import { turnsTable } from "./Migrations.ts"
 import type { Tables } from "./Tables.ts"
 
 /** Options of the PostgreSQL outbox. */
@@ -48,6 +50,21 @@ const int8Array = (seqs: ReadonlyArray<number>) => seqs.filter(Number.isSafeInte
 
 /** Delays between attempts to listen again after the notification connection failed: 100 ms doubling, ≤ 5 s. */
 const relistenSchedule = Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])
+
+/**
+ * The turn of a periodic task in the `turns` table: one statement, true for the one caller whose insert
+ * or update took the row; another caller's conflicting write waits for it and then finds it held.
+ */
+export const makeTakeTurn = (sql: SqlClient.SqlClient, table: string) => {
+  const turns = sql(table)
+  return (task: string, intervalMillis: number): Effect.Effect<boolean, SqlError.SqlError> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      sql`INSERT INTO ${turns} (task, held_until)
+        VALUES (${task}, ${now + Math.max(0, Math.floor(intervalMillis))}::bigint)
+        ON CONFLICT (task) DO UPDATE SET held_until = EXCLUDED.held_until
+        WHERE ${turns}.held_until <= ${now}::bigint
+        RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0)))
+}
 
 /**
  * Makes the outbox on `tables`. It opens one dedicated connection (from the pool) that `LISTEN`s on
@@ -239,9 +256,23 @@ export const make = (
         return { count: row?.count ?? 0, lastSeq: row === undefined || row.count === 0 ? null : row.lastSeq }
       })
 
-    const prune = (publishedBefore: number) =>
-      sql`WITH pruned AS (DELETE FROM ${outbox} WHERE published_at < ${publishedBefore} RETURNING 1)
+    // Oldest first by seq (the primary key): the scan stops after `limit` old rows. Rows another statement
+    // locks (a republish) are skipped, and left to the next clean-up.
+    const pruneBatch = (publishedBefore: number, limit: number) =>
+      sql`WITH picked AS (
+          SELECT seq FROM ${outbox} WHERE published_at < ${publishedBefore}::bigint
+          ORDER BY seq LIMIT ${Math.max(0, Math.floor(limit))}
+          FOR UPDATE SKIP LOCKED
+        ), pruned AS (DELETE FROM ${outbox} AS o USING picked WHERE o.seq = picked.seq RETURNING 1)
         SELECT count(*) AS count FROM pruned`.pipe(Effect.flatMap(decodePruned))
+
+    const prune = (publishedBefore: number) =>
+      Effect.map(
+        Retention.inBatches((limit) => pruneBatch(publishedBefore, limit), pruneBatchSize),
+        (round) => round.deleted
+      )
+
+    const takeTurn = makeTakeTurn(sql, turnsTable(tables))
 
     // A transaction's events are written when its body ends; its own reads write them first.
     const appends = makeBufferedAppends(transactor, append, Effect.void)
@@ -255,6 +286,8 @@ export const make = (
       pending: Effect.andThen(appends.flushPending, pending),
       rows: (options) => Effect.andThen(appends.flushPending, rows(options)),
       republish: (range) => Effect.andThen(appends.flushPending, republish(range)),
-      prune
+      prune,
+      pruneBatch,
+      takeTurn
     })
   })

@@ -312,7 +312,8 @@ describe("postgres stores, PostgreSQL only", () => {
         [1, "create_sync_tables"],
         [2, "create_claim_function"],
         [3, "create_tombstones"],
-        [4, "add_copy_references"]
+        [4, "add_copy_references"],
+        [5, "scale_out"]
       ])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays

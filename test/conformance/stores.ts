@@ -300,6 +300,35 @@ export const storeConformance = <E>(
           assert.deepStrictEqual(seqsOf(yield* outbox.rows()), [s3])
           assert.deepStrictEqual(yield* outbox.pending, { count: 1, oldestCreatedAt: T0 })
         }))
+
+      test("pruneBatch deletes at most `limit` published rows, oldest first; prune loops until done", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* append(...Array.from({ length: 7 }, (_, i) => envelope(`m-${i}`)))
+          const seqs = seqsOf(yield* outbox.claim(10))
+          yield* outbox.markPublished(seqs.slice(0, 6))
+          yield* TestClock.adjust(1_000)
+          assert.strictEqual(yield* outbox.pruneBatch(T0 + 1, 4), 4)
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows()), seqs.slice(4))
+          assert.strictEqual(yield* outbox.pruneBatch(T0 + 1, 4), 2)
+          assert.strictEqual(yield* outbox.pruneBatch(T0 + 1, 4), 0)
+          assert.deepStrictEqual(seqsOf(yield* outbox.rows()), seqs.slice(6))
+        }))
+
+      test("takeTurn gives a task's turn to one caller per interval", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          const takes = yield* Effect.all(Array.from({ length: 4 }, () => outbox.takeTurn("prune", 1_000)), {
+            concurrency: "unbounded"
+          })
+          assert.deepStrictEqual(takes.filter((taken) => taken).length, 1)
+          assert.isTrue(yield* outbox.takeTurn("another task", 1_000))
+          yield* TestClock.adjust(999)
+          assert.isFalse(yield* outbox.takeTurn("prune", 1_000))
+          yield* TestClock.adjust(1)
+          assert.isTrue(yield* outbox.takeTurn("prune", 1_000))
+          assert.isFalse(yield* outbox.takeTurn("prune", 1_000))
+        }))
       test("republish makes the published rows of a range due again, in steps, and leaves others alone", () =>
         Effect.gen(function*() {
           const outbox = yield* Outbox
@@ -725,6 +754,68 @@ export const storeConformance = <E>(
             1
           )
           assert.strictEqual((yield* inbox.stats("directory")).dead, 0)
+        }))
+
+      test("claimDue leases due rows to one claimer until the lease ends", () =>
+        Effect.gen(function*() {
+          const inbox = yield* Inbox
+          const w1 = waitingRow("directory", "m-1", { nextAttemptAt: T0, firstSeenAt: T0 })
+          const w2 = waitingRow("directory", "m-2", { nextAttemptAt: T0, firstSeenAt: T0 + 1 })
+          const w3 = waitingRow("directory", "m-3", { nextAttemptAt: T0 + 5_000, firstSeenAt: T0 })
+          const other = waitingRow("billing", "m-4", { nextAttemptAt: T0 })
+          yield* Effect.forEach([w1, w2, w3, other], inbox.park)
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0, 1, 1_000), [w1])
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0, 10, 1_000), [w2])
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0, 10, 1_000), [])
+          // claimed rows are due for the others when their lease ends; `due` still lists them
+          assert.strictEqual(yield* inbox.nextDueAt("directory"), T0 + 1_000)
+          assert.deepStrictEqual(yield* inbox.due("directory", T0, 10), [w1, w2])
+          assert.deepStrictEqual(yield* inbox.claimDue("billing", T0, 10, 1_000), [other])
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 999, 10, 1_000), [])
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 1_000, 10, 1_000), [w1, w2])
+          // parking again ends the claim; releasing removes the row
+          const w1Again = { ...w1, attempts: 2, nextAttemptAt: T0 + 1_500 }
+          yield* inbox.park(w1Again)
+          assert.isTrue(yield* inbox.release("directory", "m-2"))
+          assert.strictEqual(yield* inbox.nextDueAt("directory"), T0 + 1_500)
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 1_500, 10, 1_000), [w1Again])
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 2_499, 10, 1_000), [])
+          assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 6_000, 10, 1_000), [w1Again, w3])
+        }))
+
+      test("concurrent claimDue calls never take the same row", () =>
+        Effect.gen(function*() {
+          const inbox = yield* Inbox
+          const rows = Array.from(
+            { length: 30 },
+            (_, i) => waitingRow("directory", `m-${String(i).padStart(2, "0")}`, { nextAttemptAt: T0 })
+          )
+          yield* Effect.forEach(rows, inbox.park)
+          const claims = yield* Effect.all(
+            Array.from({ length: 5 }, () => inbox.claimDue("directory", T0, 8, 1_000)),
+            { concurrency: "unbounded" }
+          )
+          const claimed = claims.flatMap(idsOf)
+          assert.strictEqual(new Set(claimed).size, claimed.length)
+          assert.deepStrictEqual([...claimed].sort(), idsOf(rows))
+        }))
+
+      test("pruneBatch deletes at most `limit` dedupe records, oldest first; takeTurn once per interval", () =>
+        Effect.gen(function*() {
+          const inbox = yield* Inbox
+          for (const id of ["m-1", "m-2", "m-3"]) {
+            assert.isTrue(yield* inbox.record("directory", id))
+            yield* TestClock.adjust(10)
+          }
+          assert.strictEqual(yield* inbox.pruneBatch(T0 + 30, 2), 2)
+          assert.isTrue(yield* inbox.record("directory", "m-1"))
+          assert.isTrue(yield* inbox.record("directory", "m-2"))
+          assert.isFalse(yield* inbox.record("directory", "m-3"))
+          assert.strictEqual(yield* inbox.pruneBatch(T0 + 30, 2), 1)
+          assert.isTrue(yield* inbox.takeTurn("inbox prune", 60_000))
+          assert.isFalse(yield* inbox.takeTurn("inbox prune", 60_000))
+          yield* TestClock.adjust(60_000)
+          assert.isTrue(yield* inbox.takeTurn("inbox prune", 60_000))
         }))
 
       test("prune deletes dedupe records received before the given time", () =>
