@@ -23,6 +23,11 @@ export interface WriteStreamOptions {
   readonly seed?: number
   /** The prefix of the created items' ids (default `item-`), so that several streams can write one database. */
   readonly idPrefix?: string
+  /**
+   * At most this many items are created (default: no limit); once they are, the stream updates them, with
+   * a rare soft or hard delete, so that many events hit each entity.
+   */
+  readonly entities?: number
 }
 
 /** What a write stream did. */
@@ -75,7 +80,13 @@ export const writeStream = (
       for (let i = 0; i < size; i++) {
         const r = next()
         const candidate = live[Math.floor(next() * live.length)]
-        if (live.length < 20 || r < 0.45 || candidate === undefined || used.has(candidate)) {
+        const capped = options.entities !== undefined && created >= options.entities
+        if (capped && candidate !== undefined && !used.has(candidate)) {
+          used.add(candidate)
+          ops.push({ kind: r < 0.995 ? "update" : r < 0.9975 ? "softDelete" : "delete", id: candidate })
+        } else if (capped) {
+          continue
+        } else if (live.length < 20 || r < 0.45 || candidate === undefined || used.has(candidate)) {
           ops.push({ kind: "create", id: `${options.idPrefix ?? "item-"}${created++}` })
         } else {
           used.add(candidate)
