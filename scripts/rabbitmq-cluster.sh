@@ -35,7 +35,10 @@
 #                                 and of this script's rabbitmqctl calls
 # Nodes 2 and 3 join node 1 with `rabbitmqctl -n es-cluster-N@localhost stop_app; join_cluster
 # es-cluster-1@localhost; start_app`. Quorum queues declared through any node get members on the three
-# (`scripts/rabbitmq-cluster.sh ctl 1 list_queues name type leader members`).
+# (`scripts/rabbitmq-cluster.sh ctl 1 list_queues name type leader members`). The adapter's dead queues
+# (`<queue>.dead`) are classic queues, which live on one node: a policy (`es-mirror-dead-queues`, ha-mode all)
+# mirrors them on the three; without it a consumer cannot declare its topology again, so cannot resume,
+# while the node holding its dead queue is down.
 #
 # Modest settings for a small machine: one Erlang scheduler per node, memory high watermark 256 MiB, disk free
 # limit 50 MB; about 120 MB of memory per node when idle.
@@ -96,12 +99,15 @@ with_node_env() {
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+S 1:1 +A 4 -kernel inet_dist_use_interface {127,0,0,1}" \
     RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
     ERL_EPMD_ADDRESS=127.0.0.1 \
+    ERL_CRASH_DUMP="$dir/erl_crash.dump" \
     "$@"
 }
 
 ctl() { # node args…
   local n="$1"
   shift
+  ensure_cookie
+  mkdir -p "$(node_dir "$n")"
   with_node_env "$n" timeout 60 "$RABBIT_BIN/rabbitmqctl" -n "$(node_name "$n")" "$@"
 }
 
@@ -211,6 +217,10 @@ cmd_start() {
     ctl "$n" -q start_app >/dev/null
     wait_app "$n"
   done
+  # The adapter's dead queues (`<queue>.dead`) are classic queues, which live on one node: mirrored on the
+  # three, a consumer can declare them again, and so resume, while that node is down.
+  ctl 1 -q set_policy --apply-to queues es-mirror-dead-queues '\.dead$' \
+    '{"ha-mode":"all","ha-sync-mode":"automatic"}' >/dev/null
   log "cluster up: $(cmd_urls)"
 }
 

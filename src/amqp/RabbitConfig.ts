@@ -33,7 +33,11 @@
  * `urls: [...]`. The adapter connects to the first; when its connection is lost or an attempt fails, the next
  * attempt goes to the next URL in turn (round robin), on the same reconnect schedule, declaring the topology
  * again and resuming as on any reconnect. The URLs must use the same login (the `user-id` of the messages
- * is the first URL's login); a comma inside a URL must be percent-encoded (`%2C`).
+ * is the first URL's login); a comma inside a URL must be percent-encoded (`%2C`). The quorum queues are
+ * replicated by RabbitMQ; the dead queues (`<queue>.dead`) are classic queues that live on one node, so mirror
+ * them with a policy (RabbitMQ 3.x: `rabbitmqctl set_policy --apply-to queues dead '\.dead$'
+ * '{"ha-mode":"all","ha-sync-mode":"automatic"}'`): otherwise a consumer cannot declare its topology again,
+ * and waits, while that node is down (`scripts/rabbitmq-cluster.sh` sets it).
  *
  * RabbitMQ's own bound on a message body is its `max_message_size` setting (`rabbitmq.conf`; 128 MiB by
  * default in 3.10). Set it to what the largest legitimate event needs, e.g. `max_message_size = 16777216`
