@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import { Context, type Effect, type Stream } from "effect"
+import * as NodeCrypto from "node:crypto"
 import type { BrokerUnavailable, PublishRejected } from "./Errors.ts"
 
 /** A message to publish. */
@@ -18,6 +19,26 @@ export interface OutgoingMessage {
   readonly contentType?: string
   readonly body: Uint8Array
   readonly headers: Readonly<Record<string, string>>
+}
+
+/**
+ * The header of an entity event that names its entity, `<Entity>:<id>` (`entityKey`): ordered lanes hash
+ * it to pick a lane, so that all events of an entity go to one lane.
+ */
+export const entityKeyHeader = "x-entity-key"
+
+/** The longest `entityKeyHeader` value, in UTF-16 code units; a longer key is shortened by a hash of it. */
+export const maxEntityKeyLength = 256
+
+/**
+ * The entity key of an event, `<Entity>:<id>`, for `entityKeyHeader`. A key longer than
+ * `maxEntityKeyLength` keeps its first 192 characters followed by `#` and a hex SHA-256 of the whole key,
+ * so it stays bounded and still tells entities apart.
+ */
+export const entityKey = (entity: string, id: string): string => {
+  const key = `${entity}:${id}`
+  if (key.length <= maxEntityKeyLength) return key
+  return `${key.slice(0, 192)}#${NodeCrypto.createHash("sha256").update(key).digest("hex")}`
 }
 
 /** A queue and the routing-key patterns bound to it (`*` matches one word, `#` zero or more). */

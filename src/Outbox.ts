@@ -71,6 +71,16 @@ export interface Republished {
   readonly lastSeq: number | null
 }
 
+/** How a claim picks rows. */
+export interface ClaimOptions {
+  /**
+   * Take an entity's rows only from its earliest unpublished one on (default false): whatever the number
+   * of relays, the events of an entity are published in `seq` (hence version) order, at the cost of
+   * serialized claims and of one claim per event for an entity whose earlier event is still in flight.
+   */
+  readonly orderedByEntity?: boolean
+}
+
 /** How long a claim keeps rows from other claimers by default, in milliseconds: 30 seconds. */
 export const defaultLeaseMillis = 30_000
 
@@ -106,8 +116,11 @@ export class Outbox extends Context.Service<Outbox, {
   /**
    * Claims up to `limit` unpublished rows that are due, oldest first, for the lease duration: concurrent
    * relays skip claimed rows; rows of a relay that died become claimable again when the lease ends.
+   * With `orderedByEntity`, a row is taken only when every earlier unpublished row of its entity is taken
+   * by the same claim (none is leased to another claimer or waiting for a retry), so that relays publish
+   * each entity's events in order (see `ClaimOptions`).
    */
-  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<OutboxRow>, SqlError.SqlError>
+  readonly claim: (limit: number, options?: ClaimOptions) => Effect.Effect<ReadonlyArray<OutboxRow>, SqlError.SqlError>
   /** Marks rows as published (confirmed by the broker). */
   readonly markPublished: (seqs: ReadonlyArray<number>) => Effect.Effect<void, SqlError.SqlError>
   /** Records a failed publish: attempts + 1, the error, and when to try again. */

@@ -7,12 +7,12 @@
  */
 import { Clock, Config, Context, Duration, Effect, Fiber, Layer, Metric, Option, Schedule, type Tracer } from "effect"
 import type { SqlError } from "effect/sql"
-import { Broker, type OutgoingMessage } from "./Broker.ts"
+import { Broker, entityKey, entityKeyHeader, type OutgoingMessage } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
 import * as Retention from "./internal/Retention.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Outage from "./Outage.ts"
-import { Outbox, type OutboxRow, pruneBatchSize } from "./Outbox.ts"
+import { type ClaimOptions, Outbox, type OutboxRow, pruneBatchSize } from "./Outbox.ts"
 import * as RetrySchedule from "./RetrySchedule.ts"
 import * as Signature from "./Signature.ts"
 import * as Supervisor from "./Supervisor.ts"
@@ -50,6 +50,13 @@ export interface RelayOptions {
   readonly outageBackoff?: RetrySchedule.RetrySchedule
   /** The exchange the broker publishes to, named by the publish spans (default `sync.events`; R10). */
   readonly exchange?: string
+  /**
+   * Publish each entity's events in version order even when several relays share the outbox (default
+   * false; `Outbox.ClaimOptions`): what consumers with ordered lanes need end to end. It serializes the
+   * relays' claims and publishes an entity's next event only after its previous one was confirmed, so it
+   * costs throughput on hot entities; a single relay publishes in order either way.
+   */
+  readonly orderedByEntity?: boolean
 }
 
 /** How one dependency of the relay is doing. */
@@ -136,17 +143,16 @@ const untracked: StatusTracker = {
 /** The default publish backoff: 100 ms doubling, capped at 30 s, never giving up (`SyncConfig.relayDefaults`). */
 export const defaultRetry: RetrySchedule.RetrySchedule = SyncConfig.relayRetry(SyncConfig.relayDefaults.retryMaxDelay)
 
-const noHeaders: Readonly<Record<string, string>> = {}
-
 /** The broker message of an outbox row (DESIGN §3), with the signature headers when `signing` is given. */
 export const toMessage = (row: OutboxRow, signing?: Signature.SigningKey): OutgoingMessage => {
   const body = Envelope.encode(row.envelope)
   const traceparent = row.envelope.traceparent
+  const key = { [entityKeyHeader]: entityKey(row.envelope.entity, row.envelope.entityId) }
   const headers = signing === undefined
-    ? (traceparent !== undefined ? { traceparent } : noHeaders)
+    ? (traceparent !== undefined ? { traceparent, ...key } : key)
     : traceparent !== undefined
-    ? { traceparent, ...Signature.sign(signing, body) }
-    : Signature.sign(signing, body)
+    ? { traceparent, ...key, ...Signature.sign(signing, body) }
+    : { ...key, ...Signature.sign(signing, body) }
   return {
     messageId: row.envelope.messageId,
     routingKey: Envelope.routingKey(row.envelope),
@@ -156,6 +162,12 @@ export const toMessage = (row: OutboxRow, signing?: Signature.SigningKey): Outgo
     headers
   }
 }
+
+const orderedClaim: ClaimOptions = { orderedByEntity: true }
+
+/** How the relay claims rows, by its options. */
+const claimOptions = (options: RelayOptions): ClaimOptions | undefined =>
+  options.orderedByEntity === true ? orderedClaim : undefined
 
 /** The default of `RelayOptions.batchesInFlight`. */
 export const defaultBatchesInFlight: number = SyncConfig.relayDefaults.batchesInFlight
@@ -294,7 +306,7 @@ const pipelined = (
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? SyncConfig.relayDefaults.batchSize))
-    const rows = yield* Tracing.untraced(outbox.claim(batchSize))
+    const rows = yield* Tracing.untraced(outbox.claim(batchSize, claimOptions(options)))
     if (rows.length === 0) return { claimed: 0, retryAfter: undefined }
     // a short first claim is all that is due: one batch, published here
     if (rows.length < batchSize) {
@@ -335,7 +347,7 @@ const pipelinedFrom = (
       if (rows.length < batchSize) break
       while (inFlight.length >= depth && retryAfter === undefined) yield* settleOldest
       if (retryAfter !== undefined) break
-      rows = yield* Tracing.untraced(outbox.claim(batchSize))
+      rows = yield* Tracing.untraced(outbox.claim(batchSize, claimOptions(options)))
       if (rows.length === 0) break
     }
     while (inFlight.length > 0) yield* settleOldest

@@ -100,7 +100,7 @@ describe("Relay", () => {
       // the signature covers the body: another message's body does not verify with these headers
       const swapped = Signature.verify({ accounts: [verifying] }, "accounts", got[1]!.body, got[0]!.headers, now)
       assert.isTrue(Result.isFailure(swapped))
-      // without a key, no signature headers
+      // without a key, no signature headers: only the entity key (for ordered lanes)
       const unsigned = Relay.toMessage({
         seq: 1,
         envelope: envelope(1),
@@ -110,7 +110,7 @@ describe("Relay", () => {
         lastError: null,
         publishedAt: null
       })
-      assert.deepStrictEqual(unsigned.headers, {})
+      assert.deepStrictEqual(unsigned.headers, { "x-entity-key": "Company:c-1" })
     }).pipe(Effect.provide(system)))
 
   describe("R12: an unreachable database", () => {

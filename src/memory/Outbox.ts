@@ -9,7 +9,14 @@ import type { Envelope } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
 import * as Retention from "../internal/Retention.ts"
 import * as Signal from "../internal/Signal.ts"
-import { defaultLeaseMillis, Outbox, type OutboxRow, pruneBatchSize, type RepublishRange } from "../Outbox.ts"
+import {
+  type ClaimOptions,
+  defaultLeaseMillis,
+  Outbox,
+  type OutboxRow,
+  pruneBatchSize,
+  type RepublishRange
+} from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { MemoryDatabase, type MemoryTable } from "./MemoryDatabase.ts"
 
@@ -87,13 +94,25 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
           }
         }))
 
-    const claim = (limit: number) =>
+    const claim = (limit: number, options?: ClaimOptions) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         db.run(() => {
+          const free = ({ leasedUntil, row }: Stored) =>
+            row.nextAttemptAt <= now && (leasedUntil === null || leasedUntil <= now)
+          // ordered: entities (`<length>:<entity>:<id>`) with an earlier unpublished row this claim cannot take
+          const blocked = new Set<string>()
+          const ordered = options?.orderedByEntity === true
           const claimed = sorted()
-            .filter(({ leasedUntil, row }) =>
-              row.publishedAt === null && row.nextAttemptAt <= now && (leasedUntil === null || leasedUntil <= now)
-            )
+            .filter((stored) => {
+              if (stored.row.publishedAt !== null) return false
+              if (!ordered) return free(stored)
+              const { entity, entityId } = stored.row.envelope
+              const key = `${entity.length}:${entity}:${entityId}`
+              if (blocked.has(key)) return false
+              if (free(stored)) return true
+              blocked.add(key)
+              return false
+            })
             .slice(0, Math.max(0, limit))
           claimed.forEach(({ row }) => store({ row, leasedUntil: now + leaseMillis }))
           return claimed.map(({ row }) => row)
@@ -189,7 +208,7 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
 
     return Outbox.of({
       transaction: appends.transaction,
-      claim: (limit) => Effect.andThen(appends.flushPending, claim(limit)),
+      claim: (limit, options) => Effect.andThen(appends.flushPending, claim(limit, options)),
       markPublished,
       markFailed,
       awaitAppended: appended.await,

@@ -213,6 +213,61 @@ const scaleOut = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlC
     )`
   })
 
+/** The function that claims due outbox rows in per-entity order (migration 6): `<prefix>claim_due_ordered`. */
+export const claimDueOrderedFunction = (t: Tables.Tables): string => `${t.prefix}claim_due_ordered`
+
+/**
+ * Migration 6: what lets several relays publish the events of one entity in version order (ordered lanes).
+ *
+ * * `outbox_entity_unpublished_idx`: the unpublished rows by `(entity, entityId, seq)` of their envelope,
+ *   so that "is there an earlier unpublished row of this entity" is one index probe.
+ * * `claim_due_ordered(now, lease_until, max_rows)`: `claim_due` that takes a due row only when every
+ *   earlier unpublished row of its entity is taken by the same claim: none is leased to another claimer
+ *   or waiting for a retry. One relay publishes a claim in `seq` order, so an entity's events reach the
+ *   broker in order whatever the number of relays. Ordered claims run one at a time
+ *   (`pg_advisory_xact_lock`, keyed by the function's name): two concurrent claims would each see the
+ *   other's rows as free. The lock is held for the claim's statement only, never while publishing.
+ */
+const orderedClaims = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const name = claimDueOrderedFunction(t)
+    // the lock's key, a string literal in the body: the name is a validated prefix and fixed letters
+    const lockKey = sql.literal(`'${name}'`)
+    yield* sql`CREATE INDEX ${sql(t.index("outbox_entity_unpublished_idx"))} ON ${sql(t.outbox)}
+      ((envelope ->> 'entity'), (envelope ->> 'entityId'), seq) WHERE published_at IS NULL`
+    yield* sql`CREATE FUNCTION ${sql(name)}(now_millis bigint, lease_until bigint, max_rows integer)
+      RETURNS SETOF ${sql(t.outbox)}
+      LANGUAGE plpgsql
+      SET enable_sort = off
+      AS $$
+      BEGIN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        PERFORM pg_advisory_xact_lock(hashtextextended(${lockKey}, 0));
+        RETURN QUERY
+          WITH due AS (
+            SELECT o.seq AS due_seq FROM ${sql(t.outbox)} AS o
+            WHERE o.published_at IS NULL AND o.next_attempt_at <= now_millis
+              AND (o.claimed_until IS NULL OR o.claimed_until <= now_millis)
+              AND NOT EXISTS (
+                SELECT 1 FROM ${sql(t.outbox)} AS p
+                WHERE p.published_at IS NULL
+                  AND (p.envelope ->> 'entity') = (o.envelope ->> 'entity')
+                  AND (p.envelope ->> 'entityId') = (o.envelope ->> 'entityId')
+                  AND p.seq < o.seq
+                  AND (p.next_attempt_at > now_millis OR p.claimed_until > now_millis)
+              )
+            ORDER BY o.seq
+            LIMIT max_rows
+            FOR UPDATE OF o SKIP LOCKED
+          )
+          UPDATE ${sql(t.outbox)} AS o SET claimed_until = lease_until
+          FROM due WHERE o.seq = due.due_seq
+          RETURNING o.*;
+      END
+      $$`
+  })
+
 /**
  * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
  * Append new entries for schema changes; never edit or renumber released ones.
@@ -224,7 +279,8 @@ export const migrations = (
   "2_create_claim_function": createClaimFunction(tables),
   "3_create_tombstones": createTombstones(tables),
   "4_add_copy_references": addCopyReferences(tables),
-  "5_scale_out": scaleOut(tables)
+  "5_scale_out": scaleOut(tables),
+  "6_ordered_claims": orderedClaims(tables)
 })
 
 /**

@@ -11,10 +11,17 @@ import { Envelope, fromStoredJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
 import * as Retention from "../internal/Retention.ts"
 import * as Signal from "../internal/Signal.ts"
-import { defaultLeaseMillis, Outbox, type OutboxRow, pruneBatchSize, type RepublishRange } from "../Outbox.ts"
+import {
+  type ClaimOptions,
+  defaultLeaseMillis,
+  Outbox,
+  type OutboxRow,
+  pruneBatchSize,
+  type RepublishRange
+} from "../Outbox.ts"
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
-import { turnsTable } from "./Migrations.ts"
+import { claimDueOrderedFunction, turnsTable } from "./Migrations.ts"
 import type { Tables } from "./Tables.ts"
 
 /** Options of the PostgreSQL outbox. */
@@ -87,6 +94,7 @@ export const make = (
     const leaseMillis = options?.leaseMillis ?? defaultLeaseMillis
     const outbox = sql(tables.outbox)
     const claimDue = sql(tables.claimDue)
+    const claimDueOrdered = sql(claimDueOrderedFunction(tables))
     const columns = sql.literal(
       `seq, envelope, created_at AS "createdAt", attempts, next_attempt_at AS "nextAttemptAt", ` +
         `last_error AS "lastError", published_at AS "publishedAt"`
@@ -175,14 +183,15 @@ export const make = (
         return Effect.succeed(claimed)
       })
 
-    const claim = (limit: number) =>
+    const claim = (limit: number, options?: ClaimOptions) =>
       Effect.gen(function*() {
         const n = Math.floor(limit)
         if (!(n > 0)) return []
         const now = yield* Clock.currentTimeMillis
-        // one statement, in a transaction of its own (see `claim_due` in Migrations)
+        // one statement, in a transaction of its own (see `claim_due` and `claim_due_ordered` in Migrations)
         const rows = yield* sql`SELECT ${columns}
-          FROM ${claimDue}(${now}::bigint, ${now + leaseMillis}::bigint, ${n}::integer)`
+          FROM ${options?.orderedByEntity === true ? claimDueOrdered : claimDue}(
+            ${now}::bigint, ${now + leaseMillis}::bigint, ${n}::integer)`
         const claimed = yield* decodeClaimed(rows)
         return claimed.slice().sort(bySeq)
       })
@@ -279,7 +288,7 @@ export const make = (
 
     return Outbox.of({
       transaction: appends.transaction,
-      claim: (limit) => Effect.andThen(appends.flushPending, claim(limit)),
+      claim: (limit, options) => Effect.andThen(appends.flushPending, claim(limit, options)),
       markPublished,
       markFailed,
       awaitAppended: appended.await,

@@ -313,7 +313,8 @@ describe("postgres stores, PostgreSQL only", () => {
         [2, "create_claim_function"],
         [3, "create_tombstones"],
         [4, "add_copy_references"],
-        [5, "scale_out"]
+        [5, "scale_out"],
+        [6, "ordered_claims"]
       ])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays

@@ -193,6 +193,48 @@ export const storeConformance = <E>(
           assert.deepStrictEqual(yield* outbox.claim(2), [])
         }))
 
+      test("orderedByEntity: an entity's rows are claimed only from its earliest unpublished one on", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          const ordered = { orderedByEntity: true }
+          // u-1 v1..v3 and u-2 v1..v2, interleaved; u-3 v1
+          yield* append(envelope("a1", "u-1", 1), envelope("b1", "u-2", 1))
+          yield* append(envelope("a2", "u-1", 2))
+          yield* append(envelope("b2", "u-2", 2), envelope("a3", "u-1", 3))
+          yield* append(envelope("c1", "u-3", 1))
+          const messageIds = (rows: ReadonlyArray<{ readonly envelope: Envelope }>) =>
+            idsOf(rows.map((row) => row.envelope))
+          // a claim may take several rows of an entity: one relay publishes them in order
+          const first = yield* outbox.claim(2, ordered)
+          assert.deepStrictEqual(messageIds(first), ["a1", "b1"])
+          // while a1 and b1 are leased, no later row of u-1 or u-2 is claimable; u-3 is
+          assert.deepStrictEqual(messageIds(yield* outbox.claim(10, ordered)), ["c1"])
+          assert.deepStrictEqual(yield* outbox.claim(10, ordered), [])
+          const [a1, b1] = seqsOf(first)
+          assert.isTrue(a1 !== undefined && b1 !== undefined)
+          // a1 published: u-1 continues; b1 rescheduled: u-2 waits for it
+          yield* outbox.markPublished([a1!])
+          yield* outbox.markFailed([b1!], { error: "nacked", nextAttemptAt: T0 + 1_000 })
+          assert.deepStrictEqual(messageIds(yield* outbox.claim(10, ordered)), ["a2", "a3"])
+          assert.deepStrictEqual(yield* outbox.claim(10, ordered), [])
+          yield* TestClock.adjust(1_000)
+          assert.deepStrictEqual(messageIds(yield* outbox.claim(10, ordered)), ["b1", "b2"])
+        }))
+
+      test("orderedByEntity: a lease that ends makes the entity's rows claimable again, in order", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          const ordered = { orderedByEntity: true }
+          yield* append(envelope("a1", "u-1", 1))
+          yield* append(envelope("a2", "u-1", 2))
+          assert.strictEqual((yield* outbox.claim(1, ordered)).length, 1)
+          assert.deepStrictEqual(yield* outbox.claim(10, ordered), [])
+          // the unordered claim is not held back by the entity's earlier row
+          assert.deepStrictEqual(idsOf((yield* outbox.claim(10)).map((row) => row.envelope)), ["a2"])
+          yield* TestClock.adjust(leaseMillis)
+          assert.deepStrictEqual(idsOf((yield* outbox.claim(10, ordered)).map((row) => row.envelope)), ["a1", "a2"])
+        }))
+
       test("a claimed row is claimable again only when its lease ends", () =>
         Effect.gen(function*() {
           const outbox = yield* Outbox
