@@ -45,6 +45,62 @@ export const entityKey = (entity: string, id: string): string => {
 export interface QueueSpec {
   readonly name: string
   readonly bindings: ReadonlyArray<string>
+  /**
+   * Set on the queues of ordered lanes (`laneQueues`): the bindings then bind the lanes' exchange to the
+   * events exchange, and the queue takes the entity keys its lane's share of the hash gives it, delivered
+   * to one subscriber at a time (the single active consumer).
+   */
+  readonly lane?: Lane
+}
+
+/**
+ * A lane of a consumer service's ordered lanes: a queue behind the service's consistent-hash exchange,
+ * which spreads entity keys (`entityKeyHeader`) over `count` lanes, each with one active consumer.
+ */
+export interface Lane {
+  /** The service's consistent-hash exchange (`lanesExchangeOf`). */
+  readonly exchange: string
+  /** This lane, from 0. */
+  readonly index: number
+  /** How many lanes the service has. */
+  readonly count: number
+}
+
+/** The most lanes a consumer service may have. */
+export const maxLanes = 1024
+
+/** The consistent-hash exchange of a consumer service's lanes: `<service>.lanes`. */
+export const lanesExchangeOf = (service: string): string => `${service}.lanes`
+
+/** The queue of a service's lane `index`: `<queue>.lane-<index>` (`<service>.sync.lane-<index>`). */
+export const laneQueueOf = (queue: string, index: number): string => `${queue}.lane-${index}`
+
+/**
+ * The `count` lane queues of a consumer service (`1 ≤ count ≤ maxLanes`), from its queue (name and
+ * bindings): `<queue>.lane-<i>` behind the exchange `<service>.lanes`.
+ */
+export const laneQueues = (service: string, queue: QueueSpec, count: number): ReadonlyArray<QueueSpec> => {
+  const lanes = Math.min(maxLanes, Math.max(1, Math.floor(count)))
+  const exchange = lanesExchangeOf(service)
+  return Array.from({ length: lanes }, (_, index) => ({
+    name: laneQueueOf(queue.name, index),
+    bindings: queue.bindings,
+    lane: { exchange, index, count: lanes }
+  }))
+}
+
+/**
+ * The lane of an entity key among `count` lanes, as the in-memory broker picks it (FNV-1a of the key's
+ * UTF-16 code units, modulo `count`). RabbitMQ's consistent-hash exchange picks with a hash of its own:
+ * both keep every event of a key in one lane, which is what ordered lanes need.
+ */
+export const laneOfKey = (key: string, count: number): number => {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) {
+    hash ^= key.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193) >>> 0
+  }
+  return hash % Math.max(1, Math.floor(count))
 }
 
 /** One delivery of a message to a subscriber. Unsettled deliveries are redelivered when the subscription ends. */

@@ -9,6 +9,7 @@
 import amqp from "amqplib"
 import type { ChannelModel } from "amqplib"
 import { Clock, Duration, Effect, Option, type Redacted, Schedule, Semaphore } from "effect"
+import type { QueueSpec } from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
 import * as RetrySchedule from "../RetrySchedule.ts"
 import { attempt, closeChannel, closeConnection, connectTimeoutMillis, unavailable } from "./AmqpCall.ts"
@@ -32,6 +33,8 @@ export interface Session {
   readonly model: ChannelModel
   /** The node it is connected to, `host:port`. */
   readonly node: string
+  /** The node's URL (as configured), for connections of their own to the same node. */
+  readonly url: Redacted.Redacted<string>
   readonly publisher: Publisher
   /** Why the connection ended; undefined while it is open. */
   readonly status: { lost: string | undefined }
@@ -44,7 +47,7 @@ const isUsable = (session: Session): boolean =>
 /** Connects, declares the topology and opens the confirm channel. Uninterruptible, so no socket leaks. */
 const openSession = (
   settings: Settings,
-  queues: ReadonlyMap<string, ReadonlySet<string>>,
+  queues: ReadonlyMap<string, QueueSpec>,
   nodeUrl: Redacted.Redacted<string>
 ) =>
   Effect.uninterruptible(Effect.gen(function*() {
@@ -62,11 +65,11 @@ const openSession = (
       status.lost ??= error === undefined ? lastError : `the connection closed: ${error.message}`
     })
     const publisher = yield* Effect.gen(function*() {
-      yield* ensureTopology(settings, model, queues)
+      yield* ensureTopology(settings, model, queues, nodeUrl)
       const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
       return makePublisher(channel, settings.publishWindow)
     }).pipe(Effect.onError(() => attempt("close", () => model.close()).pipe(Effect.ignore)))
-    return { model, node: RabbitConfig.addressOf(nodeUrl), publisher, status } satisfies Session
+    return { model, node: RabbitConfig.addressOf(nodeUrl), url: nodeUrl, publisher, status } satisfies Session
   }))
 
 /** The adapter's connection: `acquire` gives the open one or reconnects; `close` shuts down for good. */
@@ -90,7 +93,7 @@ export interface Connection {
  */
 export const makeConnection = (
   settings: Settings,
-  queues: ReadonlyMap<string, ReadonlySet<string>>
+  queues: ReadonlyMap<string, QueueSpec>
 ): Effect.Effect<Connection> =>
   Effect.gen(function*() {
     const lock = yield* Semaphore.make(1)

@@ -36,9 +36,10 @@ import { ensureQueue } from "./Topology.ts"
 
 export { deadLetteredAtHeader, deliveryCountHeader, publishedByHeader, routingKeyHeader } from "./AmqpMessage.ts"
 export { reconnectSchedule } from "./Connection.ts"
-export { deadQueueOf, declareTopology, topology } from "./Topology.ts"
+export { consistentHashHint, consistentHashPlugin, deadQueueOf, declareTopology, topology } from "./Topology.ts"
 export type {
   BindingDescription,
+  ExchangeBindingDescription,
   ExchangeDescription,
   QueueDescription,
   TopologyDescription,
@@ -54,7 +55,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
   Effect.gen(function*() {
     const settings = RabbitConfig.resolve(options)
     /** Every queue declared so far, with its bindings: declared again on every new connection. */
-    const queues = new Map<string, ReadonlySet<string>>()
+    const queues = new Map<string, QueueSpec>()
     /** How to stop each running subscription at shutdown. */
     const running = new Set<Effect.Effect<void>>()
     const connection = yield* makeConnection(settings, queues)
@@ -85,11 +86,14 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
     /** Declares the queue with every binding it was given so far; remembered for reconnects once declared. */
     const declare = (spec: QueueSpec) =>
       Effect.suspend(() => {
-        const bindings = new Set([...(queues.get(spec.name) ?? []), ...spec.bindings])
-        return Effect.flatMap(acquire, (session) => ensureQueue(settings, session.model, spec.name, bindings)).pipe(
+        const merged = (): QueueSpec => ({
+          ...spec,
+          bindings: [...new Set([...(queues.get(spec.name)?.bindings ?? []), ...spec.bindings])]
+        })
+        return Effect.flatMap(acquire, (session) => ensureQueue(settings, session.model, merged(), session.url)).pipe(
           Effect.tap(() =>
             Effect.sync(() => {
-              queues.set(spec.name, new Set([...(queues.get(spec.name) ?? []), ...bindings]))
+              queues.set(spec.name, merged())
             })
           )
         )

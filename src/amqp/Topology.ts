@@ -10,7 +10,7 @@
 import amqp from "amqplib"
 import type { Channel, ChannelModel } from "amqplib"
 import { Effect, Redacted } from "effect"
-import type { QueueSpec } from "../Broker.ts"
+import { entityKeyHeader, type QueueSpec } from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
 import { attempt, closeConnection, connectTimeoutMillis, isNotFound, unavailable, withChannel } from "./AmqpCall.ts"
 import * as RabbitConfig from "./RabbitConfig.ts"
@@ -20,18 +20,20 @@ export const deadQueueOf = (queue: string): string => `${queue}.dead`
 
 type Settings = RabbitConfig.ResolvedRabbitOptions
 
-/** An exchange of the topology. */
+/** An exchange of the topology (`x-consistent-hash`: a service's ordered lanes, see `Broker.Lane`). */
 export interface ExchangeDescription {
   readonly name: string
-  readonly type: "topic" | "direct"
+  readonly type: "topic" | "direct" | "x-consistent-hash"
   readonly durable: true
+  /** Declared with these arguments (the lanes' exchange: `hash-header`). */
+  readonly arguments?: Readonly<Record<string, string>>
 }
 
 /** A queue of the topology, with the arguments it must be declared with. */
 export interface QueueDescription {
   readonly name: string
   readonly durable: true
-  readonly arguments: Readonly<Record<string, string | number>>
+  readonly arguments: Readonly<Record<string, string | number | boolean>>
 }
 
 /** A binding of a queue to an exchange under a routing key (a pattern on a topic exchange). */
@@ -41,12 +43,28 @@ export interface BindingDescription {
   readonly routingKey: string
 }
 
+/** A binding of an exchange (`destination`) to another (`source`) under a routing key. */
+export interface ExchangeBindingDescription {
+  readonly source: string
+  readonly destination: string
+  readonly routingKey: string
+}
+
 /** What a service needs declared on RabbitMQ: plain JSON, for an administrator or a deployment tool. */
 export interface TopologyDescription {
   readonly exchanges: ReadonlyArray<ExchangeDescription>
   readonly queues: ReadonlyArray<QueueDescription>
   readonly bindings: ReadonlyArray<BindingDescription>
+  /** Present with ordered lanes: the lanes' exchange bound to the events exchange. */
+  readonly exchangeBindings?: ReadonlyArray<ExchangeBindingDescription>
 }
+
+/** The plugin that provides the `x-consistent-hash` exchange type, which ordered lanes need. */
+export const consistentHashPlugin = "rabbitmq_consistent_hash_exchange"
+
+/** What to do when RabbitMQ does not know the `x-consistent-hash` exchange type. */
+export const consistentHashHint = `ordered lanes need RabbitMQ's consistent-hash exchange: enable it on every ` +
+  `node with \`rabbitmq-plugins enable ${consistentHashPlugin}\``
 
 /** What `topology` needs: the service's queues and the exchange settings it runs with (defaults as in `RabbitConfig`). */
 export interface TopologyOptions {
@@ -71,8 +89,13 @@ const exchangesOf = (settings: TopologySettings): ReadonlyArray<ExchangeDescript
  * replay exchange under its name; and its classic dead queue, bound to the dead-letter exchange under the
  * queue's name, so each queue's dead letters land in its own dead queue. The dead queue is classic on
  * purpose: browsing it requeues, which must not count deliveries.
+ *
+ * A lane queue (`spec.lane`) is bound instead, with weight "1", to its service's consistent-hash exchange
+ * (hashing `entityKeyHeader`), which the patterns bind to the events exchange; it is declared with
+ * `x-single-active-consumer`, so one subscriber at a time takes its messages, in order.
  */
-const queueTopology = (settings: TopologySettings, name: string, bindings: Iterable<string>) => {
+const queueTopology = (settings: TopologySettings, spec: QueueSpec) => {
+  const { name, lane } = spec
   const dead = deadQueueOf(name)
   const queues: ReadonlyArray<QueueDescription> = [
     {
@@ -82,7 +105,8 @@ const queueTopology = (settings: TopologySettings, name: string, bindings: Itera
         "x-queue-type": "quorum",
         "x-delivery-limit": settings.deliveryLimit,
         "x-dead-letter-exchange": settings.deadLetterExchange,
-        "x-dead-letter-routing-key": name
+        "x-dead-letter-routing-key": name,
+        ...(lane === undefined ? {} : { "x-single-active-consumer": true })
       }
     },
     // classic on purpose: browsing requeues, which must not count deliveries
@@ -92,8 +116,31 @@ const queueTopology = (settings: TopologySettings, name: string, bindings: Itera
     { exchange: settings.deadLetterExchange, queue: dead, routingKey: name },
     { exchange: settings.replayExchange, queue: name, routingKey: name }
   ]
-  for (const binding of bindings) bound.push({ exchange: settings.exchange, queue: name, routingKey: binding })
-  return { queues, bindings: bound }
+  if (lane === undefined) {
+    for (const binding of spec.bindings) bound.push({ exchange: settings.exchange, queue: name, routingKey: binding })
+    return { exchanges: [], queues, bindings: bound, exchangeBindings: [] }
+  }
+  bound.push({ exchange: lane.exchange, queue: name, routingKey: "1" })
+  const exchanges: ReadonlyArray<ExchangeDescription> = [
+    { name: lane.exchange, type: "x-consistent-hash", durable: true, arguments: { "hash-header": entityKeyHeader } }
+  ]
+  const exchangeBindings = spec.bindings.map((routingKey) => ({
+    source: settings.exchange,
+    destination: lane.exchange,
+    routingKey
+  }))
+  return { exchanges, queues, bindings: bound, exchangeBindings }
+}
+
+/** Items with the same JSON once, in their first order. */
+const distinct = <A>(items: ReadonlyArray<A>): ReadonlyArray<A> => {
+  const seen = new Set<string>()
+  return items.filter((item) => {
+    const key = JSON.stringify(item)
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
 }
 
 /**
@@ -109,19 +156,37 @@ export const topology = (options: TopologyOptions): TopologyDescription => {
     replayExchange: options.replayExchange ?? RabbitConfig.defaults.replayExchange,
     deliveryLimit: Math.max(1, options.deliveryLimit ?? RabbitConfig.defaults.deliveryLimit)
   }
-  const parts = options.queues.map((queue) => queueTopology(settings, queue.name, queue.bindings))
+  const parts = options.queues.map((queue) => queueTopology(settings, queue))
+  const exchangeBindings = distinct(parts.flatMap((part) => part.exchangeBindings))
   return {
-    exchanges: exchangesOf(settings),
+    exchanges: distinct([...exchangesOf(settings), ...parts.flatMap((part) => part.exchanges)]),
     queues: parts.flatMap((part) => part.queues),
-    bindings: parts.flatMap((part) => part.bindings)
+    bindings: parts.flatMap((part) => part.bindings),
+    ...(exchangeBindings.length === 0 ? {} : { exchangeBindings })
   }
+}
+
+/**
+ * `BrokerUnavailable` naming the plugin to enable when RabbitMQ refused an exchange type it does not know
+ * (`COMMAND_INVALID`, which closes the connection: the channel's call then only says it ended, the
+ * connection's error, given as `connectionError`, tells why).
+ */
+const withPluginHint = (error: BrokerUnavailable, connectionError?: string): BrokerUnavailable => {
+  const detail = connectionError ?? error.detail
+  return detail.includes("unknown exchange type")
+    ? unavailable(error.operation, `${consistentHashHint} (${detail})`, error.cause)
+    : error
 }
 
 /** Asserts every exchange, queue and binding of a description (idempotent). */
 const assertTopology = (channel: Channel, description: Partial<TopologyDescription>) =>
   Effect.gen(function*() {
     for (const exchange of description.exchanges ?? []) {
-      yield* attempt("assertExchange", () => channel.assertExchange(exchange.name, exchange.type, { durable: true }))
+      yield* attempt("assertExchange", () =>
+        channel.assertExchange(exchange.name, exchange.type, {
+          durable: true,
+          ...(exchange.arguments === undefined ? {} : { arguments: exchange.arguments })
+        })).pipe(Effect.mapError((error) => withPluginHint(error)))
     }
     for (const queue of description.queues ?? []) {
       yield* attempt(
@@ -129,9 +194,49 @@ const assertTopology = (channel: Channel, description: Partial<TopologyDescripti
         () => channel.assertQueue(queue.name, { durable: true, arguments: queue.arguments })
       )
     }
+    for (const binding of description.exchangeBindings ?? []) {
+      yield* attempt(
+        "bindExchange",
+        () => channel.bindExchange(binding.destination, binding.source, binding.routingKey)
+      )
+    }
     for (const binding of description.bindings ?? []) {
       yield* attempt("bindQueue", () => channel.bindQueue(binding.queue, binding.exchange, binding.routingKey))
     }
+  })
+
+/**
+ * Declares the consistent-hash exchanges of a description that do not exist yet on a connection of their
+ * own (`connect`): RabbitMQ closes the whole connection when it does not know an exchange type, and the
+ * adapter's connection must not go down with it. Fails with `consistentHashHint` when the plugin is off.
+ */
+const assertLanesExchanges = (
+  model: ChannelModel,
+  description: Partial<TopologyDescription>,
+  connect: Effect.Effect<OwnConnection, BrokerUnavailable>
+) =>
+  Effect.gen(function*() {
+    const lanes = (description.exchanges ?? []).filter((exchange) => exchange.type === "x-consistent-hash")
+    const missing: Array<ExchangeDescription> = []
+    for (const exchange of lanes) {
+      const found = yield* withChannel(model, (channel) =>
+        attempt("checkExchange", () => channel.checkExchange(exchange.name))).pipe(
+          Effect.as(true),
+          Effect.catch((error) =>
+            isNotFound(error.cause) ? Effect.succeed(false) : Effect.fail(error)
+          )
+        )
+      if (!found) missing.push(exchange)
+    }
+    if (missing.length === 0) return
+    yield* Effect.acquireUseRelease(
+      connect,
+      ({ model: own, lastError }) =>
+        withChannel(own, (channel) => assertTopology(channel, { exchanges: missing })).pipe(
+          Effect.mapError((error) => withPluginHint(error, lastError()))
+        ),
+      ({ model: own }) => closeConnection(own)
+    )
   })
 
 const passiveHint = "with topology \"passive\" (AMQP_TOPOLOGY=passive) an administrator must declare it " +
@@ -168,29 +273,53 @@ const checkTopology = (model: ChannelModel, description: Partial<TopologyDescrip
 export const ensureQueue = (
   settings: Settings,
   model: ChannelModel,
-  name: string,
-  bindings: Iterable<string>
+  spec: QueueSpec,
+  nodeUrl: Redacted.Redacted<string>
 ): Effect.Effect<void, BrokerUnavailable> => {
-  const part = queueTopology(settings, name, bindings)
+  const part = queueTopology(settings, spec)
   return settings.topology === "passive"
     ? checkTopology(model, part)
-    : withChannel(model, (channel) => assertTopology(channel, part))
+    : Effect.andThen(
+      assertLanesExchanges(model, part, connectTo(settings, nodeUrl)),
+      withChannel(model, (channel) => assertTopology(channel, part))
+    )
 }
+
+/** A connection of the topology's own, with the last error it closed with. */
+interface OwnConnection {
+  readonly model: ChannelModel
+  readonly lastError: () => string | undefined
+}
+
+/** A connection of its own to the node at `nodeUrl`, for declaring what could close the connection. */
+const connectTo = (settings: Settings, nodeUrl: Redacted.Redacted<string>) =>
+  attempt("connect", () =>
+    amqp.connect(RabbitConfig.connectUrl(settings, nodeUrl), {
+      timeout: connectTimeoutMillis,
+      clientProperties: { connection_name: `${settings.connectionName} (topology)` }
+    })).pipe(Effect.map((model): OwnConnection => {
+      let lastError: string | undefined
+      model.on("error", (error: Error) => {
+        lastError = error.message
+      })
+      return { model, lastError: () => lastError }
+    }))
 
 /** Declares, or in passive mode checks, the three exchanges and every queue declared so far. */
 export const ensureTopology = (
   settings: Settings,
   model: ChannelModel,
-  queues: ReadonlyMap<string, ReadonlySet<string>>
+  queues: ReadonlyMap<string, QueueSpec>,
+  nodeUrl: Redacted.Redacted<string>
 ): Effect.Effect<void, BrokerUnavailable> =>
   Effect.gen(function*() {
-    const description = topology({
-      ...settings,
-      queues: Array.from(queues, ([name, bindings]) => ({ name, bindings: [...bindings] }))
-    })
+    const description = topology({ ...settings, queues: Array.from(queues.values()) })
     return yield* settings.topology === "passive"
       ? checkTopology(model, description)
-      : withChannel(model, (channel) => assertTopology(channel, description))
+      : Effect.andThen(
+        assertLanesExchanges(model, description, connectTo(settings, nodeUrl)),
+        withChannel(model, (channel) => assertTopology(channel, description))
+      )
   })
 
 /**
@@ -206,6 +335,15 @@ export const declareTopology = (
       amqp.connect(Redacted.value(typeof url === "string" ? Redacted.make(url) : url), {
         timeout: connectTimeoutMillis
       })),
-    (model) => withChannel(model, (channel) => assertTopology(channel, description)),
+    (model) =>
+      Effect.suspend(() => {
+        let lastError: string | undefined
+        model.on("error", (error: Error) => {
+          lastError = error.message
+        })
+        return withChannel(model, (channel) => assertTopology(channel, description)).pipe(
+          Effect.mapError((error) => withPluginHint(error, lastError))
+        )
+      }),
     closeConnection
   )

@@ -17,6 +17,9 @@ import {
   defaultMaxDeadLetterBodyBytes,
   type Delivery,
   deliveryLimitReason,
+  entityKeyHeader,
+  type Lane,
+  laneOfKey,
   matchesBinding,
   matchesFilter,
   type OutgoingMessage,
@@ -132,6 +135,8 @@ interface StoredDeadLetter {
 interface QueueState {
   readonly name: string
   readonly bindings: Set<string>
+  /** Set for a lane queue: its bindings are its lanes' exchange's, and one subscription at a time is active. */
+  readonly lane: Lane | undefined
   ready: Array<Entry>
   delayed: Array<DelayedEntry>
   deadLetters: Array<StoredDeadLetter>
@@ -178,6 +183,11 @@ const activate = (faults: Faults | undefined): ActiveFaults | undefined =>
  * messages when a subscription ends, a delivery limit, and the `Faults` it is given (reorder, duplicate,
  * delay) besides dropped connections, failing publishes and failing dead-letter moves (`MemoryBroker`).
  *
+ * Ordered lanes (`Broker.laneQueues`): the lane queues of one exchange share its bindings; a message goes
+ * to the one lane its entity key hashes to, and a lane delivers only to its oldest open subscription (a
+ * single active consumer): when that one ends, its unsettled messages go back to the head of the lane and
+ * the next subscription takes over.
+ *
  * Like the RabbitMQ adapter, a dead letter keeps a reason cut to `maxReasonBytes`, at most
  * `maxDeadLetterBodyBytes` of the body and bounded headers (`boundHeaders`); `release` gives a message
  * back to the tail of its queue without spending a delivery attempt. Nobody vouches for publishers here
@@ -218,6 +228,7 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       const queue: QueueState = existing ?? {
         name: spec.name,
         bindings: new Set(),
+        lane: spec.lane,
         ready: [],
         delayed: [],
         deadLetters: [],
@@ -358,7 +369,9 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
       if (sub.failure !== undefined) return { _tag: "Fail", error: sub.failure }
       const queue = sub.queue
       promoteDue(queue, now)
-      const hasRoom = !sub.ended && sub.unsettled.size < sub.prefetch
+      // a lane queue delivers to its single active subscription: the oldest one still open
+      const active = queue.lane === undefined || queue.subscriptions.values().next().value === sub
+      const hasRoom = active && !sub.ended && sub.unsettled.size < sub.prefetch
       if (hasRoom && queue.ready.length > 0) {
         const window = Math.min(reorderWindow, queue.ready.length)
         const index = faults !== undefined && chance(faults.reorder) ? Math.floor(faults.random() * window) : 0
@@ -390,6 +403,28 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
         }
       })
 
+    /**
+     * The queues a message goes to, from those whose bindings match it: a plain queue takes it; the lanes
+     * of one exchange take it once, in the lane its entity key hashes to (`laneOfKey`; an absent key
+     * hashes as ""), like RabbitMQ's consistent-hash exchange with one binding of weight 1 per lane.
+     */
+    const routeToLanes = (matching: ReadonlyArray<QueueState>, message: OutgoingMessage): ReadonlyArray<QueueState> => {
+      if (matching.every((queue) => queue.lane === undefined)) return matching
+      const targets: Array<QueueState> = []
+      const exchanges = new Map<string, number>()
+      for (const queue of matching) {
+        if (queue.lane === undefined) targets.push(queue)
+        else exchanges.set(queue.lane.exchange, queue.lane.count)
+      }
+      for (const [exchange, count] of exchanges) {
+        const index = laneOfKey(message.headers[entityKeyHeader] ?? "", count)
+        for (const queue of queues.values()) {
+          if (queue.lane?.exchange === exchange && queue.lane.index === index) targets.push(queue)
+        }
+      }
+      return targets
+    }
+
     const publish = (
       batch: ReadonlyArray<OutgoingMessage>
     ): Effect.Effect<void, BrokerUnavailable | PublishRejected> =>
@@ -411,11 +446,12 @@ export const make = (options?: MemoryBrokerOptions): Effect.Effect<{
               headers: { ...published.headers }
             }
             stats.published++
-            const targets = Array.from(queues.values()).filter((queue) =>
+            const matching = Array.from(queues.values()).filter((queue) =>
               Array.from(queue.bindings).some((binding) =>
                 matchesBinding(binding, message.routingKey)
               )
             )
+            const targets = routeToLanes(matching, message)
             if (targets.length === 0) {
               stats.unroutable++
               unroutable.push(message)

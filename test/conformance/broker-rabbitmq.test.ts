@@ -31,6 +31,8 @@ import {
   Broker,
   type Delivery,
   deliveryLimitReason,
+  entityKeyHeader,
+  laneQueues,
   type OutgoingMessage,
   type QueueSpec,
   reasonHeader,
@@ -92,8 +94,13 @@ beforeAll(() => withRawChannel((channel) => channel.checkExchange("amq.topic")),
 
 afterAll(async () => {
   for (const queue of created) {
-    for (const name of [queue, RabbitBroker.deadQueueOf(queue)]) {
+    // a lanes test's `queue` is a service: its lane queues and their exchange go too
+    const lanes = Array.from({ length: 4 }, (_, i) => `${queue}.sync.lane-${i}`)
+    for (const name of [queue, ...lanes].flatMap((name) => [name, RabbitBroker.deadQueueOf(name)])) {
       await withRawChannel((channel) => channel.deleteQueue(name)).catch(() => undefined)
+    }
+    if (queue.includes(".lanes.")) {
+      await withRawChannel((channel) => channel.deleteExchange(`${queue}.lanes`)).catch(() => undefined)
     }
   }
   for (const name of [exchange, deadLetterExchange, replayExchange]) {
@@ -734,4 +741,34 @@ describe("RabbitMQ broker: publishers, least privilege and passive topology", ()
     liveTimeout
   )
   const warnings: Array<string> = []
+})
+
+describe("RabbitMQ ordered lanes topology", () => {
+  it("describes the lanes' consistent-hash exchange, its bindings and single-active-consumer lane queues", () => {
+    const lanes = laneQueues("directory", { name: "directory.sync", bindings: ["accounts.User.*"] }, 2)
+    const description = RabbitBroker.topology({ queues: lanes })
+    assert.deepStrictEqual(description.exchanges.find((e) => e.name === "directory.lanes"), {
+      name: "directory.lanes",
+      type: "x-consistent-hash",
+      durable: true,
+      arguments: { "hash-header": entityKeyHeader }
+    })
+    assert.deepStrictEqual(description.exchangeBindings, [
+      { source: "sync.events", destination: "directory.lanes", routingKey: "accounts.User.*" }
+    ])
+    const lane = description.queues.find((q) => q.name === "directory.sync.lane-1")
+    assert.strictEqual(lane?.arguments["x-single-active-consumer"], true)
+    assert.strictEqual(lane?.arguments["x-queue-type"], "quorum")
+    assert.strictEqual(lane?.arguments["x-dead-letter-routing-key"], "directory.sync.lane-1")
+    assert.deepStrictEqual(
+      description.bindings.filter((b) => b.queue === "directory.sync.lane-1"),
+      [
+        { exchange: "sync.dead", queue: "directory.sync.lane-1.dead", routingKey: "directory.sync.lane-1" },
+        { exchange: "sync.replay", queue: "directory.sync.lane-1", routingKey: "directory.sync.lane-1" },
+        { exchange: "directory.lanes", queue: "directory.sync.lane-1", routingKey: "1" }
+      ].filter((b) => b.queue === "directory.sync.lane-1")
+    )
+    // without lanes, the description has no exchange bindings
+    assert.isUndefined(RabbitBroker.topology({ queues: [{ name: "d.sync", bindings: ["a.#"] }] }).exchangeBindings)
+  })
 })

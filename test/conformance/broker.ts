@@ -23,6 +23,8 @@ import {
   type DeadLetterPage,
   defaultMaxDeadLetterBodyBytes,
   type Delivery,
+  entityKeyHeader,
+  laneQueues,
   maxDeadLetterHeaders,
   maxReasonBytes,
   type OutgoingMessage,
@@ -382,6 +384,76 @@ export const brokerConformance = <R>(
           const seqs = got.filter((d) => d.headers["x-key"] === key).map((d) => Number(d.headers["x-seq"]))
           assert.deepStrictEqual(seqs, Array.from({ length: 30 }, (_, i) => i), `order of ${key}`)
         }
+      }))
+
+    test("ordered lanes: a key stays in one lane, one instance at a time takes a lane, in order; another takes over", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const q = fresh("lanes")
+        const lanes = laneQueues(q.name, { name: `${q.name}.sync`, bindings: [`${q.prefix}.#`] }, 4)
+        yield* Effect.forEach(lanes, (lane) => broker.declare(lane), { discard: true })
+        const keys = range(8, "key")
+        const batch = (from: number, to: number) =>
+          Array.from({ length: to - from }, (_, i) => i + from).flatMap((n) =>
+            keys.map((key) => message(`${key}/${n}`, `${q.prefix}.User.updated`, { [entityKeyHeader]: key }))
+          )
+        interface Receipt {
+          readonly instance: string
+          readonly lane: string
+          readonly id: string
+          readonly redelivered: boolean
+        }
+        const receipts: Array<Receipt> = []
+        // the last message of each key in the first batch is held (never acked) by the first instance
+        const held = new Set(keys.map((key) => `${key}/4`))
+        const instance = (name: string) =>
+          Effect.forkChild(
+            Effect.forEach(lanes, (lane) =>
+              broker.subscribe(lane, { prefetch: 100 }).pipe(
+                Stream.runForEach((d) =>
+                  Effect.andThen(
+                    Effect.sync(() =>
+                      receipts.push({ instance: name, lane: lane.name, id: d.messageId, redelivered: d.redelivered })
+                    ),
+                    name === "a" && held.has(d.messageId) ? Effect.void : d.ack
+                  )
+                )
+              ), { concurrency: "unbounded", discard: true }),
+            { startImmediately: true }
+          )
+        const until = (what: string, done: () => boolean) =>
+          within(
+            () => `${what} (${receipts.length} received)`,
+            Effect.gen(function*() {
+              while (!done()) yield* options.pause
+            })
+          )
+        const a = yield* instance("a")
+        yield* publishRetrying(batch(0, 5))
+        yield* until("the first batch at instance a", () => receipts.length === 40)
+        const b = yield* instance("b")
+        // b waits while a is the active consumer of every lane
+        for (let i = 0; i < 5; i++) yield* options.pause
+        assert.strictEqual(receipts.filter((r) => r.instance === "b").length, 0)
+        yield* Fiber.interrupt(a)
+        yield* publishRetrying(batch(5, 10))
+        yield* until("the held messages and the second batch at instance b", () => receipts.length === 88)
+        const laneOf = new Map<string, string>()
+        for (const key of keys) {
+          const mine = receipts.filter((r) => r.id.startsWith(`${key}/`))
+          // one lane per key, and that lane's messages in order: a up to the held one, then b from it
+          assert.strictEqual(new Set(mine.map((r) => r.lane)).size, 1, key)
+          laneOf.set(key, mine[0]!.lane)
+          const byA = mine.filter((r) => r.instance === "a").map((r) => r.id)
+          const byB = mine.filter((r) => r.instance === "b")
+          const ids = Array.from({ length: 10 }, (_, n) => `${key}/${n}`)
+          assert.deepStrictEqual(byA, ids.slice(0, 5))
+          assert.deepStrictEqual(byB.map((r) => r.id), ids.slice(4))
+          assert.isTrue(byB[0]!.redelivered, `${key}: the held message is redelivered`)
+        }
+        // keys spread over more than one lane
+        assert.isAbove(new Set(laneOf.values()).size, 1)
+        yield* Fiber.interrupt(b)
       }))
 
     test("pipelined publishes keep their order: calls begun one after another, awaiting confirms together", () =>
