@@ -120,6 +120,17 @@ export interface ConsumerOptions<R> {
    * twice: the version guard classifies it as stale.
    */
   readonly retention?: Duration.Input
+  /**
+   * Ordered lanes (default none: one queue `<service>.sync` with competing instances): the service's
+   * events are spread by entity over this many lane queues `<service>.sync.lane-<i>` behind its
+   * consistent-hash exchange `<service>.lanes` (`Broker.laneQueues`; on RabbitMQ the
+   * `rabbitmq_consistent_hash_exchange` plugin). Each lane has one active instance at a time, so an
+   * entity's events are handled by one instance, in the order the relays published them (with
+   * `RelayOptions.orderedByEntity`, version order); a lane moves to another instance when its consumer
+   * goes. Every instance of the service must use the same count (changing it re-maps the keys: drain the
+   * lanes first). `prefetch` is shared over the lanes.
+   */
+  readonly lanes?: number
 }
 
 const defaults = SyncConfig.consumerDefaults
@@ -161,6 +172,19 @@ export const queueOf = (service: string, subscriptions: ReadonlyArray<Subscripti
   name: `${service}.sync`,
   bindings: subscriptions.map((s) => `${s.contract.owner}.${s.contract.name}.*`)
 })
+
+/**
+ * The queues a consuming service reads: `queueOf`, or with `lanes` its lane queues
+ * (`<service>.sync.lane-<i>`, see `Broker.laneQueues`), whose names `DeadLetters` and the CLI take.
+ */
+export const queuesOf = (
+  service: string,
+  subscriptions: ReadonlyArray<Subscription<unknown>>,
+  lanes?: number
+): ReadonlyArray<Broker.QueueSpec> => {
+  const queue = queueOf(service, subscriptions)
+  return lanes === undefined ? [queue] : Broker.laneQueues(service, queue, lanes)
+}
 
 /** Why a consumer is paused (R12): the dependency that does not answer, since when, and its last error. */
 export interface Paused {
@@ -207,8 +231,8 @@ export class SyncConsumer extends Context.Service<SyncConsumer, {
 class BatchConflict extends Data.TaggedError("BatchConflict")<{}> {}
 
 /**
- * Starts a consumer in the current scope: it subscribes to `<service>.sync` (reconnecting on broker
- * errors) and works off parked events. Interrupting the scope stops it; unsettled deliveries are redelivered.
+ * Starts a consumer in the current scope: it subscribes to `<service>.sync`, or to its lanes (`lanes`),
+ * reconnecting on broker errors, and works off parked events. Interrupting the scope stops it; unsettled deliveries are redelivered.
  */
 export const make = <R>(
   options: ConsumerOptions<R>
@@ -882,14 +906,19 @@ export const make = <R>(
       batchSize: Math.max(1, Math.floor(options.batchSize ?? defaults.batchSize)),
       batchWindow: Duration.fromInputUnsafe(options.batchWindow ?? defaults.batchWindow)
     }
-    const queue = queueOf(consumer, options.subscriptions)
-    const consume = Effect.scoped(Effect.gen(function*() {
-      const deliveries = yield* Stream.toQueue(
-        broker.subscribe(queue, { prefetch: options.prefetch ?? defaults.prefetch }),
-        {
-          capacity: "unbounded"
-        }
+    const queues = queuesOf(consumer, options.subscriptions, options.lanes)
+    const prefetch = options.prefetch ?? defaults.prefetch
+    // with lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
+    // maybe none, maybe all) and their deliveries go into one pipeline: an entity is in one lane only
+    const subscription = queues.length === 1
+      ? broker.subscribe(queues[0]!, { prefetch })
+      : Stream.mergeAll(
+        queues.map((lane) => broker.subscribe(lane, { prefetch: Math.max(1, Math.ceil(prefetch / queues.length)) })),
+        { concurrency: "unbounded" }
       )
+    const declareQueues = Effect.forEach(queues, (queue) => broker.declare(queue), { discard: true })
+    const consume = Effect.scoped(Effect.gen(function*() {
+      const deliveries = yield* Stream.toQueue(subscription, { capacity: "unbounded" })
       received = deliveries
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
@@ -904,10 +933,11 @@ export const make = <R>(
         Effect.provideContext(context),
         Effect.forkScoped
       )
-    yield* broker.declare(queue).pipe(
+    yield* declareQueues.pipe(
       Effect.tapError((error) =>
         Effect.logWarning(
-          `consumer "${consumer}": cannot declare its queue ${queue.name}; retrying every second`,
+          `consumer "${consumer}": cannot declare its queue ${queues[0]?.name ?? ""}` +
+            `${queues.length > 1 ? ` (and its ${queues.length} lanes)` : ""}; retrying every second`,
           error
         )
       ),
@@ -934,7 +964,7 @@ export const make = <R>(
         }
         yield* Effect.sleep(Duration.millis(delay))
         delay = Math.min(delay * 2, 5_000)
-        if (Exit.isSuccess(yield* Effect.exit(broker.declare(queue)))) {
+        if (Exit.isSuccess(yield* Effect.exit(declareQueues))) {
           delay = 100
           brokerOutage = undefined
           yield* Effect.logInfo(`consumer "${consumer}": the broker answers again; consuming`)
