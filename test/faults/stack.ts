@@ -124,6 +124,8 @@ export const tables = (names: Names) => ({
   outbox: `${names.ownerPrefix}outbox`,
   source: `${names.ownerPrefix}source`,
   inbox: `${names.consumerPrefix}inbox`,
+  waiting: `${names.consumerPrefix}waiting`,
+  dead: `${names.consumerPrefix}dead`,
   copies: `${names.consumerPrefix}copies`
 })
 

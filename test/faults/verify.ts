@@ -7,7 +7,7 @@ import { assert } from "@effect/vitest"
 import { Clock, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import * as Metrics from "../../src/Metrics.ts"
-import { appliesTable } from "./contract.ts"
+import { appliesTable, entities, Group, Item } from "./contract.ts"
 import { queueState } from "./rabbit.ts"
 import { type Names, tables } from "./stack.ts"
 import type { WriteStreamResult } from "./writer.ts"
@@ -29,11 +29,102 @@ export const Tally = Schema.Struct({
   /** Applies beyond the first of a message id. */
   duplicates: Schema.Int,
   /** Applies of message ids that are not in the outbox. */
-  foreign: Schema.Int
+  foreign: Schema.Int,
+  /** Copies (not tombstones) that reference a dependency with no copy, or a tombstone (R5). */
+  dangling: Schema.Int,
+  /** Events given up on (dead rows of the consumer's inbox). */
+  dead: Schema.Int
 })
 export type Tally = typeof Tally.Type
 
 const decodeTally = Schema.decodeUnknownEffect(Schema.Array(Tally))
+
+/**
+ * Counts the rows of `table` (copies, or the owner's rows) of items that are not tombstones and whose
+ * `groupId` names a group with no row there, or a tombstone.
+ */
+const danglingQuery = (sql: SqlClient.SqlClient, table: string) =>
+  sql`SELECT count(*) FROM ${sql(table)} i WHERE i.entity = ${Item.name} AND i.state <> 'deleted'
+    AND i.payload ->> 'groupId' IS NOT NULL AND NOT EXISTS (
+      SELECT 1 FROM ${sql(table)} g WHERE g.entity = ${Group.name} AND g.id = i.payload ->> 'groupId'
+        AND g.state <> 'deleted')`
+
+const decodeCount = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ n: Schema.Int })))
+const count = (rows: Effect.Effect<ReadonlyArray<unknown>, unknown>) =>
+  rows.pipe(Effect.flatMap(decodeCount), Effect.map((r) => r[0]?.n ?? 0))
+
+/**
+ * Copies of items that reference a missing group right now (one statement, so one snapshot): R5 says there
+ * are none at any moment.
+ */
+export const danglingCopies = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<number, unknown> =>
+  count(sql`SELECT (${danglingQuery(sql, tables(names).copies)})::int AS n`)
+
+/** The table where `recordParks` logs every event the consumer parks. */
+const parksTable = "faults_parks"
+
+/**
+ * Logs every event the consumer parks in the inbox (a trigger on inserts into its waiting table), with the
+ * backend of the connection that first parked it, so that a test can tell which process parked and which
+ * applied each parked event (the applies table has the process id and the backend of each apply).
+ */
+export const recordParks = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<void, unknown> =>
+  Effect.gen(function*() {
+    const waiting = sql(tables(names).waiting)
+    yield* sql`CREATE TABLE ${sql(parksTable)} (
+      message_id text PRIMARY KEY, parks integer NOT NULL, backend integer NOT NULL
+    )`
+    yield* sql`CREATE FUNCTION faults_log_park() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO ${sql(parksTable)} (message_id, parks, backend) VALUES (NEW.message_id, 1, pg_backend_pid())
+          ON CONFLICT (message_id) DO UPDATE SET parks = ${sql(parksTable)}.parks + 1;
+        RETURN NEW;
+      END $$`
+    yield* sql`CREATE TRIGGER faults_log_park AFTER INSERT ON ${waiting} FOR EACH ROW EXECUTE FUNCTION faults_log_park()`
+  })
+
+const ParkRow = Schema.Struct({ pid: Schema.NullOr(Schema.Int), entity: Schema.NullOr(Schema.String), n: Schema.Int })
+const decodeParkRows = Schema.decodeUnknownEffect(Schema.Array(ParkRow))
+
+/** What became of the parked events (needs `recordParks`). */
+export interface ParkFigures {
+  /** Events parked at least once, and parks in all (an event parked again counts again). */
+  readonly parkedEvents: number
+  readonly parks: number
+  /** Events still waiting in the inbox. */
+  readonly waiting: number
+  /** Applies of parked events, by the process that applied them. */
+  readonly appliedBy: ReadonlyArray<{ readonly pid: number | null; readonly entity: string | null; readonly n: number }>
+  /**
+   * Parked events applied by another process than the one that first parked them (the parking process is
+   * known by its backend, from the applies made on that connection), and those whose parking process is
+   * unknown (its connection applied nothing).
+   */
+  readonly appliedElsewhere: number
+  readonly parkerUnknown: number
+}
+
+/** Reads what became of the parked events. */
+export const parkFigures = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<ParkFigures, unknown> =>
+  Effect.gen(function*() {
+    const parkedEvents = yield* count(sql`SELECT count(*)::int AS n FROM ${sql(parksTable)}`)
+    const parks = yield* count(sql`SELECT coalesce(sum(parks), 0)::int AS n FROM ${sql(parksTable)}`)
+    const waiting = yield* count(sql`SELECT count(*)::int AS n FROM ${sql(tables(names).waiting)}`)
+    const appliedBy = yield* sql`SELECT a.pid, a.entity, count(*)::int AS n FROM ${sql(appliesTable)} a
+      JOIN ${sql(parksTable)} p ON p.message_id = a.message_id GROUP BY a.pid, a.entity ORDER BY a.pid, a.entity`
+      .pipe(Effect.flatMap(decodeParkRows))
+    const parker = sql`SELECT DISTINCT b.pid FROM ${sql(appliesTable)} b WHERE b.backend = p.backend`
+    const appliedElsewhere = yield* count(sql`SELECT count(*)::int AS n FROM ${sql(parksTable)} p
+      JOIN ${sql(appliesTable)} a ON a.message_id = p.message_id
+      WHERE EXISTS (${parker}) AND a.pid NOT IN (${parker})`)
+    const parkerUnknown = yield* count(sql`SELECT count(*)::int AS n FROM ${sql(parksTable)} p
+      WHERE NOT EXISTS (${parker})`)
+    return { parkedEvents, parks, waiting, appliedBy, appliedElsewhere, parkerUnknown }
+  })
+
+/** The owner's items that are not tombstones and reference a group that is not live or soft-deleted. */
+export const danglingOwned = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<number, unknown> =>
+  count(sql`SELECT (${danglingQuery(sql, tables(names).source)})::int AS n`)
 
 /** Reads the tally in one statement. */
 export const tally = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<Tally, unknown> => {
@@ -54,13 +145,15 @@ export const tally = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<Tal
       (SELECT coalesce(sum(n - 1), 0) FROM (
         SELECT count(*) AS n FROM ${applies} GROUP BY message_id HAVING count(*) > 1) d)::int AS duplicates,
       (SELECT count(*) FROM ${applies} a WHERE NOT EXISTS (
-        SELECT 1 FROM ${sql(t.outbox)} o WHERE o.message_id = a.message_id))::int AS foreign`.pipe(
+        SELECT 1 FROM ${sql(t.outbox)} o WHERE o.message_id = a.message_id))::int AS foreign,
+      (${danglingQuery(sql, t.copies)})::int AS dangling,
+      (SELECT count(*) FROM ${sql(t.dead)})::int AS dead`.pipe(
     Effect.flatMap(decodeTally),
     Effect.flatMap((rows) => rows[0] === undefined ? Effect.die(new Error("no tally row")) : Effect.succeed(rows[0]))
   )
 }
 
-const isQuiet = (t: Tally) => t.pending === 0 && t.unreceived === 0 && t.differing === 0
+const isQuiet = (t: Tally) => t.pending === 0 && t.unreceived === 0 && t.differing === 0 && t.dangling === 0
 
 /** The tally once the system is quiet (or stuck), with how it got there. */
 export interface Outcome extends Tally {
@@ -71,6 +164,8 @@ export interface Outcome extends Tally {
   /** Messages ready in the consumer's queue, and its consumers, when the waiting ended. */
   readonly ready: number
   readonly consumers: number
+  /** The most copies referencing a missing dependency seen in any poll (R5: always 0). */
+  readonly danglingSeen: number
 }
 
 /**
@@ -93,8 +188,10 @@ export const awaitQuiescence = (
     const start = yield* Clock.currentTimeMillis
     let lastProgress = start
     let last = ""
+    let danglingSeen = 0
     while (true) {
       const t = yield* tally(sql, names)
+      danglingSeen = Math.max(danglingSeen, t.dangling)
       const queue = yield* queueState(names.queue, options.amqpUrl)
       const now = yield* Clock.currentTimeMillis
       const state = [t.pending, t.unreceived, t.differing, t.applies, queue.ready].join()
@@ -104,7 +201,9 @@ export const awaitQuiescence = (
       const stalled = !quiet && now - lastProgress > (options.stallSeconds ?? 20) * 1000
       if (quiet || stalled || now - start > (options.timeoutSeconds ?? 90) * 1000) {
         yield* Effect.sleep("1 second")
-        return { ...(yield* tally(sql, names)), settleSeconds: (now - start) / 1000, stalled, ...queue }
+        const final = yield* tally(sql, names)
+        danglingSeen = Math.max(danglingSeen, final.dangling)
+        return { ...final, settleSeconds: (now - start) / 1000, stalled, ...queue, danglingSeen }
       }
       yield* Effect.sleep("200 millis")
     }
@@ -124,7 +223,11 @@ export const judge = (
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
     const lost = t.unreceived + t.differing
-    const outcome = (kind: Metrics.Outcome) => Metrics.outcomeCount(names.service, "Item", kind)
+    const outcome = (kind: Metrics.Outcome) =>
+      Effect.map(
+        Effect.forEach(entities, (entity) => Metrics.outcomeCount(names.service, entity, kind)),
+        (counts) => counts.reduce((a, b) => a + b, 0)
+      )
     const redelivered = options.consumerInProcess === false
       ? ""
       : `, redeliveries deduped ${yield* outcome("duplicate")}, stale ${yield* outcome("stale")}`
@@ -154,4 +257,5 @@ export const judge = (
     assert.strictEqual(t.pending, 0, "unpublished outbox rows")
     assert.strictEqual(t.foreign, 0, "applies of unknown message ids")
     assert.strictEqual(t.copied, t.owned, "copies vs owner rows")
+    assert.strictEqual(t.danglingSeen, 0, "copies referencing a missing dependency")
   })
