@@ -127,8 +127,9 @@ export interface ConsumerOptions<R> {
    * `rabbitmq_consistent_hash_exchange` plugin). Each lane has one active instance at a time, so an
    * entity's events are handled by one instance, in the order the relays published them (with
    * `RelayOptions.orderedByEntity`, version order); a lane moves to another instance when its consumer
-   * goes. Every instance of the service must use the same count (changing it re-maps the keys: drain the
-   * lanes first). `prefetch` is shared over the lanes.
+   * goes; an instance applies the lanes it holds side by side, each with a delivery loop of its own. Every
+   * instance of the service must use the same count (changing it re-maps the keys: drain the lanes
+   * first). `prefetch` is shared over the lanes.
    */
   readonly lanes?: number
 }
@@ -296,12 +297,15 @@ export const make = <R>(
       })
     })
 
-    /** The deliveries received and not taken yet, while the delivery loop runs. */
-    let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
+    /** The deliveries received and not taken yet, while the delivery loops run (one per queue or lane). */
+    const received = new Set<Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>>()
 
     /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
     const releaseHeld = Effect.gen(function*() {
-      const waiting = received === undefined ? [] : yield* Queue.clear(received).pipe(Effect.orElseSucceed(() => []))
+      const waiting = (yield* Effect.forEach(
+        Array.from(received),
+        (deliveries) => Queue.clear(deliveries).pipe(Effect.orElseSucceed(() => []))
+      )).flat()
       const held = [...unsettled.keys(), ...waiting]
       yield* Effect.forEach(held, (delivery) =>
         delivery.release.pipe(
@@ -908,25 +912,27 @@ export const make = <R>(
     }
     const queues = queuesOf(consumer, options.subscriptions, options.lanes)
     const prefetch = options.prefetch ?? defaults.prefetch
-    // with lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
-    // maybe none, maybe all) and their deliveries go into one pipeline: an entity is in one lane only
-    const subscription = queues.length === 1
-      ? broker.subscribe(queues[0]!, { prefetch })
-      : Stream.mergeAll(
-        queues.map((lane) => broker.subscribe(lane, { prefetch: Math.max(1, Math.ceil(prefetch / queues.length)) })),
-        { concurrency: "unbounded" }
-      )
+    const lanePrefetch = Math.max(1, Math.ceil(prefetch / queues.length))
     const declareQueues = Effect.forEach(queues, (queue) => broker.declare(queue), { discard: true })
-    const consume = Effect.scoped(Effect.gen(function*() {
-      const deliveries = yield* Stream.toQueue(subscription, { capacity: "unbounded" })
-      received = deliveries
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          received = undefined
+    const consumeFrom = (queue: Broker.QueueSpec) =>
+      Effect.scoped(Effect.gen(function*() {
+        const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: lanePrefetch }), {
+          capacity: "unbounded"
         })
-      )
-      return yield* Effect.forever(Effect.flatMap(DeliveryBatches.next(deliveries, batches), settleBatch))
-    })).pipe(Pull.catchDone(() => Effect.void))
+        received.add(deliveries)
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            received.delete(deliveries)
+          })
+        )
+        return yield* Effect.forever(Effect.flatMap(DeliveryBatches.next(deliveries, batches), settleBatch))
+      })).pipe(Pull.catchDone(() => Effect.void))
+    // with lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
+    // maybe none, maybe all) and each lane has a delivery loop of its own: the lanes this instance holds
+    // are applied side by side (an entity is in one lane only), each in its order
+    const consume = queues.length === 1
+      ? consumeFrom(queues[0]!)
+      : Effect.forEach(queues, consumeFrom, { concurrency: "unbounded", discard: true })
 
     const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
       Supervisor.restarting(`consumer "${consumer}": ${name}`, effect).pipe(

@@ -228,6 +228,16 @@ describe("ordered lanes on PostgreSQL and RabbitMQ", () => {
             { concurrency: "unbounded" }
           )
         )
+        // every lane has its active consumer: RabbitMQ gives a lane to the first instance that subscribed to
+        // it (an instance that connected first may hold them all); each instance applies its lanes side by side
+        for (let attempt = 0;; attempt++) {
+          const holding = yield* activeLanes
+          if ([...holding.values()].reduce((n, held) => n + held.length, 0) === lanes) break
+          if (attempt >= 100) {
+            return yield* Effect.die(new Error(`lanes without a consumer: ${JSON.stringify([...holding])}`))
+          }
+          yield* Effect.sleep("100 millis")
+        }
 
         // phase 1: creates and half of the updates
         yield* write(companies.createMany(ids.map((id) => ({ id, name: `${id} v1` }))))

@@ -227,6 +227,8 @@ export const claimDueOrderedFunction = (t: Tables.Tables): string => `${t.prefix
  *   broker in order whatever the number of relays. Ordered claims run one at a time
  *   (`pg_advisory_xact_lock`, keyed by the function's name): two concurrent claims would each see the
  *   other's rows as free. The lock is held for the claim's statement only, never while publishing.
+ *   `OFFSET 0` keeps the check a probe of that index per candidate row: as an anti-join the planner reads
+ *   every unpublished row on each claim (100 000 unpublished rows: 9 ms a claim instead of 0.7 ms).
  */
 const orderedClaims = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
@@ -256,6 +258,7 @@ const orderedClaims = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError,
                   AND (p.envelope ->> 'entityId') = (o.envelope ->> 'entityId')
                   AND p.seq < o.seq
                   AND (p.next_attempt_at > now_millis OR p.claimed_until > now_millis)
+                OFFSET 0
               )
             ORDER BY o.seq
             LIMIT max_rows
