@@ -11,28 +11,31 @@ import { SqlClient } from "effect/sql"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import type { Topology } from "../../src/amqp/RabbitConfig.ts"
 import type { Broker } from "../../src/Broker.ts"
+import type { Envelope } from "../../src/Envelope.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Relay from "../../src/Relay.ts"
 import * as Subscription from "../../src/Subscription.ts"
 import * as SyncConsumer from "../../src/SyncConsumer.ts"
 import { ownerSide } from "../harness.ts"
-import { appliesTable, Item, owner } from "./contract.ts"
+import { appliesTable, Group, Item, owner } from "./contract.ts"
 import { type Names, pool, roles } from "./stack.ts"
 
 /** Entity ids whose applies fail (with a defect) while they are in the set. */
 export type Failing = Set<string>
 
-/** The consumer's subscriptions: `Item`, recording every apply; a defect for the ids in `failing`. */
-export const subscriptionsFailing = (failing: Failing) => [
-  Subscription.subscribe(Item, {
-    handler: ({ envelope }) =>
-      failing.has(envelope.entityId)
-        ? Effect.die(new Error(`the handler fails for ${envelope.entityId} (injected by the test)`))
-        : Effect.flatMap(SqlClient.SqlClient, (sql) =>
-          sql`INSERT INTO ${sql(appliesTable)} (message_id, entity_id, version)
-            VALUES (${envelope.messageId}, ${envelope.entityId}, ${envelope.version})`.pipe(Effect.asVoid))
-  })
-]
+/**
+ * The consumer's subscriptions: `Group` (its dependency) and `Item`, recording every apply; a defect for the
+ * ids in `failing`.
+ */
+export const subscriptionsFailing = (failing: Failing) => {
+  const handler = ({ envelope }: { readonly envelope: Envelope }) =>
+    failing.has(envelope.entityId)
+      ? Effect.die(new Error(`the handler fails for ${envelope.entityId} (injected by the test)`))
+      : Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql`INSERT INTO ${sql(appliesTable)} (message_id, entity_id, version)
+          VALUES (${envelope.messageId}, ${envelope.entityId}, ${envelope.version})`.pipe(Effect.asVoid))
+  return [Subscription.subscribe(Group, { handler }), Subscription.subscribe(Item, { handler })]
+}
 
 /** The broker of one login: `url` on the test's virtual host, default exchange names. */
 export const brokerOf = (url: string, topology: Topology, connectionName: string): Layer.Layer<Broker> =>
