@@ -221,7 +221,7 @@ const attributes: Readonly<Record<string, { readonly description: string } & Jso
   },
   source: {
     description: "The owner service that published the event (a URI-reference): the contract's owner (R1, R11).",
-    pattern: "^(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})+$"
+    pattern: Envelope.uriReference.source
   },
   type: {
     description: "`entitysync.<Entity>.<action>`, also the AMQP `type` property. The action is created, " +
@@ -292,7 +292,7 @@ const cloudEventSchema = (): JsonObject => {
     type: "object",
     properties: described,
     required: generated.required ?? [],
-    propertyNames: { pattern: "^[a-z0-9]+$" },
+    propertyNames: { pattern: Envelope.attributeName.source },
     additionalProperties: { description: extensionDescription },
     not: {
       description: "`reset` is only allowed with `forcesync`.",

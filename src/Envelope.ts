@@ -204,7 +204,7 @@ const attributes: ReadonlySet<string> = new Set([
 ])
 
 /** What CloudEvents allows as an attribute name: lower-case ASCII letters and digits. */
-const attributeName = /^[a-z0-9]+$/
+export const attributeName = /^[a-z0-9]+$/
 
 /** The longest extension attribute name carried as request context (CloudEvents: at most 20 characters). */
 export const maxExtensionNameLength = 20
@@ -237,9 +237,11 @@ const isOtherAttribute = (key: string, value: unknown): boolean =>
     ? typeof value === "string" && absoluteUri.test(value)
     : key !== "schemaurl" && (typeof value !== "number" || Number.isInteger(value))
 
-// A URI-reference of unreserved and sub-delimiter characters, `:`, `@`, `/` and percent-escapes: what a
-// service name may be as the CloudEvents `source`.
-const uriReference = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})+$/
+/**
+ * A URI-reference of unreserved and sub-delimiter characters, `:`, `@`, `/` and percent-escapes: what a
+ * service name may be as the CloudEvents `source`.
+ */
+export const uriReference = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})+$/
 const isSource = (u: unknown): u is string => isNonEmpty(u) && uriReference.test(u)
 
 const isDataContentType = (u: unknown): boolean =>
