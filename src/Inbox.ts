@@ -116,6 +116,11 @@ export const matchesDeadRow = (filter: DeadRowFilter | undefined) => (row: DeadR
     (filter.to === undefined || row.lastSeenAt < filter.to) &&
     (filter.messageIds === undefined || filter.messageIds.includes(row.messageId)))
 
+/** An entity and the lowest version among its parked events (`Inbox.earliestWaiting`). */
+export interface WaitingVersion extends EntityRef {
+  readonly version: number
+}
+
 /** The inbox store shared by the consumers of one service. */
 export class Inbox extends Context.Service<Inbox, {
   /** Records a message as received; false when it was recorded before (a duplicate). */
@@ -144,6 +149,15 @@ export class Inbox extends Context.Service<Inbox, {
    */
   readonly claimDue: (consumer: string, now: number, limit: number, leaseMillis: number) => Effect.Effect<
     ReadonlyArray<WaitingRow>,
+    SqlError.SqlError
+  >
+  /**
+   * The lowest version among the parked events of each of `refs` (the event's own entity, not what it
+   * waits for); entities without parked events are left out. Ordered lanes park an event behind an
+   * earlier parked event of its entity.
+   */
+  readonly earliestWaiting: (consumer: string, refs: ReadonlyArray<EntityRef>) => Effect.Effect<
+    ReadonlyArray<WaitingVersion>,
     SqlError.SqlError
   >
   /** When the earliest waiting row is due and not held by a claim, if any. */

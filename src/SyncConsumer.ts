@@ -127,9 +127,11 @@ export interface ConsumerOptions<R> {
    * `rabbitmq_consistent_hash_exchange` plugin). Each lane has one active instance at a time, so an
    * entity's events are handled by one instance, in the order the relays published them (with
    * `RelayOptions.orderedByEntity`, version order); a lane moves to another instance when its consumer
-   * goes; an instance applies the lanes it holds side by side, each with a delivery loop of its own. Every
-   * instance of the service must use the same count (changing it re-maps the keys: drain the lanes
-   * first). `prefetch` is shared over the lanes.
+   * goes; an instance applies the lanes it holds side by side, each with a delivery loop of its own. An
+   * event waits behind an earlier event of its entity that waits for a dependency (in process, or parked
+   * in the inbox, on any instance), so handlers see each entity's versions in order. Every instance of the
+   * service must use the same count (changing it re-maps the keys: drain the lanes first). `prefetch` is
+   * shared over the lanes.
    */
   readonly lanes?: number
 }
@@ -259,6 +261,9 @@ export const make = <R>(
     }
     // events of a batch that wait for a dependency, in process, while the next batches go on
     const waiters = yield* FiberSet.make<void, never>()
+    // Ordered lanes: an event waits behind an earlier event of its entity that waits, in process or parked,
+    // so that the handlers see each entity's versions in order.
+    const ordered = options.lanes !== undefined
 
     const routes = new Map(options.subscriptions.map((s) => [s.contract.name, s]))
     for (const s of options.subscriptions) {
@@ -441,6 +446,13 @@ export const make = <R>(
         attempts
       })
 
+    // Ordered lanes: whether an earlier event of the event's entity is parked.
+    const parkedBefore = (envelope: Envelope.Envelope) =>
+      Effect.map(
+        inbox.earliestWaiting(consumer, [Decision.selfRef(envelope)]),
+        (rows) => rows.some((row) => row.version < envelope.version)
+      )
+
     // Parks the event, or dead-letters it when the schedule is spent. Runs inside the transaction.
     const parkOrDeadLetter = (a: Attempt, missing: ReadonlyArray<EntityRef>) =>
       Effect.gen(function*() {
@@ -476,6 +488,10 @@ export const make = <R>(
         const fresh = a.parked === null
           ? inbox.record(consumer, envelope.messageId)
           : inbox.release(consumer, envelope.messageId)
+        if (ordered && (yield* parkedBefore(envelope))) {
+          if (!(yield* fresh)) return Verdict.duplicate
+          return yield* parkOrDeadLetter({ ...a, mayPark: true }, [Decision.selfRef(envelope)])
+        }
         let facts: Decision.Facts = { current: yield* copies.get(envelope.entity, envelope.entityId, "forUpdate") }
         let decision = Decision.decide(envelope, facts, !a.mayPark)
         while (decision._tag === "ask") {
@@ -722,6 +738,13 @@ export const make = <R>(
         for (const row of yield* copies.getMany(selves, "forUpdate")) state.set(Decision.refKey(row), row)
         for (const row of yield* copies.getMany(dependencies, "forShare")) state.set(Decision.refKey(row), row)
         const fresh = new Set(yield* inbox.recordMany(consumer, items.map((item) => item.envelope.messageId)))
+        // ordered lanes: the lowest parked version of each entity; events after it wait behind it
+        const parkedFrom = new Map<string, number>()
+        if (ordered) {
+          for (const row of yield* inbox.earliestWaiting(consumer, selves)) {
+            parkedFrom.set(Decision.refKey(row), row.version)
+          }
+        }
 
         const writes = new Map<string, { readonly row: CopyRow; readonly guard: Guard }>()
         const handlers: Array<Effect.Effect<void, HandlerError, R>> = []
@@ -738,8 +761,20 @@ export const make = <R>(
         let pending = items.map((_, i) => i)
         while (pending.length > 0) {
           const waiting: Array<number> = []
+          // ordered lanes: the entities with an event that waits in this pass
+          const held = new Set<string>()
           for (const i of pending) {
             const { envelope, key, prepared } = items[i]!
+            if (ordered && (held.has(key) || (parkedFrom.get(key) ?? Infinity) < envelope.version)) {
+              if (!fresh.has(envelope.messageId)) {
+                verdicts[i] = Verdict.duplicate
+                continue
+              }
+              held.add(key)
+              verdicts[i] = { _tag: "missing", error: missingError(envelope, [Decision.selfRef(envelope)], 1) }
+              waiting.push(i)
+              continue
+            }
             // a message stays fresh until its event is settled: one that waits gets another pass
             let facts: Decision.Facts = { current: state.get(key) ?? null }
             let decision = Decision.decide(envelope, facts, false)
@@ -767,6 +802,7 @@ export const make = <R>(
               case "missing":
                 verdicts[i] = { _tag: "missing", error: missingError(envelope, decision.missing, 1) }
                 waiting.push(i)
+                held.add(key)
                 continue
             }
             fresh.delete(envelope.messageId)
@@ -789,6 +825,32 @@ export const make = <R>(
           : verdicts
       })
 
+    // Ordered lanes: per entity, the events settling on their own, the first in process and the others
+    // queued behind it in arrival (version) order; an entity is here while one of its events is.
+    const settling = new Map<string, Array<{ readonly item: Item; readonly span: Tracer.Span | undefined }>>()
+    const settleInOrder = (item: Item, span: Tracer.Span | undefined) =>
+      Effect.suspend(() => {
+        const queued = settling.get(item.key)
+        if (queued !== undefined) {
+          queued.push({ item, span })
+          return Effect.void
+        }
+        const queue = [{ item, span }]
+        settling.set(item.key, queue)
+        const drain = Effect.whileLoop({
+          while: () => queue.length > 0,
+          body: () => {
+            const next = queue.shift()!
+            return settleOne(next.item, next.span)
+          },
+          step: () => {}
+        }).pipe(Effect.ensuring(Effect.sync(() => settling.delete(item.key))))
+        return Effect.asVoid(FiberSet.run(waiters, drain))
+      })
+    // An event that settles on its own while the next batches go on.
+    const settleAside = (item: Item, span: Tracer.Span | undefined) =>
+      ordered ? settleInOrder(item, span) : Effect.asVoid(FiberSet.run(waiters, settleOne(item, span)))
+
     /**
      * A batch of decoded deliveries in one transaction, in arrival order with the events of one entity in
      * version order. Events that must wait for a dependency continue on their own. If the database is down,
@@ -806,28 +868,37 @@ export const make = <R>(
             if (!unsettled.has(item.delivery)) yield* Verdict.endSpan(spans.get(item), { outcome: "released" }, false)
           }
         }
-        if (held.length === 0) return
-        const ordered = Decision.inEntityVersionOrder(held, (item) => item.envelope.version)
+        // ordered lanes: an entity's events queue behind the one settling on its own
+        const inBatch: Array<Item> = []
+        for (const item of held) {
+          if (ordered && settling.has(item.key)) yield* settleInOrder(item, spans?.get(item))
+          else inBatch.push(item)
+        }
+        if (inBatch.length === 0) return
+        const batch = Decision.inEntityVersionOrder(inBatch, (item) => item.envelope.version)
         const now = yield* Clock.currentTimeMillis
-        const keys = [...new Set(held.map((item) => item.key))]
-        const exit = yield* Effect.exit(withKeys(keys, transactor.withTransaction(applyAll(ordered, now))))
+        const keys = [...new Set(batch.map((item) => item.key))]
+        const exit = yield* Effect.exit(withKeys(keys, transactor.withTransaction(applyAll(batch, now))))
         if (Exit.isFailure(exit)) {
           if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
-          if (yield* pause.pausedBy(problemOf(exit.cause).defect)) return yield* applyBatch(ordered, spans)
+          if (yield* pause.pausedBy(problemOf(exit.cause).defect)) return yield* applyBatch(batch, spans)
           yield* Effect.logDebug("consumer: batch failed; applying its events one by one", exit.cause)
-          return yield* Effect.forEach(ordered, (item) => settleOne(item, spans?.get(item)), {
+          if (ordered) {
+            return yield* Effect.forEach(batch, (item) => settleInOrder(item, spans?.get(item)), { discard: true })
+          }
+          return yield* Effect.forEach(batch, (item) => settleOne(item, spans?.get(item)), {
             concurrency: "unbounded",
             discard: true
           })
         }
         const verdicts = exit.value
-        yield* reportAll(ordered.map((item) => item.envelope), verdicts, false)
+        yield* reportAll(batch.map((item) => item.envelope), verdicts, false)
         const done: Array<Delivery> = []
-        for (let i = 0; i < ordered.length; i++) {
-          const item = ordered[i]!
+        for (let i = 0; i < batch.length; i++) {
+          const item = batch[i]!
           const verdict = verdicts[i]!
           const span = spans?.get(item)
-          if (verdict._tag === "missing") yield* FiberSet.run(waiters, settleOne(item, span))
+          if (verdict._tag === "missing") yield* settleAside(item, span)
           else {
             yield* Verdict.endSpan(span, verdict, false)
             done.push(item.delivery)

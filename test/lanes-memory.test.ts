@@ -3,11 +3,14 @@
  * two instances (each in a scope of its own, sharing the service's stores), fed by two relays draining at
  * once with `orderedByEntity`. Each lane is delivered to one instance at a time (the oldest subscription);
  * every entity's handler calls see strictly increasing versions; when the instance holding the lanes stops,
- * the other takes them over and goes on in order.
+ * the other takes them over and goes on in order. And an event waits behind an earlier event of its entity
+ * that waits for a dependency: its handler never sees the later versions first.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Metric, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Metric, Scope } from "effect"
 import { TestClock } from "effect/testing"
+import { Broker } from "../src/Broker.ts"
+import { Inbox } from "../src/Inbox.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
 import * as MemoryOutbox from "../src/memory/Outbox.ts"
@@ -18,10 +21,11 @@ import * as Producer from "../src/Producer.ts"
 import * as Relay from "../src/Relay.ts"
 import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
-import { Company } from "./fixtures.ts"
+import { Company, User } from "./fixtures.ts"
 import { memoryStores } from "./harness.ts"
 
 const companies = Producer.make("accounts").repository(Company)
+const users = Producer.make("accounts").repository(User)
 const service = "directory"
 const ids = Array.from({ length: 20 }, (_, i) => `c-${i}`)
 
@@ -98,5 +102,56 @@ describe("ordered lanes (memory)", () => {
         assert.deepStrictEqual(versions, Array.from({ length: 10 }, (_, i) => i + 1), id)
       }
       assert.strictEqual(yield* Metrics.outcomeCount(service, "Company", "stale"), 0)
+    }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
+
+  it.effect("an event waits behind an earlier event of its entity that waits for a dependency", () =>
+    Effect.gen(function*() {
+      const calls: Array<number> = []
+      const owner = yield* Layer.build(
+        Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer([])).pipe(
+          Layer.provide(Layer.fresh(MemoryDatabase.layer))
+        )
+      )
+      const shared = yield* Layer.build(Layer.mergeAll(memoryStores.consumer, MemoryBroker.layer()))
+      yield* Layer.buildWithScope(
+        SyncConsumer.layer({
+          service,
+          lanes: 2,
+          subscriptions: [
+            Subscription.subscribe(Company),
+            Subscription.subscribe(User, { handler: ({ envelope }) => Effect.sync(() => calls.push(envelope.version)) })
+          ]
+        }).pipe(Layer.provide(Layer.succeedContext(shared))),
+        yield* Scope.Scope
+      )
+      // u-1 v1 belongs to c-1, which the consumer gets last; v2 moves u-1 to c-2, which it has
+      const [c1, c2, v1, v2, v3] = yield* Effect.gen(function*() {
+        yield* Outbox.transaction(companies.createMany([{ id: "c-1", name: "one" }, { id: "c-2", name: "two" }]))
+        const user = { id: "u-1", companyId: "c-1", email: "u@example.com", name: "u", active: true }
+        yield* Outbox.transaction(users.create(user))
+        yield* Outbox.transaction(users.update("u-1", (u) => ({ ...u, companyId: "c-2" })))
+        yield* Outbox.transaction(users.update("u-1", (u) => ({ ...u, name: "u again" })))
+        return (yield* Effect.flatMap(Outbox.Outbox, (outbox) => outbox.claim(10))).map((row) => Relay.toMessage(row))
+      }).pipe(Effect.orDie, Effect.provide(owner))
+      const broker = Context.get(shared, Broker)
+      const inbox = Context.get(shared, Inbox)
+      const run = Effect.gen(function*() {
+        for (let i = 0; i < 100; i++) yield* TestClock.adjust("100 millis")
+      })
+      yield* broker.publish([c2!, v1!, v2!, v3!])
+      yield* run
+      // v1 waits for c-1 (in process, then parked); v2 and v3 are parked behind it, not applied
+      assert.deepStrictEqual(calls, [])
+      const waiting = yield* inbox.waiting(service)
+      assert.deepStrictEqual(waiting.map((row) => [row.envelope.version, row.waitingFor]).sort(), [
+        [1, [{ entity: "Company", id: "c-1" }, { entity: "User", id: "u-1" }]],
+        [2, [{ entity: "User", id: "u-1" }]],
+        [3, [{ entity: "User", id: "u-1" }]]
+      ])
+      yield* broker.publish([c1!])
+      yield* run
+      assert.deepStrictEqual(calls, [1, 2, 3])
+      assert.deepStrictEqual(yield* inbox.waiting(service), [])
+      assert.strictEqual(yield* Metrics.outcomeCount(service, "User", "stale"), 0)
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
 })

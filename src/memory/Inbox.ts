@@ -16,7 +16,8 @@ import {
   pageSize,
   pruneBatchSize,
   type WaitingRow,
-  type WaitingRowCursor
+  type WaitingRowCursor,
+  type WaitingVersion
 } from "../Inbox.ts"
 import * as Retention from "../internal/Retention.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
@@ -130,6 +131,20 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
         .slice(0, Math.max(0, Math.floor(limit)))
       claimed.forEach((row) => claims.set(keyOf(row.consumer, row.messageId), now + Math.max(0, leaseMillis)))
       return claimed
+    })
+
+  const earliestWaiting = (consumer: string, refs: ReadonlyArray<EntityRef>) =>
+    db.run(() => {
+      const lowest = new Map<string, WaitingVersion>()
+      for (const { envelope } of waitingOf(consumer)) {
+        if (!refs.some((ref) => ref.entity === envelope.entity && ref.id === envelope.entityId)) continue
+        const key = JSON.stringify([envelope.entity, envelope.entityId])
+        const known = lowest.get(key)
+        if (known === undefined || envelope.version < known.version) {
+          lowest.set(key, { entity: envelope.entity, id: envelope.entityId, version: envelope.version })
+        }
+      }
+      return [...lowest.values()]
     })
 
   // A claimed row is due for the others when its lease ends.
@@ -260,6 +275,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
     wake,
     due,
     claimDue,
+    earliestWaiting,
     nextDueAt,
     waiting,
     waitingPage,

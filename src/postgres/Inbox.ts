@@ -22,7 +22,8 @@ import {
   pruneBatchSize,
   replayBatchSize,
   type WaitingRow,
-  type WaitingRowCursor
+  type WaitingRowCursor,
+  type WaitingVersion
 } from "../Inbox.ts"
 import * as Retention from "../internal/Retention.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
@@ -54,6 +55,8 @@ const Dead = Schema.Struct({
   firstSeenAt: Int8,
   lastSeenAt: Int8
 })
+
+const EarliestWaiting = Schema.Struct({ entity: Schema.String, id: Schema.String, version: Int8 })
 
 const NextDue = Schema.Struct({ nextDueAt: NullableInt8 })
 
@@ -102,6 +105,7 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
     const decodeWaiting = decodeRows(Waiting, "waiting")
     const decodeDead = decodeRows(Dead, "dead")
     const decodeNextDue = decodeRows(NextDue, "waiting")
+    const decodeEarliest = decodeRows(EarliestWaiting, "waiting")
     const decodeStats = decodeRows(Stats, "inbox statistics")
     const decodeWoken = decodeCount("waiting")
     const decodePruned = decodeCount("inbox")
@@ -179,6 +183,15 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
           RETURNING w.*
         )
         SELECT ${waitingColumns} FROM claimed ${dueOrder}`.pipe(Effect.flatMap(decodeWaiting))
+
+    // one probe of the entity index (migration 7) per ref
+    const earliestWaiting = (consumer: string, refs: ReadonlyArray<EntityRef>) =>
+      refs.length === 0 ? Effect.succeed<ReadonlyArray<WaitingVersion>>([]) : sql`SELECT r.entity, r.id,
+          min((w.envelope ->> 'version')::bigint) AS version
+        FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[]) AS r(entity, id)
+        JOIN ${waitingTable} AS w ON w.consumer = ${consumer}
+          AND (w.envelope ->> 'entity') = r.entity AND (w.envelope ->> 'entityId') = r.id
+        GROUP BY r.entity, r.id`.pipe(Effect.flatMap(decodeEarliest))
 
     // A claimed row is due for the others when its lease ends.
     const nextDueAt = (consumer: string) =>
@@ -351,6 +364,7 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
       wake,
       due,
       claimDue,
+      earliestWaiting,
       nextDueAt,
       waiting,
       waitingPage,

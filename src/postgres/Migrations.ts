@@ -272,6 +272,17 @@ const orderedClaims = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError,
   })
 
 /**
+ * Migration 7: `waiting_entity_idx`, the parked events by consumer and their own entity, so that "has this
+ * entity an earlier parked event" (`Inbox.earliestWaiting`, ordered lanes) is one index probe.
+ */
+const orderedParking = (t: Tables.Tables): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql`CREATE INDEX ${sql(t.index("waiting_entity_idx"))} ON ${sql(t.waiting)}
+      (consumer, (envelope ->> 'entity'), (envelope ->> 'entityId'))`
+  })
+
+/**
  * The library's migrations for a set of table names, keyed `<id>_<name>` for `Migrator.fromRecord`.
  * Append new entries for schema changes; never edit or renumber released ones.
  */
@@ -283,7 +294,8 @@ export const migrations = (
   "3_create_tombstones": createTombstones(tables),
   "4_add_copy_references": addCopyReferences(tables),
   "5_scale_out": scaleOut(tables),
-  "6_ordered_claims": orderedClaims(tables)
+  "6_ordered_claims": orderedClaims(tables),
+  "7_ordered_parking": orderedParking(tables)
 })
 
 /**

@@ -314,7 +314,8 @@ describe("postgres stores, PostgreSQL only", () => {
         [3, "create_tombstones"],
         [4, "add_copy_references"],
         [5, "scale_out"],
-        [6, "ordered_claims"]
+        [6, "ordered_claims"],
+        [7, "ordered_parking"]
       ])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays

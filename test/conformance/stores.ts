@@ -21,7 +21,8 @@ import {
   maxPageSize,
   type Page,
   replayBatchSize,
-  type WaitingRow
+  type WaitingRow,
+  type WaitingVersion
 } from "../../src/Inbox.ts"
 import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import { SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
@@ -823,6 +824,35 @@ export const storeConformance = <E>(
           assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 1_500, 10, 1_000), [w1Again])
           assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 2_499, 10, 1_000), [])
           assert.deepStrictEqual(yield* inbox.claimDue("directory", T0 + 6_000, 10, 1_000), [w1Again, w3])
+        }))
+
+      test("earliestWaiting gives the lowest parked version of each asked entity", () =>
+        Effect.gen(function*() {
+          const inbox = yield* Inbox
+          const at = (consumer: string, messageId: string, entityId: string, version: number): WaitingRow => ({
+            ...waitingRow(consumer, messageId, { nextAttemptAt: T0 }),
+            envelope: envelope(messageId, entityId, version)
+          })
+          yield* Effect.forEach([
+            at("directory", "m-1", "u-1", 7),
+            at("directory", "m-2", "u-1", 4),
+            at("directory", "m-3", "u-2", 9),
+            at("directory", "m-4", "u-3", 2),
+            at("billing", "m-5", "u-1", 1)
+          ], inbox.park)
+          const asked = [{ entity: "User", id: "u-1" }, { entity: "User", id: "u-2" }, { entity: "User", id: "u-9" }]
+          const sorted = (rows: ReadonlyArray<WaitingVersion>) => [...rows].sort((a, b) => a.id.localeCompare(b.id))
+          assert.deepStrictEqual(sorted(yield* inbox.earliestWaiting("directory", asked)), [
+            { entity: "User", id: "u-1", version: 4 },
+            { entity: "User", id: "u-2", version: 9 }
+          ])
+          // waiting for an entity is not being one of its events
+          assert.deepStrictEqual(yield* inbox.earliestWaiting("directory", [{ entity: "Company", id: "c-1" }]), [])
+          assert.deepStrictEqual(yield* inbox.earliestWaiting("directory", []), [])
+          assert.isTrue(yield* inbox.release("directory", "m-2"))
+          assert.deepStrictEqual(yield* inbox.earliestWaiting("directory", [{ entity: "User", id: "u-1" }]), [
+            { entity: "User", id: "u-1", version: 7 }
+          ])
         }))
 
       test("concurrent claimDue calls never take the same row", () =>
