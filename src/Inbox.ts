@@ -153,8 +153,10 @@ export class Inbox extends Context.Service<Inbox, {
   >
   /**
    * The lowest version among the parked events of each of `refs` (the event's own entity, not what it
-   * waits for); entities without parked events are left out. Ordered lanes park an event behind an
-   * earlier parked event of its entity.
+   * waits for), hard deletes left out; entities without such events are left out. Ordered lanes park an
+   * event behind an earlier parked event of its entity. A hard delete waits for the copies that reference
+   * its entity, which a later event of the entity (its re-creation) may be what they reference: that event
+   * is not held behind it and supersedes it.
    */
   readonly earliestWaiting: (consumer: string, refs: ReadonlyArray<EntityRef>) => Effect.Effect<
     ReadonlyArray<WaitingVersion>,

@@ -6,6 +6,7 @@
  * @since 0.1.0
  */
 import { Config, Duration, Option, Schedule, Schema } from "effect"
+import { maxLanes } from "./Broker.ts"
 import * as Envelope from "./Envelope.ts"
 import type { RelayOptions } from "./Relay.ts"
 import type { RetrySchedule } from "./RetrySchedule.ts"
@@ -48,7 +49,8 @@ export const consumerDefaults = {
   holdLimit: "10 minutes",
   retention: "7 days",
   concurrency: 16,
-  pollInterval: "5 seconds"
+  pollInterval: "5 seconds",
+  parkedLease: "30 seconds"
 } as const satisfies Readonly<Record<string, number | Duration.Input>>
 
 /** Exponential backoff from `base`, each delay at most `maxDelay`, until `budget` has elapsed (if given). */
@@ -79,7 +81,9 @@ const ProducerLogins = Schema.fromJsonString(
  * * `SYNC_RELAY_BATCHES_IN_FLIGHT` (default 8): batches awaiting their broker confirms at once;
  * * `SYNC_RELAY_POLL_INTERVAL` (default `1 second`): polling when no commit woke the relay;
  * * `SYNC_OUTBOX_RETENTION` (default `7 days`): how long published rows stay for replays (R9);
- * * `SYNC_RELAY_RETRY_MAX_DELAY` (default `30 seconds`): the longest backoff of a failed publish.
+ * * `SYNC_RELAY_RETRY_MAX_DELAY` (default `30 seconds`): the longest backoff of a failed publish;
+ * * `SYNC_RELAY_ORDERED_BY_ENTITY` (default `false`): publish each entity's events in version order across
+ *   relays (`RelayOptions.orderedByEntity`; for consumers with ordered lanes).
  *
  * `relayOptions` adds the signing key: `SYNC_SIGNING_KEY` and `SYNC_SIGNING_KEY_ID` (default none: no
  * signatures; see `Signature.signingKeyConfig`; R11).
@@ -89,12 +93,15 @@ export const relay = Config.all({
   batchesInFlight: positiveInt("SYNC_RELAY_BATCHES_IN_FLIGHT", relayDefaults.batchesInFlight),
   pollInterval: duration("SYNC_RELAY_POLL_INTERVAL", relayDefaults.pollInterval),
   retention: duration("SYNC_OUTBOX_RETENTION", relayDefaults.retention),
-  retryMaxDelay: duration("SYNC_RELAY_RETRY_MAX_DELAY", relayDefaults.retryMaxDelay)
+  retryMaxDelay: duration("SYNC_RELAY_RETRY_MAX_DELAY", relayDefaults.retryMaxDelay),
+  orderedByEntity: Config.Boolean("SYNC_RELAY_ORDERED_BY_ENTITY").pipe(Config.withDefault(false))
 })
 
 /** The options of `Relay.layer` that the environment sets (see `relayOptions`). */
 export type RelaySettings =
-  & Required<Pick<RelayOptions, "batchSize" | "batchesInFlight" | "pollInterval" | "retention" | "retry">>
+  & Required<
+    Pick<RelayOptions, "batchSize" | "batchesInFlight" | "pollInterval" | "retention" | "retry" | "orderedByEntity">
+  >
   & Pick<RelayOptions, "signing">
 
 /** The publish backoff of the relay whose longest delay is `maxDelay`. */
@@ -115,6 +122,7 @@ export const relayOptions: Config.Config<RelaySettings> = Config.all({
   pollInterval: settings.pollInterval,
   retention: settings.retention,
   retry: relayRetry(settings.retryMaxDelay),
+  orderedByEntity: settings.orderedByEntity,
   ...(Option.isSome(signing) ? { signing: signing.value } : {})
 })))
 
@@ -137,7 +145,11 @@ export const relayOptions: Config.Config<RelaySettings> = Config.all({
  *   `Signature.verifyingKeysConfig`; R11);
  * * `SYNC_HOLD_LIMIT` (default `10 minutes`): how long deliveries are held during a database outage
  *   before they are given back to the broker without spending a delivery attempt (R12);
- * * `SYNC_INBOX_RETENTION` (default `7 days`): how long dedupe records are kept.
+ * * `SYNC_INBOX_RETENTION` (default `7 days`): how long dedupe records are kept;
+ * * `SYNC_CONSUMER_LANES` (default none: one queue, competing instances): ordered lanes, from 1 to
+ *   `Broker.maxLanes` (`ConsumerOptions.lanes`; the same on every instance of the service);
+ * * `SYNC_PARKED_LEASE` (default `30 seconds`): how long an instance's claim of parked events keeps them
+ *   from the other instances.
  */
 export const consumer = Config.all({
   batchSize: positiveInt("SYNC_CONSUMER_BATCH_SIZE", consumerDefaults.batchSize),
@@ -155,27 +167,37 @@ export const consumer = Config.all({
   producers: Config.schema(ProducerLogins, "SYNC_PRODUCER_LOGINS").pipe(Config.withDefault({})),
   verifyingKeys: Signature.verifyingKeysConfig,
   holdLimit: duration("SYNC_HOLD_LIMIT", consumerDefaults.holdLimit),
-  retention: duration("SYNC_INBOX_RETENTION", consumerDefaults.retention)
+  retention: duration("SYNC_INBOX_RETENTION", consumerDefaults.retention),
+  lanes: Config.option(
+    Config.schema(
+      Schema.Int.check(Schema.isGreaterThanOrEqualTo(1), Schema.isLessThanOrEqualTo(maxLanes)),
+      "SYNC_CONSUMER_LANES"
+    )
+  ),
+  parkedLease: duration("SYNC_PARKED_LEASE", consumerDefaults.parkedLease)
 })
 
 /** The options of `SyncConsumer.layer` that the environment sets (see `consumerOptions`). */
-export type ConsumerSettings = Required<
-  Pick<
-    ConsumerOptions<never>,
-    | "batchSize"
-    | "batchWindow"
-    | "prefetch"
-    | "dependencyRetry"
-    | "inProcessRetries"
-    | "maxBytes"
-    | "maxDepth"
-    | "maxKeys"
-    | "producers"
-    | "verifyingKeys"
-    | "holdLimit"
-    | "retention"
+export type ConsumerSettings =
+  & Required<
+    Pick<
+      ConsumerOptions<never>,
+      | "batchSize"
+      | "batchWindow"
+      | "prefetch"
+      | "dependencyRetry"
+      | "inProcessRetries"
+      | "maxBytes"
+      | "maxDepth"
+      | "maxKeys"
+      | "producers"
+      | "verifyingKeys"
+      | "holdLimit"
+      | "retention"
+      | "parkedLease"
+    >
   >
->
+  & Pick<ConsumerOptions<never>, "lanes">
 
 /**
  * The consumer's options from the environment (`consumer`), as `SyncConsumer.layer` takes them: what
@@ -198,5 +220,7 @@ export const consumerOptions: Config.Config<ConsumerSettings> = Config.map(consu
   producers: settings.producers,
   verifyingKeys: settings.verifyingKeys,
   holdLimit: settings.holdLimit,
-  retention: settings.retention
+  retention: settings.retention,
+  parkedLease: settings.parkedLease,
+  ...(Option.isSome(settings.lanes) ? { lanes: settings.lanes.value } : {})
 }))

@@ -56,6 +56,12 @@ const relayRows: Readonly<Record<string, Row<Omit<RelayOptions, "producer">>>> =
     unset: 100,
     set: 7
   },
+  SYNC_RELAY_ORDERED_BY_ENTITY: {
+    env: { SYNC_RELAY_ORDERED_BY_ENTITY: "true" },
+    observe: (o) => plain(o.orderedByEntity),
+    unset: false,
+    set: true
+  },
   SYNC_RELAY_BATCHES_IN_FLIGHT: {
     env: { SYNC_RELAY_BATCHES_IN_FLIGHT: "3" },
     observe: (o) => plain(o.batchesInFlight),
@@ -160,6 +166,18 @@ const consumerRows: Readonly<Record<string, Row<Consumer>>> = {
     observe: (o) => millis(o.retention),
     unset: 7 * 24 * 3_600_000,
     set: 24 * 3_600_000
+  },
+  SYNC_CONSUMER_LANES: {
+    env: { SYNC_CONSUMER_LANES: "8" },
+    observe: (o) => plain(o.lanes),
+    unset: undefined,
+    set: 8
+  },
+  SYNC_PARKED_LEASE: {
+    env: { SYNC_PARKED_LEASE: "10 seconds" },
+    observe: (o) => millis(o.parkedLease),
+    unset: 30_000,
+    set: 10_000
   }
 }
 

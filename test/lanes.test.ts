@@ -17,8 +17,6 @@ import { afterAll, assert, describe, it } from "@effect/vitest"
 import amqp from "amqplib"
 import { Clock, Effect, Exit, Layer, Metric, type Redacted, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
-import { execFile } from "node:child_process"
-import { promisify } from "node:util"
 import * as RabbitBroker from "../src/amqp/RabbitBroker.ts"
 import { type Broker, laneQueues } from "../src/Broker.ts"
 import * as Metrics from "../src/Metrics.ts"
@@ -29,6 +27,7 @@ import * as Relay from "../src/Relay.ts"
 import type { SourceRepository } from "../src/SourceRepository.ts"
 import * as Subscription from "../src/Subscription.ts"
 import * as SyncConsumer from "../src/SyncConsumer.ts"
+import { activeConsumers } from "./faults/rabbit.ts"
 import { Company } from "./fixtures.ts"
 import { ownerSide } from "./harness.ts"
 import * as TestPostgres from "./postgres.ts"
@@ -145,37 +144,8 @@ const start = <A, E>(layer: Layer.Layer<A, E>) =>
     return { stop: Scope.close(scope, Exit.void) }
   })
 
-const execFileAsync = promisify(execFile)
-const rabbitmqctl = (...args: ReadonlyArray<string>) =>
-  Effect.map(Effect.promise(() => execFileAsync("rabbitmqctl", ["-q", ...args])), (result) => result.stdout)
-
-const rows = (text: string) => text.split("\n").filter((line) => line.trim() !== "").map((line) => line.split("\t"))
-
 /** The instance (by its connection name) holding each lane's active consumer, from RabbitMQ. */
-const activeLanes = Effect.gen(function*() {
-  const consumers = rows(
-    yield* rabbitmqctl("list_consumers", "queue_name", "channel_pid", "active", "--no-table-headers")
-  )
-  const channels = new Map(
-    rows(yield* rabbitmqctl("list_channels", "pid", "connection", "--no-table-headers")).map(([pid, conn]) => [
-      pid ?? "",
-      conn ?? ""
-    ])
-  )
-  const connectionName = (properties: string) => /\{"connection_name","([^"]*)"\}/.exec(properties)?.[1] ?? "?"
-  const connections = new Map(
-    rows(yield* rabbitmqctl("list_connections", "pid", "client_properties", "--no-table-headers")).map((
-      [pid, properties]
-    ) => [pid ?? "", connectionName(properties ?? "")])
-  )
-  const byInstance = new Map<string, Array<string>>()
-  for (const [queue, channel, active] of consumers) {
-    if (queue === undefined || !laneNames.includes(queue) || active !== "true") continue
-    const name = (connections.get(channels.get(channel ?? "") ?? "") ?? "?").replace(`lanes-${run}-`, "")
-    byInstance.set(name, [...(byInstance.get(name) ?? []), queue])
-  }
-  return byInstance
-})
+const activeLanes = activeConsumers(laneNames, `lanes-${run}`)
 
 const HandledRow = Schema.Struct({
   id: Schema.Number,

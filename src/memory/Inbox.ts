@@ -137,6 +137,7 @@ export const make: Effect.Effect<Inbox["Service"], never, MemoryDatabase> = Effe
     db.run(() => {
       const lowest = new Map<string, WaitingVersion>()
       for (const { envelope } of waitingOf(consumer)) {
+        if (envelope.action === "deleted") continue
         if (!refs.some((ref) => ref.entity === envelope.entity && ref.id === envelope.entityId)) continue
         const key = JSON.stringify([envelope.entity, envelope.entityId])
         const known = lowest.get(key)

@@ -184,14 +184,21 @@ export const make = (tables: Tables): Effect.Effect<Inbox["Service"], never, PgC
         )
         SELECT ${waitingColumns} FROM claimed ${dueOrder}`.pipe(Effect.flatMap(decodeWaiting))
 
-    // one probe of the entity index (migration 7) per ref
+    // One probe of the entity index (migration 7) per ref. The rows are locked FOR SHARE: a row another
+    // transaction is retrying (deleting) is waited for and then skipped, and a retry that has not deleted its
+    // row yet waits for this transaction, so a later event parked behind it is there when the retry wakes it.
     const earliestWaiting = (consumer: string, refs: ReadonlyArray<EntityRef>) =>
-      refs.length === 0 ? Effect.succeed<ReadonlyArray<WaitingVersion>>([]) : sql`SELECT r.entity, r.id,
-          min((w.envelope ->> 'version')::bigint) AS version
-        FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[]) AS r(entity, id)
-        JOIN ${waitingTable} AS w ON w.consumer = ${consumer}
-          AND (w.envelope ->> 'entity') = r.entity AND (w.envelope ->> 'entityId') = r.id
-        GROUP BY r.entity, r.id`.pipe(Effect.flatMap(decodeEarliest))
+      refs.length === 0 ? Effect.succeed<ReadonlyArray<WaitingVersion>>([]) : sql`WITH found AS (
+          SELECT r.entity, r.id, (w.envelope ->> 'version')::bigint AS version
+          FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[]) AS r(entity, id)
+          JOIN ${waitingTable} AS w ON w.consumer = ${consumer}
+            AND (w.envelope ->> 'entity') = r.entity AND (w.envelope ->> 'entityId') = r.id
+            AND (w.envelope ->> 'action') <> 'deleted'
+          FOR SHARE OF w
+        )
+        SELECT entity, id, min(version) AS version FROM found GROUP BY entity, id`.pipe(
+        Effect.flatMap(decodeEarliest)
+      )
 
     // A claimed row is due for the others when its lease ends.
     const nextDueAt = (consumer: string) =>

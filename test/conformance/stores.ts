@@ -838,6 +838,10 @@ export const storeConformance = <E>(
             at("directory", "m-2", "u-1", 4),
             at("directory", "m-3", "u-2", 9),
             at("directory", "m-4", "u-3", 2),
+            {
+              ...at("directory", "m-6", "u-2", 3),
+              envelope: { ...envelope("m-6", "u-2", 3), action: "deleted" as const }
+            },
             at("billing", "m-5", "u-1", 1)
           ], inbox.park)
           const asked = [{ entity: "User", id: "u-1" }, { entity: "User", id: "u-2" }, { entity: "User", id: "u-9" }]

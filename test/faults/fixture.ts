@@ -31,10 +31,10 @@ export const stream = {
 
 export { quiet } from "./quiet.ts"
 
-/** Sets a test up in the current scope. */
-export const setup = (test: string): Effect.Effect<Fixture, unknown, Scope.Scope> =>
+/** Sets a test up in the current scope (its consumers on `lanes` ordered lanes, if given). */
+export const setup = (test: string, lanes?: number): Effect.Effect<Fixture, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const names = makeNames(test)
+    const names = makeNames(test, lanes)
     yield* Effect.addFinalizer(() => deleteTopology(names))
     const database = Context.get(yield* Layer.build(TestPostgres.database), TestPostgres.TestDatabase)
     const sql = Context.get(yield* Layer.build(pool(database.url, roles.admin, 3)), SqlClient.SqlClient)

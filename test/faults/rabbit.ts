@@ -8,7 +8,8 @@ import { Effect } from "effect"
 import { execFile } from "node:child_process"
 import { promisify } from "node:util"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
-import { amqpUrl, type Names } from "./stack.ts"
+import { lanesExchangeOf } from "../../src/Broker.ts"
+import { amqpUrl, consumerQueues, type Names } from "./stack.ts"
 
 const execFileAsync = promisify(execFile)
 
@@ -32,6 +33,40 @@ export const closeConnections = (names: Names): Effect.Effect<number> =>
       { concurrency: "unbounded", discard: true }
     )
     return pids.length
+  })
+
+const rows = (text: string) => text.split("\n").filter((line) => line.trim() !== "").map((line) => line.split("\t"))
+const connectionName = (properties: string) => /\{"connection_name","([^"]*)"\}/.exec(properties)?.[1] ?? "?"
+
+/**
+ * The queues of `queues` whose active consumer (single active consumer) each connection holds, by the
+ * connection's name without `<prefix>-`; from `rabbitmqctl`.
+ */
+export const activeConsumers = (
+  queues: ReadonlyArray<string>,
+  prefix: string
+): Effect.Effect<ReadonlyMap<string, ReadonlyArray<string>>> =>
+  Effect.gen(function*() {
+    const consumers = rows(
+      yield* rabbitmqctl("list_consumers", "queue_name", "channel_pid", "active", "--no-table-headers")
+    )
+    const channels = new Map(
+      rows(yield* rabbitmqctl("list_channels", "pid", "connection", "--no-table-headers")).map((
+        [pid, connection]
+      ) => [pid ?? "", connection ?? ""])
+    )
+    const connections = new Map(
+      rows(yield* rabbitmqctl("list_connections", "pid", "client_properties", "--no-table-headers")).map((
+        [pid, properties]
+      ) => [pid ?? "", connectionName(properties ?? "")])
+    )
+    const byConnection = new Map<string, Array<string>>()
+    for (const [queue, channel, active] of consumers) {
+      if (queue === undefined || !queues.includes(queue) || active !== "true") continue
+      const name = (connections.get(channels.get(channel ?? "") ?? "") ?? "?").replace(`${prefix}-`, "")
+      byConnection.set(name, [...(byConnection.get(name) ?? []), queue])
+    }
+    return byConnection
   })
 
 /** Runs `f` on a raw amqplib confirm channel of a connection of its own (to `url`, default the guest login on `/`). */
@@ -59,17 +94,19 @@ export const queueState = (
       () => ({ ready: 0, consumers: 0 })
     ), url)
 
-/** Deletes the test's queues and exchanges (best effort). */
+/** Deletes the test's queues (lanes included) and exchanges (best effort). */
 export const deleteTopology = (names: Names): Effect.Effect<void> =>
   Effect.promise(async () => {
     const connection = await amqp.connect(amqpUrl)
     try {
-      for (const queue of [names.queue, RabbitBroker.deadQueueOf(names.queue)]) {
+      const queues = [...new Set([names.queue, ...consumerQueues(names)])]
+      for (const queue of queues.flatMap((queue) => [queue, RabbitBroker.deadQueueOf(queue)])) {
         const channel = await connection.createChannel()
         await channel.deleteQueue(queue).catch(() => undefined)
         await channel.close().catch(() => undefined)
       }
-      for (const exchange of [names.exchange, names.deadLetterExchange, names.replayExchange]) {
+      const lanes = names.lanes === undefined ? [] : [lanesExchangeOf(names.service)]
+      for (const exchange of [names.exchange, names.deadLetterExchange, names.replayExchange, ...lanes]) {
         const channel = await connection.createChannel()
         await channel.deleteExchange(exchange).catch(() => undefined)
         await channel.close().catch(() => undefined)

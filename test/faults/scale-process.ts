@@ -1,6 +1,6 @@
 /**
- * A relay or consumer process for the scale-out test: runs the test's relay (`stack.relay`) or consumer
- * (`stack.consumer`), chosen by `FAULTS_ROLE`, on the database in `FAULTS_DATABASE_URL` with the names in
+ * A relay or consumer process for the scale-out tests: runs the test's relay (`stack.relay`) or consumer
+ * (`stack.consumer`, its connection named `<connectionPrefix>-consumer-<pid>`), chosen by `FAULTS_ROLE`, on the database in `FAULTS_DATABASE_URL` with the names in
  * `FAULTS_NAMES` (JSON), prints `ready` once it runs, and runs until it is killed. A consumer prints
  * `outcomes {"duplicate":…,"stale":…,"waiting":…,"parked":…,"woken":…,"deadLettered":…}` every 500 ms,
  * summed over the contract's entities: the redeliveries it dropped, the stale events, the events that
@@ -19,7 +19,7 @@ const main = Effect.gen(function*() {
   const url = Redacted.make(process.env.FAULTS_DATABASE_URL ?? "")
   const isRelay = process.env.FAULTS_ROLE === "relay"
   if (isRelay) yield* Layer.build(relay(url, names))
-  else yield* Layer.build(consumer(url, names))
+  else yield* Layer.build(consumer(url, names, { role: `consumer-${process.pid}` }))
   yield* Effect.sync(() => process.stdout.write("ready\n"))
   if (isRelay) return yield* Effect.never
   const outcome = (kind: Metrics.Outcome) =>

@@ -37,12 +37,14 @@ export const Names = Schema.Struct({
   deadLetterExchange: Schema.String,
   replayExchange: Schema.String,
   /** Every RabbitMQ connection of the test is named `<connectionPrefix>-<role>`. */
-  connectionPrefix: Schema.String
+  connectionPrefix: Schema.String,
+  /** Ordered lanes: the consumers read this many lanes, the relays publish each entity's events in order. */
+  lanes: Schema.optionalKey(Schema.Int)
 })
 export type Names = typeof Names.Type
 
-/** Fresh names for a test (random per run). */
-export const makeNames = (test: string): Names => {
+/** Fresh names for a test (random per run), with ordered lanes when `lanes` is given. */
+export const makeNames = (test: string, lanes?: number): Names => {
   const run = `${test}-${Math.random().toString(36).slice(2, 8)}`
   const service = `faults-${run}`
   return {
@@ -54,9 +56,14 @@ export const makeNames = (test: string): Names => {
     exchange: `test.faults.events.${run}`,
     deadLetterExchange: `test.faults.dead.${run}`,
     replayExchange: `test.faults.replay.${run}`,
-    connectionPrefix: `faults-${run}`
+    connectionPrefix: `faults-${run}`,
+    ...(lanes === undefined ? {} : { lanes })
   }
 }
+
+/** The queues the consumer reads: its queue, or its lane queues. */
+export const consumerQueues = (names: Names): ReadonlyArray<string> =>
+  SyncConsumer.queuesOf(names.service, subscriptions, names.lanes).map((queue) => queue.name)
 
 /** A connection pool on the test database, its connections named `applicationName`. */
 export const pool = (url: Redacted.Redacted, applicationName: string, maxConnections: number) =>
@@ -90,7 +97,7 @@ export interface RelayOptions {
 /** A running relay with its own pool and broker connection (one "relay process"). */
 export const relay = (url: Redacted.Redacted, names: Names, options: RelayOptions = {}) => {
   const rabbit = broker(names, "relay")
-  return Relay.layer({ producer: owner, pollInterval: "500 millis" }).pipe(
+  return Relay.layer({ producer: owner, pollInterval: "500 millis", orderedByEntity: names.lanes !== undefined }).pipe(
     Layer.provide(
       ownerSide(PostgresSync.layer({ prefix: names.ownerPrefix, leaseMillis: options.leaseMillis ?? 2_000 })).pipe(
         Layer.provide(pool(url, roles.relay, 4))
@@ -104,6 +111,8 @@ export const relay = (url: Redacted.Redacted, names: Names, options: RelayOption
 export interface ConsumerOptions {
   /** Wraps the consumer's broker. */
   readonly wrap?: BrokerWrapper
+  /** The role in its connection's name (default `consumer`). */
+  readonly role?: string
 }
 
 /** The consumer's stores and its pool (also provided, for the handler's `SqlClient`). */
@@ -112,8 +121,13 @@ const consumerStores = (url: Redacted.Redacted, names: Names) =>
 
 /** A running consumer with its own pool and broker connection (one "consumer process"). */
 export const consumer = (url: Redacted.Redacted, names: Names, options: ConsumerOptions = {}) => {
-  const rabbit = broker(names, "consumer")
-  return SyncConsumer.layer({ service: names.service, subscriptions, producers: { [owner]: ["guest"] } }).pipe(
+  const rabbit = broker(names, options.role ?? "consumer")
+  return SyncConsumer.layer({
+    service: names.service,
+    subscriptions,
+    producers: { [owner]: ["guest"] },
+    ...(names.lanes === undefined ? {} : { lanes: names.lanes })
+  }).pipe(
     Layer.provide(consumerStores(url, names)),
     Layer.provide(options.wrap === undefined ? rabbit : options.wrap.pipe(Layer.provide(rabbit)))
   )

@@ -122,6 +122,57 @@ export const parkFigures = (sql: SqlClient.SqlClient, names: Names): Effect.Effe
     return { parkedEvents, parks, waiting, appliedBy, appliedElsewhere, parkerUnknown }
   })
 
+const decodeOrder = Schema.decodeUnknownEffect(
+  Schema.Array(Schema.Struct({ backwards: Schema.Int, entities: Schema.Int, processes: Schema.Int }))
+)
+const decodeUnhandled = Schema.decodeUnknownEffect(
+  Schema.Array(Schema.Struct({ unhandled: Schema.Int, superseded: Schema.Int }))
+)
+
+/** What the applies say about order (ordered lanes). */
+export interface OrderFigures {
+  /** Applies of an entity whose version is not above the one applied before it. */
+  readonly backwards: number
+  /** The most entities, and the most processes, with an apply in one 10 ms window. */
+  readonly entitiesAtOnce: number
+  readonly processesAtOnce: number
+  /** Outbox events whose handler never ran, and those of them that are hard deletes of an entity applied later. */
+  readonly unhandled: number
+  readonly supersededDeletes: number
+}
+
+/** Reads the order of the applies (committed, in the order their transactions applied them). */
+export const orderFigures = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<OrderFigures, unknown> =>
+  Effect.gen(function*() {
+    const applies = sql(appliesTable)
+    const rows = yield* sql`SELECT
+        (SELECT count(*) FROM (
+          SELECT version <= lag(version) OVER (PARTITION BY entity, entity_id ORDER BY applied_at, version) AS back
+          FROM ${applies}) o WHERE back)::int AS backwards,
+        coalesce(max(w.entities), 0)::int AS entities, coalesce(max(w.processes), 0)::int AS processes
+      FROM (
+        SELECT count(DISTINCT (entity, entity_id)) AS entities, count(DISTINCT pid) AS processes FROM ${applies}
+        GROUP BY floor(extract(epoch FROM applied_at) * 100)
+      ) w`.pipe(Effect.flatMap(decodeOrder))
+    const row = rows[0]
+    const unhandled = (yield* sql`SELECT count(*)::int AS unhandled,
+        count(*) FILTER (WHERE o.envelope ->> 'action' = 'deleted' AND EXISTS (
+          SELECT 1 FROM ${applies} a WHERE a.entity = o.envelope ->> 'entity'
+            AND a.entity_id = o.envelope ->> 'entityId' AND a.version > (o.envelope ->> 'version')::bigint
+        ))::int AS superseded
+      FROM ${sql(tables(names).outbox)} o
+      WHERE NOT EXISTS (SELECT 1 FROM ${applies} a WHERE a.message_id = o.message_id)`.pipe(
+      Effect.flatMap(decodeUnhandled)
+    ))[0]
+    return {
+      backwards: row?.backwards ?? 0,
+      entitiesAtOnce: row?.entities ?? 0,
+      processesAtOnce: row?.processes ?? 0,
+      unhandled: unhandled?.unhandled ?? 0,
+      supersededDeletes: unhandled?.superseded ?? 0
+    }
+  })
+
 /** The owner's items that are not tombstones and reference a group that is not live or soft-deleted. */
 export const danglingOwned = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<number, unknown> =>
   count(sql`SELECT (${danglingQuery(sql, tables(names).source)})::int AS n`)
