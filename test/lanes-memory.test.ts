@@ -35,16 +35,21 @@ interface Call {
   readonly version: number
 }
 
+/** The owner's stores, and the consumer service's stores with the broker (shared by its instances). */
+const stores = Effect.all({
+  owner: Layer.build(
+    Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer([])).pipe(
+      Layer.provide(Layer.fresh(MemoryDatabase.layer))
+    )
+  ),
+  shared: Layer.build(Layer.mergeAll(memoryStores.consumer, MemoryBroker.layer()))
+})
+
 describe("ordered lanes (memory)", () => {
   it.effect("one instance per lane, versions in order per entity; the other instance takes the lanes over", () =>
     Effect.gen(function*() {
       const calls: Array<Call> = []
-      const owner = yield* Layer.build(
-        Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer([])).pipe(
-          Layer.provide(Layer.fresh(MemoryDatabase.layer))
-        )
-      )
-      const shared = yield* Layer.build(Layer.mergeAll(memoryStores.consumer, MemoryBroker.layer()))
+      const { owner, shared } = yield* stores
       const instance = (name: string) =>
         Effect.gen(function*() {
           const scope = yield* Scope.fork(yield* Scope.Scope)
@@ -107,12 +112,7 @@ describe("ordered lanes (memory)", () => {
   it.effect("an event waits behind an earlier event of its entity that waits for a dependency", () =>
     Effect.gen(function*() {
       const calls: Array<number> = []
-      const owner = yield* Layer.build(
-        Layer.mergeAll(MemoryOutbox.layer(), MemorySourceRepository.layer([])).pipe(
-          Layer.provide(Layer.fresh(MemoryDatabase.layer))
-        )
-      )
-      const shared = yield* Layer.build(Layer.mergeAll(memoryStores.consumer, MemoryBroker.layer()))
+      const { owner, shared } = yield* stores
       yield* Layer.buildWithScope(
         SyncConsumer.layer({
           service,
