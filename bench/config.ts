@@ -13,6 +13,7 @@
  * | `--consumer-batch` | `BENCH_CONSUMER_BATCH` | 250 | deliveries applied per consumer transaction (both) |
  * | `--prefetch` | `BENCH_PREFETCH` | 500 | unsettled deliveries per consumer (both) |
  * | `--phases` | `BENCH_PHASES` | all | comma-separated subset of the phases (see `phases`) |
+ * | `--rounds` | `BENCH_ROUNDS` | 3 | rounds of the phases, library and baseline interleaved in each |
  *
  * The baseline uses the library's default batch sizes, so the ratio compares implementations, not tuning.
  */
@@ -43,6 +44,7 @@ export interface Settings {
   readonly consumerBatch: number
   readonly prefetch: number
   readonly phases: ReadonlyArray<Phase>
+  readonly rounds: number
 }
 
 const argument = (name: string): string | undefined => {
@@ -74,6 +76,7 @@ export const read = (): Settings => {
     relayBatch: setting("relay-batch", "BENCH_RELAY_BATCH", 100),
     consumerBatch: setting("consumer-batch", "BENCH_CONSUMER_BATCH", 250),
     prefetch: setting("prefetch", "BENCH_PREFETCH", 500),
-    phases: selected === undefined ? phases : phases.filter((p) => selected.includes(p))
+    phases: selected === undefined ? phases : phases.filter((p) => selected.includes(p)),
+    rounds: setting("rounds", "BENCH_ROUNDS", 3)
   }
 }

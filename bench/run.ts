@@ -1,9 +1,12 @@
 /**
  * `npm run bench`: the library against the hand-written baseline on the local PostgreSQL and RabbitMQ.
- * Runs every phase (see `config.ts`) in a process of its own with two fresh databases, prints a table
- * and writes every figure to `bench/results/<date>.json`. It prints figures and never asserts timing.
+ * Runs every phase (see `config.ts`) in a process of its own with two fresh databases, in rounds that
+ * interleave the library's and the baseline's phases (a slow minute of a shared machine then touches both
+ * pipelines rather than one), prints a table of medians and ranges, and writes every round's figures to
+ * `bench/results/<date>.json`. It prints figures and never asserts timing.
  *
- *     npm run bench                                  # defaults: about two minutes
+ *     npm run bench                                  # defaults: 3 interleaved rounds, about eight minutes
+ *     npm run bench -- --rounds=1                    # one round
  *     npm run bench -- --phases=library-writes,baseline-writes   # the owner's writes alone
  *     npm run bench -- --events=50000 --phases=library-throughput,baseline-throughput
  *     BENCH_BACKLOG_1M=1 npm run bench -- --phases=library-backlog
@@ -16,16 +19,8 @@ import os from "node:os"
 import * as Config from "./config.ts"
 import { makeNames, type Names } from "./contract.ts"
 import * as Database from "./database.ts"
-import {
-  type BacklogDrain,
-  type BacklogFill,
-  type Latency,
-  prefix,
-  Report,
-  type Throughput,
-  type Writes
-} from "./results.ts"
-import { render } from "./table.ts"
+import { prefix, Report } from "./results.ts"
+import { type Figures, render, type Round } from "./table.ts"
 
 /** A phase's process exited without its report. */
 class PhaseFailed extends Data.TaggedError("PhaseFailed")<{ readonly message: string }> {}
@@ -130,13 +125,14 @@ const runPhase = (run: string, index: number, settings: Config.Settings, phase: 
     yield* Database.checkpoint
     yield* Effect.sleep(settlePause)
     const env = phaseEnv(settings, names, owner, consumer)
+    const loadAverage = os.loadavg()[0] ?? 0
     console.log(`- ${phase} … (load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")})`)
     const started = performance.now()
     const reports = phase.endsWith("backlog")
       ? [yield* child(phase, "fill", env), yield* child(phase, "drain", env)]
       : [yield* child(phase, null, env)]
     console.log(`  done in ${((performance.now() - started) / 1000).toFixed(1)} s`)
-    return reports
+    return { reports, loadAverage }
   }).pipe(
     Effect.ensuring(
       Effect.all([
@@ -163,27 +159,36 @@ const main = Effect.gen(function*() {
     `entity-sync benchmark ${date.toISOString()} — ${machine.cores} cores, node ${machine.node}, ` +
       `load average ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")}`
   )
+  // library and baseline interleaved: every round runs each workload's phases one after the other
   const reports: Array<Report> = []
+  const rounds: Array<Round> = []
   let index = 0
-  for (const phase of settings.phases) reports.push(...(yield* runPhase(run, index++, settings, phase)))
-  const results = reports.map((r) => r.result)
-  const pick = <K extends Report["result"]["kind"]>(kind: K, pipeline: "library" | "baseline") =>
-    results.find((r): r is Extract<Report["result"], { kind: K }> => r.kind === kind && r.pipeline === pipeline)
-  const figures = {
-    writes: { library: pick("writes", "library"), baseline: pick("writes", "baseline") },
-    throughput: { library: pick("throughput", "library"), baseline: pick("throughput", "baseline") },
-    latency: { library: pick("latency", "library"), baseline: pick("latency", "baseline") },
-    backlogFill: { library: pick("backlog-fill", "library"), baseline: pick("backlog-fill", "baseline") },
-    backlogDrain: { library: pick("backlog-drain", "library"), baseline: pick("backlog-drain", "baseline") }
-  } satisfies Record<
-    string,
-    Record<"library" | "baseline", Writes | Throughput | Latency | BacklogFill | BacklogDrain | undefined>
-  >
+  for (let round = 1; round <= settings.rounds; round++) {
+    if (settings.rounds > 1) console.log(`round ${round} of ${settings.rounds}`)
+    const results: Array<Report["result"]> = []
+    const loadAverages: Record<string, number> = {}
+    for (const phase of settings.phases) {
+      const ran = yield* runPhase(run, index++, settings, phase)
+      reports.push(...ran.reports)
+      results.push(...ran.reports.map((r) => r.result))
+      loadAverages[phase] = ran.loadAverage
+    }
+    const pick = <K extends Report["result"]["kind"]>(kind: K, pipeline: "library" | "baseline") =>
+      results.find((r): r is Extract<Report["result"], { kind: K }> => r.kind === kind && r.pipeline === pipeline)
+    const figures: Figures = {
+      writes: { library: pick("writes", "library"), baseline: pick("writes", "baseline") },
+      throughput: { library: pick("throughput", "library"), baseline: pick("throughput", "baseline") },
+      latency: { library: pick("latency", "library"), baseline: pick("latency", "baseline") },
+      backlogFill: { library: pick("backlog-fill", "library"), baseline: pick("backlog-fill", "baseline") },
+      backlogDrain: { library: pick("backlog-drain", "library"), baseline: pick("backlog-drain", "baseline") }
+    }
+    rounds.push({ round, figures, loadAverages })
+  }
   const loadAverageAtEnd = os.loadavg()
   const peakRss = Math.max(...reports.map((r) => r.result.kind === "backlog-fill" ? 0 : r.result.peakRss))
   const rssBoot = Math.min(...reports.map((r) => r.rssBoot))
   console.log("")
-  console.log(render({ settings, figures, peakRss, rssBoot, loadAverageAtEnd, machine }))
+  console.log(render({ settings, rounds, peakRss, rssBoot, loadAverageAtEnd, machine }))
   const file = `bench/results/${date.toISOString().replace(/:/g, "-")}.json`
   mkdirSync("bench/results", { recursive: true })
   writeFileSync(
@@ -194,7 +199,7 @@ const main = Effect.gen(function*() {
           date: date.toISOString(),
           machine: { ...machine, loadAverageAtEnd },
           settings,
-          figures,
+          rounds,
           peakRss,
           rssBoot,
           reports

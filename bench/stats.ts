@@ -45,9 +45,3 @@ export const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1
 
 /** A number with thousands separators. */
 export const int = (n: number): string => Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "n/a"
-
-/** Microseconds, rounded. */
-export const micros = (n: number): string => Number.isFinite(n) ? `${Math.round(n).toLocaleString("en-US")} µs` : "n/a"
-
-/** Milliseconds with one decimal. */
-export const ms = (n: number): string => Number.isFinite(n) ? `${n.toFixed(1)} ms` : "n/a"

@@ -5,20 +5,30 @@
  */
 import type { Settings } from "./config.ts"
 import type { BacklogDrain, BacklogFill, Latency, Throughput, Writes } from "./results.ts"
-import { int, mib, micros, ms } from "./stats.ts"
+import { int, mib } from "./stats.ts"
 
 type Pair<A> = { readonly library: A | undefined; readonly baseline: A | undefined }
+
+/** The figures of one round: each workload's result of both pipelines. */
+export interface Figures {
+  readonly writes: Pair<Writes>
+  readonly throughput: Pair<Throughput>
+  readonly latency: Pair<Latency>
+  readonly backlogFill: Pair<BacklogFill>
+  readonly backlogDrain: Pair<BacklogDrain>
+}
+
+/** One round: its figures and the 1-minute load average when each of its phases started. */
+export interface Round {
+  readonly round: number
+  readonly figures: Figures
+  readonly loadAverages: Readonly<Record<string, number>>
+}
 
 /** Everything the table shows. */
 export interface TableInput {
   readonly settings: Settings
-  readonly figures: {
-    readonly writes: Pair<Writes>
-    readonly throughput: Pair<Throughput>
-    readonly latency: Pair<Latency>
-    readonly backlogFill: Pair<BacklogFill>
-    readonly backlogDrain: Pair<BacklogDrain>
-  }
+  readonly rounds: ReadonlyArray<Round>
   readonly peakRss: number
   readonly rssBoot: number
   readonly loadAverageAtEnd: ReadonlyArray<number>
@@ -30,124 +40,155 @@ export interface TableInput {
 }
 
 const row = (label: string, library: string, baseline: string, ratio = "") =>
-  `${label.padEnd(46)}${library.padStart(16)}${baseline.padStart(16)}${ratio.padStart(12)}`
+  `${label.padEnd(46)}${library.padStart(28)}${baseline.padStart(28)}${ratio.padStart(18)}`
 
-const ratio = (library: number | undefined, baseline: number | undefined) =>
-  library === undefined || baseline === undefined ? "" : `${((100 * library) / baseline).toFixed(0)} %`
+const defined = (values: ReadonlyArray<number | undefined>): ReadonlyArray<number> =>
+  values.filter((v): v is number => v !== undefined && Number.isFinite(v))
 
-const rate = (n: number | undefined) => n === undefined ? "—" : `${int(n)} ev/s`
-const opt = <A>(a: A | undefined, f: (a: A) => string) => a === undefined ? "—" : f(a)
+/** The median of the values (the mean of the middle two for an even count); undefined when none. */
+export const median = (values: ReadonlyArray<number | undefined>): number | undefined => {
+  const sorted = [...defined(values)].sort((a, b) => a - b)
+  if (sorted.length === 0) return undefined
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
+}
+
+/** How a figure is written: its number, and its unit. */
+interface Format {
+  readonly number: (n: number) => string
+  readonly unit: string
+}
+
+const rate: Format = { number: int, unit: "ev/s" }
+const microseconds: Format = { number: int, unit: "µs" }
+const milliseconds: Format = { number: (n) => n.toFixed(1), unit: "ms" }
+const mebibytes: Format = { number: (n) => (n / 1024 / 1024).toFixed(1), unit: "MiB" }
+const seconds: Format = { number: (n) => n.toFixed(1), unit: "s" }
+const count: Format = { number: int, unit: "" }
+
+/** The median with the range of the rounds, e.g. `5,120 ev/s (4,980–5,300)`; `—` when not measured. */
+const spread = (values: ReadonlyArray<number | undefined>, format: Format): string => {
+  const measured = defined(values)
+  const mid = median(measured)
+  if (mid === undefined) return "—"
+  const unit = format.unit === "" ? "" : ` ${format.unit}`
+  if (measured.length === 1) return `${format.number(mid)}${unit}`
+  const range = `${format.number(Math.min(...measured))}–${format.number(Math.max(...measured))}`
+  return `${format.number(mid)}${unit} (${range})`
+}
+
+const percent = (n: number) => `${(100 * n).toFixed(0)} %`
+const bare = (n: number) => (100 * n).toFixed(0)
+
+type Both = readonly [library: number | undefined, baseline: number | undefined]
+
+/** A figure of both pipelines' results. */
+const both = <A>(pair: Pair<A>, f: (a: A) => number): Both => [
+  pair.library === undefined ? undefined : f(pair.library),
+  pair.baseline === undefined ? undefined : f(pair.baseline)
+]
+
+/** Library over baseline per round, then their median and range. */
+const ratios = (pairs: ReadonlyArray<Both>) =>
+  defined(
+    pairs.map(([library, baseline]) =>
+      library === undefined || baseline === undefined || baseline === 0 ? undefined : library / baseline
+    )
+  )
 
 const verdict = (ok: boolean | undefined) => ok === undefined ? "not measured" : ok ? "met" : "NOT met"
 
 /** Renders the table. */
-export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, settings }: TableInput): string => {
-  const { backlogDrain: drain, backlogFill: fill, latency, throughput, writes } = figures
+export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, settings }: TableInput): string => {
+  const figures = rounds.map((r) => r.figures)
+  /** A figure of both pipelines over the rounds, with the median of the per-round ratios. */
+  const metric = (
+    label: string,
+    pick: (f: Figures) => Both,
+    format: Format,
+    withRatio = true
+  ) => {
+    const pairs = figures.map(pick)
+    const r = ratios(pairs)
+    const ratioText = !withRatio || r.length === 0
+      ? ""
+      : r.length === 1
+      ? percent(r[0] ?? Number.NaN)
+      : `${bare(median(r) ?? Number.NaN)} (${bare(Math.min(...r))}–${bare(Math.max(...r))}) %`
+    return row(label, spread(pairs.map((p) => p[0]), format), spread(pairs.map((p) => p[1]), format), ratioText)
+  }
+  const medianOf = (pick: (f: Figures) => number | undefined) => median(figures.map(pick))
+  const batchedRatio = median(ratios(figures.map((f) => both(f.throughput, (t) => t.eventsPerSecond))))
+  const batched = medianOf((f) => f.throughput.library?.eventsPerSecond)
+  const p99 = medianOf((f) => f.latency.library?.p99)
+  const missing = medianOf((f) => f.latency.library?.missing)
+  /** RSS at 25 %, 50 % and 75 % of the drain (medians of the rounds), in MiB. */
+  const quartiles = (side: (f: Figures) => BacklogDrain | undefined) => {
+    if (!figures.some((f) => side(f) !== undefined)) return "—"
+    return [0, 1, 2].map((q) =>
+      ((median(figures.map((f) => side(f)?.rssQuartiles[q])) ?? Number.NaN) / 1024 / 1024).toFixed(0)
+    ).join("/")
+  }
   const lines = [
+    `${rounds.length} round${rounds.length === 1 ? "" : "s"}, library and baseline interleaved; each figure is the ` +
+    `median (range) of the rounds, each ratio the median of the per-round ratios.`,
     row("", "library", "baseline", "lib/base"),
-    row(
+    metric(
       `Owner writes alone (${int(settings.events)}, ${settings.writeBatch}/tx): creates`,
-      rate(writes.library?.creates.eventsPerSecond),
-      rate(writes.baseline?.creates.eventsPerSecond),
-      ratio(writes.library?.creates.eventsPerSecond, writes.baseline?.creates.eventsPerSecond)
+      (f) => both(f.writes, (w) => w.creates.eventsPerSecond),
+      rate
     ),
-    row(
-      "  updates",
-      rate(writes.library?.updates.eventsPerSecond),
-      rate(writes.baseline?.updates.eventsPerSecond),
-      ratio(writes.library?.updates.eventsPerSecond, writes.baseline?.updates.eventsPerSecond)
-    ),
-    row(
+    metric("  updates", (f) => both(f.writes, (w) => w.updates.eventsPerSecond), rate),
+    metric(
       "  CPU of the phase process per event: creates",
-      opt(writes.library, (w) => micros(w.creates.cpuMicrosPerEvent)),
-      opt(writes.baseline, (w) => micros(w.creates.cpuMicrosPerEvent)),
-      ratio(writes.library?.creates.cpuMicrosPerEvent, writes.baseline?.creates.cpuMicrosPerEvent)
+      (f) => both(f.writes, (w) => w.creates.cpuMicrosPerEvent),
+      microseconds
     ),
-    row(
-      "  updates",
-      opt(writes.library, (w) => micros(w.updates.cpuMicrosPerEvent)),
-      opt(writes.baseline, (w) => micros(w.updates.cpuMicrosPerEvent)),
-      ratio(writes.library?.updates.cpuMicrosPerEvent, writes.baseline?.updates.cpuMicrosPerEvent)
-    ),
-    row(
-      "  load average (1 min) when timed",
-      opt(writes.library, (w) => (w.loadAverage[0] ?? Number.NaN).toFixed(2)),
-      opt(writes.baseline, (w) => (w.loadAverage[0] ?? Number.NaN).toFixed(2))
-    ),
-    row(
+    metric("  updates", (f) => both(f.writes, (w) => w.updates.cpuMicrosPerEvent), microseconds),
+    metric(
       `Batched end-to-end (${int(settings.events)} events, ${settings.writeBatch}/tx)`,
-      rate(throughput.library?.eventsPerSecond),
-      rate(throughput.baseline?.eventsPerSecond),
-      ratio(throughput.library?.eventsPerSecond, throughput.baseline?.eventsPerSecond)
+      (f) => both(f.throughput, (t) => t.eventsPerSecond),
+      rate
     ),
-    row(
-      "  owner writes (creates) during it",
-      rate(throughput.library?.writeEventsPerSecond),
-      rate(throughput.baseline?.writeEventsPerSecond),
-      ratio(throughput.library?.writeEventsPerSecond, throughput.baseline?.writeEventsPerSecond)
-    ),
-    row(
+    metric("  owner writes (creates) during it", (f) => both(f.throughput, (t) => t.writeEventsPerSecond), rate),
+    metric(
       `Backlog drain, relay + consumer (${int(settings.backlog)})`,
-      rate(drain.library?.eventsPerSecond),
-      rate(drain.baseline?.eventsPerSecond),
-      ratio(drain.library?.eventsPerSecond, drain.baseline?.eventsPerSecond)
+      (f) => both(f.backlogDrain, (d) => d.eventsPerSecond),
+      rate
     ),
-    row(
+    metric(
       "CPU of the phase process per event: batched",
-      opt(throughput.library, (t) => micros(t.cpuMicrosPerEvent)),
-      opt(throughput.baseline, (t) => micros(t.cpuMicrosPerEvent)),
-      ratio(throughput.library?.cpuMicrosPerEvent, throughput.baseline?.cpuMicrosPerEvent)
+      (f) => both(f.throughput, (t) => t.cpuMicrosPerEvent),
+      microseconds
     ),
-    row(
-      "  drain",
-      opt(drain.library, (d) => micros(d.cpuMicrosPerEvent)),
-      opt(drain.baseline, (d) => micros(d.cpuMicrosPerEvent)),
-      ratio(drain.library?.cpuMicrosPerEvent, drain.baseline?.cpuMicrosPerEvent)
+    metric("  drain", (f) => both(f.backlogDrain, (d) => d.cpuMicrosPerEvent), microseconds),
+    metric(
+      "  latency workload (one event per transaction)",
+      (f) => both(f.latency, (l) => l.cpuMicrosPerEvent),
+      microseconds
     ),
-    row(
-      `  latency workload (one event per transaction)`,
-      opt(latency.library, (l) => micros(l.cpuMicrosPerEvent)),
-      opt(latency.baseline, (l) => micros(l.cpuMicrosPerEvent)),
-      ratio(latency.library?.cpuMicrosPerEvent, latency.baseline?.cpuMicrosPerEvent)
-    ),
-    row(
+    metric(
       `Latency commit → applied @ ${settings.rate}/s, achieved`,
-      rate(latency.library?.achievedRate),
-      rate(latency.baseline?.achievedRate)
+      (f) => both(f.latency, (l) => l.achievedRate),
+      rate
     ),
-    row("  p50", opt(latency.library, (l) => ms(l.p50)), opt(latency.baseline, (l) => ms(l.p50))),
-    row("  p95", opt(latency.library, (l) => ms(l.p95)), opt(latency.baseline, (l) => ms(l.p95))),
-    row("  p99", opt(latency.library, (l) => ms(l.p99)), opt(latency.baseline, (l) => ms(l.p99))),
-    row("  max", opt(latency.library, (l) => ms(l.max)), opt(latency.baseline, (l) => ms(l.max))),
-    row(
-      "  not applied within 30 s",
-      opt(latency.library, (l) => int(l.missing)),
-      opt(latency.baseline, (l) => int(l.missing))
-    ),
-    row(
-      `Backlog write, outbox only (s)`,
-      opt(fill.library, (f) => `${f.seconds.toFixed(1)} s`),
-      opt(fill.baseline, (f) => `${f.seconds.toFixed(1)} s`)
-    ),
-    row(
-      "Backlog drain RSS: start",
-      opt(drain.library, (d) => mib(d.rssStart)),
-      opt(drain.baseline, (d) => mib(d.rssStart))
-    ),
+    metric("  p50", (f) => both(f.latency, (l) => l.p50), milliseconds),
+    metric("  p95", (f) => both(f.latency, (l) => l.p95), milliseconds),
+    metric("  p99", (f) => both(f.latency, (l) => l.p99), milliseconds),
+    metric("  max", (f) => both(f.latency, (l) => l.max), milliseconds),
+    metric("  not applied within 30 s", (f) => both(f.latency, (l) => l.missing), count, false),
+    metric("Backlog write, outbox only (s)", (f) => both(f.backlogFill, (b) => b.seconds), seconds),
+    metric("Backlog drain RSS: start", (f) => both(f.backlogDrain, (d) => d.rssStart), mebibytes, false),
     row(
       "  at 25 % / 50 % / 75 % of the drain",
-      opt(drain.library, (d) => d.rssQuartiles.map((q) => (q / 1024 / 1024).toFixed(0)).join("/")),
-      opt(drain.baseline, (d) => d.rssQuartiles.map((q) => (q / 1024 / 1024).toFixed(0)).join("/"))
+      quartiles((f) => f.backlogDrain.library),
+      quartiles((f) => f.backlogDrain.baseline)
     ),
-    row("  peak", opt(drain.library, (d) => mib(d.rssPeak)), opt(drain.baseline, (d) => mib(d.rssPeak))),
-    row("  end", opt(drain.library, (d) => mib(d.rssEnd)), opt(drain.baseline, (d) => mib(d.rssEnd))),
-    row(
-      "Peak RSS of the phase process: throughput",
-      opt(throughput.library, (t) => mib(t.peakRss)),
-      opt(throughput.baseline, (t) => mib(t.peakRss))
-    ),
-    row("  latency", opt(latency.library, (l) => mib(l.peakRss)), opt(latency.baseline, (l) => mib(l.peakRss))),
-    row("  backlog drain", opt(drain.library, (d) => mib(d.peakRss)), opt(drain.baseline, (d) => mib(d.peakRss))),
+    metric("  peak", (f) => both(f.backlogDrain, (d) => d.rssPeak), mebibytes, false),
+    metric("  end", (f) => both(f.backlogDrain, (d) => d.rssEnd), mebibytes, false),
+    metric("Peak RSS of the phase process: throughput", (f) => both(f.throughput, (t) => t.peakRss), mebibytes, false),
+    metric("  latency", (f) => both(f.latency, (l) => l.peakRss), mebibytes, false),
+    metric("  backlog drain", (f) => both(f.backlogDrain, (d) => d.peakRss), mebibytes, false),
     `Peak RSS of any phase process: ${mib(peakRss)} (a phase process right after start-up, node + tsx: ${
       mib(rssBoot)
     })`,
@@ -155,19 +196,20 @@ export const render = ({ figures, loadAverageAtEnd, machine, peakRss, rssBoot, s
       machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")
     }, at end ${loadAverageAtEnd.map((l) => l.toFixed(2)).join(" ")}`,
     "",
-    "DESIGN §7 targets (reported, not asserted):",
-    `  ≥ 80 % of the baseline, batched:  ${
-      verdict(
-        throughput.library === undefined || throughput.baseline === undefined
-          ? undefined
-          : throughput.library.eventsPerSecond >= 0.8 * throughput.baseline.eventsPerSecond
-      )
-    }`,
-    `  ≥ 5,000 events/s batched:         ${
-      verdict(throughput.library === undefined ? undefined : throughput.library.eventsPerSecond >= 5_000)
-    }`,
+    "Each round (a contended round shows as a high load average or a latency rate below the target):",
+    ...rounds.map((r) =>
+      `  round ${r.round}: load average (1 min) when each phase started ${
+        Object.entries(r.loadAverages).map(([phase, load]) => `${phase} ${load.toFixed(2)}`).join(", ")
+      }; latency achieved ${
+        both(r.figures.latency, (l) => l.achievedRate).map((n) => spread([n], rate)).join(" / ")
+      } (library / baseline)`
+    ),
+    "",
+    "DESIGN §7 targets (reported, not asserted; on the medians):",
+    `  ≥ 80 % of the baseline, batched:  ${verdict(batchedRatio === undefined ? undefined : batchedRatio >= 0.8)}`,
+    `  ≥ 5,000 events/s batched:         ${verdict(batched === undefined ? undefined : batched >= 5_000)}`,
     `  p99 ≤ 50 ms at ${settings.rate} events/s:      ${
-      verdict(latency.library === undefined ? undefined : latency.library.p99 <= 50 && latency.library.missing === 0)
+      verdict(p99 === undefined ? undefined : p99 <= 50 && missing === 0)
     }`
   ]
   return lines.join("\n")
