@@ -22,6 +22,9 @@ const run = (phase: Phase, step: string | undefined, env: Workloads.PhaseEnv): E
   if (phase.endsWith("writes")) return Workloads.writes(make, env)
   if (phase.endsWith("throughput")) return Workloads.throughput(make, env)
   if (phase.endsWith("latency")) return Workloads.latency(make, env)
+  if (phase.endsWith("pressure")) {
+    return Workloads.latency(make, { ...env, settings: { ...env.settings, rate: env.settings.pressureRate } })
+  }
   return step === "fill" ? Workloads.backlogFill(make, env) : Workloads.backlogDrain(make, env)
 }
 

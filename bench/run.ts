@@ -105,6 +105,7 @@ const phaseEnv = (
   BENCH_WRITERS: String(settings.writers),
   BENCH_LATENCY_RATE: String(settings.rate),
   BENCH_LATENCY_SECONDS: String(settings.latencySeconds),
+  BENCH_PRESSURE_RATE: String(settings.pressureRate),
   BENCH_BACKLOG: String(settings.backlog),
   BENCH_RELAY_BATCH: String(settings.relayBatch),
   BENCH_CONSUMER_BATCH: String(settings.consumerBatch),
@@ -165,22 +166,27 @@ const main = Effect.gen(function*() {
   let index = 0
   for (let round = 1; round <= settings.rounds; round++) {
     if (settings.rounds > 1) console.log(`round ${round} of ${settings.rounds}`)
-    const results: Array<Report["result"]> = []
+    const results = new Map<Config.Phase, ReadonlyArray<Report["result"]>>()
     const loadAverages: Record<string, number> = {}
     for (const phase of settings.phases) {
       const ran = yield* runPhase(run, index++, settings, phase)
       reports.push(...ran.reports)
-      results.push(...ran.reports.map((r) => r.result))
+      results.set(phase, ran.reports.map((r) => r.result))
       loadAverages[phase] = ran.loadAverage
     }
-    const pick = <K extends Report["result"]["kind"]>(kind: K, pipeline: "library" | "baseline") =>
-      results.find((r): r is Extract<Report["result"], { kind: K }> => r.kind === kind && r.pipeline === pipeline)
+    const of = <K extends Report["result"]["kind"]>(kind: K, phase: Config.Phase) =>
+      results.get(phase)?.find((r): r is Extract<Report["result"], { kind: K }> => r.kind === kind)
+    const pair = <K extends Report["result"]["kind"]>(kind: K, library: Config.Phase, baseline: Config.Phase) => ({
+      library: of(kind, library),
+      baseline: of(kind, baseline)
+    })
     const figures: Figures = {
-      writes: { library: pick("writes", "library"), baseline: pick("writes", "baseline") },
-      throughput: { library: pick("throughput", "library"), baseline: pick("throughput", "baseline") },
-      latency: { library: pick("latency", "library"), baseline: pick("latency", "baseline") },
-      backlogFill: { library: pick("backlog-fill", "library"), baseline: pick("backlog-fill", "baseline") },
-      backlogDrain: { library: pick("backlog-drain", "library"), baseline: pick("backlog-drain", "baseline") }
+      writes: pair("writes", "library-writes", "baseline-writes"),
+      throughput: pair("throughput", "library-throughput", "baseline-throughput"),
+      latency: pair("latency", "library-latency", "baseline-latency"),
+      pressure: pair("latency", "library-pressure", "baseline-pressure"),
+      backlogFill: pair("backlog-fill", "library-backlog", "baseline-backlog"),
+      backlogDrain: pair("backlog-drain", "library-backlog", "baseline-backlog")
     }
     rounds.push({ round, figures, loadAverages })
   }

@@ -14,6 +14,8 @@ export interface Figures {
   readonly writes: Pair<Writes>
   readonly throughput: Pair<Throughput>
   readonly latency: Pair<Latency>
+  /** The latency workload above the comfortable rate (`--pressure-rate`). */
+  readonly pressure: Pair<Latency>
   readonly backlogFill: Pair<BacklogFill>
   readonly backlogDrain: Pair<BacklogDrain>
 }
@@ -177,6 +179,16 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
     metric("  p99", (f) => both(f.latency, (l) => l.p99), milliseconds),
     metric("  max", (f) => both(f.latency, (l) => l.max), milliseconds),
     metric("  not applied within 30 s", (f) => both(f.latency, (l) => l.missing), count, false),
+    metric(
+      `Under pressure @ ${settings.pressureRate}/s, achieved`,
+      (f) => both(f.pressure, (l) => l.achievedRate),
+      rate
+    ),
+    metric("  p50", (f) => both(f.pressure, (l) => l.p50), milliseconds),
+    metric("  p99", (f) => both(f.pressure, (l) => l.p99), milliseconds),
+    metric("  max", (f) => both(f.pressure, (l) => l.max), milliseconds),
+    metric("  not applied within 30 s", (f) => both(f.pressure, (l) => l.missing), count, false),
+    metric("  CPU per event", (f) => both(f.pressure, (l) => l.cpuMicrosPerEvent), microseconds),
     metric("Backlog write, outbox only (s)", (f) => both(f.backlogFill, (b) => b.seconds), seconds),
     metric("Backlog drain RSS: start", (f) => both(f.backlogDrain, (d) => d.rssStart), mebibytes, false),
     row(
@@ -202,6 +214,8 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
         Object.entries(r.loadAverages).map(([phase, load]) => `${phase} ${load.toFixed(2)}`).join(", ")
       }; latency achieved ${
         both(r.figures.latency, (l) => l.achievedRate).map((n) => spread([n], rate)).join(" / ")
+      }, under pressure ${
+        both(r.figures.pressure, (l) => l.achievedRate).map((n) => spread([n], rate)).join(" / ")
       } (library / baseline)`
     ),
     "",
