@@ -8,6 +8,7 @@
  * | `--writers` | `BENCH_WRITERS` | 4 | concurrent owner transactions in those workloads |
  * | `--rate` | `BENCH_LATENCY_RATE` | 500 | single-entity transactions per second of the latency workload |
  * | `--latency-seconds` | `BENCH_LATENCY_SECONDS` | 10 | how long the latency workload runs |
+ * | `--lanes` | `BENCH_LANES` | 8 | ordered lanes of the `library-lanes` phase (the batched workload, relay `orderedByEntity`) |
  * | `--pressure-rate` | `BENCH_PRESSURE_RATE` | 1 000 | the latency workload's rate under pressure (above the comfortable rate) |
  * | `--backlog` | `BENCH_BACKLOG` | 200 000 (1 000 000 with `BENCH_BACKLOG_1M=1`) | outbox backlog drained in the memory phase |
  * | `--relay-batch` | `BENCH_RELAY_BATCH` | 100 | rows claimed per relay batch (both pipelines) |
@@ -30,6 +31,7 @@ export const phases = [
   "baseline-latency",
   "library-pressure",
   "baseline-pressure",
+  "library-lanes",
   "library-backlog",
   "baseline-backlog"
 ] as const
@@ -43,6 +45,7 @@ export interface Settings {
   readonly rate: number
   readonly latencySeconds: number
   readonly pressureRate: number
+  readonly lanes: number
   readonly backlog: number
   readonly relayBatch: number
   readonly consumerBatch: number
@@ -77,6 +80,7 @@ export const read = (): Settings => {
     rate: setting("rate", "BENCH_LATENCY_RATE", 500),
     latencySeconds: setting("latency-seconds", "BENCH_LATENCY_SECONDS", 10),
     pressureRate: setting("pressure-rate", "BENCH_PRESSURE_RATE", 1_000),
+    lanes: setting("lanes", "BENCH_LANES", 8),
     backlog: setting("backlog", "BENCH_BACKLOG", process.env.BENCH_BACKLOG_1M === "1" ? 1_000_000 : 200_000),
     relayBatch: setting("relay-batch", "BENCH_RELAY_BATCH", 100),
     consumerBatch: setting("consumer-batch", "BENCH_CONSUMER_BATCH", 250),

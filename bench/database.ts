@@ -7,6 +7,7 @@ import { PgClient } from "@effect/sql-pg"
 import amqp from "amqplib"
 import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import { Broker } from "entity-sync"
 import { amqpUrl, type Names } from "./contract.ts"
 
 /** The maintenance database used for `CREATE DATABASE` / `DROP DATABASE`. */
@@ -51,8 +52,8 @@ export const serverVersion: Effect.Effect<string, unknown> = admin((sql) =>
   Effect.map(sql<{ readonly version: string }>`SELECT version() AS version`, (rows) => rows[0]?.version ?? "unknown")
 )
 
-/** Deletes a phase's queues and exchanges (best effort). */
-export const deleteTopology = (names: Names): Effect.Effect<void> =>
+/** Deletes a phase's queues and exchanges, its `lanes` lane queues included (best effort). */
+export const deleteTopology = (names: Names, lanes = 0): Effect.Effect<void> =>
   Effect.promise(async () => {
     const connection = await amqp.connect(amqpUrl)
     try {
@@ -62,8 +63,11 @@ export const deleteTopology = (names: Names): Effect.Effect<void> =>
         await f(channel).catch(() => undefined)
         await channel.close().catch(() => undefined)
       }
-      for (const queue of [names.queue, `${names.queue}.dead`]) await each((channel) => channel.deleteQueue(queue))
-      for (const exchange of [names.exchange, names.deadLetterExchange]) {
+      const laneQueues = Array.from({ length: lanes }, (_, i) => Broker.laneQueueOf(names.queue, i))
+      for (const queue of [names.queue, ...laneQueues].flatMap((queue) => [queue, `${queue}.dead`])) {
+        await each((channel) => channel.deleteQueue(queue))
+      }
+      for (const exchange of [names.exchange, names.deadLetterExchange, Broker.lanesExchangeOf(names.service)]) {
         await each((channel) => channel.deleteExchange(exchange))
       }
     } finally {

@@ -54,7 +54,8 @@ const consumer = (env: PhaseEnv, listener: ApplyListener | null) => {
     subscriptions: [subscription],
     producers: { [owner]: ["guest"] },
     batchSize: env.settings.consumerBatch,
-    prefetch: env.settings.prefetch
+    prefetch: env.settings.prefetch,
+    ...(env.lanes === undefined ? {} : { lanes: env.lanes })
   }).pipe(
     Layer.provide(consumerStores(env.consumerUrl)),
     Layer.provide(broker(env, "consumer"))
@@ -110,10 +111,11 @@ export const make: MakePipeline = (env) =>
         ),
       startConsumer: (listener) => Effect.asVoid(Layer.build(consumer(env, listener))),
       startRelay: Effect.asVoid(Layer.build(
-        Relay.layer({ producer: owner, batchSize: env.settings.relayBatch }).pipe(
-          Layer.provide(Layer.succeedContext(ownerContext)),
-          Layer.provide(broker(env, "relay"))
-        )
+        Relay.layer({ producer: owner, batchSize: env.settings.relayBatch, orderedByEntity: env.lanes !== undefined })
+          .pipe(
+            Layer.provide(Layer.succeedContext(ownerContext)),
+            Layer.provide(broker(env, "relay"))
+          )
       )),
       applied: Metrics.outcomeCount(env.names.service, Item.name, "applied")
     }

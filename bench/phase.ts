@@ -21,6 +21,7 @@ const run = (phase: Phase, step: string | undefined, env: Workloads.PhaseEnv): E
   const make = phase.startsWith("library") ? Library.make : Baseline.make
   if (phase.endsWith("writes")) return Workloads.writes(make, env)
   if (phase.endsWith("throughput")) return Workloads.throughput(make, env)
+  if (phase === "library-lanes") return Workloads.throughput(make, { ...env, lanes: env.settings.lanes })
   if (phase.endsWith("latency")) return Workloads.latency(make, env)
   if (phase.endsWith("pressure")) {
     return Workloads.latency(make, { ...env, settings: { ...env.settings, rate: env.settings.pressureRate } })

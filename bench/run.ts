@@ -106,6 +106,7 @@ const phaseEnv = (
   BENCH_LATENCY_RATE: String(settings.rate),
   BENCH_LATENCY_SECONDS: String(settings.latencySeconds),
   BENCH_PRESSURE_RATE: String(settings.pressureRate),
+  BENCH_LANES: String(settings.lanes),
   BENCH_BACKLOG: String(settings.backlog),
   BENCH_RELAY_BATCH: String(settings.relayBatch),
   BENCH_CONSUMER_BATCH: String(settings.consumerBatch),
@@ -138,7 +139,7 @@ const runPhase = (run: string, index: number, settings: Config.Settings, phase: 
     Effect.ensuring(
       Effect.all([
         Database.drop([`bench_${run}_${index}_owner`, `bench_${run}_${index}_consumer`]).pipe(Effect.ignore),
-        Database.deleteTopology(makeNames(run, phase))
+        Database.deleteTopology(makeNames(run, phase), settings.lanes)
       ])
     )
   )
@@ -185,6 +186,7 @@ const main = Effect.gen(function*() {
       throughput: pair("throughput", "library-throughput", "baseline-throughput"),
       latency: pair("latency", "library-latency", "baseline-latency"),
       pressure: pair("latency", "library-pressure", "baseline-pressure"),
+      lanes: { library: of("throughput", "library-lanes"), baseline: of("throughput", "library-throughput") },
       backlogFill: pair("backlog-fill", "library-backlog", "baseline-backlog"),
       backlogDrain: pair("backlog-drain", "library-backlog", "baseline-backlog")
     }

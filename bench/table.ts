@@ -16,6 +16,8 @@ export interface Figures {
   readonly latency: Pair<Latency>
   /** The latency workload above the comfortable rate (`--pressure-rate`). */
   readonly pressure: Pair<Latency>
+  /** The batched workload with ordered lanes (`library`) beside the library's on one queue (`baseline`). */
+  readonly lanes: Pair<Throughput>
   readonly backlogFill: Pair<BacklogFill>
   readonly backlogDrain: Pair<BacklogDrain>
 }
@@ -153,6 +155,12 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
       rate
     ),
     metric("  owner writes (creates) during it", (f) => both(f.throughput, (t) => t.writeEventsPerSecond), rate),
+    metric(
+      `Library with ${settings.lanes} lanes / on one queue, batched`,
+      (f) => both(f.lanes, (t) => t.eventsPerSecond),
+      rate
+    ),
+    metric("  CPU per event", (f) => both(f.lanes, (t) => t.cpuMicrosPerEvent), microseconds),
     metric(
       `Backlog drain, relay + consumer (${int(settings.backlog)})`,
       (f) => both(f.backlogDrain, (d) => d.eventsPerSecond),

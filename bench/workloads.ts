@@ -17,6 +17,8 @@ export interface PhaseEnv {
   readonly consumerUrl: Redacted.Redacted
   readonly names: Names
   readonly settings: Settings
+  /** The library's consumer reads this many ordered lanes, its relay publishing in order per entity. */
+  readonly lanes?: number
 }
 
 /** Calls the pipeline makes into the workload when an event is applied (after its commit). */
