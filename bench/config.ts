@@ -9,6 +9,7 @@
  * | `--rate` | `BENCH_LATENCY_RATE` | 500 | single-entity transactions per second of the latency workload |
  * | `--latency-seconds` | `BENCH_LATENCY_SECONDS` | 10 | how long the latency workload runs |
  * | `--lanes` | `BENCH_LANES` | 8 | ordered lanes of the `library-lanes` phase (the batched workload, relay `orderedByEntity`) |
+ * | — | — | 2 + 3 | relays + consumer instances of the `library-instances` phase (the batched workload, in one process) |
  * | `--pressure-rate` | `BENCH_PRESSURE_RATE` | 1 000 | the latency workload's rate under pressure (above the comfortable rate) |
  * | `--backlog` | `BENCH_BACKLOG` | 200 000 (1 000 000 with `BENCH_BACKLOG_1M=1`) | outbox backlog drained in the memory phase |
  * | `--relay-batch` | `BENCH_RELAY_BATCH` | 100 | rows claimed per relay batch (both pipelines) |
@@ -32,6 +33,7 @@ export const phases = [
   "library-pressure",
   "baseline-pressure",
   "library-lanes",
+  "library-instances",
   "library-backlog",
   "baseline-backlog"
 ] as const

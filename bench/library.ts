@@ -109,13 +109,17 @@ export const make: MakePipeline = (env) =>
             }).pipe(withOwner),
           { concurrency: 2, discard: true }
         ),
-      startConsumer: (listener) => Effect.asVoid(Layer.build(consumer(env, listener))),
-      startRelay: Effect.asVoid(Layer.build(
-        Relay.layer({ producer: owner, batchSize: env.settings.relayBatch, orderedByEntity: env.lanes !== undefined })
-          .pipe(
-            Layer.provide(Layer.succeedContext(ownerContext)),
-            Layer.provide(broker(env, "relay"))
-          )
+      startConsumer: (listener) =>
+        Effect.asVoid(Effect.replicateEffect(Layer.build(consumer(env, listener)), env.instances?.consumers ?? 1)),
+      startRelay: Effect.asVoid(Effect.replicateEffect(
+        Layer.build(
+          Relay.layer({ producer: owner, batchSize: env.settings.relayBatch, orderedByEntity: env.lanes !== undefined })
+            .pipe(
+              Layer.provide(Layer.succeedContext(ownerContext)),
+              Layer.provide(broker(env, "relay"))
+            )
+        ),
+        env.instances?.relays ?? 1
       )),
       applied: Metrics.outcomeCount(env.names.service, Item.name, "applied")
     }

@@ -22,6 +22,9 @@ const run = (phase: Phase, step: string | undefined, env: Workloads.PhaseEnv): E
   if (phase.endsWith("writes")) return Workloads.writes(make, env)
   if (phase.endsWith("throughput")) return Workloads.throughput(make, env)
   if (phase === "library-lanes") return Workloads.throughput(make, { ...env, lanes: env.settings.lanes })
+  if (phase === "library-instances") {
+    return Workloads.throughput(make, { ...env, instances: { relays: 2, consumers: 3 } })
+  }
   if (phase.endsWith("latency")) return Workloads.latency(make, env)
   if (phase.endsWith("pressure")) {
     return Workloads.latency(make, { ...env, settings: { ...env.settings, rate: env.settings.pressureRate } })

@@ -187,6 +187,7 @@ const main = Effect.gen(function*() {
       latency: pair("latency", "library-latency", "baseline-latency"),
       pressure: pair("latency", "library-pressure", "baseline-pressure"),
       lanes: { library: of("throughput", "library-lanes"), baseline: of("throughput", "library-throughput") },
+      instances: { library: of("throughput", "library-instances"), baseline: of("throughput", "library-throughput") },
       backlogFill: pair("backlog-fill", "library-backlog", "baseline-backlog"),
       backlogDrain: pair("backlog-drain", "library-backlog", "baseline-backlog")
     }

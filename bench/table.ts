@@ -18,6 +18,8 @@ export interface Figures {
   readonly pressure: Pair<Latency>
   /** The batched workload with ordered lanes (`library`) beside the library's on one queue (`baseline`). */
   readonly lanes: Pair<Throughput>
+  /** The batched workload with 2 relays and 3 consumer instances (`library`) beside one of each (`baseline`). */
+  readonly instances: Pair<Throughput>
   readonly backlogFill: Pair<BacklogFill>
   readonly backlogDrain: Pair<BacklogDrain>
 }
@@ -161,6 +163,12 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
       rate
     ),
     metric("  CPU per event", (f) => both(f.lanes, (t) => t.cpuMicrosPerEvent), microseconds),
+    metric(
+      "Library with 2 relays + 3 consumers / one of each",
+      (f) => both(f.instances, (t) => t.eventsPerSecond),
+      rate
+    ),
+    metric("  CPU per event", (f) => both(f.instances, (t) => t.cpuMicrosPerEvent), microseconds),
     metric(
       `Backlog drain, relay + consumer (${int(settings.backlog)})`,
       (f) => both(f.backlogDrain, (d) => d.eventsPerSecond),

@@ -19,6 +19,8 @@ export interface PhaseEnv {
   readonly settings: Settings
   /** The library's consumer reads this many ordered lanes, its relay publishing in order per entity. */
   readonly lanes?: number
+  /** The library runs this many relays and consumer instances (default one of each). */
+  readonly instances?: { readonly relays: number; readonly consumers: number }
 }
 
 /** Calls the pipeline makes into the workload when an event is applied (after its commit). */
