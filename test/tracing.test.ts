@@ -453,10 +453,13 @@ describe("tracing the demo services on PostgreSQL and RabbitMQ", () => {
         yield* waitFor("the directory's copies", getStatus(`${directory.url}/companies/c-1`), (s) => s === 200)
         const ofTrace = () => receiver.spans.filter((span) => span.traceId === traceId)
         const applyName = Tracing.spanNames.apply("Company")
+        // each service exports its spans in batches of its own: the request's span may come after the apply's
         yield* waitFor(
-          "the directory's apply span",
+          "the request's and the directory's apply spans",
           Effect.sync(ofTrace),
-          (spans) => spans.some((span) => span.name === applyName)
+          (spans) =>
+            spans.some((span) => span.name === applyName) &&
+            spans.some((span) => span.service === "accounts" && span.kind === 2)
         )
         const spans = ofTrace()
         const request = spans.find((span) => span.service === "accounts" && span.kind === 2)

@@ -33,7 +33,9 @@ export const Tally = Schema.Struct({
   /** Copies (not tombstones) that reference a dependency with no copy, or a tombstone (R5). */
   dangling: Schema.Int,
   /** Events given up on (dead rows of the consumer's inbox). */
-  dead: Schema.Int
+  dead: Schema.Int,
+  /** Events parked in the consumer's inbox, waiting for a dependency or their retry. */
+  waiting: Schema.Int
 })
 export type Tally = typeof Tally.Type
 
@@ -198,13 +200,16 @@ export const tally = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<Tal
       (SELECT count(*) FROM ${applies} a WHERE NOT EXISTS (
         SELECT 1 FROM ${sql(t.outbox)} o WHERE o.message_id = a.message_id))::int AS foreign,
       (${danglingQuery(sql, t.copies)})::int AS dangling,
-      (SELECT count(*) FROM ${sql(t.dead)})::int AS dead`.pipe(
+      (SELECT count(*) FROM ${sql(t.dead)})::int AS dead,
+      (SELECT count(*) FROM ${sql(t.waiting)})::int AS waiting`.pipe(
     Effect.flatMap(decodeTally),
     Effect.flatMap((rows) => rows[0] === undefined ? Effect.die(new Error("no tally row")) : Effect.succeed(rows[0]))
   )
 }
 
-const isQuiet = (t: Tally) => t.pending === 0 && t.unreceived === 0 && t.differing === 0 && t.dangling === 0
+// A parked event of an entity whose copy is already current still waits for its retry (it ends stale).
+const isQuiet = (t: Tally) =>
+  t.pending === 0 && t.unreceived === 0 && t.differing === 0 && t.dangling === 0 && t.waiting === 0
 
 /** The tally once the system is quiet (or stuck), with how it got there. */
 export interface Outcome extends Tally {
@@ -221,7 +226,7 @@ export interface Outcome extends Tally {
 
 /**
  * Waits (polling every 200 ms) until every event is published and received, every copy equals its owner
- * row and the queue is empty; gives up after `timeoutSeconds` (default 90), or after `stallSeconds`
+ * row, no event is parked and the queue is empty; gives up after `timeoutSeconds` (default 90), or after `stallSeconds`
  * (default 20) without any progress. Then waits one more second and returns a fresh tally, so a late
  * duplicate apply would still be counted.
  */
@@ -245,7 +250,7 @@ export const awaitQuiescence = (
       danglingSeen = Math.max(danglingSeen, t.dangling)
       const queue = yield* queueState(names.queue, options.amqpUrl)
       const now = yield* Clock.currentTimeMillis
-      const state = [t.pending, t.unreceived, t.differing, t.applies, queue.ready].join()
+      const state = [t.pending, t.unreceived, t.differing, t.applies, t.waiting, queue.ready].join()
       if (state !== last) lastProgress = now
       last = state
       const quiet = isQuiet(t) && queue.ready === 0
