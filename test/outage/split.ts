@@ -44,7 +44,7 @@ export const deadTable = (names: Names): string => `${names.consumerPrefix}dead`
 /** The tables of a side that the checks read. */
 const tablesOf = (names: Names, side: Side): ReadonlyArray<string> => {
   const t = tables(names)
-  return side === "owner" ? [t.outbox, t.source] : [t.inbox, t.copies, deadTable(names), appliesTable]
+  return side === "owner" ? [t.outbox, t.source] : [t.inbox, t.copies, deadTable(names), t.waiting, appliesTable]
 }
 
 /** Runs one side's migrations on its database. */
@@ -70,7 +70,11 @@ const importForeignTables = (
     )
     yield* sql.unsafe(`CREATE USER MAPPING FOR CURRENT_USER SERVER ${server} OPTIONS (user 'postgres')`)
     const list = tablesOf(names, side).map((table) => `"${table.replaceAll("\"", "\"\"")}"`).join(", ")
-    yield* sql.unsafe(`IMPORT FOREIGN SCHEMA public LIMIT TO (${list}) FROM SERVER ${server} INTO public`)
+    // (generated columns as plain ones: the waiting table's are computed by functions of the private side)
+    yield* sql.unsafe(
+      `IMPORT FOREIGN SCHEMA public LIMIT TO (${list}) FROM SERVER ${server} INTO public ` +
+        `OPTIONS (import_generated 'false')`
+    )
   })
 
 /**
