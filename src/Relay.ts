@@ -169,6 +169,9 @@ const orderedClaim: ClaimOptions = { orderedByEntity: true }
 const claimOptions = (options: RelayOptions): ClaimOptions | undefined =>
   options.orderedByEntity === true ? orderedClaim : undefined
 
+/** How often a drain claims from the start of the outbox rather than after the last row it took: 1 second. */
+const fullClaimMillis = 1_000
+
 /** The default of `RelayOptions.batchesInFlight`. */
 export const defaultBatchesInFlight: number = SyncConfig.relayDefaults.batchesInFlight
 
@@ -340,14 +343,27 @@ const pipelinedFrom = (
       const oldest = inFlight.shift()
       return oldest === undefined ? Effect.void : Fiber.join(oldest)
     })
+    // The next claim starts after the last row taken (`ClaimOptions.afterSeq`), and from the start again at
+    // least every `fullClaimMillis`: rows below it that are due (committed late, a dead relay's) wait at most
+    // that long, or until the drain ends. Ordered claims always start from the start.
+    let fullClaimAt = yield* Clock.currentTimeMillis
+    const claimNext = (after: number) =>
+      Effect.gen(function*() {
+        if (options.orderedByEntity === true) return yield* outbox.claim(batchSize, orderedClaim)
+        const now = yield* Clock.currentTimeMillis
+        if (now - fullClaimAt < fullClaimMillis) return yield* outbox.claim(batchSize, { afterSeq: after })
+        fullClaimAt = now
+        return yield* outbox.claim(batchSize)
+      })
     let rows = first
     while (true) {
       claimed += rows.length
       inFlight.push(yield* Effect.forkScoped(publish(rows), { startImmediately: true }))
-      if (rows.length < batchSize) break
+      const last = rows[rows.length - 1]
+      if (rows.length < batchSize || last === undefined) break
       while (inFlight.length >= depth && retryAfter === undefined) yield* settleOldest
       if (retryAfter !== undefined) break
-      rows = yield* Tracing.untraced(outbox.claim(batchSize, claimOptions(options)))
+      rows = yield* Tracing.untraced(claimNext(last.seq))
       if (rows.length === 0) break
     }
     while (inFlight.length > 0) yield* settleOldest

@@ -85,6 +85,37 @@ describe("Relay", () => {
       assert.deepStrictEqual(yield* received(50), ids(50))
     }).pipe(Effect.provide(system)))
 
+  it.effect("a drain claims after the last row it took, and from the start again every second", () =>
+    Effect.gen(function*() {
+      yield* Effect.flatMap(Broker, (broker) => broker.declare(queue))
+      yield* append(50)
+      const outbox = yield* Outbox.Outbox
+      const claims: Array<Outbox.ClaimOptions | undefined> = []
+      const watched = Outbox.Outbox.of({
+        ...outbox,
+        claim: (limit, options) =>
+          Effect.gen(function*() {
+            claims.push(options)
+            // a published row below the drain's position is due again (an operator's replay)
+            if (claims.length === 3) {
+              assert.strictEqual((yield* outbox.republish({ from: 0, to: 1, limit: 1 })).count, 1)
+            }
+            if (claims.length === 5) yield* TestClock.adjust("1 second")
+            return yield* outbox.claim(limit, options)
+          })
+      })
+      const drained = yield* Relay.drain({ producer: "accounts", batchSize: 5, batchesInFlight: 2 }).pipe(
+        Effect.provideService(Outbox.Outbox, watched)
+      )
+      // the sixth claim, a second later, starts from the start again and takes the replayed row
+      const from = claims.map((options) =>
+        options === undefined ? "start" : options.orderedByEntity === true ? "ordered" : options.afterSeq
+      )
+      assert.deepStrictEqual(from, ["start", 5, 10, 15, 20, "start", 29, 34, 39, 44, 49])
+      assert.strictEqual(drained, 51)
+      assert.deepStrictEqual(yield* received(51), [...ids(25), "m-0000", ...ids(50).slice(25)])
+    }).pipe(Effect.provide(system)))
+
   it.effect("with a signing key, every published message carries a signature of its body that verifies", () =>
     Effect.gen(function*() {
       const { signing, verifying } = Signature.generateKeyPair("accounts-1")

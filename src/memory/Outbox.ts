@@ -102,10 +102,11 @@ export const make = (options?: Options): Effect.Effect<Outbox["Service"], never,
           // ordered: entities (`<length>:<entity>:<id>`) with an earlier unpublished row this claim cannot take
           const blocked = new Set<string>()
           const ordered = options?.orderedByEntity === true
+          const afterSeq = options?.orderedByEntity === true ? undefined : options?.afterSeq
           const claimed = sorted()
             .filter((stored) => {
               if (stored.row.publishedAt !== null) return false
-              if (!ordered) return free(stored)
+              if (!ordered) return free(stored) && (afterSeq === undefined || stored.row.seq > afterSeq)
               const { entity, entityId } = stored.row.envelope
               const key = `${entity.length}:${entity}:${entityId}`
               if (blocked.has(key)) return false

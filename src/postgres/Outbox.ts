@@ -183,15 +183,18 @@ export const make = (
         return Effect.succeed(claimed)
       })
 
+    const noClause = sql.literal("")
     const claim = (limit: number, options?: ClaimOptions) =>
       Effect.gen(function*() {
         const n = Math.floor(limit)
         if (!(n > 0)) return []
         const now = yield* Clock.currentTimeMillis
         // one statement, in a transaction of its own (see `claim_due` and `claim_due_ordered` in Migrations)
+        const afterSeq = options?.orderedByEntity === true ? undefined : options?.afterSeq
         const rows = yield* sql`SELECT ${columns}
           FROM ${options?.orderedByEntity === true ? claimDueOrdered : claimDue}(
-            ${now}::bigint, ${now + leaseMillis}::bigint, ${n}::integer)`
+            ${now}::bigint, ${now + leaseMillis}::bigint, ${n}::integer
+            ${afterSeq === undefined ? noClause : sql`, ${Math.floor(afterSeq)}::bigint`})`
         const claimed = yield* decodeClaimed(rows)
         return claimed.slice().sort(bySeq)
       })
@@ -200,7 +203,6 @@ export const make = (
     // a mark lost in a server crash leaves its rows leased until the lease ends, then they are published
     // again and consumers drop the duplicates (R3).
     const asyncCommit = sql.literal("FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c")
-    const noClause = sql.literal("")
     const markPublished = (seqs: ReadonlyArray<number>) =>
       Effect.gen(function*() {
         if (seqs.length === 0) return

@@ -315,7 +315,8 @@ describe("postgres stores, PostgreSQL only", () => {
         [4, "add_copy_references"],
         [5, "scale_out"],
         [6, "ordered_claims"],
-        [7, "ordered_parking"]
+        [7, "ordered_parking"],
+        [8, "claim_after"]
       ])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays

@@ -24,7 +24,7 @@ import {
   type WaitingRow,
   type WaitingVersion
 } from "../../src/Inbox.ts"
-import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
+import { type ClaimOptions, Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import { SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
 import { Transactor } from "../../src/Transactor.ts"
 
@@ -194,10 +194,26 @@ export const storeConformance = <E>(
           assert.deepStrictEqual(yield* outbox.claim(2), [])
         }))
 
+      test("afterSeq: a claim takes only rows after the seq; one without it takes the rows below", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* append(envelope("m-1"))
+          yield* append(envelope("m-2"))
+          yield* append(envelope("m-3"))
+          yield* append(envelope("m-4"))
+          const [s1, s2, s3, s4] = seqsOf(yield* outbox.rows())
+          assert.isTrue(s1 !== undefined && s2 !== undefined && s3 !== undefined && s4 !== undefined)
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(1, { afterSeq: s2! })), [s3])
+          // the claimed row stays skipped; rows after it come next
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(10, { afterSeq: s1! })), [s2, s4])
+          assert.deepStrictEqual(yield* outbox.claim(10, { afterSeq: s4! }), [])
+          assert.deepStrictEqual(seqsOf(yield* outbox.claim(10)), [s1])
+        }))
+
       test("orderedByEntity: an entity's rows are claimed only from its earliest unpublished one on", () =>
         Effect.gen(function*() {
           const outbox = yield* Outbox
-          const ordered = { orderedByEntity: true }
+          const ordered: ClaimOptions = { orderedByEntity: true }
           // u-1 v1..v3 and u-2 v1..v2, interleaved; u-3 v1
           yield* append(envelope("a1", "u-1", 1), envelope("b1", "u-2", 1))
           yield* append(envelope("a2", "u-1", 2))
@@ -225,7 +241,7 @@ export const storeConformance = <E>(
       test("orderedByEntity: a lease that ends makes the entity's rows claimable again, in order", () =>
         Effect.gen(function*() {
           const outbox = yield* Outbox
-          const ordered = { orderedByEntity: true }
+          const ordered: ClaimOptions = { orderedByEntity: true }
           yield* append(envelope("a1", "u-1", 1))
           yield* append(envelope("a2", "u-1", 2))
           assert.strictEqual((yield* outbox.claim(1, ordered)).length, 1)
