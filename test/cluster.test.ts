@@ -39,7 +39,10 @@ const installed = existsSync(`${rabbitBin}/rabbitmq-server`)
 const nodes = [1, 2, 3].map((n) => ({ n, url: `amqp://guest:guest@127.0.0.1:${5680 + n}` }))
 const nodeUrl = (n: number) => nodes[n - 1]?.url ?? `amqp://guest:guest@127.0.0.1:${5680 + n}`
 
-/** The events written (`CLUSTER_EVENTS`, default 4 000) and their rate (`CLUSTER_RATE`, default 200/s). */
+/**
+ * The events written (`CLUSTER_EVENTS`, default 4 000) and their rate (`CLUSTER_RATE`, default 200/s); a quarter
+ * as many again once the node is down.
+ */
 const stream = {
   events: Number(process.env.CLUSTER_EVENTS ?? 4_000),
   ratePerSecond: Number(process.env.CLUSTER_RATE ?? 200)
@@ -194,6 +197,7 @@ describe.skipIf(!installed)("three-node RabbitMQ cluster: the leader of the queu
       const timeline: Timeline = { confirms: [], deliveries: [], publishFailures: [], subscriptionFailures: [] }
       yield* Layer.build(consumer(fixture, timeline))
       yield* Layer.build(relay(fixture, timeline))
+      const streamAt = Date.now()
       const writer = yield* writeStream(stream).pipe(Effect.provide(fixture.writer), Effect.forkChild)
 
       // let the stream flow, then stop the node leading the consumer's quorum queue
@@ -204,6 +208,14 @@ describe.skipIf(!installed)("three-node RabbitMQ cluster: the leader of the queu
       const stopAt = Date.now()
       yield* clusterEffect("stop-node", String(leader))
       const stoppedAt = Date.now()
+      // on a busy machine the stream may have ended by now: a second one keeps events flowing through the failover
+      const lateWriter = yield* writeStream({
+        events: stream.events / 4,
+        ratePerSecond: stream.ratePerSecond,
+        idPrefix: "late-",
+        seed: 7
+      })
+        .pipe(Effect.provide(fixture.writer), Effect.forkChild)
       const confirmAt = yield* firstAfter(timeline.confirms, stoppedAt)
       const deliveryAt = yield* firstAfter(timeline.deliveries, stoppedAt)
       const newLeader = yield* leaderOf(fixture.names.queue, other)
@@ -211,7 +223,14 @@ describe.skipIf(!installed)("three-node RabbitMQ cluster: the leader of the queu
       yield* clusterEffect("start-node", String(leader))
       const restartedAt = Date.now()
 
-      const written = yield* Fiber.join(writer)
+      const early = yield* Fiber.join(writer)
+      const late = yield* Fiber.join(lateWriter)
+      const written = {
+        events: early.events + late.events,
+        transactions: early.transactions + late.transactions,
+        retries: early.retries + late.retries,
+        seconds: Math.max(early.seconds, (stoppedAt - streamAt) / 1000 + late.seconds)
+      }
       const t = yield* awaitQuiescence(fixture.sql, fixture.names, { amqpUrl: nodeUrl(other), timeoutSeconds: 120 })
 
       // Jepsen's total-queue check: confirmed ⊆ received (inbox), each applied at most once

@@ -44,7 +44,10 @@ export interface Session {
 const isUsable = (session: Session): boolean =>
   session.status.lost === undefined && session.publisher.closed === undefined
 
-/** Connects, declares the topology and opens the confirm channel. Uninterruptible, so no socket leaks. */
+/**
+ * Connects, declares the topology and opens the confirm channel, the declarations bounded by the response
+ * timeout (the connection is closed when they fail or time out). Uninterruptible, so no socket leaks.
+ */
 const openSession = (
   settings: Settings,
   queues: ReadonlyMap<string, QueueSpec>,
@@ -64,11 +67,23 @@ const openSession = (
     model.on("close", (error?: Error) => {
       status.lost ??= error === undefined ? lastError : `the connection closed: ${error.message}`
     })
-    const publisher = yield* Effect.gen(function*() {
+    const publisher = yield* Effect.interruptible(Effect.gen(function*() {
       yield* ensureTopology(settings, model, queues, nodeUrl)
       const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
       return makePublisher(channel, settings.publishWindow)
-    }).pipe(Effect.onError(() => attempt("close", () => model.close()).pipe(Effect.ignore)))
+    })).pipe(
+      Effect.timeoutOrElse({
+        duration: Duration.seconds(settings.responseTimeoutSeconds),
+        orElse: () =>
+          Effect.fail(unavailable(
+            "declare",
+            `${
+              RabbitConfig.addressOf(nodeUrl)
+            } did not answer the declarations within ${settings.responseTimeoutSeconds} s`
+          ))
+      }),
+      Effect.onError(() => closeConnection(model))
+    )
     return { model, node: RabbitConfig.addressOf(nodeUrl), url: nodeUrl, publisher, status } satisfies Session
   }))
 

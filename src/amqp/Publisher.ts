@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import type { ConfirmChannel, Message, Options } from "amqplib"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import { type BrokerUnavailable, PublishRejected } from "../Errors.ts"
 import { messageOf, unavailable } from "./AmqpCall.ts"
 import { propertiesOf, type RawHeaders } from "./AmqpMessage.ts"
@@ -241,21 +241,39 @@ export type PublishInOrder = (
 ) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
 
 /**
+ * Gives up a publisher whose broker stopped confirming: it counts as closed (with `reason`) from now on, so
+ * the connection is replaced by the next operation, and every call waiting on it fails.
+ */
+const giveUp = (publisher: Publisher, reason: string): BrokerUnavailable => {
+  publisher.closed ??= reason
+  wake(publisher)
+  return unavailable("publish", reason)
+}
+
+/**
  * An adapter's publishing in the order calls begin (one per adapter, over all its connections), on the
  * publisher of the connection `acquire` gives: a call sends its messages once every earlier call has sent
  * all of its own (or failed), then awaits its confirms while later calls send, so a caller can keep
  * several batches in flight without reordering them. The turn is taken when the effect begins, before
- * connecting; it ends when the call has sent everything, failed or was interrupted.
+ * connecting; it ends when the call has sent everything, failed or was interrupted. A call that is not
+ * confirmed within `responseTimeout` of getting its connection fails with `BrokerUnavailable` and gives
+ * that connection's publisher up (see `giveUp`): a lost confirm never stalls the calls after it.
  */
 export const publishInOrder = (
-  acquire: Effect.Effect<{ readonly publisher: Publisher }, BrokerUnavailable>
+  acquire: Effect.Effect<{ readonly publisher: Publisher }, BrokerUnavailable>,
+  responseTimeout: Duration.Duration
 ): PublishInOrder => {
   const order: SendOrder = { turns: [] }
+  const reason = `no confirm within ${Duration.format(responseTimeout)}: the publishing channel is given up`
   return (messages) =>
     Effect.suspend(() => {
       const turn = takeTurn(order)
-      return Effect.flatMap(acquire, (session) => publishAll(session.publisher, messages, order, turn)).pipe(
-        Effect.onExit(() => Effect.sync(() => endTurn(order, turn)))
-      )
+      return Effect.flatMap(acquire, ({ publisher }) =>
+        publishAll(publisher, messages, order, turn).pipe(
+          Effect.timeoutOrElse({
+            duration: responseTimeout,
+            orElse: () => Effect.fail(giveUp(publisher, reason))
+          })
+        )).pipe(Effect.onExit(() => Effect.sync(() => endTurn(order, turn))))
     })
 }

@@ -22,7 +22,7 @@
  *
  * @since 0.1.0
  */
-import { type Config, Effect, Layer, type Scope, Stream } from "effect"
+import { type Config, Duration, Effect, Layer, type Scope, Stream } from "effect"
 import { Broker, type Delivery, type OutgoingMessage, type QueueSpec, type SubscribeOptions } from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
 import { ensureOutsideTransaction } from "../Outbox.ts"
@@ -61,7 +61,7 @@ export const make = (options: RabbitConfig.RabbitOptions): Effect.Effect<Broker[
     const connection = yield* makeConnection(settings, queues)
     const { acquire } = connection
 
-    const publishInOrder = makePublishInOrder(acquire)
+    const publishInOrder = makePublishInOrder(acquire, Duration.seconds(settings.responseTimeoutSeconds))
     const mover = makeMover(settings, publishInOrder)
     const deadQueues = yield* makeDeadQueues(settings, acquire, mover)
 

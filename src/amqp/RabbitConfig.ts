@@ -12,6 +12,7 @@
  * | `AMQP_PUBLISH_WINDOW` | `1000` | publishes awaiting their confirm at once, over all `publish` calls |
  * | `AMQP_DELIVERY_LIMIT` | `20` | `x-delivery-limit` of the quorum queues |
  * | `AMQP_HEARTBEAT` | `30` | heartbeat in seconds (0 turns it off); a `heartbeat` in the URL wins |
+ * | `AMQP_RESPONSE_TIMEOUT` | `30` | seconds the broker may take to confirm a publish or to answer a new connection's declarations; past it the connection is given up and opened again |
  * | `AMQP_CONNECTION_NAME` | `entity-sync` | connection name shown by the management tools |
  * | `AMQP_MAX_DEAD_LETTER_BODY_BYTES` | `65536` | longest body a dead letter keeps; a longer one keeps this prefix |
  * | `AMQP_TOPOLOGY` | `declare` | `declare`: the adapter declares exchanges, queues and bindings; `passive`: it only checks that they exist |
@@ -72,6 +73,13 @@ export interface RabbitOptions {
   readonly deliveryLimit?: number
   /** Heartbeat in seconds, 0 for none (default 30); a `heartbeat` query parameter in `url` wins. */
   readonly heartbeatSeconds?: number
+  /**
+   * Seconds the broker may take to confirm a publish or to answer a new connection's declarations (default
+   * 30): past it the publish fails with `BrokerUnavailable` (the relay publishes it again) and the connection
+   * is given up and opened again. Bounds the stall when a confirm never comes, e.g. a quorum queue's leader
+   * lost with the publish.
+   */
+  readonly responseTimeoutSeconds?: number
   /** The `connection_name` client property, shown by `rabbitmqctl` and the management UI (default `entity-sync`). */
   readonly connectionName?: string
   /** The longest body a dead letter keeps, in bytes (default 64 KiB); a longer one keeps only this prefix. */
@@ -99,6 +107,7 @@ export interface ResolvedRabbitOptions {
   readonly publishWindow: number
   readonly deliveryLimit: number
   readonly heartbeatSeconds: number
+  readonly responseTimeoutSeconds: number
   readonly connectionName: string
   readonly maxDeadLetterBodyBytes: number
   readonly topology: Topology
@@ -115,6 +124,7 @@ export const defaults = {
   publishWindow: 1000,
   deliveryLimit: 20,
   heartbeatSeconds: 30,
+  responseTimeoutSeconds: 30,
   connectionName: "entity-sync",
   maxDeadLetterBodyBytes: 64 * 1024,
   topology: "declare"
@@ -178,6 +188,7 @@ export const resolve = (options: RabbitOptions): ResolvedRabbitOptions => {
     publishWindow: Math.max(1, options.publishWindow ?? defaults.publishWindow),
     deliveryLimit: Math.max(1, options.deliveryLimit ?? defaults.deliveryLimit),
     heartbeatSeconds: Math.max(0, options.heartbeatSeconds ?? defaults.heartbeatSeconds),
+    responseTimeoutSeconds: Math.max(1, options.responseTimeoutSeconds ?? defaults.responseTimeoutSeconds),
     connectionName: options.connectionName ?? defaults.connectionName,
     maxDeadLetterBodyBytes: Math.max(0, options.maxDeadLetterBodyBytes ?? defaults.maxDeadLetterBodyBytes),
     topology: options.topology ?? defaults.topology,
@@ -195,6 +206,9 @@ export const config: Config.Config<RabbitOptions> = Config.all({
   publishWindow: Config.Int("AMQP_PUBLISH_WINDOW").pipe(Config.withDefault(defaults.publishWindow)),
   deliveryLimit: Config.Int("AMQP_DELIVERY_LIMIT").pipe(Config.withDefault(defaults.deliveryLimit)),
   heartbeatSeconds: Config.Int("AMQP_HEARTBEAT").pipe(Config.withDefault(defaults.heartbeatSeconds)),
+  responseTimeoutSeconds: Config.Int("AMQP_RESPONSE_TIMEOUT").pipe(
+    Config.withDefault(defaults.responseTimeoutSeconds)
+  ),
   connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault(defaults.connectionName)),
   maxDeadLetterBodyBytes: Config.Int("AMQP_MAX_DEAD_LETTER_BODY_BYTES").pipe(
     Config.withDefault(defaults.maxDeadLetterBodyBytes)

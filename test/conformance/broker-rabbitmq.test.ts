@@ -24,6 +24,7 @@ import {
   Stream
 } from "effect"
 import { execFile } from "node:child_process"
+import { connect, createServer, type Socket } from "node:net"
 import { promisify } from "node:util"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import type { RabbitOptions } from "../../src/amqp/RabbitConfig.ts"
@@ -117,6 +118,56 @@ brokerConformance("RabbitMQ broker", () => RabbitBroker.layer(settings), {
   deliveryLimit: 20,
   elapse: Effect.sleep("20 millis")
 })
+
+/**
+ * A TCP proxy to the local RabbitMQ that can go silent: while silent it drops every byte both ways and
+ * keeps the sockets open (a broker that stops answering without closing anything); `speak` ends the
+ * silence and cuts the connections that lived through it. Closed with the scope.
+ */
+const silentProxy = Effect.acquireRelease(
+  Effect.callback<
+    { readonly port: number; readonly silence: () => void; readonly speak: () => void; close: () => void }
+  >(
+    (resume) => {
+      const sockets = new Set<Socket>()
+      let silenced: ReadonlyArray<Socket> = []
+      let silent = false
+      const server = createServer((client) => {
+        const upstream = connect(5672, "127.0.0.1")
+        for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+          sockets.add(from)
+          from.on("error", () => {})
+          from.on("close", () => {
+            sockets.delete(from)
+            to.destroy()
+          })
+          from.on("data", (chunk) => {
+            if (!silent) to.write(chunk)
+          })
+        }
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const address = server.address()
+        resume(Effect.succeed({
+          port: typeof address === "object" && address !== null ? address.port : 0,
+          silence: () => {
+            silent = true
+            silenced = Array.from(sockets)
+          },
+          speak: () => {
+            silent = false
+            silenced.forEach((socket) => socket.destroy())
+          },
+          close: () => {
+            server.close()
+            sockets.forEach((socket) => socket.destroy())
+          }
+        }))
+      })
+    }
+  ),
+  (proxy) => Effect.sync(proxy.close)
+)
 
 const QueueInfo = Schema.Struct({
   name: Schema.String,
@@ -306,6 +357,46 @@ describe("RabbitMQ broker only", () => {
         // nothing was lost: the subscriber settled nothing, so every message is back in the queue
         const left = yield* Effect.promise(() => withRawChannel((channel) => channel.checkQueue(spec.name)))
         assert.strictEqual(left.messageCount, ids.length + 1)
+      }),
+    liveTimeout
+  )
+
+  it.live(
+    "a broker that goes silent: the publish fails within the response timeout and the next one goes through on a new connection",
+    () =>
+      Effect.gen(function*() {
+        const proxy = yield* silentProxy
+        const broker = Context.get(
+          yield* Layer.build(RabbitBroker.layer({
+            ...settings,
+            url: `amqp://guest:guest@127.0.0.1:${proxy.port}`,
+            responseTimeoutSeconds: 2
+          })),
+          Broker
+        )
+        const spec: QueueSpec = { name: queueName("silent"), bindings: ["silent.#"] }
+        const message = (messageId: string) => outgoing(messageId, "silent.User.created")
+        yield* broker.declare(spec)
+        yield* broker.publish([message("before")])
+        proxy.silence()
+        // without the bound this waits for a confirm forever (until the heartbeat gives the connection up)
+        const failed = yield* broker.publish([message("unanswered")]).pipe(
+          Effect.timeout("15 seconds"),
+          Effect.flip
+        )
+        assert.strictEqual(failed._tag, "BrokerUnavailable")
+        assert.match(failed._tag === "BrokerUnavailable" ? failed.detail : "", /no confirm within 2s/)
+        proxy.speak()
+        yield* broker.publish([message("after")]).pipe(
+          Effect.retry({ schedule: Schedule.spaced("100 millis"), times: 100 })
+        )
+        const got = yield* broker.subscribe(spec).pipe(
+          Stream.mapEffect((d) => Effect.as(d.ack, d.messageId)),
+          Stream.takeUntil((id) => id === "after"),
+          Stream.runCollect,
+          Effect.timeout("10 seconds")
+        )
+        assert.includeMembers(Array.from(got), ["before", "after"])
       }),
     liveTimeout
   )
