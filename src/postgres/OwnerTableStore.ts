@@ -247,6 +247,31 @@ export const make = (
         RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version`.pipe(Effect.flatMap(decodeCreated))
     }
 
+    // One row, one statement and no lock: inserted only when no row of its id is visible (a row a concurrent
+    // hard delete is removing still is, and goes to `create`'s locked path, which then sees its tombstone);
+    // re-created over a committed tombstone, it continues its version and the tombstone goes. Nothing is
+    // written when it is not inserted, so it needs no savepoint.
+    const insertAbsent = (row: NewSourceRow) =>
+      sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${row.id}),
+        created AS (INSERT INTO ${owner} AS t (${columnList})
+          SELECT ${
+        sql.literal(
+          writtenColumns.map((column) =>
+            column === table.versionColumn
+              ? `coalesce((SELECT version FROM tomb), 0) + 1`
+              : softDelete !== undefined && column === softDelete.column
+              ? "NULL"
+              : `r.${escape(column)}`
+          ).join(", ")
+        )
+      }
+          FROM jsonb_populate_record(${rowType}, ${JSON.stringify(record(row, row.updatedAt))}::jsonb) AS r
+          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${row.id})
+          ON CONFLICT (${idColumn}) DO NOTHING
+          RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
+        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id FROM created))
+        SELECT id, version FROM created`.pipe(Effect.flatMap(decodeCreated))
+
     const lockExisting = (ids: ReadonlyArray<string>) =>
       sql`SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids})
         ORDER BY ${sql.literal(idText)} COLLATE "C" FOR UPDATE`
@@ -262,7 +287,7 @@ export const make = (
         for (const row of rows) {
           const version = versions.get(row.id)
           if (version === undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: row.id }))
-          written.push({ ...row, version, state: "live", deletedAt: null })
+          written.push(createdRow(row, version))
         }
         return Effect.succeed(written)
       })
@@ -270,7 +295,17 @@ export const make = (
       // reads the tombstone it leaves in a statement of its own (a later snapshot), and continues its
       // version (R4) instead of starting again at 1. A savepoint, so that nothing is written when one of
       // the rows exists.
-      return sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt))
+      const locked = sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt))
+      // A single new row, the common case, needs neither: `insertAbsent` writes it or writes nothing.
+      if (rows.length > 1) return locked
+      const [row] = rows
+      return Effect.flatMap(
+        insertAbsent(row),
+        ([created]) =>
+          created === undefined
+            ? locked
+            : Effect.succeed([createdRow(row, created.version)])
+      )
     }
 
     const page = (
@@ -317,6 +352,14 @@ export const make = (
       page
     }
   })
+
+/** A new row as written, at `version`. */
+const createdRow = (row: NewSourceRow, version: number): SourceRow => ({
+  ...row,
+  version,
+  state: "live",
+  deletedAt: null
+})
 
 const byId = (a: NewSourceRow, b: NewSourceRow) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 
