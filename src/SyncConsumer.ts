@@ -996,7 +996,8 @@ export const make = <R>(
             received.delete(deliveries)
           })
         )
-        return yield* Effect.forever(Effect.flatMap(DeliveryBatches.next(deliveries, batches), settleBatch))
+        const nextBatch = DeliveryBatches.make(deliveries, batches)
+        return yield* Effect.forever(Effect.flatMap(nextBatch, settleBatch))
       })).pipe(Pull.catchDone(() => Effect.void))
     // with lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
     // maybe none, maybe all) and each lane has a delivery loop of its own: the lanes this instance holds
