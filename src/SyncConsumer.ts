@@ -93,8 +93,9 @@ export interface ConsumerOptions<R> {
   /** Most events applied in one transaction (default 250); events of one entity are applied in version order. */
   readonly batchSize?: number
   /**
-   * How long an idle consumer waits for more deliveries after a first one before it applies the batch
-   * (default 5 ms). Deliveries that arrived while the previous batch was being applied go at once.
+   * How long a delivery waits for company before its batch is applied (default 5 ms): an idle consumer's
+   * first delivery opens the window; deliveries that arrived while a batch was applied go a window after
+   * that batch was taken, at once when they fill a batch or the window has passed.
    */
   readonly batchWindow?: Duration.Input
   /** Parked events retried at once (default 16). */
