@@ -221,6 +221,20 @@ export const make = (
         ON CONFLICT (entity, id) DO NOTHING
         RETURNING 1`.pipe(Effect.map((rows) => rows.length > 0))
 
+    /** The written columns of a created row, live at the version after its tombstone's (`tombstoneVersion`). */
+    const createdColumns = (tombstoneVersion: string) =>
+      sql.literal(
+        writtenColumns.map((column) =>
+          column === table.versionColumn
+            ? `coalesce(${tombstoneVersion}, 0) + 1`
+            : softDelete !== undefined && column === softDelete.column
+            ? "NULL"
+            : `r.${escape(column)}`
+        ).join(", ")
+      )
+    const createdFromGone = createdColumns("gone.version")
+    const createdFromTomb = createdColumns("(SELECT version FROM tomb)")
+
     // One statement: rows re-created over a tombstone continue its version; a live or soft-deleted row is
     // left as it is and missing from RETURNING.
     const insertNew = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
@@ -229,17 +243,7 @@ export const make = (
       return sql`WITH gone AS (DELETE FROM ${tombstones}
           WHERE entity = ${table.entity} AND id = ANY(${ids}) RETURNING id, version)
         INSERT INTO ${owner} AS t (${columnList})
-        SELECT ${
-        sql.literal(
-          writtenColumns.map((column) =>
-            column === table.versionColumn
-              ? `coalesce(gone.version, 0) + 1`
-              : softDelete !== undefined && column === softDelete.column
-              ? "NULL"
-              : `r.${escape(column)}`
-          ).join(", ")
-        )
-      }
+        SELECT ${createdFromGone}
         FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(records)}::jsonb) WITH ORDINALITY AS r
         LEFT JOIN gone ON gone.id = r.${idColumn}::text COLLATE "C"
         ORDER BY r.ordinality
@@ -254,17 +258,7 @@ export const make = (
     const insertAbsent = (row: NewSourceRow) =>
       sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${row.id}),
         created AS (INSERT INTO ${owner} AS t (${columnList})
-          SELECT ${
-        sql.literal(
-          writtenColumns.map((column) =>
-            column === table.versionColumn
-              ? `coalesce((SELECT version FROM tomb), 0) + 1`
-              : softDelete !== undefined && column === softDelete.column
-              ? "NULL"
-              : `r.${escape(column)}`
-          ).join(", ")
-        )
-      }
+          SELECT ${createdFromTomb}
           FROM jsonb_populate_record(${rowType}, ${JSON.stringify(record(row, row.updatedAt))}::jsonb) AS r
           WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${row.id})
           ON CONFLICT (${idColumn}) DO NOTHING
@@ -295,16 +289,13 @@ export const make = (
       // reads the tombstone it leaves in a statement of its own (a later snapshot), and continues its
       // version (R4) instead of starting again at 1. A savepoint, so that nothing is written when one of
       // the rows exists.
-      const locked = sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt))
+      const locked = () => sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt))
       // A single new row, the common case, needs neither: `insertAbsent` writes it or writes nothing.
-      if (rows.length > 1) return locked
+      if (rows.length > 1) return locked()
       const [row] = rows
       return Effect.flatMap(
         insertAbsent(row),
-        ([created]) =>
-          created === undefined
-            ? locked
-            : Effect.succeed([createdRow(row, created.version)])
+        ([created]) => created === undefined ? locked() : Effect.succeed([createdRow(row, created.version)])
       )
     }
 
