@@ -178,7 +178,8 @@ const Ids = Schema.Array(Schema.Struct({ message_id: Schema.String }))
 
 /**
  * Runs `effect` with the relay's and the consumer's log lines (info and above: connection lost, failed,
- * restored) kept in `lines` (the last 300), each with its time, instead of printed: shown when a failover check fails.
+ * restored) kept in `lines` (the last 300), each with its time, instead of printed: shown when a failover
+ * check fails.
  */
 const logged = <A, E, R>(lines: Array<{ at: number; text: string }>, effect: Effect.Effect<A, E, R>) =>
   effect.pipe(
@@ -309,5 +310,5 @@ describe.skipIf(!installed)("three-node RabbitMQ cluster: the leader of the queu
         )
       })
     )
-  }, 240_000)
+  }, 420_000)
 })

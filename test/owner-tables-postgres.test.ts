@@ -1,10 +1,11 @@
 /**
  * Owner tables on PostgreSQL under concurrency and at their edges: concurrent writers of one entity get
  * consecutive versions and one event per committed write (none for a rolled-back one); concurrent creates
- * of one id have one winner, and a batch that loses such a race writes nothing; a hard delete leaves a tombstone that a re-create continues, also when the
- * re-create waits on the delete; a full sync pages owner rows and tombstones by id in batches, each its
- * own transaction, whatever the id column's collation; a table that does not match its declaration fails
- * the layer with `InvalidOwnerTable` saying what to change.
+ * of one id have one winner, and a batch that loses such a race writes nothing; a hard delete leaves a
+ * tombstone that a re-create continues, also when the re-create waits on the delete; a full sync pages
+ * owner rows and tombstones by id in batches, each its own transaction, whatever the id column's
+ * collation; a table that does not match its declaration fails the layer with `InvalidOwnerTable` saying
+ * what to change.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
