@@ -228,6 +228,31 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(stores(prefix)))
   }, 30_000)
 
+  it.live("a claim updates each row in place: a HOT update, with no new index entry (migration 9)", () => {
+    const prefix = freshPrefix()
+    return Effect.gen(function*() {
+      const outbox = yield* Outbox
+      const sql = yield* SqlClient.SqlClient
+      const total = 200
+      const envelopes = Array.from({ length: total }, (_, i) => ({
+        ...createdEnvelope(`m-${i}`),
+        // rows of different sizes, so that pages hold different numbers of them
+        payload: { name: "x".repeat((i * 37) % 1500) }
+      }))
+      yield* appendIn(outbox, envelopes)
+      // the counters of the current transaction: the claim's updates, read before it commits
+      const [counts] = yield* sql.withTransaction(
+        Effect.andThen(
+          outbox.claim(total),
+          sql<{ readonly updated: number; readonly hot: number }>`SELECT
+            pg_stat_get_xact_tuples_updated(${`${prefix}outbox`}::regclass)::int AS updated,
+            pg_stat_get_xact_tuples_hot_updated(${`${prefix}outbox`}::regclass)::int AS hot`
+        )
+      )
+      assert.deepStrictEqual(counts, { updated: total, hot: total })
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
   it.live("awaitAppended wakes on a commit from another connection", () => {
     const prefix = freshPrefix()
     return Effect.gen(function*() {
@@ -316,7 +341,8 @@ describe("postgres stores, PostgreSQL only", () => {
         [5, "scale_out"],
         [6, "ordered_claims"],
         [7, "ordered_parking"],
-        [8, "claim_after"]
+        [8, "claim_after"],
+        [9, "outbox_fill_factor"]
       ])
       assert.deepStrictEqual(yield* Migrations.migrate({ prefix }), [])
       // building the layer twice on the same prefix works, and the data stays
