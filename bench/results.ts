@@ -59,6 +59,11 @@ export const Latency = Schema.Struct({
   missing: Schema.Number,
   /** CPU time of the phase process (user + system) per event over the measured span, in microseconds. */
   cpuMicrosPerEvent: Schema.Number,
+  /**
+   * CPU time the whole machine spent per event over the measured span (the phase process, PostgreSQL,
+   * RabbitMQ and anything else running), in microseconds; absent where `/proc/stat` cannot be read.
+   */
+  machineCpuMicrosPerEvent: Schema.optional(Schema.Number),
   peakRss: Schema.Number
 })
 export type Latency = typeof Latency.Type

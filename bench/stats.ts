@@ -1,6 +1,7 @@
 /**
  * Measuring helpers of the benchmark: percentiles, a resident-set-size sampler and number formatting.
  */
+import { readFileSync } from "node:fs"
 
 /** The `p`-th percentile (0–100) of `values` (nearest rank); NaN when empty. */
 export const percentile = (values: ReadonlyArray<number>, p: number): number => {
@@ -38,6 +39,21 @@ export const peakRss = (): number => process.resourceUsage().maxRSS * 1024
 export const cpuMicros = (): number => {
   const { system, user } = process.cpuUsage()
   return user + system
+}
+
+/**
+ * CPU time the whole machine has spent busy so far (every core, every process: the pipeline, PostgreSQL,
+ * RabbitMQ), in microseconds, from Linux's `/proc/stat` (in USER_HZ, 100 per second); undefined elsewhere.
+ */
+export const machineBusyMicros = (): number | undefined => {
+  try {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal …: all but idle and iowait
+    const busy = fields.reduce((sum, n, i) => (i === 3 || i === 4 || i > 7 ? sum : sum + n), 0)
+    return Number.isFinite(busy) && fields.length >= 8 ? busy * 10_000 : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** Bytes as MiB with one decimal. */

@@ -89,7 +89,7 @@ const bare = (n: number) => (100 * n).toFixed(0)
 type Both = readonly [library: number | undefined, baseline: number | undefined]
 
 /** A figure of both pipelines' results. */
-const both = <A>(pair: Pair<A>, f: (a: A) => number): Both => [
+const both = <A>(pair: Pair<A>, f: (a: A) => number | undefined): Both => [
   pair.library === undefined ? undefined : f(pair.library),
   pair.baseline === undefined ? undefined : f(pair.baseline)
 ]
@@ -186,6 +186,11 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
       microseconds
     ),
     metric(
+      "  whole machine (all processes), latency",
+      (f) => both(f.latency, (l) => l.machineCpuMicrosPerEvent),
+      microseconds
+    ),
+    metric(
       `Latency commit → applied @ ${settings.rate}/s, achieved`,
       (f) => both(f.latency, (l) => l.achievedRate),
       rate
@@ -205,6 +210,11 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
     metric("  max", (f) => both(f.pressure, (l) => l.max), milliseconds),
     metric("  not applied within 30 s", (f) => both(f.pressure, (l) => l.missing), count, false),
     metric("  CPU per event", (f) => both(f.pressure, (l) => l.cpuMicrosPerEvent), microseconds),
+    metric(
+      "  the whole machine's CPU per event",
+      (f) => both(f.pressure, (l) => l.machineCpuMicrosPerEvent),
+      microseconds
+    ),
     metric("Backlog write, outbox only (s)", (f) => both(f.backlogFill, (b) => b.seconds), seconds),
     metric("Backlog drain RSS: start", (f) => both(f.backlogDrain, (d) => d.rssStart), mebibytes, false),
     row(

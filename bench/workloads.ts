@@ -9,7 +9,7 @@ import os from "node:os"
 import type { Settings } from "./config.ts"
 import type { Names } from "./contract.ts"
 import type * as Results from "./results.ts"
-import { cpuMicros, peakRss, rss, summarize } from "./stats.ts"
+import { cpuMicros, machineBusyMicros, peakRss, rss, summarize } from "./stats.ts"
 
 /** Where a phase runs: its two databases (owner, consumer), its RabbitMQ names and the settings. */
 export interface PhaseEnv {
@@ -186,11 +186,13 @@ export const latency = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Result
     const warm = yield* steady("warm", rate)
     yield* awaitApplied(pipeline, warm.committedAt.size, 60)
     const cpuStart = cpuMicros()
+    const machineStart = machineBusyMicros()
     const measured = yield* steady("lat", Math.round(rate * latencySeconds))
     const deadline = (yield* now) + 30_000
     const isDone = () => [...measured.committedAt.keys()].every((id) => appliedAt.has(id))
     while (!isDone() && (yield* now) < deadline) yield* Effect.sleep("10 millis")
     const cpu = cpuMicros() - cpuStart
+    const machineEnd = machineBusyMicros()
     const latencies: Array<number> = []
     let missing = 0
     for (const [id, committed] of measured.committedAt) {
@@ -211,6 +213,9 @@ export const latency = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Result
       max: summary.max,
       missing,
       cpuMicrosPerEvent: cpu / measured.committedAt.size,
+      ...(machineStart === undefined || machineEnd === undefined
+        ? {}
+        : { machineCpuMicrosPerEvent: (machineEnd - machineStart) / measured.committedAt.size }),
       peakRss: peakRss()
     } satisfies Results.Latency
   }))
