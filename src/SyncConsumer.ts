@@ -304,13 +304,14 @@ export const make = <R>(
     })
 
     /** The deliveries received and not taken yet, while the delivery loop runs. */
-    let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
+    const received = new Set<Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>>()
 
     /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
     const releaseHeld = Effect.gen(function*() {
-      const waiting = received === undefined
-        ? []
-        : yield* Queue.clear(received).pipe(Effect.orElseSucceed((): ReadonlyArray<Delivery> => []))
+      const waiting = (yield* Effect.forEach(
+        Array.from(received),
+        (deliveries) => Queue.clear(deliveries).pipe(Effect.orElseSucceed(() => []))
+      )).flat()
       const held = [...unsettled.keys(), ...waiting]
       yield* Effect.forEach(held, (delivery) =>
         delivery.release.pipe(
@@ -994,10 +995,10 @@ export const make = <R>(
         subscriptions.length === 1 ? subscriptions[0]! : Stream.mergeAll(subscriptions, { concurrency: "unbounded" }),
         { capacity: "unbounded" }
       )
-      received = deliveries
+      received.add(deliveries)
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
-          received = undefined
+          received.delete(deliveries)
         })
       )
       const nextBatch = DeliveryBatches.make(deliveries, batches)
