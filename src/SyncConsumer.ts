@@ -128,7 +128,7 @@ export interface ConsumerOptions<R> {
    * `rabbitmq_consistent_hash_exchange` plugin). Each lane has one active instance at a time, so an
    * entity's events are handled by one instance, in the order the relays published them (with
    * `RelayOptions.orderedByEntity`, version order); a lane moves to another instance when its consumer
-   * goes; an instance applies the lanes it holds together, in shared batches, each lane in its order. An
+   * goes; an instance applies the lanes it holds side by side, each with a delivery loop of its own. An
    * event waits behind an earlier event of its entity that waits for a dependency (in process, or parked
    * in the inbox, on any instance), so handlers see each entity's versions in order. Every instance of the
    * service must use the same count (changing it re-maps the keys: drain the lanes first). `prefetch` is
@@ -303,7 +303,7 @@ export const make = <R>(
       })
     })
 
-    /** The deliveries received and not taken yet, while the delivery loop runs. */
+    /** The deliveries received and not taken yet, while the delivery loops run (one per queue or lane). */
     const received = new Set<Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>>()
 
     /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
@@ -986,24 +986,26 @@ export const make = <R>(
     const prefetch = options.prefetch ?? defaults.prefetch
     const lanePrefetch = Math.max(1, Math.ceil(prefetch / queues.length))
     const declareQueues = Effect.forEach(queues, (queue) => broker.declare(queue), { discard: true })
-    // With lanes, every lane is subscribed (the broker makes this instance the active consumer of some, maybe
-    // none, maybe all) and the deliveries of the lanes it holds go into one queue, each lane's in its order:
-    // the batches take from all of them (an entity is in one lane only), as large as on one queue.
-    const subscriptions = queues.map((queue) => broker.subscribe(queue, { prefetch: lanePrefetch }))
-    const consume = Effect.scoped(Effect.gen(function*() {
-      const deliveries = yield* Stream.toQueue(
-        subscriptions.length === 1 ? subscriptions[0]! : Stream.mergeAll(subscriptions, { concurrency: "unbounded" }),
-        { capacity: "unbounded" }
-      )
-      received.add(deliveries)
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          received.delete(deliveries)
+    const consumeFrom = (queue: Broker.QueueSpec) =>
+      Effect.scoped(Effect.gen(function*() {
+        const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: lanePrefetch }), {
+          capacity: "unbounded"
         })
-      )
-      const nextBatch = DeliveryBatches.make(deliveries, batches)
-      return yield* Effect.forever(Effect.flatMap(nextBatch, settleBatch))
-    })).pipe(Pull.catchDone(() => Effect.void))
+        received.add(deliveries)
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            received.delete(deliveries)
+          })
+        )
+        const nextBatch = DeliveryBatches.make(deliveries, batches)
+        return yield* Effect.forever(Effect.flatMap(nextBatch, settleBatch))
+      })).pipe(Pull.catchDone(() => Effect.void))
+    // with lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
+    // maybe none, maybe all) and each lane has a delivery loop of its own: the lanes this instance holds
+    // are applied side by side (an entity is in one lane only), each in its order
+    const consume = queues.length === 1
+      ? consumeFrom(queues[0]!)
+      : Effect.forEach(queues, consumeFrom, { concurrency: "unbounded", discard: true })
 
     const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
       Supervisor.restarting(`consumer "${consumer}": ${name}`, effect).pipe(

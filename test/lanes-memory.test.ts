@@ -4,13 +4,12 @@
  * once with `orderedByEntity`. Each lane is delivered to one instance at a time (the oldest subscription);
  * every entity's handler calls see strictly increasing versions; when the instance holding the lanes stops,
  * the other takes them over and goes on in order. And an event waits behind an earlier event of its entity
- * that waits for a dependency: its handler never sees the later versions first. The lanes an instance holds
- * are applied in shared batches.
+ * that waits for a dependency: its handler never sees the later versions first.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Layer, Metric, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import { Broker, entityKey, laneOfKey } from "../src/Broker.ts"
+import { Broker } from "../src/Broker.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryBroker from "../src/memory/MemoryBroker.ts"
 import * as MemoryDatabase from "../src/memory/MemoryDatabase.ts"
@@ -108,48 +107,6 @@ describe("ordered lanes (memory)", () => {
         assert.deepStrictEqual(versions, Array.from({ length: 10 }, (_, i) => i + 1), id)
       }
       assert.strictEqual(yield* Metrics.outcomeCount(service, "Company", "stale"), 0)
-    }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
-
-  it.effect("the lanes an instance holds are applied in shared batches, as large as on one queue", () =>
-    Effect.gen(function*() {
-      const { owner, shared } = yield* stores
-      // the size of each batch the consumer records in its inbox
-      const batches: Array<number> = []
-      const inbox = Context.get(shared, Inbox)
-      const counting = Context.add(
-        shared,
-        Inbox,
-        Inbox.of({
-          ...inbox,
-          recordMany: (consumer, messageIds) => {
-            batches.push(messageIds.length)
-            return inbox.recordMany(consumer, messageIds)
-          }
-        })
-      )
-      const lanes = 4
-      assert.strictEqual(
-        new Set(ids.map((id) => laneOfKey(entityKey("Company", id), lanes))).size,
-        lanes,
-        "the companies are spread over every lane"
-      )
-      yield* Layer.buildWithScope(
-        SyncConsumer.layer({ service, lanes, subscriptions: [Subscription.subscribe(Company)] }).pipe(
-          Layer.provide(Layer.succeedContext(counting))
-        ),
-        yield* Scope.Scope
-      )
-      yield* Outbox.transaction(companies.createMany(ids.map((id) => ({ id, name: id })))).pipe(
-        Effect.orDie,
-        Effect.provide(owner)
-      )
-      yield* Relay.drain({ producer: "accounts", orderedByEntity: true }).pipe(
-        Effect.provide(owner),
-        Effect.provide(shared)
-      )
-      for (let i = 0; i < 100 && batches.length === 0; i++) yield* TestClock.adjust("1 millis")
-      assert.deepStrictEqual(batches, [ids.length])
-      assert.strictEqual(yield* Metrics.outcomeCount(service, "Company", "applied"), ids.length)
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
 
   it.effect("an event waits behind an earlier event of its entity that waits for a dependency", () =>
