@@ -22,6 +22,7 @@ import {
 import { Transactor } from "../Transactor.ts"
 import { decodeCount, decodeRows, Int8, NullableInt8 } from "./Columns.ts"
 import { claimDueOrderedFunction, turnsTable } from "./Migrations.ts"
+import { compileOnce } from "./StatementTemplate.ts"
 import type { Tables } from "./Tables.ts"
 
 /** Options of the PostgreSQL outbox. */
@@ -34,7 +35,7 @@ export interface Options {
 export { defaultLeaseMillis } from "../Outbox.ts"
 
 /** Events per `INSERT` statement of an append. */
-const insertChunk = 1_000
+const eventsPerInsert = 1_000
 
 const Row = Schema.Struct({
   seq: Int8,
@@ -138,22 +139,29 @@ export const make = (
     // INSERT per chunk with the envelopes as one JSON array parameter, in append order (seq follows the
     // array's order); the last chunk carries the transaction's one NOTIFY in the same statement (a
     // data-modifying WITH always runs to completion).
+    const insert = (now: string, envelopes: string) =>
+      sql`INSERT INTO ${outbox} (message_id, envelope, created_at, next_attempt_at)
+        SELECT e.envelope ->> 'messageId', e.envelope, ${now}, ${now}
+        FROM jsonb_array_elements(${envelopes}::jsonb) WITH ORDINALITY AS e(envelope, n)
+        ORDER BY e.n`
+    const insertChunk = compileOnce<[now: number, envelopes: string], object>(sql, insert)
+    const insertLastChunk = compileOnce<[now: number, envelopes: string], object>(
+      sql,
+      (now, envelopes) =>
+        sql`WITH appended AS (${insert(now, envelopes)}) SELECT pg_notify(${tables.outboxChannel}, ${instance})`
+    )
     const append = (envelopes: ReadonlyArray<Envelope>) =>
-      Effect.gen(function*() {
-        if (envelopes.length === 0) return
-        const now = yield* Clock.currentTimeMillis
-        const chunks = Arr.chunksOf(envelopes, insertChunk)
-        for (const [index, chunk] of chunks.entries()) {
-          const insert = sql`INSERT INTO ${outbox} (message_id, envelope, created_at, next_attempt_at)
-            SELECT e.envelope ->> 'messageId', e.envelope, ${now}, ${now}
-            FROM jsonb_array_elements(${JSON.stringify(chunk)}::jsonb) WITH ORDINALITY AS e(envelope, n)
-            ORDER BY e.n`
-          yield* index < chunks.length - 1
-            ? insert
-            : sql`WITH appended AS (${insert}) SELECT pg_notify(${tables.outboxChannel}, ${instance})`
-        }
-        yield* sql.afterCommit(wake)
-      })
+      envelopes.length === 0 ? Effect.void : Clock.currentTimeMillis.pipe(
+        Effect.flatMap((now) => {
+          const chunks = Arr.chunksOf(envelopes, eventsPerInsert)
+          return Effect.forEach(
+            chunks,
+            (chunk, index) => (index < chunks.length - 1 ? insertChunk : insertLastChunk)(now, JSON.stringify(chunk)),
+            { discard: true }
+          )
+        }),
+        Effect.andThen(sql.afterCommit(wake))
+      )
 
     // Claims are the relay's hot path: claimed rows are read by hand (the envelope with
     // `Envelope.fromStoredJson`). Anything unexpected falls back to the full `Row` decode, which reports it.

@@ -17,6 +17,7 @@ import { requireSoftDeleteColumn } from "../internal/SoftDeleteColumn.ts"
 import { InvalidOwnerTable, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
+import { compileOnce } from "./StatementTemplate.ts"
 import type { Tables } from "./Tables.ts"
 
 /** How a time column holds a time: epoch milliseconds in an integer, or a timestamp. */
@@ -255,16 +256,18 @@ export const make = (
     // hard delete is removing still is, and goes to `create`'s locked path, which then sees its tombstone);
     // re-created over a committed tombstone, it continues its version and the tombstone goes. Nothing is
     // written when it is not inserted, so it needs no savepoint.
-    const insertAbsent = (row: NewSourceRow) =>
-      sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${row.id}),
+    const insertAbsentStatement = compileOnce<[id: string, record: string], object>(sql, (id, json) =>
+      sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${id}),
         created AS (INSERT INTO ${owner} AS t (${columnList})
           SELECT ${createdFromTomb}
-          FROM jsonb_populate_record(${rowType}, ${JSON.stringify(record(row, row.updatedAt))}::jsonb) AS r
-          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${row.id})
+          FROM jsonb_populate_record(${rowType}, ${json}::jsonb) AS r
+          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${id})
           ON CONFLICT (${idColumn}) DO NOTHING
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
         gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id FROM created))
-        SELECT id, version FROM created`.pipe(Effect.flatMap(decodeCreated))
+        SELECT id, version FROM created`)
+    const insertAbsent = (row: NewSourceRow) =>
+      insertAbsentStatement(row.id, JSON.stringify(record(row, row.updatedAt))).pipe(Effect.flatMap(decodeCreated))
 
     const lockExisting = (ids: ReadonlyArray<string>) =>
       sql`SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids})
