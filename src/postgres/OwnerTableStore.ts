@@ -278,7 +278,7 @@ export const make = (
       const seen = new Set<string>()
       const repeated = rows.find((row) => seen.size === seen.add(row.id).size)
       if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: repeated.id }))
-      const attempt = Effect.flatMap(insertNew(rows), (created) => {
+      const attempt = () => Effect.flatMap(insertNew(rows), (created) => {
         const versions = new Map(created.map((row) => [row.id, row.version]))
         const written: Array<SourceRow> = []
         for (const row of rows) {
@@ -292,7 +292,7 @@ export const make = (
       // reads the tombstone it leaves in a statement of its own (a later snapshot), and continues its
       // version (R4) instead of starting again at 1. A savepoint, so that nothing is written when one of
       // the rows exists.
-      const locked = () => sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt))
+      const locked = () => sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt()))
       // A single new row, the common case, needs neither: `insertAbsent` writes it or writes nothing.
       if (rows.length > 1) return locked()
       const [row] = rows
@@ -349,9 +349,12 @@ export const make = (
 
 /** A new row as written, at `version`. */
 const createdRow = (row: NewSourceRow, version: number): SourceRow => ({
-  ...row,
+  entity: row.entity,
+  id: row.id,
   version,
   state: "live",
+  payload: row.payload,
+  updatedAt: row.updatedAt,
   deletedAt: null
 })
 
