@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Array as Arr, Clock, Context, Effect, Option, Result, Schema, Tracer } from "effect"
+import { Clock, Context, Effect, Option, Result, Schema, Tracer } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyState } from "./CopyRepository.ts"
@@ -163,16 +163,21 @@ interface EventContext {
   readonly context: Readonly<Record<string, string>> | undefined
 }
 
-/** The event context of the current fiber, read once per write. */
-const eventContext: Effect.Effect<EventContext> = Effect.contextWith((services: Context.Context<never>) => {
+/** The event context in `services`, read once per write. */
+const eventContextOf = (services: Context.Context<never>): EventContext => {
   const span = Context.getOption(services, Tracer.ParentSpan)
-  return Effect.succeed({
+  return {
     traceparent: Option.isSome(span)
       ? `00-${span.value.traceId}-${span.value.spanId}-${span.value.sampled ? "01" : "00"}`
       : undefined,
     context: Context.get(services, RequestContext)
-  })
-})
+  }
+}
+
+/** The event context of the current fiber. */
+const eventContext: Effect.Effect<EventContext> = Effect.contextWith((services: Context.Context<never>) =>
+  Effect.succeed(eventContextOf(services))
+)
 
 /**
  * Notes on the write's span (when spans are recorded) which events it appended: the message id, action and
@@ -432,33 +437,39 @@ const makeRepository = <A, I extends Schema.Json>(
     payloads: ReadonlyArray<A>,
     writeOptions: WriteOptions | undefined
   ): Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx> =>
-    Effect.gen(function*() {
-      if (payloads.length === 0) return []
-      const now = yield* Clock.currentTimeMillis
-      const encoded = yield* encodePayloads(payloads)
-      const rows = Arr.map(Arr.zip(payloads, encoded), ([payload, json]): NewSourceRow => ({
-        entity: contract.name,
-        id: contract.idOf(payload),
-        payload: json,
-        updatedAt: now
-      }))
-      const source = yield* SourceRepository
-      const written = Arr.zip(yield* whileOpen(`create ${contract.name}`, source.create(rows)), payloads)
-      const shared = yield* eventContext
-      const occurredAt = new Date(now).toISOString()
-      const events: Array<Envelope.Envelope> = []
-      for (const [row, payload] of written) {
-        if (publishes({ action: "created", before: null, after: payload }, writeOptions)) {
-          events.push(envelopeOf(shared, Envelope.messageIdAt(now), row, "created", false, occurredAt))
-        }
-      }
-      if (events.length > 0) {
-        const tx = yield* OutboxTransaction
-        yield* tx.append(events)
-        yield* annotateEvents(events)
-      }
-      return written.map(([row, payload]) => toEntity(row, payload))
-    })
+    payloads.length === 0 ? Effect.succeed([]) : Effect.flatMap(
+      encodePayloads(payloads),
+      (encoded) =>
+        // The services, the clock and the event context are read once, from the write's context.
+        Effect.contextWith((services: Context.Context<Tx>) => {
+          const now = Context.get(services, Clock.Clock).currentTimeMillisUnsafe()
+          const rows = payloads.map((payload, i): NewSourceRow => ({
+            entity: contract.name,
+            id: contract.idOf(payload),
+            payload: encoded[i]!,
+            updatedAt: now
+          }))
+          const source = Context.get(services, SourceRepository)
+          return Effect.flatMap(whileOpen(`create ${contract.name}`, source.create(rows)), (written) => {
+            const shared = eventContextOf(services)
+            const occurredAt = new Date(now).toISOString()
+            const events: Array<Envelope.Envelope> = []
+            const entities = written.map((row, i) => {
+              const payload = payloads[i]!
+              if (publishes({ action: "created", before: null, after: payload }, writeOptions)) {
+                events.push(envelopeOf(shared, Envelope.messageIdAt(now), row, "created", false, occurredAt))
+              }
+              return toEntity(row, payload)
+            })
+            return events.length === 0 ?
+              Effect.succeed(entities) :
+              Context.get(services, OutboxTransaction).append(events).pipe(
+                Effect.andThen(annotateEvents(events)),
+                Effect.as(entities)
+              )
+          })
+        })
+    )
 
   const existing = (id: string) => SourceRepository.use((source) => source.get(contract.name, id, "forUpdate"))
 

@@ -256,8 +256,10 @@ export const make = (
     // hard delete is removing still is, and goes to `create`'s locked path, which then sees its tombstone);
     // re-created over a committed tombstone, it continues its version and the tombstone goes. Nothing is
     // written when it is not inserted, so it needs no savepoint.
-    const insertAbsentStatement = compileOnce<[id: string, record: string], object>(sql, (id, json) =>
-      sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${id}),
+    const insertAbsentStatement = compileOnce<[id: string, record: string], object>(
+      sql,
+      (id, json) =>
+        sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${id}),
         created AS (INSERT INTO ${owner} AS t (${columnList})
           SELECT ${createdFromTomb}
           FROM jsonb_populate_record(${rowType}, ${json}::jsonb) AS r
@@ -265,7 +267,8 @@ export const make = (
           ON CONFLICT (${idColumn}) DO NOTHING
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
         gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id FROM created))
-        SELECT id, version FROM created`)
+        SELECT id, version FROM created`
+    )
     const insertAbsent = (row: NewSourceRow) =>
       insertAbsentStatement(row.id, JSON.stringify(record(row, row.updatedAt))).pipe(Effect.flatMap(decodeCreated))
 
@@ -278,16 +281,17 @@ export const make = (
       const seen = new Set<string>()
       const repeated = rows.find((row) => seen.size === seen.add(row.id).size)
       if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: repeated.id }))
-      const attempt = () => Effect.flatMap(insertNew(rows), (created) => {
-        const versions = new Map(created.map((row) => [row.id, row.version]))
-        const written: Array<SourceRow> = []
-        for (const row of rows) {
-          const version = versions.get(row.id)
-          if (version === undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: row.id }))
-          written.push(createdRow(row, version))
-        }
-        return Effect.succeed(written)
-      })
+      const attempt = () =>
+        Effect.flatMap(insertNew(rows), (created) => {
+          const versions = new Map(created.map((row) => [row.id, row.version]))
+          const written: Array<SourceRow> = []
+          for (const row of rows) {
+            const version = versions.get(row.id)
+            if (version === undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: row.id }))
+            written.push(createdRow(row, version))
+          }
+          return Effect.succeed(written)
+        })
       // The existing rows of the ids are locked first: a create that waits on a concurrent hard delete then
       // reads the tombstone it leaves in a statement of its own (a later snapshot), and continues its
       // version (R4) instead of starting again at 1. A savepoint, so that nothing is written when one of
