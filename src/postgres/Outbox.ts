@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { PgClient, type PgConnection } from "@effect/sql-pg"
-import { Array as Arr, Clock, Effect, Option, Queue, Schedule, Schema, type Scope } from "effect"
+import { Array as Arr, Clock, Context, Effect, Option, Queue, Schedule, Schema, type Scope } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import { Envelope, fromStoredJson } from "../Envelope.ts"
 import { makeBufferedAppends } from "../internal/OutboxTransaction.ts"
@@ -150,6 +150,18 @@ export const make = (
       (now, envelopes) =>
         sql`WITH appended AS (${insert(now, envelopes)}) SELECT pg_notify(${tables.outboxChannel}, ${instance})`
     )
+    // This process's relay is woken once the events are committed. An outbox transaction that is the
+    // database transaction (depth 0) wakes it when it returns (`wakeWhenCommitted`); one inside a caller's
+    // transaction or a savepoint, at the outermost commit (`sql.afterCommit`, which copies the fiber's
+    // services, hence not used where the plain case does).
+    const transactionDepth = (services: Context.Context<never>) =>
+      Context.getOrUndefined(services, sql.transactionService)?.[1]
+    const wakeAfterOuterCommit = Effect.withFiber((fiber) =>
+      (transactionDepth(fiber.context) ?? 0) > 0 ? sql.afterCommit(wake) : Effect.void
+    )
+    const wakeWhenCommitted = Effect.withFiber((fiber) =>
+      transactionDepth(fiber.context) === undefined ? wake : Effect.void
+    )
     const append = (envelopes: ReadonlyArray<Envelope>) =>
       envelopes.length === 0 ? Effect.void : Clock.currentTimeMillis.pipe(
         Effect.flatMap((now) => {
@@ -160,7 +172,7 @@ export const make = (
             { discard: true }
           )
         }),
-        Effect.andThen(sql.afterCommit(wake))
+        Effect.andThen(wakeAfterOuterCommit)
       )
 
     // Claims are the relay's hot path: claimed rows are read by hand (the envelope with
@@ -294,7 +306,7 @@ export const make = (
     const takeTurn = makeTakeTurn(sql, turnsTable(tables))
 
     // A transaction's events are written when its body ends; its own reads write them first.
-    const appends = makeBufferedAppends(transactor, append, Effect.void)
+    const appends = makeBufferedAppends(transactor, append, wakeWhenCommitted)
 
     return Outbox.of({
       transaction: appends.transaction,

@@ -273,6 +273,24 @@ describe("postgres stores, PostgreSQL only", () => {
     }).pipe(Effect.provide(stores(prefix)))
   }, 30_000)
 
+  it.live(
+    "inside a caller's transaction, this process's awaitAppended wakes at the caller's commit",
+    () =>
+      Effect.gen(function*() {
+        const outbox = yield* Outbox
+        const sql = yield* SqlClient.SqlClient
+        const waiter = yield* Effect.forkChild(outbox.awaitAppended)
+        yield* sql.withTransaction(Effect.gen(function*() {
+          yield* appendIn(outbox, [createdEnvelope("m-outer")])
+          yield* Effect.sleep("100 millis")
+          assert.isUndefined(waiter.pollUnsafe(), "the caller's transaction has not committed yet")
+        }))
+        yield* Fiber.join(waiter).pipe(Effect.timeout("5 seconds"))
+        assert.deepStrictEqual((yield* outbox.claim(10)).map((row) => row.envelope.messageId), ["m-outer"])
+      }).pipe(Effect.provide(stores())),
+    30_000
+  )
+
   it.live("awaitAppended listens again when its connection is lost", () => {
     const prefix = freshPrefix()
     return Effect.gen(function*() {
