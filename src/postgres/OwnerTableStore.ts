@@ -234,7 +234,7 @@ export const make = (
         ).join(", ")
       )
     const createdFromGone = createdColumns("gone.version")
-    const createdFromTomb = createdColumns("(SELECT version FROM tomb)")
+    const createdFromTomb = createdColumns("tomb.version")
 
     // One statement: rows re-created over a tombstone continue its version; a live or soft-deleted row is
     // left as it is and missing from RETURNING.
@@ -252,25 +252,37 @@ export const make = (
         RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version`.pipe(Effect.flatMap(decodeCreated))
     }
 
-    // One row, one statement and no lock: inserted only when no row of its id is visible (a row a concurrent
-    // hard delete is removing still is, and goes to `create`'s locked path, which then sees its tombstone);
-    // re-created over a committed tombstone, it continues its version and the tombstone goes. Nothing is
-    // written when it is not inserted, so it needs no savepoint.
-    const insertAbsentStatement = compileOnce<[id: string, record: string], object>(
+    // One statement and no lock: the rows are inserted only when no row of their ids is visible (a row a
+    // concurrent hard delete is removing still is, and goes to `create`'s locked path, which then sees its
+    // tombstone); re-created over a committed tombstone, a row continues its version and the tombstone goes,
+    // only when every row was inserted. Rows are inserted in id order, as the locked path locks them.
+    const insertAbsentStatement = compileOnce<[ids: ReadonlyArray<string>, records: string, count: number], object>(
       sql,
-      (id, json) =>
-        sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${id}),
+      (ids, json, count) =>
+        sql`WITH tomb AS (SELECT id, version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ANY(${ids})),
         created AS (INSERT INTO ${owner} AS t (${columnList})
           SELECT ${createdFromTomb}
-          FROM jsonb_populate_record(${rowType}, ${json}::jsonb) AS r
-          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${id})
+          FROM jsonb_populate_recordset(${rowType}, ${json}::jsonb) WITH ORDINALITY AS r
+          LEFT JOIN tomb ON tomb.id = r.${idColumn}::text COLLATE "C"
+          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids}))
+          ORDER BY r.ordinality
           ON CONFLICT (${idColumn}) DO NOTHING
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
-        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id FROM created))
+        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id COLLATE "C" FROM created)
+          AND (SELECT count(*) FROM created) = ${count})
         SELECT id, version FROM created`
     )
-    const insertAbsent = (row: NewSourceRow) =>
-      insertAbsentStatement(row.id, JSON.stringify(record(row, row.updatedAt))).pipe(Effect.flatMap(decodeCreated))
+    const insertAbsent = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
+      const sorted = rows.length === 1 ? rows : Arr.sort(rows, byId)
+      const records = sorted.map((row) => record(row, row.updatedAt))
+      return insertAbsentStatement(rows.map((row) => row.id), JSON.stringify(records), rows.length).pipe(
+        Effect.flatMap(decodeCreated)
+      )
+    }
+    // Rows `insertAbsent` wrote when it did not write them all (a concurrent create of one of the ids
+    // committed while it ran): taken out again, in this transaction, before the locked path runs.
+    const removeInserted = (ids: ReadonlyArray<string>) =>
+      sql`DELETE FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids})`
 
     const lockExisting = (ids: ReadonlyArray<string>) =>
       sql`SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids})
@@ -281,29 +293,32 @@ export const make = (
       const seen = new Set<string>()
       const repeated = rows.find((row) => seen.size === seen.add(row.id).size)
       if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: repeated.id }))
-      const attempt = () =>
-        Effect.flatMap(insertNew(rows), (created) => {
-          const versions = new Map(created.map((row) => [row.id, row.version]))
-          const written: Array<SourceRow> = []
-          for (const row of rows) {
-            const version = versions.get(row.id)
-            if (version === undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: row.id }))
-            written.push(createdRow(row, version))
-          }
-          return Effect.succeed(written)
-        })
+      const written = (created: ReadonlyArray<{ readonly id: string; readonly version: number }>) => {
+        const versions = new Map(created.map((row) => [row.id, row.version]))
+        const rowsWritten: Array<SourceRow> = []
+        for (const row of rows) {
+          const version = versions.get(row.id)
+          if (version === undefined) return Effect.fail(new EntityExists({ entity: table.entity, entityId: row.id }))
+          rowsWritten.push(createdRow(row, version))
+        }
+        return Effect.succeed(rowsWritten)
+      }
       // The existing rows of the ids are locked first: a create that waits on a concurrent hard delete then
       // reads the tombstone it leaves in a statement of its own (a later snapshot), and continues its
       // version (R4) instead of starting again at 1. A savepoint, so that nothing is written when one of
       // the rows exists.
-      const locked = () => sql.withTransaction(Effect.andThen(lockExisting(rows.map((row) => row.id)), attempt()))
-      // A single new row, the common case, needs neither: `insertAbsent` writes it or writes nothing.
-      if (rows.length > 1) return locked()
-      const [row] = rows
-      return Effect.flatMap(
-        insertAbsent(row),
-        ([created]) => created === undefined ? locked() : Effect.succeed([createdRow(row, created.version)])
-      )
+      const locked = () =>
+        sql.withTransaction(
+          Effect.andThen(lockExisting(rows.map((row) => row.id)), Effect.flatMap(insertNew(rows), written))
+        )
+      // New rows, the common case, need neither: `insertAbsent` writes them all or none, or (having lost a
+      // race to a concurrent create) some, which go again before the locked path reports the id that exists.
+      return Effect.flatMap(insertAbsent(rows), (created) =>
+        created.length === rows.length
+          ? written(created)
+          : created.length === 0
+          ? locked()
+          : Effect.andThen(removeInserted(created.map((row) => row.id)), locked()))
     }
 
     const page = (
