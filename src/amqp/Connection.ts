@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import amqp from "amqplib"
-import type { ChannelModel } from "amqplib"
+import type { ChannelModel, SocketOptions } from "amqplib"
 import { Clock, Duration, Effect, Option, type Redacted, Schedule, Semaphore } from "effect"
 import type { QueueSpec } from "../Broker.ts"
 import type { BrokerUnavailable } from "../Errors.ts"
@@ -48,6 +48,17 @@ const isUsable = (session: Session): boolean =>
  * Connects, declares the topology and opens the confirm channel, the declarations bounded by the response
  * timeout (the connection is closed when they fail or time out). Uninterruptible, so no socket leaks.
  */
+/**
+ * The session's socket: `writableHighWaterMark` (passed on to the socket by amqplib) leaves room for a
+ * batch of publishes written at once (`writeBatch`), up to a thousand one-kilobyte events, before the
+ * socket pushes back.
+ */
+const socketOptions = (settings: Settings): SocketOptions & { readonly writableHighWaterMark: number } => ({
+  timeout: connectTimeoutMillis,
+  writableHighWaterMark: 1 << 20,
+  clientProperties: { connection_name: settings.connectionName }
+})
+
 const openSession = (
   settings: Settings,
   queues: ReadonlyMap<string, QueueSpec>,
@@ -55,10 +66,7 @@ const openSession = (
 ) =>
   Effect.uninterruptible(Effect.gen(function*() {
     const model = yield* attempt("connect", () =>
-      amqp.connect(RabbitConfig.connectUrl(settings, nodeUrl), {
-        timeout: connectTimeoutMillis,
-        clientProperties: { connection_name: settings.connectionName }
-      }))
+      amqp.connect(RabbitConfig.connectUrl(settings, nodeUrl), socketOptions(settings)))
     const status: { lost: string | undefined } = { lost: undefined }
     let lastError = "the connection closed"
     model.on("error", (error: Error) => {
@@ -69,7 +77,8 @@ const openSession = (
     })
     const publisher = yield* Effect.interruptible(Effect.gen(function*() {
       yield* ensureTopology(settings, model, queues, nodeUrl)
-      const channel = yield* attempt("createConfirmChannel", () => model.createConfirmChannel())
+      const channel = yield* attempt("createConfirmChannel", () =>
+        model.createConfirmChannel())
       return makePublisher(channel, settings.publishWindow)
     })).pipe(
       Effect.timeoutOrElse({

@@ -10,6 +10,7 @@ import { Duration, Effect } from "effect"
 import { type BrokerUnavailable, PublishRejected } from "../Errors.ts"
 import { messageOf, unavailable } from "./AmqpCall.ts"
 import { propertiesOf, type RawHeaders } from "./AmqpMessage.ts"
+import { writeBatch } from "./WriteBatch.ts"
 /** A message as the adapter publishes it, to one of its exchanges (never the default exchange). */
 export interface Outgoing {
   readonly exchange: string
@@ -180,6 +181,12 @@ const publishAll = (
           turn.onCurrent = pump
           return
         }
+        writeBatch(publisher.channel, send)
+        if (failure !== undefined || next === messages.length) endTurn(order, turn)
+        finishIfComplete()
+      }
+      // Sends what the window and the channel's buffer allow; `pump` runs again when they allow more.
+      function send(): void {
         while (!done && failure === undefined && next < messages.length) {
           if (publisher.closed !== undefined) {
             failure = publisher.closed
@@ -214,8 +221,6 @@ const publishAll = (
             failure = messageOf(cause)
           }
         }
-        if (failure !== undefined || next === messages.length) endTurn(order, turn)
-        finishIfComplete()
       }
       publisher.returned.add(onReturn)
       pump()

@@ -24,7 +24,7 @@ import {
   Stream
 } from "effect"
 import { execFile } from "node:child_process"
-import { connect, createServer, type Socket } from "node:net"
+import { connect, createServer, Socket } from "node:net"
 import { promisify } from "node:util"
 import * as RabbitBroker from "../../src/amqp/RabbitBroker.ts"
 import type { RabbitOptions } from "../../src/amqp/RabbitConfig.ts"
@@ -189,6 +189,53 @@ const outgoing = (messageId: string, routingKey: string, body: Uint8Array = enco
 })
 
 describe("RabbitMQ broker only", () => {
+  it.live(
+    "a batch of publishes leaves in a few socket writes, not one per message",
+    () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const name = queueName("write-batch")
+        yield* broker.declare({ name, bindings: ["batch.#"] })
+        const body = new Uint8Array(1_000).fill(120)
+        const messages = Array.from({ length: 300 }, (_, i) => ({
+          messageId: `batch-${run}-${i}`,
+          routingKey: "batch.Item.created",
+          type: "Item.created",
+          body,
+          headers: {}
+        }))
+        // the socket's writes to the broker while the batch is published: `_writev` for several at once
+        const writes = { single: 0, batched: 0, batchedChunks: 0 }
+        const { _write, _writev } = Socket.prototype
+        const toBroker = (socket: Socket) => socket.remotePort === 5672
+        const restore = Effect.sync(() => Object.assign(Socket.prototype, { _write, _writev }))
+        yield* Effect.acquireUseRelease(
+          Effect.sync(() =>
+            Object.assign(Socket.prototype, {
+              _write(this: Socket, ...args: Parameters<typeof _write>) {
+                if (toBroker(this)) writes.single++
+                return _write.apply(this, args)
+              },
+              _writev(this: Socket, ...args: Parameters<NonNullable<typeof _writev>>) {
+                if (toBroker(this)) {
+                  writes.batched++
+                  writes.batchedChunks += args[0].length
+                }
+                return _writev?.apply(this, args)
+              }
+            })
+          ),
+          () => broker.publish(messages),
+          () => restore
+        )
+        assert.isAtLeast(writes.batchedChunks, messages.length)
+        assert.isAtMost(writes.batched + writes.single, 10, JSON.stringify(writes))
+        const depth = yield* Effect.promise(() => withRawChannel((channel) => channel.checkQueue(name)))
+        assert.strictEqual(depth.messageCount, messages.length)
+      }).pipe(Effect.provide(RabbitBroker.layer(settings))),
+    liveTimeout
+  )
+
   it.live(
     "declares a durable quorum queue with an explicit delivery limit and its own dead queue",
     () =>
