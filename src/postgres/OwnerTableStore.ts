@@ -235,6 +235,7 @@ export const make = (
       )
     const createdFromGone = createdColumns("gone.version")
     const createdFromTomb = createdColumns("tomb.version")
+    const createdFromItsTomb = createdColumns("(SELECT version FROM tomb)")
 
     // One statement: rows re-created over a tombstone continue its version; a live or soft-deleted row is
     // left as it is and missing from RETURNING.
@@ -255,8 +256,25 @@ export const make = (
     // One statement and no lock: the rows are inserted only when no row of their ids is visible (a row a
     // concurrent hard delete is removing still is, and goes to `create`'s locked path, which then sees its
     // tombstone); re-created over a committed tombstone, a row continues its version and the tombstone goes,
-    // only when every row was inserted. Rows are inserted in id order, as the locked path locks them.
-    const insertAbsentStatement = compileOnce<[ids: ReadonlyArray<string>, records: string, count: number], object>(
+    // only when every row was inserted. Rows are inserted in id order, as the locked path locks them. One
+    // row has a statement of its own that looks its id up by equality: a plan PostgreSQL keeps for a prepared
+    // statement made while the table was small reads the index for that, where for a list of ids (`= ANY`)
+    // it scans the table, and goes on scanning it as it grows (a single create is what a busy service sends
+    // most).
+    const insertOneStatement = compileOnce<[id: string, record: string], object>(
+      sql,
+      (id, json) =>
+        sql`WITH tomb AS (SELECT version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ${id}),
+        created AS (INSERT INTO ${owner} AS t (${columnList})
+          SELECT ${createdFromItsTomb}
+          FROM jsonb_populate_record(${rowType}, ${json}::jsonb) AS r
+          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${id})
+          ON CONFLICT (${idColumn}) DO NOTHING
+          RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
+        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id COLLATE "C" FROM created))
+        SELECT id, version FROM created`
+    )
+    const insertManyStatement = compileOnce<[ids: ReadonlyArray<string>, records: string, count: number], object>(
       sql,
       (ids, json, count) =>
         sql`WITH tomb AS (SELECT id, version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ANY(${ids})),
@@ -273,11 +291,15 @@ export const make = (
         SELECT id, version FROM created`
     )
     const insertAbsent = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
-      const sorted = rows.length === 1 ? rows : Arr.sort(rows, byId)
-      const records = sorted.map((row) => record(row, row.updatedAt))
-      return insertAbsentStatement(rows.map((row) => row.id), JSON.stringify(records), rows.length).pipe(
-        Effect.flatMap(decodeCreated)
-      )
+      const [row] = rows
+      const inserted = rows.length === 1
+        ? insertOneStatement(row.id, JSON.stringify(record(row, row.updatedAt)))
+        : insertManyStatement(
+          rows.map((row) => row.id),
+          JSON.stringify(Arr.sort(rows, byId).map((row) => record(row, row.updatedAt))),
+          rows.length
+        )
+      return Effect.flatMap(inserted, decodeCreated)
     }
     // Rows `insertAbsent` wrote when it did not write them all (a concurrent create of one of the ids
     // committed while it ran): taken out again, in this transaction, before the locked path runs.
