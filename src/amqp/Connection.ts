@@ -45,10 +45,6 @@ const isUsable = (session: Session): boolean =>
   session.status.lost === undefined && session.publisher.closed === undefined
 
 /**
- * Connects, declares the topology and opens the confirm channel, the declarations bounded by the response
- * timeout (the connection is closed when they fail or time out). Uninterruptible, so no socket leaks.
- */
-/**
  * The session's socket: `writableHighWaterMark` (passed on to the socket by amqplib) leaves room for a
  * batch of publishes written at once (`writeBatch`), up to a thousand one-kilobyte events, before the
  * socket pushes back.
@@ -59,6 +55,10 @@ const socketOptions = (settings: Settings): SocketOptions & { readonly writableH
   clientProperties: { connection_name: settings.connectionName }
 })
 
+/**
+ * Connects, declares the topology and opens the confirm channel, the declarations bounded by the response
+ * timeout (the connection is closed when they fail or time out). Uninterruptible, so no socket leaks.
+ */
 const openSession = (
   settings: Settings,
   queues: ReadonlyMap<string, QueueSpec>,

@@ -153,7 +153,7 @@ export const make = (
     // This process's relay is woken once the events are committed. An outbox transaction that is the
     // database transaction (depth 0) wakes it when it returns (`wakeWhenCommitted`); one inside a caller's
     // transaction or a savepoint, at the outermost commit (`sql.afterCommit`, which copies the fiber's
-    // services, hence not used where the plain case does).
+    // services, so it is used only there).
     const transactionDepth = (services: Context.Context<never>) =>
       Context.getOrUndefined(services, sql.transactionService)?.[1]
     const wakeAfterOuterCommit = Effect.withFiber((fiber) =>
