@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Result, Schema } from "effect"
+import { Effect, Result, Schema, SchemaAST } from "effect"
 import type { SqlError } from "effect/sql"
 import type * as Contract from "./Contract.ts"
 import type { CopyRow, LedgerRow } from "./CopyRepository.ts"
@@ -132,17 +132,28 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
   options?: LedgerOptions<A, R> | SubscribeOptions<A, R>
 ): Subscription<R> {
   // Decoded synchronously when the schema allows it (any schema without asynchronous transformations), from
-  // the current contract version or upcast from an earlier one.
+  // the current contract version or upcast from an earlier one. A payload is decoded up to its first issue,
+  // Effect's fast path; only an invalid one is decoded again for all its issues, to report them together.
   const decoders = new Map(
-    [{ version: contract.version, upcast: contract.payload }, ...contract.earlier].map(({ upcast, version }) => [
-      version,
-      {
-        now: Schema.decodeUnknownResult(upcast, { errors: "all" }),
+    [{ version: contract.version, upcast: contract.payload }, ...contract.earlier].map(({ upcast, version }) => {
+      const firstIssue = Schema.decodeUnknownResult(upcast)
+      const allIssues = Schema.decodeUnknownResult(upcast, { errors: "all" })
+      return [version, {
+        now: (payload: unknown) => {
+          const decoded = firstIssue(payload)
+          return Result.isSuccess(decoded) ? decoded : allIssues(payload)
+        },
         later: Schema.decodeUnknownEffect(upcast, { errors: "all" })
-      }
-    ])
+      }]
+    })
   )
   const encodeNow = Schema.encodeResult(contract.payload)
+  // A payload schema without transformations (no encoding anywhere in it) encodes a value it decoded to an
+  // equal value: the decoded payload of the current version is its own JSON shape, and is not encoded again
+  // (the guard rests on that check: without encodings the schema's type is its encoded type, which is JSON).
+  const encodesToItself = SchemaAST.toType(contract.payload.ast) === contract.payload.ast
+  const isOwnShape = (version: number, _payload: A): _payload is A & Schema.Json =>
+    encodesToItself && version === contract.version
   const encodeLater = Schema.encodeEffect(contract.payload)
   const malformed = (envelope: Envelope.Envelope, reason: MalformedMessage["reason"], detail: string) =>
     new MalformedMessage({
@@ -252,7 +263,9 @@ export function subscribe<Name extends string, Owner extends string, A, I extend
         decoded = decoder.now(envelope.payload)
         if (Result.isFailure(decoded)) return Result.fail(invalid(envelope)(decoded.failure))
         if (!keepPayload) return withPayload(envelope, decoded.success, null)
-        shaped = encodeNow(decoded.success)
+        const payload = decoded.success
+        if (isOwnShape(envelope.contractVersion, payload)) return withPayload(envelope, payload, payload)
+        shaped = encodeNow(payload)
       } catch {
         return prepareLater(envelope, envelope.payload, decoder.later)
       }

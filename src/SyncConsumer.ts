@@ -901,7 +901,7 @@ export const make = <R>(
           const span = spans?.get(item)
           if (verdict._tag === "missing") yield* settleAside(item, span)
           else {
-            yield* Verdict.endSpan(span, verdict, false)
+            if (span !== undefined) yield* Verdict.endSpan(span, verdict, false)
             done.push(item.delivery)
           }
         }
@@ -920,7 +920,8 @@ export const make = <R>(
           for (const delivery of deliveries) unsettled.set(delivery, takenAt)
           const items: Array<Item> = []
           for (const delivery of deliveries) {
-            const decoded = yield* decoder.decode(delivery, takenAt)
+            const decoding = decoder.decode(delivery, takenAt)
+            const decoded = Result.isResult(decoding) ? decoding : yield* decoding
             if (Result.isSuccess(decoded)) items.push(decoded.success)
             else yield* deadLetter(delivery, decoded.failure, batchSpan)
           }

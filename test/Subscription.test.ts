@@ -40,7 +40,48 @@ const Slow = Contract.make({
   id: "id"
 })
 
+/** A contract whose payload schema transforms a field synchronously: stored in its encoded form. */
+const Shouting = Contract.make({
+  name: "Shouting",
+  owner: "accounts",
+  payload: Schema.Struct({
+    id: Schema.String,
+    name: Schema.String.pipe(Schema.decodeTo(Schema.String, {
+      decode: SchemaGetter.transform((name: string) => name.toUpperCase()),
+      encode: SchemaGetter.transform((name: string) => `${name.toLowerCase()}!`)
+    }))
+  }),
+  id: "id"
+})
+
 describe("Subscription.prepare", () => {
+  it.effect("keeps the payload as its schema encodes it: unknown fields dropped, transformed fields encoded", () =>
+    Effect.gen(function*() {
+      const users = Subscription.subscribe(User)
+      const plain = yield* Subscription.prepared(users.prepare(userEvent({ ...ada, nickname: "countess" })))
+      assert.deepStrictEqual(plain.payload, ada)
+      const seen: Array<unknown> = []
+      const shouting = Subscription.subscribe(Shouting, {
+        handler: ({ payload }) => Effect.sync(() => void seen.push(payload))
+      })
+      const event = userEvent({ id: "s-1", name: "Quiet" }, { entity: "Shouting", entityId: "s-1" })
+      const prepared = yield* Subscription.prepared(shouting.prepare(event))
+      assert.deepStrictEqual(prepared.payload, { id: "s-1", name: "quiet!" })
+      yield* prepared.handle?.(null) ?? Effect.void
+      assert.deepStrictEqual(seen, [{ id: "s-1", name: "QUIET" }])
+    }))
+
+  it.effect("reports every issue of an invalid payload, not only the first", () =>
+    Effect.gen(function*() {
+      const users = Subscription.subscribe(User)
+      const invalid = yield* Effect.flip(
+        Subscription.prepared(users.prepare(userEvent({ ...ada, active: "yes", name: 7 })))
+      )
+      assert.strictEqual(invalid.reason, "InvalidPayload")
+      assert.include(invalid.message, "active")
+      assert.include(invalid.message, "name")
+    }))
+
   it.effect("decodes the payload, gives its references and hands the decoded payload to the handler", () =>
     Effect.gen(function*() {
       const seen: Array<unknown> = []

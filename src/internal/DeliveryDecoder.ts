@@ -48,8 +48,14 @@ export const defectOf = (delivery: Delivery, defect: unknown, entity?: string): 
 export interface DeliveryDecoder<R> {
   /** The event decoded for its subscription (synchronously when it can be, see `Preparing`). */
   readonly route: (envelope: Envelope.Envelope) => Preparing<R>
-  /** A delivery read, or why it is rejected; defects are caught for the delivery alone. */
-  readonly decode: (delivery: Delivery, now: number) => Effect.Effect<Result.Result<Item<R>, Rejection>>
+  /**
+   * A delivery read, or why it is rejected; defects are caught for the delivery alone. A `Result` when that
+   * was synchronous (see `Preparing`), else an effect that gives it.
+   */
+  readonly decode: (
+    delivery: Delivery,
+    now: number
+  ) => Result.Result<Item<R>, Rejection> | Effect.Effect<Result.Result<Item<R>, Rejection>>
 }
 
 /** The decoder of `consumer`, routing by entity to `routes` (its subscriptions by contract name). */
@@ -92,14 +98,17 @@ export const make = <R>(options: {
     return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
   }
 
-  const decode = (delivery: Delivery, now: number): Effect.Effect<Result.Result<Item<R>, Rejection>> => {
+  const decode = (
+    delivery: Delivery,
+    now: number
+  ): Result.Result<Item<R>, Rejection> | Effect.Effect<Result.Result<Item<R>, Rejection>> => {
     let decoding: Result.Result<Item<R>, Rejection> | Effect.Effect<Item<R>, Rejection>
     try {
       decoding = decodeDelivery(delivery, now)
     } catch (defect) {
-      return Effect.succeed(Result.fail(defectOf(delivery, defect)))
+      return Result.fail(defectOf(delivery, defect))
     }
-    return Result.isResult(decoding) ? Effect.succeed(decoding) : Effect.result(decoding).pipe(
+    return Result.isResult(decoding) ? decoding : Effect.result(decoding).pipe(
       Effect.catchDefect((defect) => Effect.succeed(Result.fail(defectOf(delivery, defect))))
     )
   }
