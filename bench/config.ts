@@ -6,6 +6,7 @@
  * | `--events` | `BENCH_EVENTS` | 20 000 | events of the owner-writes and batched end-to-end workloads (per pipeline) |
  * | `--batch` | `BENCH_WRITE_BATCH` | 100 | entities per owner transaction in those workloads |
  * | `--writers` | `BENCH_WRITERS` | 4 | concurrent owner transactions in those workloads |
+ * | `--warm-up` | `BENCH_WARM_UP` | 10 000 | untimed events before the owner-writes, batched and latency workloads are timed (see the README) |
  * | `--rate` | `BENCH_LATENCY_RATE` | 500 | single-entity transactions per second of the latency workload |
  * | `--latency-seconds` | `BENCH_LATENCY_SECONDS` | 10 | how long the latency workload runs |
  * | `--lanes` | `BENCH_LANES` | 8 | ordered lanes of the `library-lanes` phase (the batched workload, relay `orderedByEntity`) |
@@ -44,6 +45,7 @@ export interface Settings {
   readonly events: number
   readonly writeBatch: number
   readonly writers: number
+  readonly warmUp: number
   readonly rate: number
   readonly latencySeconds: number
   readonly pressureRate: number
@@ -79,6 +81,7 @@ export const read = (): Settings => {
     events: setting("events", "BENCH_EVENTS", 20_000),
     writeBatch: setting("batch", "BENCH_WRITE_BATCH", 100),
     writers: setting("writers", "BENCH_WRITERS", 4),
+    warmUp: setting("warm-up", "BENCH_WARM_UP", 10_000),
     rate: setting("rate", "BENCH_LATENCY_RATE", 500),
     latencySeconds: setting("latency-seconds", "BENCH_LATENCY_SECONDS", 10),
     pressureRate: setting("pressure-rate", "BENCH_PRESSURE_RATE", 1_000),

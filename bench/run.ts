@@ -103,6 +103,7 @@ const phaseEnv = (
   BENCH_EVENTS: String(settings.events),
   BENCH_WRITE_BATCH: String(settings.writeBatch),
   BENCH_WRITERS: String(settings.writers),
+  BENCH_WARM_UP: String(settings.warmUp),
   BENCH_LATENCY_RATE: String(settings.rate),
   BENCH_LATENCY_SECONDS: String(settings.latencySeconds),
   BENCH_PRESSURE_RATE: String(settings.pressureRate),

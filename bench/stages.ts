@@ -2,7 +2,7 @@
  * The CPU each stage of a pipeline spends per event when it runs alone, to find where the library and the
  * baseline differ:
  *
- *     node --import tsx bench/stages.ts [--events=20000] [--batch=100] [--warm-up=2000] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
+ *     node --import tsx bench/stages.ts [--events=20000] [--batch=100] [--warm-up=10000] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
  *
  * For each pipeline, on two fresh databases: the consumer is started once and stopped (it declares its
  * queue); then `owner` writes the events in transactions of `--batch` entities, four at a time; `relay` publishes them
@@ -28,7 +28,7 @@ const argument = (name: string, fallback: string) =>
   process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 
 const timedEvents = Number(argument("events", "20000"))
-const warmUpEvents = Number(argument("warm-up", "2000"))
+const warmUpEvents = Number(argument("warm-up", "10000"))
 const batch = Number(argument("batch", "100"))
 const pipelines = argument("pipelines", "library,baseline").split(",")
 const stages = new Set(argument("stages", "owner,relay,consumer").split(","))

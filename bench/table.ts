@@ -137,7 +137,8 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
   }
   const lines = [
     `${rounds.length} round${rounds.length === 1 ? "" : "s"}, library and baseline interleaved; each figure is the ` +
-    `median (range) of the rounds, each ratio the median of the per-round ratios.`,
+    `median (range) of the rounds, each ratio the median of the per-round ratios; timed after ` +
+    `${int(settings.warmUp)} warm-up events.`,
     row("", "library", "baseline", "lib/base"),
     metric(
       `Owner writes alone (${int(settings.events)}, ${settings.writeBatch}/tx): creates`,

@@ -90,15 +90,14 @@ const timed = (events: number, effect: Effect.Effect<void, unknown>) =>
   })
 
 /**
- * The owner's writes alone (no relay, no consumer): after a warm-up of 1 000 creates and their updates,
+ * The owner's writes alone (no relay, no consumer): after a warm-up of `warmUp` creates and their updates,
  * `events` new items created in transactions of `writeBatch` by `writers` concurrent writers, then each of
  * them updated once, in the same transactions; each half timed on its own.
  */
 export const writes = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Results.Writes, unknown> =>
   Effect.scoped(Effect.gen(function*() {
-    const { events, writeBatch, writers } = env.settings
+    const { events, warmUp, writeBatch, writers } = env.settings
     const pipeline = yield* make(env)
-    const warmUp = 1_000
     yield* inBatches(warmUp, writeBatch, writers, (ids) => pipeline.write("warm", ids))
     yield* inBatches(warmUp, writeBatch, writers, (ids) => pipeline.update("warm", ids, 1))
     const loadAverage = os.loadavg()
@@ -119,17 +118,16 @@ export const writes = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Results
   }))
 
 /**
- * Batched end-to-end throughput: 1 000 warm-up events, then `events` new items written in transactions
+ * Batched end-to-end throughput: `warmUp` warm-up events, then `events` new items written in transactions
  * of `writeBatch` by `writers` concurrent writers while the relay and the consumer run; timed from the
  * first write to the last apply.
  */
 export const throughput = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Results.Throughput, unknown> =>
   Effect.scoped(Effect.gen(function*() {
-    const { events, writeBatch, writers } = env.settings
+    const { events, warmUp, writeBatch, writers } = env.settings
     const pipeline = yield* make(env)
     yield* pipeline.startConsumer(null)
     yield* pipeline.startRelay
-    const warmUp = 1_000
     yield* writeAll(pipeline, "warm", warmUp, writeBatch, writers)
     yield* awaitApplied(pipeline, warmUp, 120)
     const start = yield* now
@@ -155,13 +153,13 @@ export const throughput = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Res
   }))
 
 /**
- * Steady-rate latency: single-item transactions started every 1/`rate` s for `latencySeconds` (after one
- * second of warm-up at the same rate); for each, the time from its commit returning at the owner to its
- * apply committing at the consumer.
+ * Steady-rate latency: single-item transactions started every 1/`rate` s for `latencySeconds` (after a
+ * warm-up: `warmUp` single-item transactions as fast as `writers` make them, then one second at the same
+ * rate); for each, the time from its commit returning at the owner to its apply committing at the consumer.
  */
 export const latency = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Results.Latency, unknown> =>
   Effect.scoped(Effect.gen(function*() {
-    const { latencySeconds, rate } = env.settings
+    const { latencySeconds, rate, warmUp, writers } = env.settings
     const appliedAt = new Map<string, number>()
     const pipeline = yield* make(env)
     yield* pipeline.startConsumer({ onApplied: (id) => appliedAt.set(id, performance.now()) })
@@ -183,8 +181,10 @@ export const latency = (make: MakePipeline, env: PhaseEnv): Effect.Effect<Result
         return { committedAt, seconds: (end - start) / 1000 }
       })
 
+    yield* writeAll(pipeline, "burst", warmUp, 1, writers)
+    yield* awaitApplied(pipeline, warmUp, 120)
     const warm = yield* steady("warm", rate)
-    yield* awaitApplied(pipeline, warm.committedAt.size, 60)
+    yield* awaitApplied(pipeline, warmUp + warm.committedAt.size, 60)
     const cpuStart = cpuMicros()
     const machineStart = machineBusyMicros()
     const measured = yield* steady("lat", Math.round(rate * latencySeconds))
