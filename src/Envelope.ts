@@ -139,6 +139,9 @@ const actions: ReadonlySet<unknown> = new Set(Action.literals)
 const isAction = (u: unknown): u is Action => actions.has(u)
 const isNonEmpty = (u: unknown): u is string => typeof u === "string" && u.length > 0 && u.length <= maxNameLength
 const isVersion = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 1
+// An object parsed from JSON (plain data, no accessors), read in place rather than copied.
+const isRecord = (u: unknown): u is Readonly<Record<string, unknown>> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
 const isStringRecord = (u: unknown): u is Record<string, string> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
 
@@ -148,8 +151,8 @@ const isStringRecord = (u: unknown): u is Record<string, string> =>
  * what is wrong. The checks are the schema's, written out: the relay's hot path uses it.
  */
 export const fromStoredJson = (json: unknown): Envelope | undefined => {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined
-  const e: Record<string, unknown> = { ...json }
+  if (!isRecord(json)) return undefined
+  const e = json
   const { action, context, contractVersion, occurredAt, payload, reset, traceparent, tracestate, version } = e
   if (
     !isNonEmpty(e.messageId) || !isNonEmpty(e.entity) ||
@@ -335,8 +338,8 @@ export const toCloudEvent = (e: Envelope): Record<string, Schema.Json> => {
  * become the request context. The checks are the schema's, written out: the consumer's hot path uses it.
  */
 export const fromCloudEvent = (json: unknown): Envelope | undefined => {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined
-  const e: Record<string, unknown> = { ...json }
+  if (!isRecord(json)) return undefined
+  const e = json
   const parsed = parseType(e.type)
   const { contractversion, data, entityversion, forcesync, reset, subject, time, traceparent, tracestate } = e
   if (

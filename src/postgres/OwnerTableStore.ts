@@ -44,6 +44,9 @@ const timestampTypes = new Set(["timestamp with time zone", "timestamp without t
 /** `jsonb_build_object` takes at most 100 arguments: 50 fields per call, concatenated. */
 const fieldsPerCall = 50
 
+const isJsonObject = (json: Schema.Json): json is Schema.JsonObject =>
+  json !== null && typeof json === "object" && !Array.isArray(json)
+
 /** Makes the store of `table`; fails with `InvalidOwnerTable` when the table does not match its declaration. */
 export const make = (
   tables: Tables,
@@ -110,8 +113,17 @@ export const make = (
     const col = (column: string) => `t.${escape(column)}`
     const millisOf = (time: { readonly column: string; readonly kind: TimeKind }) =>
       time.kind === "millis" ? col(time.column) : `(extract(epoch from ${col(time.column)}) * 1000)::int8`
-    const timeValue = (kind: TimeKind, millis: number | null) =>
-      millis === null ? null : kind === "millis" ? millis : new Date(millis).toISOString()
+    // the rows of one write share their time: its text is made once
+    let isoMillis = Number.NaN
+    let iso = ""
+    const timeValue = (kind: TimeKind, millis: number | null) => {
+      if (millis === null || kind === "millis") return millis
+      if (millis !== isoMillis) {
+        iso = new Date(millis).toISOString()
+        isoMillis = millis
+      }
+      return iso
+    }
     const payloadExpression = Arr.chunksOf(table.columns, fieldsPerCall)
       .map((chunk) =>
         `jsonb_build_object(${chunk.map(([field, column]) => `${quoteLiteral(field)}, ${col(column)}`).join(", ")})`
@@ -144,8 +156,11 @@ export const make = (
       at: number
     ) => {
       const columns: Record<string, Schema.Json> = {}
-      const fields = new Map(row.payload !== null && typeof row.payload === "object" ? Object.entries(row.payload) : [])
-      for (const [field, column] of table.columns) columns[column] = fields.get(field) ?? null
+      const { payload } = row
+      const fields = isJsonObject(payload) ? payload : undefined
+      for (const [field, column] of table.columns) {
+        columns[column] = fields !== undefined && Object.hasOwn(fields, field) ? fields[field] ?? null : null
+      }
       // the row's id is the entity's, whatever the payload holds (the stores read and write by it)
       columns[table.idColumn] = row.id
       if (row.version !== undefined) columns[table.versionColumn] = row.version
