@@ -5,7 +5,7 @@
  * pipelines rather than one), prints a table of medians and ranges, and writes every round's figures to
  * `bench/results/<date>.json`. It prints figures and never asserts timing.
  *
- *     npm run bench                                  # defaults: 3 interleaved rounds, about eight minutes
+ *     npm run bench                                  # defaults: 3 interleaved rounds, about fifteen minutes
  *     npm run bench -- --rounds=1                    # one round
  *     npm run bench -- --phases=library-writes,baseline-writes   # the owner's writes alone
  *     npm run bench -- --events=50000 --phases=library-throughput,baseline-throughput
