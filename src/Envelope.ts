@@ -143,7 +143,7 @@ const isVersion = (u: unknown): u is number => typeof u === "number" && Number.i
 const isRecord = (u: unknown): u is Readonly<Record<string, unknown>> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 const isStringRecord = (u: unknown): u is Record<string, string> =>
-  typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
+  isRecord(u) && Object.values(u).every((v) => typeof v === "string")
 
 /**
  * The event in a value parsed from a kept row's JSON (the `Envelope` schema's form), when every field is as

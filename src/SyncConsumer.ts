@@ -901,7 +901,7 @@ export const make = <R>(
           const span = spans?.get(item)
           if (verdict._tag === "missing") yield* settleAside(item, span)
           else {
-            if (span !== undefined) yield* Verdict.endSpan(span, verdict, false)
+            yield* Verdict.endSpan(span, verdict, false)
             done.push(item.delivery)
           }
         }

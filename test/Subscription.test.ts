@@ -26,32 +26,31 @@ const userEvent = (payload: Envelope["payload"], overrides: Partial<Envelope> = 
 
 const ada = { id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true }
 
+/** A contract `name` whose payload's `name` field is decoded and encoded by the given getters. */
+const withNameCodec = <Name extends string>(
+  name: Name,
+  codec: {
+    readonly decode: SchemaGetter.Getter<string, string>
+    readonly encode: SchemaGetter.Getter<string, string>
+  }
+) =>
+  Contract.make({
+    name,
+    owner: "accounts",
+    payload: Schema.Struct({ id: Schema.String, name: Schema.String.pipe(Schema.decodeTo(Schema.String, codec)) }),
+    id: "id"
+  })
+
 /** A contract whose payload schema decodes through an asynchronous transformation. */
-const Slow = Contract.make({
-  name: "Slow",
-  owner: "accounts",
-  payload: Schema.Struct({
-    id: Schema.String,
-    name: Schema.String.pipe(Schema.decodeTo(Schema.String, {
-      decode: SchemaGetter.transformEffect((name: string) => Effect.promise(() => Promise.resolve(name.toUpperCase()))),
-      encode: SchemaGetter.transform((name: string) => name)
-    }))
-  }),
-  id: "id"
+const Slow = withNameCodec("Slow", {
+  decode: SchemaGetter.transformEffect((name: string) => Effect.promise(() => Promise.resolve(name.toUpperCase()))),
+  encode: SchemaGetter.transform((name: string) => name)
 })
 
 /** A contract whose payload schema transforms a field synchronously: stored in its encoded form. */
-const Shouting = Contract.make({
-  name: "Shouting",
-  owner: "accounts",
-  payload: Schema.Struct({
-    id: Schema.String,
-    name: Schema.String.pipe(Schema.decodeTo(Schema.String, {
-      decode: SchemaGetter.transform((name: string) => name.toUpperCase()),
-      encode: SchemaGetter.transform((name: string) => `${name.toLowerCase()}!`)
-    }))
-  }),
-  id: "id"
+const Shouting = withNameCodec("Shouting", {
+  decode: SchemaGetter.transform((name: string) => name.toUpperCase()),
+  encode: SchemaGetter.transform((name: string) => `${name.toLowerCase()}!`)
 })
 
 describe("Subscription.prepare", () => {

@@ -306,9 +306,9 @@ export const make = (
         SELECT id, version FROM created`
     )
     const insertAbsent = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
-      const [row] = rows
+      const [first] = rows
       const inserted = rows.length === 1
-        ? insertOneStatement(row.id, JSON.stringify(record(row, row.updatedAt)))
+        ? insertOneStatement(first.id, JSON.stringify(record(first, first.updatedAt)))
         : insertManyStatement(
           rows.map((row) => row.id),
           JSON.stringify(Arr.sort(rows, byId).map((row) => record(row, row.updatedAt))),
