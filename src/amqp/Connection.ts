@@ -1,8 +1,8 @@
 /**
  * The adapter's connection to RabbitMQ (internal: not exported by the package): opened lazily by the
- * first operation, with its confirm channel; replaced after a loss no sooner than the reconnect schedule
- * allows, on the next node of the cluster when several are configured; closed once, after the in-flight
- * confirms, at shutdown.
+ * first operation, with its confirm channel; replaced after a loss (or a nacked publish, which gives the
+ * confirm channel up) no sooner than the reconnect schedule allows, on the next node of the cluster when
+ * several are configured; closed once, after the in-flight confirms, at shutdown.
  *
  * @since 0.1.0
  */

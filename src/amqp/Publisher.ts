@@ -47,9 +47,12 @@ const wake = (publisher: Publisher): void => {
   waiting.forEach((f) => f())
 }
 
+/** Why a publisher whose publish RabbitMQ nacked counts as closed. */
+const nackedReason = "RabbitMQ nacked a publish: the publishing channel is given up"
+
 /**
  * The publisher of a confirm channel with at most `window` publishes awaiting their confirm; it notes
- * the channel's close (and why), its `drain` and its returned messages.
+ * the channel's close (and why), a nack (which gives the channel up), its `drain` and its returned messages.
  */
 export const makePublisher = (channel: ConfirmChannel, window: number): Publisher => {
   const publisher: Publisher = {
@@ -67,6 +70,12 @@ export const makePublisher = (channel: ConfirmChannel, window: number): Publishe
   })
   channel.on("close", () => {
     publisher.closed ??= lastError
+    wake(publisher)
+  })
+  // RabbitMQ could not take a message (a queue's leader went away, a full queue that rejects publishes): the
+  // channel's view of its queues may be stale, so it is given up and the next operation opens a new connection
+  channel.on("nack", () => {
+    publisher.closed ??= nackedReason
     wake(publisher)
   })
   channel.on("drain", () => {

@@ -503,6 +503,54 @@ describe("RabbitMQ broker only", () => {
     liveTimeout
   )
 
+  it.live("a nacked publish gives up its connection: the next publish goes on a new one", () => {
+    const name = `${connectionName}-nack`
+    /** The process ids of the adapter's open connections. */
+    const connections = Effect.map(
+      rabbitmqctl("list_connections", "pid", "client_properties", "--no-table-headers"),
+      (listing) =>
+        listing.split("\n")
+          .filter((line) => line.includes(`{"connection_name","${name}"}`))
+          .flatMap((line) => line.split("\t").slice(0, 1))
+    )
+    return Effect.gen(function*() {
+      const broker = yield* Broker
+      const spec: QueueSpec = { name: queueName("nacked"), bindings: ["nacked.#"] }
+      const full = queueName("nacked-full")
+      yield* broker.declare(spec)
+      yield* broker.publish([outgoing("first", "nacked.User.created")])
+      const before = yield* connections
+      assert.strictEqual(before.length, 1)
+      // a queue that takes nothing and rejects publishes: RabbitMQ nacks every message routed to it
+      yield* Effect.promise(() =>
+        withRawChannel(async (channel) => {
+          await channel.assertQueue(full, { arguments: { "x-max-length": 0, "x-overflow": "reject-publish" } })
+          await channel.bindQueue(full, exchange, "nacked.#")
+        })
+      )
+      const nacked = yield* Effect.flip(broker.publish([outgoing("nacked", "nacked.User.created")]))
+      assert.strictEqual(nacked._tag, "BrokerUnavailable")
+      yield* Effect.promise(() => withRawChannel((channel) => channel.deleteQueue(full)))
+      yield* broker.publish([outgoing("after", "nacked.User.created")])
+      // the old connection's close may take a moment to show in the listing
+      let after = yield* connections
+      for (let tries = 0; after.length !== 1 && tries < 20; tries++) {
+        yield* Effect.sleep("100 millis")
+        after = yield* connections
+      }
+      assert.strictEqual(after.length, 1, "the given-up connection was closed")
+      assert.notStrictEqual(after[0], before[0], "the publish after the nack went on a new connection")
+      // the nacked message may have reached the other queue it was routed to; "after" did
+      const got = yield* broker.subscribe(spec).pipe(
+        Stream.mapEffect((d) => Effect.as(d.ack, d.messageId)),
+        Stream.takeUntil((id) => id === "after"),
+        Stream.runCollect,
+        Effect.timeout("10 seconds")
+      )
+      assert.deepStrictEqual(got.filter((id) => id !== "nacked"), ["first", "after"])
+    }).pipe(Effect.provide(RabbitBroker.layer({ ...settings, connectionName: name })))
+  }, liveTimeout)
+
   it.live(
     "an unreachable broker fails fast with BrokerUnavailable and is retried on the reconnect schedule",
     () =>
