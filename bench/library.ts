@@ -92,14 +92,10 @@ export const make: MakePipeline = (env) =>
       name: "library",
       write: (prefix, ids) =>
         Outbox.transaction(items.createMany(ids.map((i) => itemOf(prefix, i)))).pipe(Effect.asVoid, withOwner),
-      // One `updateMany` per transaction: one locked read, one write and one append for all its items.
+      // The new state of every item, as the baseline writes it: one `saveMany` per transaction (one write
+      // and one append, no read).
       update: (prefix, ids, revision) =>
-        Outbox.transaction(
-          items.updateMany(
-            ids.map((i) => `${prefix}-${i}`),
-            (current) => itemOf(prefix, Number(current.id.slice(prefix.length + 1)), revision)
-          )
-        ).pipe(Effect.asVoid, withOwner),
+        Outbox.transaction(items.saveMany(ids.map((i) => itemOf(prefix, i, revision)))).pipe(Effect.asVoid, withOwner),
       fillOutbox: (prefix, count) =>
         Effect.forEach(
           Array.from({ length: Math.ceil(count / 1_000) }, (_, c) => c),

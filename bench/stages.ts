@@ -5,12 +5,13 @@
  *     node --import tsx bench/stages.ts [--events=20000] [--batch=100] [--warm-up=10000] [--pipelines=library,baseline] [--stages=owner,relay,consumer]
  *
  * For each pipeline, on two fresh databases: the consumer is started once and stopped (it declares its
- * queue); then `owner` writes the events in transactions of `--batch` entities, four at a time; `relay` publishes them
- * (with no consumer running) until the queue holds them all; `consumer` applies them. Each stage is timed
- * and its process CPU (user + system) divided by the events. Every pipeline first runs untimed with
- * `--warm-up` events, so that neither is timed while the code it runs is still being compiled. With
- * `BENCH_CPU_PROF=<dir>`, each timed stage writes a CPU profile of its own span
- * (`<pipeline>-<stage>.cpuprofile`) into that directory.
+ * queue); then `owner` writes the events in transactions of `--batch` entities, four at a time; `updates`
+ * (only when named in `--stages`) writes each entity's new state once the same way; `relay` publishes them
+ * (with no consumer running) until the queue holds them all; `consumer` applies them. Each stage is timed,
+ * with its process CPU (user + system) and PostgreSQL's (all its processes on this machine, from `/proc`)
+ * divided by the events. Every pipeline first runs untimed with `--warm-up` events, so that neither is
+ * timed while the code it runs is still being compiled. With `BENCH_CPU_PROF=<dir>`, each timed stage
+ * writes a CPU profile of its own span (`<pipeline>-<stage>.cpuprofile`) into that directory.
  */
 import amqp from "amqplib"
 import { Effect, Redacted, References } from "effect"
@@ -21,7 +22,7 @@ import { read } from "./config.ts"
 import { amqpUrl, makeNames } from "./contract.ts"
 import * as Database from "./database.ts"
 import * as Library from "./library.ts"
-import { cpuMicros } from "./stats.ts"
+import { cpuMicros, postgresMicros } from "./stats.ts"
 import type { MakePipeline, Pipeline } from "./workloads.ts"
 
 const argument = (name: string, fallback: string) =>
@@ -32,6 +33,8 @@ const warmUpEvents = Number(argument("warm-up", "10000"))
 const batch = Number(argument("batch", "100"))
 const pipelines = argument("pipelines", "library,baseline").split(",")
 const stages = new Set(argument("stages", "owner,relay,consumer").split(","))
+/** Events in the outbox: one per entity, and one more with `updates`. */
+const eventsPerEntity = stages.has("updates") ? 2 : 1
 
 const queueDepth = (queue: string) =>
   Effect.promise(async () => {
@@ -75,12 +78,17 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
   !pass.timed ? Effect.asVoid(effect) : Effect.gen(function*() {
     const { events } = pass
     const cpu = cpuMicros()
+    const postgres = postgresMicros()
     const usage = process.cpuUsage()
     const start = performance.now()
     yield* profiled(`${pipeline}-${name}`, effect)
     const seconds = (performance.now() - start) / 1000
     const micros = (cpuMicros() - cpu) / events
     const { system, user } = process.cpuUsage(usage)
+    const postgresAfter = postgresMicros()
+    const postgresPerEvent = postgres === undefined || postgresAfter === undefined
+      ? ""
+      : `, PostgreSQL ${Math.round((postgresAfter - postgres) / events)} µs/event`
     yield* Effect.sync(() =>
       console.log(
         `${pipeline.padEnd(9)} ${name.padEnd(9)} ${
@@ -88,7 +96,7 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
         } ev/s ` +
           `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event (user ${
             Math.round(user / events)
-          }, system ${Math.round(system / events)})`
+          }, system ${Math.round(system / events)})${postgresPerEvent}`
       )
     )
   })
@@ -128,16 +136,27 @@ const runPipeline = (name: string, make: MakePipeline, pass: Pass) =>
           Effect.forEach(chunks, (chunk) => pipeline.write("s", chunk), { concurrency: 4, discard: true })
         )
       } else yield* pipeline.fillOutbox("s", events)
+      if (stages.has("updates")) {
+        yield* timed(
+          pass,
+          "updates",
+          name,
+          Effect.forEach(chunks, (chunk) => pipeline.update("s", chunk, 1), { concurrency: 4, discard: true })
+        )
+      }
       yield* Effect.scoped(Effect.gen(function*() {
         yield* Effect.sleep("200 millis")
         const relay = Effect.andThen(
           pipeline.startRelay,
-          until(Effect.map(queueDepth(names.queue), (n) => n >= events))
+          until(Effect.map(queueDepth(names.queue), (n) => n >= events * eventsPerEntity))
         )
         yield* stages.has("relay") ? timed(pass, "relay", name, relay) : relay
       }))
       const consumer = Effect.scoped(
-        Effect.andThen(pipeline.startConsumer(null), until(Effect.map(pipeline.applied, (n) => n >= events)))
+        Effect.andThen(
+          pipeline.startConsumer(null),
+          until(Effect.map(pipeline.applied, (n) => n >= events * eventsPerEntity))
+        )
       )
       if (stages.has("consumer")) yield* timed(pass, "consumer", name, consumer)
     }))

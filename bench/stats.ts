@@ -1,7 +1,7 @@
 /**
  * Measuring helpers of the benchmark: percentiles, a resident-set-size sampler and number formatting.
  */
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 
 /** The `p`-th percentile (0–100) of `values` (nearest rank); NaN when empty. */
 export const percentile = (values: ReadonlyArray<number>, p: number): number => {
@@ -51,6 +51,33 @@ export const machineBusyMicros = (): number | undefined => {
     // user nice system idle iowait irq softirq steal …: all but idle and iowait
     const busy = fields.reduce((sum, n, i) => (i === 3 || i === 4 || i > 7 ? sum : sum + n), 0)
     return Number.isFinite(busy) && fields.length >= 8 ? busy * 10_000 : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * CPU time PostgreSQL's processes on this machine have used so far (live backends and, through the
+ * postmaster's children's times, exited ones), in microseconds, from Linux's `/proc` (USER_HZ, 100 per
+ * second); undefined elsewhere.
+ */
+export const postgresMicros = (): number | undefined => {
+  try {
+    let ticks = 0
+    for (const pid of readdirSync("/proc")) {
+      if (!/^\d+$/.test(pid)) continue
+      let stat: string
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+      } catch {
+        continue // the process ended meanwhile
+      }
+      if (stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) !== "postgres") continue
+      // after the name: state ppid … utime (12th) stime cutime cstime
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number)
+      ticks += fields[11]! + fields[12]! + (fields[1] === 1 ? fields[13]! + fields[14]! : 0)
+    }
+    return ticks * 10_000
   } catch {
     return undefined
   }

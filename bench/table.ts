@@ -145,7 +145,7 @@ export const render = ({ loadAverageAtEnd, machine, peakRss, rounds, rssBoot, se
       (f) => both(f.writes, (w) => w.creates.eventsPerSecond),
       rate
     ),
-    metric("  updates", (f) => both(f.writes, (w) => w.updates.eventsPerSecond), rate),
+    metric("  updates (the new state, no read)", (f) => both(f.writes, (w) => w.updates.eventsPerSecond), rate),
     metric(
       "  CPU of the phase process per event: creates",
       (f) => both(f.writes, (w) => w.creates.cpuMicrosPerEvent),

@@ -33,7 +33,10 @@ export interface Pipeline {
   readonly name: "library" | "baseline"
   /** Commits `ids.length` new items in one owner transaction (with their events). */
   readonly write: (prefix: string, ids: ReadonlyArray<number>) => Effect.Effect<void, unknown>
-  /** Commits a change of `ids.length` existing items (to their `revision`) in one owner transaction. */
+  /**
+   * Commits the new state of `ids.length` existing items (their `revision`) in one owner transaction, as a
+   * handler that holds the whole new state writes it (no read of the items first).
+   */
   readonly update: (prefix: string, ids: ReadonlyArray<number>, revision: number) => Effect.Effect<void, unknown>
   /** Appends `count` events straight to the outbox, 1 000 per transaction (for the backlog). */
   readonly fillOutbox: (prefix: string, count: number) => Effect.Effect<void, unknown>

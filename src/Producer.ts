@@ -16,6 +16,7 @@ import type { CopyState } from "./CopyRepository.ts"
 import * as Envelope from "./Envelope.ts"
 import { type EntityExists, EntityNotFound } from "./Errors.ts"
 import { whileOpen } from "./internal/OutboxTransaction.ts"
+import { sameJson } from "./internal/SameJson.ts"
 import { Outbox, OutboxTransaction } from "./Outbox.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "./SourceRepository.ts"
 import * as Tracing from "./Tracing.ts"
@@ -77,6 +78,20 @@ export interface EntityRepository<A> {
    * have the same id, it fails with `EntityExists` for the first such payload and writes nothing.
    */
   readonly createMany: (
+    payloads: ReadonlyArray<A>,
+    options?: WriteOptions
+  ) => Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx>
+  /**
+   * Writes the new state of several entities without reading them first (an upsert, as a handler that
+   * holds the whole new state writes): one write of their rows and one append of their events, in
+   * `payloads` order. An entity that does not exist, or was deleted, is created (version 1, or the
+   * tombstone's version + 1); a live one whose state differs is updated (version + 1); an equal one is left
+   * as it is and raises no event. All or nothing: if one of them is soft-deleted, or two payloads have the
+   * same id, it fails with `EntityExists` for the first such payload and writes nothing. With `handleWhen`,
+   * the rows are read (locked) first, so that each change has its `before`. Returns the entities in
+   * `payloads` order.
+   */
+  readonly saveMany: (
     payloads: ReadonlyArray<A>,
     options?: WriteOptions
   ) => Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx>
@@ -431,16 +446,28 @@ const makeRepository = <A, I extends Schema.Json>(
       })
     )
 
-  // No read first: the store's create tells whether an entity exists (a tombstone does not) and gives the
-  // versions, and it writes all the rows or none.
-  const createAll = (
+  // Appends the events of a write of several rows (if any) and gives its entities.
+  const appendAll = (
+    services: Context.Context<Tx>,
+    events: ReadonlyArray<Envelope.Envelope>,
+    entities: ReadonlyArray<Entity<A>>
+  ): Effect.Effect<ReadonlyArray<Entity<A>>, SqlError.SqlError> =>
+    events.length === 0 ?
+      Effect.succeed(entities) :
+      Context.get(services, OutboxTransaction).append(events).pipe(
+        Effect.andThen(annotateEvents(events)),
+        Effect.as(entities)
+      )
+
+  // The rows of a write of `payloads`, encoded; the services, the clock and the event context are read
+  // once, from the write's context.
+  const writeAll = <X, E>(
     payloads: ReadonlyArray<A>,
-    writeOptions: WriteOptions | undefined
-  ): Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx> =>
-    payloads.length === 0 ? Effect.succeed([]) : Effect.flatMap(
+    write: (rows: ReadonlyArray<NewSourceRow>, now: number, services: Context.Context<Tx>) => Effect.Effect<X, E, Tx>
+  ): Effect.Effect<X, E, Tx> =>
+    Effect.flatMap(
       encodePayloads(payloads),
       (encoded) =>
-        // The services, the clock and the event context are read once, from the write's context.
         Effect.contextWith((services: Context.Context<Tx>) => {
           const now = Context.get(services, Clock.Clock).currentTimeMillisUnsafe()
           const rows = payloads.map((payload, i): NewSourceRow => ({
@@ -449,8 +476,22 @@ const makeRepository = <A, I extends Schema.Json>(
             payload: encoded[i]!,
             updatedAt: now
           }))
-          const source = Context.get(services, SourceRepository)
-          return Effect.flatMap(whileOpen(`create ${contract.name}`, source.create(rows)), (written) => {
+          return write(rows, now, services)
+        })
+    )
+
+  // No read first: the store's create tells whether an entity exists (a tombstone does not) and gives the
+  // versions, and it writes all the rows or none.
+  const createAll = (
+    payloads: ReadonlyArray<A>,
+    writeOptions: WriteOptions | undefined
+  ): Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx> =>
+    payloads.length === 0 ?
+      Effect.succeed([]) :
+      writeAll(payloads, (rows, now, services) =>
+        Effect.flatMap(
+          whileOpen(`create ${contract.name}`, Context.get(services, SourceRepository).create(rows)),
+          (written) => {
             const shared = eventContextOf(services)
             const occurredAt = new Date(now).toISOString()
             const events: Array<Envelope.Envelope> = []
@@ -461,15 +502,53 @@ const makeRepository = <A, I extends Schema.Json>(
               }
               return toEntity(row, payload)
             })
-            return events.length === 0 ?
-              Effect.succeed(entities) :
-              Context.get(services, OutboxTransaction).append(events).pipe(
-                Effect.andThen(annotateEvents(events)),
-                Effect.as(entities)
-              )
+            return appendAll(services, events, entities)
+          }
+        ))
+
+  // No read first either, unless `handleWhen` needs each change's `before`: the store's save tells which
+  // rows it created, updated or left as they were.
+  const saveAll = (
+    payloads: ReadonlyArray<A>,
+    writeOptions: WriteOptions | undefined
+  ): Effect.Effect<ReadonlyArray<Entity<A>>, EntityExists | SqlError.SqlError, Tx> =>
+    payloads.length === 0 ? Effect.succeed([]) : writeAll(payloads, (rows, now, services) => {
+      const source = Context.get(services, SourceRepository)
+      const previous = options.handleWhen === undefined ?
+        Effect.succeed(new Map<string, A | null>()) :
+        Effect.flatMap(
+          source.getMany(contract.name, rows.map((row) => row.id), "forUpdate"),
+          (stored) =>
+            Effect.map(
+              Effect.forEach(stored, (row) =>
+                row.state === "live" ? decodeStored(row) : Effect.succeed({ row, payload: null })),
+              (decoded) =>
+                new Map(decoded.map(({ payload, row }) => [row.id, payload]))
+            )
+        )
+      return Effect.flatMap(
+        previous,
+        (before) =>
+          Effect.flatMap(whileOpen(`save ${contract.name}`, source.save(rows)), (saved) => {
+            const shared = eventContextOf(services)
+            const occurredAt = new Date(now).toISOString()
+            const events: Array<Envelope.Envelope> = []
+            const entities = saved.map(({ row, written }, i) => {
+              const payload = payloads[i]!
+              const change: Change<A> | null = written === null ? null : {
+                action: written,
+                before: written === "updated" ? before.get(row.id) ?? null : null,
+                after: payload
+              }
+              if (change !== null && publishes(change, writeOptions)) {
+                events.push(envelopeOf(shared, Envelope.messageIdAt(now), row, change.action, false, occurredAt))
+              }
+              return toEntity(row, payload)
+            })
+            return appendAll(services, events, entities)
           })
-        })
-    )
+      )
+    })
 
   const existing = (id: string) => SourceRepository.use((source) => source.get(contract.name, id, "forUpdate"))
 
@@ -493,6 +572,7 @@ const makeRepository = <A, I extends Schema.Json>(
             : Effect.succeed(created[0]))
       ),
     createMany: (payloads, writeOptions) => traced("createMany", undefined, createAll(payloads, writeOptions)),
+    saveMany: (payloads, writeOptions) => traced("saveMany", undefined, saveAll(payloads, writeOptions)),
     update: (id, f, writeOptions) =>
       traced(
         "update",
@@ -682,30 +762,6 @@ const makeRepository = <A, I extends Schema.Json>(
         }
       })
   }
-}
-
-/**
- * Whether two JSON values are equal, whatever the order of their objects' keys (a store may give them in
- * another order than the payload's schema encodes them, e.g. PostgreSQL's `jsonb`): a no-op update is
- * recognized on every store.
- */
-const sameJson = (a: Schema.Json, b: Schema.Json): boolean => {
-  if (a === b) return true
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
-  if (Array.isArray(a) || Array.isArray(b)) {
-    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false
-    return a.every((item, i) => {
-      const other = b[i]
-      return other !== undefined && sameJson(item, other)
-    })
-  }
-  const keys = Object.keys(a)
-  if (keys.length !== Object.keys(b).length) return false
-  const right = new Map(Object.entries(b))
-  return Object.entries(a).every(([key, value]) => {
-    const other = right.get(key)
-    return other !== undefined && sameJson(value, other)
-  })
 }
 
 const snapshotAction: Record<CopyState, Envelope.Action> = {

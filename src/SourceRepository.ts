@@ -33,6 +33,12 @@ export interface NewSourceRow {
   readonly updatedAt: number
 }
 
+/** A row as `save` left it: `written` says whether it created or updated it, null when it was unchanged. */
+export interface SavedRow {
+  readonly row: SourceRow
+  readonly written: "created" | "updated" | null
+}
+
 /** The owner's entity rows. */
 export class SourceRepository extends Context.Service<SourceRepository, {
   /** Reads a row; inside a transaction, `lock` keeps concurrent writers of that entity waiting until commit. */
@@ -74,6 +80,16 @@ export class SourceRepository extends Context.Service<SourceRepository, {
     rows: ReadonlyArray<NewSourceRow>
   ) => Effect.Effect<ReadonlyArray<SourceRow>, EntityExists | SqlError.SqlError, OutboxTransaction>
   /**
+   * Writes the new state of rows without reading them first (an upsert): a row that does not exist or is
+   * deleted is created as `create` does; a live row whose payload differs is updated with its version + 1;
+   * an equal one is left as it is. All or nothing: a soft-deleted row, or an entity twice in `rows`, fails
+   * it with `EntityExists` for the first such row in `rows` order and writes none of them. Returns the rows
+   * in `rows` order. Only inside an open outbox transaction, like `put`.
+   */
+  readonly save: (
+    rows: ReadonlyArray<NewSourceRow>
+  ) => Effect.Effect<ReadonlyArray<SavedRow>, EntityExists | SqlError.SqlError, OutboxTransaction>
+  /**
    * A page of rows ordered by id, after `afterId` (keyset pagination), tombstones included; restricted to
    * `ids` when given.
    */
@@ -111,15 +127,23 @@ export const routed = (
   }
   const keyOf = (row: { readonly entity: string; readonly id: string }) =>
     `${row.entity.length}:${row.entity}:${row.id}`
+  // The rows of several stores' answers, in `rows` order.
+  const inOrder = <A>(
+    rows: ReadonlyArray<NewSourceRow>,
+    groups: ReadonlyArray<ReadonlyArray<A>>,
+    rowOf: (a: A) => SourceRow
+  ): ReadonlyArray<A> => {
+    if (groups.length === 1) return groups[0] ?? []
+    const byKey = new Map(groups.flat().map((a) => [keyOf(rowOf(a)), a]))
+    return rows.flatMap((row) => byKey.get(keyOf(row)) ?? [])
+  }
   return SourceRepository.of({
     get: (entity, id, lock) => storeOf(entity).get(entity, id, lock),
     put: (row, previousVersion) => storeOf(row.entity).put(row, previousVersion),
     create: (rows) =>
-      Effect.map(byStore(rows, (store, group) => store.create(group)), (created) => {
-        if (created.length === 1) return created[0] ?? []
-        const written = new Map(created.flat().map((row) => [keyOf(row), row]))
-        return rows.flatMap((row) => written.get(keyOf(row)) ?? [])
-      }),
+      Effect.map(byStore(rows, (store, group) => store.create(group)), (groups) => inOrder(rows, groups, (row) => row)),
+    save: (rows) =>
+      Effect.map(byStore(rows, (store, group) => store.save(group)), (groups) => inOrder(rows, groups, (s) => s.row)),
     getMany: (entity, ids, lock) => storeOf(entity).getMany(entity, ids, lock),
     updateMany: (rows) =>
       Effect.map(

@@ -2,7 +2,9 @@
  * Owner tables on PostgreSQL under concurrency and at their edges: concurrent writers of one entity get
  * consecutive versions and one event per committed write (none for a rolled-back one); concurrent creates
  * of one id have one winner, and a batch that loses such a race writes nothing; a hard delete leaves a
- * tombstone that a re-create continues, also when the re-create waits on the delete; a full sync pages
+ * tombstone that a re-create continues, also when the re-create waits on the delete; concurrent saves
+ * (`saveMany`) of a new and an existing entity get consecutive versions, and a save that waits on a hard
+ * delete re-creates over its tombstone; a full sync pages
  * owner rows and tombstones by id in batches, each its own transaction, whatever the id column's
  * collation; a table that does not match its declaration fails the layer with `InvalidOwnerTable` saying
  * what to change.
@@ -276,6 +278,63 @@ describe("owner tables on PostgreSQL", () => {
       assert.deepStrictEqual(yield* ownerRows(prefix, "c-5"), [{ id: "c-5", name: "again", version: 3 }])
       const events = yield* eventsOf("c-5")
       assert.deepStrictEqual(events.map((event) => [event.action, event.version]), [
+        ["created", 1],
+        ["deleted", 2],
+        ["created", 3]
+      ])
+    }).pipe(Effect.provide(stores(prefix)))
+  })
+
+  it.live("concurrent saves of a new and an existing entity: consecutive versions, the first event a create", () => {
+    const prefix = database.prefix("o")
+    return Effect.gen(function*() {
+      yield* Outbox.transaction(companies.create({ id: "c-8", name: "start" }))
+      const writers = Array.from({ length: 8 }, (_, i) => i)
+      yield* Effect.forEach(
+        writers,
+        (writer) =>
+          Outbox.transaction(
+            companies.saveMany([{ id: "c-7", name: `w${writer}` }, { id: "c-8", name: `w${writer}` }])
+          ),
+        { concurrency: "unbounded", discard: true }
+      )
+      const c7 = yield* eventsOf("c-7")
+      assert.deepStrictEqual(c7.map((event) => [event.action, event.version]), [
+        ["created", 1],
+        ...writers.slice(1).map((i) => ["updated", i + 1])
+      ])
+      const c8 = yield* eventsOf("c-8")
+      assert.deepStrictEqual(c8.map((event) => event.version), [1, ...writers.map((i) => i + 2)])
+      // both rows were written by the same writers in the same order: the last one holds both
+      const last = nameOf(c7.at(-1)?.payload)
+      assert.strictEqual(nameOf(c8.at(-1)?.payload), last)
+      assert.deepStrictEqual(yield* ownerRows(prefix, "c-7"), [{ id: "c-7", name: String(last), version: 8 }])
+    }).pipe(Effect.provide(stores(prefix)))
+  })
+
+  it.live("a save that waits on a concurrent hard delete re-creates the entity over its tombstone", () => {
+    const prefix = database.prefix("o")
+    return Effect.gen(function*() {
+      yield* Outbox.transaction(companies.createMany([{ id: "c-9", name: "one" }, { id: "c-10", name: "ten" }]))
+      const deleted = yield* Deferred.make<void>()
+      const gate = yield* Deferred.make<void>()
+      const deleter = yield* Effect.forkChild(Outbox.transaction(Effect.gen(function*() {
+        yield* companies.delete("c-9")
+        yield* Deferred.succeed(deleted, undefined)
+        yield* Deferred.await(gate)
+      })))
+      yield* Deferred.await(deleted)
+      const saver = yield* Effect.forkChild(
+        Outbox.transaction(companies.saveMany([{ id: "c-10", name: "ten again" }, { id: "c-9", name: "again" }]))
+      )
+      yield* Effect.sleep("200 millis")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(deleter)
+      const saved = yield* Fiber.join(saver)
+      assert.deepStrictEqual(saved.map((entity) => [entity.id, entity.version]), [["c-10", 2], ["c-9", 3]])
+      assert.deepStrictEqual(yield* tombstones(prefix, "c-9"), [])
+      assert.deepStrictEqual(yield* ownerRows(prefix, "c-9"), [{ id: "c-9", name: "again", version: 3 }])
+      assert.deepStrictEqual((yield* eventsOf("c-9")).map((event) => [event.action, event.version]), [
         ["created", 1],
         ["deleted", 2],
         ["created", 3]

@@ -1,6 +1,7 @@
 /**
  * The owner's writes under concurrency on PostgreSQL: writers of one entity are serialized, every
- * version is published once with its own content, and of concurrent creates exactly one wins.
+ * version is published once with its own content, of concurrent creates exactly one wins, and concurrent
+ * saves of an entity that does not exist yet create it once and update it after.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -32,6 +33,22 @@ describe("Producer on PostgreSQL", () => {
       )
       // each update saw the one before it: the final name holds all 20 suffixes
       assert.strictEqual(String(Reflect.get(final?.payload ?? {}, "name")).split(".").length, 21)
+    }).pipe(Effect.provide(stores())))
+
+  it.live("concurrent saves of a new and an existing entity get consecutive versions, the first a create", () =>
+    Effect.gen(function*() {
+      yield* Outbox.transaction(companies.create({ id: "c-4", name: "start" }))
+      yield* Effect.forEach(
+        Array.from({ length: 8 }, (_, i) => i),
+        (i) => Outbox.transaction(companies.saveMany([{ id: "c-3", name: `n${i}` }, { id: "c-4", name: `n${i}` }])),
+        { concurrency: "unbounded", discard: true }
+      )
+      const events = yield* Outbox.Outbox.use((outbox) => outbox.rows())
+      const of = (id: string) =>
+        events.filter((e) => e.envelope.entityId === id).map((e) => `${e.envelope.action}.v${e.envelope.version}`)
+      assert.deepStrictEqual(of("c-3"), ["created.v1", ...Array.from({ length: 7 }, (_, i) => `updated.v${i + 2}`)])
+      assert.deepStrictEqual(of("c-4"), ["created.v1", ...Array.from({ length: 8 }, (_, i) => `updated.v${i + 2}`)])
+      assert.deepStrictEqual((yield* companies.get("c-3"))?.payload, events.at(-2)?.envelope.payload)
     }).pipe(Effect.provide(stores())))
 
   it.live("of concurrent creates of one entity, exactly one wins", () =>

@@ -9,9 +9,10 @@
 import { Effect, type Schema } from "effect"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
+import { sameJson } from "../internal/SameJson.ts"
 import { requireSoftDeleteColumn } from "../internal/SoftDeleteColumn.ts"
 import type { OwnerTable } from "../OwnerTable.ts"
-import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
+import type { NewSourceRow, SavedRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 
 /** A row of the owner table: its id (the key it is stored under), its columns, and its time of writing. */
@@ -97,6 +98,16 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
         return true
       })
 
+    /** Writes a live row (created or updated), its tombstone gone. */
+    const write = (row: SourceRow) => {
+      tombstones.delete(row.id)
+      rows.set(row.id, {
+        id: row.id,
+        columns: columnsOf(row.id, row.payload, row.version, null),
+        updatedAt: row.updatedAt
+      })
+    }
+
     const create = (created: ReadonlyArray<NewSourceRow>) =>
       Effect.flatMap(
         db.run((): ReadonlyArray<SourceRow> | EntityExists => {
@@ -110,15 +121,41 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
             const version = (tombstones.get(row.id)?.version ?? 0) + 1
             written.push({ ...row, entity: table.entity, version, state: "live", deletedAt: null })
           }
-          for (const row of written) {
-            tombstones.delete(row.id)
-            rows.set(row.id, {
-              id: row.id,
-              columns: columnsOf(row.id, row.payload, row.version, null),
-              updatedAt: row.updatedAt
-            })
-          }
+          written.forEach(write)
           return written
+        }),
+        (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
+      )
+
+    // Like `create`, in one step: a live row whose columns would not change is left as it is.
+    const save = (saved: ReadonlyArray<NewSourceRow>) =>
+      Effect.flatMap(
+        db.run((): ReadonlyArray<SavedRow> | EntityExists => {
+          const result: Array<SavedRow> = []
+          const seen = new Set<string>()
+          for (const row of saved) {
+            const stored = rows.get(row.id)
+            const current = stored === undefined ? undefined : toSourceRow(stored)
+            if (seen.has(row.id) || current?.state === "softDeleted") {
+              return new EntityExists({ entity: table.entity, entityId: row.id })
+            }
+            seen.add(row.id)
+            const version = (current?.version ?? tombstones.get(row.id)?.version ?? 0) + 1
+            const next: SourceRow = { ...row, entity: table.entity, version, state: "live", deletedAt: null }
+            if (current === undefined) {
+              result.push({ row: next, written: "created" })
+              continue
+            }
+            const columns = toSourceRow({
+              id: row.id,
+              columns: columnsOf(row.id, row.payload, version, null),
+              updatedAt: 0
+            })
+            const unchanged = current.payload !== null && sameJson(current.payload, columns.payload ?? null)
+            result.push(unchanged ? { row: current, written: null } : { row: next, written: "updated" })
+          }
+          for (const { row, written } of result) if (written !== null) write(row)
+          return result
         }),
         (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
       )
@@ -148,6 +185,7 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
       updateMany: (updated) => requireSoftDeleteColumn(table, updated, whileOpen("updateMany", updateMany(updated))),
       put: (row, previousVersion) => requireSoftDeleteColumn(table, [row], whileOpen("put", put(row, previousVersion))),
       create: (created) => whileOpen("create", create(created)),
+      save: (saved) => whileOpen("save", save(saved)),
       page: (_entity, { afterId, ids, limit }) =>
         db.run(() => {
           const only = ids === undefined ? undefined : new Set(ids)

@@ -8,8 +8,9 @@
 import { Effect, Layer } from "effect"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
+import { sameJson } from "../internal/SameJson.ts"
 import type { OwnerTable } from "../OwnerTable.ts"
-import { type NewSourceRow, routed, SourceRepository, type SourceRow } from "../SourceRepository.ts"
+import { type NewSourceRow, routed, type SavedRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { MemoryDatabase } from "./MemoryDatabase.ts"
 import * as OwnerTableStore from "./OwnerTableStore.ts"
 
@@ -54,8 +55,48 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
       )
     )
 
+  // Like `create`, in one step: a live row with an equal payload is left as it is.
+  const save = (saved: ReadonlyArray<NewSourceRow>) =>
+    whileOpen(
+      "save",
+      Effect.flatMap(
+        db.run((): ReadonlyArray<SavedRow> | EntityExists => {
+          const result: Array<SavedRow> = []
+          const seen = new Set<string>()
+          for (const row of saved) {
+            const key = keyOf(row.entity, row.id)
+            const current = rows.get(key)
+            if (seen.has(key) || current?.state === "softDeleted") {
+              return new EntityExists({ entity: row.entity, entityId: row.id })
+            }
+            seen.add(key)
+            if (current?.state === "live" && current.payload !== null && sameJson(current.payload, row.payload)) {
+              result.push({ row: current, written: null })
+              continue
+            }
+            result.push({
+              row: {
+                entity: row.entity,
+                id: row.id,
+                version: (current?.version ?? 0) + 1,
+                state: "live",
+                payload: row.payload,
+                updatedAt: row.updatedAt,
+                deletedAt: null
+              },
+              written: current?.state === "live" ? "updated" : "created"
+            })
+          }
+          for (const { row, written } of result) if (written !== null) rows.set(keyOf(row.entity, row.id), row)
+          return result
+        }),
+        (result) => (result instanceof EntityExists ? Effect.fail(result) : Effect.succeed(result))
+      )
+    )
+
   return SourceRepository.of({
     create,
+    save,
     get: (entity, id) => db.run(() => rows.get(keyOf(entity, id)) ?? null),
     getMany: (entity, ids) =>
       db.run(() =>

@@ -17,6 +17,7 @@ import { requireSoftDeleteColumn } from "../internal/SoftDeleteColumn.ts"
 import { InvalidOwnerTable, type OwnerTable } from "../OwnerTable.ts"
 import type { NewSourceRow, SourceRepository, SourceRow } from "../SourceRepository.ts"
 import { decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
+import { decodeLocked, makeSave } from "./Save.ts"
 import { compileOnce } from "./StatementTemplate.ts"
 import type { Tables } from "./Tables.ts"
 
@@ -133,15 +134,19 @@ export const make = (
     /** The owner's ids, and the tombstones' ids, in the id column's collation: the order full sync pages in. */
     const idOrdered = `${idText} COLLATE ${idCollation}`
     const tombstoneIdOrdered = `d.id COLLATE ${idCollation}`
+    const stateExpression = softDelete === undefined
+      ? `'live'`
+      : `CASE WHEN ${col(softDelete.column)} IS NULL THEN 'live' ELSE 'softDeleted' END`
+    const updatedAtExpression = updatedAt === undefined
+      ? "(extract(epoch from now()) * 1000)::int8"
+      : millisOf(updatedAt)
     const selected = sql.literal([
       `${quoteLiteral(table.entity)} AS entity`,
       `${idText} AS id`,
       `${col(table.versionColumn)}::int8 AS version`,
-      softDelete === undefined
-        ? `'live' AS state`
-        : `CASE WHEN ${col(softDelete.column)} IS NULL THEN 'live' ELSE 'softDeleted' END AS state`,
+      `${stateExpression} AS state`,
       `${payloadExpression} AS payload`,
-      `${updatedAt === undefined ? "(extract(epoch from now()) * 1000)::int8" : millisOf(updatedAt)} AS "updatedAt"`,
+      `${updatedAtExpression} AS "updatedAt"`,
       `${softDelete === undefined ? "NULL::int8" : millisOf(softDelete)} AS "deletedAt"`
     ].join(", "))
     const tombstoneSelected = sql.literal(
@@ -358,6 +363,51 @@ export const make = (
           : Effect.andThen(removeInserted(created.map((row) => row.id)), locked()))
     }
 
+    // The columns a save compares and writes: the payload's, the version over the one it locked, the time.
+    const payloadColumns = table.columns.map(([, column]) => escape(column))
+    const payloadDiffers = sql.literal(
+      `(${payloadColumns.map((c) => `t.${c}::text`).join(", ")}) IS DISTINCT FROM (${
+        payloadColumns.map((c) => `r.${c}::text`).join(", ")
+      })`
+    )
+    const setSaved = sql.literal([
+      ...payloadColumns.map((c) => `${c} = r.${c}`),
+      `${escape(table.versionColumn)} = l.version + 1`,
+      ...(updatedAt === undefined ? [] : [`${escape(updatedAt.column)} = r.${escape(updatedAt.column)}`])
+    ].join(", "))
+    // The rows travel as one JSON parameter; those that exist are locked in id order (as `getMany` locks) and
+    // compared in the database. A concurrent writer of a row is waited for, and its committed row is the one
+    // compared and written over; a row it removed (a hard delete) is absent.
+    const saveExistingStatement = compileOnce<[records: string, count: number], object>(
+      sql,
+      (records, count) =>
+        sql`WITH r AS (SELECT * FROM jsonb_populate_recordset(${rowType}, ${records}::jsonb)),
+        l AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
+            t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
+            ${sql.literal(updatedAtExpression)} AS "updatedAt", ${payloadDiffers} AS changed
+          FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}
+          ORDER BY ${sql.literal(idOrdered)} FOR UPDATE OF t),
+        every AS (SELECT count(*) = ${count} AND bool_and(state = 'live') AS ok FROM l),
+        u AS (UPDATE ${owner} AS t SET ${setSaved}
+          FROM l JOIN r ON r.${idColumn}::text = l.id
+          WHERE t.${idColumn} = r.${idColumn} AND l.changed AND (SELECT ok FROM every)
+          RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version)
+        SELECT l.entity, l.id, l.version, l.state, l."updatedAt", u.version AS written
+        FROM l LEFT JOIN u ON u.id = l.id`
+    )
+    const save = makeSave({
+      create,
+      withSavepoint: (effect) => sql.withTransaction(effect),
+      saveExisting: (rows) =>
+        Effect.flatMap(
+          saveExistingStatement(
+            JSON.stringify(Arr.sort(rows, byId).map((row) => record(row, row.updatedAt))),
+            rows.length
+          ),
+          decodeLocked
+        )
+    })
+
     const page = (
       _entity: string,
       options: { readonly afterId: string | null; readonly limit: number; readonly ids?: ReadonlyArray<string> }
@@ -397,6 +447,7 @@ export const make = (
           whileOpen("put", row.state === "deleted" ? putDeleted(row, previousVersion) : putLive(row, previousVersion))
         ),
       create: (rows) => whileOpen("create", create(rows)),
+      save: (rows) => whileOpen("save", save(rows)),
       getMany,
       updateMany: (rows) => requireSoftDeleteColumn(table, rows, whileOpen("updateMany", updateMany(rows))),
       page

@@ -11,6 +11,7 @@ import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
+import { decodeLocked, makeSave } from "./Save.ts"
 import type { Tables } from "./Tables.ts"
 
 const Source = Schema.Struct({
@@ -129,6 +130,35 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
       return rows.length === 1 ? attempt : sql.withTransaction(attempt)
     }
 
+    // The rows travel as one JSON parameter; those that exist are locked in key order and compared in the
+    // database. A concurrent writer of a row is waited for, and its committed row is the one compared and
+    // written over.
+    const save = makeSave({
+      create,
+      withSavepoint: (effect) => sql.withTransaction(effect),
+      saveExisting: (rows) =>
+        sql`WITH r AS (SELECT * FROM jsonb_to_recordset(${
+          JSON.stringify(Arr.map(Arr.sort(rows, byKey), (row) => ({
+            entity: row.entity,
+            id: row.id,
+            payload: row.payload,
+            updated_at: row.updatedAt
+          })))
+        }::jsonb) AS r(entity text, id text, payload jsonb, updated_at bigint)),
+          l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at,
+              s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM r.payload) AS changed
+            FROM ${source} s JOIN r ON s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C"
+            ORDER BY s.entity, s.id FOR UPDATE OF s),
+          every AS (SELECT count(*) = ${rows.length} AND bool_and(state <> 'softDeleted') AS ok FROM l),
+          u AS (UPDATE ${source} AS s SET version = l.version + 1, state = 'live', payload = r.payload,
+              updated_at = r.updated_at, deleted_at = NULL
+            FROM l JOIN r ON r.entity = l.entity COLLATE "C" AND r.id = l.id COLLATE "C"
+            WHERE s.entity = l.entity AND s.id = l.id AND l.changed AND (SELECT ok FROM every)
+            RETURNING s.entity, s.id, s.version)
+          SELECT l.entity, l.id, l.version, l.state, l.updated_at AS "updatedAt", u.version AS written
+          FROM l LEFT JOIN u ON u.entity = l.entity AND u.id = l.id`.pipe(Effect.flatMap(decodeLocked))
+    })
+
     const page = (
       entity: string,
       options: { readonly afterId: string | null; readonly limit: number; readonly ids?: ReadonlyArray<string> }
@@ -176,6 +206,7 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
       updateMany: (rows) => whileOpen("updateMany", updateMany(rows)),
       put: (row, previousVersion) => whileOpen("put", put(row, previousVersion)),
       create: (rows) => whileOpen("create", create(rows)),
+      save: (rows) => whileOpen("save", save(rows)),
       page
     })
   })

@@ -1,8 +1,9 @@
 /**
  * The owner-write conformance suite: how outbox appends are buffered per transaction (order, rollback,
- * nesting, reading one's own events) and how entities are created without a read (`SourceRepository.create`,
- * `Producer` `create` / `createMany`). Every implementation of the owner's stores must pass it unchanged.
- * Each test gets a fresh layer (an empty database) and runs on the TestClock.
+ * nesting, reading one's own events) and how entities are created and saved without a read
+ * (`SourceRepository.create` / `save`, `Producer` `create` / `createMany` / `saveMany`). Every
+ * implementation of the owner's stores must pass it unchanged. Each test gets a fresh layer (an empty
+ * database) and runs on the TestClock.
  *
  * @since 0.1.0
  */
@@ -367,6 +368,108 @@ export const ownerWriteConformance = <E>(name: string, makeLayer: () => Layer.La
           assert.deepStrictEqual(yield* events, [])
           assert.isNull(yield* companies.get("c-1"))
           assert.isNull(yield* companies.get("c-3"))
+        }))
+    })
+
+    describe("Producer saveMany", () => {
+      test("creates the absent and the deleted, updates the changed, leaves the equal, in payloads order", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* outbox.transaction(companies.createMany(["c-1", "c-2", "c-3"].map(company)))
+          yield* outbox.transaction(companies.delete("c-3"))
+          const renamed = (id: string) => ({ id, name: `${id} renamed` })
+          const saved = yield* outbox.transaction(
+            companies.saveMany([company("c-4"), renamed("c-1"), company("c-2"), company("c-3")])
+          )
+          assert.deepStrictEqual(
+            saved.map((entity) => [entity.id, entity.version, entity.state, entity.payload?.name]),
+            [
+              ["c-4", 1, "live", "name of c-4"],
+              ["c-1", 2, "live", "c-1 renamed"],
+              ["c-2", 1, "live", "name of c-2"],
+              ["c-3", 3, "live", "name of c-3"]
+            ]
+          )
+          assert.deepStrictEqual((yield* events).slice(4), ["c-4.created.v1", "c-1.updated.v2", "c-3.created.v3"])
+          assert.deepStrictEqual(yield* companies.get("c-1"), saved[1] ?? null)
+          assert.deepStrictEqual(yield* companies.get("c-3"), saved[3] ?? null)
+          // all of them existing: saved again, two changed
+          yield* TestClock.adjust("1 second")
+          const again = yield* outbox.transaction(
+            companies.saveMany([renamed("c-2"), renamed("c-1"), renamed("c-4")])
+          )
+          assert.deepStrictEqual(again.map((entity) => [entity.id, entity.version, entity.updatedAt - T0]), [
+            ["c-2", 2, 1_000],
+            ["c-1", 2, 0],
+            ["c-4", 2, 1_000]
+          ])
+          assert.deepStrictEqual((yield* events).slice(7), ["c-2.updated.v2", "c-4.updated.v2"])
+          assert.deepStrictEqual(yield* outbox.transaction(companies.saveMany([])), [])
+        }))
+
+      test("fails with EntityExists for a soft-deleted entity or an id given twice, and writes nothing", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          yield* outbox.transaction(companies.createMany(["c-1", "c-2"].map(company)))
+          yield* outbox.transaction(companies.softDelete("c-2"))
+          const changed = (id: string) => ({ id, name: "changed" })
+          const attempts = [
+            [changed("c-1"), changed("c-2")],
+            [changed("c-9"), changed("c-2")],
+            [changed("c-9"), changed("c-1"), company("c-9")]
+          ]
+          const failures = yield* Effect.forEach(attempts, (payloads) =>
+            outbox.transaction(
+              companies.saveMany(payloads).pipe(
+                Effect.flip,
+                Effect.tap(() => append(createdEnvelope(`after-${payloads.map((p) => p.id).join("+")}`)))
+              )
+            ))
+          assert.deepStrictEqual(failures, [
+            new EntityExists({ entity: "Company", entityId: "c-2" }),
+            new EntityExists({ entity: "Company", entityId: "c-2" }),
+            new EntityExists({ entity: "Company", entityId: "c-9" })
+          ])
+          assert.strictEqual((yield* companies.get("c-1"))?.version, 1)
+          assert.strictEqual((yield* companies.get("c-2"))?.state, "softDeleted")
+          assert.isNull(yield* companies.get("c-9"))
+          assert.deepStrictEqual((yield* events).slice(3), [
+            "after-c-1+c-2.created.v1",
+            "after-c-9+c-2.created.v1",
+            "after-c-9+c-1+c-9.created.v1"
+          ])
+        }))
+
+      test("gives handleWhen each change with its before, honours dismissSendEvent, and still bumps versions", () =>
+        Effect.gen(function*() {
+          const outbox = yield* Outbox
+          const changes: Array<string> = []
+          const visible = Producer.make("accounts").repository(Company, {
+            handleWhen: (change) => {
+              changes.push(`${change.action}:${change.before?.name ?? "-"}>${change.after?.name ?? "-"}`)
+              return change.before?.name !== "private"
+            }
+          })
+          yield* outbox.transaction(visible.createMany([{ id: "c-1", name: "private" }, company("c-2")]))
+          yield* outbox.transaction(
+            visible.saveMany([{ id: "c-1", name: "p2" }, { id: "c-2", name: "public" }, company("c-3")])
+          )
+          yield* outbox.transaction(visible.saveMany([{ id: "c-2", name: "quiet" }], { dismissSendEvent: true }))
+          assert.deepStrictEqual(changes, [
+            "created:->private",
+            "created:->name of c-2",
+            "updated:private>p2",
+            "updated:name of c-2>public",
+            "created:->name of c-3"
+          ])
+          assert.deepStrictEqual(yield* events, [
+            "c-1.created.v1",
+            "c-2.created.v1",
+            "c-2.updated.v2",
+            "c-3.created.v1"
+          ])
+          assert.strictEqual((yield* visible.get("c-1"))?.version, 2)
+          assert.strictEqual((yield* visible.get("c-2"))?.version, 3)
         }))
     })
 

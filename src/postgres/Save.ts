@@ -1,0 +1,105 @@
+/**
+ * `SourceRepository.save` on the PostgreSQL stores, from two statements of each store: one that locks the
+ * rows that exist and writes the changed ones, and the store's `create`.
+ *
+ * @since 0.3.0
+ */
+import { Array as Arr, Effect, Schema } from "effect"
+import type { SqlError } from "effect/sql"
+import { EntityExists } from "../Errors.ts"
+import type { NewSourceRow, SavedRow, SourceRow } from "../SourceRepository.ts"
+import { decodeRows, Int8, NullableInt8, State } from "./Columns.ts"
+
+/**
+ * What a store's save statement tells of a row it found and locked: its state, version and time before the
+ * statement, and the version it wrote (null when it left the row as it was).
+ */
+const Locked = Schema.Struct({
+  entity: Schema.String,
+  id: Schema.String,
+  version: Int8,
+  state: State,
+  updatedAt: Int8,
+  written: NullableInt8
+})
+type Locked = typeof Locked.Type
+
+/** Decodes the result rows of a save statement. */
+export const decodeLocked = decodeRows(Locked, "saved")
+
+/** The statements a store's `save` runs. */
+export interface SaveStatements {
+  /**
+   * Locks the rows of `rows` that exist (live, soft-deleted, and in the document store tombstones), in key
+   * order, and — only when every row of `rows` exists and none is soft-deleted — writes those whose state
+   * differs (a tombstone of the document store is re-created), each over the version it locked. Returns
+   * what it found of each row that exists; absent rows are not in its result.
+   */
+  readonly saveExisting: (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => Effect.Effect<
+    ReadonlyArray<Locked>,
+    SqlError.SqlError
+  >
+  /** The store's `create` (all or nothing). */
+  readonly create: (
+    rows: ReadonlyArray<NewSourceRow>
+  ) => Effect.Effect<ReadonlyArray<SourceRow>, EntityExists | SqlError.SqlError>
+  /** A savepoint around an effect, for all or nothing over several statements. */
+  readonly withSavepoint: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E | SqlError.SqlError>
+}
+
+/** An unambiguous key of an entity, whatever its name and id contain. */
+const keyOf = (row: { readonly entity: string; readonly id: string }) => `${row.entity.length}:${row.entity}:${row.id}`
+
+/** The row as saved, from what the statement found and wrote. */
+const savedRow = (row: NewSourceRow, locked: Locked): SavedRow => {
+  const live = { ...row, state: "live" as const, deletedAt: null }
+  return locked.written === null
+    ? { row: { ...live, version: locked.version, updatedAt: locked.updatedAt }, written: null }
+    : { row: { ...live, version: locked.written }, written: locked.state === "deleted" ? "created" : "updated" }
+}
+
+/**
+ * A store's `save`. When every row exists, one statement. Otherwise the absent rows are created first and
+ * the others saved then (the rows found stay locked in between), both inside a savepoint; when a
+ * concurrent writer created one of the absent rows meanwhile, the whole save runs once more, over it.
+ */
+export const makeSave = (statements: SaveStatements) => {
+  const { create, saveExisting, withSavepoint } = statements
+  const lockedByKey = (found: ReadonlyArray<Locked>) => new Map(found.map((locked) => [keyOf(locked), locked]))
+  const save = (
+    rows: ReadonlyArray<NewSourceRow>,
+    retry: boolean
+  ): Effect.Effect<ReadonlyArray<SavedRow>, EntityExists | SqlError.SqlError> => {
+    if (!Arr.isReadonlyArrayNonEmpty(rows)) return Effect.succeed([])
+    const seen = new Set<string>()
+    const repeated = rows.find((row) => seen.size === seen.add(keyOf(row)).size)
+    if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
+    return Effect.flatMap(saveExisting(rows), (found) => {
+      const locked = lockedByKey(found)
+      const soft = rows.find((row) => locked.get(keyOf(row))?.state === "softDeleted")
+      if (soft !== undefined) return Effect.fail(new EntityExists({ entity: soft.entity, entityId: soft.id }))
+      if (locked.size === rows.length) {
+        return Effect.succeed(rows.flatMap((row) => {
+          const saved = locked.get(keyOf(row))
+          return saved === undefined ? [] : [savedRow(row, saved)]
+        }))
+      }
+      const absent = rows.filter((row) => !locked.has(keyOf(row)))
+      const createThenSave = Effect.gen(function*() {
+        const created = new Map((yield* create(absent)).map((row) => [keyOf(row), row]))
+        const saved = lockedByKey(yield* saveExisting(rows))
+        return rows.flatMap((row): Array<SavedRow> => {
+          const key = keyOf(row)
+          const createdRow = created.get(key)
+          if (createdRow !== undefined) return [{ row: createdRow, written: "created" }]
+          const stored = saved.get(key)
+          return stored === undefined ? [] : [savedRow(row, stored)]
+        })
+      })
+      return withSavepoint(createThenSave).pipe(
+        Effect.catchTag("EntityExists", (error) => retry ? save(rows, false) : Effect.fail(error))
+      )
+    })
+  }
+  return (rows: ReadonlyArray<NewSourceRow>) => save(rows, true)
+}
