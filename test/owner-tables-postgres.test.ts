@@ -3,7 +3,7 @@
  * consecutive versions and one event per committed write (none for a rolled-back one); concurrent creates
  * of one id have one winner, and a batch that loses such a race writes nothing; a hard delete leaves a
  * tombstone that a re-create continues, also when the re-create waits on the delete; concurrent saves
- * (`saveMany`) of a new and an existing entity get consecutive versions, and a save that waits on a hard
+ * (`saveMany`) of new and existing entities, in any order, get consecutive versions, and a save that waits on a hard
  * delete re-creates over its tombstone; a full sync pages
  * owner rows and tombstones by id in batches, each its own transaction, whatever the id column's
  * collation; a table that does not match its declaration fails the layer with `InvalidOwnerTable` saying
@@ -285,30 +285,33 @@ describe("owner tables on PostgreSQL", () => {
     }).pipe(Effect.provide(stores(prefix)))
   })
 
-  it.live("concurrent saves of a new and an existing entity: consecutive versions, the first event a create", () => {
+  it.live("concurrent saves of new and existing entities, in any order: consecutive versions, the first a create", () => {
     const prefix = database.prefix("o")
     return Effect.gen(function*() {
       yield* Outbox.transaction(companies.create({ id: "c-8", name: "start" }))
-      const writers = Array.from({ length: 8 }, (_, i) => i)
+      const ids = ["c-6", "c-7", "c-8"]
+      const writers = Array.from({ length: 9 }, (_, i) => i)
       yield* Effect.forEach(
         writers,
-        (writer) =>
-          Outbox.transaction(
-            companies.saveMany([{ id: "c-7", name: `w${writer}` }, { id: "c-8", name: `w${writer}` }])
-          ),
+        (writer) => {
+          // each writer names the entities in another order
+          const order = [...ids.slice(writer % 3), ...ids.slice(0, writer % 3)]
+          return Outbox.transaction(companies.saveMany(order.map((id) => ({ id, name: `w${writer}` }))))
+        },
         { concurrency: "unbounded", discard: true }
       )
-      const c7 = yield* eventsOf("c-7")
-      assert.deepStrictEqual(c7.map((event) => [event.action, event.version]), [
-        ["created", 1],
-        ...writers.slice(1).map((i) => ["updated", i + 1])
-      ])
+      for (const id of ["c-6", "c-7"]) {
+        assert.deepStrictEqual((yield* eventsOf(id)).map((event) => [event.action, event.version]), [
+          ["created", 1],
+          ...writers.slice(1).map((i) => ["updated", i + 1])
+        ])
+      }
       const c8 = yield* eventsOf("c-8")
       assert.deepStrictEqual(c8.map((event) => event.version), [1, ...writers.map((i) => i + 2)])
-      // both rows were written by the same writers in the same order: the last one holds both
-      const last = nameOf(c7.at(-1)?.payload)
-      assert.strictEqual(nameOf(c8.at(-1)?.payload), last)
-      assert.deepStrictEqual(yield* ownerRows(prefix, "c-7"), [{ id: "c-7", name: String(last), version: 8 }])
+      // every writer wrote all three in one transaction: the last one holds them all
+      const last = nameOf(c8.at(-1)?.payload)
+      for (const id of ids) assert.strictEqual(nameOf((yield* eventsOf(id)).at(-1)?.payload), last)
+      assert.deepStrictEqual(yield* ownerRows(prefix, "c-7"), [{ id: "c-7", name: String(last), version: 9 }])
     }).pipe(Effect.provide(stores(prefix)))
   })
 

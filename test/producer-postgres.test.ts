@@ -35,20 +35,27 @@ describe("Producer on PostgreSQL", () => {
       assert.strictEqual(String(Reflect.get(final?.payload ?? {}, "name")).split(".").length, 21)
     }).pipe(Effect.provide(stores())))
 
-  it.live("concurrent saves of a new and an existing entity get consecutive versions, the first a create", () =>
+  it.live("concurrent saves of new and existing entities, in any order, get consecutive versions, the first a create", () =>
     Effect.gen(function*() {
       yield* Outbox.transaction(companies.create({ id: "c-4", name: "start" }))
+      const ids = ["c-3", "c-4", "c-5"]
       yield* Effect.forEach(
-        Array.from({ length: 8 }, (_, i) => i),
-        (i) => Outbox.transaction(companies.saveMany([{ id: "c-3", name: `n${i}` }, { id: "c-4", name: `n${i}` }])),
+        Array.from({ length: 9 }, (_, i) => i),
+        (i) => {
+          const order = [...ids.slice(i % 3), ...ids.slice(0, i % 3)]
+          return Outbox.transaction(companies.saveMany(order.map((id) => ({ id, name: `n${i}` }))))
+        },
         { concurrency: "unbounded", discard: true }
       )
       const events = yield* Outbox.Outbox.use((outbox) => outbox.rows())
       const of = (id: string) =>
         events.filter((e) => e.envelope.entityId === id).map((e) => `${e.envelope.action}.v${e.envelope.version}`)
-      assert.deepStrictEqual(of("c-3"), ["created.v1", ...Array.from({ length: 7 }, (_, i) => `updated.v${i + 2}`)])
-      assert.deepStrictEqual(of("c-4"), ["created.v1", ...Array.from({ length: 8 }, (_, i) => `updated.v${i + 2}`)])
-      assert.deepStrictEqual((yield* companies.get("c-3"))?.payload, events.at(-2)?.envelope.payload)
+      const updates = (n: number) => Array.from({ length: n }, (_, i) => `updated.v${i + 2}`)
+      assert.deepStrictEqual(of("c-3"), ["created.v1", ...updates(8)])
+      assert.deepStrictEqual(of("c-4"), ["created.v1", ...updates(9)])
+      assert.deepStrictEqual(of("c-5"), ["created.v1", ...updates(8)])
+      const last = events.at(-1)?.envelope.payload
+      assert.deepStrictEqual((yield* companies.get(events.at(-1)?.envelope.entityId ?? ""))?.payload, last)
     }).pipe(Effect.provide(stores())))
 
   it.live("of concurrent creates of one entity, exactly one wins", () =>

@@ -375,17 +375,24 @@ export const make = (
       `${escape(table.versionColumn)} = l.version + 1`,
       ...(updatedAt === undefined ? [] : [`${escape(updatedAt.column)} = r.${escape(updatedAt.column)}`])
     ].join(", "))
-    // The rows travel as one JSON parameter; those that exist are locked in id order (as `getMany` locks) and
-    // compared in the database. A concurrent writer of a row is waited for, and its committed row is the one
-    // compared and written over; a row it removed (a hard delete) is absent.
+    // The rows travel as one JSON parameter. When all of them exist, they are locked in id order (as `getMany`
+    // locks) and compared in the database (a concurrent writer of a row is waited for, and its committed row
+    // is the one compared and written over; a row it removed, a hard delete, is then missing); otherwise none
+    // is locked, so that the absent ones are created before any row is locked, and every save locks its rows
+    // in id order.
     const saveExistingStatement = compileOnce<[records: string, count: number], object>(
       sql,
       (records, count) =>
         sql`WITH r AS (SELECT * FROM jsonb_populate_recordset(${rowType}, ${records}::jsonb)),
+        found AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
+            t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
+            ${sql.literal(updatedAtExpression)} AS "updatedAt"
+          FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}),
         l AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
             t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
             ${sql.literal(updatedAtExpression)} AS "updatedAt", ${payloadDiffers} AS changed
           FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}
+          WHERE (SELECT count(*) FROM found) = ${count}
           ORDER BY ${sql.literal(idOrdered)} FOR UPDATE OF t),
         every AS (SELECT count(*) = ${count} AND bool_and(state = 'live') AS ok FROM l),
         u AS (UPDATE ${owner} AS t SET ${setSaved}
@@ -393,7 +400,9 @@ export const make = (
           WHERE t.${idColumn} = r.${idColumn} AND l.changed AND (SELECT ok FROM every)
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version)
         SELECT l.entity, l.id, l.version, l.state, l."updatedAt", u.version AS written
-        FROM l LEFT JOIN u ON u.id = l.id`
+        FROM l LEFT JOIN u ON u.id = l.id
+        UNION ALL
+        SELECT entity, id, version, state, "updatedAt", NULL FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
     )
     const save = makeSave({
       create,

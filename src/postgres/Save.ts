@@ -30,10 +30,10 @@ export const decodeLocked = decodeRows(Locked, "saved")
 /** The statements a store's `save` runs. */
 export interface SaveStatements {
   /**
-   * Locks the rows of `rows` that exist (live, soft-deleted, and in the document store tombstones), in key
-   * order, and — only when every row of `rows` exists and none is soft-deleted — writes those whose state
-   * differs (a tombstone of the document store is re-created), each over the version it locked. Returns
-   * what it found of each row that exists; absent rows are not in its result.
+   * When every row of `rows` exists (live, soft-deleted, and in the document store tombstones), locks them in
+   * key order and — only when none is soft-deleted — writes those whose state differs (a tombstone of the
+   * document store is re-created), each over the version it locked; otherwise locks none. Returns what it
+   * found of each row that exists; absent rows are not in its result.
    */
   readonly saveExisting: (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => Effect.Effect<
     ReadonlyArray<Locked>,
@@ -51,17 +51,25 @@ export interface SaveStatements {
 const keyOf = (row: { readonly entity: string; readonly id: string }) => `${row.entity.length}:${row.entity}:${row.id}`
 
 /** The row as saved, from what the statement found and wrote. */
-const savedRow = (row: NewSourceRow, locked: Locked): SavedRow => {
-  const live = { ...row, state: "live" as const, deletedAt: null }
-  return locked.written === null
-    ? { row: { ...live, version: locked.version, updatedAt: locked.updatedAt }, written: null }
-    : { row: { ...live, version: locked.written }, written: locked.state === "deleted" ? "created" : "updated" }
-}
+const savedRow = (row: NewSourceRow, locked: Locked): SavedRow => ({
+  row: {
+    entity: row.entity,
+    id: row.id,
+    version: locked.written ?? locked.version,
+    state: "live",
+    payload: row.payload,
+    updatedAt: locked.written === null ? locked.updatedAt : row.updatedAt,
+    deletedAt: null
+  },
+  written: locked.written === null ? null : locked.state === "deleted" ? "created" : "updated"
+})
 
 /**
- * A store's `save`. When every row exists, one statement. Otherwise the absent rows are created first and
- * the others saved then (the rows found stay locked in between), both inside a savepoint; when a
- * concurrent writer created one of the absent rows meanwhile, the whole save runs once more, over it.
+ * A store's `save`. When every row exists, one statement. Otherwise the absent rows are created first and all
+ * of them saved then, inside a savepoint: no row is locked before the absent ones are created, so that every
+ * save locks its rows in key order (and two saves cannot wait on each other). When a concurrent writer
+ * created one of the absent rows meanwhile, the whole save runs once more, over it. (A row hard-deleted by a
+ * concurrent writer after the statement found it is the exception: the rows locked by then stay locked.)
  */
 export const makeSave = (statements: SaveStatements) => {
   const { create, saveExisting, withSavepoint } = statements
@@ -76,24 +84,25 @@ export const makeSave = (statements: SaveStatements) => {
     if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
     return Effect.flatMap(saveExisting(rows), (found) => {
       const locked = lockedByKey(found)
-      const soft = rows.find((row) => locked.get(keyOf(row))?.state === "softDeleted")
-      if (soft !== undefined) return Effect.fail(new EntityExists({ entity: soft.entity, entityId: soft.id }))
-      if (locked.size === rows.length) {
-        return Effect.succeed(rows.flatMap((row) => {
-          const saved = locked.get(keyOf(row))
-          return saved === undefined ? [] : [savedRow(row, saved)]
-        }))
+      const saved: Array<SavedRow> = []
+      const absent: Array<NewSourceRow> = []
+      for (const row of rows) {
+        const stored = locked.get(keyOf(row))
+        if (stored === undefined) absent.push(row)
+        else if (stored.state === "softDeleted") {
+          return Effect.fail(new EntityExists({ entity: row.entity, entityId: row.id }))
+        } else saved.push(savedRow(row, stored))
       }
-      const absent = rows.filter((row) => !locked.has(keyOf(row)))
+      if (absent.length === 0) return Effect.succeed(saved)
       const createThenSave = Effect.gen(function*() {
         const created = new Map((yield* create(absent)).map((row) => [keyOf(row), row]))
-        const saved = lockedByKey(yield* saveExisting(rows))
+        const stored = lockedByKey(yield* saveExisting(rows))
         return rows.flatMap((row): Array<SavedRow> => {
           const key = keyOf(row)
           const createdRow = created.get(key)
           if (createdRow !== undefined) return [{ row: createdRow, written: "created" }]
-          const stored = saved.get(key)
-          return stored === undefined ? [] : [savedRow(row, stored)]
+          const locked = stored.get(key)
+          return locked === undefined ? [] : [savedRow(row, locked)]
         })
       })
       return withSavepoint(createThenSave).pipe(
