@@ -4,7 +4,8 @@
  * of one id have one winner, and a batch that loses such a race writes nothing; a hard delete leaves a
  * tombstone that a re-create continues, also when the re-create waits on the delete; concurrent saves
  * (`saveMany`) of new and existing entities, in any order, get consecutive versions, and a save that waits on a hard
- * delete re-creates over its tombstone; a full sync pages
+ * delete re-creates over its tombstone, and looks its rows up in the index however much the table grew; a full
+ * sync pages
  * owner rows and tombstones by id in batches, each its own transaction, whatever the id column's
  * collation; a table that does not match its declaration fails the layer with `InvalidOwnerTable` saying
  * what to change.
@@ -312,6 +313,30 @@ describe("owner tables on PostgreSQL", () => {
       const last = nameOf(c8.at(-1)?.payload)
       for (const id of ids) assert.strictEqual(nameOf((yield* eventsOf(id)).at(-1)?.payload), last)
       assert.deepStrictEqual(yield* ownerRows(prefix, "c-7"), [{ id: "c-7", name: String(last), version: 9 }])
+    }).pipe(Effect.provide(stores(prefix)))
+  })
+
+  it.live("a save looks its rows up in the index however much the table grew since its statement was first run", () => {
+    const prefix = database.prefix("o")
+    const table = `${prefix}companies`
+    return Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* Outbox.transaction(companies.createMany([{ id: "c-1", name: "one" }, { id: "c-2", name: "two" }]))
+      // run often enough while the table is small for PostgreSQL to keep a plan of a prepared statement
+      for (let i = 0; i < 8; i++) {
+        yield* Outbox.transaction(
+          companies.saveMany([{ id: "c-1", name: `one ${i}` }, { id: "c-2", name: `two ${i}` }])
+        )
+      }
+      yield* sql`INSERT INTO ${sql(table)} (id, name, version, updated_at)
+        SELECT 'g-' || g, 'grown', 1, now() FROM generate_series(1, 20000) g`
+      const scans = yield* Outbox.transaction(Effect.gen(function*() {
+        yield* companies.saveMany([{ id: "c-1", name: "one again" }, { id: "c-2", name: "two again" }])
+        return yield* sql<{ readonly seq: number }>`SELECT seq_scan::int AS seq FROM pg_stat_xact_user_tables
+          WHERE relname = ${table}`
+      }))
+      assert.deepStrictEqual(scans, [{ seq: 0 }])
+      assert.strictEqual((yield* companies.get("c-2"))?.version, 10)
     }).pipe(Effect.provide(stores(prefix)))
   })
 

@@ -379,25 +379,28 @@ export const make = (
     // locks) and compared in the database (a concurrent writer of a row is waited for, and its committed row
     // is the one compared and written over; a row it removed, a hard delete, is then missing); otherwise none
     // is locked, so that the absent ones are created before any row is locked, and every save locks its rows
-    // in id order.
-    const saveExistingStatement = compileOnce<[records: string, count: number], object>(
+    // in id order. The rows are looked up by their ids (`= ANY`) in the index: joined only with the rows'
+    // JSON, a table PostgreSQL has no statistics of (or only those of when it was small) is scanned in full,
+    // at every save, as it grows.
+    const saveExistingStatement = compileOnce<[records: string, ids: ReadonlyArray<string>, count: number], object>(
       sql,
-      (records, count) =>
+      (records, ids, count) =>
         sql`WITH r AS (SELECT * FROM jsonb_populate_recordset(${rowType}, ${records}::jsonb)),
         found AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
             t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
             ${sql.literal(updatedAtExpression)} AS "updatedAt"
-          FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}),
+          FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn} WHERE ${sql.literal(idText)} = ANY(${ids})),
         l AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
             t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
             ${sql.literal(updatedAtExpression)} AS "updatedAt", ${payloadDiffers} AS changed
           FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}
-          WHERE (SELECT count(*) FROM found) = ${count}
+          WHERE ${sql.literal(idText)} = ANY(${ids}) AND (SELECT count(*) FROM found) = ${count}
           ORDER BY ${sql.literal(idOrdered)} FOR UPDATE OF t),
         every AS (SELECT count(*) = ${count} AND bool_and(state = 'live') AS ok FROM l),
         u AS (UPDATE ${owner} AS t SET ${setSaved}
           FROM l JOIN r ON r.${idColumn}::text = l.id
-          WHERE t.${idColumn} = r.${idColumn} AND l.changed AND (SELECT ok FROM every)
+          WHERE t.${idColumn} = r.${idColumn} AND ${sql.literal(idText)} = ANY(${ids}) AND l.changed
+            AND (SELECT ok FROM every)
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version)
         SELECT l.entity, l.id, l.version, l.state, l."updatedAt", u.version AS written
         FROM l LEFT JOIN u ON u.id = l.id
@@ -411,6 +414,7 @@ export const make = (
         Effect.flatMap(
           saveExistingStatement(
             JSON.stringify(Arr.sort(rows, byId).map((row) => record(row, row.updatedAt))),
+            rows.map((row) => row.id),
             rows.length
           ),
           decodeLocked

@@ -133,12 +133,15 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     // The rows travel as one JSON parameter. When all of them exist, they are locked in key order and
     // compared in the database (a concurrent writer of a row is waited for, and its committed row is the one
     // compared and written over); otherwise none is locked, so that the absent ones are created before any
-    // row is locked, and every save locks its rows in key order.
+    // row is locked, and every save locks its rows in key order. Looked up by their keys (`= ANY`) in the
+    // index (see the owner tables' save).
     const save = makeSave({
       create,
       withSavepoint: (effect) => sql.withTransaction(effect),
-      saveExisting: (rows) =>
-        sql`WITH r AS (SELECT * FROM jsonb_to_recordset(${
+      saveExisting: (rows) => {
+        const entities = Array.from(new Set(rows.map((row) => row.entity)))
+        const ids = rows.map((row) => row.id)
+        return sql`WITH r AS (SELECT * FROM jsonb_to_recordset(${
           JSON.stringify(Arr.map(Arr.sort(rows, byKey), (row) => ({
             entity: row.entity,
             id: row.id,
@@ -147,24 +150,26 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
           })))
         }::jsonb) AS r(entity text, id text, payload jsonb, updated_at bigint)),
           found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at
-            FROM ${source} s JOIN r ON s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C"),
+            FROM ${source} s JOIN r ON s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C"
+            WHERE s.entity = ANY(${entities}) AND s.id = ANY(${ids})),
           l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at,
               s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM r.payload) AS changed
             FROM ${source} s JOIN r ON s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C"
-            WHERE (SELECT count(*) FROM found) = ${rows.length}
+            WHERE s.entity = ANY(${entities}) AND s.id = ANY(${ids}) AND (SELECT count(*) FROM found) = ${rows.length}
             ORDER BY s.entity, s.id FOR UPDATE OF s),
           every AS (SELECT count(*) = ${rows.length} AND bool_and(state <> 'softDeleted') AS ok FROM l),
           u AS (UPDATE ${source} AS s SET version = l.version + 1, state = 'live', payload = r.payload,
               updated_at = r.updated_at, deleted_at = NULL
             FROM l JOIN r ON r.entity = l.entity COLLATE "C" AND r.id = l.id COLLATE "C"
-            WHERE s.entity = l.entity AND s.id = l.id AND l.changed AND (SELECT ok FROM every)
+            WHERE s.entity = l.entity AND s.id = l.id AND s.entity = ANY(${entities}) AND s.id = ANY(${ids})
+              AND l.changed AND (SELECT ok FROM every)
             RETURNING s.entity, s.id, s.version)
           SELECT l.entity, l.id, l.version, l.state, l.updated_at AS "updatedAt", u.version AS written
           FROM l LEFT JOIN u ON u.entity = l.entity AND u.id = l.id
           UNION ALL
-          SELECT entity, id, version, state, updated_at, NULL FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`.pipe(
-          Effect.flatMap(decodeLocked)
-        )
+          SELECT entity, id, version, state, updated_at, NULL FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
+          .pipe(Effect.flatMap(decodeLocked))
+      }
     })
 
     const page = (
