@@ -316,7 +316,7 @@ describe("owner tables on PostgreSQL", () => {
     }).pipe(Effect.provide(stores(prefix)))
   })
 
-  it.live("a save looks its rows up in the index however much the table grew since its statement was first run", () => {
+  it.live("saves and updates look their rows up in the index however much the table grew since their statements were first run", () => {
     const prefix = database.prefix("o")
     const table = `${prefix}companies`
     return Effect.gen(function*() {
@@ -330,13 +330,15 @@ describe("owner tables on PostgreSQL", () => {
       }
       yield* sql`INSERT INTO ${sql(table)} (id, name, version, updated_at)
         SELECT 'g-' || g, 'grown', 1, now() FROM generate_series(1, 20000) g`
-      const scans = yield* Outbox.transaction(Effect.gen(function*() {
-        yield* companies.saveMany([{ id: "c-1", name: "one again" }, { id: "c-2", name: "two again" }])
-        return yield* sql<{ readonly seq: number }>`SELECT seq_scan::int AS seq FROM pg_stat_xact_user_tables
-          WHERE relname = ${table}`
-      }))
-      assert.deepStrictEqual(scans, [{ seq: 0 }])
-      assert.strictEqual((yield* companies.get("c-2"))?.version, 10)
+      // the table's sequential scans so far in the current transaction
+      const scans = sql<{ readonly seq: number }>`SELECT seq_scan::int AS seq FROM pg_stat_xact_user_tables
+        WHERE relname = ${table}`
+      const ids = ["c-1", "c-2"]
+      const saved = companies.saveMany(ids.map((id) => ({ id, name: `${id} again` })))
+      assert.deepStrictEqual(yield* Outbox.transaction(Effect.andThen(saved, scans)), [{ seq: 0 }])
+      const updated = companies.updateMany(ids, (c) => ({ ...c, name: `${c.id} updated` }))
+      assert.deepStrictEqual(yield* Outbox.transaction(Effect.andThen(updated, scans)), [{ seq: 0 }])
+      assert.strictEqual((yield* companies.get("c-2"))?.version, 11)
     }).pipe(Effect.provide(stores(prefix)))
   })
 

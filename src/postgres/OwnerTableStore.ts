@@ -208,11 +208,13 @@ export const make = (
       return values
     }
 
-    // One statement for all the rows, each over the version one below its own.
+    // One statement for all the rows, each over the version one below its own; looked up by their ids in the
+    // index (see `save`).
     const updateMany = (rows: ReadonlyArray<SourceRow>) =>
       rows.length === 0 ? Effect.succeed(0) : sql`UPDATE ${owner} AS t SET ${setFromRecord}
         FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(rows.map(liveRecord))}::jsonb) AS r
-        WHERE t.${idColumn} = r.${idColumn} AND t.${versionColumn} = r.${versionColumn} - 1
+        WHERE t.${idColumn} = r.${idColumn} AND ${sql.literal(idText)} = ANY(${rows.map((row) => row.id)})
+          AND t.${versionColumn} = r.${versionColumn} - 1
         RETURNING 1`.pipe(Effect.map((written) => written.length))
 
     const putLive = (row: SourceRow, previousVersion: number | null) => {

@@ -195,7 +195,8 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         Effect.flatMap(decode)
       )
 
-    // One statement for all the rows, each over the version one below its own.
+    // One statement for all the rows, each over the version one below its own; looked up by their keys in
+    // the index (see `save`).
     const updateMany = (rows: ReadonlyArray<SourceRow>) =>
       rows.length === 0 ? Effect.succeed(0) : sql`UPDATE ${source} AS s SET version = r.version, state = r.state,
           payload = r.payload, updated_at = r.updated_at, deleted_at = r.deleted_at
@@ -211,6 +212,8 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         })))
       }::jsonb) AS r(entity text, id text, version bigint, state text, payload jsonb, updated_at bigint, deleted_at bigint)
         WHERE s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C" AND s.version = r.version - 1
+          AND s.entity = ANY(${Array.from(new Set(rows.map((row) => row.entity)))})
+          AND s.id = ANY(${rows.map((row) => row.id)})
         RETURNING 1`.pipe(Effect.map((written) => written.length))
 
     return SourceRepository.of({
