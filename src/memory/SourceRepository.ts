@@ -23,6 +23,17 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
   const db = yield* MemoryDatabase
   const rows = db.table<SourceRow>()
 
+  /** A row written live over the stored one (if any), with the version after it. */
+  const liveOver = (row: NewSourceRow, current: SourceRow | undefined): SourceRow => ({
+    entity: row.entity,
+    id: row.id,
+    version: (current?.version ?? 0) + 1,
+    state: "live",
+    payload: row.payload,
+    updatedAt: row.updatedAt,
+    deletedAt: null
+  })
+
   // Checks every row before writing any, in one step of the database (one writer at a time).
   const create = (created: ReadonlyArray<NewSourceRow>) =>
     whileOpen(
@@ -38,15 +49,7 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
               return new EntityExists({ entity: row.entity, entityId: row.id })
             }
             seen.add(key)
-            written.push({
-              entity: row.entity,
-              id: row.id,
-              version: (current?.version ?? 0) + 1,
-              state: "live",
-              payload: row.payload,
-              updatedAt: row.updatedAt,
-              deletedAt: null
-            })
+            written.push(liveOver(row, current))
           }
           for (const row of written) rows.set(keyOf(row.entity, row.id), row)
           return written
@@ -74,18 +77,7 @@ export const make: Effect.Effect<SourceRepository["Service"], never, MemoryDatab
               result.push({ row: current, written: null })
               continue
             }
-            result.push({
-              row: {
-                entity: row.entity,
-                id: row.id,
-                version: (current?.version ?? 0) + 1,
-                state: "live",
-                payload: row.payload,
-                updatedAt: row.updatedAt,
-                deletedAt: null
-              },
-              written: current?.state === "live" ? "updated" : "created"
-            })
+            result.push({ row: liveOver(row, current), written: current?.state === "live" ? "updated" : "created" })
           }
           for (const { row, written } of result) if (written !== null) rows.set(keyOf(row.entity, row.id), row)
           return result
