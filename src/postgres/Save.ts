@@ -11,7 +11,7 @@ import type { NewSourceRow, SavedRow, SourceRow } from "../SourceRepository.ts"
 import { decodeRows, Int8, NullableInt8, State } from "./Columns.ts"
 
 /**
- * What a store's save statement tells of a row it found and locked: its state, version and time before the
+ * What a store's save statement tells of a row that exists: its state, version and time before the
  * statement, and the version it wrote (null when it left the row as it was).
  */
 const Locked = Schema.Struct({
