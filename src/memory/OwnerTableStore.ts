@@ -48,9 +48,15 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
       return columns
     }
 
-    const toSourceRow = (stored: StoredRow): SourceRow => {
+    /** The payload the table's columns hold. */
+    const payloadOf = (columns: Readonly<Record<string, Schema.Json>>) => {
       const payload: Record<string, Schema.Json> = {}
-      for (const [field, column] of table.columns) payload[field] = stored.columns[column] ?? null
+      for (const [field, column] of table.columns) payload[field] = columns[column] ?? null
+      return payload
+    }
+
+    const toSourceRow = (stored: StoredRow): SourceRow => {
+      const payload = payloadOf(stored.columns)
       const version = stored.columns[table.versionColumn]
       const deletedAt = table.softDeleteColumn === undefined ? null : stored.columns[table.softDeleteColumn]
       return {
@@ -146,12 +152,8 @@ export const make = (table: OwnerTable): Effect.Effect<SourceRepository["Service
               result.push({ row: next, written: "created" })
               continue
             }
-            const columns = toSourceRow({
-              id: row.id,
-              columns: columnsOf(row.id, row.payload, version, null),
-              updatedAt: 0
-            })
-            const unchanged = current.payload !== null && sameJson(current.payload, columns.payload ?? null)
+            const columns = payloadOf(columnsOf(row.id, row.payload, version, null))
+            const unchanged = current.payload !== null && sameJson(current.payload, columns)
             result.push(unchanged ? { row: current, written: null } : { row: next, written: "updated" })
           }
           for (const { row, written } of result) if (written !== null) write(row)

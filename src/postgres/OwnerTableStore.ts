@@ -372,6 +372,14 @@ export const make = (
         payloadColumns.map((c) => `r.${c}::text`).join(", ")
       })`
     )
+    // What a save tells of a row that exists (see `Save`).
+    const foundColumns = sql.literal([
+      `${quoteLiteral(table.entity)}::text AS entity`,
+      `${idText} AS id`,
+      `${col(table.versionColumn)}::int8 AS version`,
+      `${stateExpression} AS state`,
+      `${updatedAtExpression} AS "updatedAt"`
+    ].join(", "))
     const setSaved = sql.literal([
       ...payloadColumns.map((c) => `${c} = r.${c}`),
       `${escape(table.versionColumn)} = l.version + 1`,
@@ -388,13 +396,9 @@ export const make = (
       sql,
       (records, ids, count) =>
         sql`WITH r AS (SELECT * FROM jsonb_populate_recordset(${rowType}, ${records}::jsonb)),
-        found AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
-            t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
-            ${sql.literal(updatedAtExpression)} AS "updatedAt"
+        found AS (SELECT ${foundColumns}
           FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn} WHERE ${sql.literal(idText)} = ANY(${ids})),
-        l AS (SELECT ${table.entity}::text AS entity, ${sql.literal(idText)} AS id,
-            t.${versionColumn}::int8 AS version, ${sql.literal(stateExpression)} AS state,
-            ${sql.literal(updatedAtExpression)} AS "updatedAt", ${payloadDiffers} AS changed
+        l AS (SELECT ${foundColumns}, ${payloadDiffers} AS changed
           FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}
           WHERE ${sql.literal(idText)} = ANY(${ids}) AND (SELECT count(*) FROM found) = ${count}
           ORDER BY ${sql.literal(idOrdered)} FOR UPDATE OF t),

@@ -1,6 +1,6 @@
 /**
  * `SourceRepository.save` on the PostgreSQL stores, from two statements of each store: one that locks the
- * rows that exist and writes the changed ones, and the store's `create`.
+ * rows that exist and writes the changed ones, and the store's `create`; and the entity keys both use.
  *
  * @since 0.3.0
  */
@@ -48,7 +48,14 @@ export interface SaveStatements {
 }
 
 /** An unambiguous key of an entity, whatever its name and id contain. */
-const keyOf = (row: { readonly entity: string; readonly id: string }) => `${row.entity.length}:${row.entity}:${row.id}`
+export const keyOf = (row: { readonly entity: string; readonly id: string }) =>
+  `${row.entity.length}:${row.entity}:${row.id}`
+
+/** The first row whose entity appeared earlier in `rows`, if any. */
+export const firstRepeated = (rows: ReadonlyArray<NewSourceRow>): NewSourceRow | undefined => {
+  const seen = new Set<string>()
+  return rows.find((row) => seen.size === seen.add(keyOf(row)).size)
+}
 
 /** The row as saved, from what the statement found and wrote. */
 const savedRow = (row: NewSourceRow, locked: Locked): SavedRow => ({
@@ -79,8 +86,7 @@ export const makeSave = (statements: SaveStatements) => {
     retry: boolean
   ): Effect.Effect<ReadonlyArray<SavedRow>, EntityExists | SqlError.SqlError> => {
     if (!Arr.isReadonlyArrayNonEmpty(rows)) return Effect.succeed([])
-    const seen = new Set<string>()
-    const repeated = rows.find((row) => seen.size === seen.add(keyOf(row)).size)
+    const repeated = firstRepeated(rows)
     if (repeated !== undefined) return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
     return Effect.flatMap(saveExisting(rows), (found) => {
       const locked = lockedByKey(found)

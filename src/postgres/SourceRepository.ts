@@ -11,7 +11,7 @@ import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
-import { decodeLocked, makeSave } from "./Save.ts"
+import { decodeLocked, firstRepeated, keyOf, makeSave } from "./Save.ts"
 import type { Tables } from "./Tables.ts"
 
 const Source = Schema.Struct({
@@ -26,25 +26,11 @@ const Source = Schema.Struct({
 
 const Created = Schema.Struct({ entity: Schema.String, id: Schema.String, version: Int8 })
 
-/** An unambiguous key of an entity, whatever its name and id contain. */
-const keyOf = (entity: string, id: string) => `${entity.length}:${entity}:${id}`
-
 /** By entity, then id: concurrent creates of overlapping entities lock their rows in the same order. */
 const byKey: Order.Order<NewSourceRow> = Order.combine(
   Order.mapInput(Order.String, (row: NewSourceRow) => row.entity),
   Order.mapInput(Order.String, (row: NewSourceRow) => row.id)
 )
-
-/** The first row whose entity appeared earlier in `rows`, if any. */
-const firstRepeated = (rows: ReadonlyArray<NewSourceRow>): NewSourceRow | undefined => {
-  const seen = new Set<string>()
-  return rows.find((row) => {
-    const key = keyOf(row.entity, row.id)
-    if (seen.has(key)) return true
-    seen.add(key)
-    return false
-  })
-}
 
 /** Makes the source repository on `tables`. */
 export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"], never, PgClient.PgClient> =>
@@ -108,10 +94,10 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         return Effect.fail(new EntityExists({ entity: repeated.entity, entityId: repeated.id }))
       }
       const attempt = Effect.flatMap(insertNew(rows), (created) => {
-        const versions = new Map(created.map((row) => [keyOf(row.entity, row.id), row.version]))
+        const versions = new Map(created.map((row) => [keyOf(row), row.version]))
         const written: Array<SourceRow> = []
         for (const row of rows) {
-          const version = versions.get(keyOf(row.entity, row.id))
+          const version = versions.get(keyOf(row))
           if (version === undefined) return Effect.fail(new EntityExists({ entity: row.entity, entityId: row.id }))
           written.push({
             entity: row.entity,
