@@ -183,7 +183,14 @@ export const make = (
     const setFromRecord = sql.literal(
       writtenColumns.map((column) => `${escape(column)} = r.${escape(column)}`).join(", ")
     )
-    const rowType = sql.literal(`NULL::${escapeQualified(table.tableName)}`)
+    const rowTypeText = `NULL::${escapeQualified(table.tableName)}`
+    const rowType = sql.literal(rowTypeText)
+    /** `columns` set from the record of the row's id in the object `records` of the statement's `p`. */
+    const setFromRecordAt = (columns: ReadonlyArray<string>) =>
+      `(${columns.join(", ")}) = (SELECT ${
+        columns.map((c) => `r.${c}`).join(", ")
+      } FROM jsonb_populate_record(${rowTypeText}, (SELECT records FROM p) -> ${idText}) AS r)`
+    const setFromItsRecord = sql.literal(setFromRecordAt(writtenColumns.map(escape)))
     const idColumn = sql(table.idColumn)
     const versionColumn = sql(table.versionColumn)
 
@@ -209,12 +216,18 @@ export const make = (
     }
 
     // One statement for all the rows, each over the version one below its own; looked up by their ids in the
-    // index (see `save`).
+    // index, each reading its record at its id (see `save`).
     const updateMany = (rows: ReadonlyArray<SourceRow>) =>
-      rows.length === 0 ? Effect.succeed(0) : sql`UPDATE ${owner} AS t SET ${setFromRecord}
-        FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(rows.map(liveRecord))}::jsonb) AS r
-        WHERE t.${idColumn} = r.${idColumn} AND ${sql.literal(idText)} = ANY(${rows.map((row) => row.id)})
-          AND t.${versionColumn} = r.${versionColumn} - 1
+      rows.length === 0 ?
+        Effect.succeed(0) :
+        sql`WITH p AS (SELECT ${
+          JSON.stringify(Object.fromEntries(rows.map((row) => [row.id, liveRecord(row)])))
+        }::jsonb AS records)
+        UPDATE ${owner} AS t SET ${setFromItsRecord}
+        WHERE ${sql.literal(idText)} = ANY(${rows.map((row) => row.id)})
+          AND t.${versionColumn} = ((SELECT records FROM p) -> ${
+          sql.literal(idText)
+        } ->> ${table.versionColumn})::int8 - 1
         RETURNING 1`.pipe(Effect.map((written) => written.length))
 
     const putLive = (row: SourceRow, previousVersion: number | null) => {
@@ -380,36 +393,48 @@ export const make = (
       `${stateExpression} AS state`,
       `${updatedAtExpression} AS "updatedAt"`
     ].join(", "))
-    const setSaved = sql.literal([
-      ...payloadColumns.map((c) => `${c} = r.${c}`),
-      `${escape(table.versionColumn)} = l.version + 1`,
-      ...(updatedAt === undefined ? [] : [`${escape(updatedAt.column)} = r.${escape(updatedAt.column)}`])
+    // The payload's columns as saved and the time, from the row's record; the version one over the locked one.
+    const savedColumns = [...payloadColumns, ...(updatedAt === undefined ? [] : [escape(updatedAt.column)])]
+    const setSaved = sql.literal(
+      `${setFromRecordAt(savedColumns)}, ${escape(table.versionColumn)} = ${col(table.versionColumn)} + 1`
+    )
+    // What a save tells of a row it wrote: the version it locked is the one below.
+    const savedReturning = sql.literal([
+      `${quoteLiteral(table.entity)}::text AS entity`,
+      `${idText} AS id`,
+      `${col(table.versionColumn)}::int8 - 1 AS version`,
+      `'live' AS state`,
+      `${updatedAtExpression} AS "updatedAt"`,
+      `${col(table.versionColumn)}::int8 AS written`
     ].join(", "))
-    // The rows travel as one JSON parameter. When all of them exist, they are locked in id order (as `getMany`
-    // locks) and compared in the database (a concurrent writer of a row is waited for, and its committed row
-    // is the one compared and written over; a row it removed, a hard delete, is then missing); otherwise none
-    // is locked, so that the absent ones are created before any row is locked, and every save locks its rows
-    // in id order. The rows are looked up by their ids (`= ANY`) in the index: joined only with the rows'
-    // JSON, a table PostgreSQL has no statistics of (or only those of when it was small) is scanned in full,
-    // at every save, as it grows.
+    // The rows travel as one JSON object, each row's record at its id. When all of them exist, they are locked
+    // in id order (as `getMany` locks) and compared in the database (a concurrent writer of a row is waited
+    // for, and its committed row is the one compared and written over; a row it removed, a hard delete, is
+    // then missing); otherwise none is locked, so that the absent ones are created before any row is locked,
+    // and every save locks its rows in id order. Every scan of the table looks the rows up by their ids
+    // (`= ANY`, once per scan) in the index, and each row reads its record by its id: joined with the records
+    // instead, a table PostgreSQL has no statistics of (or only those of when it was small) is scanned in
+    // full as it grows, or the ids are looked up again for every row.
     const saveExistingStatement = compileOnce<[records: string, ids: ReadonlyArray<string>, count: number], object>(
       sql,
       (records, ids, count) =>
-        sql`WITH r AS (SELECT * FROM jsonb_populate_recordset(${rowType}, ${records}::jsonb)),
-        found AS (SELECT ${foundColumns}
-          FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn} WHERE ${sql.literal(idText)} = ANY(${ids})),
+        sql`WITH p AS (SELECT ${records}::jsonb AS records, ${ids}::text[] AS ids),
+        found AS (SELECT ${foundColumns} FROM ${owner} t WHERE ${
+          sql.literal(idText)
+        } = ANY((SELECT ids FROM p)::text[])),
         l AS (SELECT ${foundColumns}, ${payloadDiffers} AS changed
-          FROM ${owner} t JOIN r ON t.${idColumn} = r.${idColumn}
-          WHERE ${sql.literal(idText)} = ANY(${ids}) AND (SELECT count(*) FROM found) = ${count}
+          FROM ${owner} t CROSS JOIN LATERAL jsonb_populate_record(${rowType}, (SELECT records FROM p) -> ${
+          sql.literal(idText)
+        }) AS r
+          WHERE ${sql.literal(idText)} = ANY((SELECT ids FROM p)::text[]) AND (SELECT count(*) FROM found) = ${count}
           ORDER BY ${sql.literal(idOrdered)} FOR UPDATE OF t),
         every AS (SELECT count(*) = ${count} AND bool_and(state = 'live') AS ok FROM l),
         u AS (UPDATE ${owner} AS t SET ${setSaved}
-          FROM l JOIN r ON r.${idColumn}::text = l.id
-          WHERE t.${idColumn} = r.${idColumn} AND ${sql.literal(idText)} = ANY(${ids}) AND l.changed
-            AND (SELECT ok FROM every)
-          RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version)
-        SELECT l.entity, l.id, l.version, l.state, l."updatedAt", u.version AS written
-        FROM l LEFT JOIN u ON u.id = l.id
+          WHERE ${sql.literal(idText)} = ANY(ARRAY(SELECT id FROM l WHERE changed)) AND (SELECT ok FROM every)
+          RETURNING ${savedReturning})
+        SELECT * FROM u
+        UNION ALL
+        SELECT entity, id, version, state, "updatedAt", NULL FROM l WHERE NOT (changed AND (SELECT ok FROM every))
         UNION ALL
         SELECT entity, id, version, state, "updatedAt", NULL FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
     )
@@ -419,7 +444,7 @@ export const make = (
       saveExisting: (rows) =>
         Effect.flatMap(
           saveExistingStatement(
-            JSON.stringify(Arr.sort(rows, byId).map((row) => record(row, row.updatedAt))),
+            JSON.stringify(Object.fromEntries(rows.map((row) => [row.id, record(row, row.updatedAt)]))),
             rows.map((row) => row.id),
             rows.length
           ),
