@@ -11,8 +11,8 @@ import type { NewSourceRow, SavedRow, SourceRow } from "../SourceRepository.ts"
 import { decodeRows, Int8, NullableInt8, State } from "./Columns.ts"
 
 /**
- * What a store's save statement tells of a row that exists: its state, version and time before the
- * statement, and the version it wrote (null when it left the row as it was).
+ * What a store's save statement tells of a row that exists: its state and version before the statement, the
+ * version it wrote (null when it left the row as it was), and the row's time (read only when it was left).
  */
 const Locked = Schema.Struct({
   entity: Schema.String,
