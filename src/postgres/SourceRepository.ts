@@ -116,46 +116,64 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
       return rows.length === 1 ? attempt : sql.withTransaction(attempt)
     }
 
-    // The rows travel as one JSON parameter. When all of them exist, they are locked in key order and
-    // compared in the database (a concurrent writer of a row is waited for, and its committed row is the one
-    // compared and written over); otherwise none is locked, so that the absent ones are created before any
-    // row is locked, and every save locks its rows in key order. Looked up by their keys (`= ANY`) in the
-    // index (see the owner tables' save).
+    /**
+     * The `p` of a statement on `rows`: their records (`recordOf`) in one JSON object by entity and id, and
+     * the entities and ids to look up.
+     */
+    const recordsByKey = <Row extends { readonly entity: string; readonly id: string }, A>(
+      rows: ReadonlyArray<Row>,
+      recordOf: (row: Row) => A
+    ) => {
+      const byEntity = new Map<string, Array<readonly [string, A]>>()
+      for (const row of rows) {
+        const records = byEntity.get(row.entity) ?? []
+        records.push([row.id, recordOf(row)])
+        byEntity.set(row.entity, records)
+      }
+      const records = Object.fromEntries(
+        Array.from(byEntity, ([entity, records]) => [entity, Object.fromEntries(records)])
+      )
+      return sql`p AS (SELECT ${JSON.stringify(records)}::jsonb AS records, ${
+        Array.from(byEntity.keys())
+      }::text[] AS entities, ${rows.map((row) => row.id)}::text[] AS ids)`
+    }
+    /** A row's record in `p`; the rows of `p`'s keys. */
+    const itsRecord = sql.literal(`(SELECT records FROM p) -> s.entity -> s.id`)
+    const byKeys = sql.literal(`s.entity = ANY((SELECT entities FROM p)::text[])
+      AND s.id = ANY((SELECT ids FROM p)::text[]) AND (SELECT records FROM p) -> s.entity -> s.id IS NOT NULL`)
+
+    // The rows travel as one JSON object, each row's record at its entity and id. When all of them exist,
+    // they are locked in key order and compared in the database (a concurrent writer of a row is waited for,
+    // and its committed row is the one compared and written over); otherwise none is locked, so that the
+    // absent ones are created before any row is locked, and every save locks its rows in key order. Every
+    // scan looks the rows up by their keys (`= ANY`, once per scan) in the index, and each row reads its
+    // record at its key (see the owner tables' save); `ch` holds the state of each row the update writes.
     const save = makeSave({
       create,
       withSavepoint: (effect) => sql.withTransaction(effect),
-      saveExisting: (rows) => {
-        const entities = Array.from(new Set(rows.map((row) => row.entity)))
-        const ids = rows.map((row) => row.id)
-        return sql`WITH r AS (SELECT * FROM jsonb_to_recordset(${
-          JSON.stringify(Arr.map(Arr.sort(rows, byKey), (row) => ({
-            entity: row.entity,
-            id: row.id,
-            payload: row.payload,
-            updated_at: row.updatedAt
-          })))
-        }::jsonb) AS r(entity text, id text, payload jsonb, updated_at bigint)),
-          found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at
-            FROM ${source} s JOIN r ON s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C"
-            WHERE s.entity = ANY(${entities}) AND s.id = ANY(${ids})),
+      saveExisting: (rows) =>
+        sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))},
+          found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at FROM ${source} s WHERE ${byKeys}),
           l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at,
-              s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM r.payload) AS changed
-            FROM ${source} s JOIN r ON s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C"
-            WHERE s.entity = ANY(${entities}) AND s.id = ANY(${ids}) AND (SELECT count(*) FROM found) = ${rows.length}
+              s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM ${itsRecord} -> 'payload') AS changed
+            FROM ${source} s WHERE ${byKeys} AND (SELECT count(*) FROM found) = ${rows.length}
             ORDER BY s.entity, s.id FOR UPDATE OF s),
           every AS (SELECT count(*) = ${rows.length} AND bool_and(state <> 'softDeleted') AS ok FROM l),
-          u AS (UPDATE ${source} AS s SET version = l.version + 1, state = 'live', payload = r.payload,
-              updated_at = r.updated_at, deleted_at = NULL
-            FROM l JOIN r ON r.entity = l.entity COLLATE "C" AND r.id = l.id COLLATE "C"
-            WHERE s.entity = l.entity AND s.id = l.id AND s.entity = ANY(${entities}) AND s.id = ANY(${ids})
-              AND l.changed AND (SELECT ok FROM every)
-            RETURNING s.entity, s.id, s.version)
-          SELECT l.entity, l.id, l.version, l.state, l.updated_at AS "updatedAt", u.version AS written
-          FROM l LEFT JOIN u ON u.entity = l.entity AND u.id = l.id
+          ch AS (SELECT coalesce(jsonb_object_agg(entity, states), '{}') AS states
+            FROM (SELECT entity, jsonb_object_agg(id, state) AS states FROM l WHERE changed GROUP BY entity) AS e),
+          u AS (UPDATE ${source} AS s SET version = s.version + 1, state = 'live', payload = ${itsRecord} -> 'payload',
+              updated_at = (${itsRecord} ->> 'updated_at')::int8, deleted_at = NULL
+            WHERE s.entity = ANY(ARRAY(SELECT DISTINCT entity FROM l WHERE changed))
+              AND s.id = ANY(ARRAY(SELECT id FROM l WHERE changed))
+              AND (SELECT states FROM ch) -> s.entity -> s.id IS NOT NULL AND (SELECT ok FROM every)
+            RETURNING s.entity, s.id, s.version - 1 AS version, (SELECT states FROM ch) -> s.entity ->> s.id AS state,
+              s.updated_at AS "updatedAt", s.version AS written)
+          SELECT * FROM u
+          UNION ALL
+          SELECT entity, id, version, state, updated_at, NULL FROM l WHERE NOT (changed AND (SELECT ok FROM every))
           UNION ALL
           SELECT entity, id, version, state, updated_at, NULL FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
           .pipe(Effect.flatMap(decodeLocked))
-      }
     })
 
     const page = (
@@ -182,24 +200,21 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
       )
 
     // One statement for all the rows, each over the version one below its own; looked up by their keys in
-    // the index (see `save`).
+    // the index, each reading its record at its key (see `save`).
     const updateMany = (rows: ReadonlyArray<SourceRow>) =>
-      rows.length === 0 ? Effect.succeed(0) : sql`UPDATE ${source} AS s SET version = r.version, state = r.state,
-          payload = r.payload, updated_at = r.updated_at, deleted_at = r.deleted_at
-        FROM jsonb_to_recordset(${
-        JSON.stringify(rows.map((row) => ({
-          entity: row.entity,
-          id: row.id,
+      rows.length === 0 ? Effect.succeed(0) : sql`WITH ${
+        recordsByKey(rows, (row) => ({
           version: row.version,
           state: row.state,
           payload: row.payload,
           updated_at: row.updatedAt,
           deleted_at: row.deletedAt
-        })))
-      }::jsonb) AS r(entity text, id text, version bigint, state text, payload jsonb, updated_at bigint, deleted_at bigint)
-        WHERE s.entity = r.entity COLLATE "C" AND s.id = r.id COLLATE "C" AND s.version = r.version - 1
-          AND s.entity = ANY(${Array.from(new Set(rows.map((row) => row.entity)))})
-          AND s.id = ANY(${rows.map((row) => row.id)})
+        }))
+      }
+        UPDATE ${source} AS s SET (version, state, payload, updated_at, deleted_at) =
+          (SELECT r.version, r.state, r.payload, r.updated_at, r.deleted_at
+            FROM jsonb_populate_record(NULL::${source}, ${itsRecord}) AS r)
+        WHERE ${byKeys} AND s.version = (${itsRecord} ->> 'version')::int8 - 1
         RETURNING 1`.pipe(Effect.map((written) => written.length))
 
     return SourceRepository.of({

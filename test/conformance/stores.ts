@@ -1117,6 +1117,45 @@ export const storeConformance = <E>(
           assert.deepStrictEqual(ids(yield* sources.page("Company", { afterId: null, limit: 10 })), ["s-02"])
         }))
 
+      test("save and updateMany of several entities write exactly the rows they name", () =>
+        Effect.gen(function*() {
+          const sources = yield* SourceRepository
+          const outbox = yield* Outbox
+          const rows = [
+            source("a", 1),
+            source("b", 1),
+            source("a", 1, "live", "Company"),
+            source("b", 1, "live", "Company")
+          ]
+          yield* outbox.transaction(Effect.forEach(rows, (row) => sources.put(row, null)))
+          const named = (entity: string, id: string, name: string) => ({ entity, id, payload: { name }, updatedAt: T0 })
+          // User b and Company a are named with the payload they have: each shares its id with a row that changes
+          const saved = yield* outbox.transaction(sources.save([
+            named("User", "a", "a v2"),
+            named("Company", "b", "b v2"),
+            named("User", "b", "b v1"),
+            named("Company", "a", "a v1")
+          ]))
+          assert.deepStrictEqual(saved.map(({ row, written }) => [row.entity, row.id, row.version, written]), [
+            ["User", "a", 2, "updated"],
+            ["Company", "b", 2, "updated"],
+            ["User", "b", 1, null],
+            ["Company", "a", 1, null]
+          ])
+          const versions = Effect.forEach(
+            [["User", "a"], ["User", "b"], ["Company", "a"], ["Company", "b"]] as const,
+            ([entity, id]) => Effect.map(sources.get(entity, id), (row) => row?.version)
+          )
+          assert.deepStrictEqual(yield* versions, [2, 1, 1, 2])
+          const written = yield* outbox.transaction(
+            sources.updateMany([source("b", 2), source("a", 2, "softDeleted", "Company")])
+          )
+          assert.strictEqual(written, 2)
+          assert.deepStrictEqual(yield* versions, [2, 2, 2, 2])
+          assert.deepStrictEqual(yield* sources.get("Company", "a"), source("a", 2, "softDeleted", "Company"))
+          assert.deepStrictEqual(yield* sources.get("User", "a"), { ...source("a", 2), payload: { name: "a v2" } })
+        }))
+
       test("a put in a failed transaction is rolled back", () =>
         Effect.gen(function*() {
           const sources = yield* SourceRepository
