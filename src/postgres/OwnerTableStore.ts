@@ -385,28 +385,24 @@ export const make = (
         payloadColumns.map((c) => `r.${c}::text`).join(", ")
       })`
     )
-    // What a save tells of a row that exists (see `Save`).
-    const foundColumns = sql.literal([
-      `${quoteLiteral(table.entity)}::text AS entity`,
-      `${idText} AS id`,
-      `${col(table.versionColumn)}::int8 AS version`,
-      `${stateExpression} AS state`,
-      `${updatedAtExpression} AS "updatedAt"`
-    ].join(", "))
+    // What a save tells of a row (see `Save`): as it exists, or as the update wrote it, over the version below.
+    const reportedColumns = (version: string, state: string, written?: string) =>
+      sql.literal([
+        `${quoteLiteral(table.entity)}::text AS entity`,
+        `${idText} AS id`,
+        `${version} AS version`,
+        `${state} AS state`,
+        `${updatedAtExpression} AS "updatedAt"`,
+        ...(written === undefined ? [] : [`${written} AS written`])
+      ].join(", "))
+    const versionText = `${col(table.versionColumn)}::int8`
+    const foundColumns = reportedColumns(versionText, stateExpression)
     // The payload's columns as saved and the time, from the row's record; the version one over the locked one.
     const savedColumns = [...payloadColumns, ...(updatedAt === undefined ? [] : [escape(updatedAt.column)])]
     const setSaved = sql.literal(
       `${setFromRecordAt(savedColumns)}, ${escape(table.versionColumn)} = ${col(table.versionColumn)} + 1`
     )
-    // What a save tells of a row it wrote: the version it locked is the one below.
-    const savedReturning = sql.literal([
-      `${quoteLiteral(table.entity)}::text AS entity`,
-      `${idText} AS id`,
-      `${col(table.versionColumn)}::int8 - 1 AS version`,
-      `'live' AS state`,
-      `${updatedAtExpression} AS "updatedAt"`,
-      `${col(table.versionColumn)}::int8 AS written`
-    ].join(", "))
+    const savedReturning = reportedColumns(`${versionText} - 1`, `'live'`, versionText)
     // The rows travel as one JSON object, each row's record at its id. When all of them exist, they are locked
     // in id order (as `getMany` locks) and compared in the database (a concurrent writer of a row is waited
     // for, and its committed row is the one compared and written over; a row it removed, a hard delete, is
