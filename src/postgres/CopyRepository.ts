@@ -85,17 +85,22 @@ export const make = (tables: Tables): Effect.Effect<CopyRepository["Service"], n
         Effect.map((rows) => rows.length > 0)
       )
 
-    // Planned on each run (`unprepared`): a prepared statement keeps the plan it got while the copies were
-    // few until the table is next analyzed, and that plan, a sequential scan, then reads every copy for each
-    // batch (a 1,000,000-event backlog into an empty table, autovacuum off: 600,000 rows read per batch).
+    // One index probe per ref, in key order ("C", the index's order), each row locked by its probe: the
+    // plan cannot be a join that reads every copy. As a join (`(entity, id) IN (…)`) on a table not yet
+    // analyzed, PostgreSQL read every copy for each batch (15,000 copies: 4.4 ms instead of 0.6).
     const getMany = (refs: ReadonlyArray<EntityRef>, lock?: Lock) =>
       refs.length === 0 ?
         Effect.succeed([]) :
-        sql`SELECT ${columns} FROM ${copies}
-          WHERE (entity, id) IN (
-            SELECT * FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[])
-          )
-          ORDER BY entity, id ${sql.literal(lockClause(lock))}`.unprepared.pipe(Effect.flatMap(decode))
+        sql`SELECT c.* FROM (
+            SELECT DISTINCT entity COLLATE "C" AS entity, id COLLATE "C" AS id
+            FROM unnest(${refs.map((r) => r.entity)}::text[], ${refs.map((r) => r.id)}::text[]) AS r(entity, id)
+            ORDER BY 1, 2
+          ) AS r
+          CROSS JOIN LATERAL (
+            SELECT ${columns} FROM ${copies} WHERE entity = r.entity AND id = r.id ${sql.literal(lockClause(lock))}
+            OFFSET 0
+          ) AS c
+          ORDER BY c.entity, c.id`.pipe(Effect.flatMap(decode))
 
     // The rows of a batch travel as one JSON parameter (one value to encode instead of eight per row).
     const recordOf = (row: CopyRow) => ({

@@ -117,8 +117,8 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     }
 
     /**
-     * The `p` of a statement on `rows`: their records (`recordOf`) in one JSON object by entity and id, and
-     * the entities and ids to look up.
+     * The `p` and `k` of a statement on `rows`: their records (`recordOf`) in one JSON object by entity and
+     * id, and `k`, each row's key and record in key order ("C", the index's order).
      */
     const recordsByKey = <Row extends { readonly entity: string; readonly id: string }, A>(
       rows: ReadonlyArray<Row>,
@@ -133,39 +133,41 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
       const records = Object.fromEntries(
         Array.from(byEntity, ([entity, records]) => [entity, Object.fromEntries(records)])
       )
-      return sql`p AS (SELECT ${JSON.stringify(records)}::jsonb AS records, ${
-        Array.from(byEntity.keys())
-      }::text[] AS entities, ${rows.map((row) => row.id)}::text[] AS ids)`
+      return sql`p AS (SELECT ${JSON.stringify(records)}::jsonb AS records),
+        k AS (SELECT e.key COLLATE "C" AS entity, i.key COLLATE "C" AS id, i.value AS record
+          FROM p, jsonb_each(p.records) AS e, jsonb_each(e.value) AS i ORDER BY 1, 2)`
     }
-    /** A row's record in `p`; the rows of `p`'s keys. */
+    /** A row's record in `p`. */
     const itsRecord = sql.literal(`(SELECT records FROM p) -> s.entity -> s.id`)
-    const byKeys = sql.literal(`s.entity = ANY((SELECT entities FROM p)::text[])
-      AND s.id = ANY((SELECT ids FROM p)::text[]) AND (SELECT records FROM p) -> s.entity -> s.id IS NOT NULL`)
+    /**
+     * The row of each key of `k`, found by one index probe per key in `k`'s order (a lateral subquery the
+     * planner keeps as it is: never a join that reads every row of the table, as a join or a lookup by
+     * `= ANY` did on a table not yet analyzed), locked by its probe when `lock` is given, with its `ctid`.
+     */
+    const rowOfKey = (lock: string) =>
+      sql`k CROSS JOIN LATERAL (SELECT s.ctid AS tid, s.* FROM ${source} AS s
+        WHERE s.entity = k.entity AND s.id = k.id OFFSET 0 ${sql.literal(lock)}) AS s`
 
     // The rows travel as one JSON object, each row's record at its entity and id. When all of them exist,
     // they are locked in key order and compared in the database (a concurrent writer of a row is waited for,
     // and its committed row is the one compared and written over); otherwise none is locked, so that the
-    // absent ones are created before any row is locked, and every save locks its rows in key order. Every
-    // scan looks the rows up by their keys (`= ANY`, once per scan) in the index, and each row reads its
-    // record at its key (see the owner tables' save); `ch` holds the state of each row the update writes.
+    // absent ones are created before any row is locked, and every save locks its rows in key order. The
+    // update writes the locked rows where they are (`ctid`); `ch` holds the state of each row it writes.
     const save = makeSave({
       create,
       withSavepoint: (effect) => sql.withTransaction(effect),
       saveExisting: (rows) =>
         sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))},
-          found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at FROM ${source} s WHERE ${byKeys}),
-          l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at,
-              s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM ${itsRecord} -> 'payload') AS changed
-            FROM ${source} s WHERE ${byKeys} AND (SELECT count(*) FROM found) = ${rows.length}
-            ORDER BY s.entity, s.id FOR UPDATE OF s),
+          found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at FROM ${rowOfKey("")}),
+          l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at, s.tid,
+              s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM k.record -> 'payload') AS changed
+            FROM ${rowOfKey("FOR UPDATE")} WHERE (SELECT count(*) FROM found) = ${rows.length}),
           every AS (SELECT count(*) = ${rows.length} AND bool_and(state <> 'softDeleted') AS ok FROM l),
           ch AS (SELECT coalesce(jsonb_object_agg(entity, states), '{}') AS states
             FROM (SELECT entity, jsonb_object_agg(id, state) AS states FROM l WHERE changed GROUP BY entity) AS e),
           u AS (UPDATE ${source} AS s SET version = s.version + 1, state = 'live', payload = ${itsRecord} -> 'payload',
               updated_at = (${itsRecord} ->> 'updated_at')::int8, deleted_at = NULL
-            WHERE s.entity = ANY(ARRAY(SELECT DISTINCT entity FROM l WHERE changed))
-              AND s.id = ANY(ARRAY(SELECT id FROM l WHERE changed))
-              AND (SELECT states FROM ch) -> s.entity -> s.id IS NOT NULL AND (SELECT ok FROM every)
+            WHERE s.ctid = ANY(ARRAY(SELECT tid FROM l WHERE changed)) AND (SELECT ok FROM every)
             RETURNING s.entity, s.id, s.version - 1 AS version, (SELECT states FROM ch) -> s.entity ->> s.id AS state,
               s.updated_at AS "updatedAt", s.version AS written)
           SELECT * FROM u
@@ -193,14 +195,17 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         ORDER BY id LIMIT ${Math.max(0, Math.floor(limit))}`.pipe(Effect.flatMap(decode))
     }
 
+    // One index probe per id, in id order, as `rowOfKey`.
     const getMany = (entity: string, ids: ReadonlyArray<string>, lock?: Lock) =>
-      ids.length === 0 ? Effect.succeed([]) : sql`SELECT ${columns} FROM ${source}
-        WHERE entity = ${entity} AND id = ANY(${ids}) ORDER BY id ${sql.literal(lockClause(lock))}`.pipe(
-        Effect.flatMap(decode)
-      )
+      ids.length === 0 ? Effect.succeed([]) : sql`SELECT s.* FROM (
+          SELECT DISTINCT id COLLATE "C" AS id FROM unnest(${ids}::text[]) AS r(id) ORDER BY 1
+        ) AS r
+        CROSS JOIN LATERAL (SELECT ${columns} FROM ${source}
+          WHERE entity = ${entity} AND id = r.id OFFSET 0 ${sql.literal(lockClause(lock))}) AS s
+        ORDER BY s.id`.pipe(Effect.flatMap(decode))
 
-    // One statement for all the rows, each over the version one below its own; looked up by their keys in
-    // the index, each reading its record at its key (see `save`).
+    // One statement for all the rows, each over the version one below its own; found and locked as `rowOfKey`
+    // in key order, written where they are, each reading its record at its key.
     const updateMany = (rows: ReadonlyArray<SourceRow>) =>
       rows.length === 0 ? Effect.succeed(0) : sql`WITH ${
         recordsByKey(rows, (row) => ({
@@ -210,11 +215,12 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
           updated_at: row.updatedAt,
           deleted_at: row.deletedAt
         }))
-      }
+      },
+        l AS (SELECT s.tid FROM ${rowOfKey("FOR UPDATE")} WHERE s.version = (k.record ->> 'version')::int8 - 1)
         UPDATE ${source} AS s SET (version, state, payload, updated_at, deleted_at) =
           (SELECT r.version, r.state, r.payload, r.updated_at, r.deleted_at
             FROM jsonb_populate_record(NULL::${source}, ${itsRecord}) AS r)
-        WHERE ${byKeys} AND s.version = (${itsRecord} ->> 'version')::int8 - 1
+        WHERE s.ctid = ANY(ARRAY(SELECT tid FROM l))
         RETURNING 1`.pipe(Effect.map((written) => written.length))
 
     return SourceRepository.of({

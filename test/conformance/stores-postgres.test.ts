@@ -22,6 +22,7 @@ import {
   Schedule
 } from "effect"
 import { SqlClient } from "effect/sql"
+import { CopyRepository, type CopyRow } from "../../src/CopyRepository.ts"
 import type { Envelope } from "../../src/Envelope.ts"
 import type { EntityRef } from "../../src/Errors.ts"
 import { Inbox } from "../../src/Inbox.ts"
@@ -29,7 +30,7 @@ import { Outbox, OutboxTransaction } from "../../src/Outbox.ts"
 import * as Migrations from "../../src/postgres/Migrations.ts"
 import * as PostgresSync from "../../src/postgres/PostgresSync.ts"
 import * as Tables from "../../src/postgres/Tables.ts"
-import { SourceRepository } from "../../src/SourceRepository.ts"
+import { SourceRepository, type SourceRow } from "../../src/SourceRepository.ts"
 import { createdEnvelope } from "../fixtures.ts"
 import * as TestPostgres from "../postgres.ts"
 import { storeConformance } from "./stores.ts"
@@ -71,6 +72,18 @@ const drain = (outbox: Outbox["Service"], batch: number) =>
   })
 
 const sortedCopy = (xs: ReadonlyArray<string>) => [...xs].sort()
+
+/** Ids of entities that do not exist: most of a batch's refs in a busy stream. */
+const newIds = Array.from({ length: 248 }, (_, i) => `n-${i}`)
+
+/** The rows of `table` the current transaction has read so far, by any scan. */
+const rowsRead = (table: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) =>
+      sql<{ readonly n: number }>`SELECT (pg_stat_get_xact_tuples_returned(${table}::regclass)
+      + pg_stat_get_xact_tuples_fetched(${table}::regclass))::int AS n`
+  ).pipe(Effect.map((rows) => rows[0]?.n ?? Infinity))
 
 /** Counts the rows of one of the library's tables. */
 const countRows = (table: string) =>
@@ -250,6 +263,70 @@ describe("postgres stores, PostgreSQL only", () => {
         )
       )
       assert.deepStrictEqual(counts, { updated: total, hot: total })
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
+  it.live("getMany of the copies probes its refs only, in a table of any size never analyzed", () => {
+    const prefix = freshPrefix()
+    const table = `${prefix}copies`
+    return Effect.gen(function*() {
+      const copies = yield* CopyRepository
+      const sql = yield* SqlClient.SqlClient
+      const copy = (id: string): CopyRow => ({
+        entity: "User",
+        id,
+        version: 1,
+        state: "live",
+        payload: { name: id },
+        deletedAt: null,
+        syncedAt: 0,
+        messageId: `m-${id}`
+      })
+      yield* copies.upsertMany([copy("u-1"), copy("u-2")].map((row) => ({ row, guard: "newer" })))
+      yield* sql`INSERT INTO ${sql(table)} (entity, id, version, state, payload, synced_at, message_id)
+        SELECT 'User', 'g-' || g, 1, 'live', '{}', 0, 'm-g-' || g FROM generate_series(1, 20000) g`
+      // a consumer's batch: its refs, most of them new
+      const refs = ["u-2", "u-1", ...newIds].map((id) => ({ entity: "User", id }))
+      const [found, read] = yield* sql.withTransaction(
+        Effect.all([copies.getMany(refs, "forUpdate"), rowsRead(table)])
+      )
+      assert.deepStrictEqual(found, [copy("u-1"), copy("u-2")])
+      assert.isAtMost(read, refs.length)
+    }).pipe(Effect.provide(stores(prefix)))
+  }, 30_000)
+
+  it.live("the document store's save, updateMany and getMany probe their rows only, in a table never analyzed", () => {
+    const prefix = freshPrefix()
+    const table = `${prefix}source`
+    return Effect.gen(function*() {
+      const outbox = yield* Outbox
+      const sources = yield* SourceRepository
+      const sql = yield* SqlClient.SqlClient
+      const ids = ["u-2", "u-1"]
+      const saveBoth = (name: string) =>
+        sources.save(ids.map((id) => ({ entity: "User", id, payload: { name }, updatedAt: 0 })))
+      yield* outbox.transaction(saveBoth("one"))
+      yield* sql`INSERT INTO ${sql(table)} (entity, id, version, state, payload, updated_at)
+        SELECT 'User', 'g-' || g, 1, 'live', '{}', 0 FROM generate_series(1, 20000) g`
+      const [saved, savedRead] = yield* outbox.transaction(Effect.all([saveBoth("two"), rowsRead(table)]))
+      assert.deepStrictEqual(saved.map(({ row, written }) => [row.id, row.version, written]), [
+        ["u-2", 2, "updated"],
+        ["u-1", 2, "updated"]
+      ])
+      // each row read where it is found, again where it is locked, and where it is written
+      assert.isAtMost(savedRead, 3 * ids.length)
+      const [found, foundRead] = yield* sql.withTransaction(
+        Effect.all([sources.getMany("User", [...ids, ...newIds], "forUpdate"), rowsRead(table)])
+      )
+      assert.deepStrictEqual(found.map((row) => [row.id, row.version]), [["u-1", 2], ["u-2", 2]])
+      assert.isAtMost(foundRead, ids.length)
+      const updates = found.map((row): SourceRow => ({ ...row, version: 3, payload: { name: "three" } }))
+      const [written, updatedRead] = yield* outbox.transaction(
+        Effect.all([sources.updateMany(updates), rowsRead(table)])
+      )
+      assert.strictEqual(written, 2)
+      assert.isAtMost(updatedRead, 2 * ids.length)
+      assert.deepStrictEqual(yield* sources.get("User", "u-2"), updates[1])
     }).pipe(Effect.provide(stores(prefix)))
   }, 30_000)
 
