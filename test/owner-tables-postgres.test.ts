@@ -342,6 +342,34 @@ describe("owner tables on PostgreSQL", () => {
     }).pipe(Effect.provide(stores(prefix)))
   })
 
+  it.live("creates, saves and updates probe the tombstones of their ids only, however many a table never analyzed holds", () => {
+    const prefix = database.prefix("o")
+    const table = `${prefix}tombstones`
+    return Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* Outbox.transaction(companies.createMany([{ id: "c-1", name: "one" }, { id: "c-2", name: "two" }]))
+      yield* Outbox.transaction(companies.delete("c-2"))
+      yield* sql`INSERT INTO ${sql(table)} (entity, id, version, deleted_at)
+        SELECT 'Company', 'g-' || g, 1, 0 FROM generate_series(1, 20000) g`
+      // the tombstones read by the current transaction, by any scan
+      const read = sql<{ readonly n: number }>`SELECT (pg_stat_get_xact_tuples_returned(${table}::regclass)
+        + pg_stat_get_xact_tuples_fetched(${table}::regclass))::int AS n`
+      const batch = ["c-2", ...Array.from({ length: 99 }, (_, i) => `n-${i}`)]
+      const created = yield* Outbox.transaction(
+        Effect.andThen(companies.createMany(batch.map((id) => ({ id, name: "new" }))), read)
+      )
+      const saved = yield* Outbox.transaction(
+        Effect.andThen(companies.saveMany(["c-1", ...batch].map((id) => ({ id, name: "saved" }))), read)
+      )
+      const updated = yield* Outbox.transaction(
+        Effect.andThen(companies.updateMany(["c-1", ...batch], (c) => ({ ...c, name: "updated" })), read)
+      )
+      for (const [rows] of [created, saved, updated]) assert.isAtMost(rows?.n ?? Infinity, 2 * (batch.length + 1))
+      assert.deepStrictEqual(yield* ownerRows(prefix, "c-2"), [{ id: "c-2", name: "updated", version: 5 }])
+      assert.deepStrictEqual(yield* tombstones(prefix, "c-2"), [])
+    }).pipe(Effect.provide(stores(prefix)))
+  })
+
   it.live("a save that waits on a concurrent hard delete re-creates the entity over its tombstone", () => {
     const prefix = database.prefix("o")
     return Effect.gen(function*() {

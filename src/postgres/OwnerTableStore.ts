@@ -9,7 +9,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Array as Arr, Effect, Schema } from "effect"
-import type { SqlError } from "effect/sql"
+import type { SqlError, Statement } from "effect/sql"
 import type { Lock } from "../CopyRepository.ts"
 import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
@@ -23,6 +23,9 @@ import type { Tables } from "./Tables.ts"
 
 /** How a time column holds a time: epoch milliseconds in an integer, or a timestamp. */
 type TimeKind = "millis" | "timestamp"
+
+/** A `text[]` of ids in a statement: a value, an SQL expression, or the marker of a `compileOnce` argument. */
+type Ids = ReadonlyArray<string> | Statement.Fragment | string
 
 const Described = Schema.Struct({ column: Schema.String, type: Schema.String, collation: Schema.NullOr(Schema.String) })
 
@@ -150,8 +153,29 @@ export const make = (
       `${softDelete === undefined ? "NULL::int8" : millisOf(softDelete)} AS "deletedAt"`
     ].join(", "))
     const tombstoneSelected = sql.literal(
-      `entity, id, version, 'deleted' AS state, NULL::jsonb AS payload, deleted_at AS "updatedAt", deleted_at AS "deletedAt"`
+      `d.entity, d.id, d.version, 'deleted' AS state, NULL::jsonb AS payload, d.deleted_at AS "updatedAt", d.deleted_at AS "deletedAt"`
     )
+    /**
+     * The tombstones of `ids` (an array), each with its `ctid` as `tid`, found by one index probe per id in
+     * id order ("C", the index's order) and locked by its probe when `lock` is given: a lateral subquery the
+     * planner keeps as it is. A lookup by `id = ANY` read every tombstone of the entity on a table never
+     * analyzed (20,000 tombstones: 40,002 rows read for a create of 100).
+     */
+    const tombstonesOf = (ids: Ids, lock: string, unless = "") =>
+      sql`(SELECT DISTINCT id COLLATE "C" AS id FROM unnest(${ids}::text[]) AS r(id) ORDER BY 1) AS r
+        CROSS JOIN LATERAL (SELECT d.ctid AS tid, d.* FROM ${tombstones} AS d
+          WHERE d.entity = ${table.entity} AND d.id = r.id ${sql.literal(unless)} OFFSET 0 ${sql.literal(lock)}) AS d`
+    /**
+     * Deletes the tombstones of `ids` (where `when` holds), each locked first in id order; returns their ids
+     * and versions. Deleting by `ctid` is sound because a tombstone is only inserted and deleted, never
+     * updated: the row a probe locked is the very row the statement sees.
+     */
+    const deleteTombstonesOf = (
+      ids: Ids,
+      when: Statement.Fragment = sql.literal("TRUE")
+    ) =>
+      sql`DELETE FROM ${tombstones} WHERE ctid = ANY(ARRAY(SELECT d.tid FROM ${tombstonesOf(ids, "FOR UPDATE")}))
+        AND ${when} RETURNING id, version`
     const decode = decodeRows(Row, table.tableName)
     const decodeCreated = decodeRows(Created, table.tableName)
 
@@ -199,10 +223,9 @@ export const make = (
           WHERE ${sql.literal(idText)} = ANY(${ids}) ORDER BY ${sql.literal(idOrdered)} ${
         sql.literal(lockClause(lock))
       }),
-        d AS (SELECT ${tombstoneSelected} FROM ${tombstones} d
-          WHERE entity = ${table.entity} AND id = ANY(${ids})
-            AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = ${sql.literal(tombstoneIdOrdered)})
-          ORDER BY id ${sql.literal(lockClause(lock))})
+        d AS (SELECT ${tombstoneSelected} FROM ${
+        tombstonesOf(ids, lockClause(lock), `AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = ${tombstoneIdOrdered})`)
+      })
         SELECT * FROM o UNION ALL SELECT * FROM d`.pipe(Effect.flatMap(decode))
 
     const get = (entity: string, id: string, lock?: Lock) =>
@@ -277,8 +300,7 @@ export const make = (
     const insertNew = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {
       const records = Arr.sort(rows, byId).map((row) => record({ id: row.id, payload: row.payload }, row.updatedAt))
       const ids = rows.map((row) => row.id)
-      return sql`WITH gone AS (DELETE FROM ${tombstones}
-          WHERE entity = ${table.entity} AND id = ANY(${ids}) RETURNING id, version)
+      return sql`WITH gone AS (${deleteTombstonesOf(ids)})
         INSERT INTO ${owner} AS t (${columnList})
         SELECT ${createdFromGone}
         FROM jsonb_populate_recordset(${rowType}, ${JSON.stringify(records)}::jsonb) WITH ORDINALITY AS r
@@ -306,13 +328,13 @@ export const make = (
           WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ${id})
           ON CONFLICT (${idColumn}) DO NOTHING
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
-        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id COLLATE "C" FROM created))
+        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id = (SELECT id COLLATE "C" FROM created))
         SELECT id, version FROM created`
     )
     const insertManyStatement = compileOnce<[ids: ReadonlyArray<string>, records: string, count: number], object>(
       sql,
       (ids, json, count) =>
-        sql`WITH tomb AS (SELECT id, version FROM ${tombstones} WHERE entity = ${table.entity} AND id = ANY(${ids})),
+        sql`WITH tomb AS (SELECT d.id, d.version FROM ${tombstonesOf(ids, "")}),
         created AS (INSERT INTO ${owner} AS t (${columnList})
           SELECT ${createdFromTomb}
           FROM jsonb_populate_recordset(${rowType}, ${json}::jsonb) WITH ORDINALITY AS r
@@ -321,8 +343,12 @@ export const make = (
           ORDER BY r.ordinality
           ON CONFLICT (${idColumn}) DO NOTHING
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
-        gone AS (DELETE FROM ${tombstones} WHERE entity = ${table.entity} AND id IN (SELECT id COLLATE "C" FROM created)
-          AND (SELECT count(*) FROM created) = ${count})
+        gone AS (${
+          deleteTombstonesOf(
+            sql.literal("ARRAY(SELECT id FROM created)"),
+            sql`(SELECT count(*) FROM created) = ${count}`
+          )
+        })
         SELECT id, version FROM created`
     )
     const insertAbsent = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) => {

@@ -1,5 +1,5 @@
 /**
- * `SourceRepository.save` on the PostgreSQL stores, from two statements of each store: one that locks the
+ * `SourceRepository.save` on the PostgreSQL stores, from two operations of each store: one that locks the
  * rows that exist and writes the changed ones, and the store's `create`; and the entity keys both use.
  *
  * @since 0.3.0
@@ -72,7 +72,7 @@ const savedRow = (row: NewSourceRow, locked: Locked): SavedRow => ({
 })
 
 /**
- * A store's `save`. When every row exists, one statement. Otherwise the absent rows are created first and all
+ * A store's `save`. When every row exists, `saveExisting` alone. Otherwise the absent rows are created first and all
  * of them saved then, inside a savepoint: no row is locked before the absent ones are created, so that every
  * save locks its rows in key order (and two saves cannot wait on each other). When a concurrent writer
  * created one of the absent rows meanwhile, the whole save runs once more, over it. (A row hard-deleted by a

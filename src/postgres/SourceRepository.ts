@@ -11,7 +11,7 @@ import { EntityExists } from "../Errors.ts"
 import { whileOpen } from "../internal/OutboxTransaction.ts"
 import { type NewSourceRow, SourceRepository, type SourceRow } from "../SourceRepository.ts"
 import { decodeFirst, decodeRows, Int8, lockClause, NullableInt8, State } from "./Columns.ts"
-import { decodeLocked, firstRepeated, keyOf, makeSave } from "./Save.ts"
+import { firstRepeated, keyOf, makeSave } from "./Save.ts"
 import type { Tables } from "./Tables.ts"
 
 const Source = Schema.Struct({
@@ -25,6 +25,17 @@ const Source = Schema.Struct({
 })
 
 const Created = Schema.Struct({ entity: Schema.String, id: Schema.String, version: Int8 })
+
+/** A row `save` found, with where it is (`tid`, when locked) and whether its state differs from the saved one. */
+const Found = Schema.Struct({
+  entity: Schema.String,
+  id: Schema.String,
+  version: Int8,
+  state: State,
+  updatedAt: Int8,
+  tid: Schema.NullOr(Schema.String),
+  changed: Schema.Boolean
+})
 
 /** By entity, then id: concurrent creates of overlapping entities lock their rows in the same order. */
 const byKey: Order.Order<NewSourceRow> = Order.combine(
@@ -150,33 +161,48 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
 
     // The rows travel as one JSON object, each row's record at its entity and id. When all of them exist,
     // they are locked in key order and compared in the database (a concurrent writer of a row is waited for,
-    // and its committed row is the one compared and written over); otherwise none is locked, so that the
-    // absent ones are created before any row is locked, and every save locks its rows in key order. The
-    // update writes the locked rows where they are (`ctid`); `ch` holds the state of each row it writes.
-    const save = makeSave({
-      create,
-      withSavepoint: (effect) => sql.withTransaction(effect),
-      saveExisting: (rows) =>
-        sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))},
-          found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at FROM ${rowOfKey("")}),
-          l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at, s.tid,
-              s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM k.record -> 'payload') AS changed
-            FROM ${rowOfKey("FOR UPDATE")} WHERE (SELECT count(*) FROM found) = ${rows.length}),
-          every AS (SELECT count(*) = ${rows.length} AND bool_and(state <> 'softDeleted') AS ok FROM l),
-          ch AS (SELECT coalesce(jsonb_object_agg(entity, states), '{}') AS states
-            FROM (SELECT entity, jsonb_object_agg(id, state) AS states FROM l WHERE changed GROUP BY entity) AS e),
-          u AS (UPDATE ${source} AS s SET version = s.version + 1, state = 'live', payload = ${itsRecord} -> 'payload',
-              updated_at = (${itsRecord} ->> 'updated_at')::int8, deleted_at = NULL
-            WHERE s.ctid = ANY(ARRAY(SELECT tid FROM l WHERE changed)) AND (SELECT ok FROM every)
-            RETURNING s.entity, s.id, s.version - 1 AS version, (SELECT states FROM ch) -> s.entity ->> s.id AS state,
-              s.updated_at AS "updatedAt", s.version AS written)
-          SELECT * FROM u
-          UNION ALL
-          SELECT entity, id, version, state, updated_at, NULL FROM l WHERE NOT (changed AND (SELECT ok FROM every))
-          UNION ALL
-          SELECT entity, id, version, state, updated_at, NULL FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
-          .pipe(Effect.flatMap(decodeLocked))
-    })
+    // and its committed row is the one compared); otherwise none is locked, so that the absent ones are
+    // created before any row is locked, and every save locks its rows in key order. The changed rows are
+    // written where they are (`ctid`) by a second statement: its snapshot, taken after the locks, sees the
+    // versions they locked, which the first statement's does not when it waited for a concurrent writer.
+    const decodeFound = decodeRows(Found, "source")
+    const findAndLock = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) =>
+      sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))},
+        found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at FROM ${rowOfKey("")}),
+        l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at, s.tid::text AS tid,
+            s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM k.record -> 'payload') AS changed
+          FROM ${rowOfKey("FOR UPDATE")} WHERE (SELECT count(*) FROM found) = ${rows.length})
+        SELECT entity, id, version, state, updated_at AS "updatedAt", tid, changed FROM l
+        UNION ALL
+        SELECT entity, id, version, state, updated_at, NULL, false FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
+        .pipe(Effect.flatMap(decodeFound))
+    const writeChanged = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>, tids: ReadonlyArray<string>) =>
+      sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))}
+        UPDATE ${source} AS s SET version = s.version + 1, state = 'live', payload = ${itsRecord} -> 'payload',
+          updated_at = (${itsRecord} ->> 'updated_at')::int8, deleted_at = NULL
+        WHERE s.ctid = ANY(${tids}::tid[])
+        RETURNING s.entity, s.id, s.version`.pipe(Effect.flatMap(decodeCreated))
+    const saveExisting = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) =>
+      Effect.flatMap(findAndLock(rows), (found) => {
+        const locked = (written: ReadonlyMap<string, number>) =>
+          found.map((row) => ({
+            entity: row.entity,
+            id: row.id,
+            version: row.version,
+            state: row.state,
+            updatedAt: row.updatedAt,
+            written: written.get(keyOf(row)) ?? null
+          }))
+        const tids = found.flatMap((row) => row.changed && row.tid !== null ? [row.tid] : [])
+        const everyLocked = found.length === rows.length &&
+          found.every((row) => row.tid !== null && row.state !== "softDeleted")
+        if (!everyLocked || tids.length === 0) return Effect.succeed(locked(new Map()))
+        return Effect.flatMap(writeChanged(rows, tids), (written) =>
+          written.length === tids.length
+            ? Effect.succeed(locked(new Map(written.map((row) => [keyOf(row), row.version]))))
+            : Effect.die(new Error(`entity-sync: ${tids.length - written.length} locked source rows were not written`)))
+      })
+    const save = makeSave({ create, withSavepoint: (effect) => sql.withTransaction(effect), saveExisting })
 
     const page = (
       entity: string,
