@@ -166,8 +166,10 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
     // written where they are (`ctid`) by a second statement: its snapshot, taken after the locks, sees the
     // versions they locked, which the first statement's does not when it waited for a concurrent writer.
     const decodeFound = decodeRows(Found, "source")
+    const savedRecords = (rows: ReadonlyArray<NewSourceRow>) =>
+      recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))
     const findAndLock = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>) =>
-      sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))},
+      sql`WITH ${savedRecords(rows)},
         found AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at FROM ${rowOfKey("")}),
         l AS (SELECT s.entity, s.id, s.version, s.state, s.updated_at, s.tid::text AS tid,
             s.state = 'deleted' OR (s.state = 'live' AND s.payload IS DISTINCT FROM k.record -> 'payload') AS changed
@@ -177,7 +179,7 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         SELECT entity, id, version, state, updated_at, NULL, false FROM found WHERE NOT EXISTS (SELECT 1 FROM l)`
         .pipe(Effect.flatMap(decodeFound))
     const writeChanged = (rows: Arr.NonEmptyReadonlyArray<NewSourceRow>, tids: ReadonlyArray<string>) =>
-      sql`WITH ${recordsByKey(rows, (row) => ({ payload: row.payload, updated_at: row.updatedAt }))}
+      sql`WITH ${savedRecords(rows)}
         UPDATE ${source} AS s SET version = s.version + 1, state = 'live', payload = ${itsRecord} -> 'payload',
           updated_at = (${itsRecord} ->> 'updated_at')::int8, deleted_at = NULL
         WHERE s.ctid = ANY(${tids}::tid[])
@@ -231,7 +233,9 @@ export const make = (tables: Tables): Effect.Effect<SourceRepository["Service"],
         ORDER BY s.id`.pipe(Effect.flatMap(decode))
 
     // One statement for all the rows, each over the version one below its own; found and locked as `rowOfKey`
-    // in key order, written where they are, each reading its record at its key.
+    // in key order, written where they are, each reading its record at its key. One statement is enough here:
+    // its callers hold the rows' locks, and a row a concurrent writer changed meanwhile fails the version
+    // check wherever it is (every write raises the version), so it is reported as not written.
     const updateMany = (rows: ReadonlyArray<SourceRow>) =>
       rows.length === 0 ? Effect.succeed(0) : sql`WITH ${
         recordsByKey(rows, (row) => ({
