@@ -13,6 +13,18 @@ import * as PostgresSync from "../src/postgres/PostgresSync.ts"
 import { consumerSide, ownerSide, type Stores } from "./harness.ts"
 import { migrations, ownerTables } from "./owner-tables.ts"
 
+/**
+ * The rows of `table` the current transaction has read so far, by any scan: a statement that probes its keys
+ * reads a few, one that scans the table reads all of them.
+ */
+export const rowsRead = (table: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) =>
+      sql<{ readonly n: number }>`SELECT (pg_stat_get_xact_tuples_returned(${table}::regclass)
+      + pg_stat_get_xact_tuples_fetched(${table}::regclass))::int AS n`
+  ).pipe(Effect.map((rows) => rows[0]?.n ?? Infinity))
+
 /** Lets real PostgreSQL I/O progress between steps of virtual time (the harness's `Pump` on PostgreSQL). */
 export const pump: Effect.Effect<void> = TestClock.withLive(Effect.sleep("3 millis"))
 

@@ -76,15 +76,6 @@ const sortedCopy = (xs: ReadonlyArray<string>) => [...xs].sort()
 /** Ids of entities that do not exist: most of a batch's refs in a busy stream. */
 const newIds = Array.from({ length: 248 }, (_, i) => `n-${i}`)
 
-/** The rows of `table` the current transaction has read so far, by any scan. */
-const rowsRead = (table: string) =>
-  Effect.flatMap(
-    SqlClient.SqlClient,
-    (sql) =>
-      sql<{ readonly n: number }>`SELECT (pg_stat_get_xact_tuples_returned(${table}::regclass)
-      + pg_stat_get_xact_tuples_fetched(${table}::regclass))::int AS n`
-  ).pipe(Effect.map((rows) => rows[0]?.n ?? Infinity))
-
 /** Counts the rows of one of the library's tables. */
 const countRows = (table: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(table)}`).pipe(
@@ -288,7 +279,7 @@ describe("postgres stores, PostgreSQL only", () => {
       // a consumer's batch: its refs, most of them new
       const refs = ["u-2", "u-1", ...newIds].map((id) => ({ entity: "User", id }))
       const [found, read] = yield* sql.withTransaction(
-        Effect.all([copies.getMany(refs, "forUpdate"), rowsRead(table)])
+        Effect.all([copies.getMany(refs, "forUpdate"), TestPostgres.rowsRead(table)])
       )
       assert.deepStrictEqual(found, [copy("u-1"), copy("u-2")])
       assert.isAtMost(read, refs.length)
@@ -308,7 +299,7 @@ describe("postgres stores, PostgreSQL only", () => {
       yield* outbox.transaction(saveBoth("one"))
       yield* sql`INSERT INTO ${sql(table)} (entity, id, version, state, payload, updated_at)
         SELECT 'User', 'g-' || g, 1, 'live', '{}', 0 FROM generate_series(1, 20000) g`
-      const [saved, savedRead] = yield* outbox.transaction(Effect.all([saveBoth("two"), rowsRead(table)]))
+      const [saved, savedRead] = yield* outbox.transaction(Effect.all([saveBoth("two"), TestPostgres.rowsRead(table)]))
       assert.deepStrictEqual(saved.map(({ row, written }) => [row.id, row.version, written]), [
         ["u-2", 2, "updated"],
         ["u-1", 2, "updated"]
@@ -316,13 +307,13 @@ describe("postgres stores, PostgreSQL only", () => {
       // each row read where it is found, again where it is locked, and where it is written
       assert.isAtMost(savedRead, 3 * ids.length)
       const [found, foundRead] = yield* sql.withTransaction(
-        Effect.all([sources.getMany("User", [...ids, ...newIds], "forUpdate"), rowsRead(table)])
+        Effect.all([sources.getMany("User", [...ids, ...newIds], "forUpdate"), TestPostgres.rowsRead(table)])
       )
       assert.deepStrictEqual(found.map((row) => [row.id, row.version]), [["u-1", 2], ["u-2", 2]])
       assert.isAtMost(foundRead, ids.length)
       const updates = found.map((row): SourceRow => ({ ...row, version: 3, payload: { name: "three" } }))
       const [written, updatedRead] = yield* outbox.transaction(
-        Effect.all([sources.updateMany(updates), rowsRead(table)])
+        Effect.all([sources.updateMany(updates), TestPostgres.rowsRead(table)])
       )
       assert.strictEqual(written, 2)
       assert.isAtMost(updatedRead, 2 * ids.length)
