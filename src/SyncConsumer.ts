@@ -128,7 +128,7 @@ export interface ConsumerOptions<R> {
    * `rabbitmq_consistent_hash_exchange` plugin). Each lane has one active instance at a time, so an
    * entity's events are handled by one instance, in the order the relays published them (with
    * `RelayOptions.orderedByEntity`, version order); a lane moves to another instance when its consumer
-   * goes; an instance applies the lanes it holds side by side, each with a delivery loop of its own. An
+   * goes; an instance applies the lanes it holds in one delivery loop, their deliveries sharing batches. An
    * event waits behind an earlier event of its entity that waits for a dependency (in process, or parked
    * in the inbox, on any instance), so handlers see each entity's versions in order. Every instance of the
    * service must use the same count (changing it re-maps the keys: drain the lanes first). `prefetch` is
@@ -303,15 +303,12 @@ export const make = <R>(
       })
     })
 
-    /** The deliveries received and not taken yet, while the delivery loops run (one per queue or lane). */
-    const received = new Set<Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done>>()
+    /** The deliveries received and not taken yet, while the delivery loop runs. */
+    let received: Queue.Dequeue<Delivery, BrokerUnavailable | Cause.Done> | undefined
 
     /** Gives every unsettled delivery back to the broker without spending a delivery attempt (R12). */
     const releaseHeld = Effect.gen(function*() {
-      const waiting = (yield* Effect.forEach(
-        Array.from(received),
-        (deliveries) => Queue.clear(deliveries).pipe(Effect.orElseSucceed(() => []))
-      )).flat()
+      const waiting = received === undefined ? [] : yield* Queue.clear(received).pipe(Effect.orElseSucceed(() => []))
       const held = [...unsettled.keys(), ...waiting]
       yield* Effect.forEach(held, (delivery) =>
         delivery.release.pipe(
@@ -987,26 +984,27 @@ export const make = <R>(
     const prefetch = options.prefetch ?? defaults.prefetch
     const lanePrefetch = Math.max(1, Math.ceil(prefetch / queues.length))
     const declareQueues = Effect.forEach(queues, (queue) => broker.declare(queue), { discard: true })
-    const consumeFrom = (queue: Broker.QueueSpec) =>
-      Effect.scoped(Effect.gen(function*() {
-        const deliveries = yield* Stream.toQueue(broker.subscribe(queue, { prefetch: lanePrefetch }), {
-          capacity: "unbounded"
+    // With lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
+    // maybe none, maybe all) and their deliveries are applied in one loop, in batches as large as one
+    // queue's: each lane's deliveries stay in their order, and an entity is in one lane only, so each
+    // entity's events stay in theirs.
+    const subscribe = (queue: Broker.QueueSpec) => broker.subscribe(queue, { prefetch: lanePrefetch })
+    const consume = Effect.scoped(Effect.gen(function*() {
+      const deliveries = yield* Stream.toQueue(
+        queues.length === 1
+          ? subscribe(queues[0]!)
+          : Stream.mergeAll(queues.map(subscribe), { concurrency: "unbounded" }),
+        { capacity: "unbounded" }
+      )
+      received = deliveries
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          received = undefined
         })
-        received.add(deliveries)
-        yield* Effect.addFinalizer(() =>
-          Effect.sync(() => {
-            received.delete(deliveries)
-          })
-        )
-        const nextBatch = DeliveryBatches.make(deliveries, batches)
-        return yield* Effect.forever(Effect.flatMap(nextBatch, settleBatch))
-      })).pipe(Pull.catchDone(() => Effect.void))
-    // with lanes, every lane is subscribed (the broker makes this instance the active consumer of some,
-    // maybe none, maybe all) and each lane has a delivery loop of its own: the lanes this instance holds
-    // are applied side by side (an entity is in one lane only), each in its order
-    const consume = queues.length === 1
-      ? consumeFrom(queues[0]!)
-      : Effect.forEach(queues, consumeFrom, { concurrency: "unbounded", discard: true })
+      )
+      const nextBatch = DeliveryBatches.make(deliveries, batches)
+      return yield* Effect.forever(Effect.flatMap(nextBatch, settleBatch))
+    })).pipe(Pull.catchDone(() => Effect.void))
 
     const forever = <E>(name: string, effect: Effect.Effect<void, E, R>) =>
       Supervisor.restarting(`consumer "${consumer}": ${name}`, effect).pipe(
