@@ -186,7 +186,7 @@ describe("ordered lanes on PostgreSQL and RabbitMQ", () => {
           )
         )
         // every lane has its active consumer: RabbitMQ gives a lane to the first instance that subscribed to
-        // it (an instance that connected first may hold them all); each instance applies its lanes side by side
+        // it (an instance that connected first may hold them all); each instance applies its lanes in one loop
         for (let attempt = 0;; attempt++) {
           const holding = yield* activeLanes
           if ([...holding.values()].reduce((n, held) => n + held.length, 0) === lanes) break
