@@ -8,8 +8,8 @@
  *
  * What must hold: every handler call that committed saw, for its entity, a strictly higher version than the
  * entity's previous one (the handlers log their calls in the apply transaction, so calls rolled back with
- * the stopped instance's last batch do not count); no event was stale; every copy ends at the owner's last version; and after the stop, the stopped instance's lanes
- * belong to the others.
+ * the stopped instance's last batch do not count); no event was stale; every copy ends at the owner's last
+ * version; and after the stop, the stopped instance's lanes belong to the others.
  */
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, assert, describe, it } from "@effect/vitest"
