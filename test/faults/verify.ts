@@ -9,7 +9,7 @@ import type { SqlClient } from "effect/sql"
 import * as Metrics from "../../src/Metrics.ts"
 import { appliesTable, entities, Group, Item } from "./contract.ts"
 import { queueState } from "./rabbit.ts"
-import { type Names, tables } from "./stack.ts"
+import { consumerQueues, type Names, tables } from "./stack.ts"
 import type { WriteStreamResult } from "./writer.ts"
 
 /** The counts a test is judged on. */
@@ -207,6 +207,45 @@ export const tally = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<Tal
   )
 }
 
+const decodeHistory = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ line: Schema.String })))
+
+/**
+ * The story of the first few entities whose copy differs from the owner's row, and of the entities with a
+ * parked event: each one's owner row and copy, then its events in outbox order (version, action, group,
+ * whether it was published, received, applied and by which process, and what it waits for).
+ */
+export const history = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<ReadonlyArray<string>, unknown> => {
+  const t = tables(names)
+  return sql`WITH differing AS (
+      SELECT coalesce(s.entity, c.entity) AS entity, coalesce(s.id, c.id) AS id
+      FROM ${sql(t.source)} s FULL JOIN ${sql(t.copies)} c ON c.entity = s.entity AND c.id = s.id
+      WHERE s.id IS NULL OR c.id IS NULL OR s.version <> c.version OR s.state <> c.state
+        OR s.payload IS DISTINCT FROM c.payload
+      LIMIT 5
+    ), parked AS (
+      SELECT DISTINCT w.envelope ->> 'entity' AS entity, w.envelope ->> 'entityId' AS id FROM ${sql(t.waiting)} w
+      LIMIT 5
+    ), subjects AS (SELECT * FROM differing UNION SELECT * FROM parked)
+    SELECT json_build_object(
+      'entity', e.entity || ' ' || e.id,
+      'owner', (SELECT s.version || ' ' || s.state FROM ${sql(t.source)} s WHERE s.entity = e.entity AND s.id = e.id),
+      'copy', (SELECT c.version || ' ' || c.state FROM ${sql(t.copies)} c WHERE c.entity = e.entity AND c.id = e.id),
+      'events', (SELECT json_agg(json_build_object(
+          'v', o.envelope ->> 'version', 'action', o.envelope ->> 'action',
+          'group', o.envelope -> 'payload' ->> 'groupId', 'published', o.published_at IS NOT NULL,
+          'received', EXISTS (SELECT 1 FROM ${sql(t.inbox)} i WHERE i.message_id = o.message_id),
+          'appliedBy', (SELECT string_agg(a.pid || '@' || to_char(a.applied_at, 'HH24:MI:SS.MS'), ',')
+            FROM ${sql(appliesTable)} a WHERE a.message_id = o.message_id),
+          'waiting', (SELECT w.waiting_for::text || ' attempts ' || w.attempts FROM ${sql(t.waiting)} w
+            WHERE w.message_id = o.message_id)
+        ) ORDER BY o.seq)
+        FROM ${sql(t.outbox)} o WHERE o.envelope ->> 'entity' = e.entity AND o.envelope ->> 'entityId' = e.id)
+    )::text AS line FROM subjects e`.pipe(
+    Effect.flatMap(decodeHistory),
+    Effect.map((rows) => rows.map((row) => row.line))
+  )
+}
+
 // A parked event of an entity whose copy is already current still waits for its retry (it ends stale).
 const isQuiet = (t: Tally) =>
   t.pending === 0 && t.unreceived === 0 && t.differing === 0 && t.dangling === 0 && t.waiting === 0
@@ -217,12 +256,25 @@ export interface Outcome extends Tally {
   readonly settleSeconds: number
   /** Nothing moved for `stallSeconds` while the system was not quiet. */
   readonly stalled: boolean
-  /** Messages ready in the consumer's queue, and its consumers, when the waiting ended. */
+  /** Messages ready in the consumer's queues (lanes included), and their consumers, when the waiting ended. */
   readonly ready: number
   readonly consumers: number
+  /** When the system did not get quiet: the story of the entities that differ or wait (see `history`). */
+  readonly history: ReadonlyArray<string>
   /** The most copies referencing a missing dependency seen in any poll (R5: always 0). */
   readonly danglingSeen: number
 }
+
+/** Messages ready and consumers, summed over the consumer's queues (its lanes, with lanes). */
+const queuesState = (names: Names, amqpUrl: string | undefined) =>
+  Effect.map(
+    Effect.forEach(consumerQueues(names), (queue) => queueState(queue, amqpUrl)),
+    (states) =>
+      states.reduce((a, b) => ({ ready: a.ready + b.ready, consumers: a.consumers + b.consumers }), {
+        ready: 0,
+        consumers: 0
+      })
+  )
 
 /**
  * Waits (polling every 200 ms) until every event is published and received, every copy equals its owner
@@ -248,7 +300,7 @@ export const awaitQuiescence = (
     while (true) {
       const t = yield* tally(sql, names)
       danglingSeen = Math.max(danglingSeen, t.dangling)
-      const queue = yield* queueState(names.queue, options.amqpUrl)
+      const queue = yield* queuesState(names, options.amqpUrl)
       const now = yield* Clock.currentTimeMillis
       const state = [t.pending, t.unreceived, t.differing, t.applies, t.waiting, queue.ready].join()
       if (state !== last) lastProgress = now
@@ -259,7 +311,8 @@ export const awaitQuiescence = (
         yield* Effect.sleep("1 second")
         const final = yield* tally(sql, names)
         danglingSeen = Math.max(danglingSeen, final.dangling)
-        return { ...final, settleSeconds: (now - start) / 1000, stalled, ...queue, danglingSeen }
+        const story = isQuiet(final) ? [] : yield* history(sql, names)
+        return { ...final, settleSeconds: (now - start) / 1000, stalled, ...queue, danglingSeen, history: story }
       }
       yield* Effect.sleep("200 millis")
     }
@@ -300,6 +353,7 @@ export const judge = (
             `${t.consumers} consumers on the queue`
           : `quiet ${t.settleSeconds.toFixed(1)} s later`)
     )
+    for (const line of t.history) console.log(`[faults] ${name}: not quiet: ${line}`)
     assert.isFalse(
       t.stalled,
       `the system stopped making progress: ${t.ready} messages ready and ${t.consumers} consumers on ${
