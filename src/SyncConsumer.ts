@@ -528,10 +528,27 @@ export const make = <R>(
         return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict.Verdict
       })
 
+    // A park read its dependencies in its transaction's snapshot: one applied on another instance at the
+    // same time, whose wake ran before the park committed, would leave the event waiting for its next
+    // retry (up to minutes away after many attempts). So, once the park has committed, reads what the event
+    // waits for again and makes it due if some of that has arrived (a copy now there, or a copy that no
+    // longer references a deleted entity). Dependencies a handler reported are its own to judge: not read.
+    const wakeIfArrived = (a: Attempt, verdict: Verdict.Verdict) =>
+      Effect.gen(function*() {
+        if (verdict._tag !== "parked" || a.reported.length > 0) return
+        const self = Decision.refKey(Decision.selfRef(a.envelope))
+        const waited = verdict.error.missing.filter((ref) => Decision.refKey(ref) !== self)
+        if (waited.length === 0) return
+        const still = new Set((yield* missingOf(a.envelope, a.prepared)).map(Decision.refKey))
+        const arrived = waited.filter((ref) => !still.has(Decision.refKey(ref)))
+        if (arrived.length > 0 && (yield* inbox.wake(consumer, arrived)) > 0) yield* parked.changed.fire
+      })
+
     // An attempt, with the handler's own StaleMessage / DependencyMissing / MalformedMessage settled in a
     // second transaction (the first one rolled back).
     const attemptSettled = (a: Attempt): Effect.Effect<Verdict.Verdict, SqlError.SqlError, R> =>
       transactor.withTransaction(applyInTransaction(a)).pipe(
+        Effect.tap((verdict) => wakeIfArrived(a, verdict)),
         Effect.catchTags({
           StaleMessage: (error) =>
             transactor.withTransaction(Effect.gen(function*() {

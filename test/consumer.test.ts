@@ -1,9 +1,10 @@
 /**
  * The consumer at rest: once the work is done it waits (for a commit, a due parked event or its poll
- * interval) instead of looping.
+ * interval) instead of looping; and the wake-ups of parked events, including one raced by another instance.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Deferred, Effect, Layer, Metric } from "effect"
+import { CopyRepository } from "../src/CopyRepository.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
 import * as MemoryInbox from "../src/memory/Inbox.ts"
@@ -91,6 +92,95 @@ describe("SyncConsumer", () => {
         assert.isAbove(wakes.count, wakesBeforeCompany, "with an event parked, the company's apply woke it")
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
+
+  /**
+   * Consumer stores whose reads, from `stale.reads` on until an event is parked, are those of a snapshot
+   * taken before the last commit of another instance: the company copies are not there yet, and user u-1
+   * still references company c-1.
+   */
+  const staleReadStores = () => {
+    const stale = { reads: false }
+    const inbox = Layer.effect(
+      Inbox,
+      Effect.map(MemoryInbox.make, (inbox) =>
+        Inbox.of({
+          ...inbox,
+          park: (row) =>
+            Effect.andThen(
+              inbox.park(row),
+              Effect.sync(() => {
+                stale.reads = false
+              })
+            )
+        }))
+    )
+    const copies = Layer.effect(
+      CopyRepository,
+      Effect.map(MemoryCopyRepository.make, (copies) =>
+        CopyRepository.of({
+          ...copies,
+          get: (entity, id, lock) =>
+            stale.reads && entity === "Company" ? Effect.succeed(null) : copies.get(entity, id, lock),
+          getMany: (refs, lock) =>
+            Effect.map(
+              copies.getMany(refs, lock),
+              (rows) => stale.reads ? rows.filter((row) => row.entity !== "Company") : rows
+            ),
+          referencing: (entity, field, id) =>
+            stale.reads && entity === "User" && id === "c-1"
+              ? Effect.succeed(["u-1"])
+              : copies.referencing(entity, field, id)
+        }))
+    )
+    const consumer = Layer.mergeAll(inbox, copies).pipe(Layer.provideMerge(Layer.fresh(MemoryDatabase.layer)))
+    return { stale, layer: systemLayer({ stores: { owner: memoryStores.owner, consumer } }) }
+  }
+
+  // Another instance applies what an event waits for while the event's park is in its transaction: the
+  // park read it as missing, and the other instance's wake ran before the park committed, finding nothing.
+  describe("an event parked on reads taken before what it waits for was committed is woken once parked", () => {
+    it.effect("a user whose company was created meanwhile", () =>
+      Effect.gen(function*() {
+        const { layer, stale } = staleReadStores()
+        yield* Effect.gen(function*() {
+          yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+          yield* sync
+          stale.reads = true
+          yield* Outbox.transaction(
+            users.create({ id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true })
+          )
+          yield* relay
+          yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
+          // parked for 1.6 s after three in-process attempts: only reading again applies it sooner
+          yield* eventually(copyOf("User", "u-1"), (copy) => copy?.state === "live", { step: "10 millis", rounds: 10 })
+          assert.strictEqual(yield* outcome("User", "woken"), 1)
+        }).pipe(Effect.provide(layer))
+      }).pipe(freshMetrics))
+
+    it.effect("a hard delete whose last referencing user moved meanwhile", () =>
+      Effect.gen(function*() {
+        const { layer, stale } = staleReadStores()
+        yield* Effect.gen(function*() {
+          yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+          yield* Outbox.transaction(companies.create({ id: "c-2", name: "Globex" }))
+          yield* Outbox.transaction(
+            users.create({ id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true })
+          )
+          yield* sync
+          yield* Outbox.transaction(users.update("u-1", (u) => ({ ...u, companyId: "c-2" })))
+          yield* sync
+          stale.reads = true
+          yield* Outbox.transaction(companies.delete("c-1"))
+          yield* relay
+          yield* eventually(outcome("Company", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
+          yield* eventually(copyOf("Company", "c-1"), (copy) => copy?.state === "deleted", {
+            step: "10 millis",
+            rounds: 10
+          })
+          assert.strictEqual(yield* outcome("Company", "woken"), 1)
+        }).pipe(Effect.provide(layer))
+      }).pipe(freshMetrics))
+  })
 
   describe("a batch of deliveries", () => {
     it.effect("applies an event whose dependency comes later in the same batch without waiting", () =>
