@@ -68,6 +68,8 @@ export const make = (options: {
           const changes = parked.changes
           // claimed, so that each due event is retried by one instance at a time
           const due = yield* Tracing.untraced(inbox.claimDue(consumer, now, pageSize, options.leaseMillis))
+          // what it claimed exists (another instance may have parked it): its retries must wake
+          if (due.length > 0) parked.maybe = true
           yield* Effect.forEach(due, retry, { concurrency: options.concurrency, discard: true })
           if (due.length === pageSize) continue
           const next = yield* Tracing.untraced(inbox.nextDueAt(consumer))
