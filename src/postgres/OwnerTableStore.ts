@@ -166,6 +166,14 @@ export const make = (
         CROSS JOIN LATERAL (SELECT d.ctid AS tid, d.* FROM ${tombstones} AS d
           WHERE d.entity = ${table.entity} AND d.id = r.id ${sql.literal(unless)} OFFSET 0 ${sql.literal(lock)}) AS d`
     /**
+     * The owner's rows of `ids` (an array), found by one index probe per id, as `tombstonesOf` finds the
+     * tombstones: as `= ANY`, a cached plan made while the table was small (or never analyzed) reads the
+     * whole table for every create of the batch (7,000 rows read for a create of 100 on a table of 7,000).
+     */
+    const rowsOf = (ids: Ids) =>
+      sql`unnest(${ids}::text[]) AS k(id)
+        CROSS JOIN LATERAL (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = k.id OFFSET 0) AS hit`
+    /**
      * Deletes the tombstones of `ids` (where `when` holds), each locked first in id order; returns their ids
      * and versions. Deleting by `ctid` is sound because a tombstone is only inserted and deleted, never
      * updated: the row a probe locked is the very row the statement sees.
@@ -339,7 +347,7 @@ export const make = (
           SELECT ${createdFromTomb}
           FROM jsonb_populate_recordset(${rowType}, ${json}::jsonb) WITH ORDINALITY AS r
           LEFT JOIN tomb ON tomb.id = r.${idColumn}::text COLLATE "C"
-          WHERE NOT EXISTS (SELECT 1 FROM ${owner} t WHERE ${sql.literal(idText)} = ANY(${ids}))
+          WHERE NOT EXISTS (SELECT 1 FROM ${rowsOf(ids)})
           ORDER BY r.ordinality
           ON CONFLICT (${idColumn}) DO NOTHING
           RETURNING ${sql.literal(idText)} AS id, t.${versionColumn}::int8 AS version),
