@@ -214,7 +214,7 @@ const decodeHistory = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ li
  * parked event: each one's owner row and copy, then its events in outbox order (version, action, group,
  * whether it was published, received, applied and by which process, and what it waits for).
  */
-export const history = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<ReadonlyArray<string>, unknown> => {
+const history = (sql: SqlClient.SqlClient, names: Names): Effect.Effect<ReadonlyArray<string>, unknown> => {
   const t = tables(names)
   return sql`WITH differing AS (
       SELECT coalesce(s.entity, c.entity) AS entity, coalesce(s.id, c.id) AS id
