@@ -21,6 +21,21 @@ const users = Producer.make("accounts").repository(User)
 const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, entity, name)
 const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 
+/** The system on memory stores, the consumer's inbox and copies wrapped by the test. */
+const systemWith = (
+  inbox: (inbox: Inbox["Service"]) => Inbox["Service"],
+  copies: (copies: CopyRepository["Service"]) => CopyRepository["Service"] = (copies) => copies
+) =>
+  systemLayer({
+    stores: {
+      owner: memoryStores.owner,
+      consumer: Layer.mergeAll(
+        Layer.effect(Inbox, Effect.map(MemoryInbox.make, inbox)),
+        Layer.effect(CopyRepository, Effect.map(MemoryCopyRepository.make, copies))
+      ).pipe(Layer.provideMerge(Layer.fresh(MemoryDatabase.layer)))
+    }
+  })
+
 describe("SyncConsumer", () => {
   /**
    * Consumer stores whose inbox counts how often the parked-event worker looks for due events, and how
@@ -29,19 +44,14 @@ describe("SyncConsumer", () => {
   const countingStores = () => {
     const looks = { count: 0 }
     const wakes = { count: 0 }
-    const countingInbox = Layer.effect(
-      Inbox,
-      Effect.map(MemoryInbox.make, (inbox) =>
-        Inbox.of({
-          ...inbox,
-          nextDueAt: (consumer) => Effect.andThen(Effect.sync(() => looks.count++), inbox.nextDueAt(consumer)),
-          wake: (consumer, refs) => Effect.andThen(Effect.sync(() => wakes.count++), inbox.wake(consumer, refs))
-        }))
+    const layer = systemWith((inbox) =>
+      Inbox.of({
+        ...inbox,
+        nextDueAt: (consumer) => Effect.andThen(Effect.sync(() => looks.count++), inbox.nextDueAt(consumer)),
+        wake: (consumer, refs) => Effect.andThen(Effect.sync(() => wakes.count++), inbox.wake(consumer, refs))
+      })
     )
-    const consumer = Layer.mergeAll(countingInbox, MemoryCopyRepository.layer).pipe(
-      Layer.provideMerge(Layer.fresh(MemoryDatabase.layer))
-    )
-    return { looks, wakes, layer: systemLayer({ stores: { owner: memoryStores.owner, consumer } }) }
+    return { looks, wakes, layer }
   }
 
   it.effect("idles between events: the parked-event worker looks at the inbox once per poll interval", () =>
@@ -100,9 +110,8 @@ describe("SyncConsumer", () => {
    */
   const staleReadStores = () => {
     const stale = { reads: false }
-    const inbox = Layer.effect(
-      Inbox,
-      Effect.map(MemoryInbox.make, (inbox) =>
+    const layer = systemWith(
+      (inbox) =>
         Inbox.of({
           ...inbox,
           park: (row) =>
@@ -112,11 +121,8 @@ describe("SyncConsumer", () => {
                 stale.reads = false
               })
             )
-        }))
-    )
-    const copies = Layer.effect(
-      CopyRepository,
-      Effect.map(MemoryCopyRepository.make, (copies) =>
+        }),
+      (copies) =>
         CopyRepository.of({
           ...copies,
           get: (entity, id, lock) =>
@@ -130,10 +136,9 @@ describe("SyncConsumer", () => {
             stale.reads && entity === "User" && id === "c-1"
               ? Effect.succeed(["u-1"])
               : copies.referencing(entity, field, id)
-        }))
+        })
     )
-    const consumer = Layer.mergeAll(inbox, copies).pipe(Layer.provideMerge(Layer.fresh(MemoryDatabase.layer)))
-    return { stale, layer: systemLayer({ stores: { owner: memoryStores.owner, consumer } }) }
+    return { stale, layer }
   }
 
   // Another instance applies what an event waits for while the event's park is in its transaction: the
