@@ -524,31 +524,45 @@ export const make = <R>(
           } satisfies Verdict.Verdict
         }
         if (a.prepared.handle !== undefined) yield* a.prepared.handle(current)
-        const woken = yield* parked.wake([Decision.selfRef(envelope)])
-        return { _tag: "applied", wokeParked: woken > 0 } satisfies Verdict.Verdict
+        return Verdict.applied
       })
 
-    // A park read its dependencies in its transaction's snapshot: one applied on another instance at the
-    // same time, whose wake ran before the park committed, would leave the event waiting for its next
-    // retry (up to minutes away after many attempts). So, once the park has committed, reads what the event
-    // waits for again and makes it due if some of that has arrived (a copy now there, or a copy that no
-    // longer references a deleted entity). Dependencies a handler reported are its own to judge: not read.
-    const wakeIfArrived = (a: Attempt, verdict: Verdict.Verdict) =>
+    // An apply and a park on two instances at once, each in its own transaction, must not both miss the
+    // other: the park reads its dependencies in its snapshot, and the apply's wake looks for parked events in
+    // its own. So the apply wakes after its commit, and the park, once committed, reads what the event waits
+    // for again and makes it due if some of that has arrived (a copy now there, or a copy that no longer
+    // references a deleted entity): one of the two always sees the other. Dependencies a handler reported
+    // are its own to judge: not read. A wake that fails leaves the event to its next retry.
+    const unwoken = <A>(fallback: A) => (error: SqlError.SqlError) =>
+      Effect.as(
+        Effect.logWarning("consumer: could not wake parked events; they wait for their next retry", error),
+        fallback
+      )
+
+    /** Makes the parked events waiting for what a committed transaction applied due; how many. */
+    const wakeAfterCommit = (refs: ReadonlyArray<EntityRef>) =>
+      parked.wake(refs).pipe(Effect.catchTag("SqlError", unwoken(0)))
+
+    const afterCommit = (a: Attempt, verdict: Verdict.Verdict): Effect.Effect<Verdict.Verdict> =>
       Effect.gen(function*() {
-        if (verdict._tag !== "parked" || a.reported.length > 0) return
+        if (verdict._tag === "applied") {
+          return (yield* parked.wake([Decision.selfRef(a.envelope)])) > 0 ? Verdict.appliedWoke : verdict
+        }
+        if (verdict._tag !== "parked" || a.reported.length > 0) return verdict
         const self = Decision.refKey(Decision.selfRef(a.envelope))
         const waited = verdict.error.missing.filter((ref) => Decision.refKey(ref) !== self)
-        if (waited.length === 0) return
+        if (waited.length === 0) return verdict
         const still = new Set((yield* missingOf(a.envelope, a.prepared)).map(Decision.refKey))
         const arrived = waited.filter((ref) => !still.has(Decision.refKey(ref)))
         if (arrived.length > 0 && (yield* inbox.wake(consumer, arrived)) > 0) yield* parked.changed.fire
-      })
+        return verdict
+      }).pipe(Effect.catchTag("SqlError", unwoken(verdict)))
 
     // An attempt, with the handler's own StaleMessage / DependencyMissing / MalformedMessage settled in a
     // second transaction (the first one rolled back).
     const attemptSettled = (a: Attempt): Effect.Effect<Verdict.Verdict, SqlError.SqlError, R> =>
       transactor.withTransaction(applyInTransaction(a)).pipe(
-        Effect.tap((verdict) => wakeIfArrived(a, verdict)),
+        Effect.flatMap((verdict) => afterCommit(a, verdict)),
         Effect.catchTags({
           StaleMessage: (error) =>
             transactor.withTransaction(Effect.gen(function*() {
@@ -834,10 +848,7 @@ export const make = <R>(
         }
         yield* flush
         yield* inbox.forget(consumer, pending.map((i) => items[i]!.envelope.messageId))
-        const woken = yield* parked.wake(Decision.uniqueRefs(appliedRefs))
-        return woken > 0
-          ? verdicts.map((v): Verdict.Verdict => v._tag === "applied" ? Verdict.appliedWoke : v)
-          : verdicts
+        return { verdicts, appliedRefs }
       })
 
     // Ordered lanes: per entity, the events settling on their own, the first in process and the others
@@ -906,7 +917,10 @@ export const make = <R>(
             discard: true
           })
         }
-        const verdicts = exit.value
+        const woken = yield* wakeAfterCommit(Decision.uniqueRefs(exit.value.appliedRefs))
+        const verdicts = woken > 0
+          ? exit.value.verdicts.map((v): Verdict.Verdict => v._tag === "applied" ? Verdict.appliedWoke : v)
+          : exit.value.verdicts
         yield* reportAll(batch.map((item) => item.envelope), verdicts, false)
         const done: Array<Delivery> = []
         for (let i = 0; i < batch.length; i++) {

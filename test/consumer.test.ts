@@ -3,7 +3,7 @@
  * interval) instead of looping; and the wake-ups of parked events, including one raced by another instance.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Deferred, Effect, Layer, Metric } from "effect"
 import { CopyRepository } from "../src/CopyRepository.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
@@ -13,6 +13,7 @@ import * as Metrics from "../src/Metrics.ts"
 import * as Outbox from "../src/Outbox.ts"
 import * as Producer from "../src/Producer.ts"
 import * as Subscription from "../src/Subscription.ts"
+import { Transactor } from "../src/Transactor.ts"
 import { Company, User } from "./fixtures.ts"
 import { consumerName, copyOf, eventually, memoryStores, relay, sync, systemLayer, tick } from "./harness.ts"
 
@@ -21,17 +22,19 @@ const users = Producer.make("accounts").repository(User)
 const outcome = (entity: string, name: Metrics.Outcome) => Metrics.outcomeCount(consumerName, entity, name)
 const freshMetrics = Effect.provideServiceEffect(Metric.MetricRegistry, Effect.sync(() => new Map()))
 
-/** The system on memory stores, the consumer's inbox and copies wrapped by the test. */
+/** The system on memory stores, the consumer's inbox, copies and transactions wrapped by the test. */
 const systemWith = (
   inbox: (inbox: Inbox["Service"]) => Inbox["Service"],
-  copies: (copies: CopyRepository["Service"]) => CopyRepository["Service"] = (copies) => copies
+  copies: (copies: CopyRepository["Service"]) => CopyRepository["Service"] = (copies) => copies,
+  transactor: (transactor: Transactor["Service"]) => Transactor["Service"] = (transactor) => transactor
 ) =>
   systemLayer({
     stores: {
       owner: memoryStores.owner,
       consumer: Layer.mergeAll(
         Layer.effect(Inbox, Effect.map(MemoryInbox.make, inbox)),
-        Layer.effect(CopyRepository, Effect.map(MemoryCopyRepository.make, copies))
+        Layer.effect(CopyRepository, Effect.map(MemoryCopyRepository.make, copies)),
+        Layer.effect(Transactor, Effect.map(Effect.service(Transactor), transactor))
       ).pipe(Layer.provideMerge(Layer.fresh(MemoryDatabase.layer)))
     }
   })
@@ -186,6 +189,44 @@ describe("SyncConsumer", () => {
         }).pipe(Effect.provide(layer))
       }).pipe(freshMetrics))
   })
+
+  // Inside its transaction, an apply's wake could look before a park on another instance commits, while that
+  // park's second read was taken before the apply committed: neither would see the other.
+  it.effect("an apply, in a batch or on its own, wakes parked events after its commit", () =>
+    Effect.gen(function*() {
+      const InTransaction = Context.Reference<boolean>("test/InTransaction", { defaultValue: () => false })
+      const wakes: Array<{ readonly entities: string; readonly inTransaction: boolean }> = []
+      const layer = systemWith(
+        (inbox) =>
+          Inbox.of({
+            ...inbox,
+            wake: (consumer, refs) =>
+              Effect.flatMap(InTransaction, (inTransaction) => {
+                wakes.push({ entities: refs.map((ref) => ref.entity).join(), inTransaction })
+                return inbox.wake(consumer, refs)
+              })
+          }),
+        undefined,
+        (transactor) =>
+          Transactor.of({
+            ...transactor,
+            withTransaction: (effect) => transactor.withTransaction(Effect.provideService(effect, InTransaction, true))
+          })
+      )
+      yield* Effect.gen(function*() {
+        yield* Outbox.transaction(
+          users.create({ id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true })
+        )
+        yield* relay
+        yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
+        yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+        yield* relay
+        yield* eventually(copyOf("User", "u-1"), (copy) => copy?.state === "live", { rounds: 100 })
+        // the company in a batch of deliveries, the parked user retried on its own
+        assert.deepStrictEqual(wakes.map((wake) => wake.entities).sort(), ["Company", "User"])
+        assert.deepStrictEqual(wakes.filter((wake) => wake.inTransaction), [])
+      }).pipe(Effect.provide(layer))
+    }).pipe(freshMetrics))
 
   describe("a batch of deliveries", () => {
     it.effect("applies an event whose dependency comes later in the same batch without waiting", () =>
