@@ -527,12 +527,6 @@ export const make = <R>(
         return Verdict.applied
       })
 
-    // An apply and a park on two instances at once, each in its own transaction, must not both miss the
-    // other: the park reads its dependencies in its snapshot, and the apply's wake looks for parked events in
-    // its own. So the apply wakes after its commit, and the park, once committed, reads what the event waits
-    // for again and makes it due if some of that has arrived (a copy now there, or a copy that no longer
-    // references a deleted entity): one of the two always sees the other. Dependencies a handler reported
-    // are its own to judge: not read. A wake that fails leaves the event to its next retry.
     const unwoken = <A>(fallback: A) => (error: SqlError.SqlError) =>
       Effect.as(
         Effect.logWarning("consumer: could not wake parked events; they wait for their next retry", error),
@@ -543,6 +537,12 @@ export const make = <R>(
     const wakeAfterCommit = (refs: ReadonlyArray<EntityRef>) =>
       parked.wake(refs).pipe(Effect.catchTag("SqlError", unwoken(0)))
 
+    // An apply and a park on two instances at once, each in its own transaction, must not both miss the
+    // other: the park reads its dependencies in its snapshot, and the apply's wake looks for parked events in
+    // its own. So the apply wakes after its commit, and the park, once committed, reads what the event waits
+    // for again and makes it due if some of that has arrived (a copy now there, or a copy that no longer
+    // references a deleted entity): one of the two always sees the other. Dependencies a handler reported
+    // are its own to judge: not read. A wake that fails leaves the event to its next retry.
     const afterCommit = (a: Attempt, verdict: Verdict.Verdict): Effect.Effect<Verdict.Verdict> =>
       Effect.gen(function*() {
         if (verdict._tag === "applied") {

@@ -1,9 +1,11 @@
 /**
  * The consumer at rest: once the work is done it waits (for a commit, a due parked event or its poll
- * interval) instead of looping; and the wake-ups of parked events, including one raced by another instance.
+ * interval) instead of looping; and the wake-ups of parked events: after the commit, raced by another
+ * instance, or failing.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, Deferred, Effect, Layer, Metric } from "effect"
+import { SqlError } from "effect/sql"
 import { CopyRepository } from "../src/CopyRepository.ts"
 import { Inbox } from "../src/Inbox.ts"
 import * as MemoryCopyRepository from "../src/memory/CopyRepository.ts"
@@ -225,6 +227,46 @@ describe("SyncConsumer", () => {
         // the company in a batch of deliveries, the parked user retried on its own
         assert.deepStrictEqual(wakes.map((wake) => wake.entities).sort(), ["Company", "User"])
         assert.deepStrictEqual(wakes.filter((wake) => wake.inTransaction), [])
+      }).pipe(Effect.provide(layer))
+    }).pipe(freshMetrics))
+
+  it.effect("a wake that fails after the commit keeps the apply; the parked event waits for its retry", () =>
+    Effect.gen(function*() {
+      const failing = { wakes: false, failed: 0 }
+      const layer = systemWith((inbox) =>
+        Inbox.of({
+          ...inbox,
+          wake: (consumer, refs) =>
+            failing.wakes
+              ? Effect.suspend(() => {
+                failing.failed++
+                return Effect.fail(
+                  new SqlError.SqlError({
+                    reason: new SqlError.ConnectionError({ message: "connection lost", cause: undefined })
+                  })
+                )
+              })
+              : inbox.wake(consumer, refs)
+        })
+      )
+      yield* Effect.gen(function*() {
+        yield* Outbox.transaction(
+          users.create({ id: "u-1", companyId: "c-1", email: "ada@example.com", name: "Ada", active: true })
+        )
+        yield* relay
+        yield* eventually(outcome("User", "parked"), (n) => n === 1, { step: "100 millis", rounds: 100 })
+        failing.wakes = true
+        yield* Outbox.transaction(companies.create({ id: "c-1", name: "Acme" }))
+        yield* relay
+        yield* eventually(copyOf("Company", "c-1"), (copy) => copy?.state === "live", { rounds: 100 })
+        assert.strictEqual(failing.failed, 1)
+        assert.strictEqual(yield* outcome("Company", "applied"), 1)
+        assert.strictEqual(yield* outcome("Company", "duplicate"), 0)
+        assert.strictEqual((yield* copyOf("User", "u-1"))?.state, undefined, "not woken: it waits for its retry")
+        // parked for 1.6 s after three in-process attempts
+        yield* eventually(copyOf("User", "u-1"), (copy) => copy?.state === "live", { step: "100 millis", rounds: 20 })
+        assert.strictEqual(yield* outcome("User", "applied"), 1)
+        assert.strictEqual(yield* outcome("User", "woken"), 1)
       }).pipe(Effect.provide(layer))
     }).pipe(freshMetrics))
 
