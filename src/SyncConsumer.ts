@@ -546,7 +546,7 @@ export const make = <R>(
     const afterCommit = (a: Attempt, verdict: Verdict.Verdict): Effect.Effect<Verdict.Verdict> =>
       Effect.gen(function*() {
         if (verdict._tag === "applied") {
-          return (yield* parked.wake([Decision.selfRef(a.envelope)])) > 0 ? Verdict.appliedWoke : verdict
+          return (yield* wakeAfterCommit([Decision.selfRef(a.envelope)])) > 0 ? Verdict.appliedWoke : verdict
         }
         if (verdict._tag !== "parked" || a.reported.length > 0) return verdict
         const self = Decision.refKey(Decision.selfRef(a.envelope))
