@@ -431,10 +431,14 @@ export const make = (
       ].join(", "))
     const versionText = `${col(table.versionColumn)}::int8`
     const foundColumns = reportedColumns(versionText, stateExpression)
-    // The payload's columns as saved and the time, from the row's record; the version one over the locked one.
+    // The payload's columns as saved and the time, from the row's record as the lock read it (`l`, by
+    // position); the version one over the locked one.
     const savedColumns = [...payloadColumns, ...(updatedAt === undefined ? [] : [escape(updatedAt.column)])]
+    const savedFromRecord = sql.literal(savedColumns.map((c, i) => `r.${c} AS saved_${i}`).join(", "))
     const setSaved = sql.literal(
-      `${setFromRecordAt(savedColumns)}, ${escape(table.versionColumn)} = ${col(table.versionColumn)} + 1`
+      `(${savedColumns.join(", ")}) = (${savedColumns.map((_, i) => `l.saved_${i}`).join(", ")}), ${
+        escape(table.versionColumn)
+      } = ${col(table.versionColumn)} + 1`
     )
     const savedReturning = reportedColumns(`${versionText} - 1`, `'live'`, versionText)
     // The rows travel as one JSON object, each row's record at its id. When all of them exist, they are locked
@@ -444,7 +448,9 @@ export const make = (
     // and every save locks its rows in id order. Every scan of the table looks the rows up by their ids
     // (`= ANY`, once per scan) in the index, and each row reads its record by its id: joined with the records
     // instead, a table PostgreSQL has no statistics of (or only those of when it was small) is scanned in
-    // full as it grows, or the ids are looked up again for every row.
+    // full as it grows, or the ids are looked up again for every row. The update takes each row's record as
+    // the lock read it. (Not by the `ctid` the lock returned: after waiting for a concurrent writer, it names
+    // the row's version before that write.)
     const saveExistingStatement = compileOnce<[records: string, ids: ReadonlyArray<string>, count: number], object>(
       sql,
       (records, ids, count) =>
@@ -452,7 +458,7 @@ export const make = (
         found AS (SELECT ${foundColumns} FROM ${owner} t WHERE ${
           sql.literal(idText)
         } = ANY((SELECT ids FROM p)::text[])),
-        l AS (SELECT ${foundColumns}, ${payloadDiffers} AS changed
+        l AS (SELECT ${foundColumns}, ${payloadDiffers} AS changed, ${savedFromRecord}
           FROM ${owner} t CROSS JOIN LATERAL jsonb_populate_record(${rowType}, (SELECT records FROM p) -> ${
           sql.literal(idText)
         }) AS r
@@ -460,7 +466,9 @@ export const make = (
           ORDER BY ${sql.literal(idOrdered)} FOR UPDATE OF t),
         every AS (SELECT count(*) = ${count} AND bool_and(state = 'live') AS ok FROM l),
         u AS (UPDATE ${owner} AS t SET ${setSaved}
-          WHERE ${sql.literal(idText)} = ANY(ARRAY(SELECT id FROM l WHERE changed)) AND (SELECT ok FROM every)
+          FROM l WHERE ${sql.literal(idText)} = ANY(ARRAY(SELECT id FROM l WHERE changed)) AND ${
+          sql.literal(idText)
+        } = l.id AND (SELECT ok FROM every)
           RETURNING ${savedReturning})
         SELECT * FROM u
         UNION ALL
