@@ -449,8 +449,8 @@ export const make = (
     // (`= ANY`, once per scan) in the index, and each row reads its record by its id: joined with the records
     // instead, a table PostgreSQL has no statistics of (or only those of when it was small) is scanned in
     // full as it grows, or the ids are looked up again for every row. The update takes each row's record as
-    // the lock read it. (Not by the `ctid` the lock returned: after waiting for a concurrent writer, it names
-    // the row's version before that write.)
+    // the lock read it. (It finds the rows by id, not by the `ctid` the lock returned: after the lock waited for
+    // a concurrent writer, that version is not visible to the statement's snapshot, and the update skips it.)
     const saveExistingStatement = compileOnce<[records: string, ids: ReadonlyArray<string>, count: number], object>(
       sql,
       (records, ids, count) =>
