@@ -361,7 +361,7 @@ export const fromCloudEvent = (json: unknown): Envelope | undefined => {
     const own = attributes.has(key)
     if (own ? key === "data_base64" : !attributeName.test(key)) return undefined
     if (!isOtherAttribute(key, value)) return undefined
-    if (!own && typeof value === "string" && key.length <= maxExtensionNameLength) (context ??= {})[key] = value
+    if (!own && typeof value === "string" && isContextKey(key)) (context ??= {})[key] = value
   }
   return {
     messageId: e.id,
@@ -459,8 +459,8 @@ export const decode = (
   options?: Limits
 ): Effect.Effect<Envelope, MalformedMessage> => Effect.suspend(() => Effect.fromResult(decodeResult(body, options)))
 
-/** Encodes an event as the UTF-8 JSON body of a message: a CloudEvent in structured mode. */
 // (`Buffer.from` encodes such a body in less than half the time of `TextEncoder.encode` on Node 20.)
+/** Encodes an event as the UTF-8 JSON body of a message: a CloudEvent in structured mode. */
 export const encode = (envelope: Envelope): Uint8Array => Buffer.from(JSON.stringify(toCloudEvent(envelope)), "utf8")
 
 const hexOfByte = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"))
