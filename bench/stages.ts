@@ -11,7 +11,9 @@
  * with its process CPU (user + system) and PostgreSQL's (all its processes on this machine, from `/proc`)
  * divided by the events. Every pipeline first runs untimed with `--warm-up` events, so that neither is
  * timed while the code it runs is still being compiled. With `BENCH_CPU_PROF=<dir>`, each timed stage
- * writes a CPU profile of its own span (`<pipeline>-<stage>.cpuprofile`) into that directory.
+ * writes a CPU profile of its own span (`<pipeline>-<stage>.cpuprofile`) into that directory. With
+ * `BENCH_HEAP_PROF=<dir>` instead, it writes a sampling profile of what it allocated, collected objects
+ * included (`<pipeline>-<stage>.heapprofile`), and prints the bytes allocated per event.
  */
 import amqp from "amqplib"
 import { Effect, Redacted, References } from "effect"
@@ -47,25 +49,49 @@ const queueDepth = (queue: string) =>
     }
   })
 
-const profileDir = process.env.BENCH_CPU_PROF ?? ""
+const cpuProfileDir = process.env.BENCH_CPU_PROF ?? ""
+const heapProfileDir = process.env.BENCH_HEAP_PROF ?? ""
 
-/** Profiles `effect` when `BENCH_CPU_PROF` is set. */
-const profiled = <A, E, R>(file: string, effect: Effect.Effect<A, E, R>) =>
-  profileDir === "" ? effect : Effect.acquireUseRelease(
+/** A sampled allocation profile: a tree of call frames with the bytes each allocated itself. */
+interface HeapNode {
+  readonly selfSize: number
+  readonly children: ReadonlyArray<HeapNode>
+}
+const allocatedBytes = (node: HeapNode): number =>
+  node.children.reduce((sum, child) => sum + allocatedBytes(child), node.selfSize)
+
+/** Profiles `effect` when `BENCH_CPU_PROF` or `BENCH_HEAP_PROF` is set; gives the bytes it allocated, if sampled. */
+const profiled = <A, E, R>(file: string, effect: Effect.Effect<A, E, R>): Effect.Effect<number | undefined, E, R> =>
+  cpuProfileDir === "" && heapProfileDir === "" ? Effect.as(effect, undefined) : Effect.acquireUseRelease(
     Effect.promise(async () => {
       const session = new Session()
       session.connect()
-      await session.post("Profiler.enable")
-      await session.post("Profiler.start")
+      if (cpuProfileDir !== "") {
+        await session.post("Profiler.enable")
+        await session.post("Profiler.start")
+      } else {
+        await session.post("HeapProfiler.enable")
+        await session.post("HeapProfiler.startSampling", {
+          samplingInterval: 4096,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: true
+        })
+      }
       return session
     }),
-    () => effect,
     (session) =>
-      Effect.promise(async () => {
-        const { profile } = await session.post("Profiler.stop")
-        writeFileSync(`${profileDir}/${file}.cpuprofile`, JSON.stringify(profile))
-        session.disconnect()
-      })
+      Effect.flatMap(effect, () =>
+        Effect.promise(async () => {
+          if (cpuProfileDir !== "") {
+            const { profile } = await session.post("Profiler.stop")
+            writeFileSync(`${cpuProfileDir}/${file}.cpuprofile`, JSON.stringify(profile))
+            return undefined
+          }
+          const { profile } = await session.post("HeapProfiler.stopSampling")
+          writeFileSync(`${heapProfileDir}/${file}.heapprofile`, JSON.stringify(profile))
+          return allocatedBytes(profile.head)
+        })),
+    (session) => Effect.sync(() => session.disconnect())
   )
 
 /** One pass over the stages: timed (printed, profiled) or a warm-up. */
@@ -81,7 +107,7 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
     const postgres = postgresMicros()
     const usage = process.cpuUsage()
     const start = performance.now()
-    yield* profiled(`${pipeline}-${name}`, effect)
+    const allocated = yield* profiled(`${pipeline}-${name}`, effect)
     const seconds = (performance.now() - start) / 1000
     const micros = (cpuMicros() - cpu) / events
     const { system, user } = process.cpuUsage(usage)
@@ -89,6 +115,9 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
     const postgresPerEvent = postgres === undefined || postgresAfter === undefined
       ? ""
       : `, PostgreSQL ${Math.round((postgresAfter - postgres) / events)} µs/event`
+    const allocatedPerEvent = allocated === undefined
+      ? ""
+      : `, ${(allocated / events / 1024).toFixed(1)} KiB allocated/event`
     yield* Effect.sync(() =>
       console.log(
         `${pipeline.padEnd(9)} ${name.padEnd(9)} ${
@@ -96,7 +125,7 @@ const timed = <A, E, R>(pass: Pass, name: string, pipeline: string, effect: Effe
         } ev/s ` +
           `${Math.round(micros).toLocaleString("en-US").padStart(6)} µs CPU/event (user ${
             Math.round(user / events)
-          }, system ${Math.round(system / events)})${postgresPerEvent}`
+          }, system ${Math.round(system / events)})${postgresPerEvent}${allocatedPerEvent}`
       )
     )
   })
