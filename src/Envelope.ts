@@ -6,6 +6,7 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Result, Schema } from "effect"
+import type { Mutable } from "effect/Types"
 import { MalformedMessage } from "./Errors.ts"
 
 /** What happened to the entity. */
@@ -166,7 +167,7 @@ export const fromStoredJson = (json: unknown): Envelope | undefined => {
     (reset !== undefined && (typeof reset !== "boolean" || (reset && e.forceSync !== true))) ||
     (context !== undefined && !isStringRecord(context))
   ) return undefined
-  return {
+  const envelope: Mutable<Envelope> = {
     messageId: e.messageId,
     entity: e.entity,
     entityId: e.entityId,
@@ -176,12 +177,24 @@ export const fromStoredJson = (json: unknown): Envelope | undefined => {
     occurredAt,
     producer: e.producer,
     forceSync: e.forceSync,
-    ...(reset === undefined ? {} : { reset }),
-    payload: payload as Schema.Json, // from JSON.parse
-    ...(traceparent === undefined ? {} : { traceparent }),
-    ...(tracestate === undefined ? {} : { tracestate }),
-    ...(context === undefined ? {} : { context })
+    payload: payload as Schema.Json // from JSON.parse
   }
+  return withOptionals(envelope, reset, traceparent, tracestate, context)
+}
+
+/** `envelope` with the optional fields that are set (assigned, not spread: this runs for every event). */
+const withOptionals = (
+  envelope: Mutable<Envelope>,
+  reset: boolean | undefined,
+  traceparent: string | undefined,
+  tracestate: string | undefined,
+  context: Readonly<Record<string, string>> | undefined
+): Envelope => {
+  if (reset !== undefined) envelope.reset = reset
+  if (traceparent !== undefined) envelope.traceparent = traceparent
+  if (tracestate !== undefined) envelope.tracestate = tracestate
+  if (context !== undefined) envelope.context = context
+  return envelope
 }
 
 // --- the wire: CloudEvents 1.0, structured mode ---
@@ -363,7 +376,7 @@ export const fromCloudEvent = (json: unknown): Envelope | undefined => {
     if (!isOtherAttribute(key, value)) return undefined
     if (!own && typeof value === "string" && isContextKey(key)) (context ??= {})[key] = value
   }
-  return {
+  const envelope: Mutable<Envelope> = {
     messageId: e.id,
     entity: parsed.entity,
     entityId: subject,
@@ -373,12 +386,9 @@ export const fromCloudEvent = (json: unknown): Envelope | undefined => {
     occurredAt: time,
     producer: e.source,
     forceSync: forcesync,
-    ...(reset === undefined ? {} : { reset }),
-    payload: data as Schema.Json, // from JSON.parse
-    ...(traceparent === undefined ? {} : { traceparent }),
-    ...(tracestate === undefined ? {} : { tracestate }),
-    ...(context === undefined ? {} : { context })
+    payload: data as Schema.Json // from JSON.parse
   }
+  return withOptionals(envelope, reset, traceparent, tracestate, context)
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true })

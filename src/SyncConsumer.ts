@@ -28,6 +28,7 @@ import {
   type Tracer
 } from "effect"
 import type { SqlError } from "effect/sql"
+import type { Mutable } from "effect/Types"
 import * as Broker from "./Broker.ts"
 import type { Delivery } from "./Broker.ts"
 import * as Contract from "./Contract.ts"
@@ -549,7 +550,7 @@ export const make = <R>(
           return (yield* wakeAfterCommit([Decision.selfRef(a.envelope)])) > 0 ? Verdict.appliedWoke : verdict
         }
         if (verdict._tag !== "parked" || a.reported.length > 0) return verdict
-        const self = Decision.refKey(Decision.selfRef(a.envelope))
+        const self = Decision.selfKey(a.envelope)
         const waited = verdict.error.missing.filter((ref) => Decision.refKey(ref) !== self)
         if (waited.length === 0) return verdict
         const still = new Set((yield* missingOf(a.envelope, a.prepared)).map(Decision.refKey))
@@ -636,7 +637,7 @@ export const make = <R>(
             reported: [],
             firstSeenAt
           }
-          const verdict = yield* withKeys([Decision.refKey(Decision.selfRef(envelope))], attemptSettled(a)).pipe(
+          const verdict = yield* withKeys([Decision.selfKey(envelope)], attemptSettled(a)).pipe(
             retryOnSqlError
           )
           if (verdict._tag !== "missing") {
@@ -647,7 +648,7 @@ export const make = <R>(
           if (Option.isNone(delay)) {
             // the budget is spent while still in process: park with the schedule's verdict (dead letter)
             const final = yield* withKeys(
-              [Decision.refKey(Decision.selfRef(envelope))],
+              [Decision.selfKey(envelope)],
               attemptSettled({ ...a, mayPark: true })
             )
             yield* Verdict.endSpan(span, final, waited)
@@ -805,10 +806,10 @@ export const make = <R>(
               continue
             }
             // a message stays fresh until its event is settled: one that waits gets another pass
-            let facts: Decision.Facts = { current: state.get(key) ?? null }
+            const facts: Mutable<Decision.Facts> = { current: state.get(key) ?? null }
             let decision = Decision.decide(envelope, facts, false)
             while (decision._tag === "ask") {
-              if (decision.question === "fresh") facts = { ...facts, fresh: fresh.has(envelope.messageId) }
+              if (decision.question === "fresh") facts.fresh = fresh.has(envelope.messageId)
               else {
                 if (envelope.action === "deleted" && writes.size > 0 && dependents(envelope.entity).length > 0) {
                   yield* flush
@@ -816,7 +817,7 @@ export const make = <R>(
                 const missing = envelope.action === "deleted"
                   ? yield* missingOf(envelope, prepared)
                   : prepared.references.filter((ref) => Decision.isMissing(state.get(Decision.refKey(ref))))
-                facts = { ...facts, missing }
+                facts.missing = missing
               }
               decision = Decision.decide(envelope, facts, false)
             }
@@ -991,7 +992,7 @@ export const make = <R>(
           return yield* report(row.envelope, deadLettered, true)
         }
         const verdict = yield* withKeys(
-          [Decision.refKey(Decision.selfRef(row.envelope))],
+          [Decision.selfKey(row.envelope)],
           attemptSettled({
             envelope: row.envelope,
             prepared: result.success,

@@ -93,7 +93,7 @@ export const originalRoutingKey = (properties: Properties, login: string, routin
   return recorded === undefined || recorded.length > maxRoutingKeyLength ? routingKey : recorded
 }
 
-const brokerHeaderPrefixes = ["x-first-death-", "x-last-death-"]
+const isBrokerPrefixed = (name: string) => name.startsWith("x-first-death-") || name.startsWith("x-last-death-")
 const brokerHeaders = new Set([
   "x-death",
   "x-delivery-count",
@@ -113,8 +113,10 @@ const brokerHeaders = new Set([
  */
 export const applicationHeaders = (headers: RawHeaders): Record<string, string> => {
   const result: Record<string, string> = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (brokerHeaders.has(name) || brokerHeaderPrefixes.some((prefix) => name.startsWith(prefix))) continue
+  // (`for…in` with an own-property check: `Object.entries` makes an array per header of every message)
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name) || brokerHeaders.has(name) || isBrokerPrefixed(name)) continue
+    const value = headers[name]
     if (typeof value === "string") result[name] = value
     else if (typeof value === "number" || typeof value === "boolean") result[name] = String(value)
   }

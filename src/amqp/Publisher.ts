@@ -136,7 +136,7 @@ const publishOptions = (message: Outgoing): Options.Publish => ({
   type: message.type,
   contentType: message.contentType,
   userId: message.userId,
-  headers: { ...message.headers }
+  headers: message.headers
 })
 
 /**

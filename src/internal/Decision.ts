@@ -6,6 +6,7 @@
  * @since 0.1.0
  */
 import type { Schema } from "effect"
+import type { Mutable } from "effect/Types"
 import { type CopyRow, type Guard, passesGuard } from "../CopyRepository.ts"
 import type * as Envelope from "../Envelope.ts"
 import type { EntityRef } from "../Errors.ts"
@@ -33,19 +34,22 @@ export const copyOf = (
   envelope: Envelope.Envelope,
   kept: { readonly payload: Schema.Json | null; readonly ledgerReferences?: Readonly<Record<string, string>> },
   syncedAt: number
-): CopyRow => ({
-  entity: envelope.entity,
-  id: envelope.entityId,
-  version: envelope.version,
-  state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
-  payload: kept.payload,
-  ...(kept.ledgerReferences === undefined ? {} : { references: kept.ledgerReferences }),
-  deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted"
-    ? Date.parse(envelope.occurredAt)
-    : null,
-  syncedAt,
-  messageId: envelope.messageId
-})
+): CopyRow => {
+  const row: Mutable<CopyRow> = {
+    entity: envelope.entity,
+    id: envelope.entityId,
+    version: envelope.version,
+    state: envelope.action === "deleted" ? "deleted" : envelope.action === "softDeleted" ? "softDeleted" : "live",
+    payload: kept.payload,
+    deletedAt: envelope.action === "deleted" || envelope.action === "softDeleted"
+      ? Date.parse(envelope.occurredAt)
+      : null,
+    syncedAt,
+    messageId: envelope.messageId
+  }
+  if (kept.ledgerReferences !== undefined) row.references = kept.ledgerReferences
+  return row
+}
 
 /** What is known about an event so far. */
 export interface Facts {
@@ -98,17 +102,15 @@ export const inEntityVersionOrder = <T extends { readonly key: string }>(
   items: ReadonlyArray<T>,
   versionOf: (item: T) => number
 ): ReadonlyArray<T> => {
+  const keys = new Set<string>()
+  for (const item of items) keys.add(item.key)
+  if (keys.size === items.length) return items
   const byKey = new Map<string, Array<T>>()
-  let repeated = false
   for (const item of items) {
     const group = byKey.get(item.key)
     if (group === undefined) byKey.set(item.key, [item])
-    else {
-      group.push(item)
-      repeated = true
-    }
+    else group.push(item)
   }
-  if (!repeated) return items
   for (const group of byKey.values()) group.sort((a, b) => versionOf(a) - versionOf(b))
   return items.map((item) => byKey.get(item.key)!.shift()!)
 }
@@ -116,10 +118,19 @@ export const inEntityVersionOrder = <T extends { readonly key: string }>(
 /** The key of an entity reference, `entity:id`. */
 export const refKey = (ref: EntityRef): string => `${ref.entity}:${ref.id}`
 
+/** The key of the entity an event is about: `refKey(selfRef(envelope))`. */
+export const selfKey = (envelope: Envelope.Envelope): string => `${envelope.entity}:${envelope.entityId}`
+
 /** The entity an event is about. */
 export const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
 
 /** References without repeats, in first-seen order. */
-export const uniqueRefs = (refs: ReadonlyArray<EntityRef>): ReadonlyArray<EntityRef> => [
-  ...new Map(refs.map((r) => [refKey(r), r])).values()
-]
+export const uniqueRefs = (refs: ReadonlyArray<EntityRef>): ReadonlyArray<EntityRef> => {
+  if (refs.length < 2) return refs
+  const byKey = new Map<string, EntityRef>()
+  for (const ref of refs) {
+    const key = refKey(ref)
+    if (!byKey.has(key)) byKey.set(key, ref)
+  }
+  return byKey.size === refs.length ? refs : Array.from(byKey.values())
+}

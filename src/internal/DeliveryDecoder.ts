@@ -11,7 +11,7 @@ import * as Envelope from "../Envelope.ts"
 import { Defect, type ForgedProducer, MalformedMessage } from "../Errors.ts"
 import type * as Metrics from "../Metrics.ts"
 import type { Prepared, Preparing, Subscription } from "../Subscription.ts"
-import { refKey, selfRef } from "./Decision.ts"
+import { selfKey } from "./Decision.ts"
 import type { Authenticate } from "./ProducerAuthentication.ts"
 
 /** A delivery decoded, authenticated and routed. */
@@ -93,9 +93,11 @@ export const make = <R>(options: {
     const forged = authenticate(delivery, envelope, now)
     if (forged !== undefined) return Result.fail(forged)
     const preparing = route(envelope)
-    const key = refKey(selfRef(envelope))
-    const item = (prepared: Prepared<R>): Item<R> => ({ key, delivery, envelope, prepared })
-    return Result.isResult(preparing) ? Result.map(preparing, item) : Effect.map(preparing, item)
+    const key = selfKey(envelope)
+    if (!Result.isResult(preparing)) return Effect.map(preparing, (prepared) => ({ key, delivery, envelope, prepared }))
+    return Result.isSuccess(preparing)
+      ? Result.succeed({ key, delivery, envelope, prepared: preparing.success })
+      : Result.fail(preparing.failure)
   }
 
   const decode = (
