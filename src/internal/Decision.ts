@@ -115,11 +115,13 @@ export const inEntityVersionOrder = <T extends { readonly key: string }>(
   return items.map((item) => byKey.get(item.key)!.shift()!)
 }
 
-/** The key of an entity reference, `entity:id`. */
-export const refKey = (ref: EntityRef): string => `${ref.entity}:${ref.id}`
+const keyOf = (entity: string, id: string): string => `${entity}:${id}`
 
-/** The key of the entity an event is about: `refKey(selfRef(envelope))`. */
-export const selfKey = (envelope: Envelope.Envelope): string => `${envelope.entity}:${envelope.entityId}`
+/** The key of an entity reference, `entity:id`. */
+export const refKey = (ref: EntityRef): string => keyOf(ref.entity, ref.id)
+
+/** The key of the entity an event is about: `refKey(selfRef(envelope))`, without making the reference. */
+export const selfKey = (envelope: Envelope.Envelope): string => keyOf(envelope.entity, envelope.entityId)
 
 /** The entity an event is about. */
 export const selfRef = (envelope: Envelope.Envelope): EntityRef => ({ entity: envelope.entity, id: envelope.entityId })
