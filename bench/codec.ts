@@ -10,13 +10,11 @@
  */
 import { Result } from "effect"
 import { Envelope } from "entity-sync"
+import { argument } from "./config.ts"
 import { Item, itemOf, owner } from "./contract.ts"
 
-const argument = (name: string, fallback: string) =>
-  process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
-
-const events = Number(argument("events", "100000"))
-const rounds = Number(argument("rounds", "5"))
+const events = Number(argument("events") ?? "100000")
+const rounds = Number(argument("rounds") ?? "5")
 if (!(Number.isSafeInteger(events) && events > 0 && Number.isSafeInteger(rounds) && rounds > 0)) {
   throw new Error("--events and --rounds must be positive integers")
 }

@@ -58,7 +58,8 @@ export interface Settings {
   readonly rounds: number
 }
 
-const argument = (name: string): string | undefined => {
+/** The value of the command-line argument `--<name>=<value>`, if given. */
+export const argument = (name: string): string | undefined => {
   const prefix = `--${name}=`
   return process.argv.find((arg) => arg.startsWith(prefix))?.slice(prefix.length)
 }

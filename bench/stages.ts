@@ -20,21 +20,18 @@ import { Effect, Redacted, References } from "effect"
 import { writeFileSync } from "node:fs"
 import { Session } from "node:inspector/promises"
 import * as Baseline from "./baseline.ts"
-import { read } from "./config.ts"
+import { argument, read } from "./config.ts"
 import { amqpUrl, makeNames } from "./contract.ts"
 import * as Database from "./database.ts"
 import * as Library from "./library.ts"
 import { cpuMicros, postgresMicros } from "./stats.ts"
 import type { MakePipeline, Pipeline } from "./workloads.ts"
 
-const argument = (name: string, fallback: string) =>
-  process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
-
-const timedEvents = Number(argument("events", "20000"))
-const warmUpEvents = Number(argument("warm-up", "10000"))
-const batch = Number(argument("batch", "100"))
-const pipelines = argument("pipelines", "library,baseline").split(",")
-const stages = new Set(argument("stages", "owner,relay,consumer").split(","))
+const timedEvents = Number(argument("events") ?? "20000")
+const warmUpEvents = Number(argument("warm-up") ?? "10000")
+const batch = Number(argument("batch") ?? "100")
+const pipelines = (argument("pipelines") ?? "library,baseline").split(",")
+const stages = new Set((argument("stages") ?? "owner,relay,consumer").split(","))
 /** Events in the outbox: one per entity, and one more with `updates`. */
 const eventsPerEntity = stages.has("updates") ? 2 : 1
 

@@ -11,18 +11,15 @@
 import { Effect, Redacted, References } from "effect"
 import { Socket } from "node:net"
 import * as Baseline from "./baseline.ts"
-import { read } from "./config.ts"
+import { argument, read } from "./config.ts"
 import { makeNames } from "./contract.ts"
 import * as Database from "./database.ts"
 import * as Library from "./library.ts"
 import type { MakePipeline } from "./workloads.ts"
 
-const argument = (name: string, fallback: string) =>
-  process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
-
-const batch = Number(argument("batch", "100"))
-const transactions = Number(argument("transactions", "50"))
-const pipelines = argument("pipelines", "library,baseline").split(",")
+const batch = Number(argument("batch") ?? "100")
+const transactions = Number(argument("transactions") ?? "50")
+const pipelines = (argument("pipelines") ?? "library,baseline").split(",")
 /** `--full`: each statement's whole text rather than its first 150 characters. */
 const full = process.argv.includes("--full")
 /** `--keep`: the databases are kept (their names printed), e.g. for `EXPLAIN ANALYZE` of the statements. */
